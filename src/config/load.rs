@@ -1,0 +1,275 @@
+//! Reading a config file: TOML parsing, per-section deserialization so that one bad section
+//! does not hide the errors of the others, and errors located as file:line:column with the key.
+
+use super::{Config, validate};
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// One problem in a config file, located for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no place in the file (e.g. a missing file).
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key the problem is about, e.g. `upstream.orders.connect_timeout`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Turns byte spans into file:line:column errors, naming the key found at that place.
+pub(super) struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    root: Option<&'a DeTable<'a>>,
+}
+
+impl<'a> Locator<'a> {
+    pub(super) fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = if span == (0..0) {
+            (0, 0)
+        } else {
+            line_column(self.text, span.start)
+        };
+        let mut key = key.into();
+        if key.is_empty()
+            && let Some(root) = self.root
+        {
+            key = key_at(root, &span, String::new()).unwrap_or_default();
+        }
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = text[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+/// The deepest dotted key whose key or value covers `span`.
+fn key_at(table: &DeTable<'_>, span: &Range<usize>, prefix: String) -> Option<String> {
+    for (key, value) in table.iter() {
+        let key_span = key.span();
+        let value_span = value.span();
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        let covers = |s: &Range<usize>| s.start <= span.start && span.end <= s.end.max(s.start + 1);
+        if covers(&key_span) {
+            return Some(path);
+        }
+        if covers(&value_span) || contains_span(value.get_ref(), span) {
+            return Some(key_in_value(value.get_ref(), span, path.clone()).unwrap_or(path));
+        }
+    }
+    None
+}
+
+fn key_in_value(value: &DeValue<'_>, span: &Range<usize>, path: String) -> Option<String> {
+    match value {
+        DeValue::Table(table) => key_at(table, span, path),
+        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let item_path = format!("{path}[{i}]");
+            let s = item.span();
+            if (s.start <= span.start && span.end <= s.end) || contains_span(item.get_ref(), span) {
+                Some(key_in_value(item.get_ref(), span, item_path.clone()).unwrap_or(item_path))
+            } else {
+                None
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Tables made of `[header]` sections have spans that do not cover their bodies, so look inside.
+fn contains_span(value: &DeValue<'_>, span: &Range<usize>) -> bool {
+    match value {
+        DeValue::Table(table) => table.iter().any(|(k, v)| {
+            let (ks, vs) = (k.span(), v.span());
+            (ks.start <= span.start && span.end <= ks.end.max(ks.start + 1))
+                || (vs.start <= span.start && span.end <= vs.end)
+                || contains_span(v.get_ref(), span)
+        }),
+        DeValue::Array(items) => items.iter().any(|item| {
+            let s = item.span();
+            (s.start <= span.start && span.end <= s.end) || contains_span(item.get_ref(), span)
+        }),
+        _ => false,
+    }
+}
+
+/// Reads and checks a config file: every syntax, schema and meaning error, or the `Config`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+/// Like `load_file`, for text already read; `path` is only used in error messages.
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let locator = Locator {
+                file: path,
+                text,
+                root: None,
+            };
+            let span = e.span().unwrap_or(0..1);
+            let span = if span == (0..0) { 0..1 } else { span };
+            return Err(ConfigErrors(vec![locator.error(
+                span,
+                "",
+                format!("invalid TOML: {}", e.message()),
+            )]));
+        }
+    };
+    let root_table = root.get_ref();
+    let locator = Locator {
+        file: path,
+        text,
+        root: Some(root_table),
+    };
+    let mut errors = Vec::new();
+    let mut config = Config::default();
+
+    for (key, value) in root_table.iter() {
+        match key.get_ref().as_ref() {
+            "process" => section(&locator, value, &mut errors, |v| config.process = v),
+            "log" => section(&locator, value, &mut errors, |v| config.log = v),
+            "admin" => section(&locator, value, &mut errors, |v| config.admin = v),
+            "limits" => section(&locator, value, &mut errors, |v| config.limits = v),
+            "demo" => section(&locator, value, &mut errors, |v| config.demo = v),
+            "listener" => array_section(&locator, "listener", value, &mut errors, |v| {
+                config.listeners.push(v)
+            }),
+            "route" => array_section(&locator, "route", value, &mut errors, |v| config.routes.push(v)),
+            "upstream" => match value.get_ref() {
+                DeValue::Table(upstreams) => {
+                    for (name, upstream) in upstreams.iter() {
+                        section(&locator, upstream, &mut errors, |v| {
+                            config.upstreams.insert(name.get_ref().to_string(), v);
+                        });
+                    }
+                }
+                _ => errors.push(locator.error(
+                    value.span(),
+                    "upstream",
+                    "expected tables [upstream.NAME]",
+                )),
+            },
+            other => errors.push(locator.error(
+                key.span(),
+                other.to_string(),
+                "unknown section; expected one of process, log, admin, listener, route, upstream, limits, demo",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        validate::validate(&config, &locator, &mut errors);
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    locator: &Locator<'_>,
+    value: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+    store: impl FnOnce(T),
+) {
+    match T::deserialize(ValueDeserializer::from(value.clone())) {
+        Ok(parsed) => store(parsed),
+        Err(e) => {
+            let span = e.span().unwrap_or_else(|| value.span());
+            errors.push(locator.error(span, "", e.message().to_string()));
+        }
+    }
+}
+
+fn array_section<T: DeserializeOwned>(
+    locator: &Locator<'_>,
+    name: &str,
+    value: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+    mut store: impl FnMut(T),
+) {
+    match value.get_ref() {
+        DeValue::Array(items) => {
+            for item in items.iter() {
+                section(locator, item, errors, &mut store);
+            }
+        }
+        _ => errors.push(locator.error(
+            value.span(),
+            name,
+            format!("expected an array of tables [[{name}]]"),
+        )),
+    }
+}

@@ -1,0 +1,325 @@
+//! The TOML configuration: serde types mirroring what the file says, loaded with
+//! file:line:column errors (`load`) and checked for meaning (`validate`).
+//!
+//! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
+
+mod load;
+mod units;
+mod validate;
+
+pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
+pub use validate::{parse_bind, parse_server_addr};
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub process: ProcessConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub limits: LimitsConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Runtime worker threads; 0 means one per core.
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    #[default]
+    Text,
+    Json,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter directive (`info`, `gatehouse=debug`); RUST_LOG overrides it.
+    pub level: String,
+    pub access: AccessLogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            access: AccessLogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where /healthz, /readyz, /metrics and /status are served; empty turns the admin listener off.
+    pub bind: Spanned<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            bind: Spanned::new(0..0, "127.0.0.1:9090".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+}
+
+/// Header edits applied to a request before it goes upstream, or to a response before it goes
+/// back to the client (nginx's proxy_set_header / add_header / proxy_hide_header).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderRules {
+    /// Headers to set, replacing any value already there.
+    pub set: BTreeMap<String, Spanned<String>>,
+    /// Headers to remove.
+    pub remove: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The name used in metrics and logs; defaults to host + path_prefix.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Only requests accepted on this listener match; by default every listener.
+    #[serde(default)]
+    pub listener: Option<Spanned<String>>,
+    /// An exact host, a wildcard `*.example.com`, or `*` for any host.
+    #[serde(default = "default_host")]
+    pub host: Spanned<String>,
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: Spanned<String>,
+    pub upstream: Spanned<String>,
+    /// Remove `path_prefix` from the path before forwarding (`/api/orders` → `/orders`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// The Host header sent upstream; by default the client's Host is kept.
+    #[serde(default)]
+    pub set_host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    #[serde(default)]
+    pub response_headers: HeaderRules,
+}
+
+fn default_host() -> Spanned<String> {
+    Spanned::new(0..0, "*".into())
+}
+
+fn default_path_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "/".into())
+}
+
+impl RouteConfig {
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("{}{}", self.host.get_ref(), self.path_prefix.get_ref()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceAlgorithm {
+    #[default]
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    P2cEwma,
+}
+
+impl BalanceAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::WeightedRoundRobin => "weighted_round_robin",
+            Self::LeastConnections => "least_connections",
+            Self::P2cEwma => "p2c_ewma",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default)]
+    pub balance: BalanceAlgorithm,
+    pub servers: Spanned<Vec<Spanned<ServerEntry>>>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: ConfigDuration,
+    /// Other servers tried after a connect failure, for idempotent methods only.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Idle pooled connections kept per server.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: usize,
+    /// How long an idle pooled connection is kept before it is closed.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: ConfigDuration,
+}
+
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(1)
+}
+fn default_response_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(15)
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_keepalive() -> usize {
+    64
+}
+fn default_keepalive_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
+}
+
+/// One upstream server: `"127.0.0.1:8001"` or `{ addr = "127.0.0.1:8001", weight = 2 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    pub addr: String,
+    pub weight: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerTable {
+    addr: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl<'de> Deserialize<'de> for ServerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = ServerEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address string \"host:port\" or a table { addr = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, addr: &str) -> Result<ServerEntry, E> {
+                Ok(ServerEntry {
+                    addr: addr.to_owned(),
+                    weight: 1,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ServerEntry, A::Error> {
+                let table = ServerTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ServerEntry {
+                    addr: table.addr,
+                    weight: table.weight,
+                })
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The most bytes a request's head (request line and headers) may take: 431 past it.
+    pub max_header_bytes: ByteSize,
+    /// The most bytes a request body may take: 413 past it.
+    pub max_body_bytes: ByteSize,
+    /// A client must send its whole request head within this time, or is disconnected.
+    pub header_read_timeout: ConfigDuration,
+    /// A keep-alive client connection idle this long is closed.
+    pub idle_timeout: ConfigDuration,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_grace: ConfigDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize::kib(16),
+            max_body_bytes: ByteSize::mib(10),
+            header_read_timeout: ConfigDuration::from_secs(10),
+            idle_timeout: ConfigDuration::from_secs(60),
+            shutdown_grace: ConfigDuration::from_secs(10),
+        }
+    }
+}
+
+/// Embedded demo order-API backends started inside the gatehouse process.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    pub backends: Vec<Spanned<DemoBackendEntry>>,
+}
+
+/// `"127.0.0.1:8001"` or `{ addr = "127.0.0.1:8001", latency = "50ms", error_rate = 0.1 }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoBackendEntry {
+    pub addr: String,
+    pub latency: ConfigDuration,
+    pub error_rate: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoBackendTable {
+    addr: String,
+    #[serde(default)]
+    latency: ConfigDuration,
+    #[serde(default)]
+    error_rate: f64,
+}
+
+impl<'de> Deserialize<'de> for DemoBackendEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = DemoBackendEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address string or a table { addr, latency, error_rate }")
+            }
+            fn visit_str<E: de::Error>(self, addr: &str) -> Result<DemoBackendEntry, E> {
+                Ok(DemoBackendEntry {
+                    addr: addr.to_owned(),
+                    latency: ConfigDuration::default(),
+                    error_rate: 0.0,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DemoBackendEntry, A::Error> {
+                let table =
+                    DemoBackendTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(DemoBackendEntry {
+                    addr: table.addr,
+                    latency: table.latency,
+                    error_rate: table.error_rate,
+                })
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}

@@ -1,0 +1,313 @@
+//! Meaning checks that serde cannot make: references between sections, addresses, duplicates
+//! and value ranges. Every problem is reported, not just the first.
+
+use super::load::{ConfigError, Locator};
+use super::{Config, HeaderRules};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+const MIN_HEADER_BYTES: u64 = 8 * 1024;
+const MAX_WEIGHT: u32 = 10_000;
+
+pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
+    // Every address gatehouse binds, to find two sockets on one address.
+    let mut binds: HashMap<SocketAddr, String> = HashMap::new();
+    let mut claim =
+        |addr: SocketAddr, owner: String, span, key: &str, errors: &mut Vec<ConfigError>| {
+            if addr.port() == 0 {
+                // Port 0 asks the kernel for a fresh port each time: never a clash.
+                return;
+            }
+            if let Some(previous) = binds.get(&addr) {
+                errors.push(at.error(
+                    span,
+                    key,
+                    format!("address {addr} is already used by {previous}"),
+                ));
+            } else {
+                binds.insert(addr, owner);
+            }
+        };
+
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        errors.push(at.error(
+            0..0,
+            "log.level",
+            format!("invalid log level {:?}: {e}", config.log.level),
+        ));
+    }
+
+    let admin_bind = config.admin.bind.get_ref();
+    if !admin_bind.is_empty() {
+        match parse_bind(admin_bind) {
+            Ok(addr) => claim(
+                addr,
+                "the admin listener".into(),
+                config.admin.bind.span(),
+                "admin.bind",
+                errors,
+            ),
+            Err(message) => errors.push(at.error(config.admin.bind.span(), "admin.bind", message)),
+        }
+    }
+
+    if config.listeners.is_empty() {
+        errors.push(at.error(
+            0..0,
+            "listener",
+            "no [[listener]] is configured; add one with a bind address",
+        ));
+    }
+    let mut listener_names: BTreeMap<&str, ()> = BTreeMap::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let name = listener.name.get_ref();
+        if name.is_empty() {
+            errors.push(at.error(
+                listener.name.span(),
+                format!("listener[{i}].name"),
+                "must not be empty",
+            ));
+        } else if listener_names.insert(name, ()).is_some() {
+            errors.push(at.error(
+                listener.name.span(),
+                format!("listener[{i}].name"),
+                format!("listener name {name:?} is used twice"),
+            ));
+        }
+        match parse_bind(listener.bind.get_ref()) {
+            Ok(addr) => claim(
+                addr,
+                format!("listener {name:?}"),
+                listener.bind.span(),
+                &format!("listener[{i}].bind"),
+                errors,
+            ),
+            Err(message) => {
+                errors.push(at.error(listener.bind.span(), format!("listener[{i}].bind"), message))
+            }
+        }
+    }
+
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = |field: &str| format!("route[{i}].{field}");
+        let upstream = route.upstream.get_ref();
+        if !config.upstreams.contains_key(upstream) {
+            let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                route.upstream.span(),
+                key("upstream"),
+                format!(
+                    "no upstream named {upstream:?} (configured: {})",
+                    list_or_none(&known)
+                ),
+            ));
+        }
+        if let Some(listener) = &route.listener
+            && !listener_names.contains_key(listener.get_ref().as_str())
+        {
+            errors.push(at.error(
+                listener.span(),
+                key("listener"),
+                format!("no listener named {:?}", listener.get_ref()),
+            ));
+        }
+        if let Err(message) = check_host_pattern(route.host.get_ref()) {
+            errors.push(at.error(route.host.span(), key("host"), message));
+        }
+        if !route.path_prefix.get_ref().starts_with('/') {
+            errors.push(at.error(
+                route.path_prefix.span(),
+                key("path_prefix"),
+                "must start with '/'",
+            ));
+        }
+        if let Some(host) = &route.set_host
+            && http::HeaderValue::from_str(host.get_ref()).is_err()
+        {
+            errors.push(at.error(
+                host.span(),
+                key("set_host"),
+                "not a valid Host header value",
+            ));
+        }
+        check_header_rules(&route.request_headers, at, &key("request_headers"), errors);
+        check_header_rules(
+            &route.response_headers,
+            at,
+            &key("response_headers"),
+            errors,
+        );
+    }
+
+    for (name, upstream) in &config.upstreams {
+        let key = |field: &str| format!("upstream.{name}.{field}");
+        if upstream.servers.get_ref().is_empty() {
+            errors.push(at.error(
+                upstream.servers.span(),
+                key("servers"),
+                "the server list is empty",
+            ));
+        }
+        let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+        for (j, server) in upstream.servers.get_ref().iter().enumerate() {
+            let entry = server.get_ref();
+            if let Err(message) = parse_server_addr(&entry.addr) {
+                errors.push(at.error(
+                    server.span(),
+                    format!("upstream.{name}.servers[{j}]"),
+                    message,
+                ));
+            } else if seen.insert(entry.addr.as_str(), ()).is_some() {
+                errors.push(at.error(
+                    server.span(),
+                    format!("upstream.{name}.servers[{j}]"),
+                    format!("server {} is listed twice", entry.addr),
+                ));
+            }
+            if entry.weight == 0 || entry.weight > MAX_WEIGHT {
+                errors.push(at.error(
+                    server.span(),
+                    format!("upstream.{name}.servers[{j}].weight"),
+                    format!("weight must be between 1 and {MAX_WEIGHT}"),
+                ));
+            }
+        }
+        if upstream.connect_timeout.0.is_zero() {
+            errors.push(at.error(0..0, key("connect_timeout"), "must be greater than zero"));
+        }
+        if upstream.response_timeout.0.is_zero() {
+            errors.push(at.error(0..0, key("response_timeout"), "must be greater than zero"));
+        }
+    }
+
+    if config.limits.max_header_bytes.0 < MIN_HEADER_BYTES {
+        errors.push(at.error(
+            0..0,
+            "limits.max_header_bytes",
+            format!(
+                "must be at least 8KiB (got {} bytes)",
+                config.limits.max_header_bytes.0
+            ),
+        ));
+    }
+    if config.limits.header_read_timeout.0.is_zero() {
+        errors.push(at.error(
+            0..0,
+            "limits.header_read_timeout",
+            "must be greater than zero",
+        ));
+    }
+
+    for (i, backend) in config.demo.backends.iter().enumerate() {
+        let entry = backend.get_ref();
+        let key = format!("demo.backends[{i}]");
+        match parse_bind(&entry.addr) {
+            Ok(addr) => claim(
+                addr,
+                format!("demo backend {}", i + 1),
+                backend.span(),
+                &key,
+                errors,
+            ),
+            Err(message) => errors.push(at.error(backend.span(), key.clone(), message)),
+        }
+        if !(0.0..=1.0).contains(&entry.error_rate) {
+            errors.push(at.error(
+                backend.span(),
+                format!("{key}.error_rate"),
+                "must be between 0.0 and 1.0",
+            ));
+        }
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A bind address must be a literal socket address: binding never resolves names.
+pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("invalid address {text:?}; expected IP:PORT such as \"127.0.0.1:8080\" or \"[::1]:8080\"")
+    })
+}
+
+/// An upstream server address: `IP:PORT`, `host:port`, optionally prefixed by `http://`.
+pub fn parse_server_addr(text: &str) -> Result<(String, u16), String> {
+    let bad = || {
+        format!(
+            "invalid server address {text:?}; expected HOST:PORT such as \"127.0.0.1:8001\" or \"orders.internal:80\""
+        )
+    };
+    let rest = match text.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "unsupported scheme {scheme:?} in server address {text:?}; use http://"
+            ));
+        }
+        None => text,
+    };
+    if let Ok(addr) = rest.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid_host || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+fn check_host_pattern(host: &str) -> Result<(), String> {
+    if host == "*" {
+        return Ok(());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !name.is_empty()
+        && !name.contains('*')
+        && name.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':' || c == '[' || c == ']'
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid host {host:?}; expected an exact host, a wildcard like \"*.example.com\", or \"*\""
+        ))
+    }
+}
+
+fn check_header_rules(
+    rules: &HeaderRules,
+    at: &Locator<'_>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    let check_name = |name: &str, span: std::ops::Range<usize>, errors: &mut Vec<ConfigError>| {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(at.error(span, key, format!("{name:?} is not a valid header name")));
+        }
+    };
+    for (name, value) in &rules.set {
+        check_name(name, value.span(), errors);
+        if http::HeaderValue::from_str(value.get_ref()).is_err() {
+            errors.push(at.error(
+                value.span(),
+                format!("{key}.set.{name}"),
+                "not a valid header value",
+            ));
+        }
+    }
+    for name in &rules.remove {
+        check_name(name.get_ref(), name.span(), errors);
+    }
+}

@@ -1,0 +1,15 @@
+//! gatehouse: an edge reverse proxy and load balancer.
+//!
+//! The request path: `server` accepts and speaks HTTP, `proxy` routes (`route`) and forwards to
+//! an `upstream` server chosen by a balancer, all under one `snapshot` of the `config`.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;

@@ -1,0 +1,188 @@
+//! The gatehouse command line: `run` (the default), `check`, and `demo-backend`.
+
+use clap::{Parser, Subcommand};
+use gatehouse::app::Running;
+use gatehouse::config::{self, AccessLogFormat, Config};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DEFAULT_CONFIG: &str = "config/gatehouse.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An edge reverse proxy and load balancer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The config file (for `run`, the default command).
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Check a config file, like `nginx -t`: prints `config ok` or every error with its place.
+    Check,
+    /// Run one standalone demo order-API backend.
+    DemoBackend {
+        /// The address to listen on, e.g. 127.0.0.1:8001.
+        #[arg(long)]
+        bind: String,
+        /// The name sent in `x-served-by`.
+        #[arg(long, default_value = "backend-1")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Check => check(&cli.config),
+        Command::DemoBackend { bind, name } => demo_backend(&bind, name),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(_) => {
+            println!("config ok: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("config check failed: {} error(s)", errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, access: AccessLogFormat) {
+    let mut filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    if access == AccessLogFormat::Off
+        && let Ok(directive) = "gatehouse::access=off".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if access == AccessLogFormat::Json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.enable_all().build()
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config: Config = match config::load_file(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("gatehouse not started: {} config error(s)", errors.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config.log.level, config.log.access);
+    let runtime = match runtime(config.process.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match Running::start(config).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::error!(error = %e, "gatehouse not started");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(config = %path.display(), "gatehouse started");
+        let signal = wait_for_shutdown_signal().await;
+        tracing::info!(signal, "shutting down: draining in-flight requests");
+        if running.shutdown().await {
+            tracing::info!("shutdown complete");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, Ctrl-C still works through tokio's own handler.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+fn demo_backend(bind: &str, name: String) -> ExitCode {
+    init_logging("info", AccessLogFormat::Text);
+    let addr = match config::parse_bind(bind) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("--bind: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match runtime(0) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match gatehouse::server::bind(addr) {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("cannot bind {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let store = Arc::new(gatehouse::demo::OrderStore::new());
+        let faults = gatehouse::demo::Faults::new(std::time::Duration::ZERO, 0.0);
+        let backend = gatehouse::demo::DemoBackend::new(name.clone(), store, faults);
+        tracing::info!(%addr, name, "demo backend listening");
+        match gatehouse::demo::serve(listener, backend, async {
+            let _ = wait_for_shutdown_signal().await;
+        })
+        .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("demo backend failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

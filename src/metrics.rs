@@ -1,0 +1,181 @@
+//! The Prometheus registry and gatehouse's metric families. Families are registered once per
+//! process; the snapshot resolves labelled handles when it is compiled so that the request path
+//! only increments counters it already holds.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+use std::sync::OnceLock;
+
+/// Bucket bounds in seconds, from 0.5 ms to 30 s: the range a proxy's latencies live in.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_response_duration: HistogramVec,
+    pub upstream_retries: IntCounterVec,
+    pub open_connections: IntGaugeVec,
+    pub accepted_connections: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_http_requests_total",
+                "Requests answered, by route, upstream and status code.",
+            ),
+            &["route", "upstream", "code"],
+        )?;
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gatehouse_http_request_duration_seconds",
+                "Time from the request head received to the response head sent, by route and upstream.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )?;
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_requests_total",
+                "Requests sent to upstream servers, by outcome (ok, http_5xx, connect_error, timeout, error).",
+            ),
+            &["upstream", "server", "outcome"],
+        )?;
+        let upstream_response_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gatehouse_upstream_response_duration_seconds",
+                "Time from sending a request to an upstream server to its response head.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream", "server"],
+        )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_retries_total",
+                "Requests retried on another server after a connect failure.",
+            ),
+            &["upstream"],
+        )?;
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_open_connections",
+                "Client connections currently open, by listener.",
+            ),
+            &["listener"],
+        )?;
+        let accepted_connections = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_connections_accepted_total",
+                "Client connections accepted, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_request_duration.clone()))?;
+        registry.register(Box::new(upstream_requests.clone()))?;
+        registry.register(Box::new(upstream_response_duration.clone()))?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(accepted_connections.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_request_duration,
+            upstream_requests,
+            upstream_response_duration,
+            upstream_retries,
+            open_connections,
+            accepted_connections,
+        })
+    }
+
+    /// The registry in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))
+    }
+}
+
+const FIRST_CODE: u16 = 100;
+const CODE_SLOTS: usize = 500;
+
+/// Handles for one (route, upstream) pair: a counter per status code, resolved on first use
+/// and then kept, and the duration histogram.
+pub struct RouteMetrics {
+    route: String,
+    upstream: String,
+    by_code: Box<[OnceLock<IntCounter>]>,
+    family: IntCounterVec,
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: &str, upstream: &str) -> Self {
+        Self {
+            route: route.to_owned(),
+            upstream: upstream.to_owned(),
+            by_code: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
+            family: metrics.http_requests.clone(),
+            duration: metrics
+                .http_request_duration
+                .with_label_values(&[route, upstream]),
+        }
+    }
+
+    pub fn count(&self, status: http::StatusCode) {
+        let code = status.as_u16();
+        let slot = usize::from(code.saturating_sub(FIRST_CODE)).min(CODE_SLOTS - 1);
+        self.by_code[slot]
+            .get_or_init(|| {
+                self.family.with_label_values(&[
+                    self.route.as_str(),
+                    self.upstream.as_str(),
+                    status.as_str(),
+                ])
+            })
+            .inc();
+    }
+}
+
+/// Handles for one upstream server.
+pub struct ServerMetrics {
+    pub ok: IntCounter,
+    pub http_5xx: IntCounter,
+    pub connect_error: IntCounter,
+    pub timeout: IntCounter,
+    pub error: IntCounter,
+    pub response_duration: Histogram,
+}
+
+impl ServerMetrics {
+    pub fn new(metrics: &Metrics, upstream: &str, server: &str) -> Self {
+        let outcome = |o: &str| {
+            metrics
+                .upstream_requests
+                .with_label_values(&[upstream, server, o])
+        };
+        Self {
+            ok: outcome("ok"),
+            http_5xx: outcome("http_5xx"),
+            connect_error: outcome("connect_error"),
+            timeout: outcome("timeout"),
+            error: outcome("error"),
+            response_duration: metrics
+                .upstream_response_duration
+                .with_label_values(&[upstream, server]),
+        }
+    }
+}

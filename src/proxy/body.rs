@@ -1,0 +1,249 @@
+//! The body types on the proxy path, concrete (no boxing): what goes to the upstream (the
+//! client's body under its size limit) and what goes back to the client (the upstream's body,
+//! returning its connection to the pool when it ends, or a short local answer).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use crate::upstream::pool::PoolReturn;
+
+/// The client's body went past `limits.max_body_bytes`.
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body larger than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// The client's body could not be read (bad chunking, reset).
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reading the client's request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way to an upstream server.
+pub enum RequestBody {
+    Empty,
+    /// The client's body, counted against the size limit as it streams.
+    Client {
+        body: Incoming,
+        seen: u64,
+        limit: u64,
+    },
+}
+
+impl RequestBody {
+    pub fn client(body: Incoming, limit: u64) -> Self {
+        if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Client {
+                body,
+                seen: 0,
+                limit,
+            }
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Client { body, seen, limit } => {
+                match ready!(Pin::new(body).poll_frame(cx)) {
+                    None => Poll::Ready(None),
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            *seen += data.len() as u64;
+                            if *seen > *limit {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                    limit: *limit,
+                                }))));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Client { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Client { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// Runs when a response to the client is finished or abandoned: the access log line, the
+/// duration histogram, the in-flight count.
+pub trait Completion: Send + Sync + 'static {
+    fn complete(&mut self, bytes_sent: u64, finished: bool);
+}
+
+/// A response body on its way to the client.
+pub struct ResponseBody {
+    kind: ResponseKind,
+    bytes_sent: u64,
+    completion: Option<Box<dyn Completion>>,
+}
+
+enum ResponseKind {
+    Upstream {
+        body: Incoming,
+        pool_return: Option<PoolReturn>,
+    },
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            kind: ResponseKind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+            bytes_sent: 0,
+            completion: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    pub fn upstream(body: Incoming, pool_return: Option<PoolReturn>) -> Self {
+        let mut response = Self {
+            kind: ResponseKind::Upstream { body, pool_return },
+            bytes_sent: 0,
+            completion: None,
+        };
+        response.release_if_done();
+        response
+    }
+
+    pub fn set_completion(&mut self, completion: Box<dyn Completion>) {
+        self.completion = Some(completion);
+        if self.is_end_stream() {
+            self.finish(true);
+        }
+    }
+
+    /// An upstream body that has ended gives its connection back to the pool.
+    fn release_if_done(&mut self) {
+        if let ResponseKind::Upstream { body, pool_return } = &mut self.kind
+            && body.is_end_stream()
+            && let Some(pool_return) = pool_return.take()
+        {
+            pool_return.release();
+        }
+    }
+
+    fn finish(&mut self, finished: bool) {
+        if let Some(mut completion) = self.completion.take() {
+            completion.complete(self.bytes_sent, finished);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseKind::Upstream { body, .. } => match ready!(Pin::new(body).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes_sent += data.len() as u64;
+                }
+                this.release_if_done();
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => {
+                this.release_if_done();
+                this.finish(true);
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // A broken upstream connection must not go back to the pool.
+                if let ResponseKind::Upstream { pool_return, .. } = &mut this.kind {
+                    pool_return.take();
+                }
+                this.finish(false);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Full(bytes) => bytes.is_none(),
+            ResponseKind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ResponseKind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

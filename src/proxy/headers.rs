@@ -1,0 +1,281 @@
+//! Header rewriting between client and upstream: hop-by-hop headers out (RFC 9110 §7.6.1),
+//! X-Forwarded-* and Via in, a request id on both sides, and each route's own set/remove rules.
+//! Edits are made in place on the message's `HeaderMap`, with prebuilt values where possible.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+pub static VIA_HTTP_1_0: HeaderValue = HeaderValue::from_static("1.0 gatehouse");
+pub static VIA_HTTP_1_1: HeaderValue = HeaderValue::from_static("1.1 gatehouse");
+pub static VIA_HTTP_2: HeaderValue = HeaderValue::from_static("2 gatehouse");
+static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// Removes hop-by-hop headers: those named in Connection, and the fixed list. When
+/// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade` stay.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            headers.remove(&name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, UPGRADE_VALUE.clone());
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Is this request a WebSocket handshake (RFC 6455 §4.1)? Only WebSocket upgrades pass;
+/// `Upgrade: h2c` and others are dropped as hop-by-hop.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and X-Forwarded-Host.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+    let client_value = ip_header_value(client);
+    match headers.get(&X_FORWARDED_FOR).cloned() {
+        Some(existing) => {
+            let mut combined = Vec::with_capacity(existing.len() + 2 + client_value.len());
+            combined.extend_from_slice(existing.as_bytes());
+            combined.extend_from_slice(b", ");
+            combined.extend_from_slice(client_value.as_bytes());
+            match HeaderValue::from_bytes(&combined) {
+                Ok(value) => {
+                    headers.insert(&X_FORWARDED_FOR, value);
+                }
+                Err(_) => {
+                    headers.insert(&X_FORWARDED_FOR, client_value);
+                }
+            }
+        }
+        None => {
+            headers.insert(&X_FORWARDED_FOR, client_value);
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, PROTO_HTTP.clone());
+    if let Some(host) = host {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+}
+
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 64];
+    let len = {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{ip}");
+        cursor.position() as usize
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Appends this hop to Via (RFC 9110 §7.6.3).
+pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
+    let via = match version {
+        http::Version::HTTP_2 => &VIA_HTTP_2,
+        http::Version::HTTP_10 => &VIA_HTTP_1_0,
+        _ => &VIA_HTTP_1_1,
+    };
+    headers.append(header::VIA, via.clone());
+}
+
+/// Process-unique request ids: a random prefix chosen at start and a counter, as 24 hex digits.
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        Self {
+            prefix: fastrand::u64(..),
+            counter: AtomicU64::new(fastrand::u64(..u64::from(u32::MAX))),
+        }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut out = [0u8; 32];
+        for (i, byte) in self
+            .prefix
+            .to_be_bytes()
+            .iter()
+            .chain(n.to_be_bytes().iter())
+            .enumerate()
+        {
+            out[2 * i] = HEX[usize::from(byte >> 4)];
+            out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+/// A client's X-Request-Id is kept when it is reasonable: short and printable.
+pub fn acceptable_request_id(value: &HeaderValue) -> bool {
+    (1..=200).contains(&value.len()) && value.as_bytes().iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A route's compiled set/remove rules.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    pub fn compile(rules: &crate::config::HeaderRules) -> Self {
+        Self {
+            set: rules
+                .set
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        HeaderValue::from_str(value.get_ref()).ok()?,
+                    ))
+                })
+                .collect(),
+            remove: rules
+                .remove
+                .iter()
+                .filter_map(|name| HeaderName::from_bytes(name.get_ref().as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn removes_fixed_and_connection_named_headers() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut map, false);
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map["x-kept"], "yes");
+    }
+
+    #[test]
+    fn websocket_upgrade_keeps_upgrade_headers_only() {
+        let mut map = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+        ]);
+        assert!(is_websocket_upgrade(&map));
+        remove_hop_by_hop(&mut map, true);
+        assert_eq!(map["connection"], "upgrade");
+        assert_eq!(map["upgrade"], "websocket");
+        assert!(!map.contains_key("keep-alive"));
+        assert!(!is_websocket_upgrade(&headers(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c")
+        ])));
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        add_forwarded(
+            &mut map,
+            "127.0.0.1".parse().unwrap(),
+            Some(&HeaderValue::from_static("shop")),
+        );
+        assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "shop");
+        let mut fresh = HeaderMap::new();
+        add_forwarded(&mut fresh, "::1".parse().unwrap(), None);
+        assert_eq!(fresh["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

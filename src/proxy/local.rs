@@ -1,0 +1,21 @@
+//! Answers gatehouse makes itself (404, 413, 502, 503, 504 …): a status, a one-line plain-text
+//! body saying what happened, and nothing that could be mistaken for the upstream's answer.
+
+use super::body::ResponseBody;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+pub fn local_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let text = format!("{} {reason}: {message}\n", status.as_u16());
+    let mut response = Response::new(ResponseBody::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
+    response
+}

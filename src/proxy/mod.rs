@@ -1,0 +1,474 @@
+//! The request handler: route the request, pick a server, forward with rewritten headers,
+//! stream the response back, and answer failures with a fast, clear 4xx/5xx.
+
+pub mod body;
+pub mod headers;
+mod local;
+
+use crate::config::AccessLogFormat;
+use crate::route::host_without_port;
+use crate::snapshot::{Route, SharedSnapshot, Snapshot};
+use crate::upstream::balancer::Tried;
+use crate::upstream::pool::{ConnectError, PoolReturn};
+use crate::upstream::{InFlight, ServerState, Upstream};
+use body::{BodyTooLarge, ClientBodyError, Completion, RequestBody, ResponseBody};
+use headers::{RequestIds, X_REQUEST_ID};
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use local::local_response;
+
+/// What the handler knows about the client connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientInfo {
+    /// Index of the listener in the snapshot's listener list.
+    pub listener: usize,
+    pub addr: SocketAddr,
+}
+
+/// The proxy shared by every connection: the snapshot in force and the request-id source.
+pub struct Proxy {
+    snapshot: SharedSnapshot,
+    request_ids: RequestIds,
+}
+
+/// Why forwarding failed, mapped to the status the client gets.
+enum ForwardError {
+    NoServer,
+    Connect(ConnectError),
+    Timeout,
+    Upstream(hyper::Error),
+    BodyTooLarge,
+    ClientBody,
+}
+
+impl Proxy {
+    pub fn new(snapshot: SharedSnapshot) -> Arc<Self> {
+        Arc::new(Self {
+            snapshot,
+            request_ids: RequestIds::new(),
+        })
+    }
+
+    pub fn snapshot(&self) -> &SharedSnapshot {
+        &self.snapshot
+    }
+
+    pub async fn handle(
+        &self,
+        client: ClientInfo,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let snapshot = self.snapshot.load_full();
+        let (mut parts, body) = request.into_parts();
+
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) if headers::acceptable_request_id(id) => id.clone(),
+            _ => {
+                let id = self.request_ids.next();
+                parts.headers.insert(&X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let mut exchange = Exchange {
+            start,
+            method: parts.method.clone(),
+            path: if snapshot.access_log == AccessLogFormat::Off {
+                String::new()
+            } else {
+                parts.uri.path().to_owned()
+            },
+            status: StatusCode::OK,
+            snapshot: Arc::clone(&snapshot),
+            route: None,
+            server: None,
+            request_id: request_id.clone(),
+            in_flight: None,
+        };
+
+        let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let Some(host_value) = host_value else {
+            // RFC 9112 §3.2: a request without Host is answered 400.
+            return exchange.local(StatusCode::BAD_REQUEST, "request has no Host header");
+        };
+        let host = host_value.to_str().map(host_without_port).unwrap_or("");
+        let Some(entry) = snapshot
+            .router
+            .find(client.listener, host, parts.uri.path())
+        else {
+            return exchange.local(StatusCode::NOT_FOUND, "no route for this host and path");
+        };
+        let route = Arc::clone(&entry.target);
+        exchange.route = Some(Arc::clone(&route));
+
+        let too_large = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|length| length > snapshot.limits.max_body_bytes);
+        if too_large {
+            return exchange.local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than the limit",
+            );
+        }
+
+        // Rewrite the request head for the upstream, in place.
+        let websocket = headers::is_websocket_upgrade(&parts.headers);
+        let client_upgrade = if websocket {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        headers::remove_hop_by_hop(&mut parts.headers, websocket);
+        headers::add_forwarded(&mut parts.headers, client.addr.ip(), Some(&host_value));
+        headers::add_via(&mut parts.headers, parts.version);
+        match &route.set_host {
+            Some(set_host) => {
+                parts.headers.insert(header::HOST, set_host.clone());
+            }
+            None => {
+                if !parts.headers.contains_key(header::HOST) {
+                    parts.headers.insert(header::HOST, host_value.clone());
+                }
+            }
+        }
+        if !route.request_headers.is_empty() {
+            route.request_headers.apply(&mut parts.headers);
+        }
+        if let Some(uri) = upstream_uri(&parts.uri, &route) {
+            parts.uri = uri;
+        }
+        let client_version = parts.version;
+        parts.version = Version::HTTP_11;
+        let body = RequestBody::client(body, snapshot.limits.max_body_bytes);
+
+        let upstream = &route.upstream;
+        match forward(upstream, &mut exchange, parts, body).await {
+            Ok((mut response, pool_return)) => {
+                let upgrade_upstream = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    Some(hyper::upgrade::on(&mut response))
+                } else {
+                    None
+                };
+                let (mut parts, upstream_body) = response.into_parts();
+                let keep_upgrade = upgrade_upstream.is_some() && client_upgrade.is_some();
+                headers::remove_hop_by_hop(&mut parts.headers, keep_upgrade);
+                headers::add_via(&mut parts.headers, Version::HTTP_11);
+                parts.headers.insert(&X_REQUEST_ID, request_id);
+                if !route.response_headers.is_empty() {
+                    route.response_headers.apply(&mut parts.headers);
+                }
+                parts.version = client_version;
+                if let (Some(upstream_side), Some(client_side)) = (upgrade_upstream, client_upgrade)
+                {
+                    tokio::spawn(bridge_upgrade(client_side, upstream_side));
+                }
+                exchange.status = parts.status;
+                let mut body = ResponseBody::upstream(upstream_body, pool_return);
+                body.set_completion(Box::new(exchange));
+                Response::from_parts(parts, body)
+            }
+            Err(error) => {
+                let (status, message) = match &error {
+                    ForwardError::NoServer => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no upstream server is available",
+                    ),
+                    ForwardError::Connect(ConnectError::Timeout) => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timed out connecting to the upstream server",
+                    ),
+                    ForwardError::Connect(_) => (
+                        StatusCode::BAD_GATEWAY,
+                        "could not connect to the upstream server",
+                    ),
+                    ForwardError::Timeout => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream server did not answer in time",
+                    ),
+                    ForwardError::Upstream(_) => (
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream server sent an invalid response",
+                    ),
+                    ForwardError::BodyTooLarge => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body is larger than the limit",
+                    ),
+                    ForwardError::ClientBody => (
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read",
+                    ),
+                };
+                match &error {
+                    ForwardError::Connect(e) => {
+                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), error = %e, "upstream connect failed")
+                    }
+                    ForwardError::Upstream(e) => {
+                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), error = %e, "upstream request failed")
+                    }
+                    ForwardError::Timeout => {
+                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), "upstream response timed out")
+                    }
+                    ForwardError::NoServer => {
+                        tracing::warn!(upstream = %upstream.name, "no upstream server available")
+                    }
+                    ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
+                }
+                exchange.local(status, message)
+            }
+        }
+    }
+}
+
+/// The request target for the upstream: origin-form, with the route's prefix stripped if asked.
+/// `None` when the client's target can be sent as it is.
+fn upstream_uri(uri: &Uri, route: &Route) -> Option<Uri> {
+    let path_and_query = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    if route.strip_prefix && route.path_prefix != "/" {
+        let rest = path_and_query
+            .strip_prefix(route.path_prefix.as_str())
+            .unwrap_or(path_and_query);
+        let rewritten = if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        };
+        return Uri::try_from(rewritten).ok();
+    }
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Uri::try_from(path_and_query).ok();
+    }
+    None
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Sends the request to a server of `upstream`, trying other servers after a connect failure
+/// (idempotent methods only, up to `retries`).
+async fn forward(
+    upstream: &Upstream,
+    exchange: &mut Exchange,
+    parts: http::request::Parts,
+    body: RequestBody,
+) -> Result<(Response<Incoming>, Option<PoolReturn>), ForwardError> {
+    let retryable = is_idempotent(&parts.method);
+    let mut request = Some(Request::from_parts(parts, body));
+    let mut tried = Tried::default();
+    let mut attempts = 0u32;
+    loop {
+        let index = upstream.pick(tried).ok_or(ForwardError::NoServer)?;
+        tried.insert(index);
+        let server = &upstream.servers[index];
+        let in_flight = server.start_request();
+        exchange.server = Some(Arc::clone(&server.addr));
+        let Some(req) = request.take() else {
+            return Err(ForwardError::NoServer);
+        };
+        match send_to_server(server, upstream, req).await {
+            Ok((response, pool_return)) => {
+                exchange.in_flight = Some(in_flight);
+                return Ok((response, pool_return));
+            }
+            Err((error, returned)) => {
+                let retry = matches!(error, ForwardError::Connect(_))
+                    && retryable
+                    && attempts < upstream.retries
+                    && returned.is_some();
+                if !retry {
+                    return Err(error);
+                }
+                if let ForwardError::Connect(e) = &error {
+                    tracing::warn!(upstream = %upstream.name, server = %server.addr, error = %e, "connect failed; retrying on another server");
+                }
+                attempts += 1;
+                upstream.retries_total.inc();
+                request = returned;
+            }
+        }
+    }
+}
+
+type SendResult =
+    Result<(Response<Incoming>, Option<PoolReturn>), (ForwardError, Option<Request<RequestBody>>)>;
+
+/// One attempt on one server. On a connect failure the request comes back unsent.
+async fn send_to_server(
+    server: &Arc<ServerState>,
+    upstream: &Upstream,
+    mut request: Request<RequestBody>,
+) -> SendResult {
+    let sent_at = Instant::now();
+    let deadline = tokio::time::Instant::from_std(sent_at) + upstream.response_timeout;
+    let mut fresh_connection = false;
+    loop {
+        let mut sender = match server.pool.take_idle() {
+            Some(sender) => sender,
+            None => {
+                fresh_connection = true;
+                match server.pool.connect(upstream.connect_timeout).await {
+                    Ok(sender) => sender,
+                    Err(e) => {
+                        match e {
+                            ConnectError::Timeout => server.metrics.timeout.inc(),
+                            _ => server.metrics.connect_error.inc(),
+                        }
+                        return Err((ForwardError::Connect(e), Some(request)));
+                    }
+                }
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;
+        match outcome {
+            Err(_elapsed) => {
+                server.metrics.timeout.inc();
+                return Err((ForwardError::Timeout, None));
+            }
+            Ok(Ok(response)) => {
+                let latency = sent_at.elapsed();
+                server.observe_latency(latency);
+                server
+                    .metrics
+                    .response_duration
+                    .observe(latency.as_secs_f64());
+                if response.status().is_server_error() {
+                    server.metrics.http_5xx.inc();
+                } else {
+                    server.metrics.ok.inc();
+                }
+                let pool_return = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    None
+                } else {
+                    Some(PoolReturn::new(sender, Arc::clone(server)))
+                };
+                return Ok((response, pool_return));
+            }
+            Ok(Err(mut error)) => {
+                if let Some(unsent) = error.take_message()
+                    && !fresh_connection
+                {
+                    // A pooled connection the server had closed: the request never left,
+                    // so it is safe to send it again on a new connection, whatever its method.
+                    request = unsent;
+                    continue;
+                }
+                let error = error.into_error();
+                if let Some(cause) = find_cause::<BodyTooLarge>(&error) {
+                    tracing::debug!(limit = cause.limit, "request body too large");
+                    return Err((ForwardError::BodyTooLarge, None));
+                }
+                if find_cause::<ClientBodyError>(&error).is_some() {
+                    return Err((ForwardError::ClientBody, None));
+                }
+                server.metrics.error.inc();
+                return Err((ForwardError::Upstream(error), None));
+            }
+        }
+    }
+}
+
+fn find_cause<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(found) = cause.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// Joins the client's and the upstream's upgraded connections (WebSocket) byte for byte.
+async fn bridge_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+/// One request/response exchange, finished when its response body is: it then counts the
+/// request, observes its duration, writes the access log line and ends the in-flight count.
+struct Exchange {
+    start: Instant,
+    method: Method,
+    path: String,
+    status: StatusCode,
+    snapshot: Arc<Snapshot>,
+    route: Option<Arc<Route>>,
+    server: Option<Arc<str>>,
+    request_id: HeaderValue,
+    in_flight: Option<InFlight>,
+}
+
+impl Exchange {
+    fn server_name(&self) -> &str {
+        self.server.as_deref().unwrap_or("-")
+    }
+
+    fn local(mut self, status: StatusCode, message: &'static str) -> Response<ResponseBody> {
+        self.status = status;
+        let mut response = local_response(status, message);
+        response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, self.request_id.clone());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.body_mut().set_completion(Box::new(self));
+        response
+    }
+}
+
+impl Completion for Exchange {
+    fn complete(&mut self, bytes_sent: u64, finished: bool) {
+        let elapsed = self.start.elapsed();
+        let metrics = match &self.route {
+            Some(route) => &route.metrics,
+            None => &self.snapshot.unrouted,
+        };
+        metrics.count(self.status);
+        metrics.duration.observe(elapsed.as_secs_f64());
+        self.in_flight = None;
+        if self.snapshot.access_log != AccessLogFormat::Off {
+            tracing::info!(
+                target: "gatehouse::access",
+                method = %self.method,
+                path = %self.path,
+                status = self.status.as_u16(),
+                route = self.route.as_ref().map_or("-", |r| &*r.name),
+                upstream = self.route.as_ref().map_or("-", |r| &*r.upstream.name),
+                server = self.server_name(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes = bytes_sent,
+                complete = finished,
+                request_id = self.request_id.to_str().unwrap_or("-"),
+            );
+        }
+    }
+}

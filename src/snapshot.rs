@@ -1,0 +1,128 @@
+//! The compiled configuration in force. A `Snapshot` holds everything a request needs —
+//! router, upstreams with their balancers, limits, metric handles — and is swapped whole
+//! through an `ArcSwap`, so a request sees exactly one configuration from start to end.
+
+use crate::config::{AccessLogFormat, Config};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::proxy::headers::HeaderEdits;
+use crate::route::{HostPattern, RouteEntry, Router};
+use crate::upstream::{ServerRegistry, Upstream};
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// One compiled `[[route]]`.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub path_prefix: String,
+    pub strip_prefix: bool,
+    pub set_host: Option<HeaderValue>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    pub metrics: RouteMetrics,
+}
+
+/// Client-side limits, compiled.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+pub struct Snapshot {
+    pub router: Router<Arc<Route>>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub limits: Limits,
+    pub access_log: AccessLogFormat,
+    /// Metrics for requests that matched no route.
+    pub unrouted: RouteMetrics,
+    /// Listener names by index, as routes refer to them.
+    pub listener_names: Vec<String>,
+    pub config: Config,
+    pub loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Compiles a validated config. Servers already known to `registry` keep their state.
+    pub fn compile(
+        config: Config,
+        registry: &ServerRegistry,
+        metrics: &Metrics,
+    ) -> Result<Self, String> {
+        let mut upstreams = BTreeMap::new();
+        for (name, upstream) in &config.upstreams {
+            let compiled = Upstream::compile(name, upstream, registry, metrics)
+                .map_err(|e| format!("upstream {name}: {e}"))?;
+            upstreams.insert(name.clone(), Arc::new(compiled));
+        }
+        let listener_names: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.name.get_ref().clone())
+            .collect();
+        let mut entries = Vec::new();
+        for route in &config.routes {
+            let upstream_name = route.upstream.get_ref();
+            let upstream = upstreams
+                .get(upstream_name)
+                .ok_or_else(|| format!("route names a missing upstream {upstream_name:?}"))?
+                .clone();
+            let listener = match &route.listener {
+                Some(name) => Some(
+                    listener_names
+                        .iter()
+                        .position(|l| l == name.get_ref())
+                        .ok_or_else(|| {
+                            format!("route names a missing listener {:?}", name.get_ref())
+                        })?,
+                ),
+                None => None,
+            };
+            let name = route.display_name();
+            let compiled = Route {
+                metrics: RouteMetrics::new(metrics, &name, upstream_name),
+                name: name.into(),
+                upstream,
+                path_prefix: route.path_prefix.get_ref().clone(),
+                strip_prefix: route.strip_prefix,
+                set_host: route
+                    .set_host
+                    .as_ref()
+                    .and_then(|h| HeaderValue::from_str(h.get_ref()).ok()),
+                request_headers: HeaderEdits::compile(&route.request_headers),
+                response_headers: HeaderEdits::compile(&route.response_headers),
+            };
+            entries.push(RouteEntry {
+                listener,
+                host: HostPattern::parse(route.host.get_ref()),
+                path_prefix: route.path_prefix.get_ref().clone(),
+                target: Arc::new(compiled),
+            });
+        }
+        let limits = Limits {
+            max_header_bytes: config.limits.max_header_bytes.as_usize(),
+            max_body_bytes: config.limits.max_body_bytes.0,
+            header_read_timeout: config.limits.header_read_timeout.0,
+            idle_timeout: config.limits.idle_timeout.0,
+            shutdown_grace: config.limits.shutdown_grace.0,
+        };
+        Ok(Self {
+            router: Router::new(entries),
+            upstreams,
+            limits,
+            access_log: config.log.access,
+            unrouted: RouteMetrics::new(metrics, "none", "none"),
+            listener_names,
+            config,
+            loaded_at: SystemTime::now(),
+        })
+    }
+}

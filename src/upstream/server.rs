@@ -1,0 +1,151 @@
+//! `ServerState`: what gatehouse keeps about one upstream server for as long as that server stays
+//! configured — in-flight count, latency EWMA, connection pool, metric handles — shared by every
+//! snapshot that names it, so a reload keeps a warm pool warm.
+
+use super::balancer::ServerLoads;
+use super::pool::{Endpoint, Pool};
+use crate::metrics::{Metrics, ServerMetrics};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// EWMA decay: each new sample takes this share (1/8), like TCP's smoothed RTT.
+const EWMA_SHIFT: u32 = 3;
+
+pub struct ServerState {
+    /// The upstream this server belongs to (for logs and metrics).
+    pub upstream: Arc<str>,
+    /// The address as configured, e.g. `127.0.0.1:8001`.
+    pub addr: Arc<str>,
+    pub pool: Pool,
+    pub metrics: ServerMetrics,
+    in_flight: AtomicU32,
+    latency_ewma_nanos: AtomicU64,
+}
+
+impl ServerState {
+    pub fn new(
+        upstream: &str,
+        addr: &str,
+        endpoint: Endpoint,
+        keepalive: usize,
+        keepalive_timeout: Duration,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            upstream: upstream.into(),
+            addr: addr.into(),
+            pool: Pool::new(endpoint, keepalive, keepalive_timeout),
+            metrics: ServerMetrics::new(metrics, upstream, addr),
+            in_flight: AtomicU32::new(0),
+            latency_ewma_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn latency_ewma(&self) -> Duration {
+        Duration::from_nanos(self.latency_ewma_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn observe_latency(&self, latency: Duration) {
+        let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        // A lost race between two updates only loses one sample's weight; no CAS loop needed.
+        let old = self.latency_ewma_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - (old >> EWMA_SHIFT) + (sample >> EWMA_SHIFT)
+        };
+        self.latency_ewma_nanos.store(new, Ordering::Relaxed);
+    }
+}
+
+/// One request in flight on a server; dropping it ends the count.
+pub struct InFlight(Arc<ServerState>);
+
+impl InFlight {
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream's servers with their configured weights, as the balancers see them.
+pub struct ServerSet<'a> {
+    pub servers: &'a [Arc<ServerState>],
+    pub weights: &'a [u32],
+}
+
+impl ServerLoads for ServerSet<'_> {
+    fn len(&self) -> usize {
+        self.servers.len()
+    }
+    fn weight(&self, index: usize) -> u32 {
+        self.weights[index]
+    }
+    fn in_flight(&self, index: usize) -> u32 {
+        self.servers[index].in_flight()
+    }
+    fn latency_ewma_nanos(&self, index: usize) -> u64 {
+        self.servers[index]
+            .latency_ewma_nanos
+            .load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Arc<ServerState> {
+        let metrics = Metrics::new().unwrap();
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 1,
+            socket_addr: None,
+        };
+        Arc::new(ServerState::new(
+            "u",
+            "127.0.0.1:1",
+            endpoint,
+            1,
+            Duration::from_secs(1),
+            &metrics,
+        ))
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_guard_drops() {
+        let server = server();
+        let first = server.start_request();
+        let second = server.start_request();
+        assert_eq!(server.in_flight(), 2);
+        drop(first);
+        assert_eq!(server.in_flight(), 1);
+        drop(second);
+        assert_eq!(server.in_flight(), 0);
+    }
+
+    #[test]
+    fn ewma_starts_at_the_first_sample_and_moves_an_eighth() {
+        let server = server();
+        server.observe_latency(Duration::from_millis(80));
+        assert_eq!(server.latency_ewma(), Duration::from_millis(80));
+        server.observe_latency(Duration::from_millis(160));
+        assert_eq!(server.latency_ewma(), Duration::from_millis(90));
+    }
+}

@@ -194,6 +194,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     };
     let mut errors = Vec::new();
     let mut config = Config::default();
+    // Sections that failed to parse still exist: references to them are not errors of their own.
+    let mut broken = validate::Broken::default();
 
     for (key, value) in root_table.iter() {
         match key.get_ref().as_ref() {
@@ -202,16 +204,22 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             "admin" => section(&locator, value, &mut errors, |v| config.admin = v),
             "limits" => section(&locator, value, &mut errors, |v| config.limits = v),
             "demo" => section(&locator, value, &mut errors, |v| config.demo = v),
-            "listener" => array_section(&locator, "listener", value, &mut errors, |v| {
-                config.listeners.push(v)
-            }),
+            "listener" => {
+                let before = errors.len();
+                array_section(&locator, "listener", value, &mut errors, |v| config.listeners.push(v));
+                broken.listeners |= errors.len() > before;
+            }
             "route" => array_section(&locator, "route", value, &mut errors, |v| config.routes.push(v)),
             "upstream" => match value.get_ref() {
                 DeValue::Table(upstreams) => {
                     for (name, upstream) in upstreams.iter() {
+                        let before = errors.len();
                         section(&locator, upstream, &mut errors, |v| {
                             config.upstreams.insert(name.get_ref().to_string(), v);
                         });
+                        if errors.len() > before {
+                            broken.upstreams.insert(name.get_ref().to_string());
+                        }
                     }
                 }
                 _ => errors.push(locator.error(
@@ -227,9 +235,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             )),
         }
     }
-    if errors.is_empty() {
-        validate::validate(&config, &locator, &mut errors);
-    }
+    validate::validate(&config, &broken, &locator, &mut errors);
     errors.sort_by_key(|e| (e.line, e.column));
     if errors.is_empty() {
         Ok(config)

@@ -3,13 +3,25 @@
 
 use super::load::{ConfigError, Locator};
 use super::{Config, HeaderRules};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 const MIN_HEADER_BYTES: u64 = 8 * 1024;
 const MAX_WEIGHT: u32 = 10_000;
 
-pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
+/// Sections that did not parse: what refers to them is not reported again.
+#[derive(Default)]
+pub(super) struct Broken {
+    pub listeners: bool,
+    pub upstreams: BTreeSet<String>,
+}
+
+pub(super) fn validate(
+    config: &Config,
+    broken: &Broken,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
     // Every address gatehouse binds, to find two sockets on one address.
     let mut binds: HashMap<SocketAddr, String> = HashMap::new();
     let mut claim =
@@ -51,7 +63,7 @@ pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<Confi
         }
     }
 
-    if config.listeners.is_empty() {
+    if config.listeners.is_empty() && !broken.listeners {
         errors.push(at.error(
             0..0,
             "listener",
@@ -91,7 +103,7 @@ pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<Confi
     for (i, route) in config.routes.iter().enumerate() {
         let key = |field: &str| format!("route[{i}].{field}");
         let upstream = route.upstream.get_ref();
-        if !config.upstreams.contains_key(upstream) {
+        if !config.upstreams.contains_key(upstream) && !broken.upstreams.contains(upstream) {
             let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
             errors.push(at.error(
                 route.upstream.span(),
@@ -104,6 +116,7 @@ pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<Confi
         }
         if let Some(listener) = &route.listener
             && !listener_names.contains_key(listener.get_ref().as_str())
+            && !broken.listeners
         {
             errors.push(at.error(
                 listener.span(),

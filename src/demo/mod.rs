@@ -27,7 +27,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use serde_json::error::Category;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -49,7 +48,8 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 const CACHE_BRIEFLY: HeaderValue = HeaderValue::from_static("public, max-age=5");
 const INJECTED_FAULT: &[u8] = br#"{"error":"injected fault"}"#;
 
-const ALLOW_COLLECTION: HeaderValue = HeaderValue::from_static("GET, HEAD, POST");
+const ALLOW_ORDERS: HeaderValue = HeaderValue::from_static("GET, HEAD, POST");
+const ALLOW_FAULTS: HeaderValue = HeaderValue::from_static("GET, HEAD, POST");
 const ALLOW_ORDER: HeaderValue = HeaderValue::from_static("GET, HEAD, PATCH, DELETE");
 const ALLOW_READ_ONLY: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
@@ -238,7 +238,7 @@ impl OrderApi {
             Route::Faults => match *method {
                 Method::GET | Method::HEAD => self.faults_report(),
                 Method::POST => self.change_faults(parts, body).await,
-                _ => method_not_allowed(parts, ALLOW_COLLECTION),
+                _ => method_not_allowed(parts, ALLOW_FAULTS),
             },
             Route::Orders => {
                 if let Some(fault) = self.injected_fault().await {
@@ -247,7 +247,7 @@ impl OrderApi {
                 match *method {
                     Method::GET | Method::HEAD => self.list_orders(parts.uri.query()),
                     Method::POST => self.create_order(parts, body).await,
-                    _ => method_not_allowed(parts, ALLOW_COLLECTION),
+                    _ => method_not_allowed(parts, ALLOW_ORDERS),
                 }
             }
             Route::Order(id) => {
@@ -520,13 +520,15 @@ fn parse_faults_change(body: &[u8]) -> Result<FaultsChange, String> {
 }
 
 /// Turns a typed-parse failure into a message naming the field. Only the failure path pays for
-/// the second, untyped parse that finds which field is wrong.
+/// the second, untyped parse that finds which field is wrong; that parse also decides whether
+/// the JSON itself is broken, since serde_json reports some type mismatches (a number where an
+/// enum belongs) as syntax errors.
 fn explain(
     body: &[u8],
     cause: &serde_json::Error,
     field_problem: impl FnOnce(&serde_json::Map<String, Value>) -> Option<String>,
 ) -> String {
-    if cause.classify() != Category::Data {
+    if cause.is_eof() {
         return format!("body is not valid JSON: {cause}");
     }
     match serde_json::from_slice::<Value>(body) {

@@ -100,7 +100,10 @@ mod tests {
         let balancer = P2cEwma::new();
         let mut tried = Tried::default();
         tried.insert(0);
-        assert_eq!(balancer.pick(&servers.to_vec(), tried, &|i| i != 2), Some(1));
+        assert_eq!(
+            balancer.pick(&servers.to_vec(), tried, &|i| i != 2),
+            Some(1)
+        );
         tried.insert(1);
         assert_eq!(balancer.pick(&servers.to_vec(), tried, &|i| i != 2), None);
     }

@@ -61,7 +61,10 @@ mod tests {
         let mut tried = Tried::default();
         tried.insert(0);
         for _ in 0..10 {
-            assert_eq!(balancer.pick(&servers.to_vec(), tried, &|i| i != 1), Some(2));
+            assert_eq!(
+                balancer.pick(&servers.to_vec(), tried, &|i| i != 1),
+                Some(2)
+            );
         }
         tried.insert(2);
         assert_eq!(balancer.pick(&servers.to_vec(), tried, &|i| i != 1), None);

@@ -1,0 +1,277 @@
+//! Shared test fixtures: gatehouse started in-process on ephemeral loopback ports, upstream
+//! servers that record what they receive, and small HTTP clients (hyper and raw TCP).
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use gatehouse::app::Running;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// A bound on every wait in tests, so a bug shows as a failure, not a hang.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts gatehouse from TOML text (use port 0 in binds).
+pub async fn start_gatehouse(toml: &str) -> Running {
+    let config = gatehouse::config::load_str(Path::new("test.toml"), toml)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    Running::start(config).await.expect("gatehouse starts")
+}
+
+/// A config with one listener on port 0, no admin, one catch-all route to `servers`.
+pub fn simple_config(servers: &[SocketAddr], upstream_extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"
+[admin]
+bind = ""
+
+[log]
+access = "off"
+
+[[listener]]
+name = "test"
+bind = "127.0.0.1:0"
+
+[[route]]
+path_prefix = "/"
+upstream = "app"
+
+[upstream.app]
+servers = [{}]
+{upstream_extra}
+"#,
+        list.join(", ")
+    )
+}
+
+/// What a recording upstream received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+type Responder = Arc<dyn Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync>;
+type AsyncResponder =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync>;
+
+/// A real HTTP/1.1 server on an ephemeral loopback port.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub connections: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestUpstream {
+    /// Answers 200 with its name as body and in `x-upstream`, recording each request.
+    pub async fn named(name: &str) -> Self {
+        let owned = name.to_owned();
+        Self::with_responder(
+            name,
+            Arc::new(move |_req: &Recorded| {
+                Response::builder()
+                    .header("x-upstream", owned.as_str())
+                    .body(Full::new(Bytes::from(owned.clone())))
+                    .unwrap()
+            }),
+        )
+        .await
+    }
+
+    /// Records each request (body read whole), then answers with `responder`.
+    pub async fn with_responder(name: &str, responder: Responder) -> Self {
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let recorded = Arc::clone(&requests);
+        let handler: AsyncResponder = Arc::new(move |request: Request<Incoming>| {
+            let responder = Arc::clone(&responder);
+            let recorded = Arc::clone(&recorded);
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let record = Recorded {
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
+                    headers: parts.headers,
+                    body,
+                };
+                let response = responder(&record);
+                recorded.lock().unwrap().push(record);
+                response
+            })
+        });
+        let mut upstream = Self::with_handler(name, handler).await;
+        upstream.requests = requests;
+        upstream
+    }
+
+    /// Serves with a raw async handler (for streaming, slow or custom behaviour).
+    pub async fn with_handler(name: &str, handler: AsyncResponder) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = oneshot::channel();
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
+                    _ = &mut stopped => break,
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let handler = Arc::clone(&handler);
+                        async move { Ok::<_, Infallible>(handler(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            name: name.to_owned(),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            connections,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn received(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A response with its body read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    pub addr: SocketAddr,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect to gatehouse");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        Self { sender, addr }
+    }
+
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Reply {
+        let mut request = request;
+        if !request.headers().contains_key(http::header::HOST) {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, self.addr.to_string().parse().unwrap());
+        }
+        tokio::time::timeout(WAIT, async {
+            self.sender.ready().await.expect("connection ready");
+            let response = self.sender.send_request(request).await.expect("response");
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.expect("response body").to_bytes();
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        })
+        .await
+        .expect("reply within the test deadline")
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.send(Request::get(path).body(Full::new(Bytes::new())).unwrap()).await
+    }
+}
+
+/// A one-off GET on a new connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    Client::connect(addr).await.get(path).await
+}
+
+/// A one-off HTTP/2 (prior knowledge) request.
+pub async fn get_h2(addr: SocketAddr, path: &str) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let uri = format!("http://{addr}{path}");
+    let response = tokio::time::timeout(WAIT, sender.send_request(Request::get(uri).body(Full::new(Bytes::new())).unwrap()))
+        .await
+        .expect("h2 reply in time")
+        .expect("h2 response");
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Writes raw bytes and reads until the server closes or `WAIT` passes; for malformed input.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A loopback address that refuses connections (bound, then closed).
+pub async fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}

@@ -87,6 +87,12 @@ fn init_logging(level: &str, access: AccessLogFormat) {
 }
 
 fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if worker_threads == 1 {
+        // One thread needs no work stealing: the current-thread scheduler is measurably cheaper.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if worker_threads > 0 {
         builder.worker_threads(worker_threads);

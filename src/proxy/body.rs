@@ -9,6 +9,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use super::exchange::Exchange;
 use crate::upstream::pool::PoolReturn;
 
 /// The client's body went past `limits.max_body_bytes`.
@@ -113,17 +114,11 @@ impl Body for RequestBody {
     }
 }
 
-/// Runs when a response to the client is finished or abandoned: the access log line, the
-/// duration histogram, the in-flight count.
-pub trait Completion: Send + Sync + 'static {
-    fn complete(&mut self, bytes_sent: u64, finished: bool);
-}
-
 /// A response body on its way to the client.
 pub struct ResponseBody {
     kind: ResponseKind,
     bytes_sent: u64,
-    completion: Option<Box<dyn Completion>>,
+    completion: Option<Exchange>,
 }
 
 enum ResponseKind {
@@ -158,7 +153,7 @@ impl ResponseBody {
         response
     }
 
-    pub fn set_completion(&mut self, completion: Box<dyn Completion>) {
+    pub(crate) fn set_completion(&mut self, completion: Exchange) {
         self.completion = Some(completion);
         if self.is_end_stream() {
             self.finish(true);

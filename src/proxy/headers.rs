@@ -22,7 +22,20 @@ static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
 /// Removes hop-by-hop headers: those named in Connection, and the fixed list. When
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade` stay.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names present is cheaper than a hashed removal per listed name, and
+    // most messages carry one hop-by-hop header or none.
+    let mut found: [Option<HeaderName>; 8] = Default::default();
+    let mut count = 0;
+    let mut has_connection = false;
+    for name in headers.keys() {
+        if *name == header::CONNECTION {
+            has_connection = true;
+        } else if is_fixed_hop_by_hop(name) && count < found.len() {
+            found[count] = Some(name.clone());
+            count += 1;
+        }
+    }
+    if has_connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -38,18 +51,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
+    for name in found.iter().take(count).flatten() {
+        if keep_upgrade && *name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
     if keep_upgrade {
         headers.insert(header::CONNECTION, UPGRADE_VALUE.clone());
-    } else {
-        headers.remove(header::UPGRADE);
     }
+}
+
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// Is this request a WebSocket handshake (RFC 6455 §4.1)? Only WebSocket upgrades pass;
@@ -69,27 +90,22 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and X-Forwarded-Host.
+/// Several X-Forwarded-For lines form one list (RFC 9110 §5.3); they are joined, not dropped.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
     let client_value = ip_header_value(client);
-    match headers.get(&X_FORWARDED_FOR).cloned() {
-        Some(existing) => {
-            let mut combined = Vec::with_capacity(existing.len() + 2 + client_value.len());
-            combined.extend_from_slice(existing.as_bytes());
+    let mut previous = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let value = if previous.peek().is_none() {
+        client_value
+    } else {
+        let mut combined = Vec::with_capacity(64);
+        for line in previous {
+            combined.extend_from_slice(line.as_bytes());
             combined.extend_from_slice(b", ");
-            combined.extend_from_slice(client_value.as_bytes());
-            match HeaderValue::from_bytes(&combined) {
-                Ok(value) => {
-                    headers.insert(&X_FORWARDED_FOR, value);
-                }
-                Err(_) => {
-                    headers.insert(&X_FORWARDED_FOR, client_value);
-                }
-            }
         }
-        None => {
-            headers.insert(&X_FORWARDED_FOR, client_value);
-        }
-    }
+        combined.extend_from_slice(client_value.as_bytes());
+        HeaderValue::from_bytes(&combined).unwrap_or(client_value)
+    };
+    headers.insert(&X_FORWARDED_FOR, value);
     headers.insert(&X_FORWARDED_PROTO, PROTO_HTTP.clone());
     if let Some(host) = host {
         headers.insert(&X_FORWARDED_HOST, host.clone());

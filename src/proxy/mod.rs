@@ -2,16 +2,18 @@
 //! stream the response back, and answer failures with a fast, clear 4xx/5xx.
 
 pub mod body;
+mod exchange;
 pub mod headers;
 mod local;
 
 use crate::config::AccessLogFormat;
 use crate::route::host_without_port;
-use crate::snapshot::{Route, SharedSnapshot, Snapshot};
+use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
 use crate::upstream::pool::{ConnectError, PoolReturn};
-use crate::upstream::{InFlight, ServerState, Upstream};
-use body::{BodyTooLarge, ClientBodyError, Completion, RequestBody, ResponseBody};
+use crate::upstream::{ServerState, Upstream};
+use body::{BodyTooLarge, ClientBodyError, RequestBody, ResponseBody};
+use exchange::Exchange;
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -179,7 +181,7 @@ impl Proxy {
                 }
                 exchange.status = parts.status;
                 let mut body = ResponseBody::upstream(upstream_body, pool_return);
-                body.set_completion(Box::new(exchange));
+                body.set_completion(exchange);
                 Response::from_parts(parts, body)
             }
             Err(error) => {
@@ -407,68 +409,5 @@ async fn bridge_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
             }
         }
         Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
-}
-
-/// One request/response exchange, finished when its response body is: it then counts the
-/// request, observes its duration, writes the access log line and ends the in-flight count.
-struct Exchange {
-    start: Instant,
-    method: Method,
-    path: String,
-    status: StatusCode,
-    snapshot: Arc<Snapshot>,
-    route: Option<Arc<Route>>,
-    server: Option<Arc<str>>,
-    request_id: HeaderValue,
-    in_flight: Option<InFlight>,
-}
-
-impl Exchange {
-    fn server_name(&self) -> &str {
-        self.server.as_deref().unwrap_or("-")
-    }
-
-    fn local(mut self, status: StatusCode, message: &'static str) -> Response<ResponseBody> {
-        self.status = status;
-        let mut response = local_response(status, message);
-        response
-            .headers_mut()
-            .insert(&X_REQUEST_ID, self.request_id.clone());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response.body_mut().set_completion(Box::new(self));
-        response
-    }
-}
-
-impl Completion for Exchange {
-    fn complete(&mut self, bytes_sent: u64, finished: bool) {
-        let elapsed = self.start.elapsed();
-        let metrics = match &self.route {
-            Some(route) => &route.metrics,
-            None => &self.snapshot.unrouted,
-        };
-        metrics.count(self.status);
-        metrics.duration.observe(elapsed.as_secs_f64());
-        self.in_flight = None;
-        if self.snapshot.access_log != AccessLogFormat::Off {
-            tracing::info!(
-                target: "gatehouse::access",
-                method = %self.method,
-                path = %self.path,
-                status = self.status.as_u16(),
-                route = self.route.as_ref().map_or("-", |r| &*r.name),
-                upstream = self.route.as_ref().map_or("-", |r| &*r.upstream.name),
-                server = self.server_name(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                bytes = bytes_sent,
-                complete = finished,
-                request_id = self.request_id.to_str().unwrap_or("-"),
-            );
-        }
     }
 }

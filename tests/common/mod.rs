@@ -70,8 +70,11 @@ pub struct Recorded {
 }
 
 type Responder = Arc<dyn Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync>;
-type AsyncResponder =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync>;
+type AsyncResponder = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A real HTTP/1.1 server on an ephemeral loopback port.
 pub struct TestUpstream {
@@ -107,7 +110,11 @@ impl TestUpstream {
             let recorded = Arc::clone(&recorded);
             Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let record = Recorded {
                     method: parts.method,
                     uri: parts.uri,
@@ -198,7 +205,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect to gatehouse");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to gatehouse");
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -229,7 +238,8 @@ impl Client {
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {
-        self.send(Request::get(path).body(Full::new(Bytes::new())).unwrap()).await
+        self.send(Request::get(path).body(Full::new(Bytes::new())).unwrap())
+            .await
     }
 }
 
@@ -247,10 +257,13 @@ pub async fn get_h2(addr: SocketAddr, path: &str) -> Reply {
             .expect("h2 handshake");
     tokio::spawn(connection);
     let uri = format!("http://{addr}{path}");
-    let response = tokio::time::timeout(WAIT, sender.send_request(Request::get(uri).body(Full::new(Bytes::new())).unwrap()))
-        .await
-        .expect("h2 reply in time")
-        .expect("h2 response");
+    let response = tokio::time::timeout(
+        WAIT,
+        sender.send_request(Request::get(uri).body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .expect("h2 reply in time")
+    .expect("h2 response");
     let (parts, body) = response.into_parts();
     Reply {
         status: parts.status,
@@ -274,4 +287,26 @@ pub async fn refused_addr() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     addr
+}
+
+/// The value of one sample in Prometheus text `exposition`: the first line of family `name`
+/// whose labels include every `(label, value)` pair given (in any order); `None` if none does.
+pub fn metric_sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (family, label_text) = match series.split_once('{') {
+                Some((family, rest)) => (family, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let matches = family == name
+                && labels.iter().all(|(label, want)| {
+                    label_text
+                        .split(',')
+                        .any(|pair| pair == format!("{label}=\"{want}\""))
+                });
+            if matches { value.parse().ok() } else { None }
+        })
 }

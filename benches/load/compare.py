@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Load comparison: gatehouse against nginx, proxying to the same three fast upstreams.
+
+Both proxies run with one worker, pinned to one core; the upstreams and wrk share the other.
+Rounds alternate nginx and gatehouse so that the machine's noise hits both alike. For each run
+it records requests per second and p99 latency (wrk) and the proxy's CPU time (utime + stime
+from /proc) per 100k requests, then prints medians and gatehouse/nginx ratios.
+
+Usage: benches/load/compare.py [--rounds 5] [--duration 10] [--connections 64]
+Installs nginx and wrk with apt-get when they are missing; builds gatehouse in release mode.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM_PORTS = [18001, 18002, 18003]
+NGINX_PORT = 18080
+GATEHOUSE_PORT = 18081
+BODY = "x" * 199 + "\n"  # 200-byte responses
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools():
+    if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        print("installing nginx and wrk with apt-get ...", flush=True)
+        sh("apt-get", "update", "-qq")
+        sh("apt-get", "install", "-y", "-qq", "nginx", "wrk")
+
+
+def nginx_bin():
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def write_nginx_conf(path: Path, body: str, workdir: Path):
+    events = "events { worker_connections 4096; }"
+    common = f"""
+daemon off;
+worker_processes 1;
+error_log {workdir}/nginx-error.log warn;
+pid {path}.pid;
+{events}
+"""
+    return common + body
+
+
+def start_upstreams(workdir: Path):
+    servers = "\n".join(
+        f"    server {{ listen 127.0.0.1:{p} reuseport; keepalive_requests 1000000; "
+        f"location / {{ default_type text/plain; return 200 '{BODY[:-1]}\\n'; }} }}"
+        for p in UPSTREAM_PORTS
+    )
+    conf = workdir / "upstreams.conf"
+    conf.write_text(
+        write_nginx_conf(conf, f"http {{ access_log off;\n{servers}\n}}\n", workdir)
+    )
+    return subprocess.Popen(["taskset", "-c", "1", nginx_bin(), "-c", str(conf), "-p", str(workdir)])
+
+
+def start_nginx_proxy(workdir: Path):
+    upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in UPSTREAM_PORTS)
+    conf = workdir / "proxy.conf"
+    conf.write_text(
+        write_nginx_conf(
+            conf,
+            f"""http {{
+    access_log off;
+    upstream app {{
+{upstream}
+        keepalive 512;
+    }}
+    server {{
+        listen 127.0.0.1:{NGINX_PORT};
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+""",
+            workdir,
+        )
+    )
+    master = subprocess.Popen(["taskset", "-c", "0", nginx_bin(), "-c", str(conf), "-p", str(workdir)])
+    return master
+
+
+def start_gatehouse(workdir: Path, binary: Path):
+    servers = ", ".join(f'"127.0.0.1:{p}"' for p in UPSTREAM_PORTS)
+    conf = workdir / "gatehouse.toml"
+    conf.write_text(
+        f"""
+[process]
+worker_threads = 1
+[log]
+level = "warn"
+access = "off"
+[admin]
+bind = ""
+[[listener]]
+name = "bench"
+bind = "127.0.0.1:{GATEHOUSE_PORT}"
+[[route]]
+path_prefix = "/"
+upstream = "app"
+[upstream.app]
+servers = [{servers}]
+keepalive = 512
+"""
+    )
+    return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
+
+
+def wait_ready(port: int, deadline_s: float = 10.0):
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def process_tree(pid: int):
+    """The pid and its children (nginx's master and worker)."""
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def parse_wrk(output: str):
+    requests = rps = p99 = None
+    errors = 0
+    for line in output.splitlines():
+        parts = line.split()
+        if line.strip().startswith("99%"):
+            p99 = to_ms(parts[1])
+        elif line.startswith("Requests/sec:"):
+            rps = float(parts[1])
+        elif "requests in" in line:
+            requests = int(parts[0])
+        elif line.strip().startswith("Non-2xx") or line.strip().startswith("Socket errors"):
+            errors += sum(int(x.strip(",")) for x in parts if x.strip(",").isdigit())
+    return requests, rps, p99, errors
+
+
+def to_ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def measure(name, port, pids, args):
+    # Warm-up: fill the upstream pools.
+    subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", "-d2s", f"http://127.0.0.1:{port}/"],
+                   check=True, capture_output=True)
+    before = cpu_seconds(pids)
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+         f"http://127.0.0.1:{port}/"],
+        check=True, capture_output=True, text=True).stdout
+    cpu = cpu_seconds(pids) - before
+    requests, rps, p99, errors = parse_wrk(out)
+    cpu_per_100k = cpu / requests * 100_000 if requests else float("nan")
+    print(f"  {name:9s} {rps:>10.0f} req/s  p99 {p99:>7.2f} ms  {cpu_per_100k:>6.2f} CPU-s/100k  errors {errors}",
+          flush=True)
+    return rps, p99, cpu_per_100k
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--binary", default=str(ROOT / "target/release/gatehouse"))
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+
+    ensure_tools()
+    if not args.no_build:
+        sh("cargo", "build", "--release", cwd=ROOT)
+    binary = Path(args.binary)
+    workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    procs = []
+    try:
+        upstreams = start_upstreams(workdir)
+        procs.append(upstreams)
+        for p in UPSTREAM_PORTS:
+            wait_ready(p)
+        nginx = start_nginx_proxy(workdir)
+        procs.append(nginx)
+        gatehouse = start_gatehouse(workdir, binary)
+        procs.append(gatehouse)
+        wait_ready(NGINX_PORT)
+        wait_ready(GATEHOUSE_PORT)
+        results = {"nginx": [], "gatehouse": []}
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}/{args.rounds}", flush=True)
+            results["nginx"].append(measure("nginx", NGINX_PORT, process_tree(nginx.pid), args))
+            results["gatehouse"].append(measure("gatehouse", GATEHOUSE_PORT, [gatehouse.pid], args))
+        med = {k: [statistics.median(col) for col in zip(*v)] for k, v in results.items()}
+        n, g = med["nginx"], med["gatehouse"]
+        print()
+        print(f"medians over {args.rounds} rounds, {args.connections} connections, {args.duration}s each, "
+              f"one core per proxy ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
+        print(f"{'':10s} {'req/s':>10s} {'p99 ms':>8s} {'CPU-s/100k':>11s}")
+        print(f"{'nginx':10s} {n[0]:>10.0f} {n[1]:>8.2f} {n[2]:>11.2f}")
+        print(f"{'gatehouse':10s} {g[0]:>10.0f} {g[1]:>8.2f} {g[2]:>11.2f}")
+        print(f"{'ratio g/n':10s} {g[0] / n[0]:>10.2f} {g[1] / n[1]:>8.2f} {g[2] / n[2]:>11.2f}")
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

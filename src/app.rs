@@ -43,6 +43,7 @@ pub struct Running {
     pub registry: Arc<ServerRegistry>,
     admin_state: Arc<AdminState>,
     drain: Drain,
+    admin_drain: Drain,
     demo_drain: Drain,
     tasks: Vec<JoinHandle<()>>,
     shutdown_grace: Duration,
@@ -120,6 +121,8 @@ impl Running {
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
         let drain = Drain::new();
+        // The admin listener outlives the proxy's drain, so /readyz can say "draining".
+        let admin_drain = Drain::new();
         for listener in listeners {
             tracing::info!(listener = %listener.name, addr = %listener.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
             tasks.push(tokio::spawn(server::serve(
@@ -139,7 +142,7 @@ impl Running {
             tasks.push(tokio::spawn(admin::serve(
                 tcp,
                 Arc::clone(&admin_state),
-                drain.watch(),
+                admin_drain.watch(),
             )));
         }
         Ok(Self {
@@ -151,6 +154,7 @@ impl Running {
             registry,
             admin_state,
             drain,
+            admin_drain,
             demo_drain,
             tasks,
             shutdown_grace,
@@ -167,6 +171,7 @@ impl Running {
         if !drained {
             tracing::warn!(grace = ?self.shutdown_grace, "shutdown grace period over; closing remaining connections");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.admin_drain.drain()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.demo_drain.drain()).await;
         for task in self.tasks {
             task.abort();

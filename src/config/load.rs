@@ -60,6 +60,30 @@ pub(super) struct Locator<'a> {
 }
 
 impl<'a> Locator<'a> {
+    /// Where the value at a dotted path (`["upstream", "orders", "connect_timeout"]`) is
+    /// written; `0..0` (no place) when the key is absent and its default applies.
+    pub(super) fn span_of(&self, path: &[&str]) -> Range<usize> {
+        let Some(mut table) = self.root else {
+            return 0..0;
+        };
+        for (depth, segment) in path.iter().enumerate() {
+            let Some((_, value)) = table
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == *segment)
+            else {
+                return 0..0;
+            };
+            if depth + 1 == path.len() {
+                return value.span();
+            }
+            match value.get_ref() {
+                DeValue::Table(inner) => table = inner,
+                _ => return 0..0,
+            }
+        }
+        0..0
+    }
+
     pub(super) fn error(
         &self,
         span: Range<usize>,

@@ -43,7 +43,7 @@ pub(super) fn validate(
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         errors.push(at.error(
-            0..0,
+            at.span_of(&["log", "level"]),
             "log.level",
             format!("invalid log level {:?}: {e}", config.log.level),
         ));
@@ -186,16 +186,24 @@ pub(super) fn validate(
             }
         }
         if upstream.connect_timeout.0.is_zero() {
-            errors.push(at.error(0..0, key("connect_timeout"), "must be greater than zero"));
+            errors.push(at.error(
+                at.span_of(&["upstream", name, "connect_timeout"]),
+                key("connect_timeout"),
+                "must be greater than zero",
+            ));
         }
         if upstream.response_timeout.0.is_zero() {
-            errors.push(at.error(0..0, key("response_timeout"), "must be greater than zero"));
+            errors.push(at.error(
+                at.span_of(&["upstream", name, "response_timeout"]),
+                key("response_timeout"),
+                "must be greater than zero",
+            ));
         }
     }
 
     if config.limits.max_header_bytes.0 < MIN_HEADER_BYTES {
         errors.push(at.error(
-            0..0,
+            at.span_of(&["limits", "max_header_bytes"]),
             "limits.max_header_bytes",
             format!(
                 "must be at least 8KiB (got {} bytes)",
@@ -205,7 +213,7 @@ pub(super) fn validate(
     }
     if config.limits.header_read_timeout.0.is_zero() {
         errors.push(at.error(
-            0..0,
+            at.span_of(&["limits", "header_read_timeout"]),
             "limits.header_read_timeout",
             "must be greater than zero",
         ));

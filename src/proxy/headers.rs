@@ -36,18 +36,36 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if has_connection {
-        let named: Vec<HeaderName> = headers
+        // Names listed in Connection; "keep-alive" and "close" are options, not header names
+        // worth a lookup (and Keep-Alive is removed with the fixed list anyway).
+        let mut named: [Option<HeaderName>; 8] = Default::default();
+        let mut named_count = 0;
+        let tokens = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if keep_upgrade && name == header::UPGRADE {
+            .map(str::trim);
+        for token in tokens {
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
                 continue;
             }
-            headers.remove(&name);
+            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if named_count == named.len() {
+                    break;
+                }
+                named[named_count] = Some(name);
+                named_count += 1;
+            }
+        }
+        for name in named.iter().take(named_count).flatten() {
+            headers.remove(name);
         }
         headers.remove(header::CONNECTION);
     }
@@ -91,8 +109,8 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and X-Forwarded-Host.
 /// Several X-Forwarded-For lines form one list (RFC 9110 §5.3); they are joined, not dropped.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-    let client_value = ip_header_value(client);
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&HeaderValue>) {
+    let client_value = client.clone();
     let mut previous = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     let value = if previous.peek().is_none() {
         client_value
@@ -112,7 +130,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
     }
 }
 
-fn ip_header_value(ip: IpAddr) -> HeaderValue {
+/// An IP address as a header value (for X-Forwarded-For).
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     let mut buf = [0u8; 64];
     let len = {
         use std::io::Write;
@@ -272,16 +291,13 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_client() {
         let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
-        add_forwarded(
-            &mut map,
-            "127.0.0.1".parse().unwrap(),
-            Some(&HeaderValue::from_static("shop")),
-        );
+        let client = ip_header_value("127.0.0.1".parse().unwrap());
+        add_forwarded(&mut map, &client, Some(&HeaderValue::from_static("shop")));
         assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-host"], "shop");
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, "::1".parse().unwrap(), None);
+        add_forwarded(&mut fresh, &ip_header_value("::1".parse().unwrap()), None);
         assert_eq!(fresh["x-forwarded-for"], "::1");
     }
 

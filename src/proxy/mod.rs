@@ -27,11 +27,23 @@ use std::time::Instant;
 pub use local::local_response;
 
 /// What the handler knows about the client connection a request came on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientInfo {
     /// Index of the listener in the snapshot's listener list.
     pub listener: usize,
     pub addr: SocketAddr,
+    /// The client's address as an X-Forwarded-For entry, formatted once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl ClientInfo {
+    pub fn new(listener: usize, addr: SocketAddr) -> Self {
+        Self {
+            listener,
+            addr,
+            forwarded_for: headers::ip_header_value(addr.ip()),
+        }
+    }
 }
 
 /// The proxy shared by every connection: the snapshot in force and the request-id source.
@@ -46,6 +58,7 @@ enum ForwardError {
     Connect(ConnectError),
     Timeout,
     Upstream(hyper::Error),
+    AmbiguousFraming,
     BodyTooLarge,
     ClientBody,
 }
@@ -136,7 +149,7 @@ impl Proxy {
             None
         };
         headers::remove_hop_by_hop(&mut parts.headers, websocket);
-        headers::add_forwarded(&mut parts.headers, client.addr.ip(), Some(&host_value));
+        headers::add_forwarded(&mut parts.headers, &client.forwarded_for, Some(&host_value));
         headers::add_via(&mut parts.headers, parts.version);
         match &route.set_host {
             Some(set_host) => {
@@ -202,6 +215,10 @@ impl Proxy {
                         StatusCode::GATEWAY_TIMEOUT,
                         "the upstream server did not answer in time",
                     ),
+                    ForwardError::AmbiguousFraming => (
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream server sent a response with ambiguous framing",
+                    ),
                     ForwardError::Upstream(_) => (
                         StatusCode::BAD_GATEWAY,
                         "the upstream server sent an invalid response",
@@ -224,6 +241,9 @@ impl Proxy {
                     }
                     ForwardError::Timeout => {
                         tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), "upstream response timed out")
+                    }
+                    ForwardError::AmbiguousFraming => {
+                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), "upstream response has both Content-Length and Transfer-Encoding")
                     }
                     ForwardError::NoServer => {
                         tracing::warn!(upstream = %upstream.name, "no upstream server available")
@@ -276,8 +296,9 @@ async fn forward(
     let mut request = Some(Request::from_parts(parts, body));
     let mut tried = Tried::default();
     let mut attempts = 0u32;
+    let mut next = upstream.pick(tried);
     loop {
-        let index = upstream.pick(tried).ok_or(ForwardError::NoServer)?;
+        let index = next.ok_or(ForwardError::NoServer)?;
         tried.insert(index);
         let server = &upstream.servers[index];
         let in_flight = server.start_request();
@@ -291,11 +312,18 @@ async fn forward(
                 return Ok((response, pool_return));
             }
             Err((error, returned)) => {
-                let retry = matches!(error, ForwardError::Connect(_))
+                let may_retry = matches!(error, ForwardError::Connect(_))
                     && retryable
                     && attempts < upstream.retries
                     && returned.is_some();
-                if !retry {
+                // A retry needs a server not tried yet; otherwise the client gets this
+                // server's failure (502/504), not a misleading "no server available".
+                next = if may_retry {
+                    upstream.pick(tried)
+                } else {
+                    None
+                };
+                if next.is_none() {
                     return Err(error);
                 }
                 if let ForwardError::Connect(e) = &error {
@@ -345,6 +373,12 @@ async fn send_to_server(
                 return Err((ForwardError::Timeout, None));
             }
             Ok(Ok(response)) => {
+                if has_ambiguous_framing(response.headers()) {
+                    // hyper reads such a body as chunked, but passing it on would let the
+                    // client see a Content-Length that does not frame what follows.
+                    server.metrics.error.inc();
+                    return Err((ForwardError::AmbiguousFraming, None));
+                }
                 let latency = sent_at.elapsed();
                 server.observe_latency(latency);
                 server
@@ -385,6 +419,12 @@ async fn send_to_server(
             }
         }
     }
+}
+
+/// A message with both Transfer-Encoding and Content-Length (RFC 9112 §6.3): the sender is
+/// broken or hostile, and no framing of it can be trusted.
+fn has_ambiguous_framing(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
 }
 
 fn find_cause<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E> {

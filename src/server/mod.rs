@@ -86,17 +86,14 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, limits: Limits, drain:
         };
         let _ = stream.set_nodelay(true);
         listener.accepted.inc();
-        let client = ClientInfo {
-            listener: listener.index,
-            addr,
-        };
+        let client = ClientInfo::new(listener.index, addr);
         let gauge = listener.open_connections.clone();
         tokio::spawn(serve_connection(
             stream,
             client,
             Arc::clone(&proxy),
             Arc::clone(&builder),
-            limits.idle_timeout,
+            limits,
             gauge,
             drain.clone(),
         ));
@@ -109,11 +106,22 @@ async fn serve_connection(
     client: ClientInfo,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    idle_timeout: Duration,
+    limits: Limits,
     open_connections: IntGauge,
     mut drain: DrainWatch,
 ) {
+    // The first request must start within header_read_timeout too: hyper's own timer only
+    // starts once protocol detection has read a byte, so a silent client would otherwise
+    // hold its connection until idle_timeout.
+    // (`readable()` may report ready spuriously, so peek at a real byte.)
+    let mut first_byte = [0u8; 1];
+    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    let idle_timeout = limits.idle_timeout;
     open_connections.inc();
+    let client_addr = client.addr;
     let born = Instant::now();
     // Milliseconds since `born` at which the latest request started.
     let last_request = Arc::new(AtomicU64::new(0));
@@ -121,6 +129,7 @@ async fn serve_connection(
         let last_request = Arc::clone(&last_request);
         service_fn(move |request| {
             let proxy = Arc::clone(&proxy);
+            let client = client.clone();
             let since_born = born.elapsed().as_millis() as u64;
             last_request.store(since_born, Ordering::Relaxed);
             async move { Ok::<_, Infallible>(proxy.handle(client, request).await) }
@@ -128,17 +137,21 @@ async fn serve_connection(
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));
+    let idle_check = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle_check);
+    let stop = drain.signalled();
+    tokio::pin!(stop);
     let mut closing = false;
     loop {
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(client = %client.addr, error = %e, "client connection ended with an error");
+                    tracing::debug!(client = %client_addr, error = %e, "client connection ended with an error");
                 }
                 break;
             }
-            () = drain.signalled(), if !closing => {
+            () = &mut stop, if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }

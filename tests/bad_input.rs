@@ -1,0 +1,363 @@
+//! Malformed and oversized client requests, sent as raw bytes: each is answered 4xx by
+//! gatehouse itself and never reaches the upstream, and clients that stall mid-head are cut off
+//! at `header_read_timeout` without holding up anyone else.
+
+mod common;
+
+use common::{TestUpstream, raw_exchange, simple_config};
+use gatehouse::app::Running;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const MAX_BODY: usize = 1024;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn start() -> (Running, TestUpstream) {
+    let upstream = TestUpstream::named("app").await;
+    let config = format!(
+        "{}
+[limits]
+max_header_bytes = \"8KiB\"
+max_body_bytes = \"1KiB\"
+header_read_timeout = \"500ms\"
+",
+        simple_config(&[upstream.addr], "")
+    );
+    (common::start_gatehouse(&config).await, upstream)
+}
+
+/// The status line of a raw response.
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or("")
+}
+
+fn assert_status(response: &str, code: u16) {
+    assert!(
+        status_line(response).starts_with(&format!("HTTP/1.1 {code} ")),
+        "expected {code}, got {response:?}"
+    );
+}
+
+/// The upstream neither saw a connection nor recorded a request.
+fn assert_upstream_untouched(upstream: &TestUpstream) {
+    assert_eq!(
+        upstream.connections.load(Ordering::SeqCst),
+        0,
+        "the upstream must not be contacted"
+    );
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+}
+
+/// Reads until the server closes the connection (EOF or error); panics after `limit`.
+async fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("connection still open after {limit:?}"));
+    got
+}
+
+#[tokio::test]
+async fn request_head_over_max_header_bytes_is_431() {
+    let (running, upstream) = start().await;
+    let big = "a".repeat(20 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\n\r\n");
+    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
+    assert_status(&response, 431);
+    assert_upstream_untouched(&upstream);
+}
+
+#[tokio::test]
+async fn request_head_under_max_header_bytes_is_forwarded() {
+    let (running, upstream) = start().await;
+    let big = "b".repeat(6 * 1024);
+    let request =
+        format!("GET /fits HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
+    assert_status(&response, 200);
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].headers["x-big"], big.as_str());
+}
+
+#[tokio::test]
+async fn content_length_over_max_body_bytes_is_413_before_reaching_upstream() {
+    let (running, upstream) = start().await;
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        MAX_BODY + 1
+    );
+    let started = Instant::now();
+    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
+    assert_status(&response, 413);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(
+        body.starts_with("413 ") && body.len() < 200,
+        "body: {body:?}"
+    );
+    assert_upstream_untouched(&upstream);
+}
+
+#[tokio::test]
+async fn body_of_exactly_max_body_bytes_is_forwarded() {
+    let (running, upstream) = start().await;
+    let body = "x".repeat(MAX_BODY);
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {MAX_BODY}\r\nConnection: close\r\n\r\n{body}"
+    );
+    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
+    assert_status(&response, 200);
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body.len(), MAX_BODY);
+}
+
+#[tokio::test]
+async fn chunked_body_growing_past_max_body_bytes_is_413() {
+    let (running, upstream) = start().await;
+    let chunk = "y".repeat(512);
+    let mut request = String::from(
+        "POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..3 {
+        request.push_str(&format!("200\r\n{chunk}\r\n"));
+    }
+    request.push_str("0\r\n\r\n");
+    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
+    assert_status(&response, 413);
+    // The head may have been streamed on, but never a body past the limit.
+    for recorded in upstream.received() {
+        assert!(
+            recorded.body.len() <= MAX_BODY,
+            "the upstream got {} body bytes",
+            recorded.body.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_request_line_is_400() {
+    let (running, upstream) = start().await;
+    let response = raw_exchange(
+        running.listener_addrs[0],
+        b"THIS IS NOT A REQUEST LINE\r\nHost: test\r\n\r\n",
+    )
+    .await;
+    assert_status(&response, 400);
+    assert_upstream_untouched(&upstream);
+}
+
+/// Content-Length with Transfer-Encoding: hyper's parser drops the Content-Length before
+/// gatehouse sees the request, so gatehouse takes RFC 9112 §6.1's other allowed answer: frame
+/// by Transfer-Encoding alone and close the connection. What must never happen is an upstream
+/// seeing both, or the client's connection staying open for a smuggled second request.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_framed_by_chunks_and_closed() {
+    let (running, upstream) = start().await;
+    let response = raw_exchange(
+        running.listener_addrs[0],
+        b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n",
+    )
+    .await;
+    // raw_exchange returns only once gatehouse closed the connection.
+    assert_status(&response, 200);
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response:?}");
+    let received = upstream.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the first request goes upstream: {received:?}"
+    );
+    assert_eq!(&received[0].body[..], b"hello");
+    assert!(
+        !received[0].headers.contains_key("content-length"),
+        "{:?}",
+        received[0].headers
+    );
+    assert_eq!(received[0].uri.path(), "/");
+}
+
+#[tokio::test]
+async fn two_different_content_lengths_are_400_and_not_forwarded() {
+    let (running, upstream) = start().await;
+    let response = raw_exchange(
+        running.listener_addrs[0],
+        b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\
+          Connection: close\r\n\r\nhello!",
+    )
+    .await;
+    assert_status(&response, 400);
+    assert_upstream_untouched(&upstream);
+}
+
+/// What a byte-counting upstream saw on one connection.
+#[derive(Debug)]
+enum UpstreamEvent {
+    Accepted(SocketAddr),
+    /// The result of the first read: the byte count, 0 when closed without sending anything.
+    FirstRead(SocketAddr, usize),
+}
+
+async fn next(events: &mut mpsc::UnboundedReceiver<UpstreamEvent>) -> UpstreamEvent {
+    timeout(common::WAIT, events.recv())
+        .await
+        .expect("upstream event in time")
+        .expect("upstream running")
+}
+
+#[tokio::test]
+async fn invalid_chunk_size_is_400_and_not_forwarded() {
+    // The head is valid, so gatehouse may open an upstream connection before it meets the bad
+    // chunk; what matters is that not one byte of the request goes out on it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    let (events_tx, mut events) = mpsc::unbounded_channel::<UpstreamEvent>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let _ = events_tx.send(UpstreamEvent::Accepted(peer));
+            let events_tx = events_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let _ = events_tx.send(UpstreamEvent::FirstRead(peer, n));
+            });
+        }
+    });
+    let config = format!(
+        "{}\n[limits]\nmax_body_bytes = \"1KiB\"\n",
+        simple_config(&[upstream_addr], "response_timeout = \"2s\"")
+    );
+    let running = common::start_gatehouse(&config).await;
+
+    let response = raw_exchange(
+        running.listener_addrs[0],
+        b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          zz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_status(&response, 400);
+
+    // Connections are accepted in order: once a sentinel connection made now is accepted,
+    // every connection gatehouse opened for the request has been seen.
+    let sentinel = TcpStream::connect(upstream_addr).await.unwrap();
+    let sentinel_addr = sentinel.local_addr().unwrap();
+    let mut from_gatehouse = Vec::new();
+    let mut first_reads = Vec::new();
+    loop {
+        match next(&mut events).await {
+            UpstreamEvent::Accepted(peer) if peer == sentinel_addr => break,
+            UpstreamEvent::Accepted(peer) => from_gatehouse.push(peer),
+            UpstreamEvent::FirstRead(peer, n) => first_reads.push((peer, n)),
+        }
+    }
+    drop(sentinel);
+    while first_reads.len() < from_gatehouse.len() {
+        if let UpstreamEvent::FirstRead(peer, n) = next(&mut events).await
+            && peer != sentinel_addr
+        {
+            first_reads.push((peer, n));
+        }
+    }
+    for (peer, n) in first_reads {
+        assert_eq!(
+            n, 0,
+            "upstream connection from {peer} carried {n} bytes of the request"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http11_request_without_host_is_400() {
+    let (running, upstream) = start().await;
+    let response = raw_exchange(
+        running.listener_addrs[0],
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_status(&response, 400);
+    assert_upstream_untouched(&upstream);
+}
+
+#[tokio::test]
+async fn stalled_request_head_is_cut_at_header_read_timeout_while_others_are_served() {
+    let (running, upstream) = start().await;
+    let proxy = running.listener_addrs[0];
+
+    let mut stalled = TcpStream::connect(proxy).await.unwrap();
+    stalled
+        .write_all(b"GET /stalled HTTP/1.1\r\nHost: test\r\nX-Half: ")
+        .await
+        .unwrap();
+    let stalled_at = Instant::now();
+
+    // Meanwhile another client is served as usual.
+    let reply = common::get(proxy, "/other").await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    let served_after = stalled_at.elapsed();
+    assert!(
+        served_after < HEADER_READ_TIMEOUT - Duration::from_millis(100),
+        "the other client waited {served_after:?}"
+    );
+    let mut probe = [0u8; 64];
+    match stalled.try_read(&mut probe) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("stalled connection ended before header_read_timeout: {other:?}"),
+    }
+
+    wait_closed(&mut stalled, Duration::from_secs(3)).await;
+    let closed_after = stalled_at.elapsed();
+    assert!(
+        closed_after >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+        "closed too late: {closed_after:?}"
+    );
+    let paths: Vec<String> = upstream
+        .received()
+        .iter()
+        .map(|r| r.uri.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/other"]);
+}
+
+#[tokio::test]
+async fn silent_connection_is_cut_at_header_read_timeout() {
+    // A client that connects and sends nothing has not sent its head in time either
+    // (slowloris with zero bytes); idle_timeout is the default 60 s, far beyond this test.
+    let (running, upstream) = start().await;
+    let mut silent = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
+    let connected_at = Instant::now();
+    wait_closed(&mut silent, Duration::from_secs(3)).await;
+    let closed_after = connected_at.elapsed();
+    assert!(
+        closed_after >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+        "closed too late: {closed_after:?}"
+    );
+    assert_upstream_untouched(&upstream);
+}

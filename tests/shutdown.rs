@@ -1,0 +1,393 @@
+//! Graceful shutdown, of the real binary on SIGTERM and in-process through `Running::shutdown`:
+//! new connections are refused at once, in-flight requests still complete, and the process
+//! exits within `shutdown_grace`.
+
+mod common;
+
+use common::TestUpstream;
+use http::StatusCode;
+use http_body_util::Full;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::timeout;
+
+/// An upstream that holds each request until `release` is notified (once per request), and
+/// notifies `arrived` when one comes in.
+struct HeldUpstream {
+    upstream: TestUpstream,
+    arrived: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+impl HeldUpstream {
+    async fn start() -> Self {
+        let arrived = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let (on_arrival, on_release) = (Arc::clone(&arrived), Arc::clone(&release));
+        let upstream = TestUpstream::with_handler(
+            "held",
+            Arc::new(move |_req| {
+                let (arrived, release) = (Arc::clone(&on_arrival), Arc::clone(&on_release));
+                Box::pin(async move {
+                    arrived.notify_one();
+                    release.notified().await;
+                    http::Response::new(Full::new(bytes::Bytes::from_static(b"released")))
+                })
+            }),
+        )
+        .await;
+        Self {
+            upstream,
+            arrived,
+            release,
+        }
+    }
+
+    async fn wait_arrival(&self) {
+        timeout(common::WAIT, self.arrived.notified())
+            .await
+            .expect("the request reaches the upstream");
+    }
+}
+
+fn config(upstream: SocketAddr, shutdown_grace: &str) -> String {
+    format!(
+        r#"
+[log]
+level = "info"
+access = "json"
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+
+[[route]]
+upstream = "app"
+
+[upstream.app]
+servers = ["{upstream}"]
+response_timeout = "30s"
+
+[limits]
+shutdown_grace = "{shutdown_grace}"
+"#
+    )
+}
+
+/// Polls until connecting to `addr` is refused; panics if it still accepts after `limit`.
+async fn wait_refused(addr: SocketAddr, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return started.elapsed();
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::ConnectionReset => {
+                panic!("unexpected connect error: {e}")
+            }
+            // Accepted into a backlog that is being closed, or still accepted: try again.
+            Err(_) | Ok(_) => {
+                assert!(
+                    started.elapsed() < limit,
+                    "{addr} still accepts connections {limit:?} after shutdown began"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The gatehouse binary running a temp config; killed (by its PID) if a test fails midway.
+struct Process {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    config_path: PathBuf,
+}
+
+impl Process {
+    fn spawn(config_text: &str, name: &str) -> Self {
+        let config_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("shutdown-{name}-{}.toml", std::process::id()));
+        std::fs::write(&config_path, config_text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gatehouse");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            config_path,
+        }
+    }
+
+    /// Reads log lines until one has `message` (JSON logs); returns its `addr` field.
+    async fn addr_logged(&mut self, message: &str) -> SocketAddr {
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        loop {
+            let line = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => line,
+                Ok(None) => panic!(
+                    "gatehouse exited before logging {message:?}; stderr:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(_) => panic!(
+                    "no {message:?} line in time; stderr:\n{}",
+                    self.seen.join("\n")
+                ),
+            };
+            self.seen.push(line.clone());
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["message"] == message {
+                let addr = json["addr"].as_str().expect("addr field");
+                return addr.parse().expect("a socket address");
+            }
+        }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the process to exit, at most until `deadline`; returns its status.
+    async fn exit_by(&mut self, deadline: Instant) -> ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gatehouse still running; stderr so far:\n{}",
+                self.seen.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every stderr line, once the process has exited and its stderr is closed.
+    async fn all_lines(&mut self) -> String {
+        while let Ok(Some(line)) = timeout(common::WAIT, self.lines.recv()).await {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_new_connections_finishes_in_flight_and_exits_zero() {
+    let held = HeldUpstream::start().await;
+    let grace = Duration::from_secs(5);
+    let mut process = Process::spawn(&config(held.upstream.addr, "5s"), "drain");
+    let proxy = process.addr_logged("listening").await;
+    let admin = process.addr_logged("admin listening").await;
+    assert_eq!(common::get(admin, "/readyz").await.status, StatusCode::OK);
+
+    let in_flight = tokio::spawn(common::get(proxy, "/slow"));
+    held.wait_arrival().await;
+
+    process.sigterm();
+    let signalled = Instant::now();
+    let refused_after = wait_refused(proxy, Duration::from_secs(2)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the in-flight request must wait for its upstream"
+    );
+    assert!(process.is_running(), "exited with a request in flight");
+
+    held.release.notify_one();
+    let reply = timeout(common::WAIT, in_flight)
+        .await
+        .expect("in-flight reply in time")
+        .expect("in-flight task");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "released");
+
+    let status = process.exit_by(signalled + grace).await;
+    assert!(status.success(), "exit status {status:?}");
+    let log = process.all_lines().await;
+    assert!(log.contains("shutdown complete"), "stderr:\n{log}");
+    assert!(refused_after < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stuck_request_exits_when_shutdown_grace_runs_out() {
+    let held = HeldUpstream::start().await;
+    let mut process = Process::spawn(&config(held.upstream.addr, "1s"), "grace");
+    let proxy = process.addr_logged("listening").await;
+
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(b"GET /stuck HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    held.wait_arrival().await;
+
+    process.sigterm();
+    let signalled = Instant::now();
+    process
+        .exit_by(signalled + Duration::from_secs(1) + Duration::from_secs(3))
+        .await;
+    let exited_after = signalled.elapsed();
+    assert!(
+        exited_after >= Duration::from_millis(900),
+        "exited after {exited_after:?}, before shutdown_grace (1s) ran out"
+    );
+
+    // The stuck client is disconnected, without a made-up success.
+    let mut got = Vec::new();
+    let _ = timeout(common::WAIT, client.read_to_end(&mut got))
+        .await
+        .expect("the client connection is closed when the process exits");
+    assert!(
+        !String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let log = process.all_lines().await;
+    assert!(log.contains("grace period over"), "stderr:\n{log}");
+}
+
+#[tokio::test]
+async fn running_shutdown_waits_for_the_in_flight_request() {
+    let held = HeldUpstream::start().await;
+    let mut text = common::simple_config(&[held.upstream.addr], "");
+    text.push_str("\n[limits]\nshutdown_grace = \"5s\"\n");
+    let running = common::start_gatehouse(&text).await;
+    let proxy = running.listener_addrs[0];
+
+    let in_flight = tokio::spawn(common::get(proxy, "/slow"));
+    held.wait_arrival().await;
+
+    let shutdown = tokio::spawn(running.shutdown());
+    wait_refused(proxy, Duration::from_secs(2)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned with a request in flight"
+    );
+    assert!(!in_flight.is_finished());
+
+    held.release.notify_one();
+    let reply = timeout(common::WAIT, in_flight).await.unwrap().unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "released");
+    let drained = timeout(common::WAIT, shutdown)
+        .await
+        .expect("shutdown finishes once the request is done")
+        .unwrap();
+    assert!(drained, "shutdown reports that everything drained");
+}
+
+#[tokio::test]
+async fn running_shutdown_gives_up_after_shutdown_grace() {
+    let held = HeldUpstream::start().await;
+    let mut text = common::simple_config(&[held.upstream.addr], "");
+    text.push_str("\n[limits]\nshutdown_grace = \"300ms\"\n");
+    let running = common::start_gatehouse(&text).await;
+    let proxy = running.listener_addrs[0];
+
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(b"GET /stuck HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    held.wait_arrival().await;
+
+    let started = Instant::now();
+    let drained = timeout(common::WAIT, running.shutdown())
+        .await
+        .expect("shutdown returns after the grace period");
+    let took = started.elapsed();
+    assert!(!drained, "a request was still in flight");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "shutdown took {took:?} with a 300ms grace"
+    );
+}
+
+#[tokio::test]
+async fn readyz_answers_503_while_draining() {
+    // README, Operations: "`/readyz` answers 503 while draining", so that a load balancer in
+    // front stops sending traffic while in-flight requests finish.
+    let held = HeldUpstream::start().await;
+    let mut text = common::simple_config(&[held.upstream.addr], "");
+    text = text.replace("[admin]\nbind = \"\"", "[admin]\nbind = \"127.0.0.1:0\"");
+    text.push_str("\n[limits]\nshutdown_grace = \"5s\"\n");
+    let running = common::start_gatehouse(&text).await;
+    let proxy = running.listener_addrs[0];
+    let admin = running.admin_addr.expect("admin listener");
+    assert_eq!(common::get(admin, "/readyz").await.status, StatusCode::OK);
+
+    let in_flight = tokio::spawn(common::get(proxy, "/slow"));
+    held.wait_arrival().await;
+    let shutdown = tokio::spawn(running.shutdown());
+    wait_refused(proxy, Duration::from_secs(2)).await;
+    assert!(!shutdown.is_finished(), "still draining");
+
+    let mut stream = match TcpStream::connect(admin).await {
+        Ok(stream) => stream,
+        Err(e) => panic!("the admin listener is gone while draining ({e}): /readyz cannot say 503"),
+    };
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = timeout(common::WAIT, stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 503"),
+        "/readyz while draining: {response:?}"
+    );
+
+    held.release.notify_one();
+    let reply = timeout(common::WAIT, in_flight).await.unwrap().unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(timeout(common::WAIT, shutdown).await.unwrap().unwrap());
+}

@@ -325,10 +325,63 @@ async fn silent_upstream_is_504_at_response_timeout() {
     .await;
 }
 
-// 503 (ForwardError::NoServer, with Retry-After) has no dedicated test: every upstream has at
-// least one server and balancers have no eligibility filter yet, so the first pick always
-// succeeds. The only way to reach NoServer today is running out of servers while retries are
-// left, which must be a 502 (see `only_server_refusing_with_retries_left_is_502_not_503`).
+#[tokio::test]
+async fn every_server_at_max_connections_is_an_immediate_503_with_retry_after() {
+    // One server allowed one request at a time; the first request is parked upstream.
+    let release = Arc::new(Notify::new());
+    let parked = Arc::new(AtomicUsize::new(0));
+    let handler_release = Arc::clone(&release);
+    let handler_parked = Arc::clone(&parked);
+    let upstream = TestUpstream::with_handler(
+        "busy",
+        Arc::new(move |_req| {
+            let release = Arc::clone(&handler_release);
+            let parked = Arc::clone(&handler_parked);
+            Box::pin(async move {
+                parked.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                http::Response::new(Full::new(Bytes::from_static(b"done")))
+            })
+        }),
+    )
+    .await;
+    let running = start(&[upstream.addr], "max_connections = 1").await;
+    let addr = running.listener_addrs[0];
+    let first = tokio::spawn(async move { common::get(addr, "/first").await });
+    eventually("the first request to reach the upstream", || {
+        parked.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let (reply, elapsed) = timed_get(&running, "/second").await;
+    assert_local_error(&reply, elapsed, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(
+        parked.load(Ordering::SeqCst),
+        1,
+        "the upstream never saw the second request"
+    );
+
+    release.notify_one();
+    let first = timeout(common::WAIT, first).await.unwrap().unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.text(), "done");
+    // The slot is free again.
+    let again = tokio::spawn(async move { common::get(addr, "/third").await });
+    eventually("the third request to reach the upstream", || {
+        parked.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    release.notify_one();
+    assert_eq!(
+        timeout(common::WAIT, again).await.unwrap().unwrap().status,
+        StatusCode::OK
+    );
+    eventually("the 503 to be counted", || {
+        requests_with_code(&running, "503") == 1.0
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn get_is_retried_on_the_live_server_after_a_connect_failure() {

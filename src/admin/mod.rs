@@ -165,6 +165,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "connect_timeout_ms": upstream.connect_timeout.as_millis() as u64,
                     "response_timeout_ms": upstream.response_timeout.as_millis() as u64,
                     "retries": upstream.retries,
+                    "max_connections": upstream.max_connections,
                     "servers": servers,
                 }),
             )

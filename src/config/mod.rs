@@ -174,6 +174,10 @@ pub struct UpstreamConfig {
     /// Other servers tried after a connect failure, for idempotent methods only.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Requests in flight allowed per server (nginx's max_conns); 0 = no limit. When every
+    /// server is at its limit, requests are answered 503 at once.
+    #[serde(default)]
+    pub max_connections: u32,
     /// Idle pooled connections kept per server.
     #[serde(default = "default_keepalive")]
     pub keepalive: usize,

@@ -301,7 +301,11 @@ async fn forward(
         let index = next.ok_or(ForwardError::NoServer)?;
         tried.insert(index);
         let server = &upstream.servers[index];
-        let in_flight = server.start_request();
+        let Some(in_flight) = server.try_start_request(upstream.max_connections) else {
+            // Reached its limit since the pick: another server, not a retry.
+            next = upstream.pick(tried);
+            continue;
+        };
         exchange.server = Some(Arc::clone(&server.addr));
         let Some(req) = request.take() else {
             return Err(ForwardError::NoServer);

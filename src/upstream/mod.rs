@@ -26,6 +26,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub retries: u32,
+    /// Requests in flight allowed per server; 0 = no limit.
+    pub max_connections: u32,
     pub retries_total: IntCounter,
 }
 
@@ -72,17 +74,22 @@ impl Upstream {
             connect_timeout: config.connect_timeout.0,
             response_timeout: config.response_timeout.0,
             retries: config.retries,
+            max_connections: config.max_connections,
             retries_total: metrics.upstream_retries.with_label_values(&[name]),
         })
     }
 
-    /// The server for the next attempt of a request, skipping those already tried.
+    /// The server for the next attempt of a request, skipping those already tried and those
+    /// at their `max_connections`.
     pub fn pick(&self, tried: Tried) -> Option<usize> {
         let set = ServerSet {
             servers: &self.servers,
             weights: &self.weights,
         };
-        self.balancer.pick(&set, tried, &|_| true)
+        let limit = self.max_connections;
+        self.balancer.pick(&set, tried, &|i| {
+            limit == 0 || self.servers[i].in_flight() < limit
+        })
     }
 }
 

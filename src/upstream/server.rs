@@ -56,6 +56,19 @@ impl ServerState {
         InFlight(Arc::clone(self))
     }
 
+    /// Like `start_request`, unless `limit` (0 = none) requests are already in flight.
+    pub fn try_start_request(self: &Arc<Self>, limit: u32) -> Option<InFlight> {
+        if limit == 0 {
+            return Some(self.start_request());
+        }
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(Arc::clone(self)))
+    }
+
     pub fn observe_latency(&self, latency: Duration) {
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         // A lost race between two updates only loses one sample's weight; no CAS loop needed.
@@ -138,6 +151,17 @@ mod tests {
         assert_eq!(server.in_flight(), 1);
         drop(second);
         assert_eq!(server.in_flight(), 0);
+    }
+
+    #[test]
+    fn try_start_request_respects_the_limit() {
+        let server = server();
+        let first = server.try_start_request(2).expect("under the limit");
+        let _second = server.try_start_request(2).expect("at the limit");
+        assert!(server.try_start_request(2).is_none());
+        drop(first);
+        assert!(server.try_start_request(2).is_some());
+        assert_eq!(server.try_start_request(0).map(|_| ()), Some(()));
     }
 
     #[test]

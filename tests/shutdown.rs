@@ -5,17 +5,15 @@
 mod common;
 
 use common::TestUpstream;
+use common::process::Process;
 use http::StatusCode;
 use http_body_util::Full;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::timeout;
 
 /// An upstream that holds each request until `release` is notified (once per request), and
@@ -107,124 +105,11 @@ async fn wait_refused(addr: SocketAddr, limit: Duration) -> Duration {
     }
 }
 
-/// The gatehouse binary running a temp config; killed (by its PID) if a test fails midway.
-struct Process {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    config_path: PathBuf,
-}
-
-impl Process {
-    fn spawn(config_text: &str, name: &str) -> Self {
-        let config_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("shutdown-{name}-{}.toml", std::process::id()));
-        std::fs::write(&config_path, config_text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gatehouse");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            config_path,
-        }
-    }
-
-    /// Reads log lines until one has `message` (JSON logs); returns its `addr` field.
-    async fn addr_logged(&mut self, message: &str) -> SocketAddr {
-        let deadline = tokio::time::Instant::now() + common::WAIT;
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => line,
-                Ok(None) => panic!(
-                    "gatehouse exited before logging {message:?}; stderr:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(_) => panic!(
-                    "no {message:?} line in time; stderr:\n{}",
-                    self.seen.join("\n")
-                ),
-            };
-            self.seen.push(line.clone());
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["message"] == message {
-                let addr = json["addr"].as_str().expect("addr field");
-                return addr.parse().expect("a socket address");
-            }
-        }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// Waits for the process to exit, at most until `deadline`; returns its status.
-    async fn exit_by(&mut self, deadline: Instant) -> ExitStatus {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gatehouse still running; stderr so far:\n{}",
-                self.seen.join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Every stderr line, once the process has exited and its stderr is closed.
-    async fn all_lines(&mut self) -> String {
-        while let Ok(Some(line)) = timeout(common::WAIT, self.lines.recv()).await {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.config_path);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_refuses_new_connections_finishes_in_flight_and_exits_zero() {
     let held = HeldUpstream::start().await;
     let grace = Duration::from_secs(5);
-    let mut process = Process::spawn(&config(held.upstream.addr, "5s"), "drain");
+    let mut process = Process::spawn(&config(held.upstream.addr, "5s"), "shutdown-drain");
     let proxy = process.addr_logged("listening").await;
     let admin = process.addr_logged("admin listening").await;
     assert_eq!(common::get(admin, "/readyz").await.status, StatusCode::OK);
@@ -259,7 +144,7 @@ async fn sigterm_refuses_new_connections_finishes_in_flight_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_stuck_request_exits_when_shutdown_grace_runs_out() {
     let held = HeldUpstream::start().await;
-    let mut process = Process::spawn(&config(held.upstream.addr, "1s"), "grace");
+    let mut process = Process::spawn(&config(held.upstream.addr, "1s"), "shutdown-grace");
     let proxy = process.addr_logged("listening").await;
 
     let mut client = TcpStream::connect(proxy).await.unwrap();

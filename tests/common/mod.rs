@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use bytes::Bytes;
 use gatehouse::app::Running;
 use http::{Request, Response, StatusCode};

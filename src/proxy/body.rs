@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use super::exchange::Exchange;
 use crate::upstream::pool::PoolReturn;
@@ -149,37 +150,41 @@ impl ResponseBody {
             bytes_sent: 0,
             completion: None,
         };
-        response.release_if_done();
+        response.release_if_done(&mut None);
         response
     }
 
     pub(crate) fn set_completion(&mut self, completion: Exchange) {
         self.completion = Some(completion);
         if self.is_end_stream() {
-            self.finish(true);
+            self.finish(true, &mut None);
         }
     }
 
     /// An upstream body that has ended gives its connection back to the pool.
-    fn release_if_done(&mut self) {
+    fn release_if_done(&mut self, now: &mut Option<Instant>) {
         if let ResponseKind::Upstream { body, pool_return } = &mut self.kind
             && body.is_end_stream()
             && let Some(pool_return) = pool_return.take()
         {
-            pool_return.release();
+            pool_return.release(*now.get_or_insert_with(Instant::now));
         }
     }
 
-    fn finish(&mut self, finished: bool) {
+    fn finish(&mut self, finished: bool, now: &mut Option<Instant>) {
         if let Some(mut completion) = self.completion.take() {
-            completion.complete(self.bytes_sent, finished);
+            completion.complete(
+                self.bytes_sent,
+                finished,
+                *now.get_or_insert_with(Instant::now),
+            );
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.finish(false);
+        self.finish(false, &mut None);
     }
 }
 
@@ -200,26 +205,28 @@ impl Body for ResponseBody {
                 Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
             },
         };
+        // One clock read serves both the pool's idle stamp and the request's duration.
+        let mut now = None;
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes_sent += data.len() as u64;
                 }
-                this.release_if_done();
+                this.release_if_done(&mut now);
                 if this.is_end_stream() {
-                    this.finish(true);
+                    this.finish(true, &mut now);
                 }
             }
             Poll::Ready(None) => {
-                this.release_if_done();
-                this.finish(true);
+                this.release_if_done(&mut now);
+                this.finish(true, &mut now);
             }
             Poll::Ready(Some(Err(_))) => {
                 // A broken upstream connection must not go back to the pool.
                 if let ResponseKind::Upstream { pool_return, .. } = &mut this.kind {
                     pool_return.take();
                 }
-                this.finish(false);
+                this.finish(false, &mut now);
             }
             Poll::Pending => {}
         }

@@ -5,6 +5,7 @@
 use super::headers::X_REQUEST_ID;
 use super::local_response;
 use crate::config::AccessLogFormat;
+use crate::server::RequestInFlight;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
 use http::header::{self, HeaderValue};
@@ -26,6 +27,8 @@ pub(crate) struct Exchange {
     pub(crate) server: Option<Arc<str>>,
     pub(crate) request_id: HeaderValue,
     pub(crate) in_flight: Option<InFlight>,
+    /// Ends the request on its client connection when the exchange is dropped.
+    pub(crate) _connection: RequestInFlight,
 }
 
 impl Exchange {
@@ -56,8 +59,8 @@ impl Exchange {
 impl Exchange {
     /// Counts the request, observes its duration, writes the access log line and ends the
     /// in-flight count; called once, when the response body is finished or abandoned.
-    pub(crate) fn complete(&mut self, bytes_sent: u64, finished: bool) {
-        let elapsed = self.start.elapsed();
+    pub(crate) fn complete(&mut self, bytes_sent: u64, finished: bool, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.start);
         let metrics = match &self.route {
             Some(route) => &route.metrics,
             None => &self.snapshot.unrouted,

@@ -19,76 +19,69 @@ pub static VIA_HTTP_2: HeaderValue = HeaderValue::from_static("2 gatehouse");
 static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
 static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
 
+/// The hop-by-hop headers removed whatever Connection says (RFC 9110 §7.6.1, and the
+/// de-facto Keep-Alive and Proxy-Connection).
+static FIXED_HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+];
+
 /// Removes hop-by-hop headers: those named in Connection, and the fixed list. When
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade` stay.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names present is cheaper than a hashed removal per listed name, and
-    // most messages carry one hop-by-hop header or none.
-    let mut found: [Option<HeaderName>; 8] = Default::default();
-    let mut count = 0;
+    // One pass over the names present (a bit per fixed name found) is cheaper than a hashed
+    // removal per listed name, and most messages carry one hop-by-hop header or none.
+    let mut found: u8 = 0;
     let mut has_connection = false;
     for name in headers.keys() {
         if *name == header::CONNECTION {
             has_connection = true;
-        } else if is_fixed_hop_by_hop(name) && count < found.len() {
-            found[count] = Some(name.clone());
-            count += 1;
+        } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
+            found |= 1 << i;
         }
     }
     if has_connection {
-        // Names listed in Connection; "keep-alive" and "close" are options, not header names
-        // worth a lookup (and Keep-Alive is removed with the fixed list anyway).
-        let mut named: [Option<HeaderName>; 8] = Default::default();
-        let mut named_count = 0;
-        let tokens = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
-        for token in tokens {
-            if token.is_empty()
-                || token.eq_ignore_ascii_case("close")
-                || token.eq_ignore_ascii_case("keep-alive")
-            {
-                continue;
-            }
-            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                if named_count == named.len() {
-                    break;
-                }
-                named[named_count] = Some(name);
-                named_count += 1;
-            }
-        }
-        for name in named.iter().take(named_count).flatten() {
-            headers.remove(name);
-        }
+        remove_connection_named(headers, keep_upgrade);
         headers.remove(header::CONNECTION);
     }
-    for name in found.iter().take(count).flatten() {
-        if keep_upgrade && *name == header::UPGRADE {
-            continue;
+    for (i, name) in FIXED_HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 && !(keep_upgrade && **name == header::UPGRADE) {
+            headers.remove(*name);
         }
-        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, UPGRADE_VALUE.clone());
     }
 }
 
-fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == KEEP_ALIVE
-        || *name == PROXY_CONNECTION
+/// Removes the headers that Connection names. "close" and "keep-alive" are connection
+/// options, not header names worth a lookup (Keep-Alive goes with the fixed list anyway).
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    let tokens = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    for token in tokens {
+        let skip = token.is_empty()
+            || token.eq_ignore_ascii_case("close")
+            || token.eq_ignore_ascii_case("keep-alive")
+            || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
+        if !skip && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            named.push(name);
+        }
+    }
+    for name in &named {
+        headers.remove(name);
+    }
 }
 
 /// Is this request a WebSocket handshake (RFC 6455 §4.1)? Only WebSocket upgrades pass;

@@ -8,6 +8,7 @@ mod local;
 
 use crate::config::AccessLogFormat;
 use crate::route::host_without_port;
+use crate::server::RequestInFlight;
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
 use crate::upstream::pool::{ConnectError, PoolReturn};
@@ -75,10 +76,13 @@ impl Proxy {
         &self.snapshot
     }
 
+    /// Answers one request; `connection` marks it in flight on its client connection until
+    /// its response is finished.
     pub async fn handle(
         &self,
         client: ClientInfo,
         request: Request<Incoming>,
+        connection: RequestInFlight,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let snapshot = self.snapshot.load_full();
@@ -106,6 +110,7 @@ impl Proxy {
             server: None,
             request_id: request_id.clone(),
             in_flight: None,
+            _connection: connection,
         };
 
         let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -148,6 +153,8 @@ impl Proxy {
         } else {
             None
         };
+        // Room for what is added below (X-Forwarded-*, Via, X-Request-Id) in one growth.
+        parts.headers.reserve(6);
         headers::remove_hop_by_hop(&mut parts.headers, websocket);
         headers::add_forwarded(&mut parts.headers, &client.forwarded_for, Some(&host_value));
         headers::add_via(&mut parts.headers, parts.version);
@@ -310,7 +317,7 @@ async fn forward(
         let Some(req) = request.take() else {
             return Err(ForwardError::NoServer);
         };
-        match send_to_server(server, upstream, req).await {
+        match send_to_server(server, upstream, req, exchange.start).await {
             Ok((response, pool_return)) => {
                 exchange.in_flight = Some(in_flight);
                 return Ok((response, pool_return));
@@ -349,17 +356,23 @@ async fn send_to_server(
     server: &Arc<ServerState>,
     upstream: &Upstream,
     mut request: Request<RequestBody>,
+    started: Instant,
 ) -> SendResult {
-    let sent_at = Instant::now();
-    let deadline = tokio::time::Instant::from_std(sent_at) + upstream.response_timeout;
+    // `started` (when the request arrived) stands for the send time on a pooled connection:
+    // the difference is a few instructions, and it spares a clock read per request.
+    let mut sent_at = started;
+    let deadline = tokio::time::Instant::from_std(started) + upstream.response_timeout;
     let mut fresh_connection = false;
     loop {
-        let mut sender = match server.pool.take_idle() {
+        let mut sender = match server.pool.take_idle(started) {
             Some(sender) => sender,
             None => {
                 fresh_connection = true;
                 match server.pool.connect(upstream.connect_timeout).await {
-                    Ok(sender) => sender,
+                    Ok(sender) => {
+                        sent_at = Instant::now();
+                        sender
+                    }
                     Err(e) => {
                         match e {
                             ConnectError::Timeout => server.metrics.timeout.inc(),

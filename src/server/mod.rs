@@ -2,8 +2,10 @@
 //! the accept loop, hyper serving HTTP/1.1 and HTTP/2 (prior knowledge) with the configured
 //! limits, and draining connections on shutdown.
 
+mod connections;
 mod drain;
 
+pub use connections::{Connections, ReapPolicy, RequestInFlight};
 pub use drain::{Drain, DrainWatch};
 
 use crate::proxy::{ClientInfo, Proxy};
@@ -17,10 +19,9 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
 const ACCEPT_BACKLOG: i32 = 1024;
 
@@ -52,8 +53,9 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Slow request heads are cut by our reaper (connections.rs), which unlike hyper's own
+        // timer does not also close keep-alive connections at this timeout.
+        .header_read_timeout(None)
         // A request head that does not fit in the read buffer is answered 431.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
@@ -69,6 +71,11 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// finishes its in-flight requests (graceful shutdown) before it closes.
 pub async fn serve(listener: Listener, proxy: Arc<Proxy>, limits: Limits, drain: DrainWatch) {
     let builder = Arc::new(connection_builder(&limits));
+    let connections = Connections::new();
+    let reaper = tokio::spawn(reap(
+        Arc::clone(&connections),
+        ReapPolicy::new(limits.idle_timeout, limits.header_read_timeout),
+    ));
     let mut stop = drain.clone();
     loop {
         let accepted = tokio::select! {
@@ -86,21 +93,35 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, limits: Limits, drain:
         };
         let _ = stream.set_nodelay(true);
         listener.accepted.inc();
-        let client = ClientInfo::new(listener.index, addr);
-        let gauge = listener.open_connections.clone();
+        // Registered here, not in the task, so that a drain right after this accept reaches it.
+        let registration = connections.register();
         tokio::spawn(serve_connection(
             stream,
-            client,
+            ClientInfo::new(listener.index, addr),
             Arc::clone(&proxy),
             Arc::clone(&builder),
             limits,
-            gauge,
+            listener.open_connections.clone(),
+            registration,
             drain.clone(),
         ));
     }
+    reaper.abort();
+    connections.close_all();
     tracing::info!(listener = %listener.name, "stopped accepting");
 }
 
+/// Closes connections idle past `idle_timeout` or slow to send a request head.
+async fn reap(connections: Arc<Connections>, policy: ReapPolicy) {
+    let mut interval = tokio::time::interval(policy.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        connections.reap(&policy);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     client: ClientInfo,
@@ -108,65 +129,47 @@ async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     open_connections: IntGauge,
-    mut drain: DrainWatch,
+    registration: connections::Registration,
+    _drain: DrainWatch,
 ) {
     // The first request must start within header_read_timeout too: hyper's own timer only
     // starts once protocol detection has read a byte, so a silent client would otherwise
-    // hold its connection until idle_timeout.
-    // (`readable()` may report ready spuriously, so peek at a real byte.)
+    // hold its connection until idle_timeout. (`readable()` may report ready spuriously, so
+    // peek at a real byte.)
     let mut first_byte = [0u8; 1];
     match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
-    let idle_timeout = limits.idle_timeout;
     open_connections.inc();
     let client_addr = client.addr;
-    let born = Instant::now();
-    // Milliseconds since `born` at which the latest request started.
-    let last_request = Arc::new(AtomicU64::new(0));
-    let service = {
-        let last_request = Arc::clone(&last_request);
-        service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            let client = client.clone();
-            let since_born = born.elapsed().as_millis() as u64;
-            last_request.store(since_born, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(proxy.handle(client, request).await) }
-        })
-    };
+    let control = Arc::clone(&registration.control);
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let proxy = Arc::clone(&proxy);
+        let client = client.clone();
+        let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
+        async move { Ok::<_, Infallible>(proxy.handle(client, request, in_flight).await) }
+    });
+    let stream = connections::CountingStream::new(stream, Arc::clone(&registration.control));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let idle_check = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle_check);
-    let stop = drain.signalled();
-    tokio::pin!(stop);
     let mut closing = false;
-    loop {
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(client = %client_addr, error = %e, "client connection ended with an error");
-                }
-                break;
-            }
-            () = &mut stop, if !closing => {
+    let result = std::future::poll_fn(|cx| {
+        match registration.control.close_requested(cx) {
+            // A request head too slow to arrive: drop the connection now.
+            Some(true) => return Poll::Ready(Ok(())),
+            // Drain or idle: finish what is in flight, then close.
+            Some(false) if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = &mut idle_check, if !closing => {
-                let idle_since = born + Duration::from_millis(last_request.load(Ordering::Relaxed));
-                let deadline = idle_since + idle_timeout;
-                if Instant::now() >= deadline {
-                    // Graceful: a response still streaming is finished before the close.
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                } else {
-                    idle_check.as_mut().reset(deadline);
-                }
-            }
+            _ => {}
         }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(client = %client_addr, error = %e, "client connection ended with an error");
     }
     open_connections.dec();
 }

@@ -82,9 +82,8 @@ impl Pool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// An idle connection that is still open and not too old, if any.
-    pub fn take_idle(&self) -> Option<SendRequest<RequestBody>> {
-        let now = Instant::now();
+    /// An idle connection that is still open and not too old at `now`, if any.
+    pub fn take_idle(&self, now: Instant) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
             if entry.sender.is_closed() || now.duration_since(entry.since) >= self.idle_timeout {
@@ -99,7 +98,7 @@ impl Pool {
 
     /// An idle connection, or a new one made within `connect_timeout`.
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<Checkout, ConnectError> {
-        if let Some(sender) = self.take_idle() {
+        if let Some(sender) = self.take_idle(Instant::now()) {
             return Ok(Checkout {
                 sender,
                 reused: true,
@@ -141,8 +140,8 @@ impl Pool {
         }
     }
 
-    /// Keeps a connection whose last response has been read completely.
-    pub fn put_back(&self, sender: SendRequest<RequestBody>) {
+    /// Keeps a connection whose last response has been read completely (at `now`).
+    pub fn put_back(&self, sender: SendRequest<RequestBody>, now: Instant) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
@@ -151,10 +150,7 @@ impl Pool {
             // Drop the oldest: the newest is the warmest.
             idle.pop_front();
         }
-        idle.push_back(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        idle.push_back(Idle { sender, since: now });
     }
 }
 
@@ -173,9 +169,9 @@ impl PoolReturn {
         }
     }
 
-    pub fn release(mut self) {
+    pub fn release(mut self, now: Instant) {
         if let Some(sender) = self.sender.take() {
-            self.server.pool.put_back(sender);
+            self.server.pool.put_back(sender, now);
         }
     }
 }

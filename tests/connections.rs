@@ -104,6 +104,10 @@ async fn keep_alive_outlives_header_read_timeout_when_idle_timeout_is_longer() {
     assert_eq!(client.get("/").await.status, 200);
     // Three header timeouts of quiet, well inside idle_timeout.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(client.get("/again").await.status, 200, "same connection still usable");
+    assert_eq!(
+        client.get("/again").await.status,
+        200,
+        "same connection still usable"
+    );
     assert_eq!(open_connections(&running), 1.0);
 }

@@ -32,26 +32,43 @@ static FIXED_HOP_BY_HOP: [&HeaderName; 8] = [
     &PROXY_CONNECTION,
 ];
 
+/// What one pass over a message's header names found, so that the edits after it look up
+/// only headers that are there (each lookup hashes the name).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeaderScan {
+    /// A bit per `FIXED_HOP_BY_HOP` entry present.
+    fixed_hop_by_hop: u8,
+    connection: bool,
+    forwarded_for: bool,
+}
+
+const UPGRADE_BIT: u8 = 1 << 3;
+
+impl HeaderScan {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut scan = Self::default();
+        for name in headers.keys() {
+            if *name == header::CONNECTION {
+                scan.connection = true;
+            } else if *name == X_FORWARDED_FOR {
+                scan.forwarded_for = true;
+            } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
+                scan.fixed_hop_by_hop |= 1 << i;
+            }
+        }
+        scan
+    }
+}
+
 /// Removes hop-by-hop headers: those named in Connection, and the fixed list. When
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade` stay.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names present (a bit per fixed name found) is cheaper than a hashed
-    // removal per listed name, and most messages carry one hop-by-hop header or none.
-    let mut found: u8 = 0;
-    let mut has_connection = false;
-    for name in headers.keys() {
-        if *name == header::CONNECTION {
-            has_connection = true;
-        } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
-            found |= 1 << i;
-        }
-    }
-    if has_connection {
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, scan: &HeaderScan, keep_upgrade: bool) {
+    if scan.connection {
         remove_connection_named(headers, keep_upgrade);
         headers.remove(header::CONNECTION);
     }
     for (i, name) in FIXED_HOP_BY_HOP.iter().enumerate() {
-        if found & (1 << i) != 0 && !(keep_upgrade && **name == header::UPGRADE) {
+        if scan.fixed_hop_by_hop & (1 << i) != 0 && !(keep_upgrade && **name == header::UPGRADE) {
             headers.remove(*name);
         }
     }
@@ -86,7 +103,10 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Is this request a WebSocket handshake (RFC 6455 §4.1)? Only WebSocket upgrades pass;
 /// `Upgrade: h2c` and others are dropped as hop-by-hop.
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub fn is_websocket_upgrade(headers: &HeaderMap, scan: &HeaderScan) -> bool {
+    if !scan.connection || scan.fixed_hop_by_hop & UPGRADE_BIT == 0 {
+        return false;
+    }
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -102,14 +122,18 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and X-Forwarded-Host.
 /// Several X-Forwarded-For lines form one list (RFC 9110 §5.3); they are joined, not dropped.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    scan: &HeaderScan,
+    client: &HeaderValue,
+    host: Option<&HeaderValue>,
+) {
     let client_value = client.clone();
-    let mut previous = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    let value = if previous.peek().is_none() {
+    let value = if !scan.forwarded_for {
         client_value
     } else {
         let mut combined = Vec::with_capacity(64);
-        for line in previous {
+        for line in headers.get_all(&X_FORWARDED_FOR) {
             combined.extend_from_slice(line.as_bytes());
             combined.extend_from_slice(b", ");
         }
@@ -258,7 +282,8 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("x-kept", "yes"),
         ]);
-        remove_hop_by_hop(&mut map, false);
+        let scan = HeaderScan::of(&map);
+        remove_hop_by_hop(&mut map, &scan, false);
         assert_eq!(map.len(), 1, "{map:?}");
         assert_eq!(map["x-kept"], "yes");
     }
@@ -270,27 +295,43 @@ mod tests {
             ("upgrade", "websocket"),
             ("keep-alive", "1"),
         ]);
-        assert!(is_websocket_upgrade(&map));
-        remove_hop_by_hop(&mut map, true);
+        let scan = HeaderScan::of(&map);
+        assert!(is_websocket_upgrade(&map, &scan));
+        remove_hop_by_hop(&mut map, &scan, true);
         assert_eq!(map["connection"], "upgrade");
         assert_eq!(map["upgrade"], "websocket");
         assert!(!map.contains_key("keep-alive"));
-        assert!(!is_websocket_upgrade(&headers(&[
-            ("connection", "upgrade"),
-            ("upgrade", "h2c")
-        ])));
+        let h2c = headers(&[("connection", "upgrade"), ("upgrade", "h2c")]);
+        assert!(!is_websocket_upgrade(&h2c, &HeaderScan::of(&h2c)));
+        let no_connection = headers(&[("upgrade", "websocket")]);
+        assert!(!is_websocket_upgrade(
+            &no_connection,
+            &HeaderScan::of(&no_connection)
+        ));
     }
 
     #[test]
     fn forwarded_for_appends_the_client() {
         let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
         let client = ip_header_value("127.0.0.1".parse().unwrap());
-        add_forwarded(&mut map, &client, Some(&HeaderValue::from_static("shop")));
+        let scan = HeaderScan::of(&map);
+        add_forwarded(
+            &mut map,
+            &scan,
+            &client,
+            Some(&HeaderValue::from_static("shop")),
+        );
         assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-host"], "shop");
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, &ip_header_value("::1".parse().unwrap()), None);
+        let scan = HeaderScan::of(&fresh);
+        add_forwarded(
+            &mut fresh,
+            &scan,
+            &ip_header_value("::1".parse().unwrap()),
+            None,
+        );
         assert_eq!(fresh["x-forwarded-for"], "::1");
     }
 

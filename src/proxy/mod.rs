@@ -15,7 +15,7 @@ use crate::upstream::pool::{ConnectError, PoolReturn};
 use crate::upstream::{ServerState, Upstream};
 use body::{BodyTooLarge, ClientBodyError, RequestBody, ResponseBody};
 use exchange::Exchange;
-use headers::{RequestIds, X_REQUEST_ID};
+use headers::{HeaderScan, RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -147,7 +147,8 @@ impl Proxy {
         }
 
         // Rewrite the request head for the upstream, in place.
-        let websocket = headers::is_websocket_upgrade(&parts.headers);
+        let scan = HeaderScan::of(&parts.headers);
+        let websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
         let client_upgrade = if websocket {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
@@ -155,8 +156,13 @@ impl Proxy {
         };
         // Room for what is added below (X-Forwarded-*, Via, X-Request-Id) in one growth.
         parts.headers.reserve(6);
-        headers::remove_hop_by_hop(&mut parts.headers, websocket);
-        headers::add_forwarded(&mut parts.headers, &client.forwarded_for, Some(&host_value));
+        headers::remove_hop_by_hop(&mut parts.headers, &scan, websocket);
+        headers::add_forwarded(
+            &mut parts.headers,
+            &scan,
+            &client.forwarded_for,
+            Some(&host_value),
+        );
         headers::add_via(&mut parts.headers, parts.version);
         match &route.set_host {
             Some(set_host) => {
@@ -188,7 +194,8 @@ impl Proxy {
                 };
                 let (mut parts, upstream_body) = response.into_parts();
                 let keep_upgrade = upgrade_upstream.is_some() && client_upgrade.is_some();
-                headers::remove_hop_by_hop(&mut parts.headers, keep_upgrade);
+                let scan = HeaderScan::of(&parts.headers);
+                headers::remove_hop_by_hop(&mut parts.headers, &scan, keep_upgrade);
                 headers::add_via(&mut parts.headers, Version::HTTP_11);
                 parts.headers.insert(&X_REQUEST_ID, request_id);
                 if !route.response_headers.is_empty() {

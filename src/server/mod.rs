@@ -58,6 +58,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None)
         // A request head that does not fit in the read buffer is answered 431.
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()

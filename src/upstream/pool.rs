@@ -122,6 +122,7 @@ impl Pool {
             .map_err(ConnectError::Io)?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;

@@ -4,15 +4,13 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Client, TestUpstream, metric_sample, refused_addr};
+use common::{Client, HeldUpstream, TestUpstream, metric_sample, refused_addr};
 use gatehouse::app::Running;
 use http::StatusCode;
 use http_body_util::Full;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use tokio::time::timeout;
 
 /// Two live servers (weights 3 and 1) behind `/`, a refused one behind `/dead`, and a server
@@ -24,30 +22,14 @@ struct Setup {
     a: TestUpstream,
     b: TestUpstream,
     dead: SocketAddr,
-    held: TestUpstream,
-    arrived: Arc<Notify>,
-    release: Arc<Notify>,
+    held: HeldUpstream,
 }
 
 async fn setup() -> Setup {
     let a = TestUpstream::named("a").await;
     let b = TestUpstream::named("b").await;
     let dead = refused_addr().await;
-    let arrived = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    let (on_arrival, on_release) = (Arc::clone(&arrived), Arc::clone(&release));
-    let held = TestUpstream::with_handler(
-        "held",
-        Arc::new(move |_req| {
-            let (arrived, release) = (Arc::clone(&on_arrival), Arc::clone(&on_release));
-            Box::pin(async move {
-                arrived.notify_one();
-                release.notified().await;
-                http::Response::new(Full::new(Bytes::from_static(b"released")))
-            })
-        }),
-    )
-    .await;
+    let held = HeldUpstream::start().await;
     let config = format!(
         r#"
 [log]
@@ -97,8 +79,6 @@ servers = ["{held}"]
         b,
         dead,
         held,
-        arrived,
-        release,
     }
 }
 
@@ -351,14 +331,12 @@ async fn status_lists_listeners_routes_and_upstreams_with_live_in_flight() {
 
     // A request held by its upstream shows as in flight on that server, and only while held.
     let in_flight_request = tokio::spawn(common::get(setup.proxy, "/held/1"));
-    timeout(common::WAIT, setup.arrived.notified())
-        .await
-        .expect("the request reaches the upstream");
+    setup.held.wait_arrival().await;
     let during = status(setup.admin).await;
     assert_eq!(in_flight(&during, "held", setup.held.addr), 1, "{during}");
     assert_eq!(in_flight(&during, "app", setup.a.addr), 0);
 
-    setup.release.notify_one();
+    setup.held.release_one();
     let reply = timeout(common::WAIT, in_flight_request)
         .await
         .unwrap()

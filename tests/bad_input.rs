@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{TestUpstream, raw_exchange, simple_config};
+use common::{TestUpstream, raw_exchange, read_until_closed, send_raw, simple_config};
 use gatehouse::app::Running;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -54,31 +54,32 @@ fn assert_upstream_untouched(upstream: &TestUpstream) {
     assert!(upstream.received().is_empty(), "{:?}", upstream.received());
 }
 
-/// Reads until the server closes the connection (EOF or error); panics after `limit`.
-async fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    timeout(limit, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("connection still open after {limit:?}"));
-    got
+/// Starts gatehouse, sends `request` raw and asserts that gatehouse answers `code` itself,
+/// never contacting the upstream.
+async fn assert_refused(request: &[u8], code: u16) {
+    let (running, upstream) = start().await;
+    let response = raw_exchange(running.listener_addrs[0], request).await;
+    assert_status(&response, code);
+    assert_upstream_untouched(&upstream);
+}
+
+/// Asserts that a connection waiting on its head was closed at `header_read_timeout`.
+fn assert_cut_at_header_read_timeout(closed_after: Duration) {
+    assert!(
+        closed_after >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+        "closed too late: {closed_after:?}"
+    );
 }
 
 #[tokio::test]
 async fn request_head_over_max_header_bytes_is_431() {
-    let (running, upstream) = start().await;
     let big = "a".repeat(20 * 1024);
     let request = format!("GET / HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\n\r\n");
-    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
-    assert_status(&response, 431);
-    assert_upstream_untouched(&upstream);
+    assert_refused(request.as_bytes(), 431).await;
 }
 
 #[tokio::test]
@@ -156,14 +157,7 @@ async fn chunked_body_growing_past_max_body_bytes_is_413() {
 
 #[tokio::test]
 async fn malformed_request_line_is_400() {
-    let (running, upstream) = start().await;
-    let response = raw_exchange(
-        running.listener_addrs[0],
-        b"THIS IS NOT A REQUEST LINE\r\nHost: test\r\n\r\n",
-    )
-    .await;
-    assert_status(&response, 400);
-    assert_upstream_untouched(&upstream);
+    assert_refused(b"THIS IS NOT A REQUEST LINE\r\nHost: test\r\n\r\n", 400).await;
 }
 
 /// Content-Length with Transfer-Encoding: hyper's parser drops the Content-Length before
@@ -199,15 +193,12 @@ async fn content_length_with_transfer_encoding_is_framed_by_chunks_and_closed() 
 
 #[tokio::test]
 async fn two_different_content_lengths_are_400_and_not_forwarded() {
-    let (running, upstream) = start().await;
-    let response = raw_exchange(
-        running.listener_addrs[0],
+    assert_refused(
         b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\
           Connection: close\r\n\r\nhello!",
+        400,
     )
     .await;
-    assert_status(&response, 400);
-    assert_upstream_untouched(&upstream);
 }
 
 /// What a byte-counting upstream saw on one connection.
@@ -288,14 +279,7 @@ async fn invalid_chunk_size_is_400_and_not_forwarded() {
 
 #[tokio::test]
 async fn http11_request_without_host_is_400() {
-    let (running, upstream) = start().await;
-    let response = raw_exchange(
-        running.listener_addrs[0],
-        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_status(&response, 400);
-    assert_upstream_untouched(&upstream);
+    assert_refused(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400).await;
 }
 
 #[tokio::test]
@@ -303,11 +287,7 @@ async fn stalled_request_head_is_cut_at_header_read_timeout_while_others_are_ser
     let (running, upstream) = start().await;
     let proxy = running.listener_addrs[0];
 
-    let mut stalled = TcpStream::connect(proxy).await.unwrap();
-    stalled
-        .write_all(b"GET /stalled HTTP/1.1\r\nHost: test\r\nX-Half: ")
-        .await
-        .unwrap();
+    let mut stalled = send_raw(proxy, b"GET /stalled HTTP/1.1\r\nHost: test\r\nX-Half: ").await;
     let stalled_at = Instant::now();
 
     // Meanwhile another client is served as usual.
@@ -324,16 +304,8 @@ async fn stalled_request_head_is_cut_at_header_read_timeout_while_others_are_ser
         other => panic!("stalled connection ended before header_read_timeout: {other:?}"),
     }
 
-    wait_closed(&mut stalled, Duration::from_secs(3)).await;
-    let closed_after = stalled_at.elapsed();
-    assert!(
-        closed_after >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
-        "closed too early: {closed_after:?}"
-    );
-    assert!(
-        closed_after < HEADER_READ_TIMEOUT + Duration::from_secs(1),
-        "closed too late: {closed_after:?}"
-    );
+    read_until_closed(&mut stalled, Duration::from_secs(3)).await;
+    assert_cut_at_header_read_timeout(stalled_at.elapsed());
     let paths: Vec<String> = upstream
         .received()
         .iter()
@@ -349,15 +321,7 @@ async fn silent_connection_is_cut_at_header_read_timeout() {
     let (running, upstream) = start().await;
     let mut silent = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
     let connected_at = Instant::now();
-    wait_closed(&mut silent, Duration::from_secs(3)).await;
-    let closed_after = connected_at.elapsed();
-    assert!(
-        closed_after >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
-        "closed too early: {closed_after:?}"
-    );
-    assert!(
-        closed_after < HEADER_READ_TIMEOUT + Duration::from_secs(1),
-        "closed too late: {closed_after:?}"
-    );
+    read_until_closed(&mut silent, Duration::from_secs(3)).await;
+    assert_cut_at_header_read_timeout(connected_at.elapsed());
     assert_upstream_untouched(&upstream);
 }

@@ -4,46 +4,28 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Client, TestUpstream, WAIT};
+use common::{Client, HeldUpstream, TestUpstream, WAIT, balanced_config, server_entries};
+use gatehouse::app::Running;
 use http::Response;
 use http_body_util::Full;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
 
-/// A config for one upstream `app` with `balance` and the given `servers` entries (already
-/// written as TOML values: `"addr"` or `{ addr = "…", weight = N }`).
-fn config_with(balance: &str, servers: &[String]) -> String {
-    format!(
-        r#"
-[admin]
-bind = ""
-
-[log]
-access = "off"
-
-[[listener]]
-name = "test"
-bind = "127.0.0.1:0"
-
-[[route]]
-path_prefix = "/"
-upstream = "app"
-
-[upstream.app]
-balance = "{balance}"
-servers = [{}]
-"#,
-        servers.join(", ")
-    )
+/// Three named upstreams, `a`, `b` and `c`.
+async fn three_upstreams() -> [TestUpstream; 3] {
+    [
+        TestUpstream::named("a").await,
+        TestUpstream::named("b").await,
+        TestUpstream::named("c").await,
+    ]
 }
 
-fn plain(addrs: &[SocketAddr]) -> Vec<String> {
-    addrs.iter().map(|a| format!("\"{a}\"")).collect()
+/// gatehouse balancing with `balance` over `servers` entries (see `common::balanced_config`).
+async fn start_balanced(balance: &str, servers: &[String]) -> Running {
+    common::start_gatehouse(&balanced_config(balance, servers)).await
 }
 
 /// Sends `n` sequential GETs on one keep-alive connection and counts replies by body (the
@@ -59,20 +41,37 @@ async fn count_sequential(addr: SocketAddr, n: usize) -> HashMap<String, usize> 
     counts
 }
 
+/// Runs `tasks` concurrent `count_sequential` clients of `per_task` GETs each (each within
+/// `WAIT`) and sums their counts.
+async fn count_concurrent(
+    addr: SocketAddr,
+    tasks: usize,
+    per_task: usize,
+) -> HashMap<String, usize> {
+    let tasks: Vec<_> = (0..tasks)
+        .map(|_| tokio::spawn(count_sequential(addr, per_task)))
+        .collect();
+    let mut total: HashMap<String, usize> = HashMap::new();
+    for task in tasks {
+        let counts = timeout(WAIT, task)
+            .await
+            .expect("client task finishes in time")
+            .expect("client task did not panic");
+        for (name, n) in counts {
+            *total.entry(name).or_insert(0) += n;
+        }
+    }
+    total
+}
+
 fn count_of(counts: &HashMap<String, usize>, name: &str) -> usize {
     counts.get(name).copied().unwrap_or(0)
 }
 
 #[tokio::test]
 async fn round_robin_gives_each_server_an_exact_share_on_one_connection() {
-    let a = TestUpstream::named("a").await;
-    let b = TestUpstream::named("b").await;
-    let c = TestUpstream::named("c").await;
-    let gatehouse = common::start_gatehouse(&config_with(
-        "round_robin",
-        &plain(&[a.addr, b.addr, c.addr]),
-    ))
-    .await;
+    let [a, b, c] = three_upstreams().await;
+    let gatehouse = start_balanced("round_robin", &server_entries(&[a.addr, b.addr, c.addr])).await;
 
     let counts = count_sequential(gatehouse.listener_addrs[0], 300).await;
 
@@ -90,29 +89,11 @@ async fn round_robin_gives_each_server_an_exact_share_on_one_connection() {
 async fn round_robin_stays_exact_under_concurrency() {
     const TASKS: usize = 8;
     const PER_TASK: usize = 60;
-    let a = TestUpstream::named("a").await;
-    let b = TestUpstream::named("b").await;
-    let c = TestUpstream::named("c").await;
-    let gatehouse = common::start_gatehouse(&config_with(
-        "round_robin",
-        &plain(&[a.addr, b.addr, c.addr]),
-    ))
-    .await;
+    let [a, b, c] = three_upstreams().await;
+    let gatehouse = start_balanced("round_robin", &server_entries(&[a.addr, b.addr, c.addr])).await;
     let addr = gatehouse.listener_addrs[0];
 
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| tokio::spawn(count_sequential(addr, PER_TASK)))
-        .collect();
-    let mut total: HashMap<String, usize> = HashMap::new();
-    for task in tasks {
-        let counts = timeout(WAIT, task)
-            .await
-            .expect("client task finishes in time")
-            .expect("client task did not panic");
-        for (name, n) in counts {
-            *total.entry(name).or_insert(0) += n;
-        }
-    }
+    let total = count_concurrent(addr, TASKS, PER_TASK).await;
 
     let n = TASKS * PER_TASK;
     let share = n / 3;
@@ -128,15 +109,13 @@ async fn round_robin_stays_exact_under_concurrency() {
 
 #[tokio::test]
 async fn weighted_round_robin_follows_the_weights_exactly() {
-    let a = TestUpstream::named("a").await;
-    let b = TestUpstream::named("b").await;
-    let c = TestUpstream::named("c").await;
+    let [a, b, c] = three_upstreams().await;
     let servers = vec![
         format!("{{ addr = \"{}\", weight = 3 }}", a.addr),
         format!("{{ addr = \"{}\", weight = 2 }}", b.addr),
         format!("{{ addr = \"{}\", weight = 1 }}", c.addr),
     ];
-    let gatehouse = common::start_gatehouse(&config_with("weighted_round_robin", &servers)).await;
+    let gatehouse = start_balanced("weighted_round_robin", &servers).await;
 
     let counts = count_sequential(gatehouse.listener_addrs[0], 600).await;
 
@@ -145,57 +124,15 @@ async fn weighted_round_robin_follows_the_weights_exactly() {
     assert_eq!(count_of(&counts, "c"), 100, "{counts:?}");
 }
 
-/// An upstream whose every request announces its arrival, then waits for a permit the test
-/// hands out: requests park on it for exactly as long as the test wants.
-struct GatedUpstream {
-    upstream: TestUpstream,
-    arrivals: mpsc::UnboundedReceiver<()>,
-    release: Arc<Semaphore>,
-    served: Arc<AtomicUsize>,
-}
-
-impl GatedUpstream {
-    async fn start(name: &'static str) -> Self {
-        let (arrived, arrivals) = mpsc::unbounded_channel();
-        let release = Arc::new(Semaphore::new(0));
-        let served = Arc::new(AtomicUsize::new(0));
-        let (gate, count) = (Arc::clone(&release), Arc::clone(&served));
-        let upstream = TestUpstream::with_handler(
-            name,
-            Arc::new(move |_request| {
-                let arrived = arrived.clone();
-                let gate = Arc::clone(&gate);
-                let count = Arc::clone(&count);
-                Box::pin(async move {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let _ = arrived.send(());
-                    gate.acquire().await.expect("gate open").forget();
-                    Response::builder()
-                        .header("x-upstream", name)
-                        .body(Full::new(Bytes::from(name)))
-                        .unwrap()
-                })
-            }),
-        )
-        .await;
-        Self {
-            upstream,
-            arrivals,
-            release,
-            served,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_avoids_a_server_with_requests_parked_on_it() {
     let a = TestUpstream::named("a").await;
     let b = TestUpstream::named("b").await;
-    let mut slow = GatedUpstream::start("slow").await;
-    let gatehouse = common::start_gatehouse(&config_with(
+    let slow = HeldUpstream::named("slow").await;
+    let gatehouse = start_balanced(
         "least_connections",
-        &plain(&[a.addr, slow.upstream.addr, b.addr]),
-    ))
+        &server_entries(&[a.addr, slow.addr, b.addr]),
+    )
     .await;
     let addr = gatehouse.listener_addrs[0];
 
@@ -206,10 +143,7 @@ async fn least_connections_avoids_a_server_with_requests_parked_on_it() {
         let mut request = tokio::spawn(common::get(addr, "/park"));
         let outcome = timeout(WAIT, async {
             tokio::select! {
-                arrival = slow.arrivals.recv() => {
-                    arrival.expect("slow upstream alive");
-                    None
-                }
+                () = slow.wait_arrival() => None,
                 reply = &mut request => Some(reply.expect("request task did not panic")),
             }
         })
@@ -231,7 +165,7 @@ async fn least_connections_avoids_a_server_with_requests_parked_on_it() {
         }
     }
     let parked = parked.expect("a request reached the slow server within 6 tries");
-    assert_eq!(slow.served.load(Ordering::SeqCst), 1);
+    assert_eq!(slow.arrivals(), 1);
 
     // Phase 2: while that request is in flight on the slow server, every new request goes to
     // one of the idle fast servers.
@@ -247,14 +181,14 @@ async fn least_connections_avoids_a_server_with_requests_parked_on_it() {
         "both fast servers share the load: {counts:?}"
     );
     assert_eq!(
-        slow.served.load(Ordering::SeqCst),
+        slow.arrivals(),
         1,
         "no second request reached the busy slow server"
     );
-    assert!(slow.arrivals.try_recv().is_err());
+    assert_eq!(slow.arrivals_not_waited_for(), 0);
 
     // Phase 3: release the parked request; it completes with the slow server's answer.
-    slow.release.add_permits(1);
+    slow.release_one();
     let reply = timeout(WAIT, parked)
         .await
         .expect("parked request completes once released")
@@ -264,7 +198,7 @@ async fn least_connections_avoids_a_server_with_requests_parked_on_it() {
 
     // Phase 4: with nothing in flight anywhere, ties rotate again: three sequential requests
     // reach each server once, the slow one included.
-    slow.release.add_permits(1);
+    slow.release_one();
     let counts = count_sequential(addr, 3).await;
     for name in ["a", "b", "slow"] {
         assert_eq!(count_of(&counts, name), 1, "{name}: {counts:?}");
@@ -293,10 +227,10 @@ async fn p2c_ewma_sends_little_to_a_slow_server() {
     let fast_1 = TestUpstream::named("fast-1").await;
     let slow = delayed_upstream("slow", Duration::from_millis(50)).await;
     let fast_2 = TestUpstream::named("fast-2").await;
-    let gatehouse = common::start_gatehouse(&config_with(
+    let gatehouse = start_balanced(
         "p2c_ewma",
-        &plain(&[fast_1.addr, slow.addr, fast_2.addr]),
-    ))
+        &server_entries(&[fast_1.addr, slow.addr, fast_2.addr]),
+    )
     .await;
     let addr = gatehouse.listener_addrs[0];
 
@@ -318,19 +252,7 @@ async fn p2c_ewma_sends_little_to_a_slow_server() {
     );
 
     // Measure: 4 clients × 50 requests.
-    let tasks: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(count_sequential(addr, 50)))
-        .collect();
-    let mut total: HashMap<String, usize> = HashMap::new();
-    for task in tasks {
-        let counts = timeout(WAIT, task)
-            .await
-            .expect("client task finishes in time")
-            .expect("client task did not panic");
-        for (name, n) in counts {
-            *total.entry(name).or_insert(0) += n;
-        }
-    }
+    let total = count_concurrent(addr, 4, 50).await;
     assert_eq!(total.values().sum::<usize>(), 200, "{total:?}");
     let slow_share = count_of(&total, "slow");
     assert!(

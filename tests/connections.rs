@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, TestUpstream, metric_sample, simple_config};
+use common::{Client, TestUpstream, metric_sample, read_until_closed, send_raw, simple_config};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -21,17 +21,7 @@ async fn start() -> (gatehouse::app::Running, TestUpstream) {
 
 /// Waits until the peer closes `stream`; returns how long that took from `since`.
 async fn closed_after(stream: &mut TcpStream, since: Instant) -> Duration {
-    let mut buf = [0u8; 64];
-    tokio::time::timeout(common::WAIT, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("connection closed within the test deadline");
+    read_until_closed(stream, common::WAIT).await;
     since.elapsed()
 }
 
@@ -47,12 +37,11 @@ fn open_connections(running: &gatehouse::app::Running) -> f64 {
 #[tokio::test]
 async fn idle_keep_alive_connection_closes_after_idle_timeout() {
     let (running, _upstream) = start().await;
-    let mut stream = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send_raw(
+        running.listener_addrs[0],
+        b"GET / HTTP/1.1\r\nHost: test\r\n\r\n",
+    )
+    .await;
     let mut response = [0u8; 512];
     let n = stream.read(&mut response).await.unwrap();
     assert!(response[..n].starts_with(b"HTTP/1.1 200"));

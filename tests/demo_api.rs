@@ -125,6 +125,20 @@ impl Client {
     async fn delete(&mut self, path: &str) -> Answer {
         self.send(Method::DELETE, path, Bytes::new()).await
     }
+
+    /// Sends each `(body, expected)` case to `method path` and asserts a 422 whose error
+    /// message starts with `expected`.
+    async fn assert_unprocessable(&mut self, method: Method, path: &str, cases: &[(&str, &str)]) {
+        for &(body, expected) in cases {
+            let answer = self.send(method.clone(), path, body.to_owned()).await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert!(
+                answer.error().starts_with(expected),
+                "{body}: got {:?}, wanted {expected:?}",
+                answer.error()
+            );
+        }
+    }
 }
 
 struct Answer {
@@ -351,15 +365,9 @@ async fn bad_input_is_refused_with_a_message_naming_the_field() {
             "items[1] must not be empty",
         ),
     ];
-    for (body, expected) in bad_orders {
-        let answer = client.send(Method::POST, "/orders", body).await;
-        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert!(
-            answer.error().starts_with(expected),
-            "{body}: got {:?}, wanted {expected:?}",
-            answer.error()
-        );
-    }
+    client
+        .assert_unprocessable(Method::POST, "/orders", &bad_orders)
+        .await;
     assert!(backend.demo.store.is_empty(), "nothing bad was filed");
 
     let created = client.post("/orders", &order_draft("ada", &["tea"])).await;
@@ -370,15 +378,9 @@ async fn bad_input_is_refused_with_a_message_naming_the_field() {
         (r#"{"status":3}"#, "status must be one of"),
         ("nope", "body is not valid JSON"),
     ];
-    for (body, expected) in bad_changes {
-        let answer = client.send(Method::PATCH, "/orders/1", body).await;
-        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert!(
-            answer.error().starts_with(expected),
-            "{body}: {}",
-            answer.error()
-        );
-    }
+    client
+        .assert_unprocessable(Method::PATCH, "/orders/1", &bad_changes)
+        .await;
     assert_eq!(
         client.get("/orders/1").await.order().status,
         OrderStatus::Pending
@@ -420,15 +422,9 @@ async fn bad_input_is_refused_with_a_message_naming_the_field() {
         ),
         ("[]", "body must be a JSON object"),
     ];
-    for (body, expected) in bad_faults {
-        let answer = client.send(Method::POST, "/_demo/faults", body).await;
-        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert!(
-            answer.error().starts_with(expected),
-            "{body}: {}",
-            answer.error()
-        );
-    }
+    client
+        .assert_unprocessable(Method::POST, "/_demo/faults", &bad_faults)
+        .await;
     assert_eq!(
         client.get("/_demo/faults").await.json(),
         json!({ "latency": "0s", "error_rate": 0.0 }),

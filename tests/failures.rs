@@ -5,7 +5,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Client, Reply, TestUpstream, metric_sample, refused_addr, simple_config};
+use common::{
+    Client, HeldUpstream, Reply, TestUpstream, metric_sample, read_until_closed, refused_addr,
+    send_raw, simple_config,
+};
 use gatehouse::app::Running;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -16,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::time::timeout;
 
 /// A failure must be answered well before any timeout that could be involved (1 s by default
@@ -74,6 +76,30 @@ async fn start(servers: &[SocketAddr], upstream_extra: &str) -> Running {
     common::start_gatehouse(&simple_config(servers, upstream_extra)).await
 }
 
+/// gatehouse (`response_timeout` 5 s) in front of a `raw_upstream` acting with `act`; returns
+/// it with the upstream's address and count of request heads.
+async fn start_raw<F, Fut>(act: F) -> (Running, SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (addr, heads) = raw_upstream(act).await;
+    let running = start(&[addr], "response_timeout = \"5s\"").await;
+    (running, addr, heads)
+}
+
+/// As `start_raw`, then asserts that a GET is answered by gatehouse itself with a fast 502.
+async fn assert_502_from_raw<F, Fut>(act: F) -> (Running, SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (running, addr, heads) = start_raw(act).await;
+    let (reply, elapsed) = timed_get(&running, "/").await;
+    assert_local_error(&reply, elapsed, StatusCode::BAD_GATEWAY);
+    (running, addr, heads)
+}
+
 /// A GET on a new connection, with the time it took.
 async fn timed_get(running: &Running, path: &str) -> (Reply, Duration) {
     let started = Instant::now();
@@ -101,6 +127,25 @@ fn assert_local_error(reply: &Reply, elapsed: Duration, status: StatusCode) {
         "content-type: {:?}",
         reply.header("content-type")
     );
+}
+
+/// Sends `request` on `client` and returns the status, asserting that a 502 is gatehouse's own
+/// (see `assert_local_error`).
+async fn send_checking_502(client: &mut Client, request: Request<Full<Bytes>>) -> StatusCode {
+    let started = Instant::now();
+    let reply = client.send(request).await;
+    if reply.status == StatusCode::BAD_GATEWAY {
+        assert_local_error(&reply, started.elapsed(), StatusCode::BAD_GATEWAY);
+    }
+    reply.status
+}
+
+/// How many of `statuses` are 502.
+fn bad_gateways(statuses: &[StatusCode]) -> usize {
+    statuses
+        .iter()
+        .filter(|s| **s == StatusCode::BAD_GATEWAY)
+        .count()
 }
 
 fn upstream_outcome(running: &Running, server: SocketAddr, outcome: &str) -> f64 {
@@ -144,6 +189,14 @@ async fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// Waits until exactly one request with status `code` is counted in the metrics.
+async fn wait_counted_once(running: &Running, code: &str) {
+    eventually(&format!("the {code} to be counted"), || {
+        requests_with_code(running, code) == 1.0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn refused_connection_is_a_fast_502_counted_as_connect_error() {
     let dead = refused_addr().await;
@@ -154,10 +207,7 @@ async fn refused_connection_is_a_fast_502_counted_as_connect_error() {
     assert!(reply.header("x-request-id").is_some());
 
     assert_eq!(upstream_outcome(&running, dead, "connect_error"), 1.0);
-    eventually("the 502 to be counted", || {
-        requests_with_code(&running, "502") == 1.0
-    })
-    .await;
+    wait_counted_once(&running, "502").await;
 }
 
 #[tokio::test]
@@ -179,12 +229,8 @@ async fn only_server_refusing_with_retries_left_is_502_not_503() {
 
 #[tokio::test]
 async fn reset_before_the_response_head_is_502_counted_as_error() {
-    let (addr, heads) =
-        raw_upstream(|s| write_then_reset(s, b"HTTP/1.1 200 OK\r\nContent-Le")).await;
-    let running = start(&[addr], "response_timeout = \"5s\"").await;
-
-    let (reply, elapsed) = timed_get(&running, "/").await;
-    assert_local_error(&reply, elapsed, StatusCode::BAD_GATEWAY);
+    let (running, addr, heads) =
+        assert_502_from_raw(|s| write_then_reset(s, b"HTTP/1.1 200 OK\r\nContent-Le")).await;
     assert_eq!(heads.load(Ordering::SeqCst), 1, "sent once, not retried");
     assert_eq!(upstream_outcome(&running, addr, "error"), 1.0);
 }
@@ -193,33 +239,22 @@ async fn reset_before_the_response_head_is_502_counted_as_error() {
 async fn reset_in_the_response_body_cuts_the_client_response_short() {
     // The head has gone to the client already, so no 502 is possible: the client must see the
     // response end short of its Content-Length, not a complete-looking response.
-    let (addr, _) = raw_upstream(|s| {
+    let (running, _, _) = start_raw(|s| {
         write_then_reset(
             s,
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
         )
     })
     .await;
-    let running = start(&[addr], "response_timeout = \"5s\"").await;
 
     let started = Instant::now();
-    let mut client = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = timeout(common::WAIT, async {
-        loop {
-            match client.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
+    let mut client = send_raw(
+        running.listener_addrs[0],
+        b"GET / HTTP/1.1\r\nHost: test\r\n\r\n",
+    )
     .await;
-    assert!(closed.is_ok(), "the client connection must be closed");
+    // Panics unless the client connection is closed.
+    let got = read_until_closed(&mut client, common::WAIT).await;
     assert!(started.elapsed() < FAST, "took {:?}", started.elapsed());
     let text = String::from_utf8_lossy(&got);
     let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
@@ -233,13 +268,10 @@ async fn reset_in_the_response_body_cuts_the_client_response_short() {
 
 #[tokio::test]
 async fn garbage_instead_of_http_is_502() {
-    let (addr, _) =
-        raw_upstream(|s| write_then_close(s, b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n"))
-            .await;
-    let running = start(&[addr], "response_timeout = \"5s\"").await;
-
-    let (reply, elapsed) = timed_get(&running, "/").await;
-    assert_local_error(&reply, elapsed, StatusCode::BAD_GATEWAY);
+    let (running, addr, _) = assert_502_from_raw(|s| {
+        write_then_close(s, b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n")
+    })
+    .await;
     assert_eq!(upstream_outcome(&running, addr, "error"), 1.0);
 }
 
@@ -247,7 +279,7 @@ async fn garbage_instead_of_http_is_502() {
 async fn response_with_content_length_and_transfer_encoding_is_502() {
     // RFC 9112 §6.3: such a message "ought to be handled as an error" — a proxy that passes
     // it on (with the upstream's Content-Length) invites response splitting.
-    let (addr, _) = raw_upstream(|s| {
+    let (_running, _, _) = assert_502_from_raw(|s| {
         write_then_close(
             s,
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -255,48 +287,24 @@ async fn response_with_content_length_and_transfer_encoding_is_502() {
         )
     })
     .await;
-    let running = start(&[addr], "response_timeout = \"5s\"").await;
-
-    let (reply, elapsed) = timed_get(&running, "/").await;
-    assert_local_error(&reply, elapsed, StatusCode::BAD_GATEWAY);
 }
 
 #[tokio::test]
 async fn response_with_two_different_content_lengths_is_502() {
-    let (addr, _) = raw_upstream(|s| {
+    let (running, addr, _) = assert_502_from_raw(|s| {
         write_then_close(
             s,
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello!!",
         )
     })
     .await;
-    let running = start(&[addr], "response_timeout = \"5s\"").await;
-
-    let (reply, elapsed) = timed_get(&running, "/").await;
-    assert_local_error(&reply, elapsed, StatusCode::BAD_GATEWAY);
     assert_eq!(upstream_outcome(&running, addr, "error"), 1.0);
 }
 
 #[tokio::test]
 async fn silent_upstream_is_504_at_response_timeout() {
-    // The upstream parks every request on a Notify that is never signalled.
-    let never = Arc::new(Notify::new());
-    let parked = Arc::new(AtomicUsize::new(0));
-    let handler_never = Arc::clone(&never);
-    let handler_parked = Arc::clone(&parked);
-    let upstream = TestUpstream::with_handler(
-        "silent",
-        Arc::new(move |_req| {
-            let never = Arc::clone(&handler_never);
-            let parked = Arc::clone(&handler_parked);
-            Box::pin(async move {
-                parked.fetch_add(1, Ordering::SeqCst);
-                never.notified().await;
-                unreachable!("never signalled")
-            })
-        }),
-    )
-    .await;
+    // The upstream parks every request and is never told to release it.
+    let upstream = HeldUpstream::start().await;
     let running = start(&[upstream.addr], "response_timeout = \"300ms\"").await;
 
     let started = Instant::now();
@@ -317,70 +325,44 @@ async fn silent_upstream_is_504_at_response_timeout() {
         "504 should come right at response_timeout, took {elapsed:?}"
     );
     assert!(reply.text().starts_with("504 ") && reply.body.len() < 200);
-    assert_eq!(parked.load(Ordering::SeqCst), 1, "sent once, not retried");
+    assert_eq!(upstream.arrivals(), 1, "sent once, not retried");
     assert_eq!(upstream_outcome(&running, upstream.addr, "timeout"), 1.0);
-    eventually("the 504 to be counted", || {
-        requests_with_code(&running, "504") == 1.0
-    })
-    .await;
+    wait_counted_once(&running, "504").await;
 }
 
 #[tokio::test]
 async fn every_server_at_max_connections_is_an_immediate_503_with_retry_after() {
     // One server allowed one request at a time; the first request is parked upstream.
-    let release = Arc::new(Notify::new());
-    let parked = Arc::new(AtomicUsize::new(0));
-    let handler_release = Arc::clone(&release);
-    let handler_parked = Arc::clone(&parked);
-    let upstream = TestUpstream::with_handler(
-        "busy",
-        Arc::new(move |_req| {
-            let release = Arc::clone(&handler_release);
-            let parked = Arc::clone(&handler_parked);
-            Box::pin(async move {
-                parked.fetch_add(1, Ordering::SeqCst);
-                release.notified().await;
-                http::Response::new(Full::new(Bytes::from_static(b"done")))
-            })
-        }),
-    )
-    .await;
+    let upstream = HeldUpstream::start().await;
     let running = start(&[upstream.addr], "max_connections = 1").await;
     let addr = running.listener_addrs[0];
     let first = tokio::spawn(async move { common::get(addr, "/first").await });
-    eventually("the first request to reach the upstream", || {
-        parked.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    upstream.wait_arrival().await;
+    assert_eq!(upstream.arrivals(), 1);
 
     let (reply, elapsed) = timed_get(&running, "/second").await;
     assert_local_error(&reply, elapsed, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(
-        parked.load(Ordering::SeqCst),
+        upstream.arrivals(),
         1,
         "the upstream never saw the second request"
     );
 
-    release.notify_one();
+    upstream.release_one();
     let first = timeout(common::WAIT, first).await.unwrap().unwrap();
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(first.text(), "done");
+    assert_eq!(first.text(), "released");
     // The slot is free again.
     let again = tokio::spawn(async move { common::get(addr, "/third").await });
-    eventually("the third request to reach the upstream", || {
-        parked.load(Ordering::SeqCst) == 2
-    })
-    .await;
-    release.notify_one();
+    upstream.wait_arrival().await;
+    assert_eq!(upstream.arrivals(), 2);
+    upstream.release_one();
     assert_eq!(
         timeout(common::WAIT, again).await.unwrap().unwrap().status,
         StatusCode::OK
     );
-    eventually("the 503 to be counted", || {
-        requests_with_code(&running, "503") == 1.0
-    })
-    .await;
+    wait_counted_once(&running, "503").await;
 }
 
 #[tokio::test]
@@ -437,19 +419,10 @@ async fn post_is_not_retried_after_a_connect_failure() {
         let request = Request::post(format!("/orders/{i}"))
             .body(Full::new(Bytes::from_static(b"{\"qty\":1}")))
             .unwrap();
-        let started = Instant::now();
-        let reply = client.send(request).await;
-        if reply.status == StatusCode::BAD_GATEWAY {
-            assert_local_error(&reply, started.elapsed(), StatusCode::BAD_GATEWAY);
-        }
-        statuses.push(reply.status);
+        statuses.push(send_checking_502(&mut client, request).await);
     }
     // One pick per POST: the two servers alternate, so the dead one answers every other time.
-    let failed = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::BAD_GATEWAY)
-        .count();
-    assert_eq!(failed, 2, "statuses: {statuses:?}");
+    assert_eq!(bad_gateways(&statuses), 2, "statuses: {statuses:?}");
     assert!(
         statuses.windows(2).all(|w| w[0] != w[1]),
         "alternating statuses expected: {statuses:?}"
@@ -472,14 +445,7 @@ async fn retries_zero_disables_retrying_idempotent_requests() {
     for _ in 0..4 {
         statuses.push(client.get("/").await.status);
     }
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::BAD_GATEWAY)
-            .count(),
-        2,
-        "statuses: {statuses:?}"
-    );
+    assert_eq!(bad_gateways(&statuses), 2, "statuses: {statuses:?}");
     assert!(statuses.windows(2).all(|w| w[0] != w[1]), "{statuses:?}");
     assert_eq!(live.received().len(), 2);
     assert_eq!(retries_total(&running), 0.0);
@@ -498,18 +464,10 @@ async fn retries_bound_the_number_of_attempts() {
     let mut client = Client::connect(running.listener_addrs[0]).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let started = Instant::now();
-        let reply = client.get("/").await;
-        if reply.status == StatusCode::BAD_GATEWAY {
-            assert_local_error(&reply, started.elapsed(), StatusCode::BAD_GATEWAY);
-        }
-        statuses.push(reply.status);
+        let request = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+        statuses.push(send_checking_502(&mut client, request).await);
     }
-    let failed = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::BAD_GATEWAY)
-        .count();
-    assert_eq!(failed, 3, "statuses: {statuses:?}");
+    assert_eq!(bad_gateways(&statuses), 3, "statuses: {statuses:?}");
     assert_eq!(live.received().len(), 3);
     // Every 502 used its one retry; at most one success needed one too.
     let retries = retries_total(&running);

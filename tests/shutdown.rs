@@ -4,56 +4,15 @@
 
 mod common;
 
-use common::TestUpstream;
 use common::process::Process;
+use common::{HeldUpstream, read_until_closed, send_raw};
+use gatehouse::app::Running;
 use http::StatusCode;
-use http_body_util::Full;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::timeout;
-
-/// An upstream that holds each request until `release` is notified (once per request), and
-/// notifies `arrived` when one comes in.
-struct HeldUpstream {
-    upstream: TestUpstream,
-    arrived: Arc<Notify>,
-    release: Arc<Notify>,
-}
-
-impl HeldUpstream {
-    async fn start() -> Self {
-        let arrived = Arc::new(Notify::new());
-        let release = Arc::new(Notify::new());
-        let (on_arrival, on_release) = (Arc::clone(&arrived), Arc::clone(&release));
-        let upstream = TestUpstream::with_handler(
-            "held",
-            Arc::new(move |_req| {
-                let (arrived, release) = (Arc::clone(&on_arrival), Arc::clone(&on_release));
-                Box::pin(async move {
-                    arrived.notify_one();
-                    release.notified().await;
-                    http::Response::new(Full::new(bytes::Bytes::from_static(b"released")))
-                })
-            }),
-        )
-        .await;
-        Self {
-            upstream,
-            arrived,
-            release,
-        }
-    }
-
-    async fn wait_arrival(&self) {
-        timeout(common::WAIT, self.arrived.notified())
-            .await
-            .expect("the request reaches the upstream");
-    }
-}
 
 fn config(upstream: SocketAddr, shutdown_grace: &str) -> String {
     format!(
@@ -80,6 +39,24 @@ response_timeout = "30s"
 shutdown_grace = "{shutdown_grace}"
 "#
     )
+}
+
+/// gatehouse in-process in front of `upstream` with `shutdown_grace`, and the admin listener
+/// on port 0 when `admin` is set.
+async fn start_in_process(upstream: SocketAddr, shutdown_grace: &str, admin: bool) -> Running {
+    let mut text = common::simple_config(&[upstream], "");
+    if admin {
+        text = text.replace("[admin]\nbind = \"\"", "[admin]\nbind = \"127.0.0.1:0\"");
+    }
+    text.push_str(&format!(
+        "\n[limits]\nshutdown_grace = \"{shutdown_grace}\"\n"
+    ));
+    common::start_gatehouse(&text).await
+}
+
+/// A request whose upstream never answers (until released), sent on a raw connection.
+async fn send_stuck_request(proxy: SocketAddr) -> TcpStream {
+    send_raw(proxy, b"GET /stuck HTTP/1.1\r\nHost: test\r\n\r\n").await
 }
 
 /// Polls until connecting to `addr` is refused; panics if it still accepts after `limit`.
@@ -109,7 +86,7 @@ async fn wait_refused(addr: SocketAddr, limit: Duration) -> Duration {
 async fn sigterm_refuses_new_connections_finishes_in_flight_and_exits_zero() {
     let held = HeldUpstream::start().await;
     let grace = Duration::from_secs(5);
-    let mut process = Process::spawn(&config(held.upstream.addr, "5s"), "shutdown-drain");
+    let mut process = Process::spawn(&config(held.addr, "5s"), "shutdown-drain");
     let proxy = process.addr_logged("listening").await;
     let admin = process.addr_logged("admin listening").await;
     assert_eq!(common::get(admin, "/readyz").await.status, StatusCode::OK);
@@ -126,7 +103,7 @@ async fn sigterm_refuses_new_connections_finishes_in_flight_and_exits_zero() {
     );
     assert!(process.is_running(), "exited with a request in flight");
 
-    held.release.notify_one();
+    held.release_one();
     let reply = timeout(common::WAIT, in_flight)
         .await
         .expect("in-flight reply in time")
@@ -144,14 +121,10 @@ async fn sigterm_refuses_new_connections_finishes_in_flight_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_stuck_request_exits_when_shutdown_grace_runs_out() {
     let held = HeldUpstream::start().await;
-    let mut process = Process::spawn(&config(held.upstream.addr, "1s"), "shutdown-grace");
+    let mut process = Process::spawn(&config(held.addr, "1s"), "shutdown-grace");
     let proxy = process.addr_logged("listening").await;
 
-    let mut client = TcpStream::connect(proxy).await.unwrap();
-    client
-        .write_all(b"GET /stuck HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut client = send_stuck_request(proxy).await;
     held.wait_arrival().await;
 
     process.sigterm();
@@ -166,10 +139,7 @@ async fn sigterm_with_a_stuck_request_exits_when_shutdown_grace_runs_out() {
     );
 
     // The stuck client is disconnected, without a made-up success.
-    let mut got = Vec::new();
-    let _ = timeout(common::WAIT, client.read_to_end(&mut got))
-        .await
-        .expect("the client connection is closed when the process exits");
+    let got = read_until_closed(&mut client, common::WAIT).await;
     assert!(
         !String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
         "{:?}",
@@ -182,9 +152,7 @@ async fn sigterm_with_a_stuck_request_exits_when_shutdown_grace_runs_out() {
 #[tokio::test]
 async fn running_shutdown_waits_for_the_in_flight_request() {
     let held = HeldUpstream::start().await;
-    let mut text = common::simple_config(&[held.upstream.addr], "");
-    text.push_str("\n[limits]\nshutdown_grace = \"5s\"\n");
-    let running = common::start_gatehouse(&text).await;
+    let running = start_in_process(held.addr, "5s", false).await;
     let proxy = running.listener_addrs[0];
 
     let in_flight = tokio::spawn(common::get(proxy, "/slow"));
@@ -198,7 +166,7 @@ async fn running_shutdown_waits_for_the_in_flight_request() {
     );
     assert!(!in_flight.is_finished());
 
-    held.release.notify_one();
+    held.release_one();
     let reply = timeout(common::WAIT, in_flight).await.unwrap().unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.text(), "released");
@@ -212,16 +180,10 @@ async fn running_shutdown_waits_for_the_in_flight_request() {
 #[tokio::test]
 async fn running_shutdown_gives_up_after_shutdown_grace() {
     let held = HeldUpstream::start().await;
-    let mut text = common::simple_config(&[held.upstream.addr], "");
-    text.push_str("\n[limits]\nshutdown_grace = \"300ms\"\n");
-    let running = common::start_gatehouse(&text).await;
+    let running = start_in_process(held.addr, "300ms", false).await;
     let proxy = running.listener_addrs[0];
 
-    let mut client = TcpStream::connect(proxy).await.unwrap();
-    client
-        .write_all(b"GET /stuck HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    let _client = send_stuck_request(proxy).await;
     held.wait_arrival().await;
 
     let started = Instant::now();
@@ -241,10 +203,7 @@ async fn readyz_answers_503_while_draining() {
     // README, Operations: "`/readyz` answers 503 while draining", so that a load balancer in
     // front stops sending traffic while in-flight requests finish.
     let held = HeldUpstream::start().await;
-    let mut text = common::simple_config(&[held.upstream.addr], "");
-    text = text.replace("[admin]\nbind = \"\"", "[admin]\nbind = \"127.0.0.1:0\"");
-    text.push_str("\n[limits]\nshutdown_grace = \"5s\"\n");
-    let running = common::start_gatehouse(&text).await;
+    let running = start_in_process(held.addr, "5s", true).await;
     let proxy = running.listener_addrs[0];
     let admin = running.admin_addr.expect("admin listener");
     assert_eq!(common::get(admin, "/readyz").await.status, StatusCode::OK);
@@ -271,7 +230,7 @@ async fn readyz_answers_503_while_draining() {
         "/readyz while draining: {response:?}"
     );
 
-    held.release.notify_one();
+    held.release_one();
     let reply = timeout(common::WAIT, in_flight).await.unwrap().unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert!(timeout(common::WAIT, shutdown).await.unwrap().unwrap());

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 /// A bound on every wait in tests, so a bug shows as a failure, not a hang.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +36,21 @@ pub async fn start_gatehouse(toml: &str) -> Running {
 
 /// A config with one listener on port 0, no admin, one catch-all route to `servers`.
 pub fn simple_config(servers: &[SocketAddr], upstream_extra: &str) -> String {
-    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    config_with_entries(&server_entries(servers), upstream_extra)
+}
+
+/// `simple_config` with `balance` for the upstream and its `servers` entries already written
+/// as TOML values (`"addr"` or `{ addr = "…", weight = N }`).
+pub fn balanced_config(balance: &str, servers: &[String]) -> String {
+    config_with_entries(servers, &format!("balance = \"{balance}\""))
+}
+
+/// `servers` as TOML string entries for a `servers = [...]` list.
+pub fn server_entries(servers: &[SocketAddr]) -> Vec<String> {
+    servers.iter().map(|s| format!("\"{s}\"")).collect()
+}
+
+fn config_with_entries(list: &[String], upstream_extra: &str) -> String {
     format!(
         r#"
 [admin]
@@ -183,6 +197,93 @@ impl Drop for TestUpstream {
     }
 }
 
+/// An upstream that parks each request until the test releases it. Every request is counted
+/// and announced on arrival, then waits for one release; releases given before a request
+/// arrives are kept for the next ones. A request never released stays parked until gatehouse
+/// gives up on it (for timeouts, drains and in-flight counts).
+pub struct HeldUpstream {
+    pub addr: SocketAddr,
+    upstream: TestUpstream,
+    arrived: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+    arrivals: Arc<AtomicUsize>,
+}
+
+impl HeldUpstream {
+    /// Answers each released request 200 with the body `released`.
+    pub async fn start() -> Self {
+        Self::answering("held", "released").await
+    }
+
+    /// Answers each released request 200 with its name as body and in `x-upstream`, like
+    /// `TestUpstream::named`.
+    pub async fn named(name: &'static str) -> Self {
+        Self::answering(name, name).await
+    }
+
+    async fn answering(name: &'static str, body: &'static str) -> Self {
+        let arrived = Arc::new(Semaphore::new(0));
+        let release = Arc::new(Semaphore::new(0));
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let (on_arrival, gate, count) = (
+            Arc::clone(&arrived),
+            Arc::clone(&release),
+            Arc::clone(&arrivals),
+        );
+        let upstream = TestUpstream::with_handler(
+            name,
+            Arc::new(move |_request| {
+                let (arrived, gate, count) = (
+                    Arc::clone(&on_arrival),
+                    Arc::clone(&gate),
+                    Arc::clone(&count),
+                );
+                Box::pin(async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    arrived.add_permits(1);
+                    gate.acquire().await.expect("release gate open").forget();
+                    Response::builder()
+                        .header("x-upstream", name)
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap()
+                })
+            }),
+        )
+        .await;
+        Self {
+            addr: upstream.addr,
+            upstream,
+            arrived,
+            release,
+            arrivals,
+        }
+    }
+
+    /// Waits (at most `WAIT`) for the next request not yet waited for to arrive.
+    pub async fn wait_arrival(&self) {
+        tokio::time::timeout(WAIT, self.arrived.acquire())
+            .await
+            .expect("the request reaches the upstream")
+            .expect("arrival count open")
+            .forget();
+    }
+
+    /// Lets one parked request (or the next to arrive) answer.
+    pub fn release_one(&self) {
+        self.release.add_permits(1);
+    }
+
+    /// How many requests have arrived so far, released or still parked.
+    pub fn arrivals(&self) -> usize {
+        self.arrivals.load(Ordering::SeqCst)
+    }
+
+    /// How many arrivals `wait_arrival` has not consumed yet.
+    pub fn arrivals_not_waited_for(&self) -> usize {
+        self.arrived.available_permits()
+    }
+}
+
 /// A response with its body read whole.
 pub struct Reply {
     pub status: StatusCode,
@@ -281,6 +382,32 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a connection and writes `bytes` (a request or part of one), leaving the connection
+/// open for the test to read from or stall on.
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// Reads until the peer closes the connection (EOF or error) and returns what came; panics if
+/// it is still open after `limit`.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("connection still open after {limit:?}"));
+    got
 }
 
 /// A loopback address that refuses connections (bound, then closed).

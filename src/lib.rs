@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
+    pub upstream_server_up: IntGaugeVec,
+    pub circuit_breaker_state: IntGaugeVec,
+    pub circuit_breaker_transitions: IntCounterVec,
+    pub health_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,7 +63,7 @@ impl Metrics {
         let upstream_retries = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_retries_total",
-                "Requests retried on another server after a connect failure.",
+                "Requests retried on another server (idempotent requests after a connect failure, a broken connection or a timeout).",
             ),
             &["upstream"],
         )?;
@@ -77,6 +81,38 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let upstream_server_up = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_upstream_server_up",
+                "Whether a server passes its health checks (1) or not (0); 1 without checks.",
+            ),
+            &["upstream", "server"],
+        )?;
+        let circuit_breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_circuit_breaker_state",
+                "Each server's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["upstream", "server"],
+        )?;
+        let circuit_breaker_transitions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_circuit_breaker_transitions_total",
+                "Circuit breaker state changes, by the state entered.",
+            ),
+            &["upstream", "server", "to"],
+        )?;
+        let health_checks = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_health_checks_total",
+                "Active health checks, by result (pass, fail).",
+            ),
+            &["upstream", "server", "result"],
+        )?;
+        registry.register(Box::new(upstream_server_up.clone()))?;
+        registry.register(Box::new(circuit_breaker_state.clone()))?;
+        registry.register(Box::new(circuit_breaker_transitions.clone()))?;
+        registry.register(Box::new(health_checks.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
@@ -97,6 +133,10 @@ impl Metrics {
             upstream_retries,
             open_connections,
             accepted_connections,
+            upstream_server_up,
+            circuit_breaker_state,
+            circuit_breaker_transitions,
+            health_checks,
         })
     }
 

@@ -152,6 +152,9 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     json!({
                         "addr": &*server.addr,
                         "weight": weight,
+                        "eligible": server.is_eligible(std::time::Instant::now()),
+                        "health": server.health.report(),
+                        "breaker": server.breaker.state().as_str(),
                         "in_flight": server.in_flight(),
                         "latency_ewma_ms": server.latency_ewma().as_secs_f64() * 1000.0,
                         "idle_connections": server.pool.idle_count(),
@@ -166,6 +169,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "response_timeout_ms": upstream.response_timeout.as_millis() as u64,
                     "retries": upstream.retries,
                     "max_connections": upstream.max_connections,
+                    "panic_threshold": upstream.panic_threshold,
                     "servers": servers,
                 }),
             )

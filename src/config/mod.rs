@@ -184,6 +184,82 @@ pub struct UpstreamConfig {
     /// How long an idle pooled connection is kept before it is closed.
     #[serde(default = "default_keepalive_timeout")]
     pub keepalive_timeout: ConfigDuration,
+    /// Envoy's panic mode: when fewer than this share of servers are eligible (up, breaker
+    /// not open), balance over all of them rather than overload the few. 0 turns it off.
+    #[serde(default)]
+    pub panic_threshold: f64,
+    /// Active health checks; without this section servers are always up.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// A circuit breaker per server; without this section it never opens.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// `[upstream.NAME.health]`: active HTTP checks of each server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub path: Spanned<String>,
+    pub interval: ConfigDuration,
+    pub timeout: ConfigDuration,
+    /// Passing statuses: `"200-399"`, `"200"`, or a list such as `"200,204,300-308"`.
+    pub expect_status: Spanned<String>,
+    /// Consecutive passes before a down server is up again.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before an up server is down.
+    pub unhealthy_threshold: u32,
+    /// The Host header of checks; by default the server's address.
+    pub host: Option<String>,
+    /// Whether servers start as up (the default) or must pass checks first.
+    pub initially_up: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: Spanned::new(0..0, "/healthz".into()),
+            interval: ConfigDuration::from_secs(2),
+            timeout: ConfigDuration::from_secs(1),
+            expect_status: Spanned::new(0..0, "200-399".into()),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            host: None,
+            initially_up: true,
+        }
+    }
+}
+
+/// `[upstream.NAME.breaker]`: when a server's real responses fail, stop sending it traffic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Failed requests in a row (connect error, timeout, 5xx) that open the breaker; 0 = off.
+    pub consecutive_failures: u32,
+    /// Or: this share of failures within `window`, once it holds `min_requests`; 0 = off.
+    pub failure_rate: f64,
+    pub window: ConfigDuration,
+    pub min_requests: u32,
+    /// How long the breaker stays open before letting trial requests through; doubles after
+    /// each failed trial, up to `max_open_for`.
+    pub open_for: ConfigDuration,
+    pub max_open_for: ConfigDuration,
+    /// Trial requests let through while half-open.
+    pub half_open_requests: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.0,
+            window: ConfigDuration::from_secs(10),
+            min_requests: 20,
+            open_for: ConfigDuration::from_secs(30),
+            max_open_for: ConfigDuration::from_secs(300),
+            half_open_requests: 1,
+        }
+    }
 }
 
 fn default_connect_timeout() -> ConfigDuration {

@@ -185,6 +185,75 @@ pub(super) fn validate(
                 ));
             }
         }
+        if !(0.0..=1.0).contains(&upstream.panic_threshold) {
+            errors.push(at.error(
+                at.span_of(&["upstream", name, "panic_threshold"]),
+                key("panic_threshold"),
+                "must be between 0.0 (off) and 1.0",
+            ));
+        }
+        if let Some(health) = &upstream.health {
+            let at_key = |k: &str| at.span_of(&["upstream", name, "health", k]);
+            let hkey = |k: &str| format!("upstream.{name}.health.{k}");
+            if !health.path.get_ref().starts_with('/') {
+                errors.push(at.error(health.path.span(), hkey("path"), "must start with '/'"));
+            }
+            if let Err(message) =
+                crate::health::check::StatusMatcher::parse(health.expect_status.get_ref())
+            {
+                errors.push(at.error(health.expect_status.span(), hkey("expect_status"), message));
+            }
+            for (field, value) in [("interval", health.interval), ("timeout", health.timeout)] {
+                if value.0.is_zero() {
+                    errors.push(at.error(at_key(field), hkey(field), "must be greater than zero"));
+                }
+            }
+            for (field, value) in [
+                ("healthy_threshold", health.healthy_threshold),
+                ("unhealthy_threshold", health.unhealthy_threshold),
+            ] {
+                if value == 0 {
+                    errors.push(at.error(at_key(field), hkey(field), "must be at least 1"));
+                }
+            }
+        }
+        if let Some(breaker) = &upstream.breaker {
+            let at_key = |k: &str| at.span_of(&["upstream", name, "breaker", k]);
+            let bkey = |k: &str| format!("upstream.{name}.breaker.{k}");
+            if !(0.0..=1.0).contains(&breaker.failure_rate) {
+                errors.push(at.error(
+                    at_key("failure_rate"),
+                    bkey("failure_rate"),
+                    "must be between 0.0 (off) and 1.0",
+                ));
+            }
+            for (field, value) in [("window", breaker.window), ("open_for", breaker.open_for)] {
+                if value.0.is_zero() {
+                    errors.push(at.error(at_key(field), bkey(field), "must be greater than zero"));
+                }
+            }
+            if breaker.max_open_for < breaker.open_for {
+                errors.push(at.error(
+                    at_key("max_open_for"),
+                    bkey("max_open_for"),
+                    format!("must be at least open_for ({})", breaker.open_for),
+                ));
+            }
+            if breaker.half_open_requests == 0 {
+                errors.push(at.error(
+                    at_key("half_open_requests"),
+                    bkey("half_open_requests"),
+                    "must be at least 1",
+                ));
+            }
+            if breaker.consecutive_failures == 0 && breaker.failure_rate == 0.0 {
+                errors.push(at.error(
+                    at.span_of(&["upstream", name, "breaker"]),
+                    format!("upstream.{name}.breaker"),
+                    "consecutive_failures and failure_rate are both 0: the breaker could never open",
+                ));
+            }
+        }
         if upstream.connect_timeout.0.is_zero() {
             errors.push(at.error(
                 at.span_of(&["upstream", name, "connect_timeout"]),

@@ -7,6 +7,7 @@ pub mod headers;
 mod local;
 
 use crate::config::AccessLogFormat;
+use crate::health::breaker::Admission;
 use crate::route::host_without_port;
 use crate::server::RequestInFlight;
 use crate::snapshot::{Route, SharedSnapshot};
@@ -55,7 +56,8 @@ pub struct Proxy {
 
 /// Why forwarding failed, mapped to the status the client gets.
 enum ForwardError {
-    NoServer,
+    /// No eligible server; the seconds for Retry-After.
+    NoServer(u64),
     Connect(ConnectError),
     Timeout,
     Upstream(hyper::Error),
@@ -212,60 +214,80 @@ impl Proxy {
                 Response::from_parts(parts, body)
             }
             Err(error) => {
-                let (status, message) = match &error {
-                    ForwardError::NoServer => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no upstream server is available",
-                    ),
-                    ForwardError::Connect(ConnectError::Timeout) => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "timed out connecting to the upstream server",
-                    ),
-                    ForwardError::Connect(_) => (
-                        StatusCode::BAD_GATEWAY,
-                        "could not connect to the upstream server",
-                    ),
-                    ForwardError::Timeout => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the upstream server did not answer in time",
-                    ),
-                    ForwardError::AmbiguousFraming => (
-                        StatusCode::BAD_GATEWAY,
-                        "the upstream server sent a response with ambiguous framing",
-                    ),
-                    ForwardError::Upstream(_) => (
-                        StatusCode::BAD_GATEWAY,
-                        "the upstream server sent an invalid response",
-                    ),
-                    ForwardError::BodyTooLarge => (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body is larger than the limit",
-                    ),
-                    ForwardError::ClientBody => (
-                        StatusCode::BAD_REQUEST,
-                        "the request body could not be read",
-                    ),
-                };
+                let (status, message) = error.answer();
                 match &error {
-                    ForwardError::Connect(e) => {
-                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), error = %e, "upstream connect failed")
-                    }
-                    ForwardError::Upstream(e) => {
-                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), error = %e, "upstream request failed")
-                    }
-                    ForwardError::Timeout => {
-                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), "upstream response timed out")
-                    }
-                    ForwardError::AmbiguousFraming => {
-                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), "upstream response has both Content-Length and Transfer-Encoding")
-                    }
-                    ForwardError::NoServer => {
-                        tracing::warn!(upstream = %upstream.name, "no upstream server available")
-                    }
                     ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
+                    ForwardError::NoServer(_) => {
+                        tracing::warn!(upstream = %upstream.name, "no eligible upstream server")
+                    }
+                    _ => {
+                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), error = %error, "upstream request failed")
+                    }
                 }
-                exchange.local(status, message)
+                let mut response = exchange.local(status, message);
+                if let ForwardError::NoServer(seconds) = error {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                response
             }
+        }
+    }
+}
+
+impl ForwardError {
+    /// The status and one-line message the client gets.
+    fn answer(&self) -> (StatusCode, &'static str) {
+        match self {
+            ForwardError::NoServer(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no upstream server is available",
+            ),
+            ForwardError::Connect(ConnectError::Timeout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timed out connecting to the upstream server",
+            ),
+            ForwardError::Connect(_) => (
+                StatusCode::BAD_GATEWAY,
+                "could not connect to the upstream server",
+            ),
+            ForwardError::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the upstream server did not answer in time",
+            ),
+            ForwardError::AmbiguousFraming => (
+                StatusCode::BAD_GATEWAY,
+                "the upstream server sent a response with ambiguous framing",
+            ),
+            ForwardError::Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "the upstream server sent an invalid response",
+            ),
+            ForwardError::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than the limit",
+            ),
+            ForwardError::ClientBody => (
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::NoServer(_) => f.write_str("no eligible server"),
+            ForwardError::Connect(e) => write!(f, "{e}"),
+            ForwardError::Timeout => f.write_str("response timeout"),
+            ForwardError::Upstream(e) => write!(f, "upstream error: {e}"),
+            ForwardError::AmbiguousFraming => {
+                f.write_str("response with both Content-Length and Transfer-Encoding")
+            }
+            ForwardError::BodyTooLarge => f.write_str("request body too large"),
+            ForwardError::ClientBody => f.write_str("client body unreadable"),
         }
     }
 }
@@ -298,60 +320,135 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Sends the request to a server of `upstream`, trying other servers after a connect failure
-/// (idempotent methods only, up to `retries`).
+/// The head of a request kept to send it again on another server after the first attempt
+/// failed in flight: only for idempotent requests without a body, and only where a retry is
+/// possible at all (a cloned header map costs a few hundred instructions).
+struct ReplayableHead {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl ReplayableHead {
+    fn request(&self) -> Request<RequestBody> {
+        let mut request = Request::new(RequestBody::Empty);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on
+/// another server (up to `retries`) after a connect failure, and — when they carry no body —
+/// after a broken connection or a response timeout too.
 async fn forward(
     upstream: &Upstream,
     exchange: &mut Exchange,
     parts: http::request::Parts,
     body: RequestBody,
 ) -> Result<(Response<Incoming>, Option<PoolReturn>), ForwardError> {
+    let now = exchange.start;
     let retryable = is_idempotent(&parts.method);
+    let replay = (retryable
+        && matches!(body, RequestBody::Empty)
+        && upstream.retries > 0
+        && upstream.servers.len() > 1)
+        .then(|| ReplayableHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
     let mut request = Some(Request::from_parts(parts, body));
+    let panic = upstream.in_panic(now);
     let mut tried = Tried::default();
     let mut attempts = 0u32;
-    let mut next = upstream.pick(tried);
+    let mut next = upstream.pick(tried, now, panic);
+    if next.is_none() {
+        return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
+    }
     loop {
-        let index = next.ok_or(ForwardError::NoServer)?;
+        let Some(index) = next else {
+            return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
+        };
         tried.insert(index);
         let server = &upstream.servers[index];
-        let Some(in_flight) = server.try_start_request(upstream.max_connections) else {
-            // Reached its limit since the pick: another server, not a retry.
-            next = upstream.pick(tried);
+        let admission = if panic {
+            Admission::Normal
+        } else {
+            server.breaker.admit(now)
+        };
+        let in_flight = match admission {
+            Admission::Rejected => None,
+            _ => server.try_start_request(upstream.max_connections),
+        };
+        let Some(in_flight) = in_flight else {
+            // Full, or its breaker has no trial slot left since the pick: another server,
+            // not a retry.
+            next = upstream.pick(tried, now, panic);
             continue;
         };
         exchange.server = Some(Arc::clone(&server.addr));
         let Some(req) = request.take() else {
-            return Err(ForwardError::NoServer);
+            return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
         };
-        match send_to_server(server, upstream, req, exchange.start).await {
+        let result = send_to_server(server, upstream, req, exchange.start).await;
+        server.breaker.record(
+            admission,
+            failure_reason(&result).as_deref(),
+            Instant::now(),
+        );
+        match result {
             Ok((response, pool_return)) => {
                 exchange.in_flight = Some(in_flight);
                 return Ok((response, pool_return));
             }
             Err((error, returned)) => {
-                let may_retry = matches!(error, ForwardError::Connect(_))
-                    && retryable
+                let again = returned.or_else(|| match error {
+                    ForwardError::Timeout | ForwardError::Upstream(_) => {
+                        replay.as_ref().map(ReplayableHead::request)
+                    }
+                    _ => None,
+                });
+                let may_retry = retryable
                     && attempts < upstream.retries
-                    && returned.is_some();
+                    && again.is_some()
+                    && matches!(
+                        error,
+                        ForwardError::Connect(_)
+                            | ForwardError::Timeout
+                            | ForwardError::Upstream(_)
+                    );
                 // A retry needs a server not tried yet; otherwise the client gets this
                 // server's failure (502/504), not a misleading "no server available".
                 next = if may_retry {
-                    upstream.pick(tried)
+                    upstream.pick(tried, now, panic)
                 } else {
                     None
                 };
                 if next.is_none() {
                     return Err(error);
                 }
-                if let ForwardError::Connect(e) = &error {
-                    tracing::warn!(upstream = %upstream.name, server = %server.addr, error = %e, "connect failed; retrying on another server");
-                }
+                tracing::warn!(upstream = %upstream.name, server = %server.addr, error = %error, "retrying on another server");
                 attempts += 1;
                 upstream.retries_total.inc();
-                request = returned;
+                request = again;
             }
         }
+    }
+}
+
+/// What the breaker hears about an attempt: `None` for a success, else why it failed. A 5xx
+/// answer is a failure of the server; a client's own bad body is not.
+fn failure_reason(result: &SendResult) -> Option<String> {
+    match result {
+        Ok((response, _)) if response.status().is_server_error() => {
+            Some(format!("HTTP {}", response.status().as_u16()))
+        }
+        Ok(_) => None,
+        Err((ForwardError::BodyTooLarge | ForwardError::ClientBody, _)) => None,
+        Err((error, _)) => Some(error.to_string()),
     }
 }
 

@@ -15,7 +15,7 @@ use pool::Endpoint;
 use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Upstream {
     pub name: Arc<str>,
@@ -28,6 +28,10 @@ pub struct Upstream {
     pub retries: u32,
     /// Requests in flight allowed per server; 0 = no limit.
     pub max_connections: u32,
+    /// Below this share of eligible servers, balance over all of them (0 = never).
+    pub panic_threshold: f64,
+    /// Health-check interval, for Retry-After when every server is down.
+    pub health_interval: Option<Duration>,
     pub retries_total: IntCounter,
 }
 
@@ -53,7 +57,7 @@ impl Upstream {
                 port,
                 socket_addr,
             };
-            servers.push(registry.get_or_create(name, &entry.addr, || {
+            let server = registry.get_or_create(name, &entry.addr, || {
                 ServerState::new(
                     name,
                     &entry.addr,
@@ -62,7 +66,9 @@ impl Upstream {
                     config.keepalive_timeout.0,
                     metrics,
                 )
-            }));
+            });
+            server.configure(config.health.as_ref(), config.breaker.as_ref());
+            servers.push(server);
             weights.push(entry.weight);
         }
         Ok(Self {
@@ -75,21 +81,54 @@ impl Upstream {
             response_timeout: config.response_timeout.0,
             retries: config.retries,
             max_connections: config.max_connections,
+            panic_threshold: config.panic_threshold,
+            health_interval: config.health.as_ref().map(|h| h.interval.0),
             retries_total: metrics.upstream_retries.with_label_values(&[name]),
         })
     }
 
-    /// The server for the next attempt of a request, skipping those already tried and those
-    /// at their `max_connections`.
-    pub fn pick(&self, tried: Tried) -> Option<usize> {
+    /// Whether so few servers are eligible that all of them should be used (Envoy's panic
+    /// mode): better to spread the load over sick servers than crush the last healthy one.
+    pub fn in_panic(&self, now: Instant) -> bool {
+        if self.panic_threshold <= 0.0 {
+            return false;
+        }
+        let eligible = self.servers.iter().filter(|s| s.is_eligible(now)).count();
+        (eligible as f64) < self.panic_threshold * self.servers.len() as f64
+    }
+
+    /// The server for the next attempt of a request, skipping those already tried, those at
+    /// their `max_connections`, and — unless in panic mode — those down or with an open
+    /// breaker.
+    pub fn pick(&self, tried: Tried, now: Instant, panic: bool) -> Option<usize> {
         let set = ServerSet {
             servers: &self.servers,
             weights: &self.weights,
         };
         let limit = self.max_connections;
-        self.balancer.pick(&set, tried, &|i| {
-            limit == 0 || self.servers[i].in_flight() < limit
-        })
+        let under_limit = |i: usize| limit == 0 || self.servers[i].in_flight() < limit;
+        if panic {
+            self.balancer.pick(&set, tried, &under_limit)
+        } else {
+            self.balancer.pick(&set, tried, &|i| {
+                under_limit(i) && self.servers[i].is_eligible(now)
+            })
+        }
+    }
+
+    /// Seconds a client should wait before trying again when no server is eligible: until
+    /// the first breaker lets a trial through, or one health-check interval.
+    pub fn retry_after_secs(&self, now: Instant) -> u64 {
+        let breaker_wait = self
+            .servers
+            .iter()
+            .filter_map(|s| s.breaker.open_until())
+            .map(|until| until.saturating_duration_since(now))
+            .min();
+        let wait = breaker_wait
+            .or(self.health_interval)
+            .unwrap_or(Duration::from_secs(1));
+        wait.as_secs_f64().ceil().max(1.0) as u64
     }
 }
 

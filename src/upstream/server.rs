@@ -4,10 +4,15 @@
 
 use super::balancer::ServerLoads;
 use super::pool::{Endpoint, Pool};
+use crate::config::{BreakerConfig, HealthConfig};
+use crate::health::ServerHealth;
+use crate::health::circuit::CircuitBreaker;
 use crate::metrics::{Metrics, ServerMetrics};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
+use tokio::task::JoinHandle;
 
 /// EWMA decay: each new sample takes this share (1/8), like TCP's smoothed RTT.
 const EWMA_SHIFT: u32 = 3;
@@ -19,8 +24,20 @@ pub struct ServerState {
     pub addr: Arc<str>,
     pub pool: Pool,
     pub metrics: ServerMetrics,
+    pub health: ServerHealth,
+    pub breaker: CircuitBreaker,
+    /// The active check task and the settings it runs with.
+    checker: Mutex<Option<(HealthConfig, JoinHandle<()>)>>,
     in_flight: AtomicU32,
     latency_ewma_nanos: AtomicU64,
+}
+
+impl Drop for ServerState {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.checker.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
 }
 
 impl ServerState {
@@ -37,9 +54,52 @@ impl ServerState {
             addr: addr.into(),
             pool: Pool::new(endpoint, keepalive, keepalive_timeout),
             metrics: ServerMetrics::new(metrics, upstream, addr),
+            health: ServerHealth::new(metrics, upstream, addr),
+            breaker: CircuitBreaker::new(metrics, upstream, addr),
+            checker: Mutex::new(None),
             in_flight: AtomicU32::new(0),
             latency_ewma_nanos: AtomicU64::new(0),
         }
+    }
+
+    /// Applies an upstream's health-check and breaker settings. Unchanged settings keep their
+    /// state and their running check task; changed ones start afresh.
+    pub fn configure(
+        self: &Arc<Self>,
+        health: Option<&HealthConfig>,
+        breaker: Option<&BreakerConfig>,
+    ) {
+        self.health.configure(health);
+        self.breaker.configure(breaker, Instant::now());
+        let mut checker = self.checker.lock().unwrap_or_else(|p| p.into_inner());
+        let unchanged =
+            matches!((health, checker.as_ref()), (Some(h), Some((current, _))) if current == h);
+        if unchanged {
+            return;
+        }
+        if let Some((_, task)) = checker.take() {
+            task.abort();
+        }
+        if let Some(health) = health {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let task = runtime.spawn(crate::health::check::run(
+                        Arc::downgrade(self),
+                        health.clone(),
+                        self.pool.endpoint().clone(),
+                    ));
+                    *checker = Some((health.clone(), task));
+                }
+                Err(_) => {
+                    tracing::warn!(server = %self.addr, "no runtime: health checks not started")
+                }
+            }
+        }
+    }
+
+    /// Up, and its breaker would admit a request now.
+    pub fn is_eligible(&self, now: Instant) -> bool {
+        self.health.is_up() && self.breaker.would_admit(now)
     }
 
     pub fn in_flight(&self) -> u32 {

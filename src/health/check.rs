@@ -1,0 +1,147 @@
+//! Active health checks: one task per server sends `GET path` on a fresh connection every
+//! `interval` (first after a random part of it, so servers are not probed in lockstep) and
+//! hands each result to the server's `ServerHealth`.
+
+use crate::config::HealthConfig;
+use crate::upstream::ServerState;
+use crate::upstream::pool::Endpoint;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::ops::RangeInclusive;
+use std::sync::Weak;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// The statuses a check accepts, e.g. `"200-399"` or `"200,204,300-308"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusMatcher(Vec<RangeInclusive<u16>>);
+
+impl StatusMatcher {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "invalid status list {text:?}; expected codes and ranges such as \"200-399\" or \"200,204\""
+            )
+        };
+        let mut ranges = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (low, high) = part.split_once('-').unwrap_or((part, part));
+            let low: u16 = low.trim().parse().map_err(|_| bad())?;
+            let high: u16 = high.trim().parse().map_err(|_| bad())?;
+            if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
+                return Err(bad());
+            }
+            ranges.push(low..=high);
+        }
+        Ok(Self(ranges))
+    }
+
+    pub fn accepts(&self, status: StatusCode) -> bool {
+        self.0.iter().any(|range| range.contains(&status.as_u16()))
+    }
+}
+
+/// Probes the server until it is dropped (removed from every snapshot) or the task aborted.
+pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endpoint) {
+    let matcher = match StatusMatcher::parse(config.expect_status.get_ref()) {
+        Ok(matcher) => matcher,
+        Err(e) => {
+            tracing::error!(error = %e, "health checks disabled");
+            return;
+        }
+    };
+    let interval = config.interval.0.max(Duration::from_millis(10));
+    let host = config
+        .host
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", endpoint.host, endpoint.port));
+    let jitter = interval.mul_f64(fastrand::f64());
+    tokio::time::sleep(jitter).await;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let result = probe(
+            &endpoint,
+            &host,
+            config.path.get_ref(),
+            config.timeout.0,
+            &matcher,
+        )
+        .await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        server.health.record_check(result);
+    }
+}
+
+/// One check: `Ok` when it passed, or why it failed.
+pub async fn probe(
+    endpoint: &Endpoint,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+    matcher: &StatusMatcher,
+) -> Result<(), String> {
+    let exchange = async {
+        let stream = match endpoint.socket_addr {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await,
+        }
+        .map_err(|e| format!("connect failed: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake failed: {e}"))?;
+        let connection = tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(header::HOST, host)
+            .header(header::USER_AGENT, "gatehouse-health-check")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("invalid check request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        // Read (and drop) the body so the server sees a complete exchange.
+        let _ = response.into_body().collect().await;
+        connection.abort();
+        if matcher.accepts(status) {
+            Ok(())
+        } else {
+            Err(format!("status {}", status.as_u16()))
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_and_ranges() {
+        let m = StatusMatcher::parse("200-399").unwrap();
+        assert!(m.accepts(StatusCode::OK));
+        assert!(m.accepts(StatusCode::PERMANENT_REDIRECT));
+        assert!(!m.accepts(StatusCode::NOT_FOUND));
+        let m = StatusMatcher::parse("200, 204,300-308").unwrap();
+        assert!(m.accepts(StatusCode::NO_CONTENT));
+        assert!(!m.accepts(StatusCode::CREATED));
+        assert!(StatusMatcher::parse("2xx").is_err());
+        assert!(StatusMatcher::parse("399-200").is_err());
+        assert!(StatusMatcher::parse("99").is_err());
+    }
+}

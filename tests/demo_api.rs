@@ -427,7 +427,7 @@ async fn bad_input_is_refused_with_a_message_naming_the_field() {
         .await;
     assert_eq!(
         client.get("/_demo/faults").await.json(),
-        json!({ "latency": "0s", "error_rate": 0.0 }),
+        json!({ "latency": "0s", "error_rate": 0.0, "healthy": true }),
         "rejected changes leave the knobs alone"
     );
 }
@@ -512,6 +512,35 @@ async fn health_reports_the_backend_name() {
 }
 
 #[tokio::test]
+async fn health_can_be_made_to_fail_and_recover_at_runtime() {
+    let backend = Backend::start().await;
+    let mut client = backend.client().await;
+    let set = client
+        .post("/_demo/faults", &json!({ "healthy": false }))
+        .await;
+    assert_eq!(set.json()["healthy"], false);
+    let health = client.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(health.error().contains("unhealthy"), "{}", health.error());
+    assert_eq!(
+        client.get("/orders").await.status,
+        StatusCode::OK,
+        "orders still served"
+    );
+    client
+        .assert_unprocessable(
+            Method::POST,
+            "/_demo/faults",
+            &[(r#"{"healthy":"no"}"#, "healthy must be true or false")],
+        )
+        .await;
+    client
+        .post("/_demo/faults", &json!({ "healthy": true }))
+        .await;
+    assert_eq!(client.get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn injected_errors_hit_orders_but_never_health() {
     let backend = Backend::start().await;
     let mut client = backend.client().await;
@@ -521,7 +550,10 @@ async fn injected_errors_hit_orders_but_never_health() {
         .post("/_demo/faults", &json!({ "error_rate": 1.0 }))
         .await;
     assert_eq!(set.status, StatusCode::OK);
-    assert_eq!(set.json(), json!({ "latency": "0s", "error_rate": 1.0 }));
+    assert_eq!(
+        set.json(),
+        json!({ "latency": "0s", "error_rate": 1.0, "healthy": true })
+    );
     assert_eq!(backend.demo.faults.error_rate(), 1.0);
 
     for (method, path) in [
@@ -558,7 +590,10 @@ async fn added_latency_delays_orders_only() {
     let set = client
         .post("/_demo/faults", &json!({ "latency": "200ms" }))
         .await;
-    assert_eq!(set.json(), json!({ "latency": "200ms", "error_rate": 0.0 }));
+    assert_eq!(
+        set.json(),
+        json!({ "latency": "200ms", "error_rate": 0.0, "healthy": true })
+    );
     assert_eq!(backend.demo.faults.latency(), latency);
 
     let started = Instant::now();

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Added latency and error rate for one backend. Each knob is read and written on its own;
@@ -13,6 +13,8 @@ pub struct Faults {
     latency_nanos: AtomicU64,
     /// `f64::to_bits` of a rate in `[0, 1]`, because there is no atomic float.
     error_rate_bits: AtomicU64,
+    /// False makes `/healthz` answer 503, to show health checks taking a backend out.
+    healthy: AtomicBool,
 }
 
 /// An error rate outside `[0, 1]` (or NaN).
@@ -40,7 +42,17 @@ impl Faults {
         Arc::new(Self {
             latency_nanos: AtomicU64::new(nanos(latency)),
             error_rate_bits: AtomicU64::new(error_rate.to_bits()),
+            healthy: AtomicBool::new(true),
         })
+    }
+
+    /// Whether `/healthz` reports this backend healthy.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// Latency added before answering each affected request.
@@ -84,6 +96,7 @@ impl Default for Faults {
         Self {
             latency_nanos: AtomicU64::new(0),
             error_rate_bits: AtomicU64::new(0.0_f64.to_bits()),
+            healthy: AtomicBool::new(true),
         }
     }
 }

@@ -232,6 +232,10 @@ impl OrderApi {
         let method = &parts.method;
         match route {
             Route::Health => match *method {
+                Method::GET | Method::HEAD if !self.backend.faults.healthy() => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unhealthy (set by /_demo/faults)",
+                ),
                 Method::GET | Method::HEAD => reply(StatusCode::OK, self.health.clone()),
                 _ => method_not_allowed(parts, ALLOW_READ_ONLY),
             },
@@ -357,6 +361,7 @@ impl OrderApi {
             &FaultsReport {
                 latency: humantime::format_duration(faults.latency()).to_string(),
                 error_rate: faults.error_rate(),
+                healthy: faults.healthy(),
             },
         )
     }
@@ -389,6 +394,9 @@ impl OrderApi {
         }
         if let Some(latency) = latency {
             faults.set_latency(latency);
+        }
+        if let Some(healthy) = change.healthy {
+            faults.set_healthy(healthy);
         }
         info!(backend = %self.backend.name, ?faults, "demo faults changed");
         self.faults_report()
@@ -427,6 +435,7 @@ impl Serialize for Snapshots<'_> {
 struct FaultsReport {
     latency: String,
     error_rate: f64,
+    healthy: bool,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +447,7 @@ struct StatusChange {
 struct FaultsChange {
     latency: Option<String>,
     error_rate: Option<f64>,
+    healthy: Option<bool>,
 }
 
 /// Reads the whole body, refusing with 413 past [`MAX_BODY_BYTES`].
@@ -513,6 +523,12 @@ fn parse_faults_change(body: &[u8]) -> Result<FaultsChange, String> {
                 .is_some_and(|v| !v.is_number() && !v.is_null())
             {
                 return Some("error_rate must be a number between 0 and 1".to_owned());
+            }
+            if object
+                .get("healthy")
+                .is_some_and(|v| !v.is_boolean() && !v.is_null())
+            {
+                return Some("healthy must be true or false".to_owned());
             }
             None
         })

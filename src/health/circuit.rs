@@ -110,9 +110,14 @@ impl CircuitBreaker {
         admission
     }
 
+    /// Whether a breaker is configured (recording outcomes is pointless otherwise).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Records a request's outcome: `None` for success, or what went wrong.
     pub fn record(&self, admission: Admission, failure: Option<&str>, now: Instant) {
-        if !self.enabled.load(Ordering::Relaxed) {
+        if !self.is_enabled() {
             return;
         }
         let mut guard = self.lock();

@@ -394,11 +394,12 @@ async fn forward(
             return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
         };
         let result = send_to_server(server, upstream, req, exchange.start).await;
-        server.breaker.record(
-            admission,
-            failure_reason(&result).as_deref(),
-            Instant::now(),
-        );
+        if server.breaker.is_enabled() {
+            let failure = failure_reason(&result);
+            server
+                .breaker
+                .record(admission, failure.as_deref(), Instant::now());
+        }
         match result {
             Ok((response, pool_return)) => {
                 exchange.in_flight = Some(in_flight);

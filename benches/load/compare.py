@@ -70,8 +70,10 @@ def start_upstreams(workdir: Path):
     return subprocess.Popen(["taskset", "-c", "1", nginx_bin(), "-c", str(conf), "-p", str(workdir)])
 
 
-def start_nginx_proxy(workdir: Path):
-    upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in UPSTREAM_PORTS)
+def start_nginx_proxy(workdir: Path, resilience: bool):
+    # nginx open source has passive checks only: max_fails within fail_timeout.
+    options = " max_fails=3 fail_timeout=10s" if resilience else ""
+    upstream = "\n".join(f"        server 127.0.0.1:{p}{options};" for p in UPSTREAM_PORTS)
     conf = workdir / "proxy.conf"
     conf.write_text(
         write_nginx_conf(
@@ -102,7 +104,18 @@ def start_nginx_proxy(workdir: Path):
     return master
 
 
-def start_gatehouse(workdir: Path, binary: Path):
+RESILIENCE = """
+[upstream.app.health]
+path = "/healthz"
+interval = "2s"
+timeout = "1s"
+[upstream.app.breaker]
+consecutive_failures = 5
+failure_rate = 0.5
+"""
+
+
+def start_gatehouse(workdir: Path, binary: Path, resilience: bool):
     servers = ", ".join(f'"127.0.0.1:{p}"' for p in UPSTREAM_PORTS)
     conf = workdir / "gatehouse.toml"
     conf.write_text(
@@ -124,6 +137,7 @@ upstream = "app"
 servers = [{servers}]
 keepalive = 512
 """
+        + (RESILIENCE if resilience else "")
     )
     return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
 
@@ -209,6 +223,8 @@ def main():
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--binary", default=str(ROOT / "target/release/gatehouse"))
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--resilience", action="store_true",
+                        help="gatehouse with health checks (2s) and breakers on; nginx with max_fails")
     args = parser.parse_args()
 
     ensure_tools()
@@ -222,9 +238,9 @@ def main():
         procs.append(upstreams)
         for p in UPSTREAM_PORTS:
             wait_ready(p)
-        nginx = start_nginx_proxy(workdir)
+        nginx = start_nginx_proxy(workdir, args.resilience)
         procs.append(nginx)
-        gatehouse = start_gatehouse(workdir, binary)
+        gatehouse = start_gatehouse(workdir, binary, args.resilience)
         procs.append(gatehouse)
         wait_ready(NGINX_PORT)
         wait_ready(GATEHOUSE_PORT)
@@ -236,6 +252,8 @@ def main():
         med = {k: [statistics.median(col) for col in zip(*v)] for k, v in results.items()}
         n, g = med["nginx"], med["gatehouse"]
         print()
+        if args.resilience:
+            print("gatehouse: health checks every 2s and breakers on; nginx: max_fails=3 fail_timeout=10s")
         print(f"medians over {args.rounds} rounds, {args.connections} connections, {args.duration}s each, "
               f"one core per proxy ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
         print(f"{'':10s} {'req/s':>10s} {'p99 ms':>8s} {'CPU-s/100k':>11s}")

@@ -393,7 +393,13 @@ async fn forward(
         let Some(req) = request.take() else {
             return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
         };
-        let result = send_to_server(server, upstream, req, exchange.start).await;
+        // Each attempt gets the whole response_timeout; the first starts with the request.
+        let attempt_start = if attempts == 0 {
+            exchange.start
+        } else {
+            Instant::now()
+        };
+        let result = send_to_server(server, upstream, req, attempt_start).await;
         if server.breaker.is_enabled() {
             let failure = failure_reason(&result);
             server

@@ -439,3 +439,152 @@ pub fn metric_sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> O
             if matches { value.parse().ok() } else { None }
         })
 }
+
+/// One request as a `KillableUpstream` received it, with when it arrived.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub at: std::time::Instant,
+    pub path: String,
+    pub user_agent: Option<String>,
+}
+
+/// An upstream that can be killed like a crashed process — listener closed and every open
+/// connection dropped — and restarted on the same address. It answers 200 with its name as
+/// body and in `x-upstream`, and logs every request it receives across restarts.
+pub struct KillableUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    connections: Arc<AtomicUsize>,
+    serving: Option<Serving>,
+}
+
+/// The accept loop and the connection tasks of a running `KillableUpstream`.
+struct Serving {
+    accept: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl KillableUpstream {
+    pub async fn named(name: &str) -> Self {
+        let listener = Self::bind("127.0.0.1:0".parse().unwrap()).expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let mut upstream = Self {
+            addr,
+            name: name.to_owned(),
+            arrivals: Arc::default(),
+            connections: Arc::default(),
+            serving: None,
+        };
+        upstream.serve(listener);
+        upstream
+    }
+
+    /// A listener that can take over an address whose old connections are in TIME_WAIT.
+    fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let tasks = Arc::clone(&connections);
+        let arrivals = Arc::clone(&self.arrivals);
+        let counter = Arc::clone(&self.connections);
+        let name = self.name.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let arrivals = Arc::clone(&arrivals);
+                let name = name.clone();
+                let task = tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let arrivals = Arc::clone(&arrivals);
+                        let name = name.clone();
+                        async move {
+                            arrivals.lock().unwrap().push(Arrival {
+                                at: std::time::Instant::now(),
+                                path: request.uri().path().to_owned(),
+                                user_agent: request
+                                    .headers()
+                                    .get(http::header::USER_AGENT)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned),
+                            });
+                            let _ = request.into_body().collect().await;
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("x-upstream", name.as_str())
+                                    .body(Full::new(Bytes::from(name)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                let mut open = tasks.lock().unwrap();
+                open.retain(|t| !t.is_finished());
+                open.push(task);
+            }
+        });
+        self.serving = Some(Serving {
+            accept,
+            connections,
+        });
+    }
+
+    /// Closes the listener and every open connection, and returns once they are closed.
+    pub async fn kill(&mut self) {
+        let Some(serving) = self.serving.take() else {
+            return;
+        };
+        serving.accept.abort();
+        let _ = tokio::time::timeout(WAIT, serving.accept)
+            .await
+            .expect("the accept loop stops");
+        let open = std::mem::take(&mut *serving.connections.lock().unwrap());
+        for task in &open {
+            task.abort();
+        }
+        for task in open {
+            let _ = tokio::time::timeout(WAIT, task)
+                .await
+                .expect("a connection task stops");
+        }
+    }
+
+    /// Listens again on the same address (after `kill`).
+    pub fn restart(&mut self) {
+        assert!(self.serving.is_none(), "restart of a running upstream");
+        let listener = Self::bind(self.addr).expect("rebind the same address");
+        self.serve(listener);
+    }
+
+    /// Every request received so far, in arrival order, across restarts.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far, across restarts.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for KillableUpstream {
+    fn drop(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.accept.abort();
+            for task in serving.connections.lock().unwrap().iter() {
+                task.abort();
+            }
+        }
+    }
+}

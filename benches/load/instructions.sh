@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind (deterministic, unlike timings on a shared
+# machine): gatehouse and nginx each proxy N requests (h2load, 16 keep-alive connections) to
+# the same nginx upstream, under `valgrind --tool=callgrind`; the program's total instruction
+# count divided by N is printed (startup included, which N = 20000 makes negligible).
+#
+# Usage: benches/load/instructions.sh [N] [gatehouse-binary]
+# Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
+set -euo pipefail
+N=${1:-20000}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BINARY=${2:-$ROOT/target/release/gatehouse}
+for tool in valgrind nginx h2load callgrind_annotate; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install valgrind nginx nghttp2-client" >&2; exit 1; }
+done
+[ -x "$BINARY" ] || (cd "$ROOT" && cargo build --release)
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+BODY=$(printf 'x%.0s' $(seq 199))
+cat > "$WORK/upstream.conf" <<CONF
+daemon off; worker_processes 1; error_log $WORK/upstream-error.log warn; pid $WORK/upstream.pid;
+events { worker_connections 1024; }
+http { access_log off;
+  server { listen 127.0.0.1:18101; keepalive_requests 1000000;
+    location / { default_type text/plain; return 200 '$BODY\n'; } } }
+CONF
+cat > "$WORK/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; error_log $WORK/nginx-error.log warn; pid $WORK/nginx.pid;
+events { worker_connections 1024; }
+http { access_log off;
+  upstream app { server 127.0.0.1:18101; keepalive 512; }
+  server { listen 127.0.0.1:18180; keepalive_requests 1000000;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+CONF
+cat > "$WORK/gatehouse.toml" <<CONF
+[process]
+worker_threads = 1
+[log]
+level = "warn"
+access = "off"
+[admin]
+bind = ""
+[[listener]]
+name = "bench"
+bind = "127.0.0.1:18181"
+[[route]]
+upstream = "app"
+[upstream.app]
+servers = ["127.0.0.1:18101"]
+keepalive = 512
+CONF
+nginx -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)
+
+measure() { # name port command...
+    local name=$1 port=$2; shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out" "$@" 2>"$WORK/$name.valgrind.log" &
+    local pid=$!
+    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
+    h2load --h1 -n "$N" -c 16 -t 1 "http://127.0.0.1:$port/" | grep -E "^requests:" >&2
+    kill -TERM "$pid"; wait "$pid" || true
+    local total
+    total=$(callgrind_annotate "$WORK/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    printf '%-10s %6.1fk instructions per request (%s in total for %s requests)\n' "$name" "$(echo "$total / $N / 1000" | bc -l)" "$total" "$N"
+}
+measure gatehouse 18181 "$BINARY" run --config "$WORK/gatehouse.toml"
+measure nginx 18180 nginx -c "$WORK/nginx.conf" -p "$WORK"

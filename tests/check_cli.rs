@@ -1,57 +1,12 @@
 //! `gatehouse check` and `gatehouse run` on good and bad config files: exit codes, `config ok`,
 //! and every error listed as `file:line:column: key: message`.
 
-use std::io::Read;
+mod common;
+
+use common::process::{Outcome, run_gatehouse as gatehouse};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// What a finished gatehouse process left.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the gatehouse binary with `args`, killing it (by PID) if it is still running after
-/// ten seconds.
-fn gatehouse(args: &[&str]) -> Outcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gatehouse");
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().unwrap()));
-    let stderr = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gatehouse {args:?} did not exit within 10s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Outcome {
-        code: status.code(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
 
 /// A config file under the target's temp dir, removed on drop.
 struct TempConfig {

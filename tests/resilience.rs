@@ -16,10 +16,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::Value;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -941,50 +939,15 @@ open_for = "30s"
     running.shutdown().await;
 }
 
-/// Runs `gatehouse check --config FILE` on `text`; returns (exit code, stdout, stderr).
+/// Runs `gatehouse check --config FILE` on `text`; returns (exit code, stdout, stderr, path).
 fn gatehouse_check(name: &str, text: &str) -> (Option<i32>, String, String, PathBuf) {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("resilience-{name}-{}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gatehouse");
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().unwrap()));
-    let stderr = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gatehouse check did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = (
-        status.code(),
-        stdout.join().unwrap(),
-        stderr.join().unwrap(),
-        path.clone(),
-    );
+    let config = path.to_str().expect("a UTF-8 temp path");
+    let outcome = common::process::run_gatehouse(&["check", "--config", config]);
     let _ = std::fs::remove_file(&path);
-    out
+    (outcome.code, outcome.stdout, outcome.stderr, path)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The real gatehouse binary as a child process, for tests of what only a process shows:
 //! signals, exit codes, and the log lines it writes.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -127,5 +127,51 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+/// What a finished gatehouse process left.
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the gatehouse binary with `args`, killing it (by PID) if it is still running after
+/// ten seconds.
+pub fn run_gatehouse(args: &[&str]) -> Outcome {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse");
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().unwrap()));
+    let stderr = reader(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gatehouse {args:?} did not exit within 10s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Outcome {
+        code: status.code(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }

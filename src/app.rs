@@ -2,6 +2,7 @@
 //! of a config, serves them, and shuts them down gracefully. Used by `main` and by the tests.
 
 use crate::admin::{self, AdminState};
+use crate::cache::CacheRegistry;
 use crate::config::{Config, parse_bind};
 use crate::demo::{self, DemoBackend, Faults, OrderStore};
 use crate::metrics::Metrics;
@@ -41,6 +42,7 @@ pub struct Running {
     pub snapshot: SharedSnapshot,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<ServerRegistry>,
+    pub caches: Arc<CacheRegistry>,
     admin_state: Arc<AdminState>,
     drain: Drain,
     admin_drain: Drain,
@@ -63,6 +65,7 @@ impl Running {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let registry = Arc::new(ServerRegistry::new());
+        let caches = Arc::new(CacheRegistry::new());
 
         // Demo backends first, so the proxy's first requests find them up.
         let demo_drain = Drain::new();
@@ -116,7 +119,7 @@ impl Running {
 
         let shutdown_grace = config.limits.shutdown_grace.0;
         let snapshot =
-            Snapshot::compile(config, &registry, &metrics).map_err(StartError::Config)?;
+            Snapshot::compile(config, &registry, &caches, &metrics).map_err(StartError::Config)?;
         let limits = snapshot.limits;
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
@@ -135,6 +138,7 @@ impl Running {
         let admin_state = Arc::new(AdminState {
             snapshot: Arc::clone(&snapshot),
             metrics: Arc::clone(&metrics),
+            caches: Arc::clone(&caches),
             ready: AtomicBool::new(true),
         });
         if let Some(tcp) = admin_tcp {
@@ -152,6 +156,7 @@ impl Running {
             snapshot,
             metrics,
             registry,
+            caches,
             admin_state,
             drain,
             admin_drain,

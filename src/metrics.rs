@@ -25,6 +25,11 @@ pub struct Metrics {
     pub circuit_breaker_state: IntGaugeVec,
     pub circuit_breaker_transitions: IntCounterVec,
     pub health_checks: IntCounterVec,
+    pub cache_requests: IntCounterVec,
+    pub cache_bytes: IntGaugeVec,
+    pub cache_entries: IntGaugeVec,
+    pub cache_evictions: IntCounterVec,
+    pub cache_coalesced: IntCounterVec,
 }
 
 impl Metrics {
@@ -109,6 +114,43 @@ impl Metrics {
             ),
             &["upstream", "server", "result"],
         )?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_cache_requests_total",
+                "Requests on cached routes, by result (hit, miss, stale, revalidated, bypass).",
+            ),
+            &["cache", "result"],
+        )?;
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_cache_bytes",
+                "Bytes held by each cache (headers and bodies).",
+            ),
+            &["cache"],
+        )?;
+        let cache_entries = IntGaugeVec::new(
+            Opts::new("gatehouse_cache_entries", "URIs held by each cache."),
+            &["cache"],
+        )?;
+        let cache_evictions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_cache_evictions_total",
+                "Entries evicted to keep each cache within max_size.",
+            ),
+            &["cache"],
+        )?;
+        let cache_coalesced = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_cache_coalesced_total",
+                "Requests that waited for another request's upstream fetch instead of making their own.",
+            ),
+            &["cache"],
+        )?;
+        for family in [&cache_requests, &cache_evictions, &cache_coalesced] {
+            registry.register(Box::new(family.clone()))?;
+        }
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(upstream_server_up.clone()))?;
         registry.register(Box::new(circuit_breaker_state.clone()))?;
         registry.register(Box::new(circuit_breaker_transitions.clone()))?;
@@ -137,6 +179,11 @@ impl Metrics {
             circuit_breaker_state,
             circuit_breaker_transitions,
             health_checks,
+            cache_requests,
+            cache_bytes,
+            cache_entries,
+            cache_evictions,
+            cache_coalesced,
         })
     }
 

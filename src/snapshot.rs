@@ -2,6 +2,7 @@
 //! router, upstreams with their balancers, limits, metric handles — and is swapped whole
 //! through an `ArcSwap`, so a request sees exactly one configuration from start to end.
 
+use crate::cache::CacheRegistry;
 use crate::config::{AccessLogFormat, Config};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::headers::HeaderEdits;
@@ -25,6 +26,7 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub metrics: RouteMetrics,
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// Client-side limits, compiled.
@@ -55,6 +57,7 @@ impl Snapshot {
     pub fn compile(
         config: Config,
         registry: &ServerRegistry,
+        caches: &CacheRegistry,
         metrics: &Metrics,
     ) -> Result<Self, String> {
         let mut upstreams = BTreeMap::new();
@@ -99,6 +102,16 @@ impl Snapshot {
                     .and_then(|h| HeaderValue::from_str(h.get_ref()).ok()),
                 request_headers: HeaderEdits::compile(&route.request_headers),
                 response_headers: HeaderEdits::compile(&route.response_headers),
+                cache: match &route.cache {
+                    Some(name) => Some(caches.get_or_create(
+                        name.get_ref(),
+                        config.caches.get(name.get_ref()).ok_or_else(|| {
+                            format!("route names a missing cache {:?}", name.get_ref())
+                        })?,
+                        metrics,
+                    )),
+                    None => None,
+                },
             };
             entries.push(RouteEntry {
                 listener,

@@ -8,6 +8,7 @@ use crate::server::DrainWatch;
 use crate::snapshot::SharedSnapshot;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 pub struct AdminState {
     pub snapshot: SharedSnapshot,
     pub metrics: Arc<Metrics>,
+    pub caches: Arc<crate::cache::CacheRegistry>,
     /// False once shutdown has begun, so that load balancers in front stop sending traffic.
     pub ready: AtomicBool,
 }
@@ -47,7 +49,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut drain: Dra
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, request)) }
+                async move { Ok::<_, Infallible>(handle(&state, request).await) }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
@@ -62,7 +64,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut drain: Dra
     }
 }
 
-fn handle(state: &AdminState, request: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<ResponseBody> {
+    if request.uri().path() == "/cache/purge" {
+        return purge(state, request).await;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             local_response(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints accept GET");
@@ -99,9 +104,111 @@ fn handle(state: &AdminState, request: Request<Incoming>) -> Response<ResponseBo
         }
         _ => local_response(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /healthz /readyz /metrics /status",
+            "admin endpoints: /healthz /readyz /metrics /status, POST /cache/purge",
         ),
     }
+}
+
+/// What `POST /cache/purge` takes: an exact URL or a URL prefix, optionally one cache.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    cache: Option<String>,
+}
+
+const MAX_PURGE_BODY: usize = 64 * 1024;
+
+/// `POST /cache/purge` with `{"url": "http://host/path?q"}` (exact) or
+/// `{"prefix": "http://host/orders"}`, and optionally `"cache": "NAME"`; answers how many
+/// entries went.
+async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<ResponseBody> {
+    if request.method() != Method::POST {
+        let mut response =
+            local_response(StatusCode::METHOD_NOT_ALLOWED, "/cache/purge accepts POST");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let body = match Limited::new(request.into_body(), MAX_PURGE_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return local_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "purge request too large or unreadable",
+            );
+        }
+    };
+    let purge: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(purge) => purge,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": format!("expected {{\"url\": ...}} or {{\"prefix\": ...}}: {e}") }),
+            );
+        }
+    };
+    let (target, exact) = match (&purge.url, &purge.prefix) {
+        (Some(url), None) => (url, true),
+        (None, Some(prefix)) => (prefix, false),
+        _ => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "give exactly one of \"url\" and \"prefix\"" }),
+            );
+        }
+    };
+    let Some(key) = purge_key(target) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": format!("{target:?} is not an absolute http(s) URL") }),
+        );
+    };
+    let caches: Vec<_> = state
+        .caches
+        .all()
+        .into_iter()
+        .filter(|c| purge.cache.as_deref().is_none_or(|name| *c.name == *name))
+        .collect();
+    if caches.is_empty() {
+        return json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such cache" }));
+    }
+    let mut purged = 0;
+    for cache in &caches {
+        purged += if exact {
+            usize::from(cache.store.invalidate(&key))
+        } else {
+            cache.store.purge_prefix(&key)
+        };
+        cache.update_gauges();
+    }
+    tracing::info!(target = %target, exact, purged, "cache purge");
+    json_response(StatusCode::OK, &json!({ "purged": purged }))
+}
+
+/// The cache key of an absolute URL (or of a URL prefix).
+fn purge_key(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let authority = uri.authority()?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return None;
+    }
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    Some(crate::cache::policy::cache_key(authority.as_str(), path))
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = text(status, value.to_string());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
@@ -180,8 +287,26 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let caches: serde_json::Map<String, serde_json::Value> = state
+        .caches
+        .all()
+        .iter()
+        .map(|cache| {
+            (
+                cache.name.to_string(),
+                json!({
+                    "bytes": cache.store.bytes(),
+                    "max_size": cache.store.capacity(),
+                    "entries": cache.store.entries(),
+                    "max_object_size": cache.max_object_size,
+                    "fetches_in_flight": cache.coalescer.flights(),
+                }),
+            )
+        })
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "caches": caches,
         "ready": state.ready.load(Ordering::Relaxed),
         "config_loaded_at": loaded_at,
         "listeners": listeners,

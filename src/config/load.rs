@@ -252,10 +252,24 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                     "expected tables [upstream.NAME]",
                 )),
             },
+            "cache" => match value.get_ref() {
+                DeValue::Table(caches) => {
+                    for (name, cache) in caches.iter() {
+                        let before = errors.len();
+                        section(&locator, cache, &mut errors, |v| {
+                            config.caches.insert(name.get_ref().to_string(), v);
+                        });
+                        if errors.len() > before {
+                            broken.caches.insert(name.get_ref().to_string());
+                        }
+                    }
+                }
+                _ => errors.push(locator.error(value.span(), "cache", "expected tables [cache.NAME]")),
+            },
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, limits, demo",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limits, demo",
             )),
         }
     }

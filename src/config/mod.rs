@@ -26,6 +26,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub caches: BTreeMap<String, CacheConfig>,
     pub limits: LimitsConfig,
     pub demo: DemoConfig,
 }
@@ -117,6 +118,9 @@ pub struct RouteConfig {
     /// The Host header sent upstream; by default the client's Host is kept.
     #[serde(default)]
     pub set_host: Option<Spanned<String>>,
+    /// A `[cache.NAME]` for this route's responses; by default nothing is cached.
+    #[serde(default)]
+    pub cache: Option<Spanned<String>>,
     #[serde(default)]
     pub request_headers: HeaderRules,
     #[serde(default)]
@@ -194,6 +198,37 @@ pub struct UpstreamConfig {
     /// A circuit breaker per server; without this section it never opens.
     #[serde(default)]
     pub breaker: Option<BreakerConfig>,
+}
+
+/// `[cache.NAME]`: an RFC 9111 shared cache in memory, used by the routes that name it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Total bytes held (headers and bodies); the least valuable entries are evicted first.
+    pub max_size: ByteSize,
+    /// Larger responses pass through uncached.
+    pub max_object_size: ByteSize,
+    /// Freshness when the origin gives none; 0 = such responses are not stored.
+    pub default_ttl: ConfigDuration,
+    /// Defaults for responses that do not say; the origin's own directives win.
+    pub stale_while_revalidate: ConfigDuration,
+    pub stale_if_error: ConfigDuration,
+    /// A targeted cache-control field (RFC 9213) for gatehouse, obeyed before
+    /// CDN-Cache-Control and Cache-Control; "" for none.
+    pub cache_control_field: Spanned<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_size: ByteSize::mib(256),
+            max_object_size: ByteSize::mib(8),
+            default_ttl: ConfigDuration::from_secs(0),
+            stale_while_revalidate: ConfigDuration::from_secs(0),
+            stale_if_error: ConfigDuration::from_secs(0),
+            cache_control_field: Spanned::new(0..0, "Gatehouse-Cache-Control".into()),
+        }
+    }
 }
 
 /// `[upstream.NAME.health]`: active HTTP checks of each server.

@@ -14,6 +14,7 @@ const MAX_WEIGHT: u32 = 10_000;
 pub(super) struct Broken {
     pub listeners: bool,
     pub upstreams: BTreeSet<String>,
+    pub caches: BTreeSet<String>,
 }
 
 pub(super) fn validate(
@@ -132,6 +133,21 @@ pub(super) fn validate(
                 route.path_prefix.span(),
                 key("path_prefix"),
                 "must start with '/'",
+            ));
+        }
+        if let Some(cache) = &route.cache
+            && !config.caches.contains_key(cache.get_ref())
+            && !broken.caches.contains(cache.get_ref())
+        {
+            let known: Vec<&str> = config.caches.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                cache.span(),
+                key("cache"),
+                format!(
+                    "no cache named {:?} (configured: {})",
+                    cache.get_ref(),
+                    list_or_none(&known)
+                ),
             ));
         }
         if let Some(host) = &route.set_host
@@ -266,6 +282,32 @@ pub(super) fn validate(
                 at.span_of(&["upstream", name, "response_timeout"]),
                 key("response_timeout"),
                 "must be greater than zero",
+            ));
+        }
+    }
+
+    for (name, cache) in &config.caches {
+        let ckey = |k: &str| format!("cache.{name}.{k}");
+        if cache.max_size.0 == 0 {
+            errors.push(at.error(
+                at.span_of(&["cache", name, "max_size"]),
+                ckey("max_size"),
+                "must be greater than zero",
+            ));
+        }
+        if cache.max_object_size > cache.max_size {
+            errors.push(at.error(
+                at.span_of(&["cache", name, "max_object_size"]),
+                ckey("max_object_size"),
+                format!("must not exceed max_size ({})", cache.max_size),
+            ));
+        }
+        let field = cache.cache_control_field.get_ref();
+        if !field.is_empty() && http::HeaderName::from_bytes(field.as_bytes()).is_err() {
+            errors.push(at.error(
+                cache.cache_control_field.span(),
+                ckey("cache_control_field"),
+                format!("{field:?} is not a valid header name"),
             ));
         }
     }

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use super::exchange::Exchange;
+use crate::cache::fill::Fill;
 use crate::upstream::pool::PoolReturn;
 
 /// The client's body went past `limits.max_body_bytes`.
@@ -120,6 +121,8 @@ pub struct ResponseBody {
     kind: ResponseKind,
     bytes_sent: u64,
     completion: Option<Exchange>,
+    /// Set when the response is also being stored in a cache.
+    fill: Option<Box<Fill>>,
 }
 
 enum ResponseKind {
@@ -137,6 +140,7 @@ impl ResponseBody {
             kind: ResponseKind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
             bytes_sent: 0,
             completion: None,
+            fill: None,
         }
     }
 
@@ -149,9 +153,19 @@ impl ResponseBody {
             kind: ResponseKind::Upstream { body, pool_return },
             bytes_sent: 0,
             completion: None,
+            fill: None,
         };
         response.release_if_done(&mut None);
         response
+    }
+
+    /// Stores the body in a cache as it streams.
+    pub fn set_fill(&mut self, fill: Fill) {
+        if self.is_end_stream() {
+            fill.finish();
+        } else {
+            self.fill = Some(Box::new(fill));
+        }
     }
 
     pub(crate) fn set_completion(&mut self, completion: Exchange) {
@@ -211,14 +225,25 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes_sent += data.len() as u64;
+                    if let Some(fill) = &mut this.fill
+                        && !fill.push(data)
+                    {
+                        this.fill = None;
+                    }
                 }
                 this.release_if_done(&mut now);
                 if this.is_end_stream() {
+                    if let Some(fill) = this.fill.take() {
+                        fill.finish();
+                    }
                     this.finish(true, &mut now);
                 }
             }
             Poll::Ready(None) => {
                 this.release_if_done(&mut now);
+                if let Some(fill) = this.fill.take() {
+                    fill.finish();
+                }
                 this.finish(true, &mut now);
             }
             Poll::Ready(Some(Err(_))) => {
@@ -226,6 +251,7 @@ impl Body for ResponseBody {
                 if let ResponseKind::Upstream { pool_return, .. } = &mut this.kind {
                     pool_return.take();
                 }
+                this.fill = None;
                 this.finish(false, &mut now);
             }
             Poll::Pending => {}

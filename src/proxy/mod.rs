@@ -2,6 +2,7 @@
 //! stream the response back, and answer failures with a fast, clear 4xx/5xx.
 
 pub mod body;
+mod cached;
 mod exchange;
 pub mod headers;
 mod local;
@@ -55,7 +56,7 @@ pub struct Proxy {
 }
 
 /// Why forwarding failed, mapped to the status the client gets.
-enum ForwardError {
+pub(crate) enum ForwardError {
     /// No eligible server; the seconds for Retry-After.
     NoServer(u64),
     Connect(ConnectError),
@@ -179,6 +180,8 @@ impl Proxy {
         if !route.request_headers.is_empty() {
             route.request_headers.apply(&mut parts.headers);
         }
+        // The cache keys requests by what the client asked for, before any rewriting.
+        let original_target = route.cache.as_ref().map(|_| parts.uri.clone());
         if let Some(uri) = upstream_uri(&parts.uri, &route) {
             parts.uri = uri;
         }
@@ -186,53 +189,135 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let body = RequestBody::client(body, snapshot.limits.max_body_bytes);
 
-        let upstream = &route.upstream;
-        match forward(upstream, &mut exchange, parts, body).await {
-            Ok((mut response, pool_return)) => {
-                let upgrade_upstream = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    Some(hyper::upgrade::on(&mut response))
-                } else {
-                    None
-                };
-                let (mut parts, upstream_body) = response.into_parts();
-                let keep_upgrade = upgrade_upstream.is_some() && client_upgrade.is_some();
-                let scan = HeaderScan::of(&parts.headers);
-                headers::remove_hop_by_hop(&mut parts.headers, &scan, keep_upgrade);
-                headers::add_via(&mut parts.headers, Version::HTTP_11);
-                parts.headers.insert(&X_REQUEST_ID, request_id);
-                if !route.response_headers.is_empty() {
-                    route.response_headers.apply(&mut parts.headers);
-                }
-                parts.version = client_version;
-                if let (Some(upstream_side), Some(client_side)) = (upgrade_upstream, client_upgrade)
-                {
-                    tokio::spawn(bridge_upgrade(client_side, upstream_side));
-                }
-                exchange.status = parts.status;
-                let mut body = ResponseBody::upstream(upstream_body, pool_return);
-                body.set_completion(exchange);
-                Response::from_parts(parts, body)
+        let reply = Reply {
+            route,
+            exchange,
+            request_id,
+            client_version,
+            client_upgrade,
+        };
+        match &reply.route.cache {
+            Some(cache) => {
+                let cache = Arc::clone(cache);
+                cached::serve(reply, cache, parts, body, &host_value, original_target).await
             }
-            Err(error) => {
-                let (status, message) = error.answer();
-                match &error {
-                    ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
-                    ForwardError::NoServer(_) => {
-                        tracing::warn!(upstream = %upstream.name, "no eligible upstream server")
-                    }
-                    _ => {
-                        tracing::warn!(upstream = %upstream.name, server = exchange.server_name(), error = %error, "upstream request failed")
-                    }
-                }
-                let mut response = exchange.local(status, message);
-                if let ForwardError::NoServer(seconds) = error {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-                }
-                response
+            None => reply.forward(parts, body).await,
+        }
+    }
+}
+
+/// What a request needs once it has been routed and rewritten, to turn what comes back (an
+/// upstream response, a failure, a stored response) into the client's response.
+pub(crate) struct Reply {
+    route: Arc<Route>,
+    exchange: Exchange,
+    request_id: HeaderValue,
+    client_version: Version,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Reply {
+    /// Forwards the request and answers with what the upstream says (or the failure).
+    async fn forward(
+        mut self,
+        parts: http::request::Parts,
+        body: RequestBody,
+    ) -> Response<ResponseBody> {
+        let route = Arc::clone(&self.route);
+        let result = forward(
+            &route.upstream,
+            &mut self.exchange.server,
+            parts,
+            body,
+            self.exchange.start,
+        )
+        .await;
+        match result {
+            Ok(forwarded) => self.answer_upstream(forwarded, None),
+            Err(error) => self.failure(error),
+        }
+    }
+
+    /// The client's response from an upstream response, optionally stored as it streams.
+    fn answer_upstream(
+        mut self,
+        forwarded: Forwarded,
+        fill: Option<crate::cache::fill::Fill>,
+    ) -> Response<ResponseBody> {
+        let Forwarded {
+            mut response,
+            pool_return,
+            in_flight,
+        } = forwarded;
+        self.exchange.in_flight = Some(in_flight);
+        let upgrade_upstream = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            Some(hyper::upgrade::on(&mut response))
+        } else {
+            None
+        };
+        let (mut parts, upstream_body) = response.into_parts();
+        let keep_upgrade = upgrade_upstream.is_some() && self.client_upgrade.is_some();
+        let scan = HeaderScan::of(&parts.headers);
+        headers::remove_hop_by_hop(&mut parts.headers, &scan, keep_upgrade);
+        headers::add_via(&mut parts.headers, Version::HTTP_11);
+        parts.headers.insert(&X_REQUEST_ID, self.request_id);
+        if !self.route.response_headers.is_empty() {
+            self.route.response_headers.apply(&mut parts.headers);
+        }
+        parts.version = self.client_version;
+        if let (Some(upstream_side), Some(client_side)) =
+            (upgrade_upstream, self.client_upgrade.take())
+        {
+            tokio::spawn(bridge_upgrade(client_side, upstream_side));
+        }
+        self.exchange.status = parts.status;
+        let mut body = ResponseBody::upstream(upstream_body, pool_return);
+        if let Some(fill) = fill {
+            body.set_fill(fill);
+        }
+        body.set_completion(self.exchange);
+        Response::from_parts(parts, body)
+    }
+
+    /// The client's response from a stored one (built by `cache::respond`).
+    fn answer_from_cache(mut self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+        let headers = response.headers_mut();
+        headers.insert(&X_REQUEST_ID, self.request_id);
+        if !self.route.response_headers.is_empty() {
+            self.route.response_headers.apply(headers);
+        }
+        *response.version_mut() = self.client_version;
+        self.exchange.status = response.status();
+        self.exchange.server = None;
+        response.body_mut().set_completion(self.exchange);
+        response
+    }
+
+    /// A response gatehouse makes itself.
+    fn exchange_local(self, status: StatusCode, message: &'static str) -> Response<ResponseBody> {
+        self.exchange.local(status, message)
+    }
+
+    /// The client's response when forwarding failed.
+    fn failure(self, error: ForwardError) -> Response<ResponseBody> {
+        let upstream = &self.route.upstream;
+        let (status, message) = error.answer();
+        match &error {
+            ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
+            ForwardError::NoServer(_) => {
+                tracing::warn!(upstream = %upstream.name, "no eligible upstream server")
+            }
+            _ => {
+                tracing::warn!(upstream = %upstream.name, server = self.exchange.server_name(), error = %error, "upstream request failed")
             }
         }
+        let mut response = self.exchange.local(status, message);
+        if let ForwardError::NoServer(seconds) = error {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -320,6 +405,13 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// An upstream's response head, with what keeps its connection and in-flight count.
+pub(crate) struct Forwarded {
+    response: Response<Incoming>,
+    pool_return: Option<PoolReturn>,
+    in_flight: crate::upstream::InFlight,
+}
+
 /// The head of a request kept to send it again on another server after the first attempt
 /// failed in flight: only for idempotent requests without a body, and only where a retry is
 /// possible at all (a cloned header map costs a few hundred instructions).
@@ -345,11 +437,12 @@ impl ReplayableHead {
 /// after a broken connection or a response timeout too.
 async fn forward(
     upstream: &Upstream,
-    exchange: &mut Exchange,
+    chosen: &mut Option<Arc<str>>,
     parts: http::request::Parts,
     body: RequestBody,
-) -> Result<(Response<Incoming>, Option<PoolReturn>), ForwardError> {
-    let now = exchange.start;
+    started: Instant,
+) -> Result<Forwarded, ForwardError> {
+    let now = started;
     let retryable = is_idempotent(&parts.method);
     let replay = (retryable
         && matches!(body, RequestBody::Empty)
@@ -389,13 +482,13 @@ async fn forward(
             next = upstream.pick(tried, now, panic);
             continue;
         };
-        exchange.server = Some(Arc::clone(&server.addr));
+        *chosen = Some(Arc::clone(&server.addr));
         let Some(req) = request.take() else {
             return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
         };
         // Each attempt gets the whole response_timeout; the first starts with the request.
         let attempt_start = if attempts == 0 {
-            exchange.start
+            started
         } else {
             Instant::now()
         };
@@ -408,8 +501,11 @@ async fn forward(
         }
         match result {
             Ok((response, pool_return)) => {
-                exchange.in_flight = Some(in_flight);
-                return Ok((response, pool_return));
+                return Ok(Forwarded {
+                    response,
+                    pool_return,
+                    in_flight,
+                });
             }
             Err((error, returned)) => {
                 let again = returned.or_else(|| match error {

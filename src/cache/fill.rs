@@ -1,0 +1,87 @@
+//! Filling the cache from a response that is streaming to the client: each chunk goes on to
+//! the client at once and is also kept; when the body ends the response is stored and any
+//! coalesced waiters are served from it. A body that grows past `max_object_size` is simply
+//! not stored (its waiters go upstream themselves).
+
+use super::Cache;
+use super::coalesce::{Landing, Leader};
+use super::policy::{Freshness, Vary};
+use super::store::CachedResponse;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use std::sync::Arc;
+
+/// What is known of a storable response before its body.
+pub struct FillHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub freshness: Freshness,
+    pub vary: Vary,
+    pub vary_values: Option<Vec<Option<HeaderValue>>>,
+}
+
+pub struct Fill {
+    cache: Arc<Cache>,
+    key: String,
+    leader: Option<Leader>,
+    head: FillHead,
+    body: BytesMut,
+}
+
+impl Fill {
+    /// A fill for a response of `expected_len` bytes (if known); `None` when it is known to be
+    /// too large to store.
+    pub fn start(
+        cache: Arc<Cache>,
+        key: String,
+        leader: Option<Leader>,
+        head: FillHead,
+        expected_len: Option<u64>,
+    ) -> Option<Self> {
+        if expected_len.is_some_and(|len| len > cache.max_object_size) {
+            return None;
+        }
+        let capacity = expected_len.unwrap_or(8 * 1024).min(cache.max_object_size) as usize;
+        Some(Self {
+            cache,
+            key,
+            leader,
+            head,
+            body: BytesMut::with_capacity(capacity),
+        })
+    }
+
+    /// Keeps a chunk; false when the body has grown too large to store (the fill is over).
+    pub fn push(&mut self, chunk: &Bytes) -> bool {
+        if (self.body.len() + chunk.len()) as u64 > self.cache.max_object_size {
+            return false;
+        }
+        self.body.extend_from_slice(chunk);
+        true
+    }
+
+    /// The body is complete: store the response and release the waiters with it.
+    pub fn finish(self) -> Arc<CachedResponse> {
+        let Fill {
+            cache,
+            key,
+            leader,
+            head,
+            body,
+        } = self;
+        let stored = Arc::new(CachedResponse {
+            status: head.status,
+            headers: head.headers,
+            body: body.freeze(),
+            freshness: head.freshness,
+            vary: head.vary,
+            vary_values: head.vary_values,
+        });
+        cache.store.insert(key, Arc::clone(&stored));
+        cache.update_gauges();
+        if let Some(leader) = leader {
+            leader.land(Landing::Stored(Arc::clone(&stored)));
+        }
+        stored
+    }
+}

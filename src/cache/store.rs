@@ -1,0 +1,152 @@
+//! Bounded in-memory storage of cached responses: a concurrent, size-aware cache (quick_cache,
+//! S3-FIFO eviction) from primary key to the stored variants of that URI. Headers and bodies
+//! are shared `Bytes`, so serving a hit copies nothing.
+
+use super::policy::{self, Freshness, Vary};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use prometheus::IntCounter;
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use std::sync::Arc;
+
+/// Stored variants of one URI beyond this many replace the oldest.
+const MAX_VARIANTS: usize = 8;
+/// Rough bookkeeping cost of an entry besides its headers and body.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// One stored response (one variant of a URI).
+#[derive(Debug)]
+pub struct CachedResponse {
+    pub status: StatusCode,
+    /// The origin's headers, hop-by-hop fields removed.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub freshness: Freshness,
+    pub vary: Vary,
+    /// The request's values of the Vary fields when this variant was stored.
+    pub vary_values: Option<Vec<Option<HeaderValue>>>,
+}
+
+impl CachedResponse {
+    fn weight(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        ENTRY_OVERHEAD + headers as u64 + self.body.len() as u64
+    }
+
+    /// Whether this variant was stored for a request like `request_headers` (RFC 9111 §4.1).
+    pub fn matches(&self, request_headers: &HeaderMap) -> bool {
+        match &self.vary {
+            Vary::None => true,
+            Vary::Any => false,
+            vary => {
+                policy::vary_values(vary, request_headers).as_ref() == self.vary_values.as_ref()
+            }
+        }
+    }
+}
+
+/// The stored variants of one primary key, with their total weight computed once.
+#[derive(Debug)]
+pub struct Variants {
+    pub list: Vec<Arc<CachedResponse>>,
+    weight: u64,
+}
+
+#[derive(Clone)]
+struct ByWeight;
+
+impl Weighter<String, Arc<Variants>> for ByWeight {
+    fn weight(&self, key: &String, value: &Arc<Variants>) -> u64 {
+        key.len() as u64 + value.weight
+    }
+}
+
+#[derive(Clone)]
+struct CountEvictions(IntCounter);
+
+impl Lifecycle<String, Arc<Variants>> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: String, _value: Arc<Variants>) {
+        self.0.inc();
+    }
+}
+
+pub struct Store {
+    entries: Cache<String, Arc<Variants>, ByWeight, DefaultHashBuilder, CountEvictions>,
+}
+
+impl Store {
+    pub fn new(max_bytes: u64, evictions: IntCounter) -> Self {
+        let estimated_items = (max_bytes / 4096).clamp(64, 1 << 20) as usize;
+        Self {
+            entries: Cache::with(
+                estimated_items,
+                max_bytes,
+                ByWeight,
+                DefaultHashBuilder::default(),
+                CountEvictions(evictions),
+            ),
+        }
+    }
+
+    /// The stored variant for this request, if any.
+    pub fn lookup(&self, key: &str, request_headers: &HeaderMap) -> Option<Arc<CachedResponse>> {
+        let variants = self.entries.get(key)?;
+        variants
+            .list
+            .iter()
+            .find(|v| v.matches(request_headers))
+            .cloned()
+    }
+
+    /// Stores a response, replacing the variant it matches (same Vary values).
+    pub fn insert(&self, key: String, response: Arc<CachedResponse>) {
+        let mut list: Vec<Arc<CachedResponse>> = match self.entries.get(key.as_str()) {
+            // A new Vary list makes the old variants unreachable; drop them.
+            Some(existing) => existing
+                .list
+                .iter()
+                .filter(|v| v.vary == response.vary && v.vary_values != response.vary_values)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        if list.len() >= MAX_VARIANTS {
+            list.remove(0);
+        }
+        list.push(response);
+        let weight = list.iter().map(|v| v.weight()).sum();
+        self.entries
+            .insert(key, Arc::new(Variants { list, weight }));
+    }
+
+    /// Drops every variant stored under `key`; true if there were any.
+    pub fn invalidate(&self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Drops every entry whose key starts with `prefix`; returns how many.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|key, _| !key.starts_with(prefix));
+        before.saturating_sub(self.entries.len())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.entries.weight()
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.entries.capacity()
+    }
+}

@@ -1,0 +1,490 @@
+//! The request path of a route with a cache (RFC 9111): answer from the store when a stored
+//! response may be used, revalidate it when it may not, coalesce concurrent misses, store
+//! what may be stored while it streams to the client, serve stale on errors and refresh in the
+//! background where the origin allows it, and invalidate after unsafe requests.
+
+use super::body::{RequestBody, ResponseBody};
+use super::headers::{self, HeaderScan};
+use super::{Forwarded, Reply, forward};
+use crate::cache::coalesce::{self, Joined, Landing, Leader};
+use crate::cache::fill::{Fill, FillHead};
+use crate::cache::policy::{self, Received, Usability};
+use crate::cache::respond::{cache_status, cache_status_name, respond};
+use crate::cache::store::CachedResponse;
+use crate::cache::{Cache, CacheResult};
+use crate::snapshot::Route;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode, Uri};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Conditional and range fields of the client's own, replaced by the cache's when it
+/// revalidates (the client's validators are for the client's cache, not ours).
+const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+pub(super) async fn serve(
+    reply: Reply,
+    cache: Arc<Cache>,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    host: &HeaderValue,
+    original_target: Option<Uri>,
+) -> Response {
+    let host = host.to_str().unwrap_or("");
+    let target = original_target.unwrap_or_else(|| parts.uri.clone());
+    let key = policy::cache_key(host, target.path_and_query().map_or("/", |pq| pq.as_str()));
+    let method = parts.method.clone();
+    if method != Method::GET && method != Method::HEAD {
+        return bypass(reply, cache, parts, body, host, &target, &key).await;
+    }
+
+    let now = SystemTime::now();
+    let stored = cache.store.lookup(&key, &parts.headers);
+    if let Some(entry) = &stored {
+        match policy::usability(&entry.freshness, &parts.headers, now) {
+            Usability::Fresh => {
+                cache.metrics.count(CacheResult::Hit);
+                let ttl = entry.freshness.ttl(now).as_secs();
+                let status = cache_status(&format!("hit; ttl={ttl}"));
+                return reply.answer_from_cache(respond(entry, &method, &parts.headers, now, status));
+            }
+            Usability::StaleWhileRevalidate => {
+                cache.metrics.count(CacheResult::Stale);
+                refresh_in_background(&cache, &reply.route, &key, entry, &parts);
+                let status = cache_status("hit; detail=stale-while-revalidate");
+                return reply.answer_from_cache(respond(entry, &method, &parts.headers, now, status));
+            }
+            Usability::Revalidate => {}
+        }
+    } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
+    {
+        // RFC 9111 §5.2.1.7.
+        cache.metrics.count(CacheResult::Miss);
+        let mut response = reply.exchange_local(
+            StatusCode::GATEWAY_TIMEOUT,
+            "not in the cache (only-if-cached)",
+        );
+        response.headers_mut().insert(
+            cache_status_name(),
+            cache_status("fwd=miss; detail=only-if-cached"),
+        );
+        return response;
+    }
+
+    // A miss, or a stored response that must be revalidated: one upstream request per key.
+    let leader = if method == Method::GET {
+        match cache.coalescer.join(&key) {
+            Joined::Leader(leader) => Some(leader),
+            Joined::Follower(arrivals) => {
+                cache.metrics.coalesced.inc();
+                let patience =
+                    reply.route.upstream.connect_timeout + reply.route.upstream.response_timeout;
+                if let Ok(Landing::Stored(entry)) =
+                    tokio::time::timeout(patience, coalesce::wait(arrivals)).await
+                    && entry.matches(&parts.headers)
+                {
+                    cache.metrics.count(CacheResult::Hit);
+                    let now = SystemTime::now();
+                    let ttl = entry.freshness.ttl(now).as_secs();
+                    let status = cache_status(&format!("hit; ttl={ttl}; collapsed"));
+                    return reply.answer_from_cache(respond(&entry, &method, &parts.headers, now, status));
+                }
+                // Not storable after all (or it took too long): go upstream ourselves.
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let revalidating = stored
+        .as_ref()
+        .filter(|entry| !policy::validators(&entry.headers).is_empty());
+    if let Some(entry) = revalidating {
+        for name in &CLIENT_CONDITIONALS {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove(header::RANGE);
+        for (name, value) in policy::validators(&entry.headers) {
+            parts.headers.insert(name, value);
+        }
+    }
+    let request_headers = parts.headers.clone();
+    let request_time = SystemTime::now();
+    let mut reply = reply;
+    let started = reply.exchange.start;
+    let result = forward(
+        &reply.route.upstream,
+        &mut reply.exchange.server,
+        parts,
+        body,
+        started,
+    )
+    .await;
+    let forwarded = match result {
+        Ok(forwarded) => forwarded,
+        Err(error) => {
+            if let Some(entry) = stored
+                .as_ref()
+                .filter(|e| policy::usable_on_error(&e.freshness, SystemTime::now()))
+            {
+                return serve_stale_on_error(reply, &cache, entry, &method, &request_headers, None);
+            }
+            let mut response = reply.failure(error);
+            response.headers_mut().insert(
+                cache_status_name(),
+                cache_status("fwd=miss; detail=upstream-error"),
+            );
+            cache.metrics.count(CacheResult::Miss);
+            return response;
+        }
+    };
+    let status = forwarded.response.status();
+    let response_time = SystemTime::now();
+    let received = Received {
+        request_time,
+        response_time,
+    };
+
+    if let Some(entry) = revalidating
+        && status == StatusCode::NOT_MODIFIED
+    {
+        cache.metrics.count(CacheResult::Revalidated);
+        let refreshed = refresh(&cache, entry, forwarded.response.headers(), received);
+        cache.store.insert(key, Arc::clone(&refreshed));
+        cache.update_gauges();
+        if let Some(leader) = leader {
+            leader.land(Landing::Stored(Arc::clone(&refreshed)));
+        }
+        release(forwarded);
+        let ttl = refreshed.freshness.ttl(response_time).as_secs();
+        let status = cache_status(&format!("fwd=stale; fwd-status=304; ttl={ttl}"));
+        return reply.answer_from_cache(respond(
+            &refreshed,
+            &method,
+            &request_headers,
+            response_time,
+            status,
+        ));
+    }
+    if status.is_server_error()
+        && let Some(entry) = stored
+            .as_ref()
+            .filter(|e| policy::usable_on_error(&e.freshness, response_time))
+    {
+        release(forwarded);
+        return serve_stale_on_error(
+            reply,
+            &cache,
+            entry,
+            &method,
+            &request_headers,
+            Some(status),
+        );
+    }
+
+    let fwd = if stored.is_some() { "stale" } else { "miss" };
+    cache.metrics.count(CacheResult::Miss);
+    let storable = if method == Method::GET {
+        policy::storability(
+            &method,
+            &request_headers,
+            status,
+            forwarded.response.headers(),
+            &cache.policy,
+        )
+    } else {
+        Err(policy::NotStored::Method)
+    };
+    match storable {
+        Ok(()) => {
+            let fill = start_fill(&cache, key, leader, &forwarded, &request_headers, received);
+            let stored_note = if fill.is_some() {
+                "stored"
+            } else {
+                "detail=too-large"
+            };
+            let mut response = reply.answer_upstream(forwarded, fill);
+            response.headers_mut().insert(
+                cache_status_name(),
+                cache_status(&format!(
+                    "fwd={fwd}; fwd-status={}; {stored_note}",
+                    status.as_u16()
+                )),
+            );
+            response
+        }
+        Err(reason) => {
+            drop(leader);
+            let mut response = reply.answer_upstream(forwarded, None);
+            response.headers_mut().insert(
+                cache_status_name(),
+                cache_status(&format!(
+                    "fwd={fwd}; fwd-status={}; detail={}",
+                    status.as_u16(),
+                    not_stored_detail(reason)
+                )),
+            );
+            response
+        }
+    }
+}
+
+type Response = http::Response<ResponseBody>;
+
+/// Unsafe (and other uncacheable) methods go straight through; a successful unsafe request
+/// invalidates what it may have changed (RFC 9111 §4.4).
+async fn bypass(
+    mut reply: Reply,
+    cache: Arc<Cache>,
+    parts: http::request::Parts,
+    body: RequestBody,
+    host: &str,
+    target: &Uri,
+    key: &str,
+) -> Response {
+    cache.metrics.count(CacheResult::Bypass);
+    let method = parts.method.clone();
+    let started = reply.exchange.start;
+    let result = forward(
+        &reply.route.upstream,
+        &mut reply.exchange.server,
+        parts,
+        body,
+        started,
+    )
+    .await;
+    match result {
+        Ok(forwarded) => {
+            let status = forwarded.response.status();
+            let targets = policy::invalidation_targets(
+                &method,
+                status,
+                host,
+                target,
+                forwarded.response.headers(),
+            );
+            if !targets.is_empty() {
+                for target_key in &targets {
+                    cache.store.invalidate(target_key);
+                }
+                cache.update_gauges();
+                tracing::debug!(cache = %cache.name, key, invalidated = ?targets, "invalidated after an unsafe request");
+            }
+            let mut response = reply.answer_upstream(forwarded, None);
+            response
+                .headers_mut()
+                .insert(cache_status_name(), cache_status("fwd=method"));
+            response
+        }
+        Err(error) => reply.failure(error),
+    }
+}
+
+/// A stored response refreshed by a 304 (RFC 9111 §4.3.4): its headers updated, its
+/// freshness computed anew.
+fn refresh(
+    cache: &Cache,
+    entry: &CachedResponse,
+    not_modified: &HeaderMap,
+    received: Received,
+) -> Arc<CachedResponse> {
+    let headers = policy::refresh_headers(&entry.headers, not_modified);
+    Arc::new(CachedResponse {
+        status: entry.status,
+        freshness: policy::freshness(&headers, received, &cache.policy),
+        headers,
+        body: entry.body.clone(),
+        vary: entry.vary.clone(),
+        vary_values: entry.vary_values.clone(),
+    })
+}
+
+fn start_fill(
+    cache: &Arc<Cache>,
+    key: String,
+    leader: Option<Leader>,
+    forwarded: &Forwarded,
+    request_headers: &HeaderMap,
+    received: Received,
+) -> Option<Fill> {
+    let response_headers = forwarded.response.headers();
+    let mut stored_headers = response_headers.clone();
+    let scan = HeaderScan::of(&stored_headers);
+    headers::remove_hop_by_hop(&mut stored_headers, &scan, false);
+    let vary = policy::vary(response_headers);
+    let vary_values = policy::vary_values(&vary, request_headers);
+    let expected_len = response_headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let head = FillHead {
+        status: forwarded.response.status(),
+        freshness: policy::freshness(response_headers, received, &cache.policy),
+        headers: stored_headers,
+        vary,
+        vary_values,
+    };
+    Fill::start(Arc::clone(cache), key, leader, head, expected_len)
+}
+
+/// Gives a bodiless upstream response's connection back (a 304 or an error page we drop).
+fn release(forwarded: Forwarded) {
+    let Forwarded {
+        response,
+        pool_return,
+        in_flight,
+    } = forwarded;
+    // An ended body returns its connection on construction; otherwise it is closed.
+    drop(ResponseBody::upstream(response.into_body(), pool_return));
+    drop(in_flight);
+}
+
+/// Serves a stale stored response because the origin failed (RFC 5861 stale-if-error);
+/// `upstream_status` is the failed answer's status, `None` when there was no answer.
+fn serve_stale_on_error(
+    reply: Reply,
+    cache: &Cache,
+    entry: &CachedResponse,
+    method: &Method,
+    request_headers: &HeaderMap,
+    upstream_status: Option<StatusCode>,
+) -> Response {
+    cache.metrics.count(CacheResult::Stale);
+    let status = match upstream_status {
+        Some(code) => cache_status(&format!(
+            "hit; fwd=stale; fwd-status={}; detail=stale-if-error",
+            code.as_u16()
+        )),
+        None => cache_status("hit; fwd=stale; detail=stale-if-error"),
+    };
+    reply.answer_from_cache(respond(
+        entry,
+        method,
+        request_headers,
+        SystemTime::now(),
+        status,
+    ))
+}
+
+fn not_stored_detail(reason: policy::NotStored) -> &'static str {
+    use policy::NotStored::*;
+    match reason {
+        Method => "method",
+        Status => "status",
+        NoStore => "no-store",
+        Private => "private",
+        Authorization => "authorization",
+        NoFreshness => "no-freshness",
+        VaryStar => "vary-star",
+        SetCookie => "set-cookie",
+        PartialContent => "partial-content",
+    }
+}
+
+/// Serves stale now and refreshes once in the background (RFC 5861 stale-while-revalidate):
+/// only one refresh per key at a time.
+fn refresh_in_background(
+    cache: &Arc<Cache>,
+    route: &Arc<Route>,
+    key: &str,
+    entry: &Arc<CachedResponse>,
+    parts: &http::request::Parts,
+) {
+    let Joined::Leader(leader) = cache.coalescer.join(key) else {
+        return;
+    };
+    let mut request = http::Request::new(RequestBody::Empty);
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = http::Version::HTTP_11;
+    let mut headers = parts.headers.clone();
+    for name in &CLIENT_CONDITIONALS {
+        headers.remove(name);
+    }
+    headers.remove(header::RANGE);
+    for (name, value) in policy::validators(&entry.headers) {
+        headers.insert(name, value);
+    }
+    *request.headers_mut() = headers;
+    let (head, body) = request.into_parts();
+    let (cache, route, entry) = (Arc::clone(cache), Arc::clone(route), Arc::clone(entry));
+    tokio::spawn(async move {
+        let request_headers = head.headers.clone();
+        let request_time = SystemTime::now();
+        let mut chosen = None;
+        let result = forward(&route.upstream, &mut chosen, head, body, Instant::now()).await;
+        let Ok(forwarded) = result else {
+            return; // The leader drops: nothing stored, the stale entry stays.
+        };
+        let received = Received {
+            request_time,
+            response_time: SystemTime::now(),
+        };
+        let status = forwarded.response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            let refreshed = refresh(&cache, &entry, forwarded.response.headers(), received);
+            cache
+                .store
+                .insert(leader.key().to_owned(), Arc::clone(&refreshed));
+            cache.update_gauges();
+            cache.metrics.count(CacheResult::Revalidated);
+            leader.land(Landing::Stored(refreshed));
+            release(forwarded);
+            return;
+        }
+        let storable = policy::storability(
+            &Method::GET,
+            &request_headers,
+            status,
+            forwarded.response.headers(),
+            &cache.policy,
+        );
+        if storable.is_err() {
+            if status.is_success() {
+                // The origin no longer lets this be stored: stop serving the old copy.
+                cache.store.invalidate(leader.key());
+                cache.update_gauges();
+            }
+            release(forwarded);
+            return;
+        }
+        let key = leader.key().to_owned();
+        let Some(mut fill) = start_fill(
+            &cache,
+            key,
+            Some(leader),
+            &forwarded,
+            &request_headers,
+            received,
+        ) else {
+            release(forwarded);
+            return;
+        };
+        let Forwarded {
+            response,
+            pool_return,
+            in_flight,
+        } = forwarded;
+        let mut body = ResponseBody::upstream(response.into_body(), pool_return);
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return;
+            };
+            if let Some(data) = frame.data_ref()
+                && !fill.push(data)
+            {
+                return;
+            }
+        }
+        drop(in_flight);
+        fill.finish();
+    });
+}

@@ -53,13 +53,25 @@ pub(super) async fn serve(
                 cache.metrics.count(CacheResult::Hit);
                 let ttl = entry.freshness.ttl(now).as_secs();
                 let status = cache_status(&format!("hit; ttl={ttl}"));
-                return reply.answer_from_cache(respond(entry, &method, &parts.headers, now, status));
+                return reply.answer_from_cache(respond(
+                    entry,
+                    &method,
+                    &parts.headers,
+                    now,
+                    status,
+                ));
             }
             Usability::StaleWhileRevalidate => {
                 cache.metrics.count(CacheResult::Stale);
                 refresh_in_background(&cache, &reply.route, &key, entry, &parts);
                 let status = cache_status("hit; detail=stale-while-revalidate");
-                return reply.answer_from_cache(respond(entry, &method, &parts.headers, now, status));
+                return reply.answer_from_cache(respond(
+                    entry,
+                    &method,
+                    &parts.headers,
+                    now,
+                    status,
+                ));
             }
             Usability::Revalidate => {}
         }
@@ -94,7 +106,13 @@ pub(super) async fn serve(
                     let now = SystemTime::now();
                     let ttl = entry.freshness.ttl(now).as_secs();
                     let status = cache_status(&format!("hit; ttl={ttl}; collapsed"));
-                    return reply.answer_from_cache(respond(&entry, &method, &parts.headers, now, status));
+                    return reply.answer_from_cache(respond(
+                        &entry,
+                        &method,
+                        &parts.headers,
+                        now,
+                        status,
+                    ));
                 }
                 // Not storable after all (or it took too long): go upstream ourselves.
                 None

@@ -29,6 +29,29 @@ const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
     header::IF_RANGE,
 ];
 
+/// The answer from a fresh stored response, if the request may have one (GET or HEAD whose
+/// own directives accept it); anything else goes through `serve`.
+pub(super) fn answer_if_fresh(
+    cache: &Cache,
+    parts: &http::request::Parts,
+    host: &HeaderValue,
+) -> Option<Response> {
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return None;
+    }
+    let host = host.to_str().ok()?;
+    let key = policy::cache_key(host, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+    let entry = cache.store.lookup(&key, &parts.headers)?;
+    let now = SystemTime::now();
+    if policy::usability(&entry.freshness, &parts.headers, now) != Usability::Fresh {
+        return None;
+    }
+    cache.metrics.count(CacheResult::Hit);
+    let ttl = entry.freshness.ttl(now).as_secs();
+    let status = cache_status(&format!("hit; ttl={ttl}"));
+    Some(respond(&entry, &parts.method, &parts.headers, now, status))
+}
+
 pub(super) async fn serve(
     reply: Reply,
     cache: Arc<Cache>,

@@ -149,6 +149,20 @@ impl Proxy {
             );
         }
 
+        // A fresh hit is answered before any rewriting: nothing of it goes upstream.
+        if let Some(cache) = &route.cache
+            && let Some(response) = cached::answer_if_fresh(cache, &parts, &host_value)
+        {
+            let reply = Reply {
+                route,
+                exchange,
+                request_id,
+                client_version: parts.version,
+                client_upgrade: None,
+            };
+            return reply.answer_from_cache(response);
+        }
+
         // Rewrite the request head for the upstream, in place.
         let scan = HeaderScan::of(&parts.headers);
         let websocket = headers::is_websocket_upgrade(&parts.headers, &scan);

@@ -96,6 +96,7 @@ impl Cache {
             max_object_size: settings.max_object_size.0,
             store: Store::new(
                 settings.max_size.0,
+                settings.max_object_size.0,
                 metrics.cache_evictions.with_label_values(&[name]),
             ),
             coalescer: Coalescer::new(),

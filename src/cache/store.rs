@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus::IntCounter;
 use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use std::sync::Arc;
 
 /// Stored variants of one URI beyond this many replace the oldest.
@@ -57,6 +57,19 @@ pub struct Variants {
     weight: u64,
 }
 
+/// quick_cache splits its capacity over shards and refuses an item heavier than about 97% of
+/// one shard, so the shard count must leave room for the largest object: the most shards (for
+/// concurrency, up to 4 per core as quick_cache would pick) that still do.
+fn shards_for(max_bytes: u64, max_object: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shards = (cores * 4).next_power_of_two();
+    let needed = (max_object + ENTRY_OVERHEAD + 16 * 1024) as f64;
+    while shards > 1 && (max_bytes as f64 * 0.95 / shards as f64) < needed {
+        shards /= 2;
+    }
+    shards
+}
+
 #[derive(Clone)]
 struct ByWeight;
 
@@ -68,6 +81,27 @@ impl Weighter<String, Arc<Variants>> for ByWeight {
 
 #[derive(Clone)]
 struct CountEvictions(IntCounter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_leave_room_for_the_largest_object() {
+        for (max, object) in [
+            (1 << 20, 512 << 10),
+            (256 << 20, 8 << 20),
+            (64 << 10, 64 << 10),
+        ] {
+            let shards = shards_for(max, object) as u64;
+            assert!(
+                shards == 1 || max * 95 / 100 / shards >= object,
+                "{max} {object} {shards}"
+            );
+        }
+        assert_eq!(shards_for(1 << 20, 1 << 20), 1);
+    }
+}
 
 impl Lifecycle<String, Arc<Variants>> for CountEvictions {
     type RequestState = ();
@@ -82,17 +116,30 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(max_bytes: u64, evictions: IntCounter) -> Self {
+    /// A store of at most `max_bytes`, able to hold any single object up to `max_object`.
+    pub fn new(max_bytes: u64, max_object: u64, evictions: IntCounter) -> Self {
         let estimated_items = (max_bytes / 4096).clamp(64, 1 << 20) as usize;
-        Self {
-            entries: Cache::with(
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(estimated_items)
+            .weight_capacity(max_bytes)
+            .shards(shards_for(max_bytes, max_object))
+            .build();
+        let entries = match options {
+            Ok(options) => Cache::with_options(
+                options,
+                ByWeight,
+                DefaultHashBuilder::default(),
+                CountEvictions(evictions.clone()),
+            ),
+            Err(_) => Cache::with(
                 estimated_items,
                 max_bytes,
                 ByWeight,
                 DefaultHashBuilder::default(),
                 CountEvictions(evictions),
             ),
-        }
+        };
+        Self { entries }
     }
 
     /// The stored variant for this request, if any.

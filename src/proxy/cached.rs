@@ -40,7 +40,10 @@ pub(super) fn answer_if_fresh(
         return None;
     }
     let host = host.to_str().ok()?;
-    let key = policy::cache_key(host, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+    let key = policy::cache_key(
+        host,
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    );
     let entry = cache.store.lookup(&key, &parts.headers)?;
     let now = SystemTime::now();
     if policy::usability(&entry.freshness, &parts.headers, now) != Usability::Fresh {
@@ -145,6 +148,9 @@ pub(super) async fn serve(
         None
     };
 
+    // The client's own request: what Vary, storability and the answer are judged by. The
+    // copy sent upstream may carry the cache's validators instead of the client's.
+    let request_headers = parts.headers.clone();
     let revalidating = stored
         .as_ref()
         .filter(|entry| !policy::validators(&entry.headers).is_empty());
@@ -157,7 +163,6 @@ pub(super) async fn serve(
             parts.headers.insert(name, value);
         }
     }
-    let request_headers = parts.headers.clone();
     let request_time = SystemTime::now();
     let mut reply = reply;
     let started = reply.exchange.start;

@@ -1,0 +1,1707 @@
+//! The response cache over real HTTP: a scripted origin that counts the requests it gets per
+//! path, and gatehouse in front of it with a `[cache.c]` on its one route — hits, expiry,
+//! revalidation, conditional and range requests from the store, Vary, invalidation, coalescing,
+//! stale-while-revalidate and stale-if-error, size bounds, purge and metrics.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Client, Reply, WAIT, metric_sample};
+use gatehouse::app::Running;
+use gatehouse::cache::Cache;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+// ---------------------------------------------------------------------------------------------
+// The scripted origin.
+
+/// One request as the origin received it; `nth` counts the requests for its path, from 1.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    /// Path and query.
+    path: String,
+    headers: HeaderMap,
+    nth: usize,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type OriginBody = BoxBody<Bytes, Infallible>;
+
+/// An HTTP/1.1 origin on a loopback port whose answers a test scripts per request. Every
+/// request is logged (with its per-path number) on arrival, before the script answers, so a
+/// request the script holds is already counted.
+struct Origin {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Seen>>>,
+    accept: Option<JoinHandle<()>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Origin {
+    /// An origin answering each request at once with `script`.
+    async fn start(script: impl Fn(&Seen) -> Response<OriginBody> + Send + Sync + 'static) -> Self {
+        let script = Arc::new(script);
+        Self::start_async(move |seen| {
+            let script = Arc::clone(&script);
+            async move { script(&seen) }
+        })
+        .await
+    }
+
+    /// An origin whose script may wait (to hold a request) before answering.
+    async fn start_async<F, Fut>(script: F) -> Self
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<OriginBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(script);
+        let log: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (accept_log, tasks) = (Arc::clone(&log), Arc::clone(&connections));
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (script, log) = (Arc::clone(&script), Arc::clone(&accept_log));
+                let task = tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let (script, log) = (Arc::clone(&script), Arc::clone(&log));
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let _ = body.collect().await;
+                            let path = parts
+                                .uri
+                                .path_and_query()
+                                .map_or("/", |pq| pq.as_str())
+                                .to_owned();
+                            let seen = {
+                                let mut log = log.lock().unwrap();
+                                let nth = log.iter().filter(|s| s.path == path).count() + 1;
+                                let seen = Seen {
+                                    method: parts.method,
+                                    path,
+                                    headers: parts.headers,
+                                    nth,
+                                };
+                                log.push(seen.clone());
+                                seen
+                            };
+                            Ok::<_, Infallible>(script(seen).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                let mut open = tasks.lock().unwrap();
+                open.retain(|t| !t.is_finished());
+                open.push(task);
+            }
+        });
+        Self {
+            addr,
+            log,
+            accept: Some(accept),
+            connections,
+        }
+    }
+
+    /// How many requests for `path` (path and query) arrived so far.
+    fn count(&self, path: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .count()
+    }
+
+    /// The requests for `path`, in arrival order.
+    fn seen(&self, path: &str) -> Vec<Seen> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (at most `WAIT`) until `n` requests for `path` have arrived.
+    async fn wait_count(&self, path: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.count(path) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {} origin requests after {WAIT:?}, want {n}",
+                self.count(path)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Gone like a crashed process: the listener closed and every open connection dropped.
+    async fn kill(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = timeout(WAIT, accept).await.expect("accept loop stops");
+        }
+        let open = std::mem::take(&mut *self.connections.lock().unwrap());
+        for task in &open {
+            task.abort();
+        }
+        for task in open {
+            let _ = timeout(WAIT, task).await.expect("connection task stops");
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        for task in self.connections.lock().unwrap().iter() {
+            task.abort();
+        }
+    }
+}
+
+/// A response with `headers` and a body of known length (Content-Length).
+fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<OriginBody> {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(body.into()).boxed()).unwrap()
+}
+
+fn ok(headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<OriginBody> {
+    respond(200, headers, body)
+}
+
+/// A body sent chunked (no length known in advance), one chunk per frame.
+struct Chunks(VecDeque<Bytes>);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+}
+
+/// A 200 with `headers` and `body` sent chunked, in chunks of `chunk` bytes.
+fn ok_chunked(headers: &[(&str, &str)], body: &Bytes, chunk: usize) -> Response<OriginBody> {
+    let chunks = (0..body.len())
+        .step_by(chunk)
+        .map(|start| body.slice(start..(start + chunk).min(body.len())))
+        .collect();
+    let mut builder = Response::builder();
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Chunks(chunks).boxed()).unwrap()
+}
+
+/// `len` bytes of a pattern that does not repeat every chunk, so a lost or reordered chunk shows.
+fn pattern(len: usize) -> Bytes {
+    (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into()
+}
+
+fn http_date(at: SystemTime) -> String {
+    httpdate::fmt_http_date(at)
+}
+
+// ---------------------------------------------------------------------------------------------
+// gatehouse in front of it.
+
+/// The `[cache.c]` settings of the brief.
+const CACHE: &str = r#"max_size = "1MiB"
+max_object_size = "64KiB"
+default_ttl = "0s""#;
+
+/// One listener and an admin listener; one catch-all route to `origin` through `[cache.c]`
+/// (with `cache_lines` as its settings); `extra` appended (more upstream sections).
+fn config_with(origin: SocketAddr, cache_lines: &str, extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[log]
+access = "off"
+
+[[listener]]
+name = "test"
+bind = "127.0.0.1:0"
+
+[[route]]
+path_prefix = "/"
+upstream = "app"
+cache = "c"
+
+[upstream.app]
+servers = ["{origin}"]
+
+[cache.c]
+{cache_lines}
+
+{extra}
+"#
+    )
+}
+
+/// gatehouse with the default cache settings in front of `origin`, and a client connection.
+async fn start(origin: &Origin) -> (Running, Client) {
+    start_with(&config_with(origin.addr, CACHE, "")).await
+}
+
+async fn start_with(config: &str) -> (Running, Client) {
+    let running = common::start_gatehouse(config).await;
+    let client = Client::connect(running.listener_addrs[0]).await;
+    (running, client)
+}
+
+fn cache_of(running: &Running) -> Arc<Cache> {
+    running
+        .caches
+        .all()
+        .into_iter()
+        .find(|c| &*c.name == "c")
+        .expect("cache c exists")
+}
+
+/// `gatehouse_cache_requests_total{cache="c",result}` (0 if never counted).
+fn requests(running: &Running, result: &str) -> f64 {
+    metric_sample(
+        &running.metrics.render(),
+        "gatehouse_cache_requests_total",
+        &[("cache", "c"), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn coalesced(running: &Running) -> f64 {
+    metric_sample(
+        &running.metrics.render(),
+        "gatehouse_cache_coalesced_total",
+        &[("cache", "c")],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Waits (at most `WAIT`) until no upstream fetch of cache c is in flight (a background
+/// refresh or a fill has landed).
+async fn wait_no_flights(running: &Running) {
+    let cache = cache_of(running);
+    let deadline = Instant::now() + WAIT;
+    while cache.coalescer.flights() > 0 {
+        assert!(Instant::now() < deadline, "a fetch still in flight");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn send(
+    client: &mut Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Reply {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    client
+        .send(
+            builder
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap(),
+        )
+        .await
+}
+
+async fn get_with(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(client, "GET", path, headers, "").await
+}
+
+fn status_of(reply: &Reply) -> &str {
+    reply.header("cache-status").unwrap_or("<no Cache-Status>")
+}
+
+fn describe(reply: &Reply) -> String {
+    format!(
+        "{} (Cache-Status {:?}, Age {:?}) body {:?}",
+        reply.status,
+        status_of(reply),
+        reply.header("age"),
+        match std::str::from_utf8(&reply.body) {
+            Ok(text) if text.len() <= 200 => text.to_owned(),
+            _ => format!("<{} bytes>", reply.body.len()),
+        }
+    )
+}
+
+/// A fresh hit: 200 from the store, Cache-Status `hit; ttl=…`, with an Age.
+fn assert_hit(reply: &Reply, body: &str) {
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(reply));
+    assert!(
+        status_of(reply).starts_with("gatehouse; hit; ttl="),
+        "want a fresh hit: {}",
+        describe(reply)
+    );
+    assert!(reply.header("age").is_some(), "a hit carries Age");
+    assert_eq!(reply.text(), body);
+}
+
+/// The answer went to the origin (a miss, or a response that may not be used) and came back.
+fn assert_forwarded(reply: &Reply, body: &str) {
+    assert!(
+        status_of(reply).starts_with("gatehouse; fwd="),
+        "want a forwarded answer: {}",
+        describe(reply)
+    );
+    assert_eq!(reply.text(), body, "{}", describe(reply));
+}
+
+/// `Cache-Status` `ttl=N` as a number.
+fn ttl(reply: &Reply) -> u64 {
+    let status = status_of(reply);
+    status
+        .split("; ")
+        .find_map(|p| p.strip_prefix("ttl="))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no ttl in Cache-Status {status:?}"))
+}
+
+/// Waits until just after a wall-clock second begins. `Date` has whole seconds, so a response
+/// dated "now" already looks up to a second old; starting early in a second keeps a
+/// `max-age=1` response fresh for most of a second.
+async fn at_start_of_second() {
+    let into = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    if into > 100 {
+        tokio::time::sleep(Duration::from_millis(u64::from(1000 - into) + 10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storing and reusing.
+
+#[tokio::test]
+async fn hit_after_miss_is_served_from_the_store_with_age() {
+    let origin = Origin::start(|_| ok(&[("cache-control", "max-age=60")], "stored body")).await;
+    let (running, mut client) = start(&origin).await;
+
+    let first = client.get("/a").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        status_of(&first),
+        "gatehouse; fwd=miss; fwd-status=200; stored"
+    );
+    assert_eq!(first.text(), "stored body");
+
+    let second = client.get("/a").await;
+    assert_hit(&second, "stored body");
+    let age: u64 = second
+        .header("age")
+        .unwrap()
+        .parse()
+        .expect("Age is a number");
+    assert!(
+        age <= 1,
+        "stored a moment ago (Date has whole seconds): Age {age}"
+    );
+    assert!((59..=60).contains(&ttl(&second)), "{}", describe(&second));
+    assert_eq!(origin.count("/a"), 1, "the hit did not reach the origin");
+    // Another connection shares the store.
+    assert_hit(
+        &common::get(running.listener_addrs[0], "/a").await,
+        "stored body",
+    );
+    assert_eq!(origin.count("/a"), 1);
+    assert_eq!(requests(&running, "miss"), 1.0);
+    assert_eq!(requests(&running, "hit"), 2.0);
+}
+
+#[tokio::test]
+async fn no_store_and_private_responses_are_never_stored() {
+    let origin = Origin::start(|seen| {
+        let cc = match seen.path.as_str() {
+            "/no-store" => "no-store, max-age=60",
+            _ => "private, max-age=60",
+        };
+        ok(
+            &[("cache-control", cc)],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+
+    for (path, detail) in [("/no-store", "no-store"), ("/private", "private")] {
+        for n in 1..=3 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert_eq!(
+                status_of(&reply),
+                format!("gatehouse; fwd=miss; fwd-status=200; detail={detail}")
+            );
+        }
+        assert_eq!(
+            origin.count(path),
+            3,
+            "{path} is never answered from the store"
+        );
+    }
+    assert_eq!(cache_of(&running).store.entries(), 0);
+    assert_eq!(requests(&running, "hit"), 0.0);
+}
+
+#[tokio::test]
+async fn max_age_expires_and_the_next_request_goes_to_the_origin() {
+    let origin = Origin::start(|seen| {
+        ok(
+            &[("cache-control", "max-age=1")],
+            format!("version {}", seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    at_start_of_second().await;
+    let stored_at = Instant::now();
+    assert_forwarded(&client.get("/short").await, "version 1");
+    assert_hit(&client.get("/short").await, "version 1");
+
+    // Poll until the stored response is no longer fresh: max-age=1 ends it within a second.
+    let expired = loop {
+        let reply = client.get("/short").await;
+        if !status_of(&reply).starts_with("gatehouse; hit; ttl=") {
+            break reply;
+        }
+        assert_eq!(reply.text(), "version 1");
+        assert!(
+            stored_at.elapsed() < Duration::from_secs(3),
+            "still a fresh hit {:?} after a max-age=1 response was stored",
+            stored_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status_of(&expired),
+        "gatehouse; fwd=stale; fwd-status=200; stored",
+        "{}",
+        describe(&expired)
+    );
+    assert_eq!(expired.text(), "version 2");
+    assert_eq!(origin.count("/short"), 2);
+    // The new response replaced the old one.
+    assert_hit(&client.get("/short").await, "version 2");
+    assert_eq!(origin.count("/short"), 2);
+}
+
+#[tokio::test]
+async fn s_maxage_wins_over_max_age_in_a_shared_cache() {
+    let origin = Origin::start(|seen| {
+        let cc = match seen.path.as_str() {
+            "/shared-longer" => "max-age=0, s-maxage=60",
+            _ => "max-age=60, s-maxage=0",
+        };
+        ok(
+            &[("cache-control", cc)],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    // max-age=0 alone would make it stale at once; s-maxage=60 keeps it fresh for a minute.
+    assert_forwarded(&client.get("/shared-longer").await, "/shared-longer #1");
+    let hit = client.get("/shared-longer").await;
+    assert_hit(&hit, "/shared-longer #1");
+    assert!(ttl(&hit) >= 59, "{}", describe(&hit));
+    assert_eq!(origin.count("/shared-longer"), 1);
+
+    // max-age=60 would keep it for a minute; s-maxage=0 makes it stale for a shared cache.
+    assert_forwarded(&client.get("/shared-shorter").await, "/shared-shorter #1");
+    let again = client.get("/shared-shorter").await;
+    assert_forwarded(&again, "/shared-shorter #2");
+    assert_eq!(origin.count("/shared-shorter"), 2);
+}
+
+#[tokio::test]
+async fn expires_counts_from_date() {
+    let origin = Origin::start(|seen| {
+        let now = SystemTime::now();
+        let minute = Duration::from_secs(60);
+        let half = Duration::from_secs(30);
+        let (date, expires) = match seen.path.as_str() {
+            "/expires-in-a-minute" => (http_date(now), http_date(now + minute)),
+            // Dated 30 s ago (an Age the origin's clock implies) with 60 s of lifetime.
+            "/dated-earlier" => (http_date(now - half), http_date(now + half)),
+            "/expires-at-date" => (http_date(now), http_date(now)),
+            _ => (http_date(now), "0".to_owned()),
+        };
+        ok(
+            &[("date", &date), ("expires", &expires)],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    assert_forwarded(
+        &client.get("/expires-in-a-minute").await,
+        "/expires-in-a-minute #1",
+    );
+    let hit = client.get("/expires-in-a-minute").await;
+    assert_hit(&hit, "/expires-in-a-minute #1");
+    assert!((58..=60).contains(&ttl(&hit)), "{}", describe(&hit));
+
+    assert_forwarded(&client.get("/dated-earlier").await, "/dated-earlier #1");
+    let hit = client.get("/dated-earlier").await;
+    assert_hit(&hit, "/dated-earlier #1");
+    assert!(
+        (27..=30).contains(&ttl(&hit)),
+        "Expires − Date is 60 s, of which 30 s had passed: {}",
+        describe(&hit)
+    );
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!((30..=32).contains(&age), "Age counts from Date: {age}");
+
+    // Expires at Date, and an invalid Expires ("0"), are already stale.
+    for path in ["/expires-at-date", "/expires-invalid"] {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        assert_forwarded(&client.get(path).await, &format!("{path} #2"));
+        assert_eq!(origin.count(path), 2);
+    }
+    assert_eq!(origin.count("/expires-in-a-minute"), 1);
+    assert_eq!(origin.count("/dated-earlier"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+#[tokio::test]
+async fn stale_response_with_etag_is_revalidated_with_if_none_match() {
+    let origin = Origin::start(|seen| {
+        if seen.header("if-none-match") == Some("\"v1\"") {
+            respond(
+                304,
+                &[("etag", "\"v1\""), ("cache-control", "max-age=0")],
+                "",
+            )
+        } else {
+            ok(
+                &[("etag", "\"v1\""), ("cache-control", "max-age=0")],
+                format!("full response #{}", seen.nth),
+            )
+        }
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+
+    assert_forwarded(&client.get("/etag").await, "full response #1");
+    let reply = client.get("/etag").await;
+
+    let seen = origin.seen("/etag");
+    assert_eq!(seen.len(), 2, "one revalidation request");
+    assert_eq!(seen[0].header("if-none-match"), None);
+    assert_eq!(
+        seen[1].header("if-none-match"),
+        Some("\"v1\""),
+        "the origin is asked with the stored ETag"
+    );
+    assert!(
+        status_of(&reply).starts_with("gatehouse; fwd=stale; fwd-status=304"),
+        "{}",
+        describe(&reply)
+    );
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the client sent a plain GET: it gets the stored response, not the origin's 304 to the \
+         cache's own conditional request: {}",
+        describe(&reply)
+    );
+    assert_eq!(reply.text(), "full response #1");
+    assert_eq!(reply.header("etag"), Some("\"v1\""));
+    assert_eq!(requests(&running, "revalidated"), 1.0);
+}
+
+#[tokio::test]
+async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since() {
+    let modified = http_date(SystemTime::now() - Duration::from_secs(3600));
+    let expected = modified.clone();
+    let origin = Origin::start(move |seen| {
+        let headers = [
+            ("last-modified", expected.as_str()),
+            ("cache-control", "no-cache"),
+        ];
+        if seen.header("if-modified-since") == Some(expected.as_str()) {
+            respond(304, &headers, "")
+        } else {
+            ok(&headers, format!("full response #{}", seen.nth))
+        }
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+
+    // no-cache: stored, but revalidated before every use.
+    assert_forwarded(&client.get("/lm").await, "full response #1");
+    let reply = client.get("/lm").await;
+
+    let seen = origin.seen("/lm");
+    assert_eq!(seen.len(), 2, "one revalidation request");
+    assert_eq!(
+        seen[1].header("if-modified-since"),
+        Some(modified.as_str()),
+        "the origin is asked with the stored Last-Modified"
+    );
+    assert!(
+        status_of(&reply).starts_with("gatehouse; fwd=stale; fwd-status=304"),
+        "{}",
+        describe(&reply)
+    );
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the client sent a plain GET: it gets the stored response, not the origin's 304 to the \
+         cache's own conditional request: {}",
+        describe(&reply)
+    );
+    assert_eq!(reply.text(), "full response #1");
+    assert_eq!(requests(&running, "revalidated"), 1.0);
+}
+
+#[tokio::test]
+async fn clients_own_conditional_request_is_answered_304_from_the_store() {
+    let modified = http_date(SystemTime::now() - Duration::from_secs(3600));
+    let later = http_date(SystemTime::now() - Duration::from_secs(60));
+    let earlier = http_date(SystemTime::now() - Duration::from_secs(7200));
+    let last_modified = modified.clone();
+    let origin = Origin::start(move |_| {
+        ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"c1\""),
+                ("last-modified", last_modified.as_str()),
+            ],
+            "conditional body",
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/cond").await, "conditional body");
+
+    for headers in [
+        [("if-none-match", "\"c1\"")],
+        [("if-none-match", "W/\"c1\"")],
+        [("if-modified-since", modified.as_str())],
+        [("if-modified-since", later.as_str())],
+    ] {
+        let reply = get_with(&mut client, "/cond", &headers).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_MODIFIED,
+            "{headers:?}: {}",
+            describe(&reply)
+        );
+        assert!(reply.body.is_empty());
+        assert!(
+            status_of(&reply).starts_with("gatehouse; hit"),
+            "{}",
+            describe(&reply)
+        );
+        assert_eq!(reply.header("etag"), Some("\"c1\""));
+    }
+    // Conditions that do not hold get the full stored response.
+    for headers in [
+        [("if-none-match", "\"other\"")],
+        [("if-modified-since", earlier.as_str())],
+    ] {
+        let reply = get_with(&mut client, "/cond", &headers).await;
+        assert_hit(&reply, "conditional body");
+    }
+    assert_eq!(
+        origin.count("/cond"),
+        1,
+        "no conditional request reached the origin"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variants.
+
+#[tokio::test]
+async fn vary_keeps_one_variant_per_accept_language_and_vary_star_is_never_stored() {
+    let origin = Origin::start(|seen| {
+        let lang = seen.header("accept-language").unwrap_or("none").to_owned();
+        let vary = if seen.path == "/star" {
+            "*"
+        } else {
+            "Accept-Language"
+        };
+        ok(
+            &[("cache-control", "max-age=60"), ("vary", vary)],
+            format!("{lang} #{}", seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    assert_forwarded(&get_with(&mut client, "/lang", &en).await, "en #1");
+    assert_forwarded(&get_with(&mut client, "/lang", &fr).await, "fr #2");
+    assert_hit(&get_with(&mut client, "/lang", &en).await, "en #1");
+    assert_hit(&get_with(&mut client, "/lang", &fr).await, "fr #2");
+    assert_hit(&get_with(&mut client, "/lang", &en).await, "en #1");
+    assert_eq!(origin.count("/lang"), 2, "one origin request per variant");
+    // A request without the field is a third variant.
+    assert_forwarded(&client.get("/lang").await, "none #3");
+    assert_hit(&client.get("/lang").await, "none #3");
+    assert_hit(&get_with(&mut client, "/lang", &fr).await, "fr #2");
+    assert_eq!(origin.count("/lang"), 3);
+
+    for n in 1..=2 {
+        let reply = get_with(&mut client, "/star", &en).await;
+        assert_forwarded(&reply, &format!("en #{n}"));
+        assert!(
+            status_of(&reply).ends_with("detail=vary-star"),
+            "{}",
+            describe(&reply)
+        );
+    }
+    assert_eq!(origin.count("/star"), 2, "Vary: * is never stored");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalidation.
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_the_uri_and_same_origin_location() {
+    let origin = Origin::start(|seen| {
+        if seen.method == Method::GET {
+            return ok(
+                &[("cache-control", "max-age=60")],
+                format!("{} #{}", seen.path, seen.nth),
+            );
+        }
+        match seen.path.as_str() {
+            "/items" => {
+                let location = seen.header("x-location").unwrap_or("/").to_owned();
+                respond(201, &[("location", &location)], "created")
+            }
+            "/broken" => respond(500, &[], "failed"),
+            _ => ok(&[], "changed"),
+        }
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+    let proxy = running.listener_addrs[0];
+
+    assert_forwarded(&client.get("/item").await, "/item #1");
+    // The origin numbers every request for /item, the unsafe ones too.
+    let mut last = 1;
+    for method in ["POST", "PATCH", "DELETE"] {
+        assert_hit(&client.get("/item").await, &format!("/item #{last}"));
+        let reply = send(&mut client, method, "/item", &[], "data").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{method}: {}",
+            describe(&reply)
+        );
+        assert_eq!(status_of(&reply), "gatehouse; fwd=method");
+        last += 2;
+        assert_forwarded(&client.get("/item").await, &format!("/item #{last}"));
+        assert_eq!(origin.count("/item"), last, "{method} invalidated /item");
+    }
+
+    // A successful POST elsewhere invalidates a same-origin Location, relative or absolute,
+    // and leaves another origin's URI alone.
+    for path in ["/item/7", "/item/8", "/item/9"] {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        assert_hit(&client.get(path).await, &format!("{path} #1"));
+    }
+    let absolute = format!("http://{proxy}/item/8");
+    for location in [
+        "/item/7",
+        absolute.as_str(),
+        "http://elsewhere.example/item/9",
+    ] {
+        let reply = send(
+            &mut client,
+            "POST",
+            "/items",
+            &[("x-location", location)],
+            "new",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+    assert_forwarded(&client.get("/item/7").await, "/item/7 #2");
+    assert_forwarded(&client.get("/item/8").await, "/item/8 #2");
+    assert_hit(&client.get("/item/9").await, "/item/9 #1");
+
+    // A failed unsafe request changes nothing.
+    assert_forwarded(&client.get("/broken").await, "/broken #1");
+    let reply = send(&mut client, "POST", "/broken", &[], "x").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_hit(&client.get("/broken").await, "/broken #1");
+
+    assert_eq!(requests(&running, "bypass"), 7.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers made from a stored response.
+
+#[tokio::test]
+async fn head_is_answered_from_a_stored_get() {
+    let origin = Origin::start(|_| ok(&[("cache-control", "max-age=60")], "hello, head")).await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/head").await, "hello, head");
+
+    let reply = send(&mut client, "HEAD", "/head", &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    assert!(reply.body.is_empty(), "no body for HEAD");
+    assert_eq!(
+        reply.header("content-length"),
+        Some("11"),
+        "Content-Length still describes the GET's body"
+    );
+    assert!(
+        status_of(&reply).starts_with("gatehouse; hit; ttl="),
+        "{}",
+        describe(&reply)
+    );
+    assert!(reply.header("age").is_some());
+    assert_eq!(origin.count("/head"), 1, "the origin was not asked");
+    assert!(origin.seen("/head").iter().all(|s| s.method == Method::GET));
+    // The connection still frames the next response right.
+    assert_hit(&client.get("/head").await, "hello, head");
+}
+
+#[tokio::test]
+async fn single_byte_range_is_answered_206_from_the_store() {
+    let origin = Origin::start(|_| ok(&[("cache-control", "max-age=60")], "0123456789")).await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/range").await, "0123456789");
+
+    for (range, content_range, body) in [
+        ("bytes=2-5", "bytes 2-5/10", "2345"),
+        ("bytes=7-", "bytes 7-9/10", "789"),
+        ("bytes=-3", "bytes 7-9/10", "789"),
+        ("bytes=8-100", "bytes 8-9/10", "89"),
+    ] {
+        let reply = get_with(&mut client, "/range", &[("range", range)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::PARTIAL_CONTENT,
+            "{range}: {}",
+            describe(&reply)
+        );
+        assert_eq!(
+            reply.header("content-range"),
+            Some(content_range),
+            "{range}"
+        );
+        assert_eq!(
+            reply.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        assert_eq!(reply.text(), body, "{range}");
+        assert!(status_of(&reply).starts_with("gatehouse; hit"));
+    }
+    let unsatisfiable = get_with(&mut client, "/range", &[("range", "bytes=10-")]).await;
+    assert_eq!(unsatisfiable.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(unsatisfiable.header("content-range"), Some("bytes */10"));
+    assert_eq!(origin.count("/range"), 1);
+    assert!(origin.seen("/range")[0].header("range").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coalescing.
+
+#[tokio::test]
+async fn hundred_concurrent_misses_make_one_origin_request() {
+    const CLIENTS: usize = 100;
+    let release = Arc::new(Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let origin = Origin::start_async(move |_seen| {
+        let gate = Arc::clone(&gate);
+        async move {
+            gate.acquire().await.expect("gate open").forget();
+            ok(&[("cache-control", "max-age=60")], "shared body")
+        }
+    })
+    .await;
+    let (running, _client) = start(&origin).await;
+    let proxy = running.listener_addrs[0];
+
+    let clients: Vec<JoinHandle<Reply>> = (0..CLIENTS)
+        .map(|_| tokio::spawn(async move { common::get(proxy, "/hot").await }))
+        .collect();
+    // The first is held at the origin until every other one is waiting for it.
+    origin.wait_count("/hot", 1).await;
+    let deadline = Instant::now() + WAIT;
+    while coalesced(&running) < (CLIENTS - 1) as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} requests waiting on the first",
+            coalesced(&running),
+            CLIENTS - 1
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(origin.count("/hot"), 1);
+    release.add_permits(CLIENTS);
+
+    let mut collapsed = 0;
+    for client in clients {
+        let reply = timeout(WAIT, client)
+            .await
+            .expect("every client answered")
+            .expect("client task");
+        assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+        assert_eq!(reply.text(), "shared body");
+        if status_of(&reply).ends_with("collapsed") {
+            collapsed += 1;
+        }
+    }
+    assert_eq!(origin.count("/hot"), 1, "exactly one origin request");
+    assert_eq!(collapsed, CLIENTS - 1);
+    assert_eq!(coalesced(&running), (CLIENTS - 1) as f64);
+    assert_eq!(requests(&running, "miss"), 1.0);
+    assert_eq!(requests(&running, "hit"), (CLIENTS - 1) as f64);
+}
+
+#[tokio::test]
+async fn waiters_go_upstream_themselves_when_the_response_is_not_storable() {
+    const CLIENTS: usize = 20;
+    let release = Arc::new(Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let origin = Origin::start_async(move |seen: Seen| {
+        let gate = Arc::clone(&gate);
+        async move {
+            if seen.nth == 1 {
+                gate.acquire().await.expect("gate open").forget();
+            }
+            ok(
+                &[("cache-control", "private, max-age=60")],
+                format!("for you #{}", seen.nth),
+            )
+        }
+    })
+    .await;
+    let (running, _client) = start(&origin).await;
+    let proxy = running.listener_addrs[0];
+
+    let clients: Vec<JoinHandle<Reply>> = (0..CLIENTS)
+        .map(|_| tokio::spawn(async move { common::get(proxy, "/private-hot").await }))
+        .collect();
+    origin.wait_count("/private-hot", 1).await;
+    let deadline = Instant::now() + WAIT;
+    while coalesced(&running) < (CLIENTS - 1) as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "waiting: {}",
+            coalesced(&running)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        origin.count("/private-hot"),
+        1,
+        "the others wait for the first"
+    );
+    release.add_permits(1);
+
+    let mut bodies = Vec::new();
+    for client in clients {
+        let reply = timeout(WAIT, client)
+            .await
+            .expect("every waiter answered")
+            .expect("client task");
+        assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+        assert!(
+            status_of(&reply).ends_with("detail=private"),
+            "{}",
+            describe(&reply)
+        );
+        bodies.push(reply.text());
+    }
+    bodies.sort();
+    let mut want: Vec<String> = (1..=CLIENTS).map(|n| format!("for you #{n}")).collect();
+    want.sort();
+    assert_eq!(bodies, want, "each waiter got its own origin response");
+    assert_eq!(origin.count("/private-hot"), CLIENTS);
+    assert_eq!(cache_of(&running).store.entries(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stale content.
+
+#[tokio::test]
+async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once() {
+    let release = Arc::new(Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let origin = Origin::start_async(move |seen: Seen| {
+        let gate = Arc::clone(&gate);
+        async move {
+            match seen.nth {
+                1 => ok(
+                    &[("cache-control", "max-age=0, stale-while-revalidate=60")],
+                    "old",
+                ),
+                2 => {
+                    // The background refresh: held until the test has seen stale answers.
+                    gate.acquire().await.expect("gate open").forget();
+                    ok(&[("cache-control", "max-age=60")], "new")
+                }
+                n => ok(&[("cache-control", "max-age=60")], format!("extra #{n}")),
+            }
+        }
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+
+    assert_forwarded(&client.get("/swr").await, "old");
+    // Stale at once (max-age=0) but within stale-while-revalidate: served now, while the
+    // refresh waits at the origin.
+    for _ in 0..3 {
+        let reply = timeout(Duration::from_secs(2), client.get("/swr"))
+            .await
+            .expect("stale served without waiting for the refresh");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "old");
+        assert_eq!(
+            status_of(&reply),
+            "gatehouse; hit; detail=stale-while-revalidate"
+        );
+        assert!(reply.header("age").is_some());
+        origin.wait_count("/swr", 2).await;
+    }
+    assert_eq!(
+        origin.count("/swr"),
+        2,
+        "one background refresh, however many stale answers"
+    );
+    release.add_permits(1);
+    wait_no_flights(&running).await;
+
+    assert_hit(&client.get("/swr").await, "new");
+    assert_eq!(origin.count("/swr"), 2);
+    assert_eq!(requests(&running, "stale"), 3.0);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_origin_answers_500() {
+    let origin = Origin::start(|seen| match (seen.nth, seen.path.as_str()) {
+        (1, "/sie") => ok(&[("cache-control", "max-age=0, stale-if-error=60")], "good"),
+        (1, _) => ok(&[("cache-control", "max-age=0")], "good"),
+        _ => respond(500, &[], "boom"),
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+
+    assert_forwarded(&client.get("/sie").await, "good");
+    let reply = client.get("/sie").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    assert_eq!(reply.text(), "good");
+    assert_eq!(
+        status_of(&reply),
+        "gatehouse; hit; fwd=stale; fwd-status=500; detail=stale-if-error"
+    );
+    assert_eq!(origin.count("/sie"), 2, "the origin was asked first");
+    assert_eq!(requests(&running, "stale"), 1.0);
+
+    // Without stale-if-error the error goes through.
+    assert_forwarded(&client.get("/no-sie").await, "good");
+    let reply = client.get("/no-sie").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.text(), "boom");
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_origin_is_gone() {
+    let mut origin = Origin::start(|seen| {
+        let cc = if seen.path == "/sie" {
+            "max-age=0, stale-if-error=60"
+        } else {
+            "max-age=0"
+        };
+        ok(&[("cache-control", cc)], "good")
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/sie").await, "good");
+    assert_forwarded(&client.get("/no-sie").await, "good");
+    origin.kill().await;
+
+    let reply = client.get("/sie").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    assert_eq!(reply.text(), "good");
+    assert_eq!(
+        status_of(&reply),
+        "gatehouse; hit; fwd=stale; detail=stale-if-error"
+    );
+    let reply = client.get("/no-sie").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_GATEWAY,
+        "no stale-if-error: the failure shows: {}",
+        describe(&reply)
+    );
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_instead_of_503_when_the_breaker_is_open() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/fail" => respond(500, &[], "boom"),
+        _ => ok(&[("cache-control", "max-age=0, stale-if-error=60")], "good"),
+    })
+    .await;
+    let breaker = r#"
+[upstream.app.breaker]
+consecutive_failures = 2
+open_for = "60s"
+max_open_for = "5m"
+"#;
+    let (running, mut client) = start_with(&config_with(origin.addr, CACHE, breaker)).await;
+    assert_forwarded(&client.get("/obj").await, "good");
+    for _ in 0..2 {
+        assert_eq!(
+            client.get("/fail").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let server = origin.addr.to_string();
+    let deadline = Instant::now() + WAIT;
+    while metric_sample(
+        &running.metrics.render(),
+        "gatehouse_circuit_breaker_state",
+        &[("upstream", "app"), ("server", &server)],
+    ) != Some(2.0)
+    {
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unstored = client.get("/never-stored").await;
+    assert_eq!(
+        unstored.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no server to ask: {}",
+        describe(&unstored)
+    );
+
+    let reply = client.get("/obj").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    assert_eq!(reply.text(), "good");
+    assert_eq!(
+        status_of(&reply),
+        "gatehouse; hit; fwd=stale; detail=stale-if-error"
+    );
+    assert_eq!(origin.count("/obj"), 1);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_every_server_is_down() {
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&down);
+    let origin = Origin::start(move |seen| match seen.path.as_str() {
+        "/healthz" if flag.load(Ordering::SeqCst) => respond(503, &[], "down"),
+        "/healthz" => ok(&[], "up"),
+        _ => ok(&[("cache-control", "max-age=0, stale-if-error=60")], "good"),
+    })
+    .await;
+    let health = r#"
+[upstream.app.health]
+path = "/healthz"
+interval = "50ms"
+timeout = "500ms"
+healthy_threshold = 1
+unhealthy_threshold = 1
+"#;
+    let (running, mut client) = start_with(&config_with(origin.addr, CACHE, health)).await;
+    assert_forwarded(&client.get("/obj").await, "good");
+    down.store(true, Ordering::SeqCst);
+    let server = origin.addr.to_string();
+    let deadline = Instant::now() + WAIT;
+    while metric_sample(
+        &running.metrics.render(),
+        "gatehouse_upstream_server_up",
+        &[("upstream", "app"), ("server", &server)],
+    ) != Some(0.0)
+    {
+        assert!(Instant::now() < deadline, "the server never went down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        client.get("/never-stored").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let reply = client.get("/obj").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    assert_eq!(reply.text(), "good");
+    assert_eq!(
+        status_of(&reply),
+        "gatehouse; hit; fwd=stale; detail=stale-if-error"
+    );
+    assert_eq!(origin.count("/obj"), 1);
+}
+
+#[tokio::test]
+async fn stale_if_error_gives_the_stored_body_for_a_response_with_an_etag() {
+    let origin = Origin::start(|seen| match seen.nth {
+        1 => ok(
+            &[
+                ("cache-control", "max-age=0, stale-if-error=60"),
+                ("etag", "\"e1\""),
+            ],
+            "good",
+        ),
+        _ => respond(500, &[], "boom"),
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/sie-etag").await, "good");
+
+    let reply = client.get("/sie-etag").await;
+    assert_eq!(
+        origin.seen("/sie-etag")[1].header("if-none-match"),
+        Some("\"e1\""),
+        "revalidation attempted"
+    );
+    assert_eq!(
+        status_of(&reply),
+        "gatehouse; hit; fwd=stale; fwd-status=500; detail=stale-if-error"
+    );
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "a plain GET served stale gets the stored body: {}",
+        describe(&reply)
+    );
+    assert_eq!(reply.text(), "good");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size bounds.
+
+#[tokio::test]
+async fn max_size_bounds_the_store_under_a_stream_of_distinct_keys() {
+    const MAX_SIZE: u64 = 64 * 1024;
+    let origin = Origin::start(|seen| {
+        let mut body = format!("{} ", seen.path).into_bytes();
+        body.resize(4000, b'x');
+        ok(&[("cache-control", "max-age=60")], body)
+    })
+    .await;
+    let settings = r#"max_size = "64KiB"
+max_object_size = "8KiB"
+default_ttl = "0s""#;
+    let (running, mut client) = start_with(&config_with(origin.addr, settings, "")).await;
+    let admin = running.admin_addr.expect("admin listener");
+    let cache = cache_of(&running);
+
+    for i in 0..100 {
+        let path = format!("/e/{i}");
+        let reply = client.get(&path).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body.len(), 4000);
+        let bytes = cache.store.bytes();
+        assert!(
+            bytes <= MAX_SIZE,
+            "after {} keys the store holds {bytes} bytes",
+            i + 1
+        );
+        let gauge = metric_sample(
+            &running.metrics.render(),
+            "gatehouse_cache_bytes",
+            &[("cache", "c")],
+        )
+        .expect("gatehouse_cache_bytes");
+        assert!(gauge <= MAX_SIZE as f64, "gatehouse_cache_bytes {gauge}");
+        if i % 20 == 19 {
+            let status: Value =
+                serde_json::from_slice(&common::get(admin, "/status").await.body).unwrap();
+            let reported = status["caches"]["c"]["bytes"]
+                .as_u64()
+                .expect("caches.c.bytes");
+            assert!(reported <= MAX_SIZE, "/status caches.c.bytes {reported}");
+            assert!(reported > 0);
+            assert_eq!(status["caches"]["c"]["max_size"].as_u64(), Some(MAX_SIZE));
+        }
+    }
+    let evictions = metric_sample(
+        &running.metrics.render(),
+        "gatehouse_cache_evictions_total",
+        &[("cache", "c")],
+    )
+    .unwrap_or(0.0);
+    assert!(evictions > 0.0, "400 KB through a 64 KiB cache evicts");
+    let entries = cache.store.entries();
+    assert!(
+        entries > 0 && entries < 100,
+        "{entries} entries after eviction"
+    );
+    assert_eq!(origin.count("/e/99"), 1);
+}
+
+#[tokio::test]
+async fn responses_larger_than_max_object_size_pass_through_uncached() {
+    const BIG: usize = 100_000; // max_object_size is 64 KiB
+    let origin = Origin::start(|seen| {
+        let cc = [("cache-control", "max-age=60")];
+        match seen.path.as_str() {
+            "/big" => ok(&cc, pattern(BIG)),
+            "/big-chunked" => ok_chunked(&cc, &pattern(BIG), 10_000),
+            _ => ok_chunked(&cc, &pattern(4_000), 1_000),
+        }
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+
+    for _ in 0..2 {
+        let reply = client.get("/big").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, pattern(BIG), "delivered whole");
+        assert_eq!(
+            status_of(&reply),
+            "gatehouse; fwd=miss; fwd-status=200; detail=too-large"
+        );
+    }
+    assert_eq!(
+        origin.count("/big"),
+        2,
+        "a too-large response is not stored"
+    );
+
+    // No length in advance: it grows past the limit while streaming.
+    for _ in 0..2 {
+        let reply = client.get("/big-chunked").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.header("content-length").is_none());
+        assert_eq!(
+            reply.body.len(),
+            BIG,
+            "delivered whole: {}",
+            describe(&reply)
+        );
+        assert_eq!(reply.body, pattern(BIG));
+        assert!(status_of(&reply).starts_with("gatehouse; fwd=miss"));
+    }
+    assert_eq!(
+        origin.count("/big-chunked"),
+        2,
+        "a body that outgrew max_object_size was not stored"
+    );
+    assert_eq!(cache_of(&running).store.entries(), 0);
+    wait_no_flights(&running).await;
+
+    // A chunked body that stays under the limit is stored.
+    let first = client.get("/small-chunked").await;
+    assert_eq!(first.body, pattern(4_000));
+    let second = client.get("/small-chunked").await;
+    assert!(
+        status_of(&second).starts_with("gatehouse; hit"),
+        "{}",
+        describe(&second)
+    );
+    assert_eq!(second.body, pattern(4_000));
+    assert_eq!(origin.count("/small-chunked"), 1);
+}
+
+#[tokio::test]
+async fn responses_up_to_max_object_size_are_stored() {
+    const SIZE: usize = 300_000;
+    let origin = Origin::start(|_| ok(&[("cache-control", "max-age=60")], pattern(SIZE))).await;
+    let settings = r#"max_size = "1MiB"
+max_object_size = "512KiB"
+default_ttl = "0s""#;
+    let (running, mut client) = start_with(&config_with(origin.addr, settings, "")).await;
+
+    let first = client.get("/large").await;
+    assert_eq!(first.body, pattern(SIZE));
+    assert_eq!(
+        status_of(&first),
+        "gatehouse; fwd=miss; fwd-status=200; stored"
+    );
+    let second = client.get("/large").await;
+    let cache = cache_of(&running);
+    assert!(
+        status_of(&second).starts_with("gatehouse; hit"),
+        "a {SIZE}-byte response (max_object_size 512 KiB, max_size 1 MiB) was reported stored \
+         but is not in the store (entries {}, bytes {}): {}",
+        cache.store.entries(),
+        cache.store.bytes(),
+        describe(&second)
+    );
+    assert_eq!(second.body, pattern(SIZE));
+    assert_eq!(origin.count("/large"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who may store what.
+
+#[tokio::test]
+async fn cdn_cache_control_overrides_cache_control() {
+    let origin = Origin::start(|seen| {
+        let headers: &[(&str, &str)] = match seen.path.as_str() {
+            "/cdn-allows" => &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            "/cdn-forbids" => &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            // The configured Gatehouse-Cache-Control comes before CDN-Cache-Control.
+            _ => &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=60"),
+                ("gatehouse-cache-control", "no-store"),
+            ],
+        };
+        ok(headers, format!("{} #{}", seen.path, seen.nth))
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    assert_forwarded(&client.get("/cdn-allows").await, "/cdn-allows #1");
+    let hit = client.get("/cdn-allows").await;
+    assert_hit(&hit, "/cdn-allows #1");
+    assert!(ttl(&hit) >= 59);
+    assert_eq!(origin.count("/cdn-allows"), 1);
+
+    for path in ["/cdn-forbids", "/own-field-forbids"] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(status_of(&reply).ends_with("detail=no-store"));
+        }
+        assert_eq!(origin.count(path), 2);
+    }
+}
+
+#[tokio::test]
+async fn set_cookie_responses_are_stored_only_when_public() {
+    let origin = Origin::start(|seen| {
+        let cc = if seen.path == "/cookie-public" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        ok(
+            &[("cache-control", cc), ("set-cookie", "session=alice")],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for n in 1..=2 {
+        let reply = client.get("/cookie").await;
+        assert_forwarded(&reply, &format!("/cookie #{n}"));
+        assert!(status_of(&reply).ends_with("detail=set-cookie"));
+        assert_eq!(reply.header("set-cookie"), Some("session=alice"));
+    }
+    assert_eq!(origin.count("/cookie"), 2);
+
+    assert_forwarded(&client.get("/cookie-public").await, "/cookie-public #1");
+    assert_hit(&client.get("/cookie-public").await, "/cookie-public #1");
+    assert_eq!(origin.count("/cookie-public"), 1);
+}
+
+#[tokio::test]
+async fn authorization_requests_are_stored_only_when_public() {
+    let origin = Origin::start(|seen| {
+        let cc = if seen.path == "/auth-public" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        let who = seen
+            .header("authorization")
+            .unwrap_or("anonymous")
+            .to_owned();
+        ok(&[("cache-control", cc)], format!("for {who} #{}", seen.nth))
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    let alice = [("authorization", "Bearer alice")];
+
+    let reply = get_with(&mut client, "/auth", &alice).await;
+    assert_forwarded(&reply, "for Bearer alice #1");
+    assert!(
+        status_of(&reply).ends_with("detail=authorization"),
+        "{}",
+        describe(&reply)
+    );
+    // Neither alice again nor anyone else gets alice's response from the store.
+    assert_forwarded(
+        &get_with(&mut client, "/auth", &alice).await,
+        "for Bearer alice #2",
+    );
+    assert_forwarded(&client.get("/auth").await, "for anonymous #3");
+    assert_eq!(origin.count("/auth"), 3);
+
+    assert_forwarded(
+        &get_with(&mut client, "/auth-public", &alice).await,
+        "for Bearer alice #1",
+    );
+    assert_hit(
+        &get_with(&mut client, "/auth-public", &alice).await,
+        "for Bearer alice #1",
+    );
+    assert_hit(&client.get("/auth-public").await, "for Bearer alice #1");
+    assert_eq!(origin.count("/auth-public"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations.
+
+#[tokio::test]
+async fn admin_purge_by_url_and_by_prefix() {
+    let origin = Origin::start(|seen| {
+        ok(
+            &[("cache-control", "max-age=60")],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+    let admin = running.admin_addr.expect("admin listener");
+    let proxy = running.listener_addrs[0];
+    let purge = |body: String| async move {
+        let mut admin_client = Client::connect(admin).await;
+        let reply = admin_client
+            .send(
+                Request::post("/cache/purge")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "purge: {}", reply.text());
+        serde_json::from_slice::<Value>(&reply.body).expect("purge answers JSON")["purged"]
+            .as_u64()
+            .expect("purged count")
+    };
+
+    let paths = ["/p/a", "/p/b", "/p/c?x=1", "/q"];
+    for path in paths {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        assert_hit(&client.get(path).await, &format!("{path} #1"));
+    }
+
+    let url = serde_json::json!({ "url": format!("http://{proxy}/p/a") }).to_string();
+    assert_eq!(purge(url).await, 1);
+    assert_forwarded(&client.get("/p/a").await, "/p/a #2");
+    assert_hit(&client.get("/p/b").await, "/p/b #1");
+
+    let prefix = serde_json::json!({ "prefix": format!("http://{proxy}/p/") }).to_string();
+    assert_eq!(purge(prefix).await, 3, "/p/a, /p/b and /p/c?x=1");
+    assert_forwarded(&client.get("/p/a").await, "/p/a #3");
+    assert_forwarded(&client.get("/p/b").await, "/p/b #2");
+    assert_forwarded(&client.get("/p/c?x=1").await, "/p/c?x=1 #2");
+    assert_hit(&client.get("/q").await, "/q #1");
+
+    let status: Value = serde_json::from_slice(&common::get(admin, "/status").await.body).unwrap();
+    assert_eq!(status["caches"]["c"]["entries"].as_u64(), Some(4));
+    assert_eq!(
+        status["caches"]["c"]["bytes"].as_u64(),
+        Some(cache_of(&running).store.bytes())
+    );
+}
+
+#[tokio::test]
+async fn cache_request_metrics_count_each_result() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/fresh" => ok(&[("cache-control", "max-age=60")], "fresh"),
+        "/reval" if seen.header("if-none-match").is_some() => respond(
+            304,
+            &[("etag", "\"r\""), ("cache-control", "max-age=0")],
+            "",
+        ),
+        "/reval" => ok(
+            &[("etag", "\"r\""), ("cache-control", "max-age=0")],
+            "reval",
+        ),
+        _ => ok(
+            &[("cache-control", "max-age=0, stale-while-revalidate=60")],
+            "swr",
+        ),
+    })
+    .await;
+    let (running, mut client) = start(&origin).await;
+    let admin = running.admin_addr.expect("admin listener");
+
+    client.get("/fresh").await; // miss
+    client.get("/fresh").await; // hit
+    client.get("/reval").await; // miss
+    client.get("/reval").await; // revalidated (304 from the origin)
+    client.get("/swr").await; // miss
+    client.get("/swr").await; // stale, refreshed in the background
+    send(&mut client, "POST", "/fresh", &[], "x").await; // bypass
+    wait_no_flights(&running).await;
+
+    let text = common::get(admin, "/metrics").await.text();
+    for (result, want) in [
+        ("hit", 1.0),
+        ("miss", 3.0),
+        ("stale", 1.0),
+        ("revalidated", 1.0),
+        ("bypass", 1.0),
+    ] {
+        assert_eq!(
+            metric_sample(
+                &text,
+                "gatehouse_cache_requests_total",
+                &[("cache", "c"), ("result", result)]
+            ),
+            Some(want),
+            "gatehouse_cache_requests_total{{result={result}}}; /metrics:\n{text}"
+        );
+    }
+    assert_eq!(origin.count("/swr"), 2, "one background refresh");
+}

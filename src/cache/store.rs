@@ -82,27 +82,6 @@ impl Weighter<String, Arc<Variants>> for ByWeight {
 #[derive(Clone)]
 struct CountEvictions(IntCounter);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_leave_room_for_the_largest_object() {
-        for (max, object) in [
-            (1 << 20, 512 << 10),
-            (256 << 20, 8 << 20),
-            (64 << 10, 64 << 10),
-        ] {
-            let shards = shards_for(max, object) as u64;
-            assert!(
-                shards == 1 || max * 95 / 100 / shards >= object,
-                "{max} {object} {shards}"
-            );
-        }
-        assert_eq!(shards_for(1 << 20, 1 << 20), 1);
-    }
-}
-
 impl Lifecycle<String, Arc<Variants>> for CountEvictions {
     type RequestState = ();
 
@@ -195,5 +174,26 @@ impl Store {
 
     pub fn capacity(&self) -> u64 {
         self.entries.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_leave_room_for_the_largest_object() {
+        for (max, object) in [
+            (1 << 20, 512 << 10),
+            (256 << 20, 8 << 20),
+            (64 << 10, 64 << 10),
+        ] {
+            let shards = shards_for(max, object) as u64;
+            assert!(
+                shards == 1 || max * 95 / 100 / shards >= object,
+                "{max} {object} {shards}"
+            );
+        }
+        assert_eq!(shards_for(1 << 20, 1 << 20), 1);
     }
 }

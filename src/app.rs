@@ -6,13 +6,13 @@ use crate::cache::CacheRegistry;
 use crate::config::{Config, parse_bind};
 use crate::demo::{self, DemoBackend, Faults, OrderStore};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::server::{self, Drain, Listener};
-use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::reload::{Reloader, config_hash};
+use crate::server::{self, Drain};
+use crate::snapshot::SharedSnapshot;
 use crate::upstream::ServerRegistry;
-use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -33,9 +33,9 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// A started gatehouse: its bound addresses and what is needed to stop it.
+/// A started gatehouse: its bound addresses and what is needed to reload and stop it.
 pub struct Running {
-    /// The bound address of each `[[listener]]`, in config order (useful with port 0).
+    /// The bound address of each `[[listener]]` at start, in config order (useful with port 0).
     pub listener_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub demo_addrs: Vec<SocketAddr>,
@@ -43,12 +43,13 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<ServerRegistry>,
     pub caches: Arc<CacheRegistry>,
+    pub reloader: Arc<Reloader>,
     admin_state: Arc<AdminState>,
-    drain: Drain,
     admin_drain: Drain,
     demo_drain: Drain,
     tasks: Vec<JoinHandle<()>>,
-    shutdown_grace: Duration,
+    /// Kept alive for as long as the file is watched.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 fn bind(what: impl Into<String>, addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
@@ -60,9 +61,27 @@ fn bind(what: impl Into<String>, addr: SocketAddr) -> Result<tokio::net::TcpList
 }
 
 impl Running {
-    /// Binds every socket of `config` (failing before serving anything if one cannot be bound)
-    /// and starts serving.
+    /// Starts from a config already loaded, without a file to reload from.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_inner(config, String::new(), None).await
+    }
+
+    /// Starts from the config file at `path`, which reloads read again (and, with
+    /// `[reload] watch`, whose changes are picked up by themselves).
+    pub async fn start_file(path: &Path) -> Result<Self, StartError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StartError::Config(format!("{}: cannot read config file: {e}", path.display()))
+        })?;
+        let config =
+            crate::config::load_str(path, &text).map_err(|e| StartError::Config(e.to_string()))?;
+        Self::start_inner(config, config_hash(&text), Some(path.to_path_buf())).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        hash: String,
+        path: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let registry = Arc::new(ServerRegistry::new());
         let caches = Arc::new(CacheRegistry::new());
@@ -92,23 +111,6 @@ impl Running {
             }));
         }
 
-        let mut listeners = Vec::new();
-        let mut listener_addrs = Vec::new();
-        for (index, listener) in config.listeners.iter().enumerate() {
-            let name = listener.name.get_ref().clone();
-            let addr = parse_bind(listener.bind.get_ref()).map_err(StartError::Config)?;
-            let tcp = bind(format!("listener {name:?}"), addr)?;
-            listener_addrs.push(tcp.local_addr().unwrap_or(addr));
-            listeners.push(Listener {
-                index,
-                open_connections: metrics.open_connections.with_label_values(&[name.as_str()]),
-                accepted: metrics
-                    .accepted_connections
-                    .with_label_values(&[name.as_str()]),
-                name,
-                tcp,
-            });
-        }
         let admin_tcp = if config.admin.bind.get_ref().is_empty() {
             None
         } else {
@@ -116,29 +118,31 @@ impl Running {
             Some(bind("the admin listener", addr)?)
         };
         let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let watch_config = config.reload.clone();
 
-        let shutdown_grace = config.limits.shutdown_grace.0;
-        let snapshot =
-            Snapshot::compile(config, &registry, &caches, &metrics).map_err(StartError::Config)?;
-        let limits = snapshot.limits;
-        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-        let proxy = Proxy::new(Arc::clone(&snapshot));
-        let drain = Drain::new();
+        let reloader = Reloader::start(
+            config,
+            hash,
+            path.clone(),
+            Arc::clone(&registry),
+            Arc::clone(&caches),
+            Arc::clone(&metrics),
+        )
+        .map_err(StartError::Config)?;
+        let listener_addrs = reloader
+            .listener_addrs()
+            .await
+            .into_iter()
+            .map(|(_, addr)| addr)
+            .collect();
+        let snapshot = Arc::clone(reloader.snapshot());
         // The admin listener outlives the proxy's drain, so /readyz can say "draining".
         let admin_drain = Drain::new();
-        for listener in listeners {
-            tracing::info!(listener = %listener.name, addr = %listener.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-            tasks.push(tokio::spawn(server::serve(
-                listener,
-                Arc::clone(&proxy),
-                limits,
-                drain.watch(),
-            )));
-        }
         let admin_state = Arc::new(AdminState {
             snapshot: Arc::clone(&snapshot),
             metrics: Arc::clone(&metrics),
             caches: Arc::clone(&caches),
+            reloader: Arc::clone(&reloader),
             ready: AtomicBool::new(true),
         });
         if let Some(tcp) = admin_tcp {
@@ -149,6 +153,18 @@ impl Running {
                 admin_drain.watch(),
             )));
         }
+        let watcher = match (&path, watch_config.watch) {
+            (Some(_), true) => {
+                match crate::reload::watch(Arc::clone(&reloader), watch_config.debounce.0) {
+                    Ok(watcher) => Some(watcher),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch the config file; SIGHUP and POST /reload still reload");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Self {
             listener_addrs,
             admin_addr,
@@ -157,12 +173,12 @@ impl Running {
             metrics,
             registry,
             caches,
+            reloader,
             admin_state,
-            drain,
             admin_drain,
             demo_drain,
             tasks,
-            shutdown_grace,
+            _watcher: watcher,
         })
     }
 
@@ -170,11 +186,10 @@ impl Running {
     /// demo backends. Returns false if the grace period ran out with requests still in flight.
     pub async fn shutdown(self) -> bool {
         self.admin_state.ready.store(false, Ordering::Relaxed);
-        let drained = tokio::time::timeout(self.shutdown_grace, self.drain.drain())
-            .await
-            .is_ok();
+        let grace = self.snapshot.load().limits.shutdown_grace;
+        let drained = self.reloader.drain_all(grace).await;
         if !drained {
-            tracing::warn!(grace = ?self.shutdown_grace, "shutdown grace period over; closing remaining connections");
+            tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.admin_drain.drain()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.demo_drain.drain()).await;

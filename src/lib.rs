@@ -11,6 +11,7 @@ pub mod demo;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;

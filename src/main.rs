@@ -119,8 +119,9 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _ = config;
     runtime.block_on(async move {
-        let running = match Running::start(config).await {
+        let running = match Running::start_file(path).await {
             Ok(running) => running,
             Err(e) => {
                 tracing::error!(error = %e, "gatehouse not started");
@@ -128,7 +129,20 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         tracing::info!(config = %path.display(), "gatehouse started");
+        let reloader = Arc::clone(&running.reloader);
+        let sighup = tokio::spawn(async move {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP; reload with POST /reload");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                reloader.reload("SIGHUP").await;
+            }
+        });
         let signal = wait_for_shutdown_signal().await;
+        sighup.abort();
         tracing::info!(signal, "shutting down: draining in-flight requests");
         if running.shutdown().await {
             tracing::info!("shutdown complete");

@@ -3,7 +3,8 @@
 //! only increments counters it already holds.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::sync::OnceLock;
 
@@ -30,6 +31,10 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     pub cache_evictions: IntCounterVec,
     pub cache_coalesced: IntCounterVec,
+    pub config_reloads_ok: IntCounter,
+    pub config_reloads_failed: IntCounter,
+    pub config_last_success: IntGauge,
+    pub config_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -149,6 +154,34 @@ impl Metrics {
         for family in [&cache_requests, &cache_evictions, &cache_coalesced] {
             registry.register(Box::new(family.clone()))?;
         }
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_config_reloads_total",
+                "Config reloads, by result (ok, error).",
+            ),
+            &["result"],
+        )?;
+        let config_last_success = IntGauge::new(
+            "gatehouse_config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded (Unix seconds).",
+        )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_config_info",
+                "The config in force, by the hash of its text (always 1).",
+            ),
+            &["hash"],
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_last_success.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        let config_reloads_ok = config_reloads.with_label_values(&["ok"]);
+        let config_reloads_failed = config_reloads.with_label_values(&["error"]);
+        config_last_success.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(upstream_server_up.clone()))?;
@@ -184,7 +217,17 @@ impl Metrics {
             cache_entries,
             cache_evictions,
             cache_coalesced,
+            config_reloads_ok,
+            config_reloads_failed,
+            config_last_success,
+            config_info,
         })
+    }
+
+    /// Marks `hash` as the config in force (and only it).
+    pub fn set_config_info(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
     }
 
     /// The registry in Prometheus text exposition format.

@@ -10,7 +10,7 @@ use crate::route::{HostPattern, RouteEntry, Router};
 use crate::upstream::{ServerRegistry, Upstream};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +30,7 @@ pub struct Route {
 }
 
 /// Client-side limits, compiled.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
@@ -46,8 +46,6 @@ pub struct Snapshot {
     pub access_log: AccessLogFormat,
     /// Metrics for requests that matched no route.
     pub unrouted: RouteMetrics,
-    /// Listener names by index, as routes refer to them.
-    pub listener_names: Vec<String>,
     pub config: Config,
     pub loaded_at: SystemTime,
 }
@@ -59,6 +57,7 @@ impl Snapshot {
         registry: &ServerRegistry,
         caches: &CacheRegistry,
         metrics: &Metrics,
+        listener_ids: &HashMap<String, usize>,
     ) -> Result<Self, String> {
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
@@ -66,11 +65,6 @@ impl Snapshot {
                 .map_err(|e| format!("upstream {name}: {e}"))?;
             upstreams.insert(name.clone(), Arc::new(compiled));
         }
-        let listener_names: Vec<String> = config
-            .listeners
-            .iter()
-            .map(|l| l.name.get_ref().clone())
-            .collect();
         let mut entries = Vec::new();
         for route in &config.routes {
             let upstream_name = route.upstream.get_ref();
@@ -79,14 +73,9 @@ impl Snapshot {
                 .ok_or_else(|| format!("route names a missing upstream {upstream_name:?}"))?
                 .clone();
             let listener = match &route.listener {
-                Some(name) => Some(
-                    listener_names
-                        .iter()
-                        .position(|l| l == name.get_ref())
-                        .ok_or_else(|| {
-                            format!("route names a missing listener {:?}", name.get_ref())
-                        })?,
-                ),
+                Some(name) => Some(*listener_ids.get(name.get_ref()).ok_or_else(|| {
+                    format!("route names a missing listener {:?}", name.get_ref())
+                })?),
                 None => None,
             };
             let name = route.display_name();
@@ -133,7 +122,6 @@ impl Snapshot {
             limits,
             access_log: config.log.access,
             unrouted: RouteMetrics::new(metrics, "none", "none"),
-            listener_names,
             config,
             loaded_at: SystemTime::now(),
         })

@@ -25,6 +25,7 @@ pub struct AdminState {
     pub snapshot: SharedSnapshot,
     pub metrics: Arc<Metrics>,
     pub caches: Arc<crate::cache::CacheRegistry>,
+    pub reloader: Arc<crate::reload::Reloader>,
     /// False once shutdown has begun, so that load balancers in front stop sending traffic.
     pub ready: AtomicBool,
 }
@@ -68,6 +69,23 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Resp
     if request.uri().path() == "/cache/purge" {
         return purge(state, request).await;
     }
+    if request.uri().path() == "/reload" {
+        if request.method() != Method::POST {
+            let mut response =
+                local_response(StatusCode::METHOD_NOT_ALLOWED, "/reload accepts POST");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let report = state.reloader.reload("POST /reload").await;
+        let status = if report.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        return json_response(status, &serde_json::to_value(&report).unwrap_or_default());
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             local_response(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints accept GET");
@@ -104,7 +122,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Resp
         }
         _ => local_response(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /healthz /readyz /metrics /status, POST /cache/purge",
+            "admin endpoints: /healthz /readyz /metrics /status, POST /reload, POST /cache/purge",
         ),
     }
 }
@@ -306,6 +324,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "config": state.reloader.status(),
         "caches": caches,
         "ready": state.ready.load(Ordering::Relaxed),
         "config_loaded_at": loaded_at,

@@ -140,6 +140,12 @@ impl CacheRegistry {
         cache
     }
 
+    /// Forgets caches whose name `keep` rejects (no longer configured).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.retain(|name, _| keep(name));
+    }
+
     pub fn all(&self) -> Vec<Arc<Cache>> {
         let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.values().cloned().collect()

@@ -227,6 +227,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             "log" => section(&locator, value, &mut errors, |v| config.log = v),
             "admin" => section(&locator, value, &mut errors, |v| config.admin = v),
             "limits" => section(&locator, value, &mut errors, |v| config.limits = v),
+            "reload" => section(&locator, value, &mut errors, |v| config.reload = v),
             "demo" => section(&locator, value, &mut errors, |v| config.demo = v),
             "listener" => {
                 let before = errors.len();
@@ -269,7 +270,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limits, demo",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limits, reload, demo",
             )),
         }
     }

@@ -28,7 +28,27 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub caches: BTreeMap<String, CacheConfig>,
     pub limits: LimitsConfig,
+    pub reload: ReloadConfig,
     pub demo: DemoConfig,
+}
+
+/// `[reload]`: how config changes are picked up (SIGHUP and `POST /reload` always work).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the config file's directory and reload when the file changes.
+    pub watch: bool,
+    /// How long the directory must be quiet after a change before the reload.
+    pub debounce: ConfigDuration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: ConfigDuration::from_millis(200),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

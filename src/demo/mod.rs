@@ -1,8 +1,9 @@
 //! Embedded demo backend: a restaurant's order API that gatehouse runs in-process (and
 //! standalone via `gatehouse demo-backend`) so the proxy has something realistic to balance.
 //!
-//! Routes: `POST/GET /orders`, `GET/HEAD/PATCH/DELETE /orders/{id}`, `GET /healthz` and
-//! `GET/POST /_demo/faults`. Every response is JSON and names its backend in `x-served-by`.
+//! Routes: `POST/GET /orders`, `GET/HEAD/PATCH/DELETE /orders/{id}`, `GET /healthz`,
+//! `GET/POST /_demo/faults` and `GET /_demo/stats`. Every response is JSON and names its
+//! backend in `x-served-by`.
 
 mod faults;
 mod store;
@@ -13,6 +14,7 @@ use std::io;
 use std::pin::pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -55,12 +57,16 @@ const ALLOW_READ_ONLY: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
 type Reply = Response<Full<Bytes>>;
 
-/// One demo backend: a name (sent as `x-served-by`), a shared store, its own faults.
+/// One demo backend: a name (sent as `x-served-by`), a shared store, its own faults and its
+/// own count of order requests.
 #[derive(Debug)]
 pub struct DemoBackend {
     pub name: String,
     pub store: Arc<OrderStore>,
     pub faults: Arc<Faults>,
+    /// Requests to `/orders` and `/orders/{id}` (any method, any answer) since start; not
+    /// health checks nor `/_demo/*`. Reported by `GET /_demo/stats`.
+    requests: AtomicU64,
 }
 
 impl DemoBackend {
@@ -69,7 +75,17 @@ impl DemoBackend {
             name: name.into(),
             store,
             faults,
+            requests: AtomicU64::new(0),
         })
+    }
+
+    /// Order requests received so far (see `GET /_demo/stats`).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -168,6 +184,7 @@ struct OrderApi {
 enum Route<'a> {
     Health,
     Faults,
+    Stats,
     Orders,
     Order(&'a str),
     Unknown,
@@ -178,6 +195,7 @@ impl<'a> Route<'a> {
         match path {
             "/healthz" => Self::Health,
             "/_demo/faults" => Self::Faults,
+            "/_demo/stats" => Self::Stats,
             "/orders" => Self::Orders,
             _ => match path.strip_prefix("/orders/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Self::Order(id),
@@ -244,7 +262,17 @@ impl OrderApi {
                 Method::POST => self.change_faults(parts, body).await,
                 _ => method_not_allowed(parts, ALLOW_FAULTS),
             },
+            Route::Stats => match *method {
+                Method::GET | Method::HEAD => json(
+                    StatusCode::OK,
+                    &StatsReport {
+                        requests: self.backend.requests(),
+                    },
+                ),
+                _ => method_not_allowed(parts, ALLOW_READ_ONLY),
+            },
             Route::Orders => {
+                self.backend.count_request();
                 if let Some(fault) = self.injected_fault().await {
                     return fault;
                 }
@@ -255,6 +283,7 @@ impl OrderApi {
                 }
             }
             Route::Order(id) => {
+                self.backend.count_request();
                 if let Some(fault) = self.injected_fault().await {
                     return fault;
                 }
@@ -436,6 +465,11 @@ struct FaultsReport {
     latency: String,
     error_rate: f64,
     healthy: bool,
+}
+
+#[derive(Serialize)]
+struct StatsReport {
+    requests: u64,
 }
 
 #[derive(Deserialize)]
@@ -651,6 +685,7 @@ mod tests {
     fn routes_are_recognised_by_path() {
         assert!(matches!(Route::of("/healthz"), Route::Health));
         assert!(matches!(Route::of("/_demo/faults"), Route::Faults));
+        assert!(matches!(Route::of("/_demo/stats"), Route::Stats));
         assert!(matches!(Route::of("/orders"), Route::Orders));
         assert!(matches!(Route::of("/orders/12"), Route::Order("12")));
         assert!(matches!(Route::of("/orders/abc"), Route::Order("abc")));

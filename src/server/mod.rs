@@ -70,13 +70,12 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 /// Accepts connections until `drain` signals shutdown, then stops accepting; each connection
 /// finishes its in-flight requests (graceful shutdown) before it closes.
-pub async fn serve(listener: Listener, proxy: Arc<Proxy>, limits: Limits, drain: DrainWatch) {
-    let builder = Arc::new(connection_builder(&limits));
+pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
     let connections = Connections::new();
-    let reaper = tokio::spawn(reap(
-        Arc::clone(&connections),
-        ReapPolicy::new(limits.idle_timeout, limits.header_read_timeout),
-    ));
+    let reaper = tokio::spawn(reap(Arc::clone(&connections), Arc::clone(&proxy)));
+    // The hyper settings follow the limits of the snapshot in force, rebuilt when they change.
+    let mut limits = proxy.snapshot().load().limits;
+    let mut builder = Arc::new(connection_builder(&limits));
     let mut stop = drain.clone();
     loop {
         let accepted = tokio::select! {
@@ -94,6 +93,11 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, limits: Limits, drain:
         };
         let _ = stream.set_nodelay(true);
         listener.accepted.inc();
+        let current = proxy.snapshot().load().limits;
+        if current != limits {
+            limits = current;
+            builder = Arc::new(connection_builder(&limits));
+        }
         // Registered here, not in the task, so that a drain right after this accept reaches it.
         let registration = connections.register();
         tokio::spawn(serve_connection(
@@ -112,12 +116,13 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, limits: Limits, drain:
     tracing::info!(listener = %listener.name, "stopped accepting");
 }
 
-/// Closes connections idle past `idle_timeout` or slow to send a request head.
-async fn reap(connections: Arc<Connections>, policy: ReapPolicy) {
-    let mut interval = tokio::time::interval(policy.tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Closes connections idle past `idle_timeout` or slow to send a request head, with the
+/// timeouts of the snapshot in force.
+async fn reap(connections: Arc<Connections>, proxy: Arc<Proxy>) {
     loop {
-        interval.tick().await;
+        let limits = proxy.snapshot().load().limits;
+        let policy = ReapPolicy::new(limits.idle_timeout, limits.header_read_timeout);
+        tokio::time::sleep(policy.tick).await;
         connections.reap(&policy);
     }
 }

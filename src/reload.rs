@@ -1,0 +1,456 @@
+//! Configuration reload without dropping a request: a trigger (the file changing on disk,
+//! SIGHUP, `POST /reload`) leads to a check exactly like `gatehouse check`, the new listeners
+//! bound, a new snapshot compiled away from the hot path and swapped in with one store.
+//! Requests in flight finish on the snapshot they started with; long-lived state (servers'
+//! health, breakers, pools; unchanged caches) carries over through the registries. A bad
+//! config changes nothing: the error is logged, counted and shown in /status.
+
+use crate::cache::CacheRegistry;
+use crate::config::{self, Config, parse_bind};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::server::{self, Drain, Listener};
+use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::upstream::ServerRegistry;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+
+/// A client-facing listener in service.
+struct ActiveListener {
+    /// The bind address as written in the config (kept while it does not change).
+    bind: String,
+    addr: SocketAddr,
+    drain: Drain,
+    task: JoinHandle<()>,
+}
+
+/// The listeners in service, by name, with ids that stay stable across reloads (routes and
+/// connections refer to listeners by id).
+#[derive(Default)]
+struct Listeners {
+    active: BTreeMap<String, ActiveListener>,
+    ids: HashMap<String, usize>,
+}
+
+impl Listeners {
+    fn id(&mut self, name: &str) -> usize {
+        let next = self.ids.len();
+        *self.ids.entry(name.to_owned()).or_insert(next)
+    }
+}
+
+/// What /status shows about the configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadStatus {
+    /// Hash of the config text in force.
+    pub hash: String,
+    /// Unix seconds when it was loaded.
+    pub loaded_at: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_error: Option<String>,
+    /// Unix seconds of the last failed reload.
+    pub last_error_at: Option<u64>,
+}
+
+/// How a reload went.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadReport {
+    pub ok: bool,
+    /// False when the file was unchanged (nothing to do).
+    pub changed: bool,
+    pub hash: String,
+    /// Every error, as `file:line:column: key: message`.
+    pub errors: Vec<String>,
+}
+
+pub struct Reloader {
+    path: Option<PathBuf>,
+    snapshot: SharedSnapshot,
+    proxy: Arc<Proxy>,
+    registry: Arc<ServerRegistry>,
+    caches: Arc<CacheRegistry>,
+    metrics: Arc<Metrics>,
+    listeners: tokio::sync::Mutex<Listeners>,
+    status: Mutex<ReloadStatus>,
+}
+
+pub fn config_hash(text: &str) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Binds a listener of the config; the error names it.
+fn bind_listener(name: &str, bind: &str) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let addr = parse_bind(bind)?;
+    let tcp =
+        server::bind(addr).map_err(|e| format!("cannot bind listener {name:?} on {addr}: {e}"))?;
+    let bound = tcp.local_addr().unwrap_or(addr);
+    Ok((tcp, bound))
+}
+
+impl Reloader {
+    /// Binds the listeners of `config`, compiles its snapshot and starts serving.
+    pub fn start(
+        config: Config,
+        text_hash: String,
+        path: Option<PathBuf>,
+        registry: Arc<ServerRegistry>,
+        caches: Arc<CacheRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let mut listeners = Listeners::default();
+        let mut bound = Vec::new();
+        for listener in &config.listeners {
+            let name = listener.name.get_ref();
+            let (tcp, addr) = bind_listener(name, listener.bind.get_ref())?;
+            bound.push((name.clone(), listener.bind.get_ref().clone(), tcp, addr));
+            listeners.id(name);
+        }
+        let snapshot = Snapshot::compile(config, &registry, &caches, &metrics, &listeners.ids)?;
+        let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
+        let proxy = Proxy::new(Arc::clone(&snapshot));
+        let reloader = Arc::new(Self {
+            path,
+            snapshot,
+            proxy,
+            registry,
+            caches,
+            metrics,
+            listeners: tokio::sync::Mutex::new(Listeners::default()),
+            status: Mutex::new(ReloadStatus {
+                hash: text_hash.clone(),
+                loaded_at: unix_now(),
+                reloads_ok: 0,
+                reloads_failed: 0,
+                last_error: None,
+                last_error_at: None,
+            }),
+        });
+        reloader.metrics.set_config_info(&text_hash);
+        for (name, bind, tcp, addr) in bound {
+            let id = listeners.id(&name);
+            let active = reloader.serve_listener(id, &name, bind, tcp, addr);
+            listeners.active.insert(name, active);
+        }
+        // Nobody else holds the lock yet.
+        if let Ok(mut slot) = reloader.listeners.try_lock() {
+            *slot = listeners;
+        }
+        Ok(reloader)
+    }
+
+    pub fn snapshot(&self) -> &SharedSnapshot {
+        &self.snapshot
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The bound address of each listener, in config order.
+    pub async fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        let listeners = self.listeners.lock().await;
+        let snapshot = self.snapshot.load();
+        snapshot
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let name = l.name.get_ref();
+                listeners.active.get(name).map(|a| (name.clone(), a.addr))
+            })
+            .collect()
+    }
+
+    fn serve_listener(
+        &self,
+        id: usize,
+        name: &str,
+        bind: String,
+        tcp: tokio::net::TcpListener,
+        addr: SocketAddr,
+    ) -> ActiveListener {
+        tracing::info!(listener = %name, addr = %addr, "listening");
+        let drain = Drain::new();
+        let listener = Listener {
+            index: id,
+            name: name.to_owned(),
+            open_connections: self.metrics.open_connections.with_label_values(&[name]),
+            accepted: self.metrics.accepted_connections.with_label_values(&[name]),
+            tcp,
+        };
+        let task = tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&self.proxy),
+            drain.watch(),
+        ));
+        ActiveListener {
+            bind,
+            addr,
+            drain,
+            task,
+        }
+    }
+
+    /// Reloads from the config file. `trigger` says what asked (for the log).
+    pub async fn reload(&self, trigger: &str) -> ReloadReport {
+        let Some(path) = self.path.clone() else {
+            return self.failed(
+                trigger,
+                vec!["gatehouse was started without a config file".into()],
+            );
+        };
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            Err(e) => {
+                return self.failed(
+                    trigger,
+                    vec![format!("{}: cannot read config file: {e}", path.display())],
+                );
+            }
+        };
+        self.reload_text(trigger, &path, &text).await
+    }
+
+    /// Reloads from config text (read from `path`).
+    pub async fn reload_text(&self, trigger: &str, path: &Path, text: &str) -> ReloadReport {
+        let hash = config_hash(text);
+        let mut listeners = self.listeners.lock().await;
+        if hash == self.status().hash {
+            tracing::debug!(trigger, hash, "config unchanged; nothing to reload");
+            return ReloadReport {
+                ok: true,
+                changed: false,
+                hash,
+                errors: Vec::new(),
+            };
+        }
+        let config = match config::load_str(path, text) {
+            Ok(config) => config,
+            Err(errors) => {
+                return self.failed(trigger, errors.0.iter().map(ToString::to_string).collect());
+            }
+        };
+
+        // New and moved listeners are bound before anything changes: a taken port fails the
+        // reload with the old config still in force.
+        let mut fresh = Vec::new();
+        for listener in &config.listeners {
+            let name = listener.name.get_ref();
+            let bind = listener.bind.get_ref();
+            if listeners.active.get(name).is_some_and(|a| a.bind == *bind) {
+                continue;
+            }
+            match bind_listener(name, bind) {
+                Ok((tcp, addr)) => fresh.push((name.clone(), bind.clone(), tcp, addr)),
+                Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
+            }
+        }
+        for (name, ..) in &fresh {
+            listeners.id(name);
+        }
+        let snapshot = match Snapshot::compile(
+            config,
+            &self.registry,
+            &self.caches,
+            &self.metrics,
+            &listeners.ids,
+        ) {
+            Ok(snapshot) => snapshot,
+            Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
+        };
+
+        // Servers and caches the new config no longer names are forgotten (their Arcs live on
+        // in the old snapshot until its last request ends; health checks stop with them).
+        let keep_servers: HashSet<(String, String)> = snapshot
+            .config
+            .upstreams
+            .iter()
+            .flat_map(|(name, u)| {
+                u.servers
+                    .get_ref()
+                    .iter()
+                    .map(move |s| (name.clone(), s.get_ref().addr.clone()))
+            })
+            .collect();
+        let keep_caches: HashSet<String> = snapshot.config.caches.keys().cloned().collect();
+        let wanted: HashMap<String, String> = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| (l.name.get_ref().clone(), l.bind.get_ref().clone()))
+            .collect();
+        let shutdown_grace = snapshot.limits.shutdown_grace;
+        self.snapshot.store(Arc::new(snapshot));
+        self.registry.retain(|upstream, addr| {
+            keep_servers.contains(&(upstream.to_owned(), addr.to_owned()))
+        });
+        self.caches.retain(|name| keep_caches.contains(name));
+
+        // Listeners removed or moved stop accepting and drain; new ones start.
+        let gone: Vec<String> = listeners
+            .active
+            .iter()
+            .filter(|(name, active)| wanted.get(*name) != Some(&active.bind))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(active) = listeners.active.remove(&name) {
+                tracing::info!(listener = %name, addr = %active.addr, "listener removed; draining");
+                let ActiveListener { drain, task, .. } = active;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(shutdown_grace, drain.drain()).await;
+                    task.abort();
+                });
+            }
+        }
+        for (name, bind, tcp, addr) in fresh {
+            let id = listeners.id(&name);
+            let active = self.serve_listener(id, &name, bind, tcp, addr);
+            listeners.active.insert(name, active);
+        }
+        drop(listeners);
+
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.hash = hash.clone();
+        status.loaded_at = unix_now();
+        status.reloads_ok += 1;
+        drop(status);
+        self.metrics.config_reloads_ok.inc();
+        self.metrics.config_last_success.set(unix_now() as i64);
+        self.metrics.set_config_info(&hash);
+        tracing::info!(trigger, hash, "config reloaded");
+        ReloadReport {
+            ok: true,
+            changed: true,
+            hash,
+            errors: Vec::new(),
+        }
+    }
+
+    fn failed(&self, trigger: &str, errors: Vec<String>) -> ReloadReport {
+        let joined = errors.join("\n");
+        tracing::error!(trigger, errors = %joined, "config reload failed; the running config is unchanged");
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.reloads_failed += 1;
+        status.last_error = Some(joined);
+        status.last_error_at = Some(unix_now());
+        let hash = status.hash.clone();
+        drop(status);
+        self.metrics.config_reloads_failed.inc();
+        ReloadReport {
+            ok: false,
+            changed: false,
+            hash,
+            errors,
+        }
+    }
+
+    /// Stops every listener and waits (within `grace`) for their connections to finish.
+    pub async fn drain_all(&self, grace: Duration) -> bool {
+        let mut listeners = self.listeners.lock().await;
+        let active: Vec<ActiveListener> = std::mem::take(&mut listeners.active)
+            .into_values()
+            .collect();
+        drop(listeners);
+        let mut tasks = Vec::new();
+        let mut drains = Vec::new();
+        for ActiveListener { drain, task, .. } in active {
+            tasks.push(task);
+            drains.push(tokio::spawn(drain.drain()));
+        }
+        let all = async {
+            for drain in drains {
+                let _ = drain.await;
+            }
+        };
+        let drained = tokio::time::timeout(grace, all).await.is_ok();
+        for task in tasks {
+            task.abort();
+        }
+        drained
+    }
+}
+
+/// Watches the config file's directory and reloads when the file's content changes: an
+/// editor's write-to-temp-then-rename and a Kubernetes ConfigMap's `..data` symlink swap both
+/// show up as events in the directory; a burst of them is settled for `debounce`, and a
+/// reload whose text did not change does nothing.
+pub fn watch(
+    reloader: Arc<Reloader>,
+    debounce: Duration,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let Some(path) = reloader.path.clone() else {
+        return Err(notify::Error::generic("no config file to watch"));
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let file_name = path.file_name().map(|n| n.to_os_string());
+    let (events, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        // The file itself (written, or renamed into place by an editor), or a ConfigMap's
+        // `..data` / `..2024_…` entries; other files in the directory (logs!) are not ours.
+        let concerns_config = event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|name| {
+                Some(name.to_os_string()) == file_name || name.to_string_lossy().starts_with("..")
+            })
+        });
+        if concerns_config {
+            let _ = events.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        let mut last_failed: Option<String> = None;
+        while arrivals.recv().await.is_some() {
+            // Settle: wait until the directory has been quiet for `debounce`.
+            loop {
+                match tokio::time::timeout(debounce, arrivals.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            // The same broken text is reported once, not at every event in the directory.
+            let text = match &reloader.path {
+                Some(path) => tokio::fs::read_to_string(path).await.ok(),
+                None => None,
+            };
+            let hash = text.as_deref().map(config_hash);
+            if hash.is_some() && hash == last_failed {
+                continue;
+            }
+            let report = reloader.reload("file change").await;
+            last_failed = if report.ok { None } else { hash };
+            if report.ok && report.changed {
+                tracing::debug!(hash = %report.hash, "reloaded after a file change");
+            }
+        }
+    });
+    tracing::info!(dir = %dir.display(), "watching the config directory");
+    Ok(watcher)
+}

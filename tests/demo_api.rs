@@ -541,6 +541,45 @@ async fn health_can_be_made_to_fail_and_recover_at_runtime() {
 }
 
 #[tokio::test]
+async fn stats_count_order_requests_only() {
+    let backend = Backend::start().await;
+    let mut client = backend.client().await;
+    let stats = client.get("/_demo/stats").await;
+    assert_eq!(stats.status, StatusCode::OK);
+    assert_eq!(stats.json(), json!({ "requests": 0 }));
+    assert_eq!(stats.header("cache-control"), None);
+
+    // Health checks, fault and stats requests are not counted; every order request is,
+    // whatever its method and answer (a 404 and an injected 500 included).
+    client.get("/healthz").await;
+    client.get("/_demo/faults").await;
+    client.get("/orders?limit=1").await;
+    client
+        .post("/orders", &order_draft("ada", &["falafel"]))
+        .await;
+    client.get("/orders/1").await;
+    client.get("/orders/999").await;
+    client
+        .post("/_demo/faults", &json!({ "error_rate": 1.0 }))
+        .await;
+    assert_eq!(
+        client.get("/orders").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        client.get("/_demo/stats").await.json(),
+        json!({ "requests": 5 })
+    );
+    assert_eq!(backend.demo.requests(), 5);
+
+    let refused = client
+        .send(Method::POST, "/_demo/stats", Bytes::new())
+        .await;
+    assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test]
 async fn injected_errors_hit_orders_but_never_health() {
     let backend = Backend::start().await;
     let mut client = backend.client().await;

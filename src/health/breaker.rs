@@ -158,6 +158,14 @@ impl Breaker {
         (self.state == BreakerState::Open).then_some(self.open_until)
     }
 
+    /// An active health check passed: an open breaker need not wait out its open time, and
+    /// lets its trial through now (a real request still decides whether it closes).
+    pub fn health_check_passed(&mut self, now: Instant) {
+        if self.state == BreakerState::Open && self.open_until > now {
+            self.open_until = now;
+        }
+    }
+
     /// Whether a request could be admitted now, without taking a trial slot.
     pub fn would_admit(&self, now: Instant) -> bool {
         match self.state {
@@ -415,6 +423,20 @@ mod tests {
         }
         assert!(fail(&mut b, later).is_none());
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_passing_health_check_cuts_the_open_time_short() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        for _ in 0..3 {
+            fail(&mut b, t0);
+        }
+        let soon = t0 + Duration::from_secs(2);
+        assert!(!b.would_admit(soon));
+        b.health_check_passed(soon);
+        assert!(b.would_admit(soon));
+        assert_eq!(b.admit(soon).0, Admission::Trial);
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endp
         let Some(server) = server.upgrade() else {
             return;
         };
+        if result.is_ok() {
+            server
+                .breaker
+                .health_check_passed(std::time::Instant::now());
+        }
         server.health.record_check(result);
     }
 }

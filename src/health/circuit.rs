@@ -87,6 +87,16 @@ impl CircuitBreaker {
         self.lock().as_ref().and_then(Breaker::open_until)
     }
 
+    /// An active health check passed (see `Breaker::health_check_passed`).
+    pub fn health_check_passed(&self, now: Instant) {
+        if self.fast_state.load(Ordering::Acquire) == CLOSED {
+            return;
+        }
+        if let Some(breaker) = self.lock().as_mut() {
+            breaker.health_check_passed(now);
+        }
+    }
+
     /// Could a request be admitted now? Lock-free while closed.
     pub fn would_admit(&self, now: Instant) -> bool {
         self.fast_state.load(Ordering::Acquire) == CLOSED

@@ -547,7 +547,10 @@ async fn forward(
                 if next.is_none() {
                     return Err(error);
                 }
-                tracing::warn!(upstream = %upstream.name, server = %server.addr, error = %error, "retrying on another server");
+                // Debug, not warn: during an outage every request to the dead server retries,
+                // and the metrics (retries, connect errors) and the health and breaker
+                // transitions already say so once.
+                tracing::debug!(upstream = %upstream.name, server = %server.addr, error = %error, "retrying on another server");
                 attempts += 1;
                 upstream.retries_total.inc();
                 request = again;

@@ -6,6 +6,7 @@ use gatehouse::config::{self, AccessLogFormat, Config};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -119,8 +120,11 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _ = config;
+    drop(config);
     runtime.block_on(async move {
+        // Signal handlers first: a signal that arrives while the listeners are being set up
+        // is then a reload or a shutdown, not the default action (death).
+        let signals = Signals::install();
         let running = match Running::start_file(path).await {
             Ok(running) => running,
             Err(e) => {
@@ -129,26 +133,58 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         tracing::info!(config = %path.display(), "gatehouse started");
-        let reloader = Arc::clone(&running.reloader);
-        let sighup = tokio::spawn(async move {
-            let Ok(mut hangups) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                tracing::warn!("cannot listen for SIGHUP; reload with POST /reload");
-                return;
-            };
-            while hangups.recv().await.is_some() {
-                reloader.reload("SIGHUP").await;
-            }
-        });
-        let signal = wait_for_shutdown_signal().await;
-        sighup.abort();
+        let signal = signals.serve(&running).await;
         tracing::info!(signal, "shutting down: draining in-flight requests");
         if running.shutdown().await {
             tracing::info!("shutdown complete");
         }
         ExitCode::SUCCESS
     })
+}
+
+/// The process's signal streams: SIGHUP reloads, SIGTERM and SIGINT shut down.
+struct Signals {
+    hangup: Option<Signal>,
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        let install = |kind| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                eprintln!("cannot install a signal handler: {e}");
+                None
+            }
+        };
+        Self {
+            hangup: install(SignalKind::hangup()),
+            terminate: install(SignalKind::terminate()),
+            interrupt: install(SignalKind::interrupt()),
+        }
+    }
+
+    /// Reloads on every SIGHUP until SIGTERM or SIGINT; returns which one ended it.
+    async fn serve(mut self, running: &Running) -> &'static str {
+        async fn next(stream: &mut Option<Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                () = next(&mut self.hangup) => {
+                    running.reloader.reload("SIGHUP").await;
+                }
+                () = next(&mut self.terminate) => return "SIGTERM",
+                () = next(&mut self.interrupt) => return "SIGINT",
+            }
+        }
+    }
 }
 
 async fn wait_for_shutdown_signal() -> &'static str {

@@ -252,7 +252,7 @@ impl Reloader {
         // New and moved listeners are bound before anything changes: a taken port fails the
         // reload with the old config still in force.
         let mut fresh = Vec::new();
-        for listener in &config.listeners {
+        for (i, listener) in config.listeners.iter().enumerate() {
             let name = listener.name.get_ref();
             let bind = listener.bind.get_ref();
             if listeners.active.get(name).is_some_and(|a| a.bind == *bind) {
@@ -260,7 +260,14 @@ impl Reloader {
             }
             match bind_listener(name, bind) {
                 Ok((tcp, addr)) => fresh.push((name.clone(), bind.clone(), tcp, addr)),
-                Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
+                Err(e) => {
+                    let (line, column) = config::line_column(text, listener.bind.span().start);
+                    let error = format!(
+                        "{}:{line}:{column}: listener[{i}].bind: {e}",
+                        path.display()
+                    );
+                    return self.failed(trigger, vec![error]);
+                }
             }
         }
         for (name, ..) in &fresh {

@@ -142,6 +142,18 @@ keepalive = 512
     return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
 
 
+def wait_ready_path(port: int, path: str, deadline_s: float = 10.0):
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered 200 on port {port}{path}")
+
+
 def wait_ready(port: int, deadline_s: float = 10.0):
     end = time.time() + deadline_s
     while time.time() < end:

@@ -7,7 +7,7 @@ mod load;
 mod units;
 mod validate;
 
-pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use load::{ConfigError, ConfigErrors, line_column, load_file, load_str};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
 pub use validate::{parse_bind, parse_server_addr};
 

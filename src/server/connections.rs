@@ -53,6 +53,11 @@ impl ConnectionControl {
         RequestInFlight(Arc::clone(self))
     }
 
+    /// Whether a request has arrived on this connection yet.
+    pub fn has_started_requests(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether the connection should finish gracefully (`Some(false)`) or close at once
     /// (`Some(true)`); registers the task to be woken when that is decided.
     pub fn close_requested(&self, cx: &Context<'_>) -> Option<bool> {

@@ -77,13 +77,32 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
     let mut limits = proxy.snapshot().load().limits;
     let mut builder = Arc::new(connection_builder(&limits));
     let mut stop = drain.clone();
+    let mut stopping = false;
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.tcp.accept() => accepted,
-            () = stop.signalled() => break,
+        let accepted = if stopping {
+            // Take what the kernel already queued for this socket, then close it: with
+            // SO_REUSEPORT those connections would otherwise be reset with it, while a
+            // closed socket leaves new ones to the other process on the port.
+            let mut ask_only = std::task::Context::from_waker(std::task::Waker::noop());
+            match listener.tcp.poll_accept(&mut ask_only) {
+                Poll::Ready(accepted) => accepted,
+                Poll::Pending => break,
+            }
+        } else {
+            tokio::select! {
+                accepted = listener.tcp.accept() => accepted,
+                () = stop.signalled() => {
+                    stopping = true;
+                    continue;
+                }
+            }
         };
         let (stream, addr) = match accepted {
             Ok(pair) => pair,
+            Err(e) if stopping => {
+                tracing::debug!(listener = %listener.name, error = %e, "accept failed while stopping");
+                break;
+            }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(listener = %listener.name, error = %e, "accept failed");
@@ -111,9 +130,11 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
             drain.clone(),
         ));
     }
+    let Listener { tcp, name, .. } = listener;
+    drop(tcp);
     reaper.abort();
     connections.close_all();
-    tracing::info!(listener = %listener.name, "stopped accepting");
+    tracing::info!(listener = %name, "stopped accepting");
 }
 
 /// Closes connections idle past `idle_timeout` or slow to send a request head, with the
@@ -164,8 +185,10 @@ async fn serve_connection(
         match registration.control.close_requested(cx) {
             // A request head too slow to arrive: drop the connection now.
             Some(true) => return Poll::Ready(Ok(())),
-            // Drain or idle: finish what is in flight, then close.
-            Some(false) if !closing => {
+            // Drain or idle: finish what is in flight, then close. A connection that has not
+            // yet sent its first request is given it (closing it now could cut a request
+            // already on the wire); the head timeout bounds the wait.
+            Some(false) if !closing && registration.control.has_started_requests() => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }

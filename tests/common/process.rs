@@ -76,6 +76,16 @@ impl Process {
         }
     }
 
+    /// The child's process id (for signals other than SIGTERM).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The config file the process was started with (rewrite it, then reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
     pub fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -242,11 +242,18 @@ impl Reloader {
                 errors: Vec::new(),
             };
         }
-        let config = match config::load_str(path, text) {
-            Ok(config) => config,
-            Err(errors) => {
+        // Parsing and compiling run on the blocking pool, not on the threads serving requests
+        // (with one worker thread, that is the only one).
+        let checked = {
+            let (path, text) = (path.to_path_buf(), text.to_owned());
+            tokio::task::spawn_blocking(move || config::load_str(&path, &text)).await
+        };
+        let config = match checked {
+            Ok(Ok(config)) => config,
+            Ok(Err(errors)) => {
                 return self.failed(trigger, errors.0.iter().map(ToString::to_string).collect());
             }
+            Err(e) => return self.failed(trigger, vec![format!("config check failed: {e}")]),
         };
 
         // New and moved listeners are bound before anything changes: a taken port fails the
@@ -273,13 +280,20 @@ impl Reloader {
         for (name, ..) in &fresh {
             listeners.id(name);
         }
-        let snapshot = match Snapshot::compile(
-            config,
-            &self.registry,
-            &self.caches,
-            &self.metrics,
-            &listeners.ids,
-        ) {
+        let compiled = {
+            let (registry, caches, metrics) = (
+                Arc::clone(&self.registry),
+                Arc::clone(&self.caches),
+                Arc::clone(&self.metrics),
+            );
+            let ids = listeners.ids.clone();
+            tokio::task::spawn_blocking(move || {
+                Snapshot::compile(config, &registry, &caches, &metrics, &ids)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("compile failed: {e}")))
+        };
+        let snapshot = match compiled {
             Ok(snapshot) => snapshot,
             Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
         };

@@ -11,6 +11,8 @@ Installs nginx and wrk with apt-get when they are missing; builds gatehouse in r
 """
 
 import argparse
+import json
+import threading
 import os
 import shutil
 import signal
@@ -126,7 +128,7 @@ worker_threads = 1
 level = "warn"
 access = "off"
 [admin]
-bind = ""
+bind = "127.0.0.1:18091"
 [[listener]]
 name = "bench"
 bind = "127.0.0.1:{GATEHOUSE_PORT}"
@@ -140,6 +142,19 @@ keepalive = 512
         + (RESILIENCE if resilience else "")
     )
     return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
+
+
+def reload_loop(config: Path, every: float, stop: threading.Event):
+    """Rewrites the config (alternating a comment, so the text changes) and POSTs /reload."""
+    text = config.read_text()
+    flip = False
+    while not stop.wait(every):
+        flip = not flip
+        config.write_text(text + ("# reload\n" if flip else ""))
+        request = urllib.request.Request("http://127.0.0.1:18091/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            if json.load(response).get("ok") is not True:
+                raise RuntimeError("reload failed during the benchmark")
 
 
 def wait_ready_path(port: int, path: str, deadline_s: float = 10.0):
@@ -235,6 +250,8 @@ def main():
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--binary", default=str(ROOT / "target/release/gatehouse"))
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--reload-every", type=float, default=0.0,
+                        help="also measure gatehouse while its config is reloaded every N seconds")
     parser.add_argument("--resilience", action="store_true",
                         help="gatehouse with health checks (2s) and breakers on; nginx with max_fails")
     args = parser.parse_args()
@@ -261,6 +278,18 @@ def main():
             print(f"round {round_no}/{args.rounds}", flush=True)
             results["nginx"].append(measure("nginx", NGINX_PORT, process_tree(nginx.pid), args))
             results["gatehouse"].append(measure("gatehouse", GATEHOUSE_PORT, [gatehouse.pid], args))
+        if args.reload_every > 0:
+            results["gatehouse+reloads"] = []
+            for round_no in range(1, args.rounds + 1):
+                print(f"round {round_no}/{args.rounds} with a reload every {args.reload_every}s", flush=True)
+                stop = threading.Event()
+                reloads = threading.Thread(target=reload_loop, args=(workdir / "gatehouse.toml", args.reload_every, stop))
+                reloads.start()
+                try:
+                    results["gatehouse+reloads"].append(measure("gh+reload", GATEHOUSE_PORT, [gatehouse.pid], args))
+                finally:
+                    stop.set()
+                    reloads.join()
         med = {k: [statistics.median(col) for col in zip(*v)] for k, v in results.items()}
         n, g = med["nginx"], med["gatehouse"]
         print()
@@ -272,6 +301,10 @@ def main():
         print(f"{'nginx':10s} {n[0]:>10.0f} {n[1]:>8.2f} {n[2]:>11.2f}")
         print(f"{'gatehouse':10s} {g[0]:>10.0f} {g[1]:>8.2f} {g[2]:>11.2f}")
         print(f"{'ratio g/n':10s} {g[0] / n[0]:>10.2f} {g[1] / n[1]:>8.2f} {g[2] / n[2]:>11.2f}")
+        if "gatehouse+reloads" in med:
+            r = med["gatehouse+reloads"]
+            print(f"{'gh+reload':10s} {r[0]:>10.0f} {r[1]:>8.2f} {r[2]:>11.2f}   "
+                  f"(a reload every {args.reload_every}s; p99 ratio to no reloads {r[1] / g[1]:.2f})")
     finally:
         for p in reversed(procs):
             if p.poll() is None:

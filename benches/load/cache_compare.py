@@ -22,7 +22,6 @@ medians and gatehouse/nginx ratios. Usage: benches/load/cache_compare.py [--roun
 import argparse
 import json
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -212,14 +211,7 @@ def main():
                       for i, (proxy, (port, _)) in enumerate(proxies.items())}
             print(f"  round {round_no + 1}: origin requests: nginx {counts['nginx']}, gatehouse {counts['gatehouse']}")
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        compare.stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
         if cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)

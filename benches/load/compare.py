@@ -144,6 +144,18 @@ keepalive = 512
     return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
 
 
+def stop_all(procs):
+    """SIGTERM the processes this script started (newest first), SIGKILL any still up after 15 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def reload_loop(config: Path, every: float, stop: threading.Event):
     """Rewrites the config (alternating a comment, so the text changes) and POSTs /reload."""
     text = config.read_text()
@@ -306,14 +318,7 @@ def main():
             print(f"{'gh+reload':10s} {r[0]:>10.0f} {r[1]:>8.2f} {r[2]:>11.2f}   "
                   f"(a reload every {args.reload_every}s; p99 ratio to no reloads {r[1] / g[1]:.2f})")
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

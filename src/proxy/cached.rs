@@ -165,16 +165,7 @@ pub(super) async fn serve(
     }
     let request_time = SystemTime::now();
     let mut reply = reply;
-    let started = reply.exchange.start;
-    let result = forward(
-        &reply.route.upstream,
-        &mut reply.exchange.server,
-        parts,
-        body,
-        started,
-    )
-    .await;
-    let forwarded = match result {
+    let forwarded = match reply.send(parts, body).await {
         Ok(forwarded) => forwarded,
         Err(error) => {
             if let Some(entry) = stored
@@ -298,16 +289,7 @@ async fn bypass(
 ) -> Response {
     cache.metrics.count(CacheResult::Bypass);
     let method = parts.method.clone();
-    let started = reply.exchange.start;
-    let result = forward(
-        &reply.route.upstream,
-        &mut reply.exchange.server,
-        parts,
-        body,
-        started,
-    )
-    .await;
-    match result {
+    match reply.send(parts, body).await {
         Ok(forwarded) => {
             let status = forwarded.response.status();
             let targets = policy::invalidation_targets(

@@ -231,22 +231,30 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// Sends the request to the route's upstream, noting which server took it.
+    async fn send(
+        &mut self,
+        parts: http::request::Parts,
+        body: RequestBody,
+    ) -> Result<Forwarded, ForwardError> {
+        let started = self.exchange.start;
+        forward(
+            &self.route.upstream,
+            &mut self.exchange.server,
+            parts,
+            body,
+            started,
+        )
+        .await
+    }
+
     /// Forwards the request and answers with what the upstream says (or the failure).
     async fn forward(
         mut self,
         parts: http::request::Parts,
         body: RequestBody,
     ) -> Response<ResponseBody> {
-        let route = Arc::clone(&self.route);
-        let result = forward(
-            &route.upstream,
-            &mut self.exchange.server,
-            parts,
-            body,
-            self.exchange.start,
-        )
-        .await;
-        match result {
+        match self.send(parts, body).await {
             Ok(forwarded) => self.answer_upstream(forwarded, None),
             Err(error) => self.failure(error),
         }

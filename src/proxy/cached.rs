@@ -9,7 +9,7 @@ use super::{Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
-use crate::cache::respond::{cache_status, cache_status_name, respond};
+use crate::cache::respond::{cache_status, cache_status_name, hit_status, respond};
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
 use crate::snapshot::Route;
@@ -50,8 +50,7 @@ pub(super) fn answer_if_fresh(
         return None;
     }
     cache.metrics.count(CacheResult::Hit);
-    let ttl = entry.freshness.ttl(now).as_secs();
-    let status = cache_status(&format!("hit; ttl={ttl}"));
+    let status = hit_status(entry.freshness.ttl(now).as_secs());
     Some(respond(&entry, &parts.method, &parts.headers, now, status))
 }
 

@@ -213,7 +213,17 @@ impl Proxy {
         match &reply.route.cache {
             Some(cache) => {
                 let cache = Arc::clone(cache);
-                cached::serve(reply, cache, parts, body, &host_value, original_target).await
+                // Boxed: its state is large, and inline it would make every request's future
+                // (moved into hyper's dispatcher) that large, cached route or not.
+                Box::pin(cached::serve(
+                    reply,
+                    cache,
+                    parts,
+                    body,
+                    &host_value,
+                    original_target,
+                ))
+                .await
             }
             None => reply.forward(parts, body).await,
         }

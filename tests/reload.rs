@@ -40,11 +40,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 /// A loopback port free right now (bound on port 0, then released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::unclaimed_port()
 }
 
 /// The 1-based number of the first line of `text` containing `needle`.

@@ -412,10 +412,37 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u
 
 /// A loopback address that refuses connections (bound, then closed).
 pub async fn refused_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // Bound but never listening: connections are refused, and the port stays ours, so another
+    // test binding port 0 in parallel cannot be handed it (as it could a released port).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Kept open until the test process ends.
+    std::mem::forget(socket);
     addr
+}
+
+/// A port to write into a config for a process to bind later: free now, and outside the
+/// kernel's ephemeral range, so that tests binding port 0 in parallel are never given it
+/// in the meantime.
+pub fn unclaimed_port() -> u16 {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_100));
+    for _ in 0..200 {
+        let port = fastrand::u16(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range {low}..{high}");
 }
 
 /// The value of one sample in Prometheus text `exposition`: the first line of family `name`

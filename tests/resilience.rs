@@ -1007,3 +1007,91 @@ fn check_rejects_bad_resilience_values_with_their_place() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_half_open_trial_whose_client_leaves_gives_its_slot_back() {
+    // First request: 500 (opens the breaker). Second: held until released (the trial whose
+    // client hangs up). Later ones: 200.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let arrived = Arc::new(Semaphore::new(0));
+    let (counter, arrivals) = (Arc::clone(&seen), Arc::clone(&arrived));
+    let upstream = TestUpstream::with_handler(
+        "trial",
+        Arc::new(move |_req: Request<Incoming>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let arrivals = Arc::clone(&arrivals);
+            Box::pin(async move {
+                match n {
+                    0 => Response::builder()
+                        .status(500)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                    1 => {
+                        arrivals.add_permits(1);
+                        std::future::pending::<()>().await;
+                        unreachable!("held for ever")
+                    }
+                    _ => Response::new(Full::new(Bytes::from_static(b"ok"))),
+                }
+            })
+        }),
+    )
+    .await;
+    let config = format!(
+        "{}\n[upstream.app.breaker]\nconsecutive_failures = 1\nopen_for = \"200ms\"\nhalf_open_requests = 1\n",
+        simple_config(&[upstream.addr], "retries = 0\nresponse_timeout = \"30s\"")
+    );
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    assert_eq!(
+        common::get(proxy, "/").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    // Wait out open_for, then start the trial and hang up while it is held upstream.
+    let deadline = Instant::now() + common::WAIT;
+    let trial = loop {
+        let client = tokio::spawn(async move { common::get(proxy, "/").await });
+        if timeout(Duration::from_millis(300), arrived.acquire())
+            .await
+            .is_ok()
+        {
+            break client;
+        }
+        let reply = timeout(common::WAIT, client).await.unwrap().unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "still open: {}",
+            reply.text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never let a trial through"
+        );
+    };
+    trial.abort();
+    let _ = trial.await;
+
+    // The slot came back: the next request is the trial, reaches the server and closes it.
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let reply = common::get(proxy, "/").await;
+        if reply.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned trial kept its slot: the breaker never let another request through"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    running.shutdown().await;
+}

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 
 const MIN_HEADER_BYTES: u64 = 8 * 1024;
 const MAX_WEIGHT: u32 = 10_000;
+/// Retries remember the servers tried in a 64-bit set.
+const MAX_SERVERS: usize = 64;
 
 /// Sections that did not parse: what refers to them is not reported again.
 #[derive(Default)]
@@ -170,6 +172,16 @@ pub(super) fn validate(
 
     for (name, upstream) in &config.upstreams {
         let key = |field: &str| format!("upstream.{name}.{field}");
+        if upstream.servers.get_ref().len() > MAX_SERVERS {
+            errors.push(at.error(
+                upstream.servers.span(),
+                key("servers"),
+                format!(
+                    "{} servers; an upstream has at most {MAX_SERVERS} (split it into several)",
+                    upstream.servers.get_ref().len()
+                ),
+            ));
+        }
         if upstream.servers.get_ref().is_empty() {
             errors.push(at.error(
                 upstream.servers.span(),

@@ -166,6 +166,14 @@ impl Breaker {
         }
     }
 
+    /// A trial request ended without an outcome (its client left, or the fault was the
+    /// client's): its slot goes back, so the next request can be the trial.
+    pub fn release_trial(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.trials_started = self.trials_started.saturating_sub(1);
+        }
+    }
+
     /// Whether a request could be admitted now, without taking a trial slot.
     pub fn would_admit(&self, now: Instant) -> bool {
         match self.state {
@@ -423,6 +431,24 @@ mod tests {
         }
         assert!(fail(&mut b, later).is_none());
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn an_abandoned_trial_gives_its_slot_back() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        for _ in 0..3 {
+            fail(&mut b, t0);
+        }
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(b.admit(later).0, Admission::Trial);
+        assert_eq!(b.admit(later).0, Admission::Rejected);
+        b.release_trial();
+        assert_eq!(
+            b.admit(later).0,
+            Admission::Trial,
+            "the next request is the trial"
+        );
     }
 
     #[test]

@@ -12,6 +12,35 @@ use std::time::Instant;
 
 const CLOSED: u8 = 0;
 
+/// A request let through (or not) by a breaker, until its outcome is recorded.
+pub struct Pass<'a> {
+    breaker: &'a CircuitBreaker,
+    admission: Admission,
+    settled: bool,
+}
+
+impl Pass<'_> {
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
+    /// The request's outcome: `None` for success, or what went wrong.
+    pub fn record(mut self, failure: Option<&str>, now: Instant) {
+        self.settled = true;
+        self.breaker.record(self.admission, failure, now);
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        // A trial that ends without an outcome (its client left mid-request, or the fault
+        // was the client's) must not keep the only trial slot for ever.
+        if !self.settled && self.admission == Admission::Trial {
+            self.breaker.release_trial();
+        }
+    }
+}
+
 pub struct CircuitBreaker {
     upstream: String,
     server: String,
@@ -103,21 +132,30 @@ impl CircuitBreaker {
             || self.lock().as_ref().is_none_or(|b| b.would_admit(now))
     }
 
-    /// Admits a request, taking a trial slot when half-open. Lock-free while closed.
-    pub fn admit(&self, now: Instant) -> Admission {
-        if self.fast_state.load(Ordering::Acquire) == CLOSED {
-            return Admission::Normal;
-        }
-        let mut guard = self.lock();
-        let Some(breaker) = guard.as_mut() else {
-            return Admission::Normal;
+    /// Admits a request, taking a trial slot when half-open. Lock-free while closed. The
+    /// returned pass records the outcome; dropped without one, it gives a trial slot back.
+    pub fn admit(&self, now: Instant) -> Pass<'_> {
+        let admission = if self.fast_state.load(Ordering::Acquire) == CLOSED {
+            Admission::Normal
+        } else {
+            let mut guard = self.lock();
+            match guard.as_mut() {
+                None => Admission::Normal,
+                Some(breaker) => {
+                    let (admission, transition) = breaker.admit(now);
+                    drop(guard);
+                    if let Some(transition) = transition {
+                        self.announce(&transition);
+                    }
+                    admission
+                }
+            }
         };
-        let (admission, transition) = breaker.admit(now);
-        drop(guard);
-        if let Some(transition) = transition {
-            self.announce(&transition);
+        Pass {
+            breaker: self,
+            admission,
+            settled: false,
         }
-        admission
     }
 
     /// Whether a breaker is configured (recording outcomes is pointless otherwise).
@@ -125,8 +163,7 @@ impl CircuitBreaker {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Records a request's outcome: `None` for success, or what went wrong.
-    pub fn record(&self, admission: Admission, failure: Option<&str>, now: Instant) {
+    fn record(&self, admission: Admission, failure: Option<&str>, now: Instant) {
         if !self.is_enabled() {
             return;
         }
@@ -138,6 +175,12 @@ impl CircuitBreaker {
         drop(guard);
         if let Some(transition) = transition {
             self.announce(&transition);
+        }
+    }
+
+    fn release_trial(&self) {
+        if let Some(breaker) = self.lock().as_mut() {
+            breaker.release_trial();
         }
     }
 

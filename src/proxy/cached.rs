@@ -443,75 +443,83 @@ fn refresh_in_background(
     *request.headers_mut() = headers;
     let (head, body) = request.into_parts();
     let (cache, route, entry) = (Arc::clone(cache), Arc::clone(route), Arc::clone(entry));
+    // Bounded: a refresh whose upstream stalls mid-body must not hold the key's flight (and
+    // with it every later refresh of the key) for ever.
+    let limit = route.upstream.connect_timeout + route.upstream.response_timeout * 2;
     tokio::spawn(async move {
-        let request_headers = head.headers.clone();
-        let request_time = SystemTime::now();
-        let mut chosen = None;
-        let result = forward(&route.upstream, &mut chosen, head, body, Instant::now()).await;
-        let Ok(forwarded) = result else {
-            return; // The leader drops: nothing stored, the stale entry stays.
-        };
-        let received = Received {
-            request_time,
-            response_time: SystemTime::now(),
-        };
-        let status = forwarded.response.status();
-        if status == StatusCode::NOT_MODIFIED {
-            let refreshed = refresh(&cache, &entry, forwarded.response.headers(), received);
-            cache
-                .store
-                .insert(leader.key().to_owned(), Arc::clone(&refreshed));
-            cache.update_gauges();
-            cache.metrics.count(CacheResult::Revalidated);
-            leader.land(Landing::Stored(refreshed));
-            release(forwarded);
-            return;
-        }
-        let storable = policy::storability(
-            &Method::GET,
-            &request_headers,
-            status,
-            forwarded.response.headers(),
-            &cache.policy,
-        );
-        if storable.is_err() {
-            if status.is_success() {
-                // The origin no longer lets this be stored: stop serving the old copy.
-                cache.store.invalidate(leader.key());
+        let refresh = async move {
+            let request_headers = head.headers.clone();
+            let request_time = SystemTime::now();
+            let mut chosen = None;
+            let result = forward(&route.upstream, &mut chosen, head, body, Instant::now()).await;
+            let Ok(forwarded) = result else {
+                return; // The leader drops: nothing stored, the stale entry stays.
+            };
+            let received = Received {
+                request_time,
+                response_time: SystemTime::now(),
+            };
+            let status = forwarded.response.status();
+            if status == StatusCode::NOT_MODIFIED {
+                let refreshed = refresh(&cache, &entry, forwarded.response.headers(), received);
+                cache
+                    .store
+                    .insert(leader.key().to_owned(), Arc::clone(&refreshed));
                 cache.update_gauges();
+                cache.metrics.count(CacheResult::Revalidated);
+                leader.land(Landing::Stored(refreshed));
+                release(forwarded);
+                return;
             }
-            release(forwarded);
-            return;
-        }
-        let key = leader.key().to_owned();
-        let Some(mut fill) = start_fill(
-            &cache,
-            key,
-            Some(leader),
-            &forwarded,
-            &request_headers,
-            received,
-        ) else {
-            release(forwarded);
-            return;
-        };
-        let Forwarded {
-            response,
-            pool_return,
-            in_flight,
-        } = forwarded;
-        let mut body = ResponseBody::upstream(response.into_body(), pool_return);
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
+            let storable = policy::storability(
+                &Method::GET,
+                &request_headers,
+                status,
+                forwarded.response.headers(),
+                &cache.policy,
+            );
+            if storable.is_err() {
+                if status.is_success() {
+                    // The origin no longer lets this be stored: stop serving the old copy.
+                    cache.store.invalidate(leader.key());
+                    cache.update_gauges();
+                }
+                release(forwarded);
+                return;
+            }
+            let key = leader.key().to_owned();
+            let Some(mut fill) = start_fill(
+                &cache,
+                key,
+                Some(leader),
+                &forwarded,
+                &request_headers,
+                received,
+            ) else {
+                release(forwarded);
                 return;
             };
-            if let Some(data) = frame.data_ref()
-                && !fill.push(data)
-            {
-                return;
+            let Forwarded {
+                response,
+                pool_return,
+                in_flight,
+            } = forwarded;
+            let mut body = ResponseBody::upstream(response.into_body(), pool_return);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return;
+                };
+                if let Some(data) = frame.data_ref()
+                    && !fill.push(data)
+                {
+                    return;
+                }
             }
+            drop(in_flight);
+            fill.finish();
+        };
+        if tokio::time::timeout(limit, refresh).await.is_err() {
+            tracing::warn!("background cache refresh gave up after {limit:?}");
         }
-        drop(in_flight);
-        fill.finish();
     });
 }

@@ -8,7 +8,7 @@ use crate::config::AccessLogFormat;
 use crate::server::RequestInFlight;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,11 +46,7 @@ impl Exchange {
         response
             .headers_mut()
             .insert(&X_REQUEST_ID, self.request_id.clone());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+
         response.body_mut().set_completion(self);
         response
     }

@@ -499,21 +499,21 @@ async fn forward(
         };
         tried.insert(index);
         let server = &upstream.servers[index];
-        let admission = if panic {
-            Admission::Normal
-        } else {
-            server.breaker.admit(now)
-        };
-        let in_flight = match admission {
-            Admission::Rejected => None,
-            _ => server.try_start_request(upstream.max_connections),
-        };
-        let Some(in_flight) = in_flight else {
-            // Full, or its breaker has no trial slot left since the pick: another server,
-            // not a retry.
+        let Some(in_flight) = server.try_start_request(upstream.max_connections) else {
+            // Full since the pick: another server, not a retry.
             next = upstream.pick(tried, now, panic);
             continue;
         };
+        let pass = (!panic).then(|| server.breaker.admit(now));
+        if pass
+            .as_ref()
+            .is_some_and(|p| p.admission() == Admission::Rejected)
+        {
+            // Its breaker has no trial slot left since the pick.
+            drop(in_flight);
+            next = upstream.pick(tried, now, panic);
+            continue;
+        }
         *chosen = Some(Arc::clone(&server.addr));
         let Some(req) = request.take() else {
             return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
@@ -525,11 +525,15 @@ async fn forward(
             Instant::now()
         };
         let result = send_to_server(server, upstream, req, attempt_start).await;
-        if server.breaker.is_enabled() {
-            let failure = failure_reason(&result);
-            server
-                .breaker
-                .record(admission, failure.as_deref(), Instant::now());
+        if let Some(pass) = pass
+            && server.breaker.is_enabled()
+        {
+            match verdict(&result) {
+                Verdict::Success => pass.record(None, Instant::now()),
+                Verdict::Failure(why) => pass.record(Some(&why), Instant::now()),
+                // Dropping the pass gives a trial slot back.
+                Verdict::Neutral => drop(pass),
+            }
         }
         match result {
             Ok((response, pool_return)) => {
@@ -577,16 +581,23 @@ async fn forward(
     }
 }
 
-/// What the breaker hears about an attempt: `None` for a success, else why it failed. A 5xx
-/// answer is a failure of the server; a client's own bad body is not.
-fn failure_reason(result: &SendResult) -> Option<String> {
+/// What an attempt says about the server, for its breaker.
+enum Verdict {
+    Success,
+    Failure(String),
+    /// Says nothing about the server: the client's own body was too large or unreadable.
+    Neutral,
+}
+
+/// A 5xx answer is a failure of the server; a client's own bad body is neither.
+fn verdict(result: &SendResult) -> Verdict {
     match result {
         Ok((response, _)) if response.status().is_server_error() => {
-            Some(format!("HTTP {}", response.status().as_u16()))
+            Verdict::Failure(format!("HTTP {}", response.status().as_u16()))
         }
-        Ok(_) => None,
-        Err((ForwardError::BodyTooLarge | ForwardError::ClientBody, _)) => None,
-        Err((error, _)) => Some(error.to_string()),
+        Ok(_) => Verdict::Success,
+        Err((ForwardError::BodyTooLarge | ForwardError::ClientBody, _)) => Verdict::Neutral,
+        Err((error, _)) => Verdict::Failure(error.to_string()),
     }
 }
 

@@ -13,8 +13,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What the registry and one connection share. Counters are written only by the connection's
-/// own task (plain load + store), and read by the reaper.
+/// What the registry and one connection share. `requests` and `bytes_read` are written only
+/// by the connection's own task (plain load + store); `in_flight` also by HTTP/2 streams'
+/// tasks (atomic add and subtract). The reaper reads them all.
 #[derive(Default)]
 pub struct ConnectionControl {
     /// Finish what is in flight, then close (drain, idle).
@@ -43,10 +44,8 @@ impl ConnectionControl {
     /// its response has been sent or abandoned).
     pub fn request_started(self: &Arc<Self>, http2: bool) -> RequestInFlight {
         bump64(&self.requests, 1);
-        self.in_flight.store(
-            self.in_flight.load(Ordering::Relaxed) + 1,
-            Ordering::Relaxed,
-        );
+        // HTTP/2 streams end on other tasks (and threads): a real read-modify-write.
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
         }
@@ -94,8 +93,10 @@ pub struct RequestInFlight(Arc<ConnectionControl>);
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
         let control = &self.0;
-        let left = control.in_flight.load(Ordering::Relaxed).saturating_sub(1);
-        control.in_flight.store(left, Ordering::Relaxed);
+        let left = control
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
         if left == 0 {
             let read = control.bytes_read.load(Ordering::Relaxed);
             control.bytes_when_idle.store(read, Ordering::Relaxed);

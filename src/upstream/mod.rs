@@ -68,6 +68,9 @@ impl Upstream {
                 )
             });
             server.configure(config.health.as_ref(), config.breaker.as_ref());
+            server
+                .pool
+                .configure(config.keepalive, config.keepalive_timeout.0);
             servers.push(server);
             weights.push(entry.weight);
         }

@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -30,8 +31,9 @@ struct Idle {
 pub struct Pool {
     endpoint: Endpoint,
     idle: Mutex<VecDeque<Idle>>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    /// Settings a reload may change (`keepalive`, `keepalive_timeout`).
+    max_idle: AtomicUsize,
+    idle_timeout_nanos: AtomicU64,
 }
 
 /// Why no connection could be had.
@@ -52,20 +54,25 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// A connection taken from the pool (or new), to be given back with `PoolReturn`.
-pub struct Checkout {
-    pub sender: SendRequest<RequestBody>,
-    pub reused: bool,
-}
-
 impl Pool {
     pub fn new(endpoint: Endpoint, max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             endpoint,
             idle: Mutex::new(VecDeque::with_capacity(max_idle.min(1024))),
-            max_idle,
-            idle_timeout,
+            max_idle: AtomicUsize::new(max_idle),
+            idle_timeout_nanos: AtomicU64::new(nanos(idle_timeout)),
         }
+    }
+
+    /// Applies reloaded settings; connections already idle follow them from their next use.
+    pub fn configure(&self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle.store(max_idle, Ordering::Relaxed);
+        self.idle_timeout_nanos
+            .store(nanos(idle_timeout), Ordering::Relaxed);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_nanos(self.idle_timeout_nanos.load(Ordering::Relaxed))
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -84,9 +91,10 @@ impl Pool {
 
     /// An idle connection that is still open and not too old at `now`, if any.
     pub fn take_idle(&self, now: Instant) -> Option<SendRequest<RequestBody>> {
+        let idle_timeout = self.idle_timeout();
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
-            if entry.sender.is_closed() || now.duration_since(entry.since) >= self.idle_timeout {
+            if entry.sender.is_closed() || now.duration_since(entry.since) >= idle_timeout {
                 continue;
             }
             if entry.sender.is_ready() {
@@ -94,21 +102,6 @@ impl Pool {
             }
         }
         None
-    }
-
-    /// An idle connection, or a new one made within `connect_timeout`.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Checkout, ConnectError> {
-        if let Some(sender) = self.take_idle(Instant::now()) {
-            return Ok(Checkout {
-                sender,
-                reused: true,
-            });
-        }
-        let sender = self.connect(connect_timeout).await?;
-        Ok(Checkout {
-            sender,
-            reused: false,
-        })
     }
 
     /// A new connection, bypassing the idle ones.
@@ -143,11 +136,12 @@ impl Pool {
 
     /// Keeps a connection whose last response has been read completely (at `now`).
     pub fn put_back(&self, sender: SendRequest<RequestBody>, now: Instant) {
-        if sender.is_closed() || self.max_idle == 0 {
+        let max_idle = self.max_idle.load(Ordering::Relaxed);
+        if sender.is_closed() || max_idle == 0 {
             return;
         }
         let mut idle = self.lock();
-        if idle.len() >= self.max_idle {
+        while idle.len() >= max_idle {
             // Drop the oldest: the newest is the warmest.
             idle.pop_front();
         }
@@ -175,4 +169,8 @@ impl PoolReturn {
             self.server.pool.put_back(sender, now);
         }
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }

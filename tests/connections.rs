@@ -1,5 +1,6 @@
 //! Client connection lifetime: keep-alive connections are reused, idle ones are closed after
-//! `idle_timeout` (and not before), busy ones are kept, and each is counted while open.
+//! `idle_timeout` (and not before), busy ones are kept, stalled ones are cut, and each is
+//! counted while open.
 
 mod common;
 
@@ -99,4 +100,57 @@ async fn keep_alive_outlives_header_read_timeout_when_idle_timeout_is_longer() {
         "same connection still usable"
     );
     assert_eq!(open_connections(&running), 1.0);
+}
+
+#[tokio::test]
+async fn a_response_that_stalls_mid_body_is_cut_after_idle_timeout() {
+    // The upstream sends its head and half its body, then nothing, for ever.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf of it")
+                    .await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let config = format!(
+        "{}\n[limits]\nidle_timeout = \"400ms\"\n",
+        simple_config(&[upstream], "response_timeout = \"30s\"")
+    );
+    let running = common::start_gatehouse(&config).await;
+    let mut stream = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the stalled response is cut, not left hanging");
+    let after = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("half of it"),
+        "the client got what came, then the cut: {text}"
+    );
+    assert!(after >= IDLE, "cut before idle_timeout: {after:?}");
+    assert!(after < IDLE * 3, "cut too late: {after:?}");
 }

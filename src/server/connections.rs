@@ -26,6 +26,7 @@ pub struct ConnectionControl {
     requests: AtomicU64,
     in_flight: AtomicU32,
     bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
     /// `bytes_read` when the last request in flight finished: bytes past it start a new head.
     bytes_when_idle: AtomicU64,
     http2: AtomicBool,
@@ -33,6 +34,9 @@ pub struct ConnectionControl {
     requests_seen: AtomicU64,
     idle_ticks: AtomicU32,
     head_ticks: AtomicU32,
+    /// Bytes moved either way at the reaper's last look, and looks in a row without any.
+    progress_seen: AtomicU64,
+    stall_ticks: AtomicU32,
 }
 
 fn bump64(counter: &AtomicU64, by: u64) {
@@ -143,14 +147,24 @@ impl<S: AsyncWrite> AsyncWrite for CountingStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &polled {
+            bump64(&this.control.bytes_written, *written as u64);
+        }
+        polled
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = &polled {
+            bump64(&this.control.bytes_written, *written as u64);
+        }
+        polled
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -254,8 +268,22 @@ impl Connections {
             if new_request || busy {
                 control.idle_ticks.store(0, Ordering::Relaxed);
                 control.head_ticks.store(0, Ordering::Relaxed);
+                // A request in flight with no byte moving either way for idle_timeout (an
+                // upstream that stalls mid-body, a client that stopped reading) is cut, as
+                // nginx's proxy_read_timeout / send_timeout would: never a hang.
+                let progress = control.bytes_read.load(Ordering::Relaxed)
+                    + control.bytes_written.load(Ordering::Relaxed);
+                let moved = progress != control.progress_seen.swap(progress, Ordering::Relaxed);
+                if new_request || moved {
+                    control.stall_ticks.store(0, Ordering::Relaxed);
+                } else if control.stall_ticks.fetch_add(1, Ordering::Relaxed) + 1
+                    > policy.idle_ticks
+                {
+                    control.request_abort();
+                }
                 continue;
             }
+            control.stall_ticks.store(0, Ordering::Relaxed);
             // HTTP/1.1 bytes past the last finished request are a request head on its way.
             // (HTTP/2 sends frames such as PING between requests; its idle rule suffices.)
             let receiving_head = !control.http2.load(Ordering::Relaxed)
@@ -321,11 +349,12 @@ mod tests {
     }
 
     #[test]
-    fn a_request_in_flight_is_never_idle() {
+    fn a_request_in_flight_moving_bytes_is_never_idle() {
         let connections = Connections::new();
         let conn = connections.register();
         let _long_download = conn.control.request_started(false);
         for _ in 0..20 {
+            bump64(&conn.control.bytes_written, 16 * 1024); // the download keeps flowing
             connections.reap(&policy());
         }
         assert_eq!(conn.control.close_requested(&cx()), None);
@@ -356,6 +385,22 @@ mod tests {
             connections.reap(&policy());
         }
         assert_eq!(conn.control.close_requested(&cx()), None);
+    }
+
+    #[test]
+    fn a_request_with_no_bytes_moving_for_idle_timeout_is_cut() {
+        let connections = Connections::new();
+        let conn = connections.register();
+        let policy = ReapPolicy::new(Duration::from_secs(1), Duration::from_secs(1));
+        let _in_flight = conn.control.request_started(false);
+        bump64(&conn.control.bytes_written, 100); // the head and some body went out
+        connections.reap(&policy); // sees the request and the bytes
+        for _ in 0..4 {
+            connections.reap(&policy);
+            assert_eq!(conn.control.close_requested(&cx()), None);
+        }
+        connections.reap(&policy);
+        assert_eq!(conn.control.close_requested(&cx()), Some(true));
     }
 
     #[test]

@@ -136,12 +136,7 @@ impl Origin {
 
     /// How many requests for `path` (path and query) arrived so far.
     fn count(&self, path: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path == path)
-            .count()
+        self.seen(path).len()
     }
 
     /// The requests for `path`, in arrival order.
@@ -206,6 +201,11 @@ fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Res
 
 fn ok(headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<OriginBody> {
     respond(200, headers, body)
+}
+
+/// A 200 with `headers` and the body `"{path} #{nth}"`, which tells a path's requests apart.
+fn ok_numbered(seen: &Seen, headers: &[(&str, &str)]) -> Response<OriginBody> {
+    ok(headers, format!("{} #{}", seen.path, seen.nth))
 }
 
 /// A body sent chunked (no length known in advance), one chunk per frame.
@@ -397,6 +397,24 @@ fn assert_forwarded(reply: &Reply, body: &str) {
     assert_eq!(reply.text(), body, "{}", describe(reply));
 }
 
+/// A stale entry revalidated with the origin (which answered 304): the client, which sent a
+/// plain GET, gets the stored response as a 200.
+fn assert_revalidated_from_store(reply: &Reply, body: &str) {
+    assert!(
+        status_of(reply).starts_with("gatehouse; fwd=stale; fwd-status=304"),
+        "{}",
+        describe(reply)
+    );
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the client sent a plain GET: it gets the stored response, not the origin's 304 to the \
+         cache's own conditional request: {}",
+        describe(reply)
+    );
+    assert_eq!(reply.text(), body);
+}
+
 /// `Cache-Status` `ttl=N` as a number.
 fn ttl(reply: &Reply) -> u64 {
     let status = status_of(reply);
@@ -466,10 +484,7 @@ async fn no_store_and_private_responses_are_never_stored() {
             "/no-store" => "no-store, max-age=60",
             _ => "private, max-age=60",
         };
-        ok(
-            &[("cache-control", cc)],
-            format!("{} #{}", seen.path, seen.nth),
-        )
+        ok_numbered(seen, &[("cache-control", cc)])
     })
     .await;
     let (running, mut client) = start(&origin).await;
@@ -543,10 +558,7 @@ async fn s_maxage_wins_over_max_age_in_a_shared_cache() {
             "/shared-longer" => "max-age=0, s-maxage=60",
             _ => "max-age=60, s-maxage=0",
         };
-        ok(
-            &[("cache-control", cc)],
-            format!("{} #{}", seen.path, seen.nth),
-        )
+        ok_numbered(seen, &[("cache-control", cc)])
     })
     .await;
     let (_running, mut client) = start(&origin).await;
@@ -578,10 +590,7 @@ async fn expires_counts_from_date() {
             "/expires-at-date" => (http_date(now), http_date(now)),
             _ => (http_date(now), "0".to_owned()),
         };
-        ok(
-            &[("date", &date), ("expires", &expires)],
-            format!("{} #{}", seen.path, seen.nth),
-        )
+        ok_numbered(seen, &[("date", &date), ("expires", &expires)])
     })
     .await;
     let (_running, mut client) = start(&origin).await;
@@ -648,19 +657,7 @@ async fn stale_response_with_etag_is_revalidated_with_if_none_match() {
         Some("\"v1\""),
         "the origin is asked with the stored ETag"
     );
-    assert!(
-        status_of(&reply).starts_with("gatehouse; fwd=stale; fwd-status=304"),
-        "{}",
-        describe(&reply)
-    );
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "the client sent a plain GET: it gets the stored response, not the origin's 304 to the \
-         cache's own conditional request: {}",
-        describe(&reply)
-    );
-    assert_eq!(reply.text(), "full response #1");
+    assert_revalidated_from_store(&reply, "full response #1");
     assert_eq!(reply.header("etag"), Some("\"v1\""));
     assert_eq!(requests(&running, "revalidated"), 1.0);
 }
@@ -694,19 +691,7 @@ async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since
         Some(modified.as_str()),
         "the origin is asked with the stored Last-Modified"
     );
-    assert!(
-        status_of(&reply).starts_with("gatehouse; fwd=stale; fwd-status=304"),
-        "{}",
-        describe(&reply)
-    );
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "the client sent a plain GET: it gets the stored response, not the origin's 304 to the \
-         cache's own conditional request: {}",
-        describe(&reply)
-    );
-    assert_eq!(reply.text(), "full response #1");
+    assert_revalidated_from_store(&reply, "full response #1");
     assert_eq!(requests(&running, "revalidated"), 1.0);
 }
 
@@ -819,10 +804,7 @@ async fn vary_keeps_one_variant_per_accept_language_and_vary_star_is_never_store
 async fn unsafe_methods_invalidate_the_uri_and_same_origin_location() {
     let origin = Origin::start(|seen| {
         if seen.method == Method::GET {
-            return ok(
-                &[("cache-control", "max-age=60")],
-                format!("{} #{}", seen.path, seen.nth),
-            );
+            return ok_numbered(seen, &[("cache-control", "max-age=60")]);
         }
         match seen.path.as_str() {
             "/items" => {
@@ -960,6 +942,32 @@ async fn single_byte_range_is_answered_206_from_the_store() {
 // ---------------------------------------------------------------------------------------------
 // Coalescing.
 
+/// `n` GETs of `path` on connections of their own, at once; returns when the first has reached
+/// the origin (which holds it) and the other `n - 1` are waiting for it (at most `WAIT`).
+async fn concurrent_gets(
+    running: &Running,
+    origin: &Origin,
+    path: &'static str,
+    n: usize,
+) -> Vec<JoinHandle<Reply>> {
+    let proxy = running.listener_addrs[0];
+    let clients = (0..n)
+        .map(|_| tokio::spawn(async move { common::get(proxy, path).await }))
+        .collect();
+    origin.wait_count(path, 1).await;
+    let deadline = Instant::now() + WAIT;
+    while coalesced(running) < (n - 1) as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} requests waiting on the first",
+            coalesced(running),
+            n - 1
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    clients
+}
+
 #[tokio::test]
 async fn hundred_concurrent_misses_make_one_origin_request() {
     const CLIENTS: usize = 100;
@@ -974,23 +982,9 @@ async fn hundred_concurrent_misses_make_one_origin_request() {
     })
     .await;
     let (running, _client) = start(&origin).await;
-    let proxy = running.listener_addrs[0];
 
-    let clients: Vec<JoinHandle<Reply>> = (0..CLIENTS)
-        .map(|_| tokio::spawn(async move { common::get(proxy, "/hot").await }))
-        .collect();
     // The first is held at the origin until every other one is waiting for it.
-    origin.wait_count("/hot", 1).await;
-    let deadline = Instant::now() + WAIT;
-    while coalesced(&running) < (CLIENTS - 1) as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} requests waiting on the first",
-            coalesced(&running),
-            CLIENTS - 1
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let clients = concurrent_gets(&running, &origin, "/hot", CLIENTS).await;
     assert_eq!(origin.count("/hot"), 1);
     release.add_permits(CLIENTS);
 
@@ -1032,21 +1026,8 @@ async fn waiters_go_upstream_themselves_when_the_response_is_not_storable() {
     })
     .await;
     let (running, _client) = start(&origin).await;
-    let proxy = running.listener_addrs[0];
 
-    let clients: Vec<JoinHandle<Reply>> = (0..CLIENTS)
-        .map(|_| tokio::spawn(async move { common::get(proxy, "/private-hot").await }))
-        .collect();
-    origin.wait_count("/private-hot", 1).await;
-    let deadline = Instant::now() + WAIT;
-    while coalesced(&running) < (CLIENTS - 1) as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "waiting: {}",
-            coalesced(&running)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let clients = concurrent_gets(&running, &origin, "/private-hot", CLIENTS).await;
     assert_eq!(
         origin.count("/private-hot"),
         1,
@@ -1502,7 +1483,7 @@ async fn cdn_cache_control_overrides_cache_control() {
                 ("gatehouse-cache-control", "no-store"),
             ],
         };
-        ok(headers, format!("{} #{}", seen.path, seen.nth))
+        ok_numbered(seen, headers)
     })
     .await;
     let (_running, mut client) = start(&origin).await;
@@ -1531,9 +1512,9 @@ async fn set_cookie_responses_are_stored_only_when_public() {
         } else {
             "max-age=60"
         };
-        ok(
+        ok_numbered(
+            seen,
             &[("cache-control", cc), ("set-cookie", "session=alice")],
-            format!("{} #{}", seen.path, seen.nth),
         )
     })
     .await;
@@ -1602,13 +1583,7 @@ async fn authorization_requests_are_stored_only_when_public() {
 
 #[tokio::test]
 async fn admin_purge_by_url_and_by_prefix() {
-    let origin = Origin::start(|seen| {
-        ok(
-            &[("cache-control", "max-age=60")],
-            format!("{} #{}", seen.path, seen.nth),
-        )
-    })
-    .await;
+    let origin = Origin::start(|seen| ok_numbered(seen, &[("cache-control", "max-age=60")])).await;
     let (running, mut client) = start(&origin).await;
     let admin = running.admin_addr.expect("admin listener");
     let proxy = running.listener_addrs[0];

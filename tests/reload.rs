@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -427,6 +427,12 @@ fn alpha_servers(g: usize) -> &'static [(&'static str, u32)] {
     }
 }
 
+/// Generation `g` of a reload test's config: `plain_config` with `body`, marked by a first
+/// comment line so that every generation's file differs.
+fn generation_config(g: usize, body: &str) -> String {
+    format!("# generation {g}{}", plain_config(body))
+}
+
 /// Generation `g` of the config of the reload-under-load test: `/a` goes to `alpha`, `/b` to
 /// `beta` (server e) in even generations and to `alpha` in odd ones.
 fn churn_config(g: usize, up: &Upstreams) -> String {
@@ -435,22 +441,10 @@ fn churn_config(g: usize, up: &Upstreams) -> String {
         .map(|(name, weight)| format!("{{ addr = \"{}\", weight = {weight} }}", up[name]))
         .collect();
     let b_upstream = if g.is_multiple_of(2) { "beta" } else { "alpha" };
-    format!(
-        r#"# generation {g}
-[admin]
-bind = "127.0.0.1:0"
-
-[log]
-access = "off"
-
-[reload]
-watch = false
-
-[[listener]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[route]]
+    generation_config(
+        g,
+        &format!(
+            r#"[[route]]
 path_prefix = "/a"
 upstream = "alpha"
 
@@ -465,8 +459,9 @@ servers = [{}]
 [upstream.beta]
 servers = ["{}"]
 "#,
-        alpha.join(", "),
-        up["e"]
+            alpha.join(", "),
+            up["e"]
+        ),
     )
 }
 
@@ -568,22 +563,10 @@ async fn twenty_reloads_under_load_fail_nothing_and_apply_from_the_next_request(
 /// generations and to b in odd ones. `extra` is appended.
 fn flip_config(g: usize, up: &Upstreams, extra: &str) -> String {
     let target = if g.is_multiple_of(2) { "ua" } else { "ub" };
-    format!(
-        r#"# generation {g}
-[admin]
-bind = "127.0.0.1:0"
-
-[log]
-access = "off"
-
-[reload]
-watch = false
-
-[[listener]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[route]]
+    generation_config(
+        g,
+        &format!(
+            r#"[[route]]
 path_prefix = "/"
 upstream = "{target}"
 
@@ -593,7 +576,8 @@ servers = ["{}"]
 [upstream.ub]
 servers = ["{}"]
 {extra}"#,
-        up["a"], up["b"]
+            up["a"], up["b"]
+        ),
     )
 }
 
@@ -860,16 +844,37 @@ async fn assert_exactly_reloads(running: &Running, want: u64) {
     }
 }
 
+/// gatehouse started from the watched file at `path` (first generation: server a), and a
+/// keep-alive client connection that has been answered by a.
+async fn start_watched(path: &Path) -> (Running, Client) {
+    let running = Running::start_file(path).await.expect("gatehouse starts");
+    let mut client = Client::connect(running.listener_addrs[0]).await;
+    assert_eq!(client.get("/").await.text(), "a");
+    (running, client)
+}
+
+/// The one edit to `watched_config(up["b"], "second")` made exactly one reload, to that
+/// config, and the same keep-alive connection now reaches b.
+async fn assert_reloaded_once_to_b(running: &Running, client: &mut Client, up: &Upstreams) {
+    assert_exactly_reloads(running, 1).await;
+    assert_eq!(
+        running.reloader.status().hash,
+        config_hash(&watched_config(up["b"], "second"))
+    );
+    assert_eq!(
+        client.get("/").await.text(),
+        "b",
+        "the same keep-alive connection"
+    );
+}
+
 #[tokio::test]
 async fn an_editor_style_rename_reloads_exactly_once() {
     let (_servers, up) = named_upstreams(&["a", "b"]).await;
     let dir = scratch_dir("watch-editor");
     let path = dir.join("gatehouse.toml");
     std::fs::write(&path, watched_config(up["a"], "first")).unwrap();
-    let running = Running::start_file(&path).await.expect("gatehouse starts");
-    let proxy = running.listener_addrs[0];
-    let mut client = Client::connect(proxy).await;
-    assert_eq!(client.get("/").await.text(), "a");
+    let (running, mut client) = start_watched(&path).await;
 
     // Write a temp file beside it, flush it, rename it over the config.
     let temp = dir.join(".gatehouse.toml.swp");
@@ -882,16 +887,7 @@ async fn an_editor_style_rename_reloads_exactly_once() {
     }
     std::fs::rename(&temp, &path).unwrap();
 
-    assert_exactly_reloads(&running, 1).await;
-    assert_eq!(
-        running.reloader.status().hash,
-        config_hash(&watched_config(up["b"], "second"))
-    );
-    assert_eq!(
-        client.get("/").await.text(),
-        "b",
-        "the same keep-alive connection"
-    );
+    assert_reloaded_once_to_b(&running, &mut client, &up).await;
     running.shutdown().await;
 }
 
@@ -910,10 +906,7 @@ async fn a_configmap_style_symlink_swap_reloads_exactly_once() {
     std::os::unix::fs::symlink(first, dir.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/gatehouse.toml", dir.join("gatehouse.toml")).unwrap();
     let path = dir.join("gatehouse.toml");
-    let running = Running::start_file(&path).await.expect("gatehouse starts");
-    let proxy = running.listener_addrs[0];
-    let mut client = Client::connect(proxy).await;
-    assert_eq!(client.get("/").await.text(), "a");
+    let (running, mut client) = start_watched(&path).await;
 
     // The kubelet's update: a new timestamped dir, `..data_tmp` pointing at it renamed over
     // `..data`, then the old dir removed.
@@ -928,16 +921,7 @@ async fn a_configmap_style_symlink_swap_reloads_exactly_once() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(dir.join(first)).unwrap();
 
-    assert_exactly_reloads(&running, 1).await;
-    assert_eq!(
-        running.reloader.status().hash,
-        config_hash(&watched_config(up["b"], "second"))
-    );
-    assert_eq!(
-        client.get("/").await.text(),
-        "b",
-        "the same keep-alive connection"
-    );
+    assert_reloaded_once_to_b(&running, &mut client, &up).await;
     running.shutdown().await;
 }
 

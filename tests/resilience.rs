@@ -255,6 +255,17 @@ fn describe(reply: &Reply) -> String {
     format!("{} {:?}", reply.status, reply.text())
 }
 
+/// Turned away at once (`why`): 503 with a Retry-After of at least a second.
+fn assert_turned_away(reply: &Reply, why: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{why}: {}",
+        describe(reply)
+    );
+    assert!(retry_after(reply) >= 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Kill and restart under load.
 
@@ -417,13 +428,7 @@ async fn next_trial(
             return (seen, request);
         }
         let reply = request.await.expect("GET task");
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "rejected by the open breaker: {}",
-            describe(&reply)
-        );
-        assert!(retry_after(&reply) >= 1);
+        assert_turned_away(&reply, "rejected by the open breaker");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -467,13 +472,7 @@ half_open_requests = 1
     // Open: 503 with Retry-After at once, and nothing reaches the upstream.
     for _ in 0..3 {
         let reply = client.get("/x").await;
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            describe(&reply)
-        );
-        assert!(retry_after(&reply) >= 1);
+        assert_turned_away(&reply, "open: nothing reaches the upstream");
     }
     assert_eq!(
         up.data(),
@@ -597,13 +596,7 @@ open_for = "30s"
     );
     assert_eq!(transitions(&running, up.addr, "open"), 1.0);
     let reply = client.get("/x").await;
-    assert_eq!(
-        reply.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        describe(&reply)
-    );
-    assert!(retry_after(&reply) >= 1);
+    assert_turned_away(&reply, "open at 5 failures in 10");
     assert_eq!(up.data(), 10);
     running.shutdown().await;
 }
@@ -639,13 +632,7 @@ async fn all_servers_down_answers_503_at_once_without_connecting() {
             let started = Instant::now();
             let reply = client.get("/x").await;
             fast.push(started.elapsed());
-            assert_eq!(
-                reply.status,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "{}",
-                describe(&reply)
-            );
-            assert!(retry_after(&reply) >= 1);
+            assert_turned_away(&reply, "every server down");
         }
         if sick.checks() != seen_checks {
             continue;

@@ -182,15 +182,7 @@ def wait_ready_path(port: int, path: str, deadline_s: float = 10.0):
 
 
 def wait_ready(port: int, deadline_s: float = 10.0):
-    end = time.time() + deadline_s
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port}")
+    wait_ready_path(port, "/", deadline_s)
 
 
 def process_tree(pid: int):

@@ -451,7 +451,15 @@ fn refresh_in_background(
             let request_headers = head.headers.clone();
             let request_time = SystemTime::now();
             let mut chosen = None;
-            let result = forward(&route.upstream, &mut chosen, head, body, Instant::now()).await;
+            let result = forward(
+                &route.upstream,
+                &mut chosen,
+                head,
+                body,
+                Instant::now(),
+                None,
+            )
+            .await;
             let Ok(forwarded) = result else {
                 return; // The leader drops: nothing stored, the stale entry stays.
             };

@@ -28,7 +28,7 @@ pub(crate) struct Exchange {
     pub(crate) request_id: HeaderValue,
     pub(crate) in_flight: Option<InFlight>,
     /// Ends the request on its client connection when the exchange is dropped.
-    pub(crate) _connection: RequestInFlight,
+    pub(crate) connection: RequestInFlight,
 }
 
 impl Exchange {

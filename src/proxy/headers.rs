@@ -101,6 +101,35 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// An upstream's interim (1xx) response as HTTP/1.1 bytes for the client, without its
+/// hop-by-hop headers. 100 Continue is not one of them: hyper answers the client's
+/// `Expect: 100-continue` itself, and 101 ends the exchange as an upgrade.
+pub fn interim_head(status: http::StatusCode, headers: &HeaderMap) -> Option<Vec<u8>> {
+    if !status.is_informational()
+        || status == http::StatusCode::CONTINUE
+        || status == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        return None;
+    }
+    let mut headers = headers.clone();
+    let scan = HeaderScan::of(&headers);
+    remove_hop_by_hop(&mut headers, &scan, false);
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Some(head)
+}
+
 /// Is this request a WebSocket handshake (RFC 6455 §4.1)? Only WebSocket upgrades pass;
 /// `Upgrade: h2c` and others are dropped as hop-by-hop.
 pub fn is_websocket_upgrade(headers: &HeaderMap, scan: &HeaderScan) -> bool {

@@ -10,7 +10,7 @@ mod local;
 use crate::config::AccessLogFormat;
 use crate::health::breaker::Admission;
 use crate::route::host_without_port;
-use crate::server::RequestInFlight;
+use crate::server::{InterimSink, RequestInFlight};
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
 use crate::upstream::pool::{ConnectError, PoolReturn};
@@ -113,7 +113,7 @@ impl Proxy {
             server: None,
             request_id: request_id.clone(),
             in_flight: None,
-            _connection: connection,
+            connection,
         };
 
         let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -159,6 +159,7 @@ impl Proxy {
                 request_id,
                 client_version: parts.version,
                 client_upgrade: None,
+                interim: None,
             };
             return reply.answer_from_cache(response);
         }
@@ -202,6 +203,10 @@ impl Proxy {
         let client_version = parts.version;
         parts.version = Version::HTTP_11;
         let body = RequestBody::client(body, snapshot.limits.max_body_bytes);
+        // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2), and hyper's HTTP/2
+        // server cannot send them.
+        let interim =
+            (client_version == Version::HTTP_11).then(|| exchange.connection.interim_sink());
 
         let reply = Reply {
             route,
@@ -209,8 +214,9 @@ impl Proxy {
             request_id,
             client_version,
             client_upgrade,
+            interim: interim.clone(),
         };
-        match &reply.route.cache {
+        let response = match &reply.route.cache {
             Some(cache) => {
                 let cache = Arc::clone(cache);
                 // Boxed: its state is large, and inline it would make every request's future
@@ -226,7 +232,13 @@ impl Proxy {
                 .await
             }
             None => reply.forward(parts, body).await,
+        };
+        // Interim responses go out before the final one: hyper writes this response only
+        // after the connection has written them.
+        if let Some(interim) = interim {
+            interim.written().await;
         }
+        response
     }
 }
 
@@ -238,6 +250,8 @@ pub(crate) struct Reply {
     request_id: HeaderValue,
     client_version: Version,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Where the upstream's interim responses go; none for HTTP/1.0 and HTTP/2 clients.
+    interim: Option<InterimSink>,
 }
 
 impl Reply {
@@ -254,6 +268,7 @@ impl Reply {
             parts,
             body,
             started,
+            self.interim.as_ref(),
         )
         .await
     }
@@ -447,21 +462,35 @@ pub(crate) struct Forwarded {
 /// The head of a request kept to send it again on another server after the first attempt
 /// failed in flight: only for idempotent requests without a body, and only where a retry is
 /// possible at all (a cloned header map costs a few hundred instructions).
-struct ReplayableHead {
+struct ReplayableHead<'a> {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
+    interim: Option<&'a InterimSink>,
 }
 
-impl ReplayableHead {
+impl ReplayableHead<'_> {
     fn request(&self) -> Request<RequestBody> {
         let mut request = Request::new(RequestBody::Empty);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers.clone();
+        if let Some(interim) = self.interim {
+            pass_on_interim(&mut request, interim);
+        }
         request
     }
+}
+
+/// Has the upstream's interim (1xx) responses to `request` written to the client.
+fn pass_on_interim(request: &mut Request<RequestBody>, interim: &InterimSink) {
+    let interim = interim.clone();
+    hyper::ext::on_informational(request, move |response| {
+        if let Some(head) = headers::interim_head(response.status(), response.headers()) {
+            interim.send(&head);
+        }
+    });
 }
 
 /// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on
@@ -473,6 +502,7 @@ async fn forward(
     parts: http::request::Parts,
     body: RequestBody,
     started: Instant,
+    interim: Option<&InterimSink>,
 ) -> Result<Forwarded, ForwardError> {
     let now = started;
     let retryable = is_idempotent(&parts.method);
@@ -484,8 +514,13 @@ async fn forward(
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
+            interim,
         });
-    let mut request = Some(Request::from_parts(parts, body));
+    let mut first = Request::from_parts(parts, body);
+    if let Some(interim) = interim {
+        pass_on_interim(&mut first, interim);
+    }
+    let mut request = Some(first);
     let panic = upstream.in_panic(now);
     let mut tried = Tried::default();
     let mut attempts = 0u32;

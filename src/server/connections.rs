@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::interim::{InterimQueue, InterimSink};
+
 /// What the registry and one connection share. `requests` and `bytes_read` are written only
 /// by the connection's own task (plain load + store); `in_flight` also by HTTP/2 streams'
 /// tasks (atomic add and subtract). The reaper reads them all.
@@ -37,6 +39,7 @@ pub struct ConnectionControl {
     /// Bytes moved either way at the reaper's last look, and looks in a row without any.
     progress_seen: AtomicU64,
     stall_ticks: AtomicU32,
+    interim: InterimQueue,
 }
 
 fn bump64(counter: &AtomicU64, by: u64) {
@@ -80,6 +83,15 @@ impl ConnectionControl {
         decided()
     }
 
+    pub(super) fn interim(&self) -> &InterimQueue {
+        &self.interim
+    }
+
+    /// Wakes the connection's task (if it is waiting) to look at its state again.
+    pub(super) fn wake(&self) {
+        self.waker.wake();
+    }
+
     fn request_close(&self) {
         self.close.store(true, Ordering::Release);
         self.waker.wake();
@@ -93,6 +105,13 @@ impl ConnectionControl {
 
 /// One request in flight on a connection; dropping it ends it.
 pub struct RequestInFlight(Arc<ConnectionControl>);
+
+impl RequestInFlight {
+    /// Where this request's interim (1xx) responses go, for an HTTP/1.1 client.
+    pub fn interim_sink(&self) -> InterimSink {
+        InterimSink::new(Arc::clone(&self.0))
+    }
+}
 
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
@@ -170,7 +189,16 @@ impl<S: AsyncWrite> AsyncWrite for CountingStream<S> {
         self.inner.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let mut this = self.project();
+        if this.control.interim.is_pending() {
+            let bytes_written = &this.control.bytes_written;
+            std::task::ready!(
+                this.control
+                    .interim
+                    .poll_write_to(this.inner.as_mut(), cx, |n| bump64(bytes_written, n as u64),)
+            )?;
+        }
+        this.inner.poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)

@@ -4,9 +4,11 @@
 
 mod connections;
 mod drain;
+mod interim;
 
 pub use connections::{Connections, ReapPolicy, RequestInFlight};
 pub use drain::{Drain, DrainWatch};
+pub use interim::InterimSink;
 
 use crate::proxy::{ClientInfo, Proxy};
 use crate::snapshot::Limits;

@@ -1,0 +1,116 @@
+//! Interim (1xx) responses from an upstream, passed on to an HTTP/1.1 client before its final
+//! response. hyper's server has no way to send a 1xx, so they are written straight to the
+//! client's stream — at a moment hyper cannot be writing anything itself: hyper asks the
+//! stream to flush only once its own write buffer is empty, and the request's final response
+//! is held back until the queue is written (see `Proxy::handle`).
+
+use atomic_waker::AtomicWaker;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+
+use super::connections::ConnectionControl;
+
+/// More than this waiting (a misbehaving upstream sending 1xx after 1xx to a client that
+/// does not read) and further interim responses are dropped: they are advisory.
+const MAX_QUEUED_BYTES: usize = 64 * 1024;
+
+/// The interim responses of one client connection waiting to be written.
+#[derive(Default)]
+pub struct InterimQueue {
+    /// Set while `bytes` holds anything: the one check each flush pays.
+    pending: AtomicBool,
+    bytes: Mutex<Vec<u8>>,
+    /// The request waiting for the queue to be written before its final response.
+    written: AtomicWaker,
+}
+
+impl InterimQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, head: &[u8]) -> bool {
+        let mut bytes = self.lock();
+        if bytes.len() + head.len() > MAX_QUEUED_BYTES {
+            return false;
+        }
+        bytes.extend_from_slice(head);
+        self.pending.store(true, Ordering::Release);
+        true
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Writes what is queued to `stream`; ready once nothing is left. Called only where hyper
+    /// has nothing buffered (its flush), so the bytes go out in order.
+    pub fn poll_write_to<S: AsyncWrite>(
+        &self,
+        mut stream: Pin<&mut S>,
+        cx: &mut Context<'_>,
+        mut on_written: impl FnMut(usize),
+    ) -> Poll<io::Result<()>> {
+        let mut bytes = self.lock();
+        while !bytes.is_empty() {
+            match stream.as_mut().poll_write(cx, &bytes) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    on_written(n);
+                    bytes.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.pending.store(false, Ordering::Release);
+        drop(bytes);
+        self.written.wake();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Where a request's interim responses go: its client connection's queue.
+#[derive(Clone)]
+pub struct InterimSink(Arc<ConnectionControl>);
+
+impl InterimSink {
+    pub(super) fn new(control: Arc<ConnectionControl>) -> Self {
+        Self(control)
+    }
+
+    /// Queues one serialized interim response and wakes the connection to write it.
+    pub fn send(&self, head: &[u8]) {
+        if self.0.interim().push(head) {
+            self.0.wake();
+        } else {
+            tracing::debug!("interim response dropped: the client is not reading them");
+        }
+    }
+
+    /// Waits until every queued interim response is written (at once if none is queued).
+    pub async fn written(&self) {
+        let queue = self.0.interim();
+        std::future::poll_fn(|cx| {
+            if !queue.is_pending() {
+                return Poll::Ready(());
+            }
+            // The connection writes the queue at its next flush, which hyper does right after
+            // polling this request in the same pass.
+            queue.written.register(cx.waker());
+            if queue.is_pending() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+}

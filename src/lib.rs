@@ -4,6 +4,7 @@
 //! an `upstream` server chosen by a balancer, all under one `snapshot` of the `config`.
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod cache;
 pub mod config;

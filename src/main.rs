@@ -10,7 +10,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gatehouse::allocator::Mimalloc = gatehouse::allocator::Mimalloc;
 
 const DEFAULT_CONFIG: &str = "config/gatehouse.toml";
 

@@ -4,19 +4,24 @@
 # the same nginx upstream, under `valgrind --tool=callgrind`; the program's total instruction
 # count divided by N is printed (startup included, which N = 20000 makes negligible).
 #
-# Usage: benches/load/instructions.sh [N] [gatehouse-binary]
+# With SCENARIO=hit both proxies cache the upstream's response (nginx proxy_cache on /dev/shm,
+# gatehouse `cache = ...`) and every request after the first is a 200-byte cache hit.
+#
+# KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
+# Usage: [SCENARIO=proxy|hit] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BINARY=${2:-$ROOT/target/release/gatehouse}
+SCENARIO=${SCENARIO:-proxy}
 for tool in valgrind nginx h2load callgrind_annotate; do
     command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install valgrind nginx nghttp2-client" >&2; exit 1; }
 done
 [ -x "$BINARY" ] || (cd "$ROOT" && cargo build --release)
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK" "/dev/shm/gatehouse-instructions-$$"; }
 trap cleanup EXIT
 BODY=$(printf 'x%.0s' $(seq 199))
 cat > "$WORK/upstream.conf" <<CONF
@@ -24,15 +29,24 @@ daemon off; worker_processes 1; error_log $WORK/upstream-error.log warn; pid $WO
 events { worker_connections 1024; }
 http { access_log off;
   server { listen 127.0.0.1:18101; keepalive_requests 1000000;
-    location / { default_type text/plain; return 200 '$BODY\n'; } } }
+    location / { default_type text/plain; add_header Cache-Control "public, max-age=3600"; return 200 '$BODY\n'; } } }
 CONF
+NGINX_CACHE="" NGINX_CACHE_ZONE="" GATEHOUSE_CACHE="" GATEHOUSE_CACHE_SECTION=""
+if [ "$SCENARIO" = hit ]; then
+    mkdir -p /dev/shm/gatehouse-instructions-$$
+    NGINX_CACHE_ZONE="proxy_cache_path /dev/shm/gatehouse-instructions-$$ keys_zone=hits:10m;"
+    NGINX_CACHE="proxy_cache hits;"
+    GATEHOUSE_CACHE='cache = "hits"'
+    GATEHOUSE_CACHE_SECTION='[cache.hits]
+max_size = "64MiB"'
+fi
 cat > "$WORK/nginx.conf" <<CONF
 daemon off; master_process off; worker_processes 1; error_log $WORK/nginx-error.log warn; pid $WORK/nginx.pid;
 events { worker_connections 1024; }
 http { access_log off;
-  upstream app { server 127.0.0.1:18101; keepalive 512; }
+  upstream app { server 127.0.0.1:18101; keepalive 512; } $NGINX_CACHE_ZONE
   server { listen 127.0.0.1:18180; keepalive_requests 1000000;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    location / { $NGINX_CACHE proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
 cat > "$WORK/gatehouse.toml" <<CONF
@@ -48,9 +62,11 @@ name = "bench"
 bind = "127.0.0.1:18181"
 [[route]]
 upstream = "app"
+$GATEHOUSE_CACHE
 [upstream.app]
 servers = ["127.0.0.1:18101"]
 keepalive = 512
+$GATEHOUSE_CACHE_SECTION
 CONF
 nginx -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)
 
@@ -63,6 +79,7 @@ measure() { # name port command...
     kill -TERM "$pid"; wait "$pid" || true
     local total
     total=$(callgrind_annotate "$WORK/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    if [ -n "${KEEP:-}" ]; then cp "$WORK/$name.out" "$KEEP/$name-$SCENARIO.callgrind"; fi
     printf '%-10s %6.1fk instructions per request (%s in total for %s requests)\n' "$name" "$(echo "$total / $N / 1000" | bc -l)" "$total" "$N"
 }
 measure gatehouse 18181 "$BINARY" run --config "$WORK/gatehouse.toml"

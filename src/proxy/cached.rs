@@ -16,6 +16,7 @@ use crate::snapshot::Route;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -55,6 +56,20 @@ pub(super) fn answer_if_fresh(
 }
 
 pub(super) async fn serve(
+    reply: Reply,
+    cache: Arc<Cache>,
+    parts: http::request::Parts,
+    body: RequestBody,
+    host: HeaderValue,
+    original_target: Option<Uri>,
+) -> Result<Response, Infallible> {
+    let interim = reply.interim.clone();
+    let response = serve_through(reply, cache, parts, body, &host, original_target).await;
+    super::interim_written(interim).await;
+    Ok(response)
+}
+
+async fn serve_through(
     reply: Reply,
     cache: Arc<Cache>,
     mut parts: http::request::Parts,

@@ -23,8 +23,12 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use local::local_response;
@@ -81,12 +85,17 @@ impl Proxy {
 
     /// Answers one request; `connection` marks it in flight on its client connection until
     /// its response is finished.
-    pub async fn handle(
+    ///
+    /// What can be answered at once (a fresh cache hit, a local error) is, with no future
+    /// state at all; only the rest becomes one boxed future. hyper moves a request's future
+    /// several times before polling it, so a large inline state (forwarding's is several
+    /// KiB) cost every request, cache hits included, thousands of instructions of copying.
+    pub fn handle(
         &self,
-        client: ClientInfo,
+        client: &ClientInfo,
         request: Request<Incoming>,
         connection: RequestInFlight,
-    ) -> Response<ResponseBody> {
+    ) -> Handling {
         let start = Instant::now();
         let snapshot = self.snapshot.load_full();
         let (mut parts, body) = request.into_parts();
@@ -124,14 +133,18 @@ impl Proxy {
         });
         let Some(host_value) = host_value else {
             // RFC 9112 §3.2: a request without Host is answered 400.
-            return exchange.local(StatusCode::BAD_REQUEST, "request has no Host header");
+            return Handling::ready(
+                exchange.local(StatusCode::BAD_REQUEST, "request has no Host header"),
+            );
         };
         let host = host_value.to_str().map(host_without_port).unwrap_or("");
         let Some(entry) = snapshot
             .router
             .find(client.listener, host, parts.uri.path())
         else {
-            return exchange.local(StatusCode::NOT_FOUND, "no route for this host and path");
+            return Handling::ready(
+                exchange.local(StatusCode::NOT_FOUND, "no route for this host and path"),
+            );
         };
         let route = Arc::clone(&entry.target);
         exchange.route = Some(Arc::clone(&route));
@@ -143,10 +156,10 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|length| length > snapshot.limits.max_body_bytes);
         if too_large {
-            return exchange.local(
+            return Handling::ready(exchange.local(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body is larger than the limit",
-            );
+            ));
         }
 
         // A fresh hit is answered before any rewriting: nothing of it goes upstream.
@@ -161,7 +174,7 @@ impl Proxy {
                 client_upgrade: None,
                 interim: None,
             };
-            return reply.answer_from_cache(response);
+            return Handling::ready(reply.answer_from_cache(response));
         }
 
         // Rewrite the request head for the upstream, in place.
@@ -214,31 +227,51 @@ impl Proxy {
             request_id,
             client_version,
             client_upgrade,
-            interim: interim.clone(),
+            interim,
         };
-        let response = match &reply.route.cache {
-            Some(cache) => {
-                let cache = Arc::clone(cache);
-                // Boxed: its state is large, and inline it would make every request's future
-                // (moved into hyper's dispatcher) that large, cached route or not.
-                Box::pin(cached::serve(
-                    reply,
-                    cache,
-                    parts,
-                    body,
-                    &host_value,
-                    original_target,
-                ))
-                .await
-            }
-            None => reply.forward(parts, body).await,
-        };
-        // Interim responses go out before the final one: hyper writes this response only
-        // after the connection has written them.
-        if let Some(interim) = interim {
-            interim.written().await;
+        // Each boxed directly, not awaited inside one more async block: every level of
+        // nesting copies the whole inner future once more.
+        Handling::Pending(match reply.route.cache.clone() {
+            Some(cache) => Box::pin(cached::serve(
+                reply,
+                cache,
+                parts,
+                body,
+                host_value,
+                original_target,
+            )),
+            None => Box::pin(reply.forward(parts, body)),
+        })
+    }
+}
+
+/// A request being answered: at once, or by a future (boxed, so that moving this is cheap).
+// The ready response stays inline: boxing it would cost a cache hit an allocation to save a
+// few hundred bytes of copying.
+#[allow(clippy::large_enum_variant)]
+pub enum Handling {
+    Ready(Option<Response<ResponseBody>>),
+    Pending(Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>),
+}
+
+impl Handling {
+    fn ready(response: Response<ResponseBody>) -> Self {
+        Handling::Ready(Some(response))
+    }
+}
+
+impl Future for Handling {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Handling::Ready(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // hyper never polls a finished future; if it did, this is the honest answer.
+                None => Poll::Pending,
+            },
+            Handling::Pending(future) => future.as_mut().poll(cx),
         }
-        response
     }
 }
 
@@ -278,11 +311,14 @@ impl Reply {
         mut self,
         parts: http::request::Parts,
         body: RequestBody,
-    ) -> Response<ResponseBody> {
-        match self.send(parts, body).await {
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let interim = self.interim.clone();
+        let response = match self.send(parts, body).await {
             Ok(forwarded) => self.answer_upstream(forwarded, None),
             Err(error) => self.failure(error),
-        }
+        };
+        interim_written(interim).await;
+        Ok(response)
     }
 
     /// The client's response from an upstream response, optionally stored as it streams.
@@ -480,6 +516,14 @@ impl ReplayableHead<'_> {
             pass_on_interim(&mut request, interim);
         }
         request
+    }
+}
+
+/// Waits until the interim responses passed on so far are written: they go out before the
+/// final response, which hyper writes only after this request's future is done.
+async fn interim_written(interim: Option<InterimSink>) {
+    if let Some(interim) = interim {
+        interim.written().await;
     }
 }
 

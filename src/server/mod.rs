@@ -17,7 +17,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::{IntCounter, IntGauge};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -174,10 +173,8 @@ async fn serve_connection(
     let client_addr = client.addr;
     let control = Arc::clone(&registration.control);
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let proxy = Arc::clone(&proxy);
-        let client = client.clone();
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
-        async move { Ok::<_, Infallible>(proxy.handle(client, request, in_flight).await) }
+        proxy.handle(&client, request, in_flight)
     });
     let stream = connections::CountingStream::new(stream, Arc::clone(&registration.control));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -121,11 +121,11 @@ mod tests {
 
     #[test]
     fn escapes_quotes_backslashes_and_control_bytes_like_nginx() {
-        let referer = HeaderValue::from_bytes(b"http://x/\"a\\b\x7f\xc3\xa9").unwrap();
+        let referer = HeaderValue::from_bytes(b"http://x/\"a\\b\t\xc3\xa9").unwrap();
         let ua = HeaderValue::from_static("");
         let rendered = line(Some(&referer), Some(&ua));
         assert!(
-            rendered.ends_with(" \"http://x/\\x22a\\x5Cb\\x7F\\xC3\\xA9\" \"-\" \"3f2a\""),
+            rendered.ends_with(" \"http://x/\\x22a\\x5Cb\\x09\\xC3\\xA9\" \"-\" \"3f2a\""),
             "{rendered}"
         );
     }

@@ -28,7 +28,7 @@ struct Setup {
     running: Running,
     admin: SocketAddr,
     proxy: SocketAddr,
-    _servers: [TestUpstream; 2],
+    servers: [TestUpstream; 2],
 }
 
 /// Two servers behind `/` and a cached route `/cached`, with health checks and breakers.
@@ -78,7 +78,7 @@ default_ttl = "1m"
         admin: running.admin_addr.expect("admin listener"),
         proxy: running.listener_addrs[0],
         running,
-        _servers: [a, b],
+        servers: [a, b],
     }
 }
 
@@ -366,10 +366,10 @@ async fn the_status_page_is_one_self_contained_html_file_polling_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_a_server_down_once_its_checks_fail() {
     let mut setup = setup().await;
-    let dead_addr = setup._servers[1].addr;
+    let dead_addr = setup.servers[1].addr;
     // Stop server b: its checks are refused from now on.
     drop(std::mem::replace(
-        &mut setup._servers[1],
+        &mut setup.servers[1],
         TestUpstream::named("c").await,
     ));
     let deadline = Instant::now() + common::WAIT;

@@ -26,8 +26,9 @@ pub(crate) struct Exchange {
     pub(crate) path: String,
     pub(crate) client: IpAddr,
     pub(crate) version: Version,
-    /// Referer and User-Agent, kept only for the combined access log.
-    pub(crate) referer_and_agent: Option<(Option<HeaderValue>, Option<HeaderValue>)>,
+    /// Referer and User-Agent, kept only for the combined access log (boxed: every request's
+    /// exchange is moved into its response body, and most never need these).
+    pub(crate) referer_and_agent: Option<Box<(Option<HeaderValue>, Option<HeaderValue>)>>,
     pub(crate) status: StatusCode,
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) route: Option<Arc<Route>>,
@@ -85,7 +86,7 @@ impl Exchange {
         if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
             return;
         }
-        let (referer, user_agent) = match &self.referer_and_agent {
+        let (referer, user_agent) = match self.referer_and_agent.as_deref() {
             Some((referer, user_agent)) => (referer.as_ref(), user_agent.as_ref()),
             None => (None, None),
         };

@@ -9,7 +9,7 @@ pub mod headers;
 mod local;
 
 use crate::config::AccessLogFormat;
-use crate::health::breaker::Admission;
+use crate::health::breaker::{Admission, BreakerState};
 use crate::route::host_without_port;
 use crate::server::RequestInFlight;
 use crate::snapshot::{Route, SharedSnapshot};
@@ -116,10 +116,10 @@ impl Proxy {
             client: client.addr.ip(),
             version: parts.version,
             referer_and_agent: (snapshot.access_log == AccessLogFormat::Combined).then(|| {
-                (
+                Box::new((
                     parts.headers.get(header::REFERER).cloned(),
                     parts.headers.get(header::USER_AGENT).cloned(),
-                )
+                ))
             }),
             status: StatusCode::OK,
             snapshot: Arc::clone(&snapshot),
@@ -378,7 +378,7 @@ fn no_server_reason(upstream: &Upstream) -> String {
     for server in &upstream.servers {
         if !server.health.is_up() {
             down += 1;
-        } else if server.breaker.state().as_str() == "open" {
+        } else if server.breaker.state() == BreakerState::Open {
             open += 1;
         } else if upstream.max_connections > 0 && server.in_flight() >= upstream.max_connections {
             full += 1;

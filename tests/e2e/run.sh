@@ -72,7 +72,7 @@ command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
-        --no-install-recommends "${missing[@]}" >/dev/null
+        "${missing[@]}" >/dev/null
 fi
 promtool --version 2>&1 | head -1
 chromium --version 2>/dev/null

@@ -13,7 +13,8 @@
 #                                evaluated without error on scraped metric names;
 #   4. headless Chromium         (WebDriver through chromedriver) on the status page: no console
 #                                errors, the three demo servers shown, one turned red after its
-#                                health check is made to fail; screenshot in tests/e2e/artifacts/.
+#                                health check is made to fail, a failed reload listed with its
+#                                error; screenshot in tests/e2e/artifacts/.
 #
 # Plug-in steps: after these, every executable tests/e2e/steps/*.sh runs in name order (e.g.
 # steps/50-deploy.sh), from the repository root, with these variables set:

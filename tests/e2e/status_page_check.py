@@ -18,6 +18,7 @@ PROXY = os.environ["PROXY_URL"]
 DRIVER = os.environ["DRIVER_URL"]
 BACKENDS = os.environ["BACKEND_URLS"].split()
 ARTIFACTS = os.environ["E2E_ARTIFACTS"]
+CONFIG = os.path.join(os.environ["E2E_TMP"], "gatehouse.toml")
 # The e2e config's health interval for upstream "orders".
 HEALTH_INTERVAL = 2.0
 
@@ -78,7 +79,7 @@ def main():
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
-                "--window-size=1400,1000",
+                "--window-size=1400,1500",
             ],
         },
         "goog:loggingPrefs": {"browser": "ALL"},
@@ -154,6 +155,30 @@ def check_page(base):
     if not why:
         fail("the red row does not say why")
     print(f"ok: the row says why: {why!r}")
+
+    # A bad edit of the config file: the watcher's reload fails, and the page lists it with
+    # the error's file:line:column; the good text back is listed as a reload that worked.
+    with open(CONFIG) as f:
+        good = f.read()
+    with open(CONFIG, "w") as f:
+        f.write("bogus_key = 1\n" + good)
+    RELOADS = """return Array.from(document.querySelectorAll('#reloads tbody tr'))
+      .map(row => [row.className, row.textContent]);"""
+    failed = wait_for(
+        "the failed reload on the page",
+        lambda: next((r for r in script(base, RELOADS) if r[0] == "down" and "gatehouse.toml:1:1" in r[1]), None),
+        10,
+    )
+    print(f"ok: the failed reload is listed with its error: {failed[1]!r}")
+    with open(CONFIG, "w") as f:
+        # A comment more: text the same as the config in force would be no reload at all.
+        f.write(good + "# restored\n")
+    wait_for(
+        "the good config's reload on the page",
+        lambda: (rows := script(base, RELOADS)) and rows[0][0] == "" and "ok" in rows[0][1],
+        10,
+    )
+    print("ok: the config restored is listed as a reload that worked")
 
     time.sleep(1.2)  # one more poll, so that the screenshot shows the per-second rates
     png = base64.b64decode(call("GET", base + "/screenshot")["value"])

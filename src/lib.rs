@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

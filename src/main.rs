@@ -78,9 +78,14 @@ fn init_logging(level: &str, access: AccessLogFormat) {
         filter = filter.add_directive(directive);
     }
     // Colours only for a terminal: piped logs (journald, files, collectors) stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if access == AccessLogFormat::Combined {
+        gatehouse::logging::init_combined(filter, ansi);
+        return;
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if access == AccessLogFormat::Json {
         builder.json().flatten_event(true).init();

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    pub http_received_bytes: IntCounterVec,
+    pub http_sent_bytes: IntCounterVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_response_duration: HistogramVec,
     pub upstream_retries: IntCounterVec,
@@ -55,6 +57,33 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "upstream"],
         )?;
+        let http_received_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_http_received_bytes_total",
+                "Request body bytes received from clients, by route and upstream.",
+            ),
+            &["route", "upstream"],
+        )?;
+        let http_sent_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_http_sent_bytes_total",
+                "Response body bytes sent to clients, by route and upstream.",
+            ),
+            &["route", "upstream"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_build_info",
+                "The gatehouse version running (always 1).",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(http_received_bytes.clone()))?;
+        registry.register(Box::new(http_sent_bytes.clone()))?;
+        registry.register(Box::new(build_info))?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_requests_total",
@@ -203,6 +232,8 @@ impl Metrics {
             registry,
             http_requests,
             http_request_duration,
+            http_received_bytes,
+            http_sent_bytes,
             upstream_requests,
             upstream_response_duration,
             upstream_retries,
@@ -243,13 +274,15 @@ const FIRST_CODE: u16 = 100;
 const CODE_SLOTS: usize = 500;
 
 /// Handles for one (route, upstream) pair: a counter per status code, resolved on first use
-/// and then kept, and the duration histogram.
+/// and then kept, the duration histogram and the byte counters.
 pub struct RouteMetrics {
     route: String,
     upstream: String,
     by_code: Box<[OnceLock<IntCounter>]>,
     family: IntCounterVec,
     pub duration: Histogram,
+    pub received_bytes: IntCounter,
+    pub sent_bytes: IntCounter,
 }
 
 impl RouteMetrics {
@@ -261,6 +294,12 @@ impl RouteMetrics {
             family: metrics.http_requests.clone(),
             duration: metrics
                 .http_request_duration
+                .with_label_values(&[route, upstream]),
+            received_bytes: metrics
+                .http_received_bytes
+                .with_label_values(&[route, upstream]),
+            sent_bytes: metrics
+                .http_sent_bytes
                 .with_label_values(&[route, upstream]),
         }
     }
@@ -307,5 +346,12 @@ impl ServerMetrics {
                 .upstream_response_duration
                 .with_label_values(&[upstream, server]),
         }
+    }
+
+    /// Requests sent to this server since the process started, and how many failed.
+    pub fn totals(&self) -> (u64, u64) {
+        let failed =
+            self.http_5xx.get() + self.connect_error.get() + self.timeout.get() + self.error.get();
+        (self.ok.get() + failed, failed)
     }
 }

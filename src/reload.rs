@@ -13,7 +13,7 @@ use crate::server::{self, Drain, Listener};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::ServerRegistry;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,31 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     /// Unix seconds of the last failed reload.
     pub last_error_at: Option<u64>,
+    /// The last few reloads that changed something or failed, newest first.
+    pub recent: VecDeque<ReloadEvent>,
+}
+
+/// How many reloads /status remembers.
+const RECENT_RELOADS: usize = 10;
+
+/// One reload attempt, as the status page lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadEvent {
+    /// Unix seconds.
+    pub at: u64,
+    /// What asked for it: `file change`, `SIGHUP`, `POST /reload`.
+    pub trigger: String,
+    pub ok: bool,
+    /// The hash in force afterwards.
+    pub hash: String,
+    pub errors: Vec<String>,
+}
+
+impl ReloadStatus {
+    fn remember(&mut self, event: ReloadEvent) {
+        self.recent.push_front(event);
+        self.recent.truncate(RECENT_RELOADS);
+    }
 }
 
 /// How a reload went.
@@ -138,6 +163,7 @@ impl Reloader {
                 reloads_failed: 0,
                 last_error: None,
                 last_error_at: None,
+                recent: VecDeque::new(),
             }),
         });
         reloader.metrics.set_config_info(&text_hash);
@@ -353,6 +379,14 @@ impl Reloader {
         status.hash = hash.clone();
         status.loaded_at = unix_now();
         status.reloads_ok += 1;
+        let loaded_at = status.loaded_at;
+        status.remember(ReloadEvent {
+            at: loaded_at,
+            trigger: trigger.to_owned(),
+            ok: true,
+            hash: hash.clone(),
+            errors: Vec::new(),
+        });
         drop(status);
         self.metrics.config_reloads_ok.inc();
         self.metrics.config_last_success.set(unix_now() as i64);
@@ -374,6 +408,13 @@ impl Reloader {
         status.last_error = Some(joined);
         status.last_error_at = Some(unix_now());
         let hash = status.hash.clone();
+        status.remember(ReloadEvent {
+            at: unix_now(),
+            trigger: trigger.to_owned(),
+            ok: false,
+            hash: hash.clone(),
+            errors: errors.clone(),
+        });
         drop(status);
         self.metrics.config_reloads_failed.inc();
         ReloadReport {

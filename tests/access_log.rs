@@ -135,3 +135,111 @@ async fn access_log_off_writes_no_request_lines() {
         "{lines:#?}"
     );
 }
+
+/// Starts the binary with `access` and waits for its proxy listener (from the text log).
+async fn start_text_logged(config_text: &str, name: &str) -> (Process, SocketAddr) {
+    let mut process = Process::spawn(config_text, name);
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let lines = process.all_lines_so_far().await;
+        if let Some(addr) = text_listening_addr(&lines) {
+            return (process, addr);
+        }
+        assert!(Instant::now() < deadline, "no listening line: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_access_log_is_nginx_combined_on_stdout_with_the_request_id() {
+    let upstream = TestUpstream::named("app").await;
+    let (mut process, proxy) =
+        start_text_logged(&config(upstream.addr, "combined"), "access-combined").await;
+    let mut client = common::Client::connect(proxy).await;
+    let request = http::Request::get("/api/orders?limit=2")
+        .header("referer", "http://shop.example/cart")
+        .header("user-agent", "curl/8.5.0 \"quoted\"")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let ok = client.send(request).await;
+    assert_eq!(ok.status, 200);
+    let request_id = ok.header("x-request-id").expect("x-request-id").to_owned();
+    let missing = common::get(proxy, "/nowhere").await;
+    assert_eq!(missing.status, 404);
+    process.sigterm();
+    let status = process.exit_by(Instant::now() + common::WAIT).await;
+    assert!(status.success());
+    let stderr = process.all_lines().await;
+    let stdout = process.stdout_lines();
+    assert_eq!(stdout.len(), 2, "one stdout line per request: {stdout:#?}");
+    // 127.0.0.1 - - [27/Nov/2026:23:09:41 +0000] "GET /api/orders?limit=2 HTTP/1.1" 200 3 "referer" "agent" "id"
+    let line = &stdout[0];
+    let (head, rest) = line.split_once(" [").expect("[time]");
+    assert_eq!(head, "127.0.0.1 - -", "{line}");
+    let (time, rest) = rest.split_once("] ").expect("[time]");
+    assert_eq!(time.len(), "27/Nov/2026:23:09:41 +0000".len(), "{line}");
+    assert!(
+        time.ends_with(" +0000") && time.as_bytes()[2] == b'/',
+        "{line}"
+    );
+    assert_eq!(
+        rest,
+        format!(
+            "\"GET /api/orders?limit=2 HTTP/1.1\" 200 3 \"http://shop.example/cart\" \"curl/8.5.0 \\x22quoted\\x22\" \"{request_id}\""
+        ),
+        "{line}"
+    );
+    assert!(
+        stdout[1].contains("\"GET /nowhere HTTP/1.1\" 404 ") && stdout[1].contains("\"-\" \"-\""),
+        "{}",
+        stdout[1]
+    );
+    assert!(
+        !stderr.contains("gatehouse::access") && stderr.contains("gatehouse started"),
+        "access lines only on stdout, the rest on stderr:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_logs_its_upstream_server_reason_and_request_id() {
+    let refused = common::refused_addr().await;
+    let mut process = Process::spawn(&config(refused, "json"), "access-failure");
+    let proxy = process.addr_logged("listening").await;
+    let failed = common::get(proxy, "/api/orders").await;
+    assert_eq!(failed.status, 502);
+    let request_id = failed
+        .header("x-request-id")
+        .expect("x-request-id")
+        .to_owned();
+    process.sigterm();
+    let status = process.exit_by(Instant::now() + common::WAIT).await;
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = process
+        .all_lines()
+        .await
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let of_request: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["request_id"] == request_id.as_str())
+        .collect();
+    let failure = of_request
+        .iter()
+        .find(|l| l["message"] == "upstream request failed")
+        .unwrap_or_else(|| panic!("no failure line for {request_id}: {lines:#?}"));
+    assert_eq!(failure["level"], "WARN");
+    assert_eq!(failure["upstream"], "app");
+    assert_eq!(failure["server"], refused.to_string().as_str());
+    assert!(
+        failure["error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("refused")),
+        "the reason: {failure}"
+    );
+    let access = of_request
+        .iter()
+        .find(|l| l["target"] == "gatehouse::access")
+        .expect("the access line carries the same request id");
+    assert_eq!(access["status"], 502);
+}

@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz` (the process is alive), `/readyz` (serving, not draining),
-//! `/metrics` (Prometheus text format) and `/status` (the configuration in force, as JSON).
+//! The admin listener: `/` (the live status page), `/healthz` (the process is alive),
+//! `/readyz` (serving, not draining), `/metrics` (Prometheus text format) and `/status` (the
+//! configuration in force with live numbers, as JSON).
 
 use crate::metrics::Metrics;
 use crate::proxy::body::ResponseBody;
@@ -19,6 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
+
+/// The live status page: one self-contained HTML file that polls `/status`.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// What the admin endpoints report on.
 pub struct AdminState {
@@ -95,6 +99,14 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Resp
         return response;
     }
     match request.uri().path() {
+        "/" => {
+            let mut response = text(StatusCode::OK, STATUS_PAGE);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.ready.load(Ordering::Relaxed) {
@@ -122,7 +134,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Resp
         }
         _ => local_response(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /healthz /readyz /metrics /status, POST /reload, POST /cache/purge",
+            "admin endpoints: / (status page) /healthz /readyz /metrics /status, POST /reload, POST /cache/purge",
         ),
     }
 }
@@ -251,11 +263,28 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .iter()
         .map(|l| json!({ "name": l.name.get_ref(), "bind": l.bind.get_ref() }))
         .collect();
+    // Live numbers by route name (the router holds the compiled routes in match order).
+    let route_totals: std::collections::HashMap<&str, (u64, f64)> = snapshot
+        .router
+        .entries()
+        .map(|e| {
+            let duration = &e.target.metrics.duration;
+            (
+                &*e.target.name,
+                (duration.get_sample_count(), duration.get_sample_sum()),
+            )
+        })
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
         .map(|r| {
+            let name = r.display_name();
+            let (requests, duration_sum) =
+                route_totals.get(name.as_str()).copied().unwrap_or((0, 0.0));
             json!({
+                "requests": requests,
+                "duration_seconds_sum": duration_sum,
                 "name": r.display_name(),
                 "listener": r.listener.as_ref().map(|l| l.get_ref().clone()),
                 "host": r.host.get_ref(),
@@ -274,7 +303,13 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 .iter()
                 .zip(&upstream.weights)
                 .map(|(server, weight)| {
+                    let (requests, failures) = server.metrics.totals();
+                    let response = &server.metrics.response_duration;
                     json!({
+                        "requests": requests,
+                        "failures": failures,
+                        "response_count": response.get_sample_count(),
+                        "response_seconds_sum": response.get_sample_sum(),
                         "addr": &*server.addr,
                         "weight": weight,
                         "eligible": server.is_eligible(std::time::Instant::now()),
@@ -318,6 +353,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "entries": cache.store.entries(),
                     "max_object_size": cache.max_object_size,
                     "fetches_in_flight": cache.coalescer.flights(),
+                    "requests": cache.metrics.totals(),
                 }),
             )
         })

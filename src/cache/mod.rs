@@ -29,6 +29,16 @@ pub enum CacheResult {
     Bypass,
 }
 
+/// A cache's request counts by result.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct CacheTotals {
+    pub hit: u64,
+    pub miss: u64,
+    pub stale: u64,
+    pub revalidated: u64,
+    pub bypass: u64,
+}
+
 pub struct CacheMetrics {
     hit: IntCounter,
     miss: IntCounter,
@@ -52,6 +62,17 @@ impl CacheMetrics {
             coalesced: metrics.cache_coalesced.with_label_values(&[cache]),
             bytes: metrics.cache_bytes.with_label_values(&[cache]),
             entries: metrics.cache_entries.with_label_values(&[cache]),
+        }
+    }
+
+    /// Requests by result since the process started, for /status.
+    pub fn totals(&self) -> CacheTotals {
+        CacheTotals {
+            hit: self.hit.get(),
+            miss: self.miss.get(),
+            stale: self.stale.get(),
+            revalidated: self.revalidated.get(),
+            bypass: self.bypass.get(),
         }
     }
 

@@ -64,6 +64,8 @@ pub enum AccessLogFormat {
     #[default]
     Text,
     Json,
+    /// nginx's `combined` format (plus the request id), on stdout.
+    Combined,
     Off,
 }
 

@@ -54,11 +54,13 @@ pub enum RequestBody {
         body: Incoming,
         seen: u64,
         limit: u64,
+        /// The route's `gatehouse_http_received_bytes_total`.
+        received: prometheus::IntCounter,
     },
 }
 
 impl RequestBody {
-    pub fn client(body: Incoming, limit: u64) -> Self {
+    pub fn client(body: Incoming, limit: u64, received: &prometheus::IntCounter) -> Self {
         if body.is_end_stream() {
             RequestBody::Empty
         } else {
@@ -66,6 +68,7 @@ impl RequestBody {
                 body,
                 seen: 0,
                 limit,
+                received: received.clone(),
             }
         }
     }
@@ -81,23 +84,27 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client { body, seen, limit } => {
-                match ready!(Pin::new(body).poll_frame(cx)) {
-                    None => Poll::Ready(None),
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            *seen += data.len() as u64;
-                            if *seen > *limit {
-                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
-                                    limit: *limit,
-                                }))));
-                            }
+            RequestBody::Client {
+                body,
+                seen,
+                limit,
+                received,
+            } => match ready!(Pin::new(body).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        *seen += data.len() as u64;
+                        received.inc_by(data.len() as u64);
+                        if *seen > *limit {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                limit: *limit,
+                            }))));
                         }
-                        Poll::Ready(Some(Ok(frame)))
                     }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+            },
         }
     }
 

@@ -318,7 +318,7 @@ async fn bypass(
                     cache.store.invalidate(target_key);
                 }
                 cache.update_gauges();
-                tracing::debug!(cache = %cache.name, key, invalidated = ?targets, "invalidated after an unsafe request");
+                tracing::debug!(cache = %cache.name, key, invalidated = ?targets, request_id = reply.request_id.to_str().unwrap_or("-"), "invalidated after an unsafe request");
             }
             let mut response = reply.answer_upstream(forwarded, None);
             response
@@ -461,17 +461,24 @@ fn refresh_in_background(
     // Bounded: a refresh whose upstream stalls mid-body must not hold the key's flight (and
     // with it every later refresh of the key) for ever.
     let limit = route.upstream.connect_timeout + route.upstream.response_timeout * 2;
+    let cache_name = Arc::clone(&cache.name);
     tokio::spawn(async move {
         let refresh = async move {
             let request_headers = head.headers.clone();
             let request_time = SystemTime::now();
             let mut chosen = None;
+            let request_id = head
+                .headers
+                .get(&super::headers::X_REQUEST_ID)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("-"));
             let result = forward(
                 &route.upstream,
                 &mut chosen,
                 head,
                 body,
                 Instant::now(),
+                &request_id,
                 None,
             )
             .await;
@@ -542,7 +549,7 @@ fn refresh_in_background(
             fill.finish();
         };
         if tokio::time::timeout(limit, refresh).await.is_err() {
-            tracing::warn!("background cache refresh gave up after {limit:?}");
+            tracing::warn!(cache = %cache_name, "background cache refresh gave up after {limit:?}");
         }
     });
 }

@@ -2,6 +2,7 @@
 //! finished (or abandoned), it counts the request, observes its duration, writes the access log
 //! line and ends the server's in-flight count.
 
+use super::access_log::CombinedLine;
 use super::headers::X_REQUEST_ID;
 use super::local_response;
 use crate::config::AccessLogFormat;
@@ -9,9 +10,10 @@ use crate::server::RequestInFlight;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
 use http::header::HeaderValue;
-use http::{Method, Response, StatusCode};
+use http::{Method, Response, StatusCode, Version};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::body::ResponseBody;
 
@@ -20,7 +22,13 @@ use super::body::ResponseBody;
 pub(crate) struct Exchange {
     pub(crate) start: Instant,
     pub(crate) method: Method,
+    /// The path (with the query for the combined format); empty when the access log is off.
     pub(crate) path: String,
+    pub(crate) client: IpAddr,
+    pub(crate) version: Version,
+    /// Referer and User-Agent, kept only for the combined access log (boxed: every request's
+    /// exchange is moved into its response body, and most never need these).
+    pub(crate) referer_and_agent: Option<Box<(Option<HeaderValue>, Option<HeaderValue>)>>,
     pub(crate) status: StatusCode,
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) route: Option<Arc<Route>>,
@@ -63,21 +71,54 @@ impl Exchange {
         };
         metrics.count(self.status);
         metrics.duration.observe(elapsed.as_secs_f64());
+        metrics.sent_bytes.inc_by(bytes_sent);
         self.in_flight = None;
-        if self.snapshot.access_log != AccessLogFormat::Off {
-            tracing::info!(
-                target: "gatehouse::access",
-                method = %self.method,
-                path = %self.path,
-                status = self.status.as_u16(),
-                route = self.route.as_ref().map_or("-", |r| &*r.name),
-                upstream = self.route.as_ref().map_or("-", |r| &*r.upstream.name),
-                server = self.server_name(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                bytes = bytes_sent,
-                complete = finished,
-                request_id = self.request_id.to_str().unwrap_or("-"),
-            );
+        match self.snapshot.access_log {
+            AccessLogFormat::Off => {}
+            AccessLogFormat::Combined => self.log_combined(bytes_sent),
+            AccessLogFormat::Text | AccessLogFormat::Json => {
+                self.log_fields(bytes_sent, finished, elapsed.as_secs_f64() * 1000.0)
+            }
         }
+    }
+
+    fn log_combined(&self, bytes_sent: u64) {
+        if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
+            return;
+        }
+        let (referer, user_agent) = match self.referer_and_agent.as_deref() {
+            Some((referer, user_agent)) => (referer.as_ref(), user_agent.as_ref()),
+            None => (None, None),
+        };
+        let line = CombinedLine {
+            client: self.client,
+            time: SystemTime::now(),
+            method: &self.method,
+            target: &self.path,
+            version: self.version,
+            status: self.status.as_u16(),
+            body_bytes_sent: bytes_sent,
+            referer,
+            user_agent,
+            request_id: &self.request_id,
+        }
+        .render();
+        tracing::info!(target: "gatehouse::access", "{line}");
+    }
+
+    fn log_fields(&self, bytes_sent: u64, finished: bool, duration_ms: f64) {
+        tracing::info!(
+            target: "gatehouse::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            route = self.route.as_ref().map_or("-", |r| &*r.name),
+            upstream = self.route.as_ref().map_or("-", |r| &*r.upstream.name),
+            server = self.server_name(),
+            duration_ms,
+            bytes = bytes_sent,
+            complete = finished,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+        );
     }
 }

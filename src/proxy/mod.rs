@@ -1,6 +1,7 @@
 //! The request handler: route the request, pick a server, forward with rewritten headers,
 //! stream the response back, and answer failures with a fast, clear 4xx/5xx.
 
+mod access_log;
 pub mod body;
 mod cached;
 mod exchange;
@@ -8,7 +9,7 @@ pub mod headers;
 mod local;
 
 use crate::config::AccessLogFormat;
-use crate::health::breaker::Admission;
+use crate::health::breaker::{Admission, BreakerState};
 use crate::route::host_without_port;
 use crate::server::{InterimSink, RequestInFlight};
 use crate::snapshot::{Route, SharedSnapshot};
@@ -111,11 +112,24 @@ impl Proxy {
         let mut exchange = Exchange {
             start,
             method: parts.method.clone(),
-            path: if snapshot.access_log == AccessLogFormat::Off {
-                String::new()
-            } else {
-                parts.uri.path().to_owned()
+            path: match snapshot.access_log {
+                AccessLogFormat::Off => String::new(),
+                // nginx's `$request` shows the target as sent, query included.
+                AccessLogFormat::Combined => parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", PathAndQuery::as_str)
+                    .to_owned(),
+                AccessLogFormat::Text | AccessLogFormat::Json => parts.uri.path().to_owned(),
             },
+            client: client.addr.ip(),
+            version: parts.version,
+            referer_and_agent: (snapshot.access_log == AccessLogFormat::Combined).then(|| {
+                Box::new((
+                    parts.headers.get(header::REFERER).cloned(),
+                    parts.headers.get(header::USER_AGENT).cloned(),
+                ))
+            }),
             status: StatusCode::OK,
             snapshot: Arc::clone(&snapshot),
             route: None,
@@ -215,7 +229,11 @@ impl Proxy {
         }
         let client_version = parts.version;
         parts.version = Version::HTTP_11;
-        let body = RequestBody::client(body, snapshot.limits.max_body_bytes);
+        let body = RequestBody::client(
+            body,
+            snapshot.limits.max_body_bytes,
+            &route.metrics.received_bytes,
+        );
         // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2), and hyper's HTTP/2
         // server cannot send them.
         let interim =
@@ -301,6 +319,7 @@ impl Reply {
             parts,
             body,
             started,
+            &self.request_id,
             self.interim.as_ref(),
         )
         .await
@@ -388,10 +407,10 @@ impl Reply {
         match &error {
             ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
             ForwardError::NoServer(_) => {
-                tracing::warn!(upstream = %upstream.name, "no eligible upstream server")
+                tracing::warn!(upstream = %upstream.name, request_id = self.request_id.to_str().unwrap_or("-"), reason = %no_server_reason(upstream), "no eligible upstream server")
             }
             _ => {
-                tracing::warn!(upstream = %upstream.name, server = self.exchange.server_name(), error = %error, "upstream request failed")
+                tracing::warn!(upstream = %upstream.name, server = self.exchange.server_name(), error = %error, request_id = self.request_id.to_str().unwrap_or("-"), "upstream request failed")
             }
         }
         let mut response = self.exchange.local(status, message);
@@ -402,6 +421,24 @@ impl Reply {
         }
         response
     }
+}
+
+/// Why no server of `upstream` could take a request, for the log line that says so.
+fn no_server_reason(upstream: &Upstream) -> String {
+    let (mut down, mut open, mut full) = (0, 0, 0);
+    for server in &upstream.servers {
+        if !server.health.is_up() {
+            down += 1;
+        } else if server.breaker.state() == BreakerState::Open {
+            open += 1;
+        } else if upstream.max_connections > 0 && server.in_flight() >= upstream.max_connections {
+            full += 1;
+        }
+    }
+    format!(
+        "of {} servers, {down} down, {open} with the breaker open, {full} at max_connections",
+        upstream.servers.len()
+    )
 }
 
 impl ForwardError {
@@ -546,6 +583,7 @@ async fn forward(
     parts: http::request::Parts,
     body: RequestBody,
     started: Instant,
+    request_id: &HeaderValue,
     interim: Option<&InterimSink>,
 ) -> Result<Forwarded, ForwardError> {
     let now = started;
@@ -603,7 +641,7 @@ async fn forward(
         } else {
             Instant::now()
         };
-        let result = send_to_server(server, upstream, req, attempt_start).await;
+        let result = send_to_server(server, upstream, req, attempt_start, request_id).await;
         if let Some(pass) = pass
             && server.breaker.is_enabled()
         {
@@ -651,7 +689,7 @@ async fn forward(
                 // Debug, not warn: during an outage every request to the dead server retries,
                 // and the metrics (retries, connect errors) and the health and breaker
                 // transitions already say so once.
-                tracing::debug!(upstream = %upstream.name, server = %server.addr, error = %error, "retrying on another server");
+                tracing::debug!(upstream = %upstream.name, server = %server.addr, error = %error, request_id = request_id.to_str().unwrap_or("-"), "retrying on another server");
                 attempts += 1;
                 upstream.retries_total.inc();
                 request = again;
@@ -689,6 +727,7 @@ async fn send_to_server(
     upstream: &Upstream,
     mut request: Request<RequestBody>,
     started: Instant,
+    request_id: &HeaderValue,
 ) -> SendResult {
     // `started` (when the request arrived) stands for the send time on a pooled connection:
     // the difference is a few instructions, and it spares a clock read per request.
@@ -757,7 +796,11 @@ async fn send_to_server(
                 }
                 let error = error.into_error();
                 if let Some(cause) = find_cause::<BodyTooLarge>(&error) {
-                    tracing::debug!(limit = cause.limit, "request body too large");
+                    tracing::debug!(
+                        limit = cause.limit,
+                        request_id = request_id.to_str().unwrap_or("-"),
+                        "request body too large"
+                    );
                     return Err((ForwardError::BodyTooLarge, None));
                 }
                 if find_cause::<ClientBodyError>(&error).is_some() {

@@ -15,6 +15,7 @@ pub struct Process {
     lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
     config_path: PathBuf,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -28,10 +29,19 @@ impl Process {
             .arg(&config_path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn gatehouse");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout_pipe = child.stdout.take().unwrap();
+        let stdout_lines = std::sync::Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout_pipe).lines() {
+                let Ok(line) = line else { break };
+                stdout_lines.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -47,6 +57,7 @@ impl Process {
             lines,
             seen: Vec::new(),
             config_path,
+            stdout,
         }
     }
 
@@ -111,6 +122,11 @@ impl Process {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The stdout lines written so far (the combined access log goes there).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// The stderr lines written so far, without waiting for more.

@@ -165,6 +165,11 @@ impl Running {
             }
             _ => None,
         };
+        if watch_config.watch
+            && let Err(e) = crate::tls::watch::spawn(Arc::clone(&reloader), watch_config.debounce.0)
+        {
+            tracing::warn!(error = %e, "cannot watch certificate files; reload to rotate them");
+        }
         Ok(Self {
             listener_addrs,
             admin_addr,

@@ -91,7 +91,10 @@ pub async fn probe(
 ) -> Result<(), String> {
     let exchange = async {
         // The same way requests connect: TCP, TLS for https:// servers, HTTP/1.1 or HTTP/2.
-        let mut sender = pool.connect(timeout).await.map_err(|e| e.to_string())?;
+        let mut sender = pool
+            .connect_unpooled(timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         let request = Request::get(path)
             .header(header::HOST, host)
             .header(header::USER_AGENT, "gatehouse-health-check")

@@ -238,6 +238,18 @@ impl Pool {
 
     /// A new connection, bypassing the idle ones.
     pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+        let sender = self.connect_unpooled(connect_timeout).await?;
+        if let Sender::Http2(shared, scheme) = &sender {
+            self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()));
+        }
+        Ok(sender)
+    }
+
+    /// A new connection that stays out of the pool (health checks).
+    pub async fn connect_unpooled(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         let transport = self.transport.load_full();
         // TCP and TLS together within connect_timeout.
         let connected = tokio::time::timeout(connect_timeout, async {
@@ -267,23 +279,23 @@ impl Pool {
         } else {
             Scheme::HTTP
         };
-        let sender = match conn {
-            Conn::Plain(stream) => handshake(stream, http2, scheme).await?,
-            Conn::Tls(stream) => handshake(*stream, http2, scheme).await?,
-        };
-        if let Sender::Http2(shared, scheme) = &sender {
-            self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()));
+        match conn {
+            Conn::Plain(stream) => handshake(stream, http2, scheme).await,
+            Conn::Tls(stream) => handshake(*stream, http2, scheme).await,
         }
-        Ok(sender)
     }
 
     /// Keeps a new HTTP/2 connection for the requests that follow.
     fn put_back_shared(&self, sender: Sender) {
-        if self.max_idle.load(Ordering::Relaxed) == 0 {
+        let max_idle = self.max_idle.load(Ordering::Relaxed);
+        if max_idle == 0 {
             return;
         }
         let mut idle = self.lock();
         idle.retain(|entry| !entry.sender.is_closed());
+        while idle.len() >= max_idle {
+            idle.pop_front();
+        }
         idle.push_back(Idle {
             sender,
             since: Instant::now(),

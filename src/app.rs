@@ -165,10 +165,13 @@ impl Running {
             }
             _ => None,
         };
-        if watch_config.watch
-            && let Err(e) = crate::tls::watch::spawn(Arc::clone(&reloader), watch_config.debounce.0)
-        {
-            tracing::warn!(error = %e, "cannot watch certificate files; reload to rotate them");
+        if watch_config.watch {
+            match crate::tls::watch::spawn(Arc::clone(&reloader), watch_config.debounce.0) {
+                Ok(task) => tasks.push(task),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch certificate files; reload to rotate them")
+                }
+            }
         }
         Ok(Self {
             listener_addrs,

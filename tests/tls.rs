@@ -270,6 +270,7 @@ struct Seen {
 struct Origin {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 async fn origin(tls: Option<&Issued>) -> Origin {
@@ -288,8 +289,11 @@ async fn origin(tls: Option<&Issued>) -> Origin {
     let addr = listener.local_addr().unwrap();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let record = Arc::clone(&seen);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let record = Arc::clone(&record);
             tokio::spawn(async move {
@@ -335,7 +339,11 @@ async fn origin(tls: Option<&Issued>) -> Origin {
             });
         }
     });
-    Origin { addr, seen }
+    Origin {
+        addr,
+        seen,
+        connections,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -855,6 +863,11 @@ async fn grpc_style_h2_request_with_trailers_passes_end_to_end() {
     }
     let seen = backend.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
+    assert_eq!(
+        backend.connections.load(Ordering::SeqCst),
+        1,
+        "one HTTP/2 connection upstream, shared by both requests"
+    );
     for request in &seen {
         assert_eq!(request.version, Version::HTTP_2);
         assert_eq!(request.headers["te"], "trailers");
@@ -965,4 +978,62 @@ http2 = true                                    # h2 to the upstream (ALPN, or p
     assert_eq!(tls.certs.get_ref().len(), 2);
     assert_eq!(tls.alpn.get_ref(), &["h2", "http/1.1"]);
     assert!(config.upstreams["payments"].http2);
+
+    // tls on an upstream without an https:// server would be silently unused: an error.
+    let plain = text.replace("https://127.0.0.1:9443", "127.0.0.1:9443");
+    let errors = check_errors(&plain);
+    assert!(
+        errors.contains("upstream.payments.tls") && errors.contains("https://"),
+        "{errors}"
+    );
+}
+
+fn tls12_client(roots: RootCertStore) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn tls12_is_served_unless_min_version_is_13() {
+    let pki = Pki::new("versions");
+    let site = pki.issue("site", &["localhost"]);
+    let app = TestUpstream::named("app").await;
+    let listeners = format!(
+        "{}{}",
+        tls_listener(&[&site], ""),
+        tls_listener(&[&site], ", min_version = \"1.3\"").replace("\"secure\"", "\"strict\"")
+    );
+    let running = start_gatehouse(&config(&listeners, &servers(app.addr), true)).await;
+    let (secure, strict) = (running.listener_addrs[0], running.listener_addrs[1]);
+    let client = tls12_client(pki.roots());
+
+    let stream = tls_connect(secure, &client, "localhost").await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let answer = request_on(stream, get("localhost", "/")).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(tls_connect(strict, &client, "localhost").await.is_err());
+
+    let metrics = admin_get(&running, "/metrics").await;
+    let count = |listener: &str, version: &str, result: &str| {
+        metric_sample(
+            &metrics,
+            "gatehouse_tls_handshakes_total",
+            &[
+                ("listener", listener),
+                ("version", version),
+                ("result", result),
+            ],
+        )
+    };
+    assert_eq!(count("secure", "1.2", "ok"), Some(1.0));
+    assert_eq!(count("strict", "unknown", "error"), Some(1.0));
+    running.shutdown().await;
 }

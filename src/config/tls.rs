@@ -68,6 +68,18 @@ pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<Confi
     for (name, upstream) in &config.upstreams {
         let key = |field: &str| format!("upstream.{name}.{field}");
         let Some(tls) = &upstream.tls else { continue };
+        let any_https = upstream
+            .servers
+            .get_ref()
+            .iter()
+            .any(|s| super::is_https_server(&s.get_ref().addr));
+        if !any_https {
+            errors.push(at.error(
+                at.span_of(&["upstream", name, "tls"]),
+                key("tls"),
+                "no server of this upstream is https://, so tls would not be used; write the servers as \"https://host:port\"",
+            ));
+        }
         if let Some(ca) = &tls.ca
             && let Err(message) = certs::read_roots(ca.get_ref())
         {

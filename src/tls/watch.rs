@@ -30,7 +30,10 @@ fn directory_of(file: &str) -> PathBuf {
 }
 
 /// Starts watching; the task follows config reloads (new files, new directories).
-pub fn spawn(reloader: Arc<Reloader>, debounce: Duration) -> notify::Result<()> {
+pub fn spawn(
+    reloader: Arc<Reloader>,
+    debounce: Duration,
+) -> notify::Result<tokio::task::JoinHandle<()>> {
     let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
     let (events, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
     let watched_names = Arc::clone(&names);
@@ -49,7 +52,7 @@ pub fn spawn(reloader: Arc<Reloader>, debounce: Duration) -> notify::Result<()> 
             let _ = events.send(());
         }
     })?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let mut directories: HashSet<PathBuf> = HashSet::new();
         loop {
             // Follow the files the listeners use now.
@@ -93,6 +96,5 @@ pub fn spawn(reloader: Arc<Reloader>, debounce: Duration) -> notify::Result<()> 
                 () = reloader.tls_files_changed.notified() => {}
             }
         }
-    });
-    Ok(())
+    }))
 }

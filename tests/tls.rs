@@ -933,6 +933,16 @@ fn gatehouse_cert_writes_a_usable_self_signed_certificate() {
     let loaded =
         gatehouse::tls::certs::load_pair(&cert, &key, std::time::SystemTime::now()).unwrap();
     assert_eq!(loaded.info.names, ["localhost", "127.0.0.1"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days_left = (loaded.info.not_after - now) / 86_400;
+    assert!(
+        (396..=397).contains(&days_left),
+        "valid for {days_left} days"
+    );
+    assert!(loaded.info.not_before <= now);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -117,7 +117,7 @@ fn as_http2(request: &mut Request<RequestBody>, scheme: &Scheme) {
         .headers()
         .get(http::header::HOST)
         .and_then(|h| Authority::try_from(h.as_bytes()).ok());
-    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    let mut parts = request.uri().clone().into_parts();
     parts.scheme = Some(scheme.clone());
     if parts.authority.is_none() {
         parts.authority = authority;
@@ -125,13 +125,14 @@ fn as_http2(request: &mut Request<RequestBody>, scheme: &Scheme) {
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
+    // Without an authority the request keeps its Host header (and hyper reports the error).
     if let Ok(uri) = http::Uri::from_parts(parts) {
         *request.uri_mut() = uri;
+        request.headers_mut().remove(http::header::HOST);
     }
     let accepts_trailers = request.extensions().get::<AcceptsTrailers>().is_some();
     let headers = request.headers_mut();
     headers.remove(http::header::CONNECTION);
-    headers.remove(http::header::HOST);
     if accepts_trailers {
         headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }

@@ -239,7 +239,10 @@ impl Pool {
 
     /// A new connection, bypassing the idle ones.
     pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
-        let sender = self.connect_unpooled(connect_timeout).await?;
+        // Boxed: the TLS and HTTP/2 handshakes' state is tens of KiB, and inline it would be
+        // part of every request's future (moved, so copied, several times per request) even
+        // though a pooled connection never runs it.
+        let sender = Box::pin(self.connect_unpooled(connect_timeout)).await?;
         if let Sender::Http2(shared, scheme) = &sender {
             self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()));
         }
@@ -386,4 +389,32 @@ where
         }
     });
     Ok(Sender::Http1(sender))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request's future holds `connect`'s: it must stay small whatever the handshakes
+    /// need (they are boxed).
+    #[test]
+    fn the_connect_future_stays_small() {
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 1,
+            socket_addr: None,
+        };
+        let pool = Pool::new(endpoint, 1, Duration::from_secs(1));
+        let connect = pool.connect(Duration::from_secs(1));
+        assert!(
+            std::mem::size_of_val(&connect) <= 128,
+            "connect future is {} bytes",
+            std::mem::size_of_val(&connect)
+        );
+        let unpooled = pool.connect_unpooled(Duration::from_secs(1));
+        assert!(
+            std::mem::size_of_val(&unpooled) > 1024,
+            "the test measures something"
+        );
+    }
 }

@@ -274,12 +274,31 @@ struct Origin {
 }
 
 async fn origin(tls: Option<&Issued>) -> Origin {
+    origin_verifying_clients(tls, None).await
+}
+
+/// An origin that requires client certificates from `client_roots` when given.
+async fn origin_verifying_clients(
+    tls: Option<&Issued>,
+    client_roots: Option<RootCertStore>,
+) -> Origin {
     let acceptor = tls.map(|issued| {
         let key = PrivateKeyDer::from_pem_file(&issued.key).unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(gatehouse::tls::provider())
+        let builder = rustls::ServerConfig::builder_with_provider(gatehouse::tls::provider())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
+            .unwrap();
+        let builder = match client_roots {
+            Some(roots) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    gatehouse::tls::provider(),
+                )
+                .build()
+                .unwrap(),
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
             .with_single_cert(vec![issued.der.clone()], key)
             .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -1046,4 +1065,50 @@ async fn tls12_is_served_unless_min_version_is_13() {
     assert_eq!(count("secure", "1.2", "ok"), Some(1.0));
     assert_eq!(count("strict", "unknown", "error"), Some(1.0));
     running.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_client_certificate_is_presented_when_configured() {
+    let pki = Pki::new("upstream-mtls");
+    let payments = pki.issue("payments", &["payments.internal"]);
+    let gatehouse_client = pki.issue("gatehouse-client", &["gatehouse.internal"]);
+    let site = pki.issue("site", &["localhost"]);
+    let backend = origin_verifying_clients(Some(&payments), Some(pki.roots())).await;
+    let client = client_config(pki.roots(), &["http/1.1"]);
+    let upstream = |with_cert: bool| {
+        let cert = if with_cert {
+            format!(
+                ", cert = {:?}, key = {:?}",
+                gatehouse_client.cert, gatehouse_client.key
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "servers = [\"https://{}\"]\nretries = 0\ntls = {{ ca = {:?}, server_name = \"payments.internal\"{cert} }}\n",
+            backend.addr,
+            pki.ca_file()
+        )
+    };
+
+    let running =
+        start_gatehouse(&config(&tls_listener(&[&site], ""), &upstream(true), false)).await;
+    let answer = https_get(running.listener_addrs[0], &client, "localhost", "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    running.shutdown().await;
+
+    let running = start_gatehouse(&config(
+        &tls_listener(&[&site], ""),
+        &upstream(false),
+        false,
+    ))
+    .await;
+    let answer = https_get(running.listener_addrs[0], &client, "localhost", "/").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::BAD_GATEWAY,
+        "the origin wants a certificate"
+    );
+    running.shutdown().await;
+    assert_eq!(backend.seen.lock().unwrap().len(), 1);
 }

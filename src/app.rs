@@ -165,6 +165,14 @@ impl Running {
             }
             _ => None,
         };
+        if watch_config.watch {
+            match crate::tls::watch::spawn(Arc::clone(&reloader), watch_config.debounce.0) {
+                Ok(task) => tasks.push(task),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch certificate files; reload to rotate them")
+                }
+            }
+        }
         Ok(Self {
             listener_addrs,
             admin_addr,

@@ -1,4 +1,4 @@
-//! The gatehouse command line: `run` (the default), `check`, and `demo-backend`.
+//! The gatehouse command line: `run` (the default), `check`, `demo-backend` and `cert`.
 
 use clap::{Parser, Subcommand};
 use gatehouse::app::Running;
@@ -43,6 +43,15 @@ enum Command {
         #[arg(long, default_value = "backend-1")]
         name: String,
     },
+    /// Write a self-signed certificate (cert.pem, key.pem) for development.
+    Cert {
+        /// DNS names and IP addresses it is for, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        hosts: Vec<String>,
+        /// The directory to write into.
+        #[arg(long, default_value = "config/certs")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +60,25 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::Check => check(&cli.config),
         Command::DemoBackend { bind, name } => demo_backend(&bind, name),
+        Command::Cert { hosts, out } => cert(&hosts, &out),
+    }
+}
+
+fn cert(hosts: &[String], out: &Path) -> ExitCode {
+    match gatehouse::tls::generate::self_signed(hosts, out) {
+        Ok(written) => {
+            println!(
+                "wrote {} and {} for {}",
+                written.cert.display(),
+                written.key.display(),
+                hosts.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse cert: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

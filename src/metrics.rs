@@ -37,6 +37,8 @@ pub struct Metrics {
     pub config_reloads_failed: IntCounter,
     pub config_last_success: IntGauge,
     pub config_info: IntGaugeVec,
+    /// TLS handshakes and certificate expiry (issue 6).
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -224,6 +226,7 @@ impl Metrics {
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(accepted_connections.clone()))?;
+        let tls = crate::tls::TlsMetrics::register(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -252,6 +255,7 @@ impl Metrics {
             config_reloads_failed,
             config_last_success,
             config_info,
+            tls,
         })
     }
 

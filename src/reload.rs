@@ -9,7 +9,7 @@ use crate::cache::CacheRegistry;
 use crate::config::{self, Config, parse_bind};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::server::{self, Drain, Listener};
+use crate::server::{self, Drain, Listener, ListenerSettings, SharedSettings};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::ServerRegistry;
 use serde::Serialize;
@@ -36,6 +36,8 @@ struct ActiveListener {
 struct Listeners {
     active: BTreeMap<String, ActiveListener>,
     ids: HashMap<String, usize>,
+    /// TLS, redirect and HSTS of each configured listener, swapped on reload and rotation.
+    settings: HashMap<String, SharedSettings>,
 }
 
 impl Listeners {
@@ -104,6 +106,10 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     listeners: tokio::sync::Mutex<Listeners>,
     status: Mutex<ReloadStatus>,
+    /// Woken when the set of certificate files in use may have changed (a config reload).
+    pub tls_files_changed: tokio::sync::Notify,
+    /// The certificates in service, for /status.
+    certificates: Mutex<Vec<CertificateStatus>>,
 }
 
 pub fn config_hash(text: &str) -> String {
@@ -138,6 +144,9 @@ impl Reloader {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
         let mut listeners = Listeners::default();
+        let built = build_settings(&config, &HashMap::new(), &metrics)
+            .map_err(|errors| errors.join("\n"))?;
+        let certificates = install_settings(&mut listeners.settings, built, &metrics);
         let mut bound = Vec::new();
         for listener in &config.listeners {
             let name = listener.name.get_ref();
@@ -156,6 +165,8 @@ impl Reloader {
             caches,
             metrics,
             listeners: tokio::sync::Mutex::new(Listeners::default()),
+            tls_files_changed: tokio::sync::Notify::new(),
+            certificates: Mutex::new(certificates),
             status: Mutex::new(ReloadStatus {
                 hash: text_hash.clone(),
                 loaded_at: unix_now(),
@@ -169,7 +180,8 @@ impl Reloader {
         reloader.metrics.set_config_info(&text_hash);
         for (name, bind, tcp, addr) in bound {
             let id = listeners.id(&name);
-            let active = reloader.serve_listener(id, &name, bind, tcp, addr);
+            let settings = listeners.settings_of(&name);
+            let active = reloader.serve_listener(id, &name, bind, tcp, addr, settings);
             listeners.active.insert(name, active);
         }
         // Nobody else holds the lock yet.
@@ -212,6 +224,7 @@ impl Reloader {
         bind: String,
         tcp: tokio::net::TcpListener,
         addr: SocketAddr,
+        settings: SharedSettings,
     ) -> ActiveListener {
         tracing::info!(listener = %name, addr = %addr, "listening");
         let drain = Drain::new();
@@ -221,6 +234,7 @@ impl Reloader {
             open_connections: self.metrics.open_connections.with_label_values(&[name]),
             accepted: self.metrics.accepted_connections.with_label_values(&[name]),
             tcp,
+            settings,
         };
         let task = tokio::spawn(server::serve(
             listener,
@@ -306,6 +320,18 @@ impl Reloader {
         for (name, ..) in &fresh {
             listeners.id(name);
         }
+        // Listener TLS first: certificates that fail to load fail the reload, old ones serve on.
+        let settings = {
+            let (config, metrics) = (config.clone(), Arc::clone(&self.metrics));
+            let current = listeners.current_settings();
+            tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
+        };
+        let settings = match settings {
+            Ok(settings) => settings,
+            Err(errors) => return self.failed(trigger, errors),
+        };
         let compiled = {
             let (registry, caches, metrics) = (
                 Arc::clone(&self.registry),
@@ -350,6 +376,9 @@ impl Reloader {
             keep_servers.contains(&(upstream.to_owned(), addr.to_owned()))
         });
         self.caches.retain(|name| keep_caches.contains(name));
+        let certificates = install_settings(&mut listeners.settings, settings, &self.metrics);
+        *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
+        self.tls_files_changed.notify_one();
 
         // Listeners removed or moved stop accepting and drain; new ones start.
         let gone: Vec<String> = listeners
@@ -370,7 +399,8 @@ impl Reloader {
         }
         for (name, bind, tcp, addr) in fresh {
             let id = listeners.id(&name);
-            let active = self.serve_listener(id, &name, bind, tcp, addr);
+            let settings = listeners.settings_of(&name);
+            let active = self.serve_listener(id, &name, bind, tcp, addr, settings);
             listeners.active.insert(name, active);
         }
         drop(listeners);
@@ -448,6 +478,144 @@ impl Reloader {
             task.abort();
         }
         drained
+    }
+}
+
+// --- TLS (issue 6): listener settings, certificate rotation ---
+
+impl Listeners {
+    /// The shared settings of a configured listener (a default one if it has none yet).
+    fn settings_of(&mut self, name: &str) -> SharedSettings {
+        Arc::clone(self.settings.entry(name.to_owned()).or_default())
+    }
+
+    fn current_settings(&self) -> HashMap<String, Arc<ListenerSettings>> {
+        self.settings
+            .iter()
+            .map(|(name, shared)| (name.clone(), shared.load_full()))
+            .collect()
+    }
+}
+
+/// Builds every listener's settings from `config`, reading its certificates; `current`
+/// passes each listener's TLS session state on.
+fn build_settings(
+    config: &Config,
+    current: &HashMap<String, Arc<ListenerSettings>>,
+    metrics: &Metrics,
+) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
+    let mut built = Vec::new();
+    let mut errors = Vec::new();
+    for listener in &config.listeners {
+        let name = listener.name.get_ref();
+        let previous = current.get(name).map(Arc::as_ref);
+        match ListenerSettings::build(listener, previous, &metrics.tls) {
+            Ok(settings) => built.push((name.clone(), settings)),
+            Err(e) => errors.push(format!("listener {name:?}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(built)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Puts built settings in service: new connections get them, open ones keep theirs.
+/// Listeners no longer configured are forgotten; the expiry metric follows.
+fn install_settings(
+    shared: &mut HashMap<String, SharedSettings>,
+    built: Vec<(String, ListenerSettings)>,
+    metrics: &Metrics,
+) -> Vec<CertificateStatus> {
+    let names: HashSet<String> = built.iter().map(|(name, _)| name.clone()).collect();
+    shared.retain(|name, _| names.contains(name));
+    for (name, settings) in built {
+        shared.entry(name).or_default().store(Arc::new(settings));
+    }
+    let in_force: Vec<(String, Arc<ListenerSettings>)> = shared
+        .iter()
+        .map(|(name, s)| (name.clone(), s.load_full()))
+        .collect();
+    metrics
+        .tls
+        .set_certificates(in_force.iter().flat_map(|(name, settings)| {
+            settings
+                .tls
+                .iter()
+                .flat_map(|tls| tls.certificates.iter())
+                .map(move |info| (name.as_str(), info))
+        }));
+    let mut certificates: Vec<CertificateStatus> = in_force
+        .iter()
+        .flat_map(|(name, settings)| {
+            settings
+                .tls
+                .iter()
+                .flat_map(|tls| tls.certificates.iter())
+                .map(|info| CertificateStatus {
+                    listener: name.clone(),
+                    info: info.clone(),
+                })
+        })
+        .collect();
+    certificates.sort_by(|a, b| a.listener.cmp(&b.listener));
+    certificates
+}
+
+/// One certificate in service, for /status.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertificateStatus {
+    pub listener: String,
+    #[serde(flatten)]
+    pub info: crate::tls::certs::CertInfo,
+}
+
+impl Reloader {
+    /// Reads every listener's certificates again and swaps them in for new handshakes;
+    /// connections already open keep theirs. On any error nothing changes.
+    pub async fn reload_certificates(&self, trigger: &str) -> ReloadReport {
+        let mut listeners = self.listeners.lock().await;
+        let config = self.snapshot.load().config.clone();
+        let current = listeners.current_settings();
+        let metrics = Arc::clone(&self.metrics);
+        let built =
+            tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]));
+        let built = match built {
+            Ok(built) => built,
+            Err(errors) => return self.failed(trigger, errors),
+        };
+        let certificates = install_settings(&mut listeners.settings, built, &self.metrics);
+        *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
+        drop(listeners);
+        tracing::info!(trigger, "certificates reloaded");
+        ReloadReport {
+            ok: true,
+            changed: true,
+            hash: self.status().hash,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Every certificate, key and CA file the listeners read.
+    pub async fn tls_files(&self) -> Vec<String> {
+        let listeners = self.listeners.lock().await;
+        listeners
+            .settings
+            .values()
+            .filter_map(|s| s.load().tls.as_ref().map(|t| t.files.clone()))
+            .flatten()
+            .collect()
+    }
+
+    /// The certificates in service, by listener.
+    pub fn certificates(&self) -> Vec<CertificateStatus> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

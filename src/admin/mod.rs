@@ -361,6 +361,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config": state.reloader.status(),
+        "certificates": state.reloader.certificates(),
         "caches": caches,
         "ready": state.ready.load(Ordering::Relaxed),
         "config_loaded_at": loaded_at,

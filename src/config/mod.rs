@@ -4,12 +4,13 @@
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
 mod load;
+mod tls;
 mod units;
 mod validate;
 
 pub use load::{ConfigError, ConfigErrors, line_column, load_file, load_str};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
-pub use validate::{parse_bind, parse_server_addr};
+pub use validate::{is_https_server, parse_bind, parse_server_addr};
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -106,6 +107,66 @@ impl Default for AdminConfig {
 pub struct ListenerConfig {
     pub name: Spanned<String>,
     pub bind: Spanned<String>,
+    // --- TLS (issue 6) ---
+    /// Terminate TLS on this listener with these certificates.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Answer every request with a 308 to this URL template (`{host}`, `{path}`).
+    #[serde(default)]
+    pub redirect_https: Option<Spanned<String>>,
+    /// Strict-Transport-Security value added to responses sent over TLS.
+    #[serde(default)]
+    pub hsts: Option<Spanned<String>>,
+}
+
+/// `tls = { certs = [...] }` on a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificate chains with their keys; SNI picks one by its DNS names, the first is the default.
+    pub certs: Spanned<Vec<CertKeyConfig>>,
+    /// The oldest TLS version accepted: "1.2" or "1.3".
+    #[serde(default = "default_tls_min_version")]
+    pub min_version: Spanned<String>,
+    /// ALPN protocols offered, in order of preference.
+    #[serde(default = "default_tls_alpn")]
+    pub alpn: Spanned<Vec<String>>,
+    /// CA bundle (PEM) that client certificates must chain to: mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// A PEM certificate chain file and its PEM private key file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertKeyConfig {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+fn default_tls_min_version() -> Spanned<String> {
+    Spanned::new(0..0, "1.2".into())
+}
+
+fn default_tls_alpn() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, vec!["h2".into(), "http/1.1".into()])
+}
+
+/// `tls = { ... }` on an upstream whose servers are `https://`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// CA bundle (PEM) to verify servers with; by default the system's roots.
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    /// The name sent as SNI and verified; by default the host of each server's address.
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    /// A client certificate chain (PEM) and key for upstreams that ask for one.
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
 }
 
 /// Header edits applied to a request before it goes upstream, or to a response before it goes
@@ -220,6 +281,13 @@ pub struct UpstreamConfig {
     /// A circuit breaker per server; without this section it never opens.
     #[serde(default)]
     pub breaker: Option<BreakerConfig>,
+    // --- TLS and HTTP/2 to upstreams (issue 6) ---
+    /// How `https://` servers are verified and reached.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Speak HTTP/2 to the servers: ALPN h2 over TLS, prior knowledge (h2c) otherwise.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// `[cache.NAME]`: an RFC 9111 shared cache in memory, used by the routes that name it.

@@ -170,6 +170,8 @@ pub(super) fn validate(
         );
     }
 
+    super::tls::validate(config, at, errors);
+
     for (name, upstream) in &config.upstreams {
         let key = |field: &str| format!("upstream.{name}.{field}");
         if upstream.servers.get_ref().len() > MAX_SERVERS {
@@ -380,7 +382,13 @@ pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// An upstream server address: `IP:PORT`, `host:port`, optionally prefixed by `http://`.
+/// Whether a server address asks for TLS (`https://`).
+pub fn is_https_server(text: &str) -> bool {
+    text.starts_with("https://")
+}
+
+/// An upstream server address: `IP:PORT`, `host:port`, optionally prefixed by `http://` or
+/// `https://`.
 pub fn parse_server_addr(text: &str) -> Result<(String, u16), String> {
     let bad = || {
         format!(
@@ -388,10 +396,10 @@ pub fn parse_server_addr(text: &str) -> Result<(String, u16), String> {
         )
     };
     let rest = match text.split_once("://") {
-        Some(("http", rest)) => rest,
+        Some(("http" | "https", rest)) => rest,
         Some((scheme, _)) => {
             return Err(format!(
-                "unsupported scheme {scheme:?} in server address {text:?}; use http://"
+                "unsupported scheme {scheme:?} in server address {text:?}; use http:// or https://"
             ));
         }
         None => text,

@@ -3,16 +3,14 @@
 //! hands each result to the server's `ServerHealth`.
 
 use crate::config::HealthConfig;
+use crate::proxy::body::RequestBody;
 use crate::upstream::ServerState;
-use crate::upstream::pool::Endpoint;
-use bytes::Bytes;
+use crate::upstream::pool::{Endpoint, Pool};
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::ops::RangeInclusive;
 use std::sync::Weak;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// The statuses a check accepts, e.g. `"200-399"` or `"200,204,300-308"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,17 +61,17 @@ pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endp
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
         let result = probe(
-            &endpoint,
+            &server.pool,
             &host,
             config.path.get_ref(),
             config.timeout.0,
             &matcher,
         )
         .await;
-        let Some(server) = server.upgrade() else {
-            return;
-        };
         if result.is_ok() {
             server
                 .breaker
@@ -85,37 +83,31 @@ pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endp
 
 /// One check: `Ok` when it passed, or why it failed.
 pub async fn probe(
-    endpoint: &Endpoint,
+    pool: &Pool,
     host: &str,
     path: &str,
     timeout: Duration,
     matcher: &StatusMatcher,
 ) -> Result<(), String> {
     let exchange = async {
-        let stream = match endpoint.socket_addr {
-            Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await,
-        }
-        .map_err(|e| format!("connect failed: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        // The same way requests connect: TCP, TLS for https:// servers, HTTP/1.1 or HTTP/2.
+        let mut sender = pool
+            .connect_unpooled(timeout)
             .await
-            .map_err(|e| format!("handshake failed: {e}"))?;
-        let connection = tokio::spawn(connection);
+            .map_err(|e| e.to_string())?;
         let request = Request::get(path)
             .header(header::HOST, host)
             .header(header::USER_AGENT, "gatehouse-health-check")
             .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
+            .body(RequestBody::Empty)
             .map_err(|e| format!("invalid check request: {e}"))?;
         let response = sender
-            .send_request(request)
+            .try_send_request(request)
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(|e| format!("request failed: {}", e.into_error()))?;
         let status = response.status();
         // Read (and drop) the body so the server sees a complete exchange.
         let _ = response.into_body().collect().await;
-        connection.abort();
         if matcher.accepts(status) {
             Ok(())
         } else {

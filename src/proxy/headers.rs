@@ -17,6 +17,7 @@ pub static VIA_HTTP_1_0: HeaderValue = HeaderValue::from_static("1.0 gatehouse")
 pub static VIA_HTTP_1_1: HeaderValue = HeaderValue::from_static("1.1 gatehouse");
 pub static VIA_HTTP_2: HeaderValue = HeaderValue::from_static("2 gatehouse");
 static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
 
 /// The hop-by-hop headers removed whatever Connection says (RFC 9110 §7.6.1, and the
@@ -156,6 +157,7 @@ pub fn add_forwarded(
     scan: &HeaderScan,
     client: &HeaderValue,
     host: Option<&HeaderValue>,
+    https: bool,
 ) {
     let client_value = client.clone();
     let value = if !scan.forwarded_for {
@@ -170,7 +172,8 @@ pub fn add_forwarded(
         HeaderValue::from_bytes(&combined).unwrap_or(client_value)
     };
     headers.insert(&X_FORWARDED_FOR, value);
-    headers.insert(&X_FORWARDED_PROTO, PROTO_HTTP.clone());
+    let proto = if https { &PROTO_HTTPS } else { &PROTO_HTTP };
+    headers.insert(&X_FORWARDED_PROTO, proto.clone());
     if let Some(host) = host {
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }
@@ -349,6 +352,7 @@ mod tests {
             &scan,
             &client,
             Some(&HeaderValue::from_static("shop")),
+            false,
         );
         assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(map["x-forwarded-proto"], "http");
@@ -360,8 +364,10 @@ mod tests {
             &scan,
             &ip_header_value("::1".parse().unwrap()),
             None,
+            true,
         );
         assert_eq!(fresh["x-forwarded-for"], "::1");
+        assert_eq!(fresh["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct ClientInfo {
     pub addr: SocketAddr,
     /// The client's address as an X-Forwarded-For entry, formatted once per connection.
     pub forwarded_for: HeaderValue,
+    /// The connection came over TLS (X-Forwarded-Proto: https).
+    pub https: bool,
 }
 
 impl ClientInfo {
@@ -50,6 +52,7 @@ impl ClientInfo {
             listener,
             addr,
             forwarded_for: headers::ip_header_value(addr.ip()),
+            https: false,
         }
     }
 }
@@ -199,6 +202,16 @@ impl Proxy {
         } else {
             None
         };
+        // gRPC to an HTTP/2 upstream needs `TE: trailers`, hop-by-hop as it is, passed on.
+        if parts.headers.get(header::TE).is_some_and(|te| {
+            te.as_bytes()
+                .windows(8)
+                .any(|w| w.eq_ignore_ascii_case(b"trailers"))
+        }) {
+            parts
+                .extensions
+                .insert(crate::upstream::pool::AcceptsTrailers);
+        }
         // Room for what is added below (X-Forwarded-*, Via, X-Request-Id) in one growth.
         parts.headers.reserve(6);
         headers::remove_hop_by_hop(&mut parts.headers, &scan, websocket);
@@ -207,6 +220,7 @@ impl Proxy {
             &scan,
             &client.forwarded_for,
             Some(&host_value),
+            client.https,
         );
         headers::add_via(&mut parts.headers, parts.version);
         match &route.set_host {
@@ -273,8 +287,28 @@ pub enum Handling {
 }
 
 impl Handling {
-    fn ready(response: Response<ResponseBody>) -> Self {
+    pub fn ready(response: Response<ResponseBody>) -> Self {
         Handling::Ready(Some(response))
+    }
+
+    /// The same answer with `name: value` set on the response.
+    pub fn with_header(self, name: header::HeaderName, value: &HeaderValue) -> Self {
+        match self {
+            Handling::Ready(mut response) => {
+                if let Some(response) = &mut response {
+                    response.headers_mut().insert(name, value.clone());
+                }
+                Handling::Ready(response)
+            }
+            Handling::Pending(future) => {
+                let value = value.clone();
+                Handling::Pending(Box::pin(async move {
+                    let mut response = future.await?;
+                    response.headers_mut().insert(name, value);
+                    Ok(response)
+                }))
+            }
+        }
     }
 }
 

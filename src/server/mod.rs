@@ -1,16 +1,20 @@
 //! Client-facing listeners: binding (SO_REUSEPORT, so a new process can take over the ports),
-//! the accept loop, hyper serving HTTP/1.1 and HTTP/2 (prior knowledge) with the configured
-//! limits, and draining connections on shutdown.
+//! the accept loop, the TLS handshake on TLS listeners, hyper serving HTTP/1.1 and HTTP/2
+//! (prior knowledge, or ALPN over TLS) with the configured limits, and draining connections
+//! on shutdown.
 
 mod connections;
 mod drain;
 mod interim;
+pub mod redirect;
+pub mod settings;
 
 pub use connections::{Connections, ReapPolicy, RequestInFlight};
 pub use drain::{Drain, DrainWatch};
 pub use interim::InterimSink;
+pub use settings::{ListenerSettings, SharedSettings};
 
-use crate::proxy::{ClientInfo, Proxy};
+use crate::proxy::{ClientInfo, Handling, Proxy};
 use crate::snapshot::Limits;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -48,6 +52,8 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub open_connections: IntGauge,
     pub accepted: IntCounter,
+    /// TLS, redirect and HSTS, as the config in force says.
+    pub settings: SharedSettings,
 }
 
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -123,12 +129,15 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
         tokio::spawn(serve_connection(
             stream,
             ClientInfo::new(listener.index, addr),
-            Arc::clone(&proxy),
-            Arc::clone(&builder),
-            limits,
-            listener.open_connections.clone(),
-            registration,
-            drain.clone(),
+            listener.settings.load_full(),
+            Connection {
+                proxy: Arc::clone(&proxy),
+                builder: Arc::clone(&builder),
+                limits,
+                open_connections: listener.open_connections.clone(),
+                registration,
+                _drain: drain.clone(),
+            },
         ));
     }
     let Listener { tcp, name, .. } = listener;
@@ -149,32 +158,87 @@ async fn reap(connections: Arc<Connections>, proxy: Arc<Proxy>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    client: ClientInfo,
+/// What serving one accepted connection needs.
+struct Connection {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     open_connections: IntGauge,
     registration: connections::Registration,
     _drain: DrainWatch,
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    mut client: ClientInfo,
+    settings: Arc<ListenerSettings>,
+    connection: Connection,
 ) {
-    // The first request must start within header_read_timeout too: hyper's own timer only
-    // starts once protocol detection has read a byte, so a silent client would otherwise
-    // hold its connection until idle_timeout. (`readable()` may report ready spuriously, so
-    // peek at a real byte.)
-    let mut first_byte = [0u8; 1];
-    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
+    let limits = connection.limits;
+    let Some(tls) = &settings.tls else {
+        // The first request must start within header_read_timeout too: hyper's own timer only
+        // starts once protocol detection has read a byte, so a silent client would otherwise
+        // hold its connection until idle_timeout. (`readable()` may report ready spuriously,
+        // so peek at a real byte.)
+        let mut first_byte = [0u8; 1];
+        match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        return serve_http(stream, client, settings, connection).await;
+    };
+    // The handshake is the start of the first request: it gets header_read_timeout too.
+    let started = std::time::Instant::now();
+    let metrics = &tls.handshakes;
+    match tokio::time::timeout(limits.header_read_timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            metrics.duration.observe(started.elapsed().as_secs_f64());
+            match stream.get_ref().1.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_2) => metrics.tls12.inc(),
+                _ => metrics.tls13.inc(),
+            }
+            client.https = true;
+            serve_http(stream, client, settings, connection).await;
+        }
+        Ok(Err(e)) => {
+            metrics.failed.inc();
+            tracing::debug!(client = %client.addr, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics.timed_out.inc();
+            tracing::debug!(client = %client.addr, "TLS handshake timed out");
+        }
     }
+}
+
+async fn serve_http<S>(
+    stream: S,
+    client: ClientInfo,
+    settings: Arc<ListenerSettings>,
+    connection: Connection,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Connection {
+        proxy,
+        builder,
+        open_connections,
+        registration,
+        ..
+    } = connection;
     open_connections.inc();
     let client_addr = client.addr;
     let control = Arc::clone(&registration.control);
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
-        proxy.handle(&client, request, in_flight)
+        if let Some(redirect) = &settings.redirect {
+            return Handling::ready(redirect_response(redirect, &request));
+        }
+        let handling = proxy.handle(&client, request, in_flight);
+        match &settings.hsts {
+            Some(hsts) => handling.with_header(http::header::STRICT_TRANSPORT_SECURITY, hsts),
+            None => handling,
+        }
     });
     let stream = connections::CountingStream::new(stream, Arc::clone(&registration.control));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -200,4 +264,34 @@ async fn serve_connection(
         tracing::debug!(client = %client_addr, error = %e, "client connection ended with an error");
     }
     open_connections.dec();
+}
+
+/// The 308 of a `redirect_https` listener.
+fn redirect_response(
+    redirect: &redirect::RedirectTemplate,
+    request: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<crate::proxy::body::ResponseBody> {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return crate::proxy::local_response(
+            http::StatusCode::BAD_REQUEST,
+            "request has no Host header",
+        );
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Ok(location) = http::HeaderValue::from_str(&redirect.location(host, path)) else {
+        return crate::proxy::local_response(http::StatusCode::BAD_REQUEST, "invalid Host header");
+    };
+    let mut response = crate::proxy::local_response(
+        http::StatusCode::PERMANENT_REDIRECT,
+        "this site is served over HTTPS",
+    );
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, location);
+    response
 }

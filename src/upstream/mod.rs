@@ -45,6 +45,7 @@ impl Upstream {
     ) -> Result<Self, String> {
         let mut servers = Vec::new();
         let mut weights = Vec::new();
+        let tls = pool::Transport::upstream_tls(config)?;
         for entry in config.servers.get_ref() {
             let entry = entry.get_ref();
             let (host, port) = crate::config::parse_server_addr(&entry.addr)?;
@@ -71,6 +72,9 @@ impl Upstream {
             server
                 .pool
                 .configure(config.keepalive, config.keepalive_timeout.0);
+            server
+                .pool
+                .set_transport(pool::Transport::for_server(&entry.addr, &tls, config.http2));
             servers.push(server);
             weights.push(entry.weight);
         }

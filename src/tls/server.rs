@@ -1,0 +1,132 @@
+//! One listener's TLS: the rustls `ServerConfig` built from its `tls` section (certificates
+//! by SNI, versions, ALPN, client certificates), with the session cache and ticket keys
+//! carried over from the settings it replaces so that resumption survives a rotation.
+
+use super::certs::{self, CertInfo};
+use super::metrics::{HandshakeMetrics, TlsMetrics};
+use super::sni::SniResolver;
+use crate::config::ListenerTlsConfig;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{
+    NoClientAuth, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
+};
+use rustls::{ServerConfig, SupportedProtocolVersion};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_rustls::TlsAcceptor;
+
+/// Sessions remembered for resumption per listener (rustls's default is 256).
+const SESSION_CACHE_SIZE: usize = 4096;
+
+/// What makes resumption work, shared by successive settings of one listener.
+#[derive(Clone, Debug)]
+pub struct Resumption {
+    sessions: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl Resumption {
+    pub fn new() -> Result<Self, String> {
+        Ok(Self {
+            sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            ticketer: rustls::crypto::ring::Ticketer::new()
+                .map_err(|e| format!("cannot create a session ticket key: {e}"))?,
+        })
+    }
+}
+
+/// A listener's TLS settings in force.
+pub struct ListenerTls {
+    pub acceptor: TlsAcceptor,
+    pub certificates: Vec<CertInfo>,
+    pub handshakes: HandshakeMetrics,
+    pub resumption: Resumption,
+    /// The files read, to notice when they change on disk.
+    pub files: Vec<String>,
+}
+
+/// The protocol versions from `min_version`.
+pub fn versions(min_version: &str) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+    static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match min_version {
+        "1.2" => Ok(BOTH),
+        "1.3" => Ok(TLS13_ONLY),
+        other => Err(format!(
+            "unsupported TLS version {other:?}; use \"1.2\" or \"1.3\""
+        )),
+    }
+}
+
+/// ALPN protocol names gatehouse can serve.
+pub fn check_alpn(protocol: &str) -> Result<(), String> {
+    match protocol {
+        "h2" | "http/1.1" => Ok(()),
+        other => Err(format!(
+            "unsupported ALPN protocol {other:?}; use \"h2\" and/or \"http/1.1\""
+        )),
+    }
+}
+
+impl ListenerTls {
+    /// Reads the certificates and keys and builds the settings; errors name the file.
+    pub fn build(
+        listener: &str,
+        config: &ListenerTlsConfig,
+        resumption: Option<&Resumption>,
+        metrics: &TlsMetrics,
+    ) -> Result<Self, String> {
+        let now = SystemTime::now();
+        let mut keys = Vec::new();
+        let mut certificates = Vec::new();
+        let mut files = Vec::new();
+        for pair in config.certs.get_ref() {
+            let (cert, key) = (pair.cert.get_ref(), pair.key.get_ref());
+            let loaded = certs::load_pair(cert, key, now).map_err(|e| e.to_string())?;
+            keys.push((loaded.key, loaded.info.names.clone()));
+            certificates.push(loaded.info);
+            files.extend([cert.clone(), key.clone()]);
+        }
+        if keys.is_empty() {
+            return Err(format!("listener {listener:?}: tls.certs is empty"));
+        }
+        let verifier: Arc<dyn ClientCertVerifier> = match &config.client_ca {
+            Some(ca) => {
+                files.push(ca.get_ref().clone());
+                let roots = certs::read_roots(ca.get_ref())?;
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider())
+                    .build()
+                    .map_err(|e| format!("{}: cannot verify clients with it: {e}", ca.get_ref()))?
+            }
+            None => Arc::new(NoClientAuth),
+        };
+        let mut server = ServerConfig::builder_with_provider(super::provider())
+            .with_protocol_versions(versions(config.min_version.get_ref())?)
+            .map_err(|e| format!("listener {listener:?}: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(SniResolver::new(keys)));
+        for protocol in config.alpn.get_ref() {
+            check_alpn(protocol)?;
+        }
+        server.alpn_protocols = config
+            .alpn
+            .get_ref()
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        let resumption = match resumption {
+            Some(kept) => kept.clone(),
+            None => Resumption::new()?,
+        };
+        server.session_storage = Arc::clone(&resumption.sessions);
+        server.ticketer = Arc::clone(&resumption.ticketer);
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            certificates,
+            handshakes: metrics.handshakes(listener),
+            resumption,
+            files,
+        })
+    }
+}

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub config_reloads_failed: IntCounter,
     pub config_last_success: IntGauge,
     pub config_info: IntGaugeVec,
+    pub dns_resolutions: IntCounterVec,
 }
 
 impl Metrics {
@@ -195,6 +196,14 @@ impl Metrics {
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(accepted_connections.clone()))?;
+        let dns_resolutions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_dns_resolutions_total",
+                "DNS resolutions of upstream servers given by name, by result (success, failure; a failure keeps the last good addresses).",
+            ),
+            &["upstream", "result"],
+        )?;
+        registry.register(Box::new(dns_resolutions.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -221,6 +230,7 @@ impl Metrics {
             config_reloads_failed,
             config_last_success,
             config_info,
+            dns_resolutions,
         })
     }
 

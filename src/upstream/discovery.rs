@@ -67,8 +67,15 @@ pub struct Resolver {
 impl Resolver {
     pub fn new(settings: &ResolverConfig) -> Result<Self, String> {
         let mut builder = if settings.nameservers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+            TokioResolver::builder_tokio().unwrap_or_else(|e| {
+                // A container without /etc/resolv.conf can still proxy to IP addresses (and
+                // names in /etc/hosts); names elsewhere fail, counted, until configured.
+                tracing::warn!(error = %e, "cannot read the system's DNS configuration; set [resolver] nameservers to resolve server names");
+                TokioResolver::builder_with_config(
+                    HickoryConfig::from_name_servers(Vec::new()),
+                    TokioRuntimeProvider::default(),
+                )
+            })
         } else {
             let servers = settings
                 .nameservers

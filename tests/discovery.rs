@@ -2,7 +2,8 @@
 //! for an upstream's name, and servers on 127.0.0.1, .2 and .3 (one port) answer for the
 //! addresses it gets. Addresses join and leave under keep-alive load without a failed request;
 //! a failing or emptied name keeps the last good set; kept addresses keep their state; a name
-//! that does not resolve at start leaves its upstream empty until it does.
+//! that does not resolve at start leaves its upstream empty until it does; without `[resolver]`
+//! the system configuration and /etc/hosts answer.
 
 mod common;
 
@@ -410,4 +411,29 @@ dns_refresh = "10ms"
     ] {
         assert!(errors.contains(expected), "{expected:?} not in:\n{errors}");
     }
+}
+
+#[tokio::test]
+async fn without_a_resolver_section_the_system_resolver_and_hosts_file_answer() {
+    // `localhost` comes from /etc/hosts through the system configuration (no [resolver]).
+    let backend = TestUpstream::named("b1").await;
+    let text = common::simple_config(&[], "").replace(
+        "servers = []",
+        &format!("servers = [\"localhost:{}\"]", backend.addr.port()),
+    );
+    let running = start_gatehouse(&text).await;
+    let in_force: BTreeSet<String> = running.snapshot.load().upstreams["app"]
+        .servers
+        .iter()
+        .map(|s| s.addr.to_string())
+        .collect();
+    assert!(
+        in_force.contains(&backend.addr.to_string()),
+        "localhost resolved to {in_force:?}"
+    );
+    let mut client = Client::connect(running.listener_addrs[0]).await;
+    for _ in 0..4 {
+        assert_eq!(client.get("/").await.status, StatusCode::OK);
+    }
+    running.shutdown().await;
 }

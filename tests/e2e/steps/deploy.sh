@@ -11,6 +11,8 @@
 #     images made from Debian packages (debootstrap) and this machine's Rust toolchain, passed
 #     as RUST_IMAGE / RUNTIME_IMAGE build arguments; the built image is then run to answer
 #     /healthz and a proxied request.
+# The image is built in Docker format: the OCI format has no HEALTHCHECK or SHELL, and
+# buildah would drop them.
 # Skip the image build (the slowest part: a cold release build) with GATEHOUSE_SKIP_IMAGE=1.
 # Runs from the repository root: bash tests/e2e/steps/deploy.sh
 set -euo pipefail
@@ -130,7 +132,7 @@ step "image build (buildah, vfs, chroot isolation)"
 need_apt buildah podman debootstrap
 STORAGE=(--storage-driver vfs)
 RUNTIME_IMAGE=localhost/gatehouse-base/debian:bookworm-slim
-RUST_IMAGE=localhost/gatehouse-base/rust:bookworm
+RUST_IMAGE=localhost/gatehouse-base/rust:bookworm-1
 if ! podman "${STORAGE[@]}" image exists "$RUNTIME_IMAGE"; then
     rm -rf "$WORK/rootfs"
     debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log"
@@ -144,6 +146,9 @@ if ! podman "${STORAGE[@]}" image exists "$RUST_IMAGE"; then
     container=$(buildah "${STORAGE[@]}" from "$RUNTIME_IMAGE")
     buildah "${STORAGE[@]}" run --isolation chroot "$container" -- sh -c \
         'apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*'
+    # This machine reaches crates.io through a proxy that re-signs TLS: the build trusts what
+    # the machine trusts.
+    buildah "${STORAGE[@]}" copy "$container" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
     for part in bin lib libexec; do
         buildah "${STORAGE[@]}" copy "$container" "$toolchain/$part" "/usr/local/rust/$part" >/dev/null
     done
@@ -152,7 +157,7 @@ if ! podman "${STORAGE[@]}" image exists "$RUST_IMAGE"; then
     buildah "${STORAGE[@]}" commit --quiet --rm "$container" "$RUST_IMAGE" >/dev/null
 fi
 started=$(date +%s)
-buildah "${STORAGE[@]}" build --isolation chroot --layers \
+buildah "${STORAGE[@]}" build --isolation chroot --layers --format docker \
     --build-arg RUST_IMAGE="$RUST_IMAGE" --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
     -f docker/Dockerfile -t localhost/gatehouse:latest . >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log"; exit 1; }
@@ -160,6 +165,7 @@ echo "image built in $(( $(date +%s) - started )) s (log: $WORK/build.log)"
 podman "${STORAGE[@]}" image inspect localhost/gatehouse:latest \
     --format 'user={{.Config.User}} ports={{.Config.ExposedPorts}} stopsignal={{.Config.StopSignal}} entrypoint={{.Config.Entrypoint}}'
 [ "$(podman "${STORAGE[@]}" image inspect localhost/gatehouse:latest --format '{{.Config.User}}')" = "10001:10001" ]
+podman "${STORAGE[@]}" image inspect localhost/gatehouse:latest --format '{{.Config.Healthcheck}}' | grep -q healthz
 
 step "the image serves"
 # The image's own config binds 8080 and 9090 on every address; this machine may have those

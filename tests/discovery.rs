@@ -3,7 +3,8 @@
 //! addresses it gets. Addresses join and leave under keep-alive load without a failed request;
 //! a failing or emptied name keeps the last good set; kept addresses keep their state; a name
 //! that does not resolve at start leaves its upstream empty until it does; without `[resolver]`
-//! the system configuration and /etc/hosts answer.
+//! the system configuration and /etc/hosts answer; a reload resolves new names at once and may
+//! change the name servers; an upstream holds at most 64 addresses.
 
 mod common;
 
@@ -435,5 +436,60 @@ async fn without_a_resolver_section_the_system_resolver_and_hosts_file_answer() 
     for _ in 0..4 {
         assert_eq!(client.get("/").await.status, StatusCode::OK);
     }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_resolves_new_names_at_once_and_can_change_the_name_servers() {
+    let first_dns = TestDns::start().await;
+    let second_dns = TestDns::start().await;
+    let (port, backends) = three_backends().await;
+    first_dns.set(NAME, &["127.0.0.1"]);
+    second_dns.set(NAME, &["127.0.0.2"]);
+    // Start with the upstream given by address, then reload to the name.
+    let by_address = config(first_dns.addr, port, "").replace(
+        &format!("\"{NAME}:{port}\""),
+        &format!("\"127.0.0.3:{port}\""),
+    );
+    let running = start_gatehouse(&by_address).await;
+    assert_eq!(servers_in_force(&running), addrs(port, &[3]));
+
+    let report = running
+        .reloader
+        .reload_text(
+            "test",
+            Path::new("test.toml"),
+            &config(first_dns.addr, port, ""),
+        )
+        .await;
+    assert!(report.ok, "{:?}", report.errors);
+    // Resolved during the reload, not at the next refresh.
+    assert_eq!(servers_in_force(&running), addrs(port, &[1]));
+
+    // Other name servers: the next refresh asks them.
+    let report = running
+        .reloader
+        .reload_text(
+            "test",
+            Path::new("test.toml"),
+            &config(second_dns.addr, port, ""),
+        )
+        .await;
+    assert!(report.ok, "{:?}", report.errors);
+    wait_for_servers(&running, &addrs(port, &[2])).await;
+    let mut client = Client::connect(running.listener_addrs[0]).await;
+    assert_eq!(client.get("/").await.text(), "b2");
+    drop(backends);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_name_with_more_addresses_than_an_upstream_holds_is_cut_at_64() {
+    let dns = TestDns::start().await;
+    let many: Vec<String> = (1..=70).map(|i| format!("127.0.1.{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    dns.set(NAME, &many);
+    let running = start_gatehouse(&config(dns.addr, 8000, "")).await;
+    assert_eq!(servers_in_force(&running).len(), 64);
     running.shutdown().await;
 }

@@ -105,17 +105,7 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Answers 200 with its name as body and in `x-upstream`, recording each request.
     pub async fn named(name: &str) -> Self {
-        let owned = name.to_owned();
-        Self::with_responder(
-            name,
-            Arc::new(move |_req: &Recorded| {
-                Response::builder()
-                    .header("x-upstream", owned.as_str())
-                    .body(Full::new(Bytes::from(owned.clone())))
-                    .unwrap()
-            }),
-        )
-        .await
+        Self::named_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
     /// `named`, listening on `bind` (e.g. another loopback address on a port already in use

@@ -12,7 +12,9 @@ use crate::proxy::Proxy;
 use crate::server::{self, Drain, Listener};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::ServerRegistry;
-use crate::upstream::discovery::{AddressBook, Rediscover, Resolver, names_by_upstream};
+use crate::upstream::discovery::{
+    AddressBook, NameReport, Rediscover, Resolver, names_by_upstream,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -399,6 +401,11 @@ impl Reloader {
         self.caches.retain(|name| keep_caches.contains(name));
         self.addresses.retain(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The names of `upstream` with their addresses in use (for /status).
+    pub fn dns_report(&self, upstream: &str) -> BTreeMap<String, NameReport> {
+        self.addresses.report(upstream)
     }
 
     fn resolver(&self) -> Resolver {

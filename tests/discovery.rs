@@ -205,9 +205,21 @@ async fn a_failing_or_emptied_name_keeps_the_last_good_set() {
     let dns = TestDns::start().await;
     let (port, backends) = three_backends().await;
     dns.set(NAME, &["127.0.0.1", "127.0.0.2"]);
-    let running = start_gatehouse(&config(dns.addr, port, "")).await;
+    let text = config(dns.addr, port, "")
+        .replace("[admin]\nbind = \"\"", "[admin]\nbind = \"127.0.0.1:0\"");
+    let running = start_gatehouse(&text).await;
     let proxy = running.listener_addrs[0];
+    let admin = running.admin_addr.expect("admin listener");
     assert_eq!(servers_in_force(&running), addrs(port, &[1, 2]));
+    let dns_status = || async move {
+        let reply = common::get(admin, "/status").await;
+        let status: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+        status["upstreams"]["orders"]["dns"][NAME].clone()
+    };
+    assert_eq!(
+        dns_status().await,
+        serde_json::json!({ "addresses": ["127.0.0.1", "127.0.0.2"], "failing": false })
+    );
 
     // SERVFAIL: failures are counted, the set stays, both servers still serve.
     dns.fail(true);
@@ -226,6 +238,10 @@ async fn a_failing_or_emptied_name_keeps_the_last_good_set() {
         answered.insert(reply.text());
     }
     assert_eq!(answered, BTreeSet::from(["b1".to_owned(), "b2".to_owned()]));
+    assert_eq!(
+        dns_status().await,
+        serde_json::json!({ "addresses": ["127.0.0.1", "127.0.0.2"], "failing": true })
+    );
 
     // The name disappears (NXDOMAIN): the same.
     dns.fail(false);

@@ -130,6 +130,13 @@ impl Resolver {
     }
 }
 
+/// What /status says about one name.
+#[derive(Debug, serde::Serialize)]
+pub struct NameReport {
+    pub addresses: Vec<String>,
+    pub failing: bool,
+}
+
 /// One name's last good address set, and whether its latest resolution failed.
 #[derive(Clone, Default)]
 struct Entry {
@@ -198,6 +205,22 @@ impl AddressBook {
                 false
             }
         }
+    }
+
+    /// For /status: each name of `upstream`, its addresses in use and whether its latest
+    /// resolution failed.
+    pub fn report(&self, upstream: &str) -> BTreeMap<String, NameReport> {
+        self.lock()
+            .iter()
+            .filter(|((u, _), _)| u == upstream)
+            .map(|((_, host), entry)| {
+                let report = NameReport {
+                    addresses: entry.ips.iter().map(ToString::to_string).collect(),
+                    failing: entry.failing,
+                };
+                (host.clone(), report)
+            })
+            .collect()
     }
 
     /// Whether `(upstream, host)` has been resolved successfully at least once.

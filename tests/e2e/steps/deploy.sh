@@ -116,7 +116,12 @@ assert docs[("HorizontalPodAutoscaler", "gatehouse")]["spec"]["metrics"][0]["res
 assert ("PodDisruptionBudget", "gatehouse") in docs
 servers = config["upstream"]["orders"]["servers"]
 assert servers == ["orders.default.svc.cluster.local:8000"], servers
-print("manifests: probes, grace period, security context, services: ok")
+monitor = yaml.safe_load(pathlib.Path(sys.argv[1], "prometheus-operator", "servicemonitor.yaml").read_text())
+assert monitor["kind"] == "ServiceMonitor"
+admin = docs[("Service", "gatehouse-admin")]
+assert monitor["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items()
+assert monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in admin["spec"]["ports"]]
+print("manifests: probes, grace period, security context, services, ServiceMonitor: ok")
 EOF
 
 step "docker/Dockerfile (hadolint)"

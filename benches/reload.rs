@@ -8,6 +8,7 @@ use gatehouse::config;
 use gatehouse::metrics::Metrics;
 use gatehouse::snapshot::Snapshot;
 use gatehouse::upstream::ServerRegistry;
+use gatehouse::upstream::discovery::AddressBook;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::hint::black_box;
@@ -45,9 +46,10 @@ fn reload(c: &mut Criterion) {
     let metrics = Metrics::new().expect("metrics");
     let servers = ServerRegistry::new();
     let caches = CacheRegistry::new();
+    let addresses = AddressBook::new();
     let ids = HashMap::from([("public".to_owned(), 0)]);
     let warm = config::load_str(path, &text).expect("valid config");
-    Snapshot::compile(warm, &servers, &caches, &metrics, &ids).expect("compiles");
+    Snapshot::compile(warm, &servers, &addresses, &caches, &metrics, &ids).expect("compiles");
 
     let mut group = c.benchmark_group("reload_1000_routes_100x10_servers");
     group.sample_size(20);
@@ -57,7 +59,8 @@ fn reload(c: &mut Criterion) {
     group.bench_function("check_and_compile", |b| {
         b.iter(|| {
             let config = config::load_str(path, black_box(&text)).expect("valid");
-            Snapshot::compile(config, &servers, &caches, &metrics, &ids).expect("compiles")
+            Snapshot::compile(config, &servers, &addresses, &caches, &metrics, &ids)
+                .expect("compiles")
         })
     });
     group.finish();

@@ -10,6 +10,7 @@ use crate::reload::{Reloader, config_hash};
 use crate::server::{self, Drain};
 use crate::snapshot::SharedSnapshot;
 use crate::upstream::ServerRegistry;
+use crate::upstream::discovery::{self, AddressBook, Resolver};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,15 @@ impl Running {
         let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
         let watch_config = config.reload.clone();
 
+        // Servers given by name are resolved before the first snapshot. One that does not
+        // resolve yet leaves its upstream short (503 while it has none) rather than stopping
+        // the start: in Kubernetes and compose, backends often come up after their proxy.
+        let resolver = Resolver::new(&config.resolver).map_err(StartError::Config)?;
+        let addresses = Arc::new(AddressBook::new());
+        addresses
+            .resolve_unknown(&resolver, &config, &metrics)
+            .await;
+
         let reloader = Reloader::start(
             config,
             hash,
@@ -127,8 +137,11 @@ impl Running {
             Arc::clone(&registry),
             Arc::clone(&caches),
             Arc::clone(&metrics),
+            addresses,
+            resolver,
         )
         .map_err(StartError::Config)?;
+        tasks.push(tokio::spawn(discovery::refresh_loop(Arc::clone(&reloader))));
         let listener_addrs = reloader
             .listener_addrs()
             .await

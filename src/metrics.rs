@@ -39,6 +39,7 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// TLS handshakes and certificate expiry (issue 6).
     pub tls: crate::tls::TlsMetrics,
+    pub dns_resolutions: IntCounterVec,
 }
 
 impl Metrics {
@@ -227,6 +228,14 @@ impl Metrics {
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(accepted_connections.clone()))?;
         let tls = crate::tls::TlsMetrics::register(&registry)?;
+        let dns_resolutions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_dns_resolutions_total",
+                "DNS resolutions of upstream servers given by name, by result (success, failure; a failure keeps the last good addresses).",
+            ),
+            &["upstream", "result"],
+        )?;
+        registry.register(Box::new(dns_resolutions.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -256,6 +265,7 @@ impl Metrics {
             config_last_success,
             config_info,
             tls,
+            dns_resolutions,
         })
     }
 

@@ -12,8 +12,11 @@ use crate::proxy::Proxy;
 use crate::server::{self, Drain, Listener, ListenerSettings, SharedSettings};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::ServerRegistry;
+use crate::upstream::discovery::{
+    AddressBook, NameReport, Rediscover, Resolver, names_by_upstream,
+};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -104,6 +107,9 @@ pub struct Reloader {
     registry: Arc<ServerRegistry>,
     caches: Arc<CacheRegistry>,
     metrics: Arc<Metrics>,
+    /// Addresses of servers given by name, and the resolver that refreshes them.
+    addresses: Arc<AddressBook>,
+    resolver: Mutex<Resolver>,
     listeners: tokio::sync::Mutex<Listeners>,
     status: Mutex<ReloadStatus>,
     /// Woken when the set of certificate files in use may have changed (a config reload).
@@ -134,7 +140,9 @@ fn bind_listener(name: &str, bind: &str) -> Result<(tokio::net::TcpListener, Soc
 }
 
 impl Reloader {
-    /// Binds the listeners of `config`, compiles its snapshot and starts serving.
+    /// Binds the listeners of `config`, compiles its snapshot and starts serving. Its names
+    /// should already be resolved into `addresses`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: Config,
         text_hash: String,
@@ -142,6 +150,8 @@ impl Reloader {
         registry: Arc<ServerRegistry>,
         caches: Arc<CacheRegistry>,
         metrics: Arc<Metrics>,
+        addresses: Arc<AddressBook>,
+        resolver: Resolver,
     ) -> Result<Arc<Self>, String> {
         let mut listeners = Listeners::default();
         let built = build_settings(&config, &HashMap::new(), &metrics)
@@ -154,7 +164,14 @@ impl Reloader {
             bound.push((name.clone(), listener.bind.get_ref().clone(), tcp, addr));
             listeners.id(name);
         }
-        let snapshot = Snapshot::compile(config, &registry, &caches, &metrics, &listeners.ids)?;
+        let snapshot = Snapshot::compile(
+            config,
+            &registry,
+            &addresses,
+            &caches,
+            &metrics,
+            &listeners.ids,
+        )?;
         let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
         let reloader = Arc::new(Self {
@@ -164,6 +181,8 @@ impl Reloader {
             registry,
             caches,
             metrics,
+            addresses,
+            resolver: Mutex::new(resolver),
             listeners: tokio::sync::Mutex::new(Listeners::default()),
             tls_files_changed: tokio::sync::Notify::new(),
             certificates: Mutex::new(certificates),
@@ -332,38 +351,23 @@ impl Reloader {
             Ok(settings) => settings,
             Err(errors) => return self.failed(trigger, errors),
         };
-        let compiled = {
-            let (registry, caches, metrics) = (
-                Arc::clone(&self.registry),
-                Arc::clone(&self.caches),
-                Arc::clone(&self.metrics),
-            );
-            let ids = listeners.ids.clone();
-            tokio::task::spawn_blocking(move || {
-                Snapshot::compile(config, &registry, &caches, &metrics, &ids)
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("compile failed: {e}")))
+        // Names the new config adds are resolved now, so their servers serve from the start.
+        let resolver = if config.resolver == *self.resolver().settings() {
+            self.resolver()
+        } else {
+            match Resolver::new(&config.resolver) {
+                Ok(resolver) => resolver,
+                Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
+            }
         };
-        let snapshot = match compiled {
+        self.addresses
+            .resolve_unknown(&resolver, &config, &self.metrics)
+            .await;
+        let snapshot = match self.compile(config, listeners.ids.clone()).await {
             Ok(snapshot) => snapshot,
             Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
         };
-
-        // Servers and caches the new config no longer names are forgotten (their Arcs live on
-        // in the old snapshot until its last request ends; health checks stop with them).
-        let keep_servers: HashSet<(String, String)> = snapshot
-            .config
-            .upstreams
-            .iter()
-            .flat_map(|(name, u)| {
-                u.servers
-                    .get_ref()
-                    .iter()
-                    .map(move |s| (name.clone(), s.get_ref().addr.clone()))
-            })
-            .collect();
-        let keep_caches: HashSet<String> = snapshot.config.caches.keys().cloned().collect();
+        *self.resolver.lock().unwrap_or_else(|p| p.into_inner()) = resolver;
         let wanted: HashMap<String, String> = snapshot
             .config
             .listeners
@@ -371,11 +375,7 @@ impl Reloader {
             .map(|l| (l.name.get_ref().clone(), l.bind.get_ref().clone()))
             .collect();
         let shutdown_grace = snapshot.limits.shutdown_grace;
-        self.snapshot.store(Arc::new(snapshot));
-        self.registry.retain(|upstream, addr| {
-            keep_servers.contains(&(upstream.to_owned(), addr.to_owned()))
-        });
-        self.caches.retain(|name| keep_caches.contains(name));
+        self.install(snapshot);
         let certificates = install_settings(&mut listeners.settings, settings, &self.metrics);
         *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
         self.tls_files_changed.notify_one();
@@ -427,6 +427,71 @@ impl Reloader {
             changed: true,
             hash,
             errors: Vec::new(),
+        }
+    }
+
+    /// Compiles `config` on the blocking pool, away from the threads serving requests.
+    async fn compile(
+        &self,
+        config: Config,
+        ids: HashMap<String, usize>,
+    ) -> Result<Snapshot, String> {
+        let (registry, addresses, caches, metrics) = (
+            Arc::clone(&self.registry),
+            Arc::clone(&self.addresses),
+            Arc::clone(&self.caches),
+            Arc::clone(&self.metrics),
+        );
+        tokio::task::spawn_blocking(move || {
+            Snapshot::compile(config, &registry, &addresses, &caches, &metrics, &ids)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("compile failed: {e}")))
+    }
+
+    /// Swaps `snapshot` in, then forgets the servers, caches and names it no longer has (their
+    /// Arcs live on in the old snapshot until its last request ends; health checks stop with
+    /// them).
+    fn install(&self, snapshot: Snapshot) {
+        let keep_servers: HashSet<(&str, &str)> = snapshot
+            .upstreams
+            .values()
+            .flat_map(|u| u.servers.iter().map(|s| (&*s.upstream, &*s.addr)))
+            .collect();
+        let keep_caches: HashSet<&str> =
+            snapshot.config.caches.keys().map(String::as_str).collect();
+        self.registry
+            .retain(|upstream, addr| keep_servers.contains(&(upstream, addr)));
+        self.caches.retain(|name| keep_caches.contains(name));
+        self.addresses.retain(&snapshot.config);
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The names of `upstream` with their addresses in use (for /status).
+    pub fn dns_report(&self, upstream: &str) -> BTreeMap<String, NameReport> {
+        self.addresses.report(upstream)
+    }
+
+    fn resolver(&self) -> Resolver {
+        self.resolver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Compiles the config in force again, with the address sets DNS gave since: the same path
+    /// as a reload, without reading the file.
+    pub async fn recompile(&self, trigger: &str) {
+        let listeners = self.listeners.lock().await;
+        let config = self.snapshot.load().config.clone();
+        match self.compile(config, listeners.ids.clone()).await {
+            Ok(snapshot) => {
+                self.install(snapshot);
+                tracing::info!(trigger, "upstream servers updated");
+            }
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "cannot recompile; the running config is unchanged")
+            }
         }
     }
 
@@ -683,4 +748,22 @@ pub fn watch(
     });
     tracing::info!(dir = %dir.display(), "watching the config directory");
     Ok(watcher)
+}
+
+impl Rediscover for Reloader {
+    fn names(&self) -> BTreeMap<String, (BTreeSet<String>, Duration)> {
+        names_by_upstream(&self.snapshot.load().config)
+    }
+    fn resolver(&self) -> Resolver {
+        Reloader::resolver(self)
+    }
+    fn addresses(&self) -> &AddressBook {
+        &self.addresses
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    async fn recompile(&self) {
+        Reloader::recompile(self, "dns").await;
+    }
 }

@@ -7,6 +7,7 @@ use crate::config::{AccessLogFormat, Config};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::headers::HeaderEdits;
 use crate::route::{HostPattern, RouteEntry, Router};
+use crate::upstream::discovery::AddressBook;
 use crate::upstream::{ServerRegistry, Upstream};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -51,17 +52,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a validated config. Servers already known to `registry` keep their state.
+    /// Compiles a validated config. Servers already known to `registry` keep their state;
+    /// servers given by name stand for the addresses `addresses` holds for them.
     pub fn compile(
         config: Config,
         registry: &ServerRegistry,
+        addresses: &AddressBook,
         caches: &CacheRegistry,
         metrics: &Metrics,
         listener_ids: &HashMap<String, usize>,
     ) -> Result<Self, String> {
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
-            let compiled = Upstream::compile(name, upstream, registry, metrics)
+            let compiled = Upstream::compile(name, upstream, registry, addresses, metrics)
                 .map_err(|e| format!("upstream {name}: {e}"))?;
             upstreams.insert(name.clone(), Arc::new(compiled));
         }

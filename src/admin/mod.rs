@@ -331,6 +331,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "max_connections": upstream.max_connections,
                     "panic_threshold": upstream.panic_threshold,
                     "servers": servers,
+                    "dns": state.reloader.dns_report(name),
                 }),
             )
         })

@@ -230,6 +230,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             "limits" => section(&locator, value, &mut errors, |v| config.limits = v),
             "reload" => section(&locator, value, &mut errors, |v| config.reload = v),
             "demo" => section(&locator, value, &mut errors, |v| config.demo = v),
+            "resolver" => section(&locator, value, &mut errors, |v| config.resolver = v),
             "listener" => {
                 let before = errors.len();
                 array_section(&locator, "listener", value, &mut errors, |v| config.listeners.push(v));
@@ -271,7 +272,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limits, reload, demo",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limits, reload, demo, resolver",
             )),
         }
     }

@@ -31,6 +31,27 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
+    pub resolver: ResolverConfig,
+}
+
+/// `[resolver]`: the DNS servers that resolve upstream servers given by name (nginx's
+/// `resolver`). Without it, the system's `/etc/resolv.conf` and `/etc/hosts` are used.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverConfig {
+    /// Name servers as `"ip:port"`; empty means the system's.
+    pub nameservers: Vec<Spanned<String>>,
+    /// How long one query may take before it counts as failed.
+    pub timeout: ConfigDuration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout: ConfigDuration::from_secs(2),
+        }
+    }
 }
 
 /// `[reload]`: how config changes are picked up (SIGHUP and `POST /reload` always work).
@@ -281,13 +302,19 @@ pub struct UpstreamConfig {
     /// A circuit breaker per server; without this section it never opens.
     #[serde(default)]
     pub breaker: Option<BreakerConfig>,
-    // --- TLS and HTTP/2 to upstreams (issue 6) ---
     /// How `https://` servers are verified and reached.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
     /// Speak HTTP/2 to the servers: ALPN h2 over TLS, prior knowledge (h2c) otherwise.
     #[serde(default)]
     pub http2: bool,
+    /// How often servers given by name are resolved again (every A/AAAA record is a server).
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: ConfigDuration,
+}
+
+fn default_dns_refresh() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
 }
 
 /// `[cache.NAME]`: an RFC 9111 shared cache in memory, used by the routes that name it.

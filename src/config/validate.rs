@@ -10,6 +10,7 @@ const MIN_HEADER_BYTES: u64 = 8 * 1024;
 const MAX_WEIGHT: u32 = 10_000;
 /// Retries remember the servers tried in a 64-bit set.
 const MAX_SERVERS: usize = 64;
+const MIN_DNS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Sections that did not parse: what refers to them is not reported again.
 #[derive(Default)]
@@ -171,6 +172,22 @@ pub(super) fn validate(
     }
 
     super::tls::validate(config, at, errors);
+    for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {
+        if crate::upstream::discovery::parse_nameserver(nameserver.get_ref()).is_none() {
+            errors.push(at.error(
+                nameserver.span(),
+                format!("resolver.nameservers[{i}]"),
+                "expected an IP address with an optional port, e.g. \"10.0.0.2\" or \"127.0.0.1:5353\"",
+            ));
+        }
+    }
+    if config.resolver.timeout.0.is_zero() {
+        errors.push(at.error(
+            at.span_of(&["resolver", "timeout"]),
+            "resolver.timeout",
+            "must be greater than zero",
+        ));
+    }
 
     for (name, upstream) in &config.upstreams {
         let key = |field: &str| format!("upstream.{name}.{field}");
@@ -220,6 +237,13 @@ pub(super) fn validate(
                 at.span_of(&["upstream", name, "panic_threshold"]),
                 key("panic_threshold"),
                 "must be between 0.0 (off) and 1.0",
+            ));
+        }
+        if upstream.dns_refresh.0 < MIN_DNS_REFRESH {
+            errors.push(at.error(
+                at.span_of(&["upstream", name, "dns_refresh"]),
+                key("dns_refresh"),
+                "must be at least 100ms (each refresh queries the name servers)",
             ));
         }
         if let Some(health) = &upstream.health {

@@ -3,6 +3,7 @@
 //! `ServerRegistry`.
 
 pub mod balancer;
+pub mod discovery;
 pub mod pool;
 pub mod server;
 
@@ -11,11 +12,15 @@ pub use server::{InFlight, ServerSet, ServerState};
 use crate::config::{BalanceAlgorithm, UpstreamConfig};
 use crate::metrics::Metrics;
 use balancer::{Balancer, Tried};
+use discovery::AddressBook;
 use pool::Endpoint;
 use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Retries remember the servers tried in a 64-bit set.
+const MAX_SERVERS: usize = 64;
 
 pub struct Upstream {
     pub name: Arc<str>,
@@ -36,14 +41,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Compiles one `[upstream.NAME]`, reusing servers already known to the registry.
+    /// Compiles one `[upstream.NAME]`, reusing servers already known to the registry. A server
+    /// given by name becomes one server per address `addresses` holds for it.
     pub fn compile(
         name: &str,
         config: &UpstreamConfig,
         registry: &ServerRegistry,
+        addresses: &AddressBook,
         metrics: &Metrics,
     ) -> Result<Self, String> {
-        let mut servers = Vec::new();
+        let mut servers: Vec<Arc<ServerState>> = Vec::new();
         let mut weights = Vec::new();
         let tls = pool::Transport::upstream_tls(config)?;
         for entry in config.servers.get_ref() {
@@ -53,30 +60,53 @@ impl Upstream {
                 // Bracketed IPv6 literals parse with brackets only.
                 format!("[{host}]:{port}").parse().ok()
             });
-            let endpoint = Endpoint {
-                host,
-                port,
-                socket_addr,
+            let targets: Vec<(String, Option<std::net::SocketAddr>)> = match socket_addr {
+                Some(_) => vec![(entry.addr.clone(), socket_addr)],
+                None => addresses
+                    .addresses(name, &host)
+                    .iter()
+                    .map(|ip| {
+                        let addr = std::net::SocketAddr::new(*ip, port);
+                        (addr.to_string(), Some(addr))
+                    })
+                    .collect(),
             };
-            let server = registry.get_or_create(name, &entry.addr, || {
-                ServerState::new(
-                    name,
+            for (addr, socket_addr) in targets {
+                if servers.iter().any(|s| *s.addr == *addr) {
+                    continue;
+                }
+                if servers.len() == MAX_SERVERS {
+                    tracing::warn!(upstream = name, server = %addr, "more than {MAX_SERVERS} servers; the rest are left out");
+                    break;
+                }
+                let endpoint = Endpoint {
+                    host: host.clone(),
+                    port,
+                    socket_addr,
+                };
+                let server = registry.get_or_create(name, &addr, || {
+                    ServerState::new(
+                        name,
+                        &addr,
+                        endpoint,
+                        config.keepalive,
+                        config.keepalive_timeout.0,
+                        metrics,
+                    )
+                });
+                server.configure(config.health.as_ref(), config.breaker.as_ref());
+                server
+                    .pool
+                    .configure(config.keepalive, config.keepalive_timeout.0);
+                // The scheme (TLS or not) is the configured entry's, whatever it resolved to.
+                server.pool.set_transport(pool::Transport::for_server(
                     &entry.addr,
-                    endpoint,
-                    config.keepalive,
-                    config.keepalive_timeout.0,
-                    metrics,
-                )
-            });
-            server.configure(config.health.as_ref(), config.breaker.as_ref());
-            server
-                .pool
-                .configure(config.keepalive, config.keepalive_timeout.0);
-            server
-                .pool
-                .set_transport(pool::Transport::for_server(&entry.addr, &tls, config.http2));
-            servers.push(server);
-            weights.push(entry.weight);
+                    &tls,
+                    config.http2,
+                ));
+                servers.push(server);
+                weights.push(entry.weight);
+            }
         }
         Ok(Self {
             name: name.into(),

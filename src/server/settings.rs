@@ -30,10 +30,8 @@ impl ListenerSettings {
         let name = config.name.get_ref();
         let tls = match &config.tls {
             Some(tls) => {
-                let resumption = previous.and_then(|p| p.tls.as_ref()).map(|t| &t.resumption);
-                Some(Arc::new(ListenerTls::build(
-                    name, tls, resumption, metrics,
-                )?))
+                let previous = previous.and_then(|p| p.tls.as_deref());
+                Some(Arc::new(ListenerTls::build(name, tls, previous, metrics)?))
             }
             None => None,
         };

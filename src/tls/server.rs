@@ -42,6 +42,8 @@ pub struct ListenerTls {
     pub certificates: Vec<CertInfo>,
     pub handshakes: HandshakeMetrics,
     pub resumption: Resumption,
+    /// The client CA bundle's bytes (mTLS): resumption is kept only while it is unchanged.
+    client_ca: Option<Vec<u8>>,
     /// The files read, to notice when they change on disk.
     pub files: Vec<String>,
 }
@@ -74,7 +76,7 @@ impl ListenerTls {
     pub fn build(
         listener: &str,
         config: &ListenerTlsConfig,
-        resumption: Option<&Resumption>,
+        previous: Option<&ListenerTls>,
         metrics: &TlsMetrics,
     ) -> Result<Self, String> {
         let now = SystemTime::now();
@@ -91,6 +93,12 @@ impl ListenerTls {
         if keys.is_empty() {
             return Err(format!("listener {listener:?}: tls.certs is empty"));
         }
+        let client_ca = match &config.client_ca {
+            Some(ca) => {
+                Some(std::fs::read(ca.get_ref()).map_err(|e| format!("{}: {e}", ca.get_ref()))?)
+            }
+            None => None,
+        };
         let verifier: Arc<dyn ClientCertVerifier> = match &config.client_ca {
             Some(ca) => {
                 files.push(ca.get_ref().clone());
@@ -115,9 +123,12 @@ impl ListenerTls {
             .iter()
             .map(|p| p.as_bytes().to_vec())
             .collect();
-        let resumption = match resumption {
-            Some(kept) => kept.clone(),
-            None => Resumption::new()?,
+        // A resumed session skips client-certificate verification: after the client CA
+        // changes (mTLS turned on, a CA withdrawn), sessions and tickets from before must not
+        // let clients back in, so they are kept only while it stays the same.
+        let resumption = match previous {
+            Some(previous) if previous.client_ca == client_ca => previous.resumption.clone(),
+            _ => Resumption::new()?,
         };
         server.session_storage = Arc::clone(&resumption.sessions);
         server.ticketer = Arc::clone(&resumption.ticketer);
@@ -126,6 +137,7 @@ impl ListenerTls {
             certificates,
             handshakes: metrics.handshakes(listener),
             resumption,
+            client_ca,
             files,
         })
     }

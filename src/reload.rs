@@ -481,16 +481,18 @@ impl Reloader {
 
     /// Compiles the config in force again, with the address sets DNS gave since: the same path
     /// as a reload, without reading the file.
-    pub async fn recompile(&self, trigger: &str) {
+    pub async fn recompile(&self, trigger: &str) -> bool {
         let listeners = self.listeners.lock().await;
         let config = self.snapshot.load().config.clone();
         match self.compile(config, listeners.ids.clone()).await {
             Ok(snapshot) => {
                 self.install(snapshot);
                 tracing::info!(trigger, "upstream servers updated");
+                true
             }
             Err(e) => {
-                tracing::error!(trigger, error = %e, "cannot recompile; the running config is unchanged")
+                tracing::error!(trigger, error = %e, "cannot recompile; the running config is unchanged");
+                false
             }
         }
     }
@@ -763,7 +765,7 @@ impl Rediscover for Reloader {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
-    async fn recompile(&self) {
-        Reloader::recompile(self, "dns").await;
+    async fn recompile(&self) -> bool {
+        Reloader::recompile(self, "dns").await
     }
 }

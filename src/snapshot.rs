@@ -62,10 +62,20 @@ impl Snapshot {
         metrics: &Metrics,
         listener_ids: &HashMap<String, usize>,
     ) -> Result<Self, String> {
+        // Everything that can fail is read first: compiling an upstream configures servers
+        // that the snapshot in force shares, which a failed reload must leave alone.
+        let mut tls = BTreeMap::new();
+        for (name, upstream) in &config.upstreams {
+            let settings = crate::upstream::pool::Transport::upstream_tls(upstream)
+                .map_err(|e| format!("upstream {name}: {e}"))?;
+            tls.insert(name.as_str(), settings);
+        }
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
-            let compiled = Upstream::compile(name, upstream, registry, addresses, metrics)
-                .map_err(|e| format!("upstream {name}: {e}"))?;
+            let settings = tls.get(name.as_str()).cloned().flatten();
+            let compiled =
+                Upstream::compile(name, upstream, &settings, registry, addresses, metrics)
+                    .map_err(|e| format!("upstream {name}: {e}"))?;
             upstreams.insert(name.clone(), Arc::new(compiled));
         }
         let mut entries = Vec::new();

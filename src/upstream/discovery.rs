@@ -290,14 +290,19 @@ pub trait Rediscover: Send + Sync + 'static {
     fn resolver(&self) -> Resolver;
     fn addresses(&self) -> &AddressBook;
     fn metrics(&self) -> &Metrics;
-    /// Compiles the config in force again with the new address sets and swaps it in.
-    fn recompile(&self) -> impl Future<Output = ()> + Send;
+    /// Compiles the config in force again with the new address sets and swaps it in;
+    /// whether that worked.
+    fn recompile(&self) -> impl Future<Output = bool> + Send;
 }
 
 /// Re-resolves each upstream's names every `dns_refresh`, recompiling when a set changed.
 /// Runs until its task is aborted.
 pub async fn refresh_loop<P: Rediscover>(process: Arc<P>) {
     let mut due: BTreeMap<String, Instant> = BTreeMap::new();
+    // Address sets recorded but not yet compiled in: a failed recompile (a TLS file that
+    // went bad since) is tried again each pass, or new addresses would wait for the next
+    // change that may never come.
+    let mut recompile_pending = false;
     loop {
         let targets = process.names();
         let now = Instant::now();
@@ -320,9 +325,10 @@ pub async fn refresh_loop<P: Rediscover>(process: Arc<P>) {
                     .addresses()
                     .record(&upstream, &host, result, process.metrics());
             }
-            if changed {
-                process.recompile().await;
-            }
+            recompile_pending |= changed;
+        }
+        if recompile_pending {
+            recompile_pending = !process.recompile().await;
         }
         let wake = due
             .values()

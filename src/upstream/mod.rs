@@ -43,16 +43,19 @@ pub struct Upstream {
 impl Upstream {
     /// Compiles one `[upstream.NAME]`, reusing servers already known to the registry. A server
     /// given by name becomes one server per address `addresses` holds for it.
+    ///
+    /// This configures shared servers as it goes, so it must not fail after the first
+    /// upstream: what can fail (reading TLS files) is done before, by `upstream_tls`.
     pub fn compile(
         name: &str,
         config: &UpstreamConfig,
+        tls: &Option<Arc<crate::tls::UpstreamTls>>,
         registry: &ServerRegistry,
         addresses: &AddressBook,
         metrics: &Metrics,
     ) -> Result<Self, String> {
         let mut servers: Vec<Arc<ServerState>> = Vec::new();
         let mut weights = Vec::new();
-        let tls = pool::Transport::upstream_tls(config)?;
         for entry in config.servers.get_ref() {
             let entry = entry.get_ref();
             let (host, port) = crate::config::parse_server_addr(&entry.addr)?;
@@ -101,7 +104,7 @@ impl Upstream {
                 // The scheme (TLS or not) is the configured entry's, whatever it resolved to.
                 server.pool.set_transport(pool::Transport::for_server(
                     &entry.addr,
-                    &tls,
+                    tls,
                     config.http2,
                 ));
                 servers.push(server);

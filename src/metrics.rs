@@ -333,6 +333,32 @@ impl RouteMetrics {
     }
 }
 
+impl Metrics {
+    /// Drops the series of a server no longer in any upstream (see `ServerRegistry::retain`);
+    /// every per-server family must be listed here.
+    pub fn forget_server(&self, upstream: &str, server: &str) {
+        let pair = [upstream, server];
+        for outcome in ServerMetrics::OUTCOMES {
+            let _ = self
+                .upstream_requests
+                .remove_label_values(&[upstream, server, outcome]);
+        }
+        let _ = self.upstream_response_duration.remove_label_values(&pair);
+        let _ = self.upstream_server_up.remove_label_values(&pair);
+        let _ = self.circuit_breaker_state.remove_label_values(&pair);
+        for state in ["closed", "open", "half_open"] {
+            let _ = self
+                .circuit_breaker_transitions
+                .remove_label_values(&[upstream, server, state]);
+        }
+        for result in ["pass", "fail"] {
+            let _ = self
+                .health_checks
+                .remove_label_values(&[upstream, server, result]);
+        }
+    }
+}
+
 /// Handles for one upstream server.
 pub struct ServerMetrics {
     pub ok: IntCounter,
@@ -344,6 +370,8 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
+    const OUTCOMES: [&'static str; 5] = ["ok", "http_5xx", "connect_error", "timeout", "error"];
+
     pub fn new(metrics: &Metrics, upstream: &str, server: &str) -> Self {
         let outcome = |o: &str| {
             metrics

@@ -460,8 +460,10 @@ impl Reloader {
             .collect();
         let keep_caches: HashSet<&str> =
             snapshot.config.caches.keys().map(String::as_str).collect();
-        self.registry
-            .retain(|upstream, addr| keep_servers.contains(&(upstream, addr)));
+        self.registry.retain(
+            |upstream, addr| keep_servers.contains(&(upstream, addr)),
+            &self.metrics,
+        );
         self.caches.retain(|name| keep_caches.contains(name));
         self.addresses.retain(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));

@@ -1124,7 +1124,7 @@ max_object_size = "64KiB"
 }
 
 #[tokio::test]
-async fn a_removed_upstreams_health_checks_stop() {
+async fn a_removed_upstreams_health_checks_stop_and_its_series_go() {
     let main = TestUpstream::named("main").await;
     let old = KillableUpstream::named("old").await;
     let interval = Duration::from_millis(100);
@@ -1169,11 +1169,40 @@ timeout = "1s"
     }
     // A real request too, so that the server has a pooled connection.
     assert_eq!(common::get(proxy, "/old/x").await.text(), "old");
+    let admin = running.admin_addr.expect("admin listener");
+    let old_label = format!("server=\"{}\"", old.addr);
+    let old_series = |metrics: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&old_label))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = old_series(&metrics_of(admin).await);
+    for family in [
+        "gatehouse_upstream_requests_total",
+        "gatehouse_upstream_server_up",
+        "gatehouse_health_checks_total",
+        "gatehouse_circuit_breaker_state",
+    ] {
+        assert!(
+            before.iter().any(|l| l.starts_with(family)),
+            "no {family} series for the old server:\n{before:?}"
+        );
+    }
 
     std::fs::write(&path, config("")).unwrap();
     assert_applied(&reload(&running, false).await);
     let reloaded = Instant::now();
     assert_eq!(common::get(proxy, "/old/x").await.text(), "main");
+    // Its metric series go with it (kept, they would pile up with every address that ever
+    // existed, and its last `up` value would keep alerts firing).
+    let after = old_series(&metrics_of(admin).await);
+    assert!(
+        after.is_empty(),
+        "the removed server still has series:\n{}",
+        after.join("\n")
+    );
 
     // Watch a few intervals; a probe already under way at the reload may still land in the
     // first one.

@@ -87,11 +87,11 @@ impl Upstream {
                     port,
                     socket_addr,
                 };
-                let server = registry.get_or_create(name, &addr, || {
+                let server = registry.get_or_create(name, &addr, &endpoint, || {
                     ServerState::new(
                         name,
                         &addr,
-                        endpoint,
+                        endpoint.clone(),
                         config.keepalive,
                         config.keepalive_timeout.0,
                         metrics,
@@ -183,22 +183,78 @@ impl ServerRegistry {
         Self::default()
     }
 
+    /// The server of `upstream` at `addr`, made by `create` unless one reached the same way
+    /// (`endpoint`) is known. The same address under another name is another server: its
+    /// SNI, certificate name and health-check Host differ.
     pub fn get_or_create(
         &self,
         upstream: &str,
         addr: &str,
+        endpoint: &Endpoint,
         create: impl FnOnce() -> ServerState,
     ) -> Arc<ServerState> {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers
-            .entry((upstream.to_owned(), addr.to_owned()))
-            .or_insert_with(|| Arc::new(create()))
-            .clone()
+        let key = (upstream.to_owned(), addr.to_owned());
+        match servers.get(&key) {
+            Some(server) if server.pool.endpoint() == endpoint => Arc::clone(server),
+            _ => {
+                let server = Arc::new(create());
+                servers.insert(key, Arc::clone(&server));
+                server
+            }
+        }
     }
 
-    /// Forgets servers that no snapshot in force names any more.
-    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+    /// Forgets servers that no snapshot in force names any more, with their metric series
+    /// (with DNS discovery, addresses come and go with every rollout: kept, the series would
+    /// grow without bound, and a removed server's `up = 0` would keep an alert firing).
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool, metrics: &Metrics) {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        servers.retain(|(upstream, addr), _| keep(upstream, addr));
+        servers.retain(|(upstream, addr), _| {
+            let kept = keep(upstream, addr);
+            if !kept {
+                metrics.forget_server(upstream, addr);
+            }
+            kept
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port: 443,
+            socket_addr: "10.0.0.5:443".parse().ok(),
+        }
+    }
+
+    #[test]
+    fn an_address_keeps_its_server_only_while_it_is_reached_the_same_way() {
+        let metrics = Metrics::new().unwrap();
+        let registry = ServerRegistry::new();
+        let make = |host: &str| {
+            let endpoint = endpoint(host);
+            registry.get_or_create("u", "10.0.0.5:443", &endpoint, || {
+                ServerState::new(
+                    "u",
+                    "10.0.0.5:443",
+                    endpoint.clone(),
+                    1,
+                    Duration::from_secs(1),
+                    &metrics,
+                )
+            })
+        };
+        let first = make("old.example");
+        assert!(Arc::ptr_eq(&first, &make("old.example")));
+        // The name changed, the address did not: SNI and Host must follow the new name.
+        let renamed = make("new.example");
+        assert!(!Arc::ptr_eq(&first, &renamed));
+        assert_eq!(renamed.pool.endpoint().host, "new.example");
+        assert!(Arc::ptr_eq(&renamed, &make("new.example")));
     }
 }

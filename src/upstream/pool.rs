@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Where and how to reach one upstream server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,

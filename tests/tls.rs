@@ -730,7 +730,7 @@ async fn plain_listener_redirects_to_https_and_tls_responses_carry_hsts() {
         "{}hsts = \"max-age=31536000\"\n\n[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\nredirect_https = \"https://{{host}}:8443{{path}}\"\nhsts = \"max-age=31536000\"\n",
         tls_listener(&[&site], "")
     );
-    let running = start_gatehouse(&config(&listeners, &servers(app.addr), false)).await;
+    let running = start_gatehouse(&config(&listeners, &servers(app.addr), true)).await;
     let (secure, plain) = (running.listener_addrs[0], running.listener_addrs[1]);
 
     let mut client = common::Client::connect(plain).await;
@@ -756,6 +756,28 @@ async fn plain_listener_redirects_to_https_and_tls_responses_carry_hsts() {
         app.received().is_empty(),
         "a redirect goes nowhere upstream"
     );
+    assert!(
+        reply.header("x-request-id").is_some(),
+        "a redirect carries a request id like every answer"
+    );
+    // Counted like every answer (no route: route="none"), once its body has been sent.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = admin_get(&running, "/metrics").await;
+        let redirects = metric_sample(
+            &metrics,
+            "gatehouse_http_requests_total",
+            &[("route", "none"), ("code", "308")],
+        );
+        if redirects == Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redirect not counted: {redirects:?}\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let answer = https_get(
         secure,

@@ -87,23 +87,16 @@ impl Proxy {
         &self.snapshot
     }
 
-    /// Answers one request; `connection` marks it in flight on its client connection until
-    /// its response is finished.
-    ///
-    /// What can be answered at once (a fresh cache hit, a local error) is, with no future
-    /// state at all; only the rest becomes one boxed future. hyper moves a request's future
-    /// several times before polling it, so a large inline state (forwarding's is several
-    /// KiB) cost every request, cache hits included, thousands of instructions of copying.
-    pub fn handle(
+    /// The record of one request (for metrics and the access log) and its request id, taken
+    /// from the client when acceptable, else made here and set on the request.
+    fn begin(
         &self,
         client: &ClientInfo,
-        request: Request<Incoming>,
+        parts: &mut http::request::Parts,
+        snapshot: &Arc<crate::snapshot::Snapshot>,
         connection: RequestInFlight,
-    ) -> Handling {
+    ) -> (Exchange, HeaderValue) {
         let start = Instant::now();
-        let snapshot = self.snapshot.load_full();
-        let (mut parts, body) = request.into_parts();
-
         let request_id = match parts.headers.get(&X_REQUEST_ID) {
             Some(id) if headers::acceptable_request_id(id) => id.clone(),
             _ => {
@@ -112,7 +105,7 @@ impl Proxy {
                 id
             }
         };
-        let mut exchange = Exchange {
+        let exchange = Exchange {
             start,
             method: parts.method.clone(),
             path: match snapshot.access_log {
@@ -134,13 +127,51 @@ impl Proxy {
                 ))
             }),
             status: StatusCode::OK,
-            snapshot: Arc::clone(&snapshot),
+            snapshot: Arc::clone(snapshot),
             route: None,
             server: None,
             request_id: request_id.clone(),
             in_flight: None,
             connection,
         };
+        (exchange, request_id)
+    }
+
+    /// Answers with `respond`'s response without routing (a listener's redirect to HTTPS),
+    /// counted and logged like every other answer.
+    pub fn answer_locally(
+        &self,
+        client: &ClientInfo,
+        request: Request<Incoming>,
+        connection: RequestInFlight,
+        respond: impl FnOnce(&http::request::Parts) -> Response<ResponseBody>,
+    ) -> Handling {
+        let snapshot = self.snapshot.load_full();
+        let (mut parts, _body) = request.into_parts();
+        let (mut exchange, request_id) = self.begin(client, &mut parts, &snapshot, connection);
+        let mut response = respond(&parts);
+        response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        exchange.status = response.status();
+        response.body_mut().set_completion(exchange);
+        Handling::ready(response)
+    }
+
+    /// Answers one request; `connection` marks it in flight on its client connection until
+    /// its response is finished.
+    ///
+    /// What can be answered at once (a fresh cache hit, a local error) is, with no future
+    /// state at all; only the rest becomes one boxed future. hyper moves a request's future
+    /// several times before polling it, so a large inline state (forwarding's is several
+    /// KiB) cost every request, cache hits included, thousands of instructions of copying.
+    pub fn handle(
+        &self,
+        client: &ClientInfo,
+        request: Request<Incoming>,
+        connection: RequestInFlight,
+    ) -> Handling {
+        let snapshot = self.snapshot.load_full();
+        let (mut parts, body) = request.into_parts();
+        let (mut exchange, request_id) = self.begin(client, &mut parts, &snapshot, connection);
 
         let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts

@@ -14,7 +14,7 @@ pub use drain::{Drain, DrainWatch};
 pub use interim::InterimSink;
 pub use settings::{ListenerSettings, SharedSettings};
 
-use crate::proxy::{ClientInfo, Handling, Proxy};
+use crate::proxy::{ClientInfo, Proxy};
 use crate::snapshot::Limits;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -232,7 +232,9 @@ async fn serve_http<S>(
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
         if let Some(redirect) = &settings.redirect {
-            return Handling::ready(redirect_response(redirect, &request));
+            return proxy.answer_locally(&client, request, in_flight, |request| {
+                redirect_response(redirect, request)
+            });
         }
         let handling = proxy.handle(&client, request, in_flight);
         match &settings.hsts {
@@ -269,20 +271,20 @@ async fn serve_http<S>(
 /// The 308 of a `redirect_https` listener.
 fn redirect_response(
     redirect: &redirect::RedirectTemplate,
-    request: &hyper::Request<hyper::body::Incoming>,
+    request: &http::request::Parts,
 ) -> hyper::Response<crate::proxy::body::ResponseBody> {
     let host = request
-        .headers()
+        .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        .or_else(|| request.uri.authority().map(|a| a.as_str()));
     let Some(host) = host else {
         return crate::proxy::local_response(
             http::StatusCode::BAD_REQUEST,
             "request has no Host header",
         );
     };
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(location) = http::HeaderValue::from_str(&redirect.location(host, path)) else {
         return crate::proxy::local_response(http::StatusCode::BAD_REQUEST, "invalid Host header");
     };

@@ -403,8 +403,8 @@ impl Reloader {
             let active = self.serve_listener(id, &name, bind, tcp, addr, settings);
             listeners.active.insert(name, active);
         }
-        drop(listeners);
-
+        // The status is written before the lock is released: a reload waiting on it compares
+        // its text with this hash, and /status must name the config in force.
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         status.hash = hash.clone();
         status.loaded_at = unix_now();
@@ -421,6 +421,7 @@ impl Reloader {
         self.metrics.config_reloads_ok.inc();
         self.metrics.config_last_success.set(unix_now() as i64);
         self.metrics.set_config_info(&hash);
+        drop(listeners);
         tracing::info!(trigger, hash, "config reloaded");
         ReloadReport {
             ok: true,

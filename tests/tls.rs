@@ -1188,3 +1188,50 @@ async fn a_changed_client_ca_is_not_bypassed_by_resuming_an_earlier_session() {
     assert_eq!(app.received().len(), 1);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_withdrawn_upstream_ca_retires_pooled_connections_at_the_reload() {
+    let pki = Pki::new("upstream-ca-change");
+    let payments = pki.issue("payments", &["payments.internal"]);
+    let site = pki.issue("site", &["localhost"]);
+    let other = Pki::new("upstream-ca-other");
+    let backend = origin(Some(&payments)).await;
+    let text = |ca: &str| {
+        let upstream = format!(
+            "servers = [\"https://{}\"]\ntls = {{ ca = {ca:?}, server_name = \"payments.internal\" }}\nhttp2 = true\n",
+            backend.addr
+        );
+        config(&tls_listener(&[&site], ""), &upstream, false)
+            .replace("[admin]", "[reload]\nwatch = false\n[admin]")
+    };
+    let config_file = pki.path("gatehouse.toml");
+    std::fs::write(&config_file, text(&pki.ca_file())).unwrap();
+    let running = gatehouse::app::Running::start_file(Path::new(&config_file))
+        .await
+        .unwrap();
+    let addr = running.listener_addrs[0];
+    let client = client_config(pki.roots(), &["http/1.1"]);
+    for _ in 0..2 {
+        let answer = https_get(addr, &client, "localhost", "/pay").await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(
+        backend.connections.load(Ordering::SeqCst),
+        1,
+        "the second request went over the shared HTTP/2 connection"
+    );
+
+    // The CA that verified the upstream is withdrawn: the pooled connection, verified by it,
+    // must not be used again, and a new one cannot be verified.
+    std::fs::write(&config_file, text(&other.ca_file())).unwrap();
+    let report = running.reloader.reload("test").await;
+    assert!(report.ok, "{:?}", report.errors);
+    let answer = https_get(addr, &client, "localhost", "/pay").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        backend.seen.lock().unwrap().len(),
+        2,
+        "nothing reached the upstream after its CA was withdrawn"
+    );
+    running.shutdown().await;
+}

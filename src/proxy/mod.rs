@@ -800,14 +800,14 @@ async fn send_to_server(
     let deadline = tokio::time::Instant::from_std(started) + upstream.response_timeout;
     let mut fresh_connection = false;
     loop {
-        let mut sender = match server.pool.take_idle(started) {
-            Some(sender) => sender,
+        let (mut sender, generation) = match server.pool.take_idle(started) {
+            Some(pooled) => pooled,
             None => {
                 fresh_connection = true;
                 match server.pool.connect(upstream.connect_timeout).await {
-                    Ok(sender) => {
+                    Ok(connected) => {
                         sent_at = Instant::now();
-                        sender
+                        connected
                     }
                     Err(e) => {
                         match e {
@@ -846,7 +846,7 @@ async fn send_to_server(
                 let pool_return = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     None
                 } else {
-                    Some(PoolReturn::new(sender, Arc::clone(server)))
+                    Some(PoolReturn::new(sender, generation, Arc::clone(server)))
                 };
                 return Ok((response, pool_return));
             }

@@ -16,6 +16,10 @@ pub struct UpstreamTls {
     pub connector: TlsConnector,
     /// Set by `server_name`; otherwise each server's host is used.
     server_name: Option<ServerName<'static>>,
+    /// What these settings were built from (the config and the files' bytes): equal
+    /// identities make the same connections, so a reload keeps the settings in force (and
+    /// their TLS sessions) instead of these.
+    pub identity: u64,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -90,6 +94,7 @@ impl UpstreamTls {
         Ok(Self {
             connector: TlsConnector::from(Arc::new(client)),
             server_name,
+            identity: identity(config, http2),
         })
     }
 
@@ -100,4 +105,22 @@ impl UpstreamTls {
             None => server_name(host),
         }
     }
+}
+
+/// A hash of what `UpstreamTls::build` reads: the settings and the bytes of each file (a CA
+/// or client certificate replaced on disk under the same name is a change).
+fn identity(config: &UpstreamTlsConfig, http2: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    http2.hash(&mut hasher);
+    for setting in [&config.ca, &config.server_name, &config.cert, &config.key] {
+        setting.as_ref().map(|s| s.get_ref()).hash(&mut hasher);
+    }
+    for file in [&config.ca, &config.cert, &config.key]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::read(file.get_ref()).ok().hash(&mut hasher);
+    }
+    hasher.finish()
 }

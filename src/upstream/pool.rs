@@ -53,6 +53,12 @@ impl Transport {
         UpstreamTls::build(config.tls.as_ref(), config.http2).map(|tls| Some(Arc::new(tls)))
     }
 
+    /// Whether both make the same connections.
+    fn same_as(&self, other: &Transport) -> bool {
+        self.http2 == other.http2
+            && self.tls.as_ref().map(|t| t.identity) == other.tls.as_ref().map(|t| t.identity)
+    }
+
     pub fn for_server(addr: &str, tls: &Option<Arc<UpstreamTls>>, http2: bool) -> Self {
         Self {
             tls: tls
@@ -143,10 +149,16 @@ struct Idle {
     since: Instant,
 }
 
+/// Which transport settings a connection was made with (see `Pool::set_transport`).
+pub type Generation = u64;
+
 pub struct Pool {
     endpoint: Endpoint,
     transport: ArcSwap<Transport>,
     idle: Mutex<VecDeque<Idle>>,
+    /// Bumped (under the idle lock) whenever `transport` really changes: connections of an
+    /// older generation are not pooled again.
+    generation: AtomicU64,
     /// Settings a reload may change (`keepalive`, `keepalive_timeout`).
     max_idle: AtomicUsize,
     idle_timeout_nanos: AtomicU64,
@@ -178,6 +190,7 @@ impl Pool {
             endpoint,
             transport: ArcSwap::from_pointee(Transport::default()),
             idle: Mutex::new(VecDeque::with_capacity(max_idle.min(1024))),
+            generation: AtomicU64::new(0),
             max_idle: AtomicUsize::new(max_idle),
             idle_timeout_nanos: AtomicU64::new(nanos(idle_timeout)),
         }
@@ -190,9 +203,18 @@ impl Pool {
             .store(nanos(idle_timeout), Ordering::Relaxed);
     }
 
-    /// Sets how new connections are made; connections already open are kept.
+    /// Sets how connections are made. Unchanged settings are kept as they are (with their
+    /// TLS sessions). Changed ones retire the connections made the old way: idle ones close
+    /// now, busy ones when their response ends — a busy server would otherwise keep using
+    /// them for ever (a withdrawn CA, no h2).
     pub fn set_transport(&self, transport: Transport) {
+        if self.transport.load().same_as(&transport) {
+            return;
+        }
         self.transport.store(Arc::new(transport));
+        let mut idle = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        idle.clear();
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -214,9 +236,10 @@ impl Pool {
     }
 
     /// An idle connection that is still open and not too old at `now`, if any.
-    pub fn take_idle(&self, now: Instant) -> Option<Sender> {
+    pub fn take_idle(&self, now: Instant) -> Option<(Sender, Generation)> {
         let idle_timeout = self.idle_timeout();
         let mut idle = self.lock();
+        let generation = self.generation.load(Ordering::Acquire);
         while let Some(entry) = idle.pop_back() {
             if entry.sender.is_closed() || now.duration_since(entry.since) >= idle_timeout {
                 continue;
@@ -228,25 +251,31 @@ impl Pool {
                     sender: entry.sender,
                     since: now,
                 });
-                return Some(shared);
+                return Some((shared, generation));
             }
             if entry.sender.is_ready() {
-                return Some(entry.sender);
+                return Some((entry.sender, generation));
             }
         }
         None
     }
 
     /// A new connection, bypassing the idle ones.
-    pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+    pub async fn connect(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<(Sender, Generation), ConnectError> {
+        // Read before the transport: a change in between marks this connection old (it is
+        // then not pooled), never an old connection new.
+        let generation = self.generation.load(Ordering::Acquire);
         // Boxed: the TLS and HTTP/2 handshakes' state is tens of KiB, and inline it would be
         // part of every request's future (moved, so copied, several times per request) even
         // though a pooled connection never runs it.
         let sender = Box::pin(self.connect_unpooled(connect_timeout)).await?;
         if let Sender::Http2(shared, scheme) = &sender {
-            self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()));
+            self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()), generation);
         }
-        Ok(sender)
+        Ok((sender, generation))
     }
 
     /// A new connection that stays out of the pool (health checks).
@@ -290,12 +319,15 @@ impl Pool {
     }
 
     /// Keeps a new HTTP/2 connection for the requests that follow.
-    fn put_back_shared(&self, sender: Sender) {
+    fn put_back_shared(&self, sender: Sender, generation: Generation) {
         let max_idle = self.max_idle.load(Ordering::Relaxed);
         if max_idle == 0 {
             return;
         }
         let mut idle = self.lock();
+        if generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
         idle.retain(|entry| !entry.sender.is_closed());
         while idle.len() >= max_idle {
             idle.pop_front();
@@ -314,13 +346,16 @@ impl Pool {
     }
 
     /// Keeps a connection whose last response has been read completely (at `now`).
-    pub fn put_back(&self, sender: Sender, now: Instant) {
+    pub fn put_back(&self, sender: Sender, generation: Generation, now: Instant) {
         let max_idle = self.max_idle.load(Ordering::Relaxed);
         // An HTTP/2 sender is a handle on a connection that stays in the pool anyway.
         if sender.is_closed() || max_idle == 0 || sender.is_http2() {
             return;
         }
         let mut idle = self.lock();
+        if generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
         while idle.len() >= max_idle {
             // Drop the oldest: the newest is the warmest.
             idle.pop_front();
@@ -333,20 +368,22 @@ impl Pool {
 /// dropping it unreleased closes the connection instead (its response was abandoned).
 pub struct PoolReturn {
     sender: Option<Sender>,
+    generation: Generation,
     server: Arc<ServerState>,
 }
 
 impl PoolReturn {
-    pub fn new(sender: Sender, server: Arc<ServerState>) -> Self {
+    pub fn new(sender: Sender, generation: Generation, server: Arc<ServerState>) -> Self {
         Self {
             sender: Some(sender),
+            generation,
             server,
         }
     }
 
     pub fn release(mut self, now: Instant) {
         if let Some(sender) = self.sender.take() {
-            self.server.pool.put_back(sender, now);
+            self.server.pool.put_back(sender, self.generation, now);
         }
     }
 }

@@ -110,33 +110,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The tests' one catch-all route to `upstream`, through a cache when `cached`.
 fn config(upstream: SocketAddr, cached: bool) -> String {
-    let cache_line = if cached { "cache = \"c\"" } else { "" };
-    format!(
-        r#"
-[admin]
-bind = ""
-
-[log]
-access = "off"
-
-[[listener]]
-name = "test"
-bind = "127.0.0.1:0"
-
-[[route]]
-path_prefix = "/"
-upstream = "app"
-{cache_line}
-
-[upstream.app]
-servers = ["{upstream}"]
-
-[cache.c]
-max_size = "1MiB"
-max_object_size = "64KiB"
-"#
-    )
+    let plain = common::simple_config(&[upstream], "");
+    if !cached {
+        return plain;
+    }
+    plain.replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\ncache = \"c\"\n",
+    ) + "\n[cache.c]\nmax_size = \"1MiB\"\nmax_object_size = \"64KiB\"\n"
 }
 
 /// Reads from `stream` into `got` until `got` holds `needle` (after `from`); the offset past it.

@@ -917,6 +917,18 @@ async fn grpc_style_h2_request_with_trailers_passes_end_to_end() {
     running.shutdown().await;
 }
 
+/// Whether a listener requiring client certificates turns `client` away. TLS 1.3 finishes the
+/// client's side of the handshake first: the refusal shows at the latest on the request.
+async fn refused(addr: SocketAddr, client: &Arc<ClientConfig>) -> bool {
+    match tls_connect(addr, client, "localhost").await {
+        Err(_) => true,
+        Ok(stream) => tokio::time::timeout(WAIT, request_on(stream, get("localhost", "/")))
+            .await
+            .expect("refused in time")
+            .is_err(),
+    }
+}
+
 #[tokio::test]
 async fn client_certificates_are_required_when_client_ca_is_set() {
     let pki = Pki::new("mtls");
@@ -947,15 +959,7 @@ async fn client_certificates_are_required_when_client_ca_is_set() {
             client_config_with_cert(pki.roots(), &stranger),
         ),
     ] {
-        // TLS 1.3 finishes the client's side first: the refusal shows at the latest on the request.
-        let refused = match tls_connect(addr, &client, "localhost").await {
-            Err(_) => true,
-            Ok(stream) => tokio::time::timeout(WAIT, request_on(stream, get("localhost", "/")))
-                .await
-                .expect("refused in time")
-                .is_err(),
-        };
-        assert!(refused, "{who} was let in");
+        assert!(refused(addr, &client).await, "{who} was let in");
     }
     assert_eq!(app.received().len(), 1);
     running.shutdown().await;
@@ -1177,14 +1181,10 @@ async fn a_changed_client_ca_is_not_bypassed_by_resuming_an_earlier_session() {
     std::fs::write(&config_file, with_ca(&other_pki.ca_file())).unwrap();
     let report = running.reloader.reload("test").await;
     assert!(report.ok, "{:?}", report.errors);
-    let refused = match tls_connect(addr, &alice_client, "localhost").await {
-        Err(_) => true,
-        Ok(stream) => tokio::time::timeout(WAIT, request_on(stream, get("localhost", "/")))
-            .await
-            .expect("refused in time")
-            .is_err(),
-    };
-    assert!(refused, "a session from before the CA change let Alice in");
+    assert!(
+        refused(addr, &alice_client).await,
+        "a session from before the CA change let Alice in"
+    );
     assert_eq!(app.received().len(), 1);
     running.shutdown().await;
 }

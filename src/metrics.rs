@@ -24,6 +24,7 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
+    pub closed_connections: IntCounterVec,
     pub upstream_server_up: IntGaugeVec,
     pub circuit_breaker_state: IntGaugeVec,
     pub circuit_breaker_transitions: IntCounterVec,
@@ -122,6 +123,13 @@ impl Metrics {
                 "Client connections accepted, by listener.",
             ),
             &["listener"],
+        )?;
+        let closed_connections = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_connections_closed_total",
+                "Client connections closed, by listener and reason (client, idle_timeout, header_timeout, stalled, shutdown, bad_request, tls_handshake, error).",
+            ),
+            &["listener", "reason"],
         )?;
         let upstream_server_up = IntGaugeVec::new(
             Opts::new(
@@ -227,6 +235,7 @@ impl Metrics {
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(accepted_connections.clone()))?;
+        registry.register(Box::new(closed_connections.clone()))?;
         let tls = crate::tls::TlsMetrics::register(&registry)?;
         let dns_resolutions = IntCounterVec::new(
             Opts::new(
@@ -251,6 +260,7 @@ impl Metrics {
             upstream_retries,
             open_connections,
             accepted_connections,
+            closed_connections,
             upstream_server_up,
             circuit_breaker_state,
             circuit_breaker_transitions,

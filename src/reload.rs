@@ -252,6 +252,10 @@ impl Reloader {
             name: name.to_owned(),
             open_connections: self.metrics.open_connections.with_label_values(&[name]),
             accepted: self.metrics.accepted_connections.with_label_values(&[name]),
+            closed: Arc::new(server::ClosedConnections::new(
+                &self.metrics.closed_connections,
+                name,
+            )),
             tcp,
             settings,
         };

@@ -355,3 +355,145 @@ upstream = "known"
         "known"
     );
 }
+
+/// Two upstreams behind host routes: `good.example` and everything else.
+async fn host_routed() -> (gatehouse::app::Running, TestUpstream, TestUpstream) {
+    let good = TestUpstream::named("good").await;
+    let other = TestUpstream::named("other").await;
+    let config = format!(
+        r#"{HEAD}{}
+[[route]]
+host = "good.example"
+upstream = "good"
+
+[[route]]
+host = "*"
+upstream = "other"
+{}{}"#,
+        listener("public"),
+        upstream("good", good.addr),
+        upstream("other", other.addr),
+    );
+    (common::start_gatehouse(&config).await, good, other)
+}
+
+#[tokio::test]
+async fn a_request_with_two_hosts_or_an_invalid_host_is_400_and_goes_nowhere() {
+    let (gatehouse, good, other) = host_routed().await;
+    let addr = gatehouse.listener_addrs[0];
+    for (what, request) in [
+        (
+            "two different Hosts",
+            "GET /x HTTP/1.1\r\nHost: good.example\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "the same Host twice",
+            "GET /x HTTP/1.1\r\nHost: good.example\r\nHost: good.example\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "a space inside",
+            "GET /x HTTP/1.1\r\nHost: good.example evil\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "userinfo",
+            "GET /x HTTP/1.1\r\nHost: user@good.example\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "a path",
+            "GET /x HTTP/1.1\r\nHost: good.example/x\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "empty",
+            "GET /x HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "an absolute target with an invalid Host beside it",
+            "GET http://good.example/x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+        ),
+    ] {
+        let response = common::raw_exchange(addr, request.as_bytes()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400 "),
+            "{what}: {response:?}"
+        );
+    }
+    assert!(good.received().is_empty() && other.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_is_routed_and_forwarded_by_its_authority() {
+    let (gatehouse, good, other) = host_routed().await;
+    let response = common::raw_exchange(
+        gatehouse.listener_addrs[0],
+        b"GET http://good.example/c?q=1 HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response:?}");
+    assert!(
+        other.received().is_empty(),
+        "routed by Host, not the target"
+    );
+    let seen = &good.received()[0];
+    assert_eq!(seen.uri, "/c?q=1", "origin-form upstream");
+    let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+    assert_eq!(hosts, ["good.example"], "the client's Host is replaced");
+    assert_eq!(seen.headers["x-forwarded-host"], "good.example");
+}
+
+/// One HTTP/2 (prior knowledge) request to `uri` with the given Host header lines.
+async fn h2_with_hosts(addr: SocketAddr, uri: &str, hosts: &[&str]) -> http::StatusCode {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut request = Request::get(uri);
+    for host in hosts {
+        request = request.header("host", *host);
+    }
+    let response = tokio::time::timeout(
+        common::WAIT,
+        sender.send_request(request.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .expect("h2 reply in time")
+    .expect("h2 response");
+    response.status()
+}
+
+#[tokio::test]
+async fn http2_authority_and_host_follow_the_same_rules() {
+    let (gatehouse, good, other) = host_routed().await;
+    let addr = gatehouse.listener_addrs[0];
+    assert_eq!(
+        h2_with_hosts(addr, "http://good.example/a", &["good.example"]).await,
+        200,
+        ":authority and Host agree"
+    );
+    assert_eq!(
+        h2_with_hosts(addr, "http://good.example/b", &[]).await,
+        200,
+        ":authority alone"
+    );
+    assert_eq!(good.received().len(), 2);
+    for (what, uri, hosts) in [
+        (
+            "Host differs from :authority",
+            "http://good.example/c",
+            &["evil.example"][..],
+        ),
+        (
+            "two Hosts",
+            "http://good.example/d",
+            &["good.example", "good.example"][..],
+        ),
+        ("an invalid Host", "http://good.example/e", &["a b"][..]),
+    ] {
+        assert_eq!(h2_with_hosts(addr, uri, hosts).await, 400, "{what}");
+    }
+    assert_eq!(good.received().len(), 2);
+    assert!(other.received().is_empty());
+}

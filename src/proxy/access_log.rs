@@ -11,10 +11,9 @@ use std::time::SystemTime;
 pub(crate) struct CombinedLine<'a> {
     pub client: IpAddr,
     pub time: SystemTime,
-    pub method: &'a Method,
-    /// The request target as the client sent it (path and query).
-    pub target: &'a str,
-    pub version: Version,
+    /// The request line's parts, or `None` for a request head that could not be read (the
+    /// line then shows `"-"`).
+    pub request: Option<(&'a Method, &'a str, Version)>,
     pub status: u16,
     pub body_bytes_sent: u64,
     pub referer: Option<&'a HeaderValue>,
@@ -28,20 +27,18 @@ impl CombinedLine<'_> {
     /// `log_format` with `"$request_id"` appended: parsers of `combined` read the first nine
     /// fields and ignore the rest). Times are in UTC.
     pub(crate) fn render(&self) -> String {
-        let mut line = String::with_capacity(160 + self.target.len());
-        let _ = write!(
-            line,
-            "{} - - [{}] \"{} ",
-            self.client,
-            time_local(self.time),
-            self.method
-        );
-        escape_into(&mut line, self.target.as_bytes());
-        let _ = write!(
-            line,
-            " {:?}\" {} {} \"",
-            self.version, self.status, self.body_bytes_sent
-        );
+        let target_len = self.request.map_or(0, |(_, target, _)| target.len());
+        let mut line = String::with_capacity(160 + target_len);
+        let _ = write!(line, "{} - - [{}] \"", self.client, time_local(self.time));
+        match self.request {
+            Some((method, target, version)) => {
+                let _ = write!(line, "{method} ");
+                escape_into(&mut line, target.as_bytes());
+                let _ = write!(line, " {version:?}");
+            }
+            None => line.push('-'),
+        }
+        let _ = write!(line, "\" {} {} \"", self.status, self.body_bytes_sent);
         header_into(&mut line, self.referer);
         line.push_str("\" \"");
         header_into(&mut line, self.user_agent);
@@ -98,9 +95,7 @@ mod tests {
             client: "192.0.2.7".parse().unwrap(),
             // 2026-11-27 23:09:41 UTC
             time: UNIX_EPOCH + Duration::from_secs(1_795_820_981),
-            method: &Method::GET,
-            target: "/orders?limit=2",
-            version: Version::HTTP_11,
+            request: Some((&Method::GET, "/orders?limit=2", Version::HTTP_11)),
             status: 200,
             body_bytes_sent: 612,
             referer,
@@ -127,6 +122,25 @@ mod tests {
         assert!(
             rendered.ends_with(" \"http://x/\\x22a\\x5Cb\\x09\\xC3\\xA9\" \"-\" \"3f2a\""),
             "{rendered}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_request_line_is_a_dash() {
+        let rendered = CombinedLine {
+            client: "192.0.2.7".parse().unwrap(),
+            time: UNIX_EPOCH,
+            request: None,
+            status: 400,
+            body_bytes_sent: 0,
+            referer: None,
+            user_agent: None,
+            request_id: &HeaderValue::from_static("-"),
+        }
+        .render();
+        assert_eq!(
+            rendered,
+            "192.0.2.7 - - [01/Jan/1970:00:00:00 +0000] \"-\" 400 0 \"-\" \"-\" \"-\""
         );
     }
 

@@ -60,6 +60,47 @@ impl Exchange {
     }
 }
 
+/// Counts and logs the answer to a request head that could not be read: no route was chosen
+/// (the route and upstream labels say `none`), and nothing of the request is known but its
+/// client.
+pub(crate) fn record_rejected_head(snapshot: &Snapshot, client: IpAddr, status: StatusCode) {
+    snapshot.unrouted.count(status);
+    match snapshot.access_log {
+        AccessLogFormat::Off => {}
+        AccessLogFormat::Combined => {
+            if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
+                return;
+            }
+            let line = CombinedLine {
+                client,
+                time: SystemTime::now(),
+                request: None,
+                status: status.as_u16(),
+                body_bytes_sent: 0,
+                referer: None,
+                user_agent: None,
+                request_id: &HeaderValue::from_static("-"),
+            }
+            .render();
+            tracing::info!(target: "gatehouse::access", "{line}");
+        }
+        AccessLogFormat::Text | AccessLogFormat::Json => tracing::info!(
+            target: "gatehouse::access",
+            client = %client,
+            method = "-",
+            path = "-",
+            status = status.as_u16(),
+            route = "-",
+            upstream = "-",
+            server = "-",
+            duration_ms = 0.0,
+            bytes = 0u64,
+            complete = true,
+            request_id = "-",
+        ),
+    }
+}
+
 impl Exchange {
     /// Counts the request, observes its duration, writes the access log line and ends the
     /// in-flight count; called once, when the response body is finished or abandoned.
@@ -93,9 +134,7 @@ impl Exchange {
         let line = CombinedLine {
             client: self.client,
             time: SystemTime::now(),
-            method: &self.method,
-            target: &self.path,
-            version: self.version,
+            request: Some((&self.method, &self.path, self.version)),
             status: self.status.as_u16(),
             body_bytes_sent: bytes_sent,
             referer,
@@ -109,6 +148,7 @@ impl Exchange {
     fn log_fields(&self, bytes_sent: u64, finished: bool, duration_ms: f64) {
         tracing::info!(
             target: "gatehouse::access",
+            client = %self.client,
             method = %self.method,
             path = %self.path,
             status = self.status.as_u16(),

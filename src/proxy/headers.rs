@@ -179,6 +179,122 @@ pub fn add_forwarded(
     }
 }
 
+/// Why a request's host cannot be trusted; each is answered 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostError {
+    /// Neither a Host header nor an authority in the target (RFC 9112 §3.2).
+    Missing,
+    /// More than one Host field line (RFC 9112 §3.2).
+    Repeated,
+    /// Not `host [":" port]` by RFC 3986, or with userinfo (RFC 9110 §4.2.4).
+    Invalid,
+    /// An HTTP/2 `:authority` and a Host header that name different hosts (RFC 9113 §8.3.1).
+    Conflicting,
+}
+
+impl HostError {
+    pub fn message(self) -> &'static str {
+        match self {
+            HostError::Missing => "request has no Host header",
+            HostError::Repeated => "request has more than one Host header",
+            HostError::Invalid => "request has an invalid Host",
+            HostError::Conflicting => "request's :authority and Host name different hosts",
+        }
+    }
+}
+
+/// The host a request is for. An authority in the target wins (an absolute-form target,
+/// RFC 9112 §3.2.2, or HTTP/2's `:authority`); otherwise the one Host header. A Host header
+/// is checked even when the target's authority is used: a request with two, or with an
+/// invalid one, is rejected whatever else it says.
+pub fn request_host(parts: &http::request::Parts) -> Result<HeaderValue, HostError> {
+    let mut lines = parts.headers.get_all(http::header::HOST).iter();
+    let host = lines.next();
+    if lines.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    if let Some(host) = host
+        && !is_valid_host(host.as_bytes())
+    {
+        return Err(HostError::Invalid);
+    }
+    match (parts.uri.authority(), host) {
+        (Some(authority), host) => {
+            let authority = authority.as_str();
+            if !is_valid_host(authority.as_bytes()) {
+                return Err(HostError::Invalid);
+            }
+            if parts.version == http::Version::HTTP_2
+                && host
+                    .is_some_and(|host| !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()))
+            {
+                return Err(HostError::Conflicting);
+            }
+            HeaderValue::from_str(authority).map_err(|_| HostError::Invalid)
+        }
+        (None, Some(host)) => Ok(host.clone()),
+        (None, None) => Err(HostError::Missing),
+    }
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets, or a
+/// non-empty reg-name (which covers IPv4 addresses), then an optional port of digits.
+/// Userinfo is refused with the `@` that no host may contain.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..close];
+        let ip_literal = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ip_literal {
+            return false;
+        }
+        let rest = &value[close + 1..];
+        match rest.split_first() {
+            None => return true,
+            Some((b':', port)) => (&value[..close + 1], port),
+            Some(_) => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        }
+    };
+    let reg_name_ok = value.first() == Some(&b'[') || is_reg_name(host);
+    reg_name_ok && port.iter().all(u8::is_ascii_digit)
+}
+
+/// RFC 3986 reg-name, not empty: unreserved, sub-delims and well-formed percent-encodings.
+fn is_reg_name(name: &[u8]) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while let Some(&byte) = name.get(i) {
+        match byte {
+            b'%' => {
+                let hex = |at: usize| name.get(at).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => {}
+            b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
 /// An IP address as a header value (for X-Forwarded-For).
 pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     let mut buf = [0u8; 64];
@@ -299,6 +415,98 @@ mod tests {
             );
         }
         map
+    }
+
+    fn parts(version: http::Version, target: &str, hosts: &[&str]) -> http::request::Parts {
+        let mut request = http::Request::get(target).version(version);
+        for host in hosts {
+            request = request.header(http::header::HOST, *host);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn host_values_follow_rfc_3986() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com:",
+            "127.0.0.1",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::7]",
+            "a-b_c~d.e",
+            "%41bc",
+            "x!$&'()*+,;=",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "a b",
+            "a/b",
+            "a@b",
+            "user@example.com",
+            "a:b",
+            "a:80:90",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:a",
+            "[zz]",
+            "%4",
+            "%zz",
+            "a\tb",
+            "é",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_valid_host_header_names_the_host() {
+        let ok = parts(http::Version::HTTP_11, "/x", &["a.example:81"]);
+        assert_eq!(request_host(&ok).unwrap(), "a.example:81");
+        let none = parts(http::Version::HTTP_11, "/x", &[]);
+        assert_eq!(request_host(&none), Err(HostError::Missing));
+        let two = parts(http::Version::HTTP_11, "/x", &["a.example", "b.example"]);
+        assert_eq!(request_host(&two), Err(HostError::Repeated));
+        let same_twice = parts(http::Version::HTTP_11, "/x", &["a.example", "a.example"]);
+        assert_eq!(request_host(&same_twice), Err(HostError::Repeated));
+        let spaced = parts(http::Version::HTTP_11, "/x", &["a b"]);
+        assert_eq!(request_host(&spaced), Err(HostError::Invalid));
+    }
+
+    #[test]
+    fn an_absolute_target_wins_over_host_in_http1() {
+        let absolute = parts(
+            http::Version::HTTP_11,
+            "http://evil.example/c",
+            &["x.example"],
+        );
+        assert_eq!(request_host(&absolute).unwrap(), "evil.example");
+        // The ignored Host must still be one, and valid.
+        let bad_host = parts(http::Version::HTTP_11, "http://a.example/c", &["a b"]);
+        assert_eq!(request_host(&bad_host), Err(HostError::Invalid));
+        let userinfo = parts(
+            http::Version::HTTP_11,
+            "http://u@a.example/c",
+            &["a.example"],
+        );
+        assert_eq!(request_host(&userinfo), Err(HostError::Invalid));
+    }
+
+    #[test]
+    fn an_http2_authority_and_host_must_agree() {
+        let agree = parts(http::Version::HTTP_2, "https://a.example/c", &["A.example"]);
+        assert_eq!(request_host(&agree).unwrap(), "a.example");
+        let alone = parts(http::Version::HTTP_2, "https://a.example/c", &[]);
+        assert_eq!(request_host(&alone).unwrap(), "a.example");
+        let differ = parts(http::Version::HTTP_2, "https://a.example/c", &["b.example"]);
+        assert_eq!(request_host(&differ), Err(HostError::Conflicting));
+        let host_only = parts(http::Version::HTTP_2, "/c", &["b.example"]);
+        assert_eq!(request_host(&host_only).unwrap(), "b.example");
     }
 
     #[test]

@@ -137,6 +137,12 @@ impl Proxy {
         (exchange, request_id)
     }
 
+    /// Counts and logs the answer the connection gave on its own to a request head it could
+    /// not read (400, 414, 431).
+    pub fn record_rejected_head(&self, client: &ClientInfo, status: StatusCode) {
+        exchange::record_rejected_head(&self.snapshot.load(), client.addr.ip(), status);
+    }
+
     /// Answers with `respond`'s response without routing (a listener's redirect to HTTPS),
     /// counted and logged like every other answer.
     pub fn answer_locally(
@@ -144,12 +150,18 @@ impl Proxy {
         client: &ClientInfo,
         request: Request<Incoming>,
         connection: RequestInFlight,
-        respond: impl FnOnce(&http::request::Parts) -> Response<ResponseBody>,
+        respond: impl FnOnce(&http::request::Parts, &HeaderValue) -> Response<ResponseBody>,
     ) -> Handling {
         let snapshot = self.snapshot.load_full();
         let (mut parts, _body) = request.into_parts();
         let (mut exchange, request_id) = self.begin(client, &mut parts, &snapshot, connection);
-        let mut response = respond(&parts);
+        let host = match headers::request_host(&parts) {
+            Ok(host) => host,
+            Err(error) => {
+                return Handling::ready(exchange.local(StatusCode::BAD_REQUEST, error.message()));
+            }
+        };
+        let mut response = respond(&parts, &host);
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
         exchange.status = response.status();
         response.body_mut().set_completion(exchange);
@@ -173,17 +185,11 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let (mut exchange, request_id) = self.begin(client, &mut parts, &snapshot, connection);
 
-        let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let Some(host_value) = host_value else {
-            // RFC 9112 §3.2: a request without Host is answered 400.
-            return Handling::ready(
-                exchange.local(StatusCode::BAD_REQUEST, "request has no Host header"),
-            );
+        let host_value = match headers::request_host(&parts) {
+            Ok(host) => host,
+            Err(error) => {
+                return Handling::ready(exchange.local(StatusCode::BAD_REQUEST, error.message()));
+            }
         };
         let host = host_value.to_str().map(host_without_port).unwrap_or("");
         let Some(entry) = snapshot
@@ -258,8 +264,10 @@ impl Proxy {
             Some(set_host) => {
                 parts.headers.insert(header::HOST, set_host.clone());
             }
+            // The host routed by goes upstream: an absolute-form target's authority replaces
+            // the client's Host (RFC 9112 §3.2.2), and HTTP/2's :authority becomes one.
             None => {
-                if !parts.headers.contains_key(header::HOST) {
+                if parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST) {
                     parts.headers.insert(header::HOST, host_value.clone());
                 }
             }

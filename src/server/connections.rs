@@ -7,7 +7,7 @@ use atomic_waker::AtomicWaker;
 use slab::Slab;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,15 +15,68 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::interim::{InterimQueue, InterimSink};
 
+/// Why a client connection ended: the `reason` of `gatehouse_connections_closed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// The client closed it, or asked for it to close after a response.
+    Client,
+    /// Idle past `idle_timeout` between requests.
+    IdleTimeout,
+    /// A request head (or the first byte, or the TLS handshake) slower than
+    /// `header_read_timeout`.
+    HeaderTimeout,
+    /// A request in flight with no byte moving either way for `idle_timeout`.
+    Stalled,
+    /// Closed by a drain: shutdown, or its listener removed by a reload.
+    Shutdown,
+    /// A request head that could not be read, answered 4xx (or not at all, e.g. an HTTP/2
+    /// preface on an HTTP/1.1-only connection).
+    BadRequest,
+    /// The TLS handshake failed.
+    TlsHandshake,
+    /// A read or write failed (reset by the peer, a protocol error).
+    Error,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of their discriminants.
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Client,
+        CloseReason::IdleTimeout,
+        CloseReason::HeaderTimeout,
+        CloseReason::Stalled,
+        CloseReason::Shutdown,
+        CloseReason::BadRequest,
+        CloseReason::TlsHandshake,
+        CloseReason::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::Stalled => "stalled",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::BadRequest => "bad_request",
+            CloseReason::TlsHandshake => "tls_handshake",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
 /// What the registry and one connection share. `requests` and `bytes_read` are written only
 /// by the connection's own task (plain load + store); `in_flight` also by HTTP/2 streams'
 /// tasks (atomic add and subtract). The reaper reads them all.
-#[derive(Default)]
 pub struct ConnectionControl {
     /// Finish what is in flight, then close (drain, idle).
     close: AtomicBool,
     /// Close now (a request head too slow to arrive).
     abort: AtomicBool,
+    /// Why `close` or `abort` was asked for: a `CloseReason` as its index in `ALL`, or
+    /// `NO_REASON` (then the connection's own ending says why).
+    close_reason: AtomicU8,
     waker: AtomicWaker,
     requests: AtomicU64,
     in_flight: AtomicU32,
@@ -40,6 +93,31 @@ pub struct ConnectionControl {
     progress_seen: AtomicU64,
     stall_ticks: AtomicU32,
     interim: InterimQueue,
+}
+
+const NO_REASON: u8 = u8::MAX;
+
+impl Default for ConnectionControl {
+    fn default() -> Self {
+        Self {
+            close: AtomicBool::default(),
+            abort: AtomicBool::default(),
+            close_reason: AtomicU8::new(NO_REASON),
+            waker: AtomicWaker::default(),
+            requests: AtomicU64::default(),
+            in_flight: AtomicU32::default(),
+            bytes_read: AtomicU64::default(),
+            bytes_written: AtomicU64::default(),
+            bytes_when_idle: AtomicU64::default(),
+            http2: AtomicBool::default(),
+            requests_seen: AtomicU64::default(),
+            idle_ticks: AtomicU32::default(),
+            head_ticks: AtomicU32::default(),
+            progress_seen: AtomicU64::default(),
+            stall_ticks: AtomicU32::default(),
+            interim: InterimQueue::default(),
+        }
+    }
 }
 
 fn bump64(counter: &AtomicU64, by: u64) {
@@ -92,12 +170,31 @@ impl ConnectionControl {
         self.waker.wake();
     }
 
-    fn request_close(&self) {
+    /// Why the connection was asked to close, if it was.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::ALL
+            .get(usize::from(self.close_reason.load(Ordering::Acquire)))
+            .copied()
+    }
+
+    fn note_reason(&self, reason: CloseReason) {
+        // The first reason stands: a connection idle-closed and then drained closed as idle.
+        let _ = self.close_reason.compare_exchange(
+            NO_REASON,
+            reason as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    fn request_close(&self, reason: CloseReason) {
+        self.note_reason(reason);
         self.close.store(true, Ordering::Release);
         self.waker.wake();
     }
 
-    fn request_abort(&self) {
+    fn request_abort(&self, reason: CloseReason) {
+        self.note_reason(reason);
         self.abort.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -283,7 +380,7 @@ impl Connections {
     /// Asks every open connection to finish what it is doing and close.
     pub fn close_all(&self) {
         for (_, control) in self.lock().iter() {
-            control.request_close();
+            control.request_close(CloseReason::Shutdown);
         }
     }
 
@@ -307,7 +404,7 @@ impl Connections {
                 } else if control.stall_ticks.fetch_add(1, Ordering::Relaxed) + 1
                     > policy.idle_ticks
                 {
-                    control.request_abort();
+                    control.request_abort(CloseReason::Stalled);
                 }
                 continue;
             }
@@ -322,13 +419,13 @@ impl Connections {
                 // timeout's worth of ticks makes sure it is never cut early.
                 let ticks = control.head_ticks.fetch_add(1, Ordering::Relaxed) + 1;
                 if ticks > policy.head_ticks {
-                    control.request_abort();
+                    control.request_abort(CloseReason::HeaderTimeout);
                 }
                 continue;
             }
             let ticks = control.idle_ticks.fetch_add(1, Ordering::Relaxed) + 1;
             if ticks > policy.idle_ticks {
-                control.request_close();
+                control.request_close(CloseReason::IdleTimeout);
             }
         }
     }
@@ -346,6 +443,13 @@ mod tests {
     fn policy() -> ReapPolicy {
         // Tick 125 ms: idle after 8 quiet ticks, head timeout after 4.
         ReapPolicy::new(Duration::from_secs(1), Duration::from_millis(500))
+    }
+
+    #[test]
+    fn close_reasons_are_listed_in_discriminant_order() {
+        for (index, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{reason:?}");
+        }
     }
 
     #[test]
@@ -373,6 +477,8 @@ mod tests {
             Some(false),
             "graceful close"
         );
+        assert_eq!(quiet.control.close_reason(), Some(CloseReason::IdleTimeout));
+        assert_eq!(busy.control.close_reason(), None);
         assert_eq!(busy.control.close_requested(&cx()), None);
     }
 
@@ -401,6 +507,10 @@ mod tests {
         }
         connections.reap(&policy()); // past four ticks of head: 500 ms for sure
         assert_eq!(conn.control.close_requested(&cx()), Some(true));
+        assert_eq!(
+            conn.control.close_reason(),
+            Some(CloseReason::HeaderTimeout)
+        );
     }
 
     #[test]
@@ -429,6 +539,7 @@ mod tests {
         }
         connections.reap(&policy);
         assert_eq!(conn.control.close_requested(&cx()), Some(true));
+        assert_eq!(conn.control.close_reason(), Some(CloseReason::Stalled));
     }
 
     #[test]
@@ -440,6 +551,7 @@ mod tests {
         connections.close_all();
         assert_eq!(a.control.close_requested(&cx()), Some(false));
         assert_eq!(b.control.close_requested(&cx()), Some(false));
+        assert_eq!(a.control.close_reason(), Some(CloseReason::Shutdown));
         drop(a);
         assert_eq!(connections.len(), 1);
     }

@@ -9,7 +9,7 @@ mod interim;
 pub mod redirect;
 pub mod settings;
 
-pub use connections::{Connections, ReapPolicy, RequestInFlight};
+pub use connections::{CloseReason, Connections, ReapPolicy, RequestInFlight};
 pub use drain::{Drain, DrainWatch};
 pub use interim::InterimSink;
 pub use settings::{ListenerSettings, SharedSettings};
@@ -19,7 +19,7 @@ use crate::snapshot::Limits;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -52,8 +52,22 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub open_connections: IntGauge,
     pub accepted: IntCounter,
+    pub closed: Arc<ClosedConnections>,
     /// TLS, redirect and HSTS, as the config in force says.
     pub settings: SharedSettings,
+}
+
+/// A listener's `gatehouse_connections_closed_total` handles, one per reason.
+pub struct ClosedConnections([IntCounter; CloseReason::ALL.len()]);
+
+impl ClosedConnections {
+    pub fn new(family: &IntCounterVec, listener: &str) -> Self {
+        Self(CloseReason::ALL.map(|reason| family.with_label_values(&[listener, reason.as_str()])))
+    }
+
+    fn count(&self, reason: CloseReason) {
+        self.0[reason as usize].inc();
+    }
 }
 
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -135,6 +149,7 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
                 builder: Arc::clone(&builder),
                 limits,
                 open_connections: listener.open_connections.clone(),
+                closed: Arc::clone(&listener.closed),
                 registration,
                 _drain: drain.clone(),
             },
@@ -164,6 +179,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     open_connections: IntGauge,
+    closed: Arc<ClosedConnections>,
     registration: connections::Registration,
     _drain: DrainWatch,
 }
@@ -181,11 +197,19 @@ async fn serve_connection(
         // hold its connection until idle_timeout. (`readable()` may report ready spuriously,
         // so peek at a real byte.)
         let mut first_byte = [0u8; 1];
-        match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
-        return serve_http(stream, client, settings, connection).await;
+        let silent =
+            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => None,
+                Ok(Ok(_)) => Some(CloseReason::Client),
+                Ok(Err(_)) => Some(CloseReason::Error),
+                Err(_) => Some(CloseReason::HeaderTimeout),
+            };
+        return match silent {
+            Some(reason) => connection.closed.count(reason),
+            None => serve_http(stream, client, settings, connection).await,
+        };
     };
     // The handshake is the start of the first request: it gets header_read_timeout too.
     let started = std::time::Instant::now();
@@ -202,10 +226,12 @@ async fn serve_connection(
         }
         Ok(Err(e)) => {
             metrics.failed.inc();
+            connection.closed.count(CloseReason::TlsHandshake);
             tracing::debug!(client = %client.addr, error = %e, "TLS handshake failed");
         }
         Err(_) => {
             metrics.timed_out.inc();
+            connection.closed.count(CloseReason::HeaderTimeout);
             tracing::debug!(client = %client.addr, "TLS handshake timed out");
         }
     }
@@ -223,17 +249,18 @@ async fn serve_http<S>(
         proxy,
         builder,
         open_connections,
+        closed,
         registration,
         ..
     } = connection;
     open_connections.inc();
-    let client_addr = client.addr;
+    let rejected = (Arc::clone(&proxy), client.clone());
     let control = Arc::clone(&registration.control);
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
         if let Some(redirect) = &settings.redirect {
-            return proxy.answer_locally(&client, request, in_flight, |request| {
-                redirect_response(redirect, request)
+            return proxy.answer_locally(&client, request, in_flight, |request, host| {
+                redirect_response(redirect, request, host)
             });
         }
         let handling = proxy.handle(&client, request, in_flight);
@@ -262,30 +289,68 @@ async fn serve_http<S>(
         connection.as_mut().poll(cx)
     })
     .await;
-    if let Err(e) = result {
-        tracing::debug!(client = %client_addr, error = %e, "client connection ended with an error");
-    }
+    let reason = match result {
+        Ok(()) => registration
+            .control
+            .close_reason()
+            .unwrap_or(CloseReason::Client),
+        Err(error) => {
+            let (proxy, client) = rejected;
+            let unreadable_head = error
+                .downcast_ref::<hyper::Error>()
+                .filter(|error| error.is_parse());
+            match unreadable_head {
+                Some(parse_error) => {
+                    if let Some(status) = automatic_answer(parse_error) {
+                        proxy.record_rejected_head(&client, status);
+                    }
+                    tracing::debug!(client = %client.addr, error = %parse_error, "request head rejected");
+                    CloseReason::BadRequest
+                }
+                None => {
+                    tracing::debug!(client = %client.addr, error = %error, "client connection ended with an error");
+                    registration
+                        .control
+                        .close_reason()
+                        .unwrap_or(CloseReason::Error)
+                }
+            }
+        }
+    };
+    closed.count(reason);
     open_connections.dec();
 }
 
-/// The 308 of a `redirect_https` listener.
+/// The status hyper answered a request head it could not read with, before closing the
+/// connection (its `on_error`); `None` when it closed without an answer (an HTTP/2 preface
+/// on a connection that speaks HTTP/1.1 only, an internal parse failure).
+fn automatic_answer(parse_error: &hyper::Error) -> Option<http::StatusCode> {
+    if parse_error.is_parse_too_large() {
+        // The only way to tell its two "too large" kinds apart is their description.
+        return Some(if parse_error.to_string() == "URI too long" {
+            http::StatusCode::URI_TOO_LONG
+        } else {
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        });
+    }
+    if parse_error.is_parse_version_h2() || parse_error.to_string().starts_with("internal error") {
+        return None;
+    }
+    Some(http::StatusCode::BAD_REQUEST)
+}
+
+/// The 308 of a `redirect_https` listener, to the host the request was for.
 fn redirect_response(
     redirect: &redirect::RedirectTemplate,
     request: &http::request::Parts,
+    host: &http::HeaderValue,
 ) -> hyper::Response<crate::proxy::body::ResponseBody> {
-    let host = request
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri.authority().map(|a| a.as_str()));
-    let Some(host) = host else {
-        return crate::proxy::local_response(
-            http::StatusCode::BAD_REQUEST,
-            "request has no Host header",
-        );
-    };
     let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(location) = http::HeaderValue::from_str(&redirect.location(host, path)) else {
+    let location = host
+        .to_str()
+        .ok()
+        .and_then(|host| http::HeaderValue::from_str(&redirect.location(host, path)).ok());
+    let Some(location) = location else {
         return crate::proxy::local_response(http::StatusCode::BAD_REQUEST, "invalid Host header");
     };
     let mut response = crate::proxy::local_response(

@@ -38,6 +38,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub underscores_in_headers: bool,
 }
 
 pub struct Snapshot {
@@ -128,6 +129,7 @@ impl Snapshot {
             header_read_timeout: config.limits.header_read_timeout.0,
             idle_timeout: config.limits.idle_timeout.0,
             shutdown_grace: config.limits.shutdown_grace.0,
+            underscores_in_headers: config.limits.underscores_in_headers,
         };
         Ok(Self {
             router: Router::new(entries),

@@ -453,3 +453,45 @@ async fn a_websocket_upgrade_is_bridged_both_ways() {
     );
     assert_eq!(values(upgrade_headers, "host"), ["chat.test"]);
 }
+
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped_unless_allowed() {
+    let request = "POST /u HTTP/1.1\r\n\
+        Host: shop.test\r\n\
+        Content-Length: 2\r\n\
+        Content_Length: 40\r\n\
+        Transfer_Encoding: chunked\r\n\
+        X_Custom: 1\r\n\
+        X-Custom: 2\r\n\
+        Connection: close\r\n\
+        \r\n\
+        ok";
+    for (allowed, expected) in [
+        (false, vec![]),
+        (
+            true,
+            vec![
+                ("content_length", "40"),
+                ("transfer_encoding", "chunked"),
+                ("x_custom", "1"),
+            ],
+        ),
+    ] {
+        let upstream = TestUpstream::named("app").await;
+        let config = common::simple_config(&[upstream.addr], "")
+            + &format!("\n[limits]\nunderscores_in_headers = {allowed}\n");
+        let gatehouse = common::start_gatehouse(&config).await;
+        let response = common::raw_exchange(gatehouse.listener_addrs[0], request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response:?}");
+        let seen = only_request(&upstream);
+        assert_eq!(seen.body, "ok", "framed by Content-Length alone");
+        assert_eq!(values(&seen.headers, "x-custom"), ["2"]);
+        let underscored: Vec<(&str, &str)> = seen
+            .headers
+            .iter()
+            .filter(|(name, _)| name.as_str().contains('_'))
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(underscored, expected, "allowed = {allowed}");
+    }
+}

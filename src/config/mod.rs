@@ -488,6 +488,10 @@ pub struct LimitsConfig {
     pub idle_timeout: ConfigDuration,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     pub shutdown_grace: ConfigDuration,
+    /// Pass request header names with `_` upstream (nginx's `underscores_in_headers`). Off by
+    /// default: back-ends that map headers to CGI-style variables read `Content_Length` as
+    /// `Content-Length`, which makes such names a request-smuggling vector.
+    pub underscores_in_headers: bool,
 }
 
 impl Default for LimitsConfig {
@@ -498,6 +502,7 @@ impl Default for LimitsConfig {
             header_read_timeout: ConfigDuration::from_secs(10),
             idle_timeout: ConfigDuration::from_secs(60),
             shutdown_grace: ConfigDuration::from_secs(10),
+            underscores_in_headers: false,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct HeaderScan {
     fixed_hop_by_hop: u8,
     connection: bool,
     forwarded_for: bool,
+    /// A name with `_` (see `remove_underscored`).
+    pub underscored: bool,
 }
 
 const UPGRADE_BIT: u8 = 1 << 3;
@@ -55,9 +57,25 @@ impl HeaderScan {
                 scan.forwarded_for = true;
             } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
                 scan.fixed_hop_by_hop |= 1 << i;
+            } else if name.as_str().as_bytes().contains(&b'_') {
+                scan.underscored = true;
             }
         }
         scan
+    }
+}
+
+/// Removes header names with `_`, as nginx does by default: CGI, WSGI and Rack map both `-`
+/// and `_` to `_`, so a back-end behind them would read `Transfer_Encoding` or
+/// `Content_Length` as framing the proxy never saw.
+pub fn remove_underscored(headers: &mut HeaderMap) {
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().as_bytes().contains(&b'_'))
+        .cloned()
+        .collect();
+    for name in &underscored {
+        headers.remove(name);
     }
 }
 
@@ -507,6 +525,23 @@ mod tests {
         assert_eq!(request_host(&differ), Err(HostError::Conflicting));
         let host_only = parts(http::Version::HTTP_2, "/c", &["b.example"]);
         assert_eq!(request_host(&host_only).unwrap(), "b.example");
+    }
+
+    #[test]
+    fn names_with_underscores_are_found_and_removed() {
+        let mut map = headers(&[
+            ("content_length", "5"),
+            ("x-a", "1"),
+            ("transfer_encoding", "chunked"),
+            ("transfer_encoding", "again"),
+            ("x_b", "2"),
+        ]);
+        let scan = HeaderScan::of(&map);
+        assert!(scan.underscored);
+        remove_underscored(&mut map);
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert!(map.contains_key("x-a"));
+        assert!(!HeaderScan::of(&map).underscored);
     }
 
     #[test]

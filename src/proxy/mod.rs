@@ -233,6 +233,9 @@ impl Proxy {
 
         // Rewrite the request head for the upstream, in place.
         let scan = HeaderScan::of(&parts.headers);
+        if scan.underscored && !snapshot.limits.underscores_in_headers {
+            headers::remove_underscored(&mut parts.headers);
+        }
         let websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
         let client_upgrade = if websocket {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()

@@ -183,12 +183,66 @@ async fn content_length_with_transfer_encoding_is_framed_by_chunks_and_closed() 
         "only the first request goes upstream: {received:?}"
     );
     assert_eq!(&received[0].body[..], b"hello");
+    // Read whole before forwarding, the body goes with the length it really has, never
+    // with the client's Content-Length beside a Transfer-Encoding.
     assert!(
-        !received[0].headers.contains_key("content-length"),
+        !received[0].headers.contains_key("transfer-encoding")
+            && received[0]
+                .headers
+                .get("content-length")
+                .is_none_or(|length| length == "5"),
         "{:?}",
         received[0].headers
     );
     assert_eq!(received[0].uri.path(), "/");
+}
+
+#[tokio::test]
+async fn chunk_data_longer_than_its_size_is_400_before_any_upstream_is_contacted() {
+    // The body fits the pre-read buffer, so it is checked whole before a server is chosen.
+    assert_refused(
+        b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_long_body_that_turns_bad_midway_closes_its_upstream_connection() {
+    let upstream = TestUpstream::named("app").await;
+    let config = format!(
+        "{}\n[limits]\nmax_body_bytes = \"1MiB\"\n",
+        simple_config(&[upstream.addr], "")
+    );
+    let running = common::start_gatehouse(&config).await;
+    let chunk = "z".repeat(4096);
+    let mut request = String::from(
+        "POST /long HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..8 {
+        request.push_str(&format!("1000\r\n{chunk}\r\n"));
+    }
+    request.push_str("5\r\ntoo long by far\r\n0\r\n\r\n");
+    let response = raw_exchange(running.listener_addrs[0], request.as_bytes()).await;
+    assert_status(&response, 400);
+    // The connection that carried the broken body is never used again.
+    let after = common::get(running.listener_addrs[0], "/after").await;
+    assert_eq!(after.status, 200);
+    // The upstream saw the long request's head and part of its body, never its end.
+    let received = upstream.received();
+    let uris: Vec<_> = received.iter().map(|r| r.uri.to_string()).collect();
+    assert_eq!(uris, ["/long", "/after"]);
+    assert!(
+        received[0].body.len() < 8 * 4096,
+        "{}",
+        received[0].body.len()
+    );
+    assert_eq!(
+        upstream.connections.load(Ordering::SeqCst),
+        2,
+        "a new upstream connection for the next request"
+    );
 }
 
 #[tokio::test]

@@ -476,3 +476,58 @@ async fn retries_bound_the_number_of_attempts() {
         + upstream_outcome(&running, dead2, "connect_error");
     assert_eq!(connect_errors, 3.0 + retries, "attempts on dead servers");
 }
+
+/// Two PUTs with `body` to a server that resets every connection once it has read a request
+/// head and a live one, on new client connections: round robin makes at least one of the two
+/// start on the resetting server. Returns the replies, the live server and the heads the
+/// resetting one read.
+async fn puts_through_a_resetting_server(body: Bytes) -> (Vec<Reply>, TestUpstream, usize) {
+    let (breaking, heads) = raw_upstream(|s| write_then_reset(s, b"")).await;
+    let live = TestUpstream::named("live").await;
+    let running = start(&[breaking, live.addr], "retries = 2").await;
+    let mut replies = Vec::new();
+    for i in 0..2 {
+        let mut client = Client::connect(running.listener_addrs[0]).await;
+        let request = Request::put(format!("/item/{i}"))
+            .header("host", "retry.test")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        replies.push(client.send(request).await);
+    }
+    let heads = heads.load(Ordering::SeqCst);
+    (replies, live, heads)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_with_a_small_body_is_retried_after_a_broken_connection() {
+    let body = Bytes::from_static(b"{\"status\":\"ready\"}");
+    let (replies, live, heads) = puts_through_a_resetting_server(body.clone()).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.text(), "live");
+    }
+    assert!(heads >= 1, "the resetting server was tried");
+    let received = live.received();
+    assert_eq!(received.len(), 2);
+    for recorded in received {
+        assert_eq!(recorded.body, body, "the body is sent again whole");
+    }
+}
+
+#[tokio::test]
+async fn a_body_too_large_to_read_first_is_not_sent_twice() {
+    let body = Bytes::from(vec![b'p'; 64 * 1024]);
+    let (replies, live, heads) = puts_through_a_resetting_server(body.clone()).await;
+    assert!(heads >= 1, "the resetting server was tried");
+    let failed = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::BAD_GATEWAY)
+        .count();
+    assert_eq!(
+        failed, heads,
+        "each request that met the reset failed, unretried"
+    );
+    for recorded in live.received() {
+        assert_eq!(recorded.body.len(), body.len(), "only whole bodies arrive");
+    }
+}

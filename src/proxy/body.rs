@@ -2,7 +2,8 @@
 //! client's body under its size limit) and what goes back to the client (the upstream's body,
 //! returning its connection to the pool when it ends, or a short local answer).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::fmt;
@@ -46,11 +47,22 @@ impl std::error::Error for ClientBodyError {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How much of a client's body is read before any server is contacted (nginx reads up to
+/// its `client_body_buffer_size` the same way).
+pub const PREREAD_LIMIT: usize = 16 * 1024;
+
 /// A request body on its way to an upstream server.
 pub enum RequestBody {
     Empty,
+    /// A body read whole before forwarding: checked, of known length, and sendable again.
+    Buffered {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
     /// The client's body, counted against the size limit as it streams.
     Client {
+        /// Read before forwarding (counted already), sent first.
+        prefix: Option<Bytes>,
         body: Incoming,
         seen: u64,
         limit: u64,
@@ -65,11 +77,105 @@ impl RequestBody {
             RequestBody::Empty
         } else {
             RequestBody::Client {
+                prefix: None,
                 body,
                 seen: 0,
                 limit,
                 received: received.clone(),
             }
+        }
+    }
+
+    /// Whether the client's body is still to be read.
+    pub fn is_unread(&self) -> bool {
+        matches!(self, RequestBody::Client { prefix: None, .. })
+    }
+
+    /// Reads the client's body up to `PREREAD_LIMIT` before any server is contacted. A body
+    /// that ends within it (most API requests) is checked whole, so that bad chunking or an
+    /// oversized body is answered without an upstream waiting for a body that never comes,
+    /// and can be sent again on a retry; a longer one streams on after what was read.
+    pub async fn preread(self) -> Result<Self, BoxError> {
+        let RequestBody::Client {
+            prefix: None,
+            mut body,
+            mut seen,
+            limit,
+            received,
+        } = self
+        else {
+            return Ok(self);
+        };
+        // The first chunk is kept as it came; a copy is made only when a second one follows.
+        let mut first: Option<Bytes> = None;
+        let mut joined = BytesMut::new();
+        let read = |first: Option<Bytes>, joined: BytesMut| match first {
+            Some(first) if joined.is_empty() => Some(first),
+            _ if joined.is_empty() => None,
+            _ => Some(joined.freeze()),
+        };
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let frame = match frame {
+                None => {
+                    return Ok(RequestBody::Buffered {
+                        data: read(first, joined),
+                        trailers: None,
+                    });
+                }
+                Some(Err(e)) => return Err(Box::new(ClientBodyError(e))),
+                Some(Ok(frame)) => frame,
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    return Ok(RequestBody::Buffered {
+                        data: read(first, joined),
+                        trailers: frame.into_trailers().ok(),
+                    });
+                }
+            };
+            seen += data.len() as u64;
+            received.inc_by(data.len() as u64);
+            if seen > limit {
+                return Err(Box::new(BodyTooLarge { limit }));
+            }
+            match first.take() {
+                None if joined.is_empty() => first = Some(data),
+                None => joined.extend_from_slice(&data),
+                Some(earlier) => {
+                    joined.reserve(earlier.len() + data.len());
+                    joined.extend_from_slice(&earlier);
+                    joined.extend_from_slice(&data);
+                }
+            }
+            if body.is_end_stream() {
+                return Ok(RequestBody::Buffered {
+                    data: read(first, joined),
+                    trailers: None,
+                });
+            }
+            if seen > PREREAD_LIMIT as u64 {
+                return Ok(RequestBody::Client {
+                    prefix: read(first, joined),
+                    body,
+                    seen,
+                    limit,
+                    received,
+                });
+            }
+        }
+    }
+
+    /// The same body again, for a retry: only one that is empty or was read whole.
+    pub fn try_clone(&self) -> Option<Self> {
+        match self {
+            RequestBody::Empty => Some(RequestBody::Empty),
+            RequestBody::Buffered { data, trailers } => Some(RequestBody::Buffered {
+                data: data.clone(),
+                trailers: trailers.clone(),
+            }),
+            RequestBody::Client { .. } => None,
         }
     }
 }
@@ -84,7 +190,18 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Buffered { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
             RequestBody::Client {
+                prefix: prefix @ Some(_),
+                ..
+            } => Poll::Ready(prefix.take().map(|data| Ok(Frame::data(data)))),
+            RequestBody::Client {
+                prefix: None,
                 body,
                 seen,
                 limit,
@@ -111,14 +228,27 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            RequestBody::Client { prefix, body, .. } => prefix.is_none() && body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Client { body, .. } => body.size_hint(),
+            RequestBody::Buffered { data, trailers: _ } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
+            }
+            RequestBody::Client { prefix, body, .. } => {
+                let before = prefix.as_ref().map_or(0, |prefix| prefix.len() as u64);
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + before);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + before);
+                }
+                hint
+            }
         }
     }
 }

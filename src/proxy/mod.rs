@@ -388,7 +388,21 @@ impl Reply {
         parts: http::request::Parts,
         body: RequestBody,
     ) -> Result<Forwarded, ForwardError> {
-        let started = self.exchange.start;
+        let mut started = self.exchange.start;
+        let body = if body.is_unread() {
+            let body = body.preread().await.map_err(|error| {
+                if error.is::<BodyTooLarge>() {
+                    ForwardError::BodyTooLarge
+                } else {
+                    ForwardError::ClientBody
+                }
+            })?;
+            // The upstream's response_timeout starts once it can be sent the request.
+            started = Instant::now();
+            body
+        } else {
+            body
+        };
         forward(
             &self.route.upstream,
             &mut self.exchange.server,
@@ -609,18 +623,21 @@ pub(crate) struct Forwarded {
 }
 
 /// The head of a request kept to send it again on another server after the first attempt
-/// failed in flight: only for idempotent requests without a body, and only where a retry is
-/// possible at all (a cloned header map costs a few hundred instructions).
+/// failed in flight: only for idempotent requests whose body is empty or was read whole
+/// before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible at all (a cloned header map costs a few hundred instructions).
 struct ReplayableHead<'a> {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
+    /// Empty, or read whole before the first attempt.
+    body: RequestBody,
     interim: Option<&'a InterimSink>,
 }
 
 impl ReplayableHead<'_> {
     fn request(&self) -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::Empty);
+        let body = self.body.try_clone().unwrap_or(RequestBody::Empty);
+        let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
@@ -651,8 +668,8 @@ fn pass_on_interim(request: &mut Request<RequestBody>, interim: &InterimSink) {
 }
 
 /// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on
-/// another server (up to `retries`) after a connect failure, and — when they carry no body —
-/// after a broken connection or a response timeout too.
+/// another server (up to `retries`) after a connect failure, and — when their body is empty
+/// or was read whole before forwarding — after a broken connection or a response timeout too.
 async fn forward(
     upstream: &Upstream,
     chosen: &mut Option<Arc<str>>,
@@ -664,14 +681,14 @@ async fn forward(
 ) -> Result<Forwarded, ForwardError> {
     let now = started;
     let retryable = is_idempotent(&parts.method);
-    let replay = (retryable
-        && matches!(body, RequestBody::Empty)
-        && upstream.retries > 0
-        && upstream.servers.len() > 1)
-        .then(|| ReplayableHead {
+    let replay = (retryable && upstream.retries > 0 && upstream.servers.len() > 1)
+        .then(|| body.try_clone())
+        .flatten()
+        .map(|body| ReplayableHead {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
+            body,
             interim,
         });
     let mut first = Request::from_parts(parts, body);

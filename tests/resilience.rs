@@ -1107,6 +1107,15 @@ open_for = "30s"
     assert_eq!(f["health"]["up"], true, "{f}");
     assert_eq!(f["breaker"], "open", "{f}");
     assert_eq!(f["eligible"], false, "{f}");
+    let next_trial = f["breaker_next_trial_in_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no next trial for an open breaker: {f}"));
+    assert!(
+        (20_000..=30_000).contains(&next_trial),
+        "next trial in {next_trial} ms; open_for is 30 s: {f}"
+    );
+    assert!(g["breaker_next_trial_in_ms"].is_null(), "{g}");
+    assert!(d["breaker_next_trial_in_ms"].is_null(), "{d}");
     running.shutdown().await;
 }
 

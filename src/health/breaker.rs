@@ -138,6 +138,8 @@ pub struct Breaker {
     trials_started: u32,
     /// Whether the last active health check failed, so that the next pass is news.
     last_check_failed: bool,
+    /// Whether a health check ended the current open time early (for the log line).
+    open_ended_by_check: bool,
 }
 
 impl Breaker {
@@ -151,6 +153,7 @@ impl Breaker {
             open_until: now,
             trials_started: 0,
             last_check_failed: false,
+            open_ended_by_check: false,
         }
     }
 
@@ -176,6 +179,7 @@ impl Breaker {
         self.last_check_failed = !passed;
         if came_back && self.state == BreakerState::Open && self.open_until > now {
             self.open_until = now;
+            self.open_ended_by_check = true;
             return true;
         }
         false
@@ -203,13 +207,16 @@ impl Breaker {
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
         let mut transition = None;
         if self.state == BreakerState::Open && now >= self.open_until {
-            transition = Some(self.move_to(
-                BreakerState::HalfOpen,
+            let reason = if self.open_ended_by_check {
+                "health checks pass again after failing, letting trial requests through".into()
+            } else {
                 format!(
                     "open for {}, letting trial requests through",
                     humantime::format_duration(self.open_for)
-                ),
-            ));
+                )
+            };
+            transition = Some(self.move_to(BreakerState::HalfOpen, reason));
+            self.open_ended_by_check = false;
             self.trials_started = 0;
         }
         let admission = match self.state {
@@ -533,7 +540,13 @@ mod tests {
         assert!(b.would_admit(at(8)));
         let (admission, transition) = b.admit(at(8));
         assert_eq!(admission, Admission::Trial);
-        assert_eq!(transition.map(|t| t.to), Some(BreakerState::HalfOpen));
+        let half_open = transition.expect("half-open");
+        assert_eq!(half_open.to, BreakerState::HalfOpen);
+        assert!(
+            half_open.reason.contains("health checks pass again"),
+            "{}",
+            half_open.reason
+        );
 
         // The trial fails: open for twice as long, and further passes change nothing.
         let reopened = b
@@ -558,6 +571,14 @@ mod tests {
             b.open_until(),
             Some(at(114)),
             "60 s doubled, capped at 100 s"
+        );
+        // Waited out in full this time: the log line says how long.
+        let (_, transition) = b.admit(at(114));
+        let half_open = transition.expect("half-open after the open time");
+        assert!(
+            half_open.reason.contains("open for 1m 40s"),
+            "{}",
+            half_open.reason
         );
     }
 

@@ -355,6 +355,7 @@ async fn the_status_page_is_one_self_contained_html_file_polling_status() {
         "\"recent\"",
         "\"duration_seconds_sum\"",
         "\"hash\"",
+        "\"breaker_next_trial_in_ms\"",
     ] {
         assert!(status.contains(field), "/status lacks {field}");
     }

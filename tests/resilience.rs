@@ -1,6 +1,7 @@
 //! Upstream resilience with real servers on loopback: health checks taking a killed server out
 //! of rotation and a restarted one back in, circuit breakers opening on consecutive failures or
-//! a failure rate and recovering through half-open trials, fast 503s when no server is left,
+//! a failure rate and recovering through half-open trials (sooner only when a server's checks
+//! failed and pass again, not while they keep passing), fast 503s when no server is left,
 //! failover from a hanging server, panic mode, no extra upstream requests on the data path,
 //! /status reporting, and `gatehouse check` rejecting bad resilience settings.
 
@@ -215,6 +216,17 @@ fn checks_recorded(running: &Running, server: SocketAddr) -> f64 {
         .sum()
 }
 
+/// `gatehouse_health_checks_total{result="fail"}` of `server`.
+fn checks_failed(running: &Running, server: SocketAddr) -> f64 {
+    let server = server.to_string();
+    metric_sample(
+        &running.metrics.render(),
+        "gatehouse_health_checks_total",
+        &[("upstream", "app"), ("server", &server), ("result", "fail")],
+    )
+    .unwrap_or(0.0)
+}
+
 /// Polls `condition` every few milliseconds until it holds, and returns how long that took;
 /// panics (naming `what`) if it still does not hold after `limit`.
 async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
@@ -394,12 +406,13 @@ async fn killed_server_leaves_rotation_without_client_errors_and_returns_after_r
 // ---------------------------------------------------------------------------------------------
 // 2. Breaker: consecutive failures, half-open trials, longer re-opening.
 
-/// Sends GETs (each on a new connection, one every 10 ms) until one is admitted to `upstream`
-/// rather than answered 503 by gatehouse. Returns when the admission was seen and the
-/// admitted request (still running if the upstream holds it).
+/// Sends GETs (each on a new connection, one every 10 ms) until one is admitted to the
+/// upstream rather than answered 503 by gatehouse; `data` counts the real requests the
+/// upstream received. Returns when the admission was seen and the admitted request (still
+/// running if the upstream holds it).
 async fn next_trial(
     proxy: SocketAddr,
-    upstream: &Switchable,
+    data: impl Fn() -> usize,
     limit: Duration,
 ) -> (Instant, tokio::task::JoinHandle<Reply>) {
     let start = Instant::now();
@@ -408,14 +421,14 @@ async fn next_trial(
             start.elapsed() < limit,
             "no request admitted within {limit:?}"
         );
-        let before = upstream.data();
+        let before = data();
         let request = tokio::spawn(common::get(proxy, "/trial"));
         let reached = loop {
-            if upstream.data() > before {
+            if data() > before {
                 break true;
             }
             if request.is_finished() {
-                break upstream.data() > before;
+                break data() > before;
             }
             assert!(
                 start.elapsed() < limit + WAIT,
@@ -482,7 +495,7 @@ half_open_requests = 1
 
     // After open_for, one trial goes through (held here), and only one.
     up.set_hold(true);
-    let (admitted, trial) = next_trial(proxy, &up, OPEN_FOR + MARGIN + WAIT).await;
+    let (admitted, trial) = next_trial(proxy, || up.data(), OPEN_FOR + MARGIN + WAIT).await;
     let waited = admitted - opened;
     assert!(
         waited >= OPEN_FOR && waited <= OPEN_FOR + MARGIN,
@@ -511,7 +524,7 @@ half_open_requests = 1
     assert_eq!(transitions(&running, up.addr, "open"), 2.0);
     up.set_hold(false);
     up.set_status(200);
-    let (admitted, trial) = next_trial(proxy, &up, 2 * OPEN_FOR + MARGIN + WAIT).await;
+    let (admitted, trial) = next_trial(proxy, || up.data(), 2 * OPEN_FOR + MARGIN + WAIT).await;
     let waited = admitted - reopened;
     assert!(
         waited >= 2 * OPEN_FOR && waited <= 2 * OPEN_FOR + MARGIN,
@@ -542,7 +555,7 @@ half_open_requests = 1
     }
     assert_eq!(state(), Some(2.0));
     up.set_status(200);
-    let (admitted, trial) = next_trial(proxy, &up, OPEN_FOR + MARGIN + WAIT).await;
+    let (admitted, trial) = next_trial(proxy, || up.data(), OPEN_FOR + MARGIN + WAIT).await;
     let waited = admitted - opened;
     assert!(
         waited >= OPEN_FOR && waited < 2 * OPEN_FOR,
@@ -555,6 +568,171 @@ half_open_requests = 1
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(state(), Some(0.0));
     running.shutdown().await;
+}
+
+/// A server that passes its health checks but fails every real request: the passing checks
+/// tell the breaker nothing new, so trials come open_for, 2 × open_for, 4 × open_for after
+/// each opening, not at every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_checks_leave_the_open_time_and_its_doubling_to_a_server_failing_requests() {
+    let _serial = serial().await;
+    const OPEN_FOR: Duration = Duration::from_millis(300);
+    // Checks every 50 ms: several pass during every open time.
+    let server = Switchable::start("fails-requests", 500, 200).await;
+    let config = simple_config(&[server.addr], "")
+        + &health("50ms", 1, 1)
+        + r#"
+[upstream.app.breaker]
+consecutive_failures = 3
+open_for = "300ms"
+max_open_for = "5m"
+half_open_requests = 1
+"#;
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    wait_until("a first health check recorded", WAIT, || {
+        checks_recorded(&running, server.addr) >= 1.0
+    })
+    .await;
+    let mut client = Client::connect(proxy).await;
+    let mut opened = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            client.get("/x").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    assert_eq!(
+        breaker(&running, server.addr),
+        Some(2.0),
+        "open after 3 failures"
+    );
+
+    // Each trial is held upstream, so that the re-opening can be timed from its release.
+    server.set_hold(true);
+    for (n, open_for) in [OPEN_FOR, 2 * OPEN_FOR, 4 * OPEN_FOR]
+        .into_iter()
+        .enumerate()
+    {
+        let checks_before = server.checks();
+        let (admitted, trial) = next_trial(proxy, || server.data(), open_for + MARGIN + WAIT).await;
+        let waited = admitted - opened;
+        let checks_passed = server.checks() - checks_before;
+        assert!(
+            waited >= open_for && waited <= open_for + MARGIN,
+            "trial {} came {waited:?} after the breaker opened, with {checks_passed} passing \
+             health checks meanwhile; want {open_for:?}",
+            n + 1
+        );
+        assert!(
+            checks_passed >= 2,
+            "only {checks_passed} health checks in {waited:?}: the test shows nothing"
+        );
+        assert_eq!(up(&running, server.addr), Some(1.0), "health checks pass");
+        assert_eq!(
+            breaker(&running, server.addr),
+            Some(1.0),
+            "half-open during the trial"
+        );
+        opened = Instant::now();
+        server.release_one();
+        let reply = timeout(WAIT, trial)
+            .await
+            .expect("trial ends")
+            .expect("task");
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            describe(&reply)
+        );
+        assert_eq!(breaker(&running, server.addr), Some(2.0), "open again");
+    }
+    assert_eq!(
+        server.data(),
+        3 + 3,
+        "three failures, then one request per trial"
+    );
+    assert_eq!(transitions(&running, server.addr, "open"), 4.0);
+    assert_eq!(transitions(&running, server.addr, "half_open"), 3.0);
+    running.shutdown().await;
+}
+
+/// A server that was down (its checks failed while its breaker was open) and came back: the
+/// first passing check is news, and the next request is the trial at once instead of after
+/// open_for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_was_down_and_came_back_gets_its_trial_at_once() {
+    let _serial = serial().await;
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const OPEN_FOR: Duration = Duration::from_secs(30);
+    let mut k = KillableUpstream::named("k").await;
+    // Three failed checks (at least 200 ms) before k is marked down: time for two real
+    // requests to fail and open the breaker first.
+    let config = simple_config(&[k.addr], "")
+        + &health("100ms", 1, 3)
+        + r#"
+[upstream.app.breaker]
+consecutive_failures = 2
+open_for = "30s"
+half_open_requests = 1
+"#;
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    wait_until("a first health check recorded", WAIT, || {
+        checks_recorded(&running, k.addr) >= 1.0
+    })
+    .await;
+
+    k.kill().await;
+    let mut client = Client::connect(proxy).await;
+    for _ in 0..2 {
+        assert_eq!(client.get("/x").await.status, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(
+        breaker(&running, k.addr),
+        Some(2.0),
+        "open after 2 refused connects"
+    );
+    let failed_before = checks_failed(&running, k.addr);
+    wait_until("k marked down by its failing checks", WAIT, || {
+        up(&running, k.addr) == Some(0.0) && checks_failed(&running, k.addr) > failed_before
+    })
+    .await;
+    assert_eq!(breaker(&running, k.addr), Some(2.0), "still open");
+
+    let data_before = k_data(&k);
+    k.restart();
+    let restarted = Instant::now();
+    let (admitted, trial) = next_trial(proxy, || k_data(&k), WAIT).await;
+    let waited = admitted - restarted;
+    assert!(
+        waited <= 2 * INTERVAL + MARGIN,
+        "trial {waited:?} after the restart; want the next passing check (every {INTERVAL:?}), \
+         not open_for ({OPEN_FOR:?})"
+    );
+    let reply = timeout(WAIT, trial)
+        .await
+        .expect("trial ends")
+        .expect("task");
+    assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    assert_eq!(
+        breaker(&running, k.addr),
+        Some(0.0),
+        "closed by the good trial"
+    );
+    assert_eq!(transitions(&running, k.addr, "half_open"), 1.0);
+    assert_eq!(transitions(&running, k.addr, "closed"), 1.0);
+    assert_eq!(k_data(&k), data_before + 1, "one trial");
+    for _ in 0..3 {
+        assert_eq!(client.get("/x").await.status, StatusCode::OK);
+    }
+    running.shutdown().await;
+}
+
+/// Real requests (not health checks) `k` received, across restarts.
+fn k_data(k: &KillableUpstream) -> usize {
+    k.arrivals().iter().filter(|a| a.path != "/healthz").count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -877,6 +1055,12 @@ open_for = "30s"
         Some(2.0),
         "failing's breaker open"
     );
+    // Passing checks of `failing` while its breaker is open leave its open time as it is.
+    let recorded = checks_recorded(&running, failing.addr);
+    wait_until("two more checks of failing recorded", WAIT, || {
+        checks_recorded(&running, failing.addr) >= recorded + 2.0
+    })
+    .await;
 
     let reply = common::get(admin, "/status").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -923,6 +1107,15 @@ open_for = "30s"
     assert_eq!(f["health"]["up"], true, "{f}");
     assert_eq!(f["breaker"], "open", "{f}");
     assert_eq!(f["eligible"], false, "{f}");
+    let next_trial = f["breaker_next_trial_in_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no next trial for an open breaker: {f}"));
+    assert!(
+        (20_000..=30_000).contains(&next_trial),
+        "next trial in {next_trial} ms; open_for is 30 s: {f}"
+    );
+    assert!(g["breaker_next_trial_in_ms"].is_null(), "{g}");
+    assert!(d["breaker_next_trial_in_ms"].is_null(), "{d}");
     running.shutdown().await;
 }
 

@@ -294,6 +294,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
             })
         })
         .collect();
+    let now = std::time::Instant::now();
     let upstreams: serde_json::Map<String, serde_json::Value> = snapshot
         .upstreams
         .iter()
@@ -312,9 +313,14 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                         "response_seconds_sum": response.get_sample_sum(),
                         "addr": &*server.addr,
                         "weight": weight,
-                        "eligible": server.is_eligible(std::time::Instant::now()),
+                        "eligible": server.is_eligible(now),
                         "health": server.health.report(),
                         "breaker": server.breaker.state().as_str(),
+                        // A wait, not a time of day: the page's clock may not be ours.
+                        "breaker_next_trial_in_ms": server
+                            .breaker
+                            .open_until()
+                            .map(|until| until.saturating_duration_since(now).as_millis() as u64),
                         "in_flight": server.in_flight(),
                         "latency_ewma_ms": server.latency_ewma().as_secs_f64() * 1000.0,
                         "idle_connections": server.pool.idle_count(),

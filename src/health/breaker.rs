@@ -6,6 +6,12 @@
 //! last `window` once it holds `min_requests`. Open → HalfOpen: after `open_for`. HalfOpen →
 //! Closed: a trial succeeds. HalfOpen → Open: a trial fails, and the open time doubles (up to
 //! `max_open_for`); it returns to `open_for` once the breaker closes.
+//!
+//! Active health checks end the open time early only when they say something new: a check
+//! that passes right after one that failed (the server was down and came back, e.g. restarted)
+//! lets the trial through at once, as Envoy un-ejects a host whose health came back. Checks
+//! that kept passing say nothing the breaker did not know when it opened (a server can pass
+//! `/healthz` and still fail real requests), so the open time and its doubling hold.
 
 use crate::config::BreakerConfig;
 use std::fmt;
@@ -130,6 +136,10 @@ pub struct Breaker {
     /// The open time used last; doubles after each failed trial.
     open_for: Duration,
     trials_started: u32,
+    /// Whether the last active health check failed, so that the next pass is news.
+    last_check_failed: bool,
+    /// Whether a health check ended the current open time early (for the log line).
+    open_ended_by_check: bool,
 }
 
 impl Breaker {
@@ -142,6 +152,8 @@ impl Breaker {
             consecutive_failures: 0,
             open_until: now,
             trials_started: 0,
+            last_check_failed: false,
+            open_ended_by_check: false,
         }
     }
 
@@ -158,12 +170,19 @@ impl Breaker {
         (self.state == BreakerState::Open).then_some(self.open_until)
     }
 
-    /// An active health check passed: an open breaker need not wait out its open time, and
-    /// lets its trial through now (a real request still decides whether it closes).
-    pub fn health_check_passed(&mut self, now: Instant) {
-        if self.state == BreakerState::Open && self.open_until > now {
+    /// An active health check's result. A pass that follows a failed check (the server was
+    /// down and is back) ends an open breaker's open time, so the next request is the trial
+    /// (a real request still decides whether it closes); returns whether it did. Any other
+    /// check leaves the open time as it is.
+    pub fn record_check(&mut self, passed: bool, now: Instant) -> bool {
+        let came_back = passed && self.last_check_failed;
+        self.last_check_failed = !passed;
+        if came_back && self.state == BreakerState::Open && self.open_until > now {
             self.open_until = now;
+            self.open_ended_by_check = true;
+            return true;
         }
+        false
     }
 
     /// A trial request ended without an outcome (its client left, or the fault was the
@@ -188,13 +207,16 @@ impl Breaker {
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
         let mut transition = None;
         if self.state == BreakerState::Open && now >= self.open_until {
-            transition = Some(self.move_to(
-                BreakerState::HalfOpen,
+            let reason = if self.open_ended_by_check {
+                "health checks pass again after failing, letting trial requests through".into()
+            } else {
                 format!(
                     "open for {}, letting trial requests through",
                     humantime::format_duration(self.open_for)
-                ),
-            ));
+                )
+            };
+            transition = Some(self.move_to(BreakerState::HalfOpen, reason));
+            self.open_ended_by_check = false;
             self.trials_started = 0;
         }
         let admission = match self.state {
@@ -451,18 +473,129 @@ mod tests {
         );
     }
 
+    /// Replays a server that passes its checks (every 2 s) but fails every real request
+    /// (one every 100 ms), from when its breaker opens; returns when each trial came, in
+    /// seconds after the opening.
+    fn trials_while_checks_pass(b: &mut Breaker, opened: Instant, until_secs: u64) -> Vec<f64> {
+        let mut trials = Vec::new();
+        for tick in 0..until_secs * 10 {
+            let now = opened + Duration::from_millis(tick * 100);
+            if tick % 20 == 0 {
+                assert!(
+                    !b.record_check(true, now),
+                    "a pass that is no news, at {now:?}"
+                );
+            }
+            let (admission, _) = b.admit(now);
+            if admission == Admission::Trial {
+                trials.push((now - opened).as_secs_f64());
+                b.record(admission, Some("HTTP 500"), now);
+            }
+        }
+        trials
+    }
+
     #[test]
-    fn a_passing_health_check_cuts_the_open_time_short() {
+    fn checks_that_keep_passing_leave_the_open_time_and_its_doubling() {
         let t0 = Instant::now();
         let mut b = Breaker::new(policy(), t0);
         for _ in 0..3 {
             fail(&mut b, t0);
         }
+        // open_for 30 s, then 60 s, then the 100 s maximum: not one trial per check.
+        assert_eq!(
+            trials_while_checks_pass(&mut b, t0, 400),
+            [30.0, 90.0, 190.0, 290.0, 390.0]
+        );
+    }
+
+    #[test]
+    fn checks_that_passed_before_the_opening_are_no_news_either() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        b.record_check(true, t0);
+        for _ in 0..3 {
+            fail(&mut b, t0);
+        }
         let soon = t0 + Duration::from_secs(2);
+        assert!(!b.record_check(true, soon));
         assert!(!b.would_admit(soon));
-        b.health_check_passed(soon);
-        assert!(b.would_admit(soon));
-        assert_eq!(b.admit(soon).0, Admission::Trial);
+        assert_eq!(b.open_until(), Some(t0 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_check_passing_after_a_failed_one_lets_the_trial_through_at_once() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut b = Breaker::new(policy(), t0);
+        for _ in 0..3 {
+            fail(&mut b, t0);
+        }
+        // Down (checks fail), then back (a check passes): the trial goes at once.
+        assert!(!b.record_check(true, at(2)));
+        assert!(!b.record_check(false, at(4)));
+        assert!(!b.record_check(false, at(6)));
+        assert!(!b.would_admit(at(6)));
+        assert!(b.record_check(true, at(8)), "back after failing: news");
+        assert!(b.would_admit(at(8)));
+        let (admission, transition) = b.admit(at(8));
+        assert_eq!(admission, Admission::Trial);
+        let half_open = transition.expect("half-open");
+        assert_eq!(half_open.to, BreakerState::HalfOpen);
+        assert!(
+            half_open.reason.contains("health checks pass again"),
+            "{}",
+            half_open.reason
+        );
+
+        // The trial fails: open for twice as long, and further passes change nothing.
+        let reopened = b
+            .record(admission, Some("HTTP 500"), at(8))
+            .expect("reopens");
+        assert!(
+            reopened.reason.contains("open for 1m"),
+            "{}",
+            reopened.reason
+        );
+        assert!(!b.record_check(true, at(10)));
+        assert!(!b.would_admit(at(10)));
+        assert_eq!(b.open_until(), Some(at(68)));
+
+        // Down and back once more: at once again; the doubling is kept for the next failure.
+        assert!(!b.record_check(false, at(12)));
+        assert!(b.record_check(true, at(14)));
+        let (admission, _) = b.admit(at(14));
+        assert_eq!(admission, Admission::Trial);
+        b.record(admission, Some("HTTP 500"), at(14));
+        assert_eq!(
+            b.open_until(),
+            Some(at(114)),
+            "60 s doubled, capped at 100 s"
+        );
+        // Waited out in full this time: the log line says how long.
+        let (_, transition) = b.admit(at(114));
+        let half_open = transition.expect("half-open after the open time");
+        assert!(
+            half_open.reason.contains("open for 1m 40s"),
+            "{}",
+            half_open.reason
+        );
+    }
+
+    #[test]
+    fn a_check_that_failed_just_before_the_opening_makes_the_next_pass_news() {
+        // A crash: the check fails, then real requests fail and open the breaker, and the
+        // server is restarted before the next check.
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        assert!(!b.record_check(false, t0), "closed: nothing to end");
+        let opened = t0 + Duration::from_millis(500);
+        for _ in 0..3 {
+            fail(&mut b, opened);
+        }
+        let next_check = t0 + Duration::from_secs(2);
+        assert!(b.record_check(true, next_check));
+        assert_eq!(b.admit(next_check).0, Admission::Trial);
     }
 
     #[test]

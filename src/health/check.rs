@@ -1,6 +1,7 @@
 //! Active health checks: one task per server sends `GET path` on a fresh connection every
 //! `interval` (first after a random part of it, so servers are not probed in lockstep) and
-//! hands each result to the server's `ServerHealth`.
+//! hands each result to the server's `ServerHealth` and to its breaker (a pass after a failure
+//! ends an open breaker's wait).
 
 use crate::config::HealthConfig;
 use crate::proxy::body::RequestBody;
@@ -72,11 +73,9 @@ pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endp
             &matcher,
         )
         .await;
-        if result.is_ok() {
-            server
-                .breaker
-                .health_check_passed(std::time::Instant::now());
-        }
+        server
+            .breaker
+            .record_check(result.is_ok(), std::time::Instant::now());
         server.health.record_check(result);
     }
 }

@@ -116,13 +116,19 @@ impl CircuitBreaker {
         self.lock().as_ref().and_then(Breaker::open_until)
     }
 
-    /// An active health check passed (see `Breaker::health_check_passed`).
-    pub fn health_check_passed(&self, now: Instant) {
-        if self.fast_state.load(Ordering::Acquire) == CLOSED {
+    /// An active health check's result (see `Breaker::record_check`). Takes the lock even
+    /// while closed: a failure then still makes the next pass news if the breaker opens in
+    /// between (a crash seen by a check just before real requests fail).
+    pub fn record_check(&self, passed: bool, now: Instant) {
+        if !self.is_enabled() {
             return;
         }
-        if let Some(breaker) = self.lock().as_mut() {
-            breaker.health_check_passed(now);
+        let ended = self
+            .lock()
+            .as_mut()
+            .is_some_and(|breaker| breaker.record_check(passed, now));
+        if ended {
+            tracing::info!(upstream = %self.upstream, server = %self.server, "circuit breaker open time ended: health checks pass again after failing; the next request is the trial");
         }
     }
 

@@ -1,6 +1,8 @@
 //! Reading a config file: TOML parsing, per-section deserialization so that one bad section
-//! does not hide the errors of the others, and errors located as file:line:column with the key.
+//! does not hide the errors of the others (nor one bad key those of its table: `bad_keys`), and
+//! errors located as file:line:column with the key.
 
+use super::bad_keys::bad_keys;
 use super::{Config, validate};
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -294,8 +296,15 @@ fn section<T: DeserializeOwned>(
     match T::deserialize(ValueDeserializer::from(value.clone())) {
         Ok(parsed) => store(parsed),
         Err(e) => {
-            let span = e.span().unwrap_or_else(|| value.span());
-            errors.push(locator.error(span, "", e.message().to_string()));
+            let found = bad_keys::<T>(value);
+            if found.is_empty() {
+                // The trials accepted what toml refused: toml's one error is all there is to say.
+                let span = e.span().unwrap_or_else(|| value.span());
+                errors.push(locator.error(span, "", e.message().to_string()));
+            }
+            for bad in found {
+                errors.push(locator.error(bad.span, "", bad.message));
+            }
         }
     }
 }

@@ -392,6 +392,7 @@ fn string_at<'a>(value: &'a Spanned<DeValue<'_>>, key: &str) -> Option<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Every error as (line, column, key, message).
     fn errors(text: &str) -> Vec<(usize, usize, String, String)> {
@@ -480,5 +481,130 @@ mod tests {
                 "route[1].path_prefix"
             ]
         );
+    }
+
+    /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.
+    fn near_toml() -> impl Strategy<Value = String> {
+        let headers = prop::sample::select(vec![
+            "",
+            "[admin]",
+            "[[listener]]",
+            "[[route]]",
+            "[upstream.a]",
+            "[upstream.b.health]",
+            "[upstream.c.breaker]",
+            "[upstream.d.tls]",
+            "[cache.c]",
+            "[limits]",
+            "[log]",
+            "[reload]",
+            "[demo]",
+            "[resolver]",
+            "[process]",
+            "[upstream]",
+            "[[upstream]]",
+            "[[cache]]",
+            "[listener]",
+            "[route.x]",
+            "[x]",
+            "[[listener.tls.certs]]",
+        ]);
+        let keys = vec![
+            "name",
+            "bind",
+            "upstream",
+            "cache",
+            "listener",
+            "host",
+            "path_prefix",
+            "servers",
+            "connect_timeout",
+            "health",
+            "breaker",
+            "tls",
+            "interval",
+            "path",
+            "max_size",
+            "level",
+            "backends",
+            "nameservers",
+            "timeout",
+            "certs",
+            "weight",
+            "addr",
+            "a",
+            "request_headers",
+            "colour",
+            "window",
+            "retries",
+            "balance",
+            "max_body_bytes",
+            "expect_status",
+            "failure_rate",
+            "redirect_https",
+            "hsts",
+            "set",
+            "remove",
+        ];
+        let values = prop::sample::select(vec![
+            "\"a\"",
+            "\"127.0.0.1:1\"",
+            "\"2s\"",
+            "\"fast\"",
+            "\"10MiB\"",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "1.5",
+            "nan",
+            "true",
+            "[]",
+            "{}",
+            "\"*\"",
+            "\"/\"",
+            "[\"127.0.0.1:1\", { addr = 5, weight = \"x\" }, [1]]",
+            "{ interval = \"x\", path = 1, b = { c = [] } }",
+            "{ certs = [{ cert = 1 }, {}], min_version = 3 }",
+            "{ set = { a = \"b\", \"\" = 1 }, remove = [2] }",
+            "1979-05-27T07:32:00Z",
+            "\"round_robin\"",
+            "\"p2c\"",
+            "'''x'''",
+        ]);
+        // Distinct keys in a section, so that most documents are TOML and reach the schema.
+        let section = (
+            headers,
+            prop::sample::subsequence(keys, 0..6),
+            prop::collection::vec(values, 6),
+        )
+            .prop_map(|(header, keys, values)| {
+                let mut text = format!("{header}\n");
+                for (key, value) in keys.iter().zip(values) {
+                    text.push_str(&format!("{key} = {value}\n"));
+                }
+                text
+            });
+        let noise = prop_oneof![9 => Just(String::new()), 1 => ".{0,12}"];
+        (prop::collection::vec(section, 0..8), noise)
+            .prop_map(|(sections, noise)| sections.concat() + &noise)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn no_bytes_panic_the_loader(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = load_str(Path::new("t.toml"), &String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn no_near_toml_panics_the_loader(text in near_toml()) {
+            if let Err(ConfigErrors(errors)) = load_str(Path::new("t.toml"), &text) {
+                prop_assert!(!errors.is_empty());
+                for e in errors {
+                    prop_assert!(e.line <= text.lines().count() + 1, "{e} out of the text");
+                }
+            }
+        }
     }
 }

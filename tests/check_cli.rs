@@ -278,6 +278,89 @@ max_body_bytes = "ten megs"
 }
 
 #[test]
+fn check_reports_every_bad_key_of_a_table() {
+    // serde stops at a table's first error; `check` goes on to the others, and a route to the
+    // broken upstream is not an error of its own.
+    let text = r#"[admin]
+bind = ""
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:18080"
+
+[[route]]
+path_prefix = "/orders"
+upstream = "orders"
+
+[upstream.orders]
+servers = ["127.0.0.1:18001"]
+colour = "blue"
+connect_timeout = "fast"
+retries = "three"
+
+[upstream.orders.health]
+interval = "often"
+"#;
+    let config = TempConfig::new("every-key", text);
+    let outcome = config.check();
+    assert_eq!(outcome.code, Some(1), "stderr:\n{}", outcome.stderr);
+    let expected = [
+        ("14:1", "colour", "upstream.orders.colour", "unknown field"),
+        (
+            "15:19",
+            "\"fast\"",
+            "upstream.orders.connect_timeout",
+            "invalid duration",
+        ),
+        (
+            "16:11",
+            "\"three\"",
+            "upstream.orders.retries",
+            "expected u32",
+        ),
+        (
+            "19:12",
+            "\"often\"",
+            "upstream.orders.health.interval",
+            "invalid duration",
+        ),
+    ];
+    let error_lines: Vec<&str> = outcome
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(config.path()))
+        .collect();
+    assert_eq!(
+        error_lines.len(),
+        expected.len(),
+        "stderr:\n{}",
+        outcome.stderr
+    );
+    for (line, (place, marker, key, fragment)) in error_lines.iter().zip(expected) {
+        assert_eq!(config.place(marker), place, "{marker} moved in the text");
+        let prefix = format!("{}:{place}: {key}: ", config.path());
+        assert!(
+            line.starts_with(&prefix),
+            "{line:?} should start {prefix:?}"
+        );
+        assert!(
+            line.contains(fragment),
+            "{line:?} should mention {fragment:?}"
+        );
+    }
+    assert!(
+        !outcome.stderr.contains("no upstream named"),
+        "stderr:\n{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stderr.contains("4 error(s)"),
+        "stderr:\n{}",
+        outcome.stderr
+    );
+}
+
+#[test]
 fn check_locates_out_of_range_values_too() {
     // Values that parse but are out of range are in the file as much as unparsable ones:
     // `check` promises every error "with its place".

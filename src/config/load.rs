@@ -1,13 +1,17 @@
 //! Reading a config file: TOML parsing, per-section deserialization so that one bad section
-//! does not hide the errors of the others, and errors located as file:line:column with the key.
+//! does not hide the errors of the others (nor one bad key those of its table: `bad_keys`), and
+//! errors located as file:line:column with the key.
 
-use super::{Config, validate};
+use super::Config;
+use super::bad_keys::bad_keys;
+use super::validate::{self, Gaps, Unparsed};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeArray, DeTable, DeValue, ValueDeserializer};
 
 /// One problem in a config file, located for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,56 +223,65 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     };
     let mut errors = Vec::new();
     let mut config = Config::default();
-    // Sections that failed to parse still exist: references to them are not errors of their own.
-    let mut broken = validate::Broken::default();
+    let mut gaps = Gaps::default();
 
     for (key, value) in root_table.iter() {
+        let errors = &mut errors;
         match key.get_ref().as_ref() {
-            "process" => section(&locator, value, &mut errors, |v| config.process = v),
-            "log" => section(&locator, value, &mut errors, |v| config.log = v),
-            "admin" => section(&locator, value, &mut errors, |v| config.admin = v),
-            "limits" => section(&locator, value, &mut errors, |v| config.limits = v),
-            "reload" => section(&locator, value, &mut errors, |v| config.reload = v),
-            "demo" => section(&locator, value, &mut errors, |v| config.demo = v),
-            "resolver" => section(&locator, value, &mut errors, |v| config.resolver = v),
+            "process" => store(section(&locator, value, errors), &mut config.process),
+            "log" => store(section(&locator, value, errors), &mut config.log),
+            "admin" => store(section(&locator, value, errors), &mut config.admin),
+            "limits" => store(section(&locator, value, errors), &mut config.limits),
+            "reload" => store(section(&locator, value, errors), &mut config.reload),
+            "demo" => store(section(&locator, value, errors), &mut config.demo),
+            "resolver" => store(section(&locator, value, errors), &mut config.resolver),
             "listener" => {
-                let before = errors.len();
-                array_section(&locator, "listener", value, &mut errors, |v| config.listeners.push(v));
-                broken.listeners |= errors.len() > before;
+                let Some(items) = array_of_tables(&locator, "listener", value, errors) else {
+                    gaps.listeners.unnamed = true;
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    match section(&locator, item, errors) {
+                        Some(listener) => {
+                            config.listeners.push(listener);
+                            gaps.listener_at.push(i);
+                        }
+                        None => match string_at(item, "name") {
+                            Some(name) => {
+                                gaps.listeners.names.insert(name.to_owned());
+                            }
+                            None => gaps.listeners.unnamed = true,
+                        },
+                    }
+                }
             }
-            "route" => array_section(&locator, "route", value, &mut errors, |v| config.routes.push(v)),
-            "upstream" => match value.get_ref() {
-                DeValue::Table(upstreams) => {
-                    for (name, upstream) in upstreams.iter() {
-                        let before = errors.len();
-                        section(&locator, upstream, &mut errors, |v| {
-                            config.upstreams.insert(name.get_ref().to_string(), v);
-                        });
-                        if errors.len() > before {
-                            broken.upstreams.insert(name.get_ref().to_string());
-                        }
+            "route" => {
+                let Some(items) = array_of_tables(&locator, "route", value, errors) else {
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(route) = section(&locator, item, errors) {
+                        config.routes.push(route);
+                        gaps.route_at.push(i);
                     }
                 }
-                _ => errors.push(locator.error(
-                    value.span(),
-                    "upstream",
-                    "expected tables [upstream.NAME]",
-                )),
-            },
-            "cache" => match value.get_ref() {
-                DeValue::Table(caches) => {
-                    for (name, cache) in caches.iter() {
-                        let before = errors.len();
-                        section(&locator, cache, &mut errors, |v| {
-                            config.caches.insert(name.get_ref().to_string(), v);
-                        });
-                        if errors.len() > before {
-                            broken.caches.insert(name.get_ref().to_string());
-                        }
-                    }
-                }
-                _ => errors.push(locator.error(value.span(), "cache", "expected tables [cache.NAME]")),
-            },
+            }
+            "upstream" => named_tables(
+                &locator,
+                "upstream",
+                value,
+                errors,
+                &mut config.upstreams,
+                &mut gaps.upstreams,
+            ),
+            "cache" => named_tables(
+                &locator,
+                "cache",
+                value,
+                errors,
+                &mut config.caches,
+                &mut gaps.caches,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
@@ -276,7 +289,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             )),
         }
     }
-    validate::validate(&config, &broken, &locator, &mut errors);
+    validate::validate(&config, &gaps, &locator, &mut errors);
     errors.sort_by_key(|e| (e.line, e.column));
     if errors.is_empty() {
         Ok(config)
@@ -285,38 +298,313 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
+fn store<T>(parsed: Option<T>, slot: &mut T) {
+    if let Some(parsed) = parsed {
+        *slot = parsed;
+    }
+}
+
+/// Deserializes one table, or reports every bad key in it.
 fn section<T: DeserializeOwned>(
     locator: &Locator<'_>,
     value: &Spanned<DeValue<'_>>,
     errors: &mut Vec<ConfigError>,
-    store: impl FnOnce(T),
-) {
+) -> Option<T> {
     match T::deserialize(ValueDeserializer::from(value.clone())) {
-        Ok(parsed) => store(parsed),
+        Ok(parsed) => Some(parsed),
         Err(e) => {
-            let span = e.span().unwrap_or_else(|| value.span());
-            errors.push(locator.error(span, "", e.message().to_string()));
+            let found = bad_keys::<T>(value);
+            if found.is_empty() {
+                // The trials accepted what toml refused: toml's one error is all there is to say.
+                let span = e.span().unwrap_or_else(|| value.span());
+                errors.push(locator.error(span, "", e.message().to_string()));
+            }
+            for bad in found {
+                errors.push(locator.error(bad.span, "", bad.message));
+            }
+            None
         }
     }
 }
 
-fn array_section<T: DeserializeOwned>(
+fn array_of_tables<'a, 'i>(
     locator: &Locator<'_>,
     name: &str,
+    value: &'a Spanned<DeValue<'i>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'a DeArray<'i>> {
+    match value.get_ref() {
+        DeValue::Array(items) => Some(items),
+        _ => {
+            errors.push(locator.error(
+                value.span(),
+                name,
+                format!("expected an array of tables [[{name}]]"),
+            ));
+            None
+        }
+    }
+}
+
+/// `[upstream.NAME]` and `[cache.NAME]`: each table on its own, the names of those that fail
+/// kept in `unparsed`.
+fn named_tables<T: DeserializeOwned>(
+    locator: &Locator<'_>,
+    section_name: &str,
     value: &Spanned<DeValue<'_>>,
     errors: &mut Vec<ConfigError>,
-    mut store: impl FnMut(T),
+    parsed: &mut BTreeMap<String, T>,
+    unparsed: &mut Unparsed,
 ) {
-    match value.get_ref() {
-        DeValue::Array(items) => {
-            for item in items.iter() {
-                section(locator, item, errors, &mut store);
+    let DeValue::Table(tables) = value.get_ref() else {
+        errors.push(locator.error(
+            value.span(),
+            section_name,
+            format!("expected tables [{section_name}.NAME]"),
+        ));
+        unparsed.unnamed = true;
+        return;
+    };
+    for (name, table) in tables.iter() {
+        let name = name.get_ref().to_string();
+        match section(locator, table, errors) {
+            Some(v) => {
+                parsed.insert(name, v);
+            }
+            None => {
+                unparsed.names.insert(name);
             }
         }
-        _ => errors.push(locator.error(
-            value.span(),
-            name,
-            format!("expected an array of tables [[{name}]]"),
-        )),
+    }
+}
+
+/// The string at `key` of a table, if it is one.
+fn string_at<'a>(value: &'a Spanned<DeValue<'_>>, key: &str) -> Option<&'a str> {
+    let DeValue::Table(table) = value.get_ref() else {
+        return None;
+    };
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .and_then(|(_, v)| v.get_ref().as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every error as (line, column, key, message).
+    fn errors(text: &str) -> Vec<(usize, usize, String, String)> {
+        match load_str(Path::new("t.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(ConfigErrors(errors)) => errors
+                .into_iter()
+                .map(|e| (e.line, e.column, e.key, e.message))
+                .collect(),
+        }
+    }
+
+    fn keys(text: &str) -> Vec<String> {
+        errors(text).into_iter().map(|e| e.2).collect()
+    }
+
+    const LISTENER: &str = "[[listener]]\nname = \"public\"\nbind = \"127.0.0.1:18080\"\n";
+
+    #[test]
+    fn every_bad_key_of_a_table_gets_its_own_place() {
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"orders\"\ncache = \"pages\"\n\
+             [upstream.orders]\nservers = [\"127.0.0.1:1\", {{ addr = \"127.0.0.1:2\", weight = \"heavy\" }}]\n\
+             retries = -1\nshade = 1\n\
+             [upstream.orders.breaker]\nwindow = \"long\"\nopen_for = 5\n\
+             [cache.pages]\nmax_size = \"big\"\ndefault_ttl = \"forever\"\n"
+        );
+        let found = errors(&text);
+        let places: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|(l, c, k, _)| (*l, *c, k.as_str()))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (8, 60, "upstream.orders.servers[1].weight"),
+                (9, 11, "upstream.orders.retries"),
+                (10, 1, "upstream.orders.shade"),
+                (12, 10, "upstream.orders.breaker.window"),
+                (13, 12, "upstream.orders.breaker.open_for"),
+                (15, 12, "cache.pages.max_size"),
+                (16, 15, "cache.pages.default_ttl"),
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn references_to_entries_that_did_not_parse_are_not_errors_again() {
+        // Whole sections of the wrong shape: any name may be meant.
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"orders\"\ncache = \"pages\"\n\
+             [[upstream]]\nservers = []\n[[cache]]\nmax_size = \"1MiB\"\n"
+        );
+        assert_eq!(keys(&text), ["upstream", "cache"]);
+
+        // A listener that failed still has its name; other names are still checked.
+        let text = format!(
+            "{LISTENER}[[listener]]\nname = \"inner\"\nbind = 8080\n\
+             [[route]]\nlistener = \"inner\"\nupstream = \"app\"\n\
+             [[route]]\nlistener = \"outer\"\nupstream = \"app\"\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\n"
+        );
+        assert_eq!(keys(&text), ["listener[1].bind", "route[1].listener"]);
+
+        // Without a readable name, a failed listener may be any of them.
+        let text = "[[listener]]\nname = 1\nbind = \"127.0.0.1:18080\"\n\
+                    [[route]]\nlistener = \"outer\"\nupstream = \"app\"\n\
+                    [upstream.app]\nservers = [\"127.0.0.1:1\"]\n";
+        assert_eq!(keys(text), ["listener[0].name"]);
+    }
+
+    #[test]
+    fn entries_after_one_that_did_not_parse_keep_their_place_in_keys() {
+        let text = "[[listener]]\nname = \"a\"\nbind = 1\n\
+                    [[listener]]\nname = \"b\"\nbind = \"nowhere\"\n\
+                    [[route]]\nupstream = 1\n\
+                    [[route]]\nupstream = \"app\"\npath_prefix = \"api\"\n\
+                    [upstream.app]\nservers = [\"127.0.0.1:1\"]\n";
+        assert_eq!(
+            keys(text),
+            [
+                "listener[0].bind",
+                "listener[1].bind",
+                "route[0].upstream",
+                "route[1].path_prefix"
+            ]
+        );
+    }
+
+    /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.
+    fn near_toml() -> impl Strategy<Value = String> {
+        let headers = prop::sample::select(vec![
+            "",
+            "[admin]",
+            "[[listener]]",
+            "[[route]]",
+            "[upstream.a]",
+            "[upstream.b.health]",
+            "[upstream.c.breaker]",
+            "[upstream.d.tls]",
+            "[cache.c]",
+            "[limits]",
+            "[log]",
+            "[reload]",
+            "[demo]",
+            "[resolver]",
+            "[process]",
+            "[upstream]",
+            "[[upstream]]",
+            "[[cache]]",
+            "[listener]",
+            "[route.x]",
+            "[x]",
+            "[[listener.tls.certs]]",
+        ]);
+        let keys = vec![
+            "name",
+            "bind",
+            "upstream",
+            "cache",
+            "listener",
+            "host",
+            "path_prefix",
+            "servers",
+            "connect_timeout",
+            "health",
+            "breaker",
+            "tls",
+            "interval",
+            "path",
+            "max_size",
+            "level",
+            "backends",
+            "nameservers",
+            "timeout",
+            "certs",
+            "weight",
+            "addr",
+            "a",
+            "request_headers",
+            "colour",
+            "window",
+            "retries",
+            "balance",
+            "max_body_bytes",
+            "expect_status",
+            "failure_rate",
+            "redirect_https",
+            "hsts",
+            "set",
+            "remove",
+        ];
+        let values = prop::sample::select(vec![
+            "\"a\"",
+            "\"127.0.0.1:1\"",
+            "\"2s\"",
+            "\"fast\"",
+            "\"10MiB\"",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "1.5",
+            "nan",
+            "true",
+            "[]",
+            "{}",
+            "\"*\"",
+            "\"/\"",
+            "[\"127.0.0.1:1\", { addr = 5, weight = \"x\" }, [1]]",
+            "{ interval = \"x\", path = 1, b = { c = [] } }",
+            "{ certs = [{ cert = 1 }, {}], min_version = 3 }",
+            "{ set = { a = \"b\", \"\" = 1 }, remove = [2] }",
+            "1979-05-27T07:32:00Z",
+            "\"round_robin\"",
+            "\"p2c\"",
+            "'''x'''",
+        ]);
+        // Distinct keys in a section, so that most documents are TOML and reach the schema.
+        let section = (
+            headers,
+            prop::sample::subsequence(keys, 0..6),
+            prop::collection::vec(values, 6),
+        )
+            .prop_map(|(header, keys, values)| {
+                let mut text = format!("{header}\n");
+                for (key, value) in keys.iter().zip(values) {
+                    text.push_str(&format!("{key} = {value}\n"));
+                }
+                text
+            });
+        let noise = prop_oneof![9 => Just(String::new()), 1 => ".{0,12}"];
+        (prop::collection::vec(section, 0..8), noise)
+            .prop_map(|(sections, noise)| sections.concat() + &noise)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn no_bytes_panic_the_loader(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = load_str(Path::new("t.toml"), &String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn no_near_toml_panics_the_loader(text in near_toml()) {
+            if let Err(ConfigErrors(errors)) = load_str(Path::new("t.toml"), &text) {
+                prop_assert!(!errors.is_empty());
+                for e in errors {
+                    prop_assert!(e.line <= text.lines().count() + 1, "{e} out of the text");
+                }
+            }
+        }
     }
 }

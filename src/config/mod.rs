@@ -3,6 +3,7 @@
 //!
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
+mod bad_keys;
 mod load;
 mod tls;
 mod units;

@@ -7,9 +7,15 @@ use super::load::{ConfigError, Locator};
 use crate::tls::certs::{self, PairError};
 use std::time::SystemTime;
 
-pub(super) fn validate(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
+/// `listener_at` holds each listener's position in the file.
+pub(super) fn validate(
+    config: &Config,
+    listener_at: &[usize],
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
     let now = SystemTime::now();
-    for (i, listener) in config.listeners.iter().enumerate() {
+    for (listener, &i) in config.listeners.iter().zip(listener_at) {
         let key = |field: &str| format!("listener[{i}].{field}");
         if let Some(template) = &listener.redirect_https
             && let Err(message) =

@@ -12,17 +12,43 @@ const MAX_WEIGHT: u32 = 10_000;
 const MAX_SERVERS: usize = 64;
 const MIN_DNS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Sections that did not parse: what refers to them is not reported again.
+/// What `Config` lacks because part of the file did not parse: entries that failed are left
+/// out, yet they are in the file, so what refers to them is not an error of its own, and the
+/// entries that did parse keep their place in the file.
 #[derive(Default)]
-pub(super) struct Broken {
-    pub listeners: bool,
-    pub upstreams: BTreeSet<String>,
-    pub caches: BTreeSet<String>,
+pub(super) struct Gaps {
+    pub listeners: Unparsed,
+    pub upstreams: Unparsed,
+    pub caches: Unparsed,
+    /// The file position of each parsed `[[listener]]`, in order.
+    pub listener_at: Vec<usize>,
+    /// The file position of each parsed `[[route]]`, in order.
+    pub route_at: Vec<usize>,
+}
+
+/// The names of the entries of one kind that did not parse.
+#[derive(Default)]
+pub(super) struct Unparsed {
+    pub names: BTreeSet<String>,
+    /// Some entry failed without a name that can be read (or the whole section is malformed):
+    /// any name may be meant, so references are not checked.
+    pub unnamed: bool,
+}
+
+impl Unparsed {
+    /// Whether a reference to `name` may point at an entry that did not parse.
+    pub fn may_be(&self, name: &str) -> bool {
+        self.unnamed || self.names.contains(name)
+    }
+
+    pub fn any(&self) -> bool {
+        self.unnamed || !self.names.is_empty()
+    }
 }
 
 pub(super) fn validate(
     config: &Config,
-    broken: &Broken,
+    gaps: &Gaps,
     at: &Locator<'_>,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -67,7 +93,7 @@ pub(super) fn validate(
         }
     }
 
-    if config.listeners.is_empty() && !broken.listeners {
+    if config.listeners.is_empty() && !gaps.listeners.any() {
         errors.push(at.error(
             0..0,
             "listener",
@@ -75,7 +101,7 @@ pub(super) fn validate(
         ));
     }
     let mut listener_names: BTreeMap<&str, ()> = BTreeMap::new();
-    for (i, listener) in config.listeners.iter().enumerate() {
+    for (listener, &i) in config.listeners.iter().zip(&gaps.listener_at) {
         let name = listener.name.get_ref();
         if name.is_empty() {
             errors.push(at.error(
@@ -104,10 +130,10 @@ pub(super) fn validate(
         }
     }
 
-    for (i, route) in config.routes.iter().enumerate() {
+    for (route, &i) in config.routes.iter().zip(&gaps.route_at) {
         let key = |field: &str| format!("route[{i}].{field}");
         let upstream = route.upstream.get_ref();
-        if !config.upstreams.contains_key(upstream) && !broken.upstreams.contains(upstream) {
+        if !config.upstreams.contains_key(upstream) && !gaps.upstreams.may_be(upstream) {
             let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
             errors.push(at.error(
                 route.upstream.span(),
@@ -120,7 +146,7 @@ pub(super) fn validate(
         }
         if let Some(listener) = &route.listener
             && !listener_names.contains_key(listener.get_ref().as_str())
-            && !broken.listeners
+            && !gaps.listeners.may_be(listener.get_ref())
         {
             errors.push(at.error(
                 listener.span(),
@@ -140,7 +166,7 @@ pub(super) fn validate(
         }
         if let Some(cache) = &route.cache
             && !config.caches.contains_key(cache.get_ref())
-            && !broken.caches.contains(cache.get_ref())
+            && !gaps.caches.may_be(cache.get_ref())
         {
             let known: Vec<&str> = config.caches.keys().map(String::as_str).collect();
             errors.push(at.error(
@@ -171,7 +197,7 @@ pub(super) fn validate(
         );
     }
 
-    super::tls::validate(config, at, errors);
+    super::tls::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {
         if crate::upstream::discovery::parse_nameserver(nameserver.get_ref()).is_none() {
             errors.push(at.error(

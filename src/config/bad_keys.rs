@@ -1,0 +1,644 @@
+//! Every bad key of a table that failed to deserialize. serde stops at a table's first error,
+//! so each key is tried again on its own, in a view of the table that shows only that key; a
+//! key whose value is itself a failing table or array is taken apart the same way, down to
+//! the keys at fault.
+//!
+//! A trial shows part of the tree, so its struct misses the fields it does not show: a
+//! "missing field" from a table shown in part says nothing and passes. That is why the trials
+//! deserialize through their own error type rather than toml's: missing fields are told apart
+//! by kind, not by the words of a message. Values that are not tables or arrays are handed to
+//! toml's own deserializer, so a bad value gets the message a full load would give it.
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess};
+use serde::de::{Deserializer, Visitor};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeValue, ValueDeserializer};
+
+/// One bad key or value, where it is written and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BadKey {
+    pub span: Range<usize>,
+    pub message: String,
+}
+
+/// Every error that deserializing `value` as a `T` meets, each at its own place, in file order;
+/// empty when `T` accepts `value`.
+pub(super) fn bad_keys<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Vec<BadKey> {
+    let mut found = Vec::new();
+    explore::<T>(value, &mut Vec::new(), &mut found);
+    found.sort_by(|a, b| (a.span.start, &a.message).cmp(&(b.span.start, &b.message)));
+    found.dedup();
+    found
+}
+
+/// A child of a table (its key) or of an array (its index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Finds the errors under the node at `path`; whether there are any.
+fn explore<'a, T: DeserializeOwned>(
+    root: &'a Spanned<DeValue<'_>>,
+    path: &mut Vec<Step<'a>>,
+    found: &mut Vec<BadKey>,
+) -> bool {
+    let Err(failure) = trial::<T>(root, path, &BTreeSet::new()) else {
+        return false;
+    };
+    let Some(node) = node_at(root, path) else {
+        found.push(failure.into_bad_key(root.span()));
+        return true;
+    };
+    // A failure at the node's own span is the node's (a missing field, a table where a string
+    // belongs): its children are not at fault, and may be as deep as the input cares to nest.
+    let mut bad = BTreeSet::new();
+    if failure.span.as_ref() != Some(&node.span()) {
+        for step in children(node) {
+            path.push(step);
+            if explore::<T>(root, path, found) {
+                bad.insert(step);
+            }
+            path.pop();
+        }
+    }
+    if bad.is_empty() {
+        found.push(failure.into_bad_key(node.span()));
+    } else if let Err(rest) = trial::<T>(root, path, &bad) {
+        // What remains wrong with the node once its bad children are out of sight.
+        found.push(rest.into_bad_key(node.span()));
+    }
+    true
+}
+
+/// Deserializes a `T` from the view that shows only `path`, and the node at its end whole but
+/// for the `hidden` children. Missing fields caused by the view pass.
+fn trial<T: DeserializeOwned>(
+    root: &Spanned<DeValue<'_>>,
+    path: &[Step<'_>],
+    hidden: &BTreeSet<Step<'_>>,
+) -> Result<(), TrialError> {
+    let view = View {
+        rest: path,
+        hidden,
+        below: false,
+    };
+    match T::deserialize(Node { value: root, view }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.missing == Missing::OutOfView => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn node_at<'a, 'i>(
+    root: &'a Spanned<DeValue<'i>>,
+    path: &[Step<'_>],
+) -> Option<&'a Spanned<DeValue<'i>>> {
+    path.iter()
+        .try_fold(root, |node, step| match (node.get_ref(), step) {
+            (DeValue::Table(table), Step::Key(key)) => table
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == *key)
+                .map(|(_, v)| v),
+            (DeValue::Array(items), Step::Index(i)) => items.get(*i),
+            _ => None,
+        })
+}
+
+fn children<'a>(node: &'a Spanned<DeValue<'_>>) -> Vec<Step<'a>> {
+    match node.get_ref() {
+        DeValue::Table(table) => table
+            .iter()
+            .map(|(k, _)| Step::Key(k.get_ref().as_ref()))
+            .collect(),
+        DeValue::Array(items) => (0..items.len()).map(Step::Index).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How much of a node a trial shows.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    /// The steps still to take to the node in focus; empty at the focus.
+    rest: &'a [Step<'a>],
+    /// Children of the node in focus left out.
+    hidden: &'a BTreeSet<Step<'a>>,
+    /// Under the focus everything shows.
+    below: bool,
+}
+
+impl<'a> View<'a> {
+    /// The view of a child, or `None` when the child is left out.
+    fn child(self, step: Step<'a>) -> Option<Self> {
+        if self.below {
+            return Some(self);
+        }
+        match self.rest.split_first() {
+            Some((next, rest)) if *next == step => Some(Self { rest, ..self }),
+            Some(_) => None,
+            None if self.hidden.contains(&step) => None,
+            None => Some(Self {
+                below: true,
+                ..self
+            }),
+        }
+    }
+
+    /// Whether a field missing from this node's table may only be out of view.
+    fn hides(self, field: &str) -> bool {
+        !self.below && (!self.rest.is_empty() || self.hidden.contains(&Step::Key(field)))
+    }
+}
+
+/// A deserializer over one node of the tree, seen through a view.
+struct Node<'a, 'i> {
+    value: &'a Spanned<DeValue<'i>>,
+    view: View<'a>,
+}
+
+impl<'a, 'i> Node<'a, 'i> {
+    /// Tables and arrays are walked here; other values go to toml whole.
+    fn leaf(&self) -> Option<ValueDeserializer<'i>> {
+        match self.value.get_ref() {
+            DeValue::Table(_) | DeValue::Array(_) => None,
+            _ => Some(ValueDeserializer::from(self.value.clone())),
+        }
+    }
+
+    /// Places an error that has no place yet at this node, and decides whether a missing
+    /// field raised by this node's table is real.
+    fn place<T>(&self, result: Result<T, TrialError>) -> Result<T, TrialError> {
+        result.map_err(|mut e| {
+            if let Missing::Unplaced(field) = &e.missing {
+                e.missing = if self.view.hides(field) {
+                    Missing::OutOfView
+                } else {
+                    Missing::No
+                };
+            }
+            if e.span.is_none() {
+                e.span = Some(self.value.span());
+            }
+            e
+        })
+    }
+}
+
+/// toml's own deserializer for a value that is not a table or an array.
+macro_rules! leaf_or_any {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'i>>(self, visitor: V) -> Result<V::Value, TrialError> {
+            match self.leaf() {
+                Some(leaf) => self.place(leaf.$method(visitor).map_err(TrialError::from)),
+                None => self.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
+impl<'a, 'i> Deserializer<'i> for Node<'a, 'i> {
+    type Error = TrialError;
+
+    fn deserialize_any<V: Visitor<'i>>(self, visitor: V) -> Result<V::Value, TrialError> {
+        let result = match self.value.get_ref() {
+            DeValue::Table(table) => {
+                let entries = table
+                    .iter()
+                    .filter_map(|(key, value)| {
+                        let step = Step::Key(key.get_ref().as_ref());
+                        Some((
+                            key,
+                            Node {
+                                value,
+                                view: self.view.child(step)?,
+                            },
+                        ))
+                    })
+                    .collect();
+                visitor.visit_map(Entries {
+                    entries,
+                    next: None,
+                })
+            }
+            DeValue::Array(items) => {
+                let items = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, value)| {
+                        Some(Node {
+                            value,
+                            view: self.view.child(Step::Index(i))?,
+                        })
+                    })
+                    .collect::<Vec<_>>();
+                visitor.visit_seq(Items {
+                    items: items.into_iter(),
+                })
+            }
+            _ => match self.leaf() {
+                Some(leaf) => leaf.deserialize_any(visitor).map_err(TrialError::from),
+                None => Err(de::Error::custom("unreachable value kind")),
+            },
+        };
+        self.place(result)
+    }
+
+    fn deserialize_option<V: Visitor<'i>>(self, visitor: V) -> Result<V::Value, TrialError> {
+        // A value that is present is `Some`; absent keys never reach a deserializer.
+        let value = self.value;
+        let view = self.view;
+        self.place(visitor.visit_some(Node { value, view }))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'i>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, TrialError> {
+        match self.leaf() {
+            Some(leaf) => self.place(
+                leaf.deserialize_newtype_struct(name, visitor)
+                    .map_err(TrialError::from),
+            ),
+            None => {
+                let (value, view) = (self.value, self.view);
+                self.place(visitor.visit_newtype_struct(Node { value, view }))
+            }
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'i>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, TrialError> {
+        if let Some(leaf) = self.leaf() {
+            return self.place(
+                leaf.deserialize_struct(name, fields, visitor)
+                    .map_err(TrialError::from),
+            );
+        }
+        if serde_spanned::de::is_spanned(name) {
+            let span = self.value.span();
+            let (value, view) = (self.value, self.view);
+            let spanned = serde_spanned::de::SpannedDeserializer::new(Node { value, view }, span);
+            return self.place(visitor.visit_map(spanned));
+        }
+        self.deserialize_any(visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'i>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, TrialError> {
+        // Enums are chosen by a string or a one-key table: nothing in them to take apart.
+        let whole = ValueDeserializer::from(self.value.clone());
+        self.place(
+            whole
+                .deserialize_enum(name, variants, visitor)
+                .map_err(TrialError::from),
+        )
+    }
+
+    leaf_or_any! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_seq deserialize_map deserialize_identifier deserialize_ignored_any
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'i>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, TrialError> {
+        match self.leaf() {
+            Some(leaf) => self.place(
+                leaf.deserialize_unit_struct(name, visitor)
+                    .map_err(TrialError::from),
+            ),
+            None => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'i>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, TrialError> {
+        match self.leaf() {
+            Some(leaf) => self.place(
+                leaf.deserialize_tuple(len, visitor)
+                    .map_err(TrialError::from),
+            ),
+            None => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'i>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, TrialError> {
+        match self.leaf() {
+            Some(leaf) => self.place(
+                leaf.deserialize_tuple_struct(name, len, visitor)
+                    .map_err(TrialError::from),
+            ),
+            None => self.deserialize_any(visitor),
+        }
+    }
+}
+
+impl<'a, 'i> IntoDeserializer<'i, TrialError> for Node<'a, 'i> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// The shown entries of a table.
+struct Entries<'a, 'i> {
+    entries: Vec<(&'a Spanned<toml::de::DeString<'i>>, Node<'a, 'i>)>,
+    next: Option<Node<'a, 'i>>,
+}
+
+impl<'a, 'i> MapAccess<'i> for Entries<'a, 'i> {
+    type Error = TrialError;
+
+    fn next_key_seed<K: DeserializeSeed<'i>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, TrialError> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
+        let (key, node) = self.entries.remove(0);
+        self.next = Some(node);
+        let name: &str = key.get_ref().as_ref();
+        seed.deserialize(name.into_deserializer())
+            .map(Some)
+            // An unknown field is the key's fault: point at the key.
+            .map_err(|e: TrialError| e.or_at(key.span()))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'i>>(&mut self, seed: V) -> Result<V::Value, TrialError> {
+        match self.next.take() {
+            Some(node) => {
+                let span = node.value.span();
+                seed.deserialize(node).map_err(|e| e.or_at(span))
+            }
+            None => Err(de::Error::custom("a value was asked for before its key")),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+/// The shown items of an array.
+struct Items<'a, 'i> {
+    items: std::vec::IntoIter<Node<'a, 'i>>,
+}
+
+impl<'a, 'i> SeqAccess<'i> for Items<'a, 'i> {
+    type Error = TrialError;
+
+    fn next_element_seed<T: DeserializeSeed<'i>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, TrialError> {
+        let Some(node) = self.items.next() else {
+            return Ok(None);
+        };
+        let span = node.value.span();
+        seed.deserialize(node).map(Some).map_err(|e| e.or_at(span))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+/// What a missing-field error means in a trial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Missing {
+    /// Not a missing field, or one that is really missing from the file.
+    No,
+    /// Raised by a struct, not yet placed at the table it is missing from.
+    Unplaced(String),
+    /// Left out by the trial's view: not an error.
+    OutOfView,
+}
+
+#[derive(Debug)]
+struct TrialError {
+    message: String,
+    span: Option<Range<usize>>,
+    missing: Missing,
+}
+
+impl TrialError {
+    /// Errors raised after a value was read (a duration that does not parse) belong to it.
+    fn or_at(mut self, span: Range<usize>) -> Self {
+        if self.span.is_none() {
+            self.span = Some(span);
+        }
+        self
+    }
+
+    fn into_bad_key(self, fallback: Range<usize>) -> BadKey {
+        BadKey {
+            span: self.span.unwrap_or(fallback),
+            message: self.message,
+        }
+    }
+}
+
+impl From<toml::de::Error> for TrialError {
+    fn from(e: toml::de::Error) -> Self {
+        Self {
+            message: e.message().to_owned(),
+            span: e.span(),
+            missing: Missing::No,
+        }
+    }
+}
+
+impl fmt::Display for TrialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TrialError {}
+
+impl de::Error for TrialError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Self {
+            message: msg.to_string(),
+            span: None,
+            missing: Missing::No,
+        }
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self {
+            message: format!("missing field `{field}`"),
+            span: None,
+            missing: Missing::Unplaced(field.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use toml::de::DeTable;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        #[serde(default)]
+        count: u32,
+        inner: Option<Inner>,
+        #[serde(default)]
+        list: Vec<Inner>,
+        spanned: Option<Spanned<Inner>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        required: String,
+        #[serde(default)]
+        number: u32,
+    }
+
+    /// Each bad key as (the text at its place, the start of its message).
+    fn bad(text: &str) -> Vec<(String, String)> {
+        let root = DeTable::parse(text).expect("test input is TOML");
+        let span = root.span();
+        let value = Spanned::new(span, DeValue::Table(root.into_inner()));
+        bad_keys::<Outer>(&value)
+            .into_iter()
+            .map(|b| (text[b.span].to_owned(), b.message))
+            .collect()
+    }
+
+    fn assert_bad(text: &str, expected: &[(&str, &str)]) {
+        let found = bad(text);
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for ((place, message), (want_place, want_message)) in found.iter().zip(expected) {
+            assert_eq!(place, want_place, "{found:#?}");
+            assert!(
+                message.starts_with(want_message),
+                "{message:?} should start {want_message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_good_table_has_no_bad_keys() {
+        assert_bad(
+            "name = \"n\"\ncount = 3\ninner = { required = \"r\" }\nlist = [{ required = \"a\", number = 1 }]",
+            &[],
+        );
+    }
+
+    #[test]
+    fn every_bad_key_of_a_table_is_found_at_its_place() {
+        assert_bad(
+            "name = 5\ncount = \"x\"\ncolour = 1",
+            &[
+                ("5", "invalid type: integer `5`, expected a string"),
+                ("\"x\"", "invalid type: string \"x\", expected u32"),
+                ("colour", "unknown field `colour`, expected one of `name`"),
+            ],
+        );
+    }
+
+    #[test]
+    fn nested_tables_are_taken_apart_down_to_their_keys() {
+        assert_bad(
+            "name = \"n\"\n[inner]\nrequired = 1\nnumber = \"x\"\nshade = 2",
+            &[
+                ("1", "invalid type: integer `1`"),
+                ("\"x\"", "invalid type: string \"x\""),
+                ("shade", "unknown field `shade`"),
+            ],
+        );
+        assert_bad(
+            "name = \"n\"\nspanned = { required = 1, number = \"x\" }",
+            &[
+                ("1", "invalid type: integer `1`"),
+                ("\"x\"", "invalid type: string \"x\""),
+            ],
+        );
+    }
+
+    #[test]
+    fn array_items_are_taken_apart_one_by_one() {
+        assert_bad(
+            "name = \"n\"\nlist = [{ required = \"a\" }, { required = 1, number = \"x\" }, 7]",
+            &[
+                ("1", "invalid type: integer `1`"),
+                ("\"x\"", "invalid type: string \"x\""),
+                ("7", "invalid type: integer `7`, expected struct Inner"),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_field_missing_from_the_file_is_an_error_beside_bad_keys() {
+        assert_bad(
+            "name = \"n\"\n[inner]\nnumber = \"x\"",
+            &[
+                ("[inner]", "missing field `required`"),
+                ("\"x\"", "invalid type: string \"x\""),
+            ],
+        );
+        assert_bad(
+            "name = \"n\"\ninner = { number = \"x\" }",
+            &[
+                ("{ number = \"x\" }", "missing field `required`"),
+                ("\"x\"", "invalid type: string \"x\""),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_bad_required_key_is_not_also_missing() {
+        assert_bad(
+            "name = \"n\"\ninner = { required = 5 }",
+            &[("5", "invalid type: integer `5`")],
+        );
+        assert_bad("name = []", &[("[]", "invalid type: sequence")]);
+    }
+
+    #[test]
+    fn a_table_where_a_value_belongs_is_one_error() {
+        assert_bad(
+            "name = { a = 1, b = { c = [1, 2] } }",
+            &[(
+                "{ a = 1, b = { c = [1, 2] } }",
+                "invalid type: map, expected a string",
+            )],
+        );
+    }
+}

@@ -57,12 +57,18 @@ impl HeaderScan {
                 scan.forwarded_for = true;
             } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
                 scan.fixed_hop_by_hop |= 1 << i;
-            } else if name.as_str().as_bytes().contains(&b'_') {
-                scan.underscored = true;
+            } else {
+                scan.underscored |= has_underscore(name.as_str().as_bytes());
             }
         }
         scan
     }
+}
+
+/// Branch-free over a short name: a `memchr` per header costs more in setup than this loop.
+fn has_underscore(name: &[u8]) -> bool {
+    name.iter()
+        .fold(false, |found, &byte| found | (byte == b'_'))
 }
 
 /// Removes header names with `_`, as nginx does by default: CGI, WSGI and Rack map both `-`
@@ -71,7 +77,7 @@ impl HeaderScan {
 pub fn remove_underscored(headers: &mut HeaderMap) {
     let underscored: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().as_bytes().contains(&b'_'))
+        .filter(|name| has_underscore(name.as_str().as_bytes()))
         .cloned()
         .collect();
     for name in &underscored {
@@ -255,62 +261,82 @@ pub fn request_host(parts: &http::request::Parts) -> Result<HeaderValue, HostErr
     }
 }
 
-/// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets, or a
-/// non-empty reg-name (which covers IPv4 addresses), then an optional port of digits.
-/// Userinfo is refused with the `@` that no host may contain.
-pub fn is_valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
-        let Some(close) = value.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        let literal = &value[1..close];
-        let ip_literal = !literal.is_empty()
-            && literal
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-        if !ip_literal {
-            return false;
-        }
-        let rest = &value[close + 1..];
-        match rest.split_first() {
-            None => return true,
-            Some((b':', port)) => (&value[..close + 1], port),
-            Some(_) => return false,
-        }
-    } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], &value[colon + 1..]),
-            None => (value, &[][..]),
-        }
-    };
-    let reg_name_ok = value.first() == Some(&b'[') || is_reg_name(host);
-    reg_name_ok && port.iter().all(u8::is_ascii_digit)
-}
+/// What a byte may be in a Host value outside brackets.
+const INVALID: u8 = 0;
+/// Unreserved or a sub-delim (RFC 3986), digits included.
+const NAME: u8 = 1;
+const COLON: u8 = 2;
+const PERCENT: u8 = 3;
 
-/// RFC 3986 reg-name, not empty: unreserved, sub-delims and well-formed percent-encodings.
-fn is_reg_name(name: &[u8]) -> bool {
-    if name.is_empty() {
-        return false;
-    }
+static HOST_BYTES: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let name = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=";
     let mut i = 0;
-    while let Some(&byte) = name.get(i) {
-        match byte {
-            b'%' => {
-                let hex = |at: usize| name.get(at).is_some_and(u8::is_ascii_hexdigit);
-                if !(hex(i + 1) && hex(i + 2)) {
-                    return false;
-                }
-                i += 3;
-                continue;
-            }
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => {}
-            b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
-            _ => return false,
-        }
+    while i < name.len() {
+        table[name[i] as usize] = NAME;
         i += 1;
     }
+    table[b':' as usize] = COLON;
+    table[b'%' as usize] = PERCENT;
+    table
+};
+
+/// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets, or a
+/// non-empty reg-name (which covers IPv4 addresses), then an optional port of digits.
+/// Userinfo is refused with the `@` that no host may contain. One pass over a table for the
+/// usual name; percent-encodings and IP literals take a slower path.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    if value.first() == Some(&b'[') {
+        return is_ip_literal_host(value);
+    }
+    let (mut invalid, mut colons, mut percent) = (false, 0u32, false);
+    for &byte in value {
+        let class = HOST_BYTES[usize::from(byte)];
+        invalid |= class == INVALID;
+        colons += u32::from(class == COLON);
+        percent |= class == PERCENT;
+    }
+    if invalid || colons > 1 {
+        return false;
+    }
+    let (name, port) = match value.iter().position(|&b| b == b':') {
+        Some(colon) => (&value[..colon], &value[colon + 1..]),
+        None => (value, &[][..]),
+    };
+    !name.is_empty()
+        && port.iter().all(u8::is_ascii_digit)
+        && (!percent || percent_encodings_are_whole(name))
+}
+
+/// Every `%` is followed by two hex digits.
+fn percent_encodings_are_whole(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let hex = |i: usize| rest.get(at + i).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(1) && hex(2)) {
+            return false;
+        }
+        rest = &rest[at + 3..];
+    }
     true
+}
+
+/// `[IPv6 or IPvFuture-ish hex, colons and dots]` then an optional `:port`.
+fn is_ip_literal_host(value: &[u8]) -> bool {
+    let Some(close) = value.iter().position(|&b| b == b']') else {
+        return false;
+    };
+    let literal = &value[1..close];
+    let literal_ok = !literal.is_empty()
+        && literal
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    literal_ok
+        && match &value[close + 1..] {
+            [] => true,
+            [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
 }
 
 /// An IP address as a header value (for X-Forwarded-For).
@@ -479,6 +505,82 @@ mod tests {
             "é",
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    /// RFC 3986's `host [":" port]` written the plain way, to check the table-driven one.
+    fn reference_is_valid_host(value: &[u8]) -> bool {
+        let text = match std::str::from_utf8(value) {
+            Ok(text) => text,
+            Err(_) => return false,
+        };
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let Some((literal, after)) = rest.split_once(']') else {
+                return false;
+            };
+            if literal.is_empty()
+                || !literal
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+            {
+                return false;
+            }
+            match after.strip_prefix(':') {
+                Some(port) => ("[]", port),
+                None if after.is_empty() => ("[]", ""),
+                None => return false,
+            }
+        } else {
+            match text.split_once(':') {
+                Some((host, port)) => (host, port),
+                None => (text, ""),
+            }
+        };
+        if !port.chars().all(|c| c.is_ascii_digit()) || host.is_empty() {
+            return false;
+        }
+        if host == "[]" {
+            return true;
+        }
+        let bytes = host.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i] as char;
+            if c == '%' {
+                let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            if !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=".contains(c)) {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn host_validation_agrees_with_the_plain_reference(
+            value in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"aZ09-._~!$&'()*+,;=:%[]@/ \t\x00\xff".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..24,
+            )
+        ) {
+            proptest::prop_assert_eq!(
+                is_valid_host(&value),
+                reference_is_valid_host(&value),
+                "{:?}",
+                String::from_utf8_lossy(&value)
+            );
         }
     }
 

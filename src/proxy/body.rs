@@ -51,23 +51,29 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// its `client_body_buffer_size` the same way).
 pub const PREREAD_LIMIT: usize = 16 * 1024;
 
-/// A request body on its way to an upstream server.
+/// A request body on its way to an upstream server. Kept small: it travels through the
+/// upstream connection's request channel with every request, so the rare variants are boxed.
 pub enum RequestBody {
     Empty,
     /// A body read whole before forwarding: checked, of known length, and sendable again.
+    /// Empty `data` has been sent (or there was none).
     Buffered {
-        data: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        data: Bytes,
+        trailers: Option<Box<HeaderMap>>,
     },
     /// The client's body, counted against the size limit as it streams.
     Client {
-        /// Read before forwarding (counted already), sent first.
-        prefix: Option<Bytes>,
         body: Incoming,
         seen: u64,
         limit: u64,
         /// The route's `gatehouse_http_received_bytes_total`.
         received: prometheus::IntCounter,
+    },
+    /// A body longer than `PREREAD_LIMIT`: what was read first (counted already), then the
+    /// rest as `Client`.
+    Continued {
+        prefix: Option<Bytes>,
+        rest: Box<RequestBody>,
     },
 }
 
@@ -77,7 +83,6 @@ impl RequestBody {
             RequestBody::Empty
         } else {
             RequestBody::Client {
-                prefix: None,
                 body,
                 seen: 0,
                 limit,
@@ -88,7 +93,7 @@ impl RequestBody {
 
     /// Whether the client's body is still to be read.
     pub fn is_unread(&self) -> bool {
-        matches!(self, RequestBody::Client { prefix: None, .. })
+        matches!(self, RequestBody::Client { .. })
     }
 
     /// Reads the client's body up to `PREREAD_LIMIT` before any server is contacted. A body
@@ -97,7 +102,6 @@ impl RequestBody {
     /// and can be sent again on a retry; a longer one streams on after what was read.
     pub async fn preread(self) -> Result<Self, BoxError> {
         let RequestBody::Client {
-            prefix: None,
             mut body,
             mut seen,
             limit,
@@ -110,9 +114,8 @@ impl RequestBody {
         let mut first: Option<Bytes> = None;
         let mut joined = BytesMut::new();
         let read = |first: Option<Bytes>, joined: BytesMut| match first {
-            Some(first) if joined.is_empty() => Some(first),
-            _ if joined.is_empty() => None,
-            _ => Some(joined.freeze()),
+            Some(first) => first,
+            None => joined.freeze(),
         };
         loop {
             let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -131,7 +134,7 @@ impl RequestBody {
                 Err(frame) => {
                     return Ok(RequestBody::Buffered {
                         data: read(first, joined),
-                        trailers: frame.into_trailers().ok(),
+                        trailers: frame.into_trailers().ok().map(Box::new),
                     });
                 }
             };
@@ -156,12 +159,14 @@ impl RequestBody {
                 });
             }
             if seen > PREREAD_LIMIT as u64 {
-                return Ok(RequestBody::Client {
-                    prefix: read(first, joined),
-                    body,
-                    seen,
-                    limit,
-                    received,
+                return Ok(RequestBody::Continued {
+                    prefix: Some(read(first, joined)),
+                    rest: Box::new(RequestBody::Client {
+                        body,
+                        seen,
+                        limit,
+                        received,
+                    }),
                 });
             }
         }
@@ -175,7 +180,7 @@ impl RequestBody {
                 data: data.clone(),
                 trailers: trailers.clone(),
             }),
-            RequestBody::Client { .. } => None,
+            RequestBody::Client { .. } | RequestBody::Continued { .. } => None,
         }
     }
 }
@@ -190,18 +195,19 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Buffered { data, trailers } => Poll::Ready(
-                data.take()
-                    .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
-                    .map(Ok),
-            ),
+            RequestBody::Buffered { data, trailers } => {
+                let frame = if data.is_empty() {
+                    trailers.take().map(|trailers| Frame::trailers(*trailers))
+                } else {
+                    Some(Frame::data(std::mem::take(data)))
+                };
+                Poll::Ready(frame.map(Ok))
+            }
+            RequestBody::Continued { prefix, rest } => match prefix.take() {
+                Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
+                None => Pin::new(rest.as_mut()).poll_frame(cx),
+            },
             RequestBody::Client {
-                prefix: prefix @ Some(_),
-                ..
-            } => Poll::Ready(prefix.take().map(|data| Ok(Frame::data(data)))),
-            RequestBody::Client {
-                prefix: None,
                 body,
                 seen,
                 limit,
@@ -228,20 +234,20 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
-            RequestBody::Client { prefix, body, .. } => prefix.is_none() && body.is_end_stream(),
+            RequestBody::Buffered { data, trailers } => data.is_empty() && trailers.is_none(),
+            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Continued { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Buffered { data, trailers: _ } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
-            }
-            RequestBody::Client { prefix, body, .. } => {
+            RequestBody::Buffered { data, .. } => SizeHint::with_exact(data.len() as u64),
+            RequestBody::Client { body, .. } => body.size_hint(),
+            RequestBody::Continued { prefix, rest } => {
                 let before = prefix.as_ref().map_or(0, |prefix| prefix.len() as u64);
-                let rest = body.size_hint();
+                let rest = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.lower() + before);
                 if let Some(upper) = rest.upper() {

@@ -65,7 +65,9 @@ impl HeaderScan {
     }
 }
 
-/// Branch-free over a short name: a `memchr` per header costs more in setup than this loop.
+/// Whether a header name has `_`. Names are short, so a loop without an early exit beats
+/// `memchr`, whose setup costs more than the search (measured: 0.4k instructions more per
+/// request) and a word-at-a-time search, whose tail copy becomes a `memcpy` call.
 fn has_underscore(name: &[u8]) -> bool {
     name.iter()
         .fold(false, |found, &byte| found | (byte == b'_'))
@@ -261,19 +263,18 @@ pub fn request_host(parts: &http::request::Parts) -> Result<HeaderValue, HostErr
     }
 }
 
-/// What a byte may be in a Host value outside brackets.
-const INVALID: u8 = 0;
-/// Unreserved or a sub-delim (RFC 3986), digits included.
-const NAME: u8 = 1;
-const COLON: u8 = 2;
-const PERCENT: u8 = 3;
+/// What a byte may be in a Host value outside brackets, as bit flags to OR together: a
+/// name byte (unreserved or sub-delim, RFC 3986) adds nothing.
+const COLON: u8 = 1;
+const PERCENT: u8 = 2;
+const INVALID: u8 = 4;
 
 static HOST_BYTES: [u8; 256] = {
     let mut table = [INVALID; 256];
     let name = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=";
     let mut i = 0;
     while i < name.len() {
-        table[name[i] as usize] = NAME;
+        table[name[i] as usize] = 0;
         i += 1;
     }
     table[b':' as usize] = COLON;
@@ -283,29 +284,28 @@ static HOST_BYTES: [u8; 256] = {
 
 /// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets, or a
 /// non-empty reg-name (which covers IPv4 addresses), then an optional port of digits.
-/// Userinfo is refused with the `@` that no host may contain. One pass over a table for the
-/// usual name; percent-encodings and IP literals take a slower path.
+/// Userinfo is refused with the `@` that no host may contain. One OR per byte over a table
+/// for the usual name; a port, percent-encodings and IP literals take a slower path.
 pub fn is_valid_host(value: &[u8]) -> bool {
     if value.first() == Some(&b'[') {
         return is_ip_literal_host(value);
     }
-    let (mut invalid, mut colons, mut percent) = (false, 0u32, false);
-    for &byte in value {
-        let class = HOST_BYTES[usize::from(byte)];
-        invalid |= class == INVALID;
-        colons += u32::from(class == COLON);
-        percent |= class == PERCENT;
-    }
-    if invalid || colons > 1 {
+    let flags = value
+        .iter()
+        .fold(0u8, |flags, &byte| flags | HOST_BYTES[usize::from(byte)]);
+    if flags & INVALID != 0 {
         return false;
     }
-    let (name, port) = match value.iter().position(|&b| b == b':') {
-        Some(colon) => (&value[..colon], &value[colon + 1..]),
-        None => (value, &[][..]),
+    let (name, port) = match flags & COLON {
+        0 => (value, &[][..]),
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        },
     };
     !name.is_empty()
         && port.iter().all(u8::is_ascii_digit)
-        && (!percent || percent_encodings_are_whole(name))
+        && (flags & PERCENT == 0 || percent_encodings_are_whole(name))
 }
 
 /// Every `%` is followed by two hex digits.
@@ -564,6 +564,16 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_word_wise_underscore_search_finds_what_contains_finds(
+            name in proptest::collection::vec(
+                proptest::sample::select(b"_-az09".to_vec()),
+                0..40,
+            )
+        ) {
+            proptest::prop_assert_eq!(has_underscore(&name), name.contains(&b'_'));
+        }
 
         #[test]
         fn host_validation_agrees_with_the_plain_reference(

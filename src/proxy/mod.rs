@@ -390,7 +390,8 @@ impl Reply {
     ) -> Result<Forwarded, ForwardError> {
         let mut started = self.exchange.start;
         let body = if body.is_unread() {
-            let body = body.preread().await.map_err(|error| {
+            // Boxed: its state would otherwise sit in every request's future, bodiless or not.
+            let body = Box::pin(body.preread()).await.map_err(|error| {
                 if error.is::<BodyTooLarge>() {
                     ForwardError::BodyTooLarge
                 } else {

@@ -168,3 +168,280 @@ fn classify(buf: &[u8], error: httparse::Error) -> HeadError {
         _ => HeadError::InvalidStatusLine,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_for(method: Method, bytes: &[u8]) -> Result<ResponseHead, HeadError> {
+        let mut buf = BytesMut::from(bytes);
+        match parse_response(&mut buf, &HeadConfig::default(), &method)? {
+            Parsed::Complete(head) => Ok(head),
+            Parsed::Partial => panic!("partial: {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<ResponseHead, HeadError> {
+        parse_for(Method::GET, bytes)
+    }
+
+    fn framing(bytes: &[u8]) -> Framing {
+        parse(bytes).unwrap().framing
+    }
+
+    #[test]
+    fn content_length_response() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..]);
+        let Ok(Parsed::Complete(head)) =
+            parse_response(&mut buf, &HeadConfig::default(), &Method::GET)
+        else {
+            panic!("not complete");
+        };
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.framing, Framing::Length { len: 5 });
+        assert_eq!(head.head_len, 38);
+        assert!(head.keep_alive());
+        assert!(!head.is_interim());
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn partial_response() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(matches!(
+            parse_response(&mut buf, &HeadConfig::default(), &Method::GET),
+            Ok(Parsed::Partial)
+        ));
+        assert_eq!(buf.len(), 27);
+    }
+
+    #[test]
+    fn interim_responses() {
+        let head = parse(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+        assert!(head.is_interim());
+        assert_eq!(head.framing, Framing::Empty);
+        let head = parse(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n").unwrap();
+        assert!(head.is_interim());
+        assert_eq!(head.headers["link"], "</a.css>");
+    }
+
+    #[test]
+    fn switching_protocols_is_a_tunnel() {
+        let head =
+            parse(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                .unwrap();
+        assert!(!head.is_interim());
+        assert_eq!(head.framing, Framing::Tunnel);
+        assert!(!head.keep_alive());
+    }
+
+    #[test]
+    fn head_response_has_no_body() {
+        let head = parse_for(
+            Method::HEAD,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(head.framing, Framing::Empty);
+        let head = parse_for(
+            Method::HEAD,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(head.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn no_content_and_not_modified_have_no_body() {
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+            Framing::Empty
+        );
+    }
+
+    #[test]
+    fn connect_success_is_a_tunnel() {
+        let head = parse_for(
+            Method::CONNECT,
+            b"HTTP/1.1 200 Connection Established\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(head.framing, Framing::Tunnel);
+        let head = parse_for(
+            Method::CONNECT,
+            b"HTTP/1.1 407 Proxy Auth\r\nContent-Length: 2\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(head.framing, Framing::Length { len: 2 });
+    }
+
+    #[test]
+    fn chunked_response() {
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+    }
+
+    #[test]
+    fn te_not_chunked_final_reads_until_close() {
+        let head = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(!head.keep_alive());
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n"),
+            Framing::UntilClose
+        );
+    }
+
+    #[test]
+    fn no_length_reads_until_close() {
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n"), Framing::UntilClose);
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Framing::Empty
+        );
+    }
+
+    #[test]
+    fn smuggle_response_cl_and_te() {
+        let e =
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err();
+        assert_eq!(e, HeadError::ContentLengthAndTransferEncoding);
+    }
+
+    #[test]
+    fn smuggle_response_differing_content_lengths() {
+        let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(e, HeadError::DifferingContentLengths);
+    }
+
+    #[test]
+    fn smuggle_response_invalid_content_length() {
+        let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n").unwrap_err();
+        assert_eq!(e, HeadError::InvalidContentLength);
+    }
+
+    #[test]
+    fn smuggle_response_chunked_twice() {
+        let e =
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n").unwrap_err();
+        assert_eq!(e, HeadError::ChunkedTwice);
+    }
+
+    #[test]
+    fn smuggle_response_te_in_http10() {
+        let e = parse(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err();
+        assert_eq!(e, HeadError::TransferEncodingInHttp10);
+    }
+
+    #[test]
+    fn identical_response_content_lengths_merged() {
+        let head =
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::Length { len: 3 });
+        assert_eq!(head.headers.get_all("content-length").iter().count(), 1);
+    }
+
+    #[test]
+    fn smuggle_response_obs_fold() {
+        let e = parse(b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n\r\n").unwrap_err();
+        assert_eq!(e, HeadError::ObsFold);
+    }
+
+    #[test]
+    fn space_before_colon_removed_in_responses() {
+        let head = parse(b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::Length { len: 2 });
+        assert_eq!(head.headers["content-length"], "2");
+    }
+
+    #[test]
+    fn bad_status_lines() {
+        for bad in [
+            &b"HTTP/1.1 20 OK\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1200 OK\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(
+                e,
+                HeadError::InvalidStatusLine,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(e.status(), 502);
+        }
+    }
+
+    #[test]
+    fn missing_reason_phrase_accepted() {
+        let head = parse(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+    }
+
+    #[test]
+    fn unsupported_response_version() {
+        assert_eq!(
+            parse(b"HTTP/2 200\r\n\r\n").unwrap_err(),
+            HeadError::UnsupportedVersion
+        );
+        assert_eq!(
+            parse(b"HTTP/2.0 200 OK\r\n\r\n").unwrap_err(),
+            HeadError::UnsupportedVersion
+        );
+    }
+
+    #[test]
+    fn response_keep_alive() {
+        assert!(
+            !parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .keep_alive()
+        );
+        assert!(
+            !parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .keep_alive()
+        );
+        assert!(
+            parse(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .keep_alive()
+        );
+    }
+
+    #[test]
+    fn response_limits() {
+        let config = HeadConfig {
+            max_head_bytes: 32,
+            max_headers: 1,
+            ..HeadConfig::default()
+        };
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n"[..]);
+        assert_eq!(
+            parse_response(&mut buf, &config, &Method::GET).unwrap_err(),
+            HeadError::TooManyHeaders
+        );
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 0123456789012345678901234567"[..]);
+        assert_eq!(
+            parse_response(&mut buf, &config, &Method::GET).unwrap_err(),
+            HeadError::HeadTooLarge
+        );
+    }
+}

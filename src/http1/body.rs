@@ -35,7 +35,8 @@ pub struct BodyLimits {
     /// kept, but a body of one-byte chunks with long extensions would otherwise cost far
     /// more to read than it carries.
     pub max_chunk_ext_bytes: u64,
-    /// The most bytes of the trailer section, which is the only thing the decoder buffers.
+    /// The most bytes of the trailer section (its field lines and the final CRLF), which is
+    /// the only thing the decoder buffers.
     pub max_trailer_bytes: usize,
     /// The most trailer fields.
     pub max_trailers: usize,
@@ -531,4 +532,420 @@ pub fn encode_last_chunk(trailers: Option<&HeaderMap>, dst: &mut BytesMut) {
         super::encode::encode_fields(trailers, dst);
     }
     dst.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked() -> Decoder {
+        Decoder::new(Framing::Chunked, BodyLimits::default())
+    }
+
+    /// Decodes all of `input`, returning the body and how many bytes were consumed.
+    fn decode_all(decoder: &mut Decoder, input: &[u8]) -> Result<(Vec<u8>, usize), BodyError> {
+        let mut body = Vec::new();
+        let mut pos = 0;
+        loop {
+            let rest = input.get(pos..).unwrap_or_default();
+            let step = decoder.decode(rest)?;
+            body.extend_from_slice(step.data(rest));
+            pos += step.consumed;
+            if step.consumed == 0 {
+                return Ok((body, pos));
+            }
+        }
+    }
+
+    fn chunked_error(input: &[u8]) -> BodyError {
+        decode_all(&mut chunked(), input).unwrap_err()
+    }
+
+    #[test]
+    fn length_body() {
+        let mut d = Decoder::new(Framing::Length { len: 5 }, BodyLimits::default());
+        let step = d.decode(b"hel").unwrap();
+        assert_eq!(
+            step,
+            Step {
+                consumed: 3,
+                data: 0..3
+            }
+        );
+        assert_eq!(d.state(), DecoderState::Length { remaining: 2 });
+        let step = d.decode(b"loNEXT").unwrap();
+        assert_eq!(
+            step,
+            Step {
+                consumed: 2,
+                data: 0..2
+            }
+        );
+        assert!(d.is_done());
+        assert_eq!(d.decode(b"NEXT").unwrap().consumed, 0);
+        assert!(d.finish().is_ok());
+    }
+
+    #[test]
+    fn length_body_premature_eof() {
+        let mut d = Decoder::new(Framing::Length { len: 5 }, BodyLimits::default());
+        d.decode(b"hel").unwrap();
+        assert_eq!(d.finish(), Err(BodyError::PrematureEof));
+        assert_eq!(d.decode(b"lo"), Err(BodyError::Failed));
+    }
+
+    #[test]
+    fn empty_and_zero_length() {
+        for framing in [Framing::Empty, Framing::Length { len: 0 }] {
+            let mut d = Decoder::new(framing, BodyLimits::default());
+            assert!(d.is_done());
+            assert_eq!(d.decode(b"GET").unwrap().consumed, 0);
+            assert!(d.finish().is_ok());
+        }
+    }
+
+    #[test]
+    fn until_close_body() {
+        for framing in [Framing::UntilClose, Framing::Tunnel] {
+            let mut d = Decoder::new(framing, BodyLimits::default());
+            assert_eq!(
+                d.decode(b"abc").unwrap(),
+                Step {
+                    consumed: 3,
+                    data: 0..3
+                }
+            );
+            assert!(!d.is_done());
+            assert!(d.finish().is_ok());
+            assert!(d.is_done());
+        }
+    }
+
+    #[test]
+    fn chunked_body() {
+        let mut d = chunked();
+        let input = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT";
+        let (body, consumed) = decode_all(&mut d, input).unwrap();
+        assert_eq!(body, b"hello world");
+        assert_eq!(consumed, input.len() - 4);
+        assert!(d.is_done());
+        assert!(d.take_trailers().is_none());
+        assert!(d.finish().is_ok());
+    }
+
+    #[test]
+    fn chunked_one_step_yields_one_data_range() {
+        let mut d = chunked();
+        let input = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let step = d.decode(input).unwrap();
+        assert_eq!(
+            step,
+            Step {
+                consumed: 6,
+                data: 3..6
+            }
+        );
+        let step = d.decode(&input[6..]).unwrap();
+        assert_eq!(
+            step,
+            Step {
+                consumed: 7,
+                data: 5..7
+            }
+        );
+        let step = d.decode(&input[13..]).unwrap();
+        assert_eq!(step.consumed, 7);
+        assert!(step.data.is_empty());
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn chunked_byte_by_byte() {
+        let input = b"a;x=y\r\n0123456789\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut d = chunked();
+        let mut body = Vec::new();
+        let mut buf = BytesMut::new();
+        for &b in input {
+            buf.extend_from_slice(&[b]);
+            while let Some(data) = d.decode_buf(&mut buf).unwrap() {
+                body.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(body, b"0123456789!");
+        assert!(d.is_done());
+        assert!(buf.is_empty());
+        assert_eq!(d.take_trailers().unwrap()["x-t"], "1");
+    }
+
+    #[test]
+    fn decode_buf_shares_the_buffer() {
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\nNEXT"[..]);
+        let start = buf.as_ptr() as usize;
+        let mut d = chunked();
+        let data = d.decode_buf(&mut buf).unwrap().unwrap();
+        assert_eq!(&data[..], b"hello");
+        assert_eq!(data.as_ptr() as usize, start + 3);
+        assert!(d.decode_buf(&mut buf).unwrap().is_none());
+        assert!(d.is_done());
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn chunk_size_hex_and_leading_zeros() {
+        let (body, _) = decode_all(&mut chunked(), b"000A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body.len(), 10);
+    }
+
+    #[test]
+    fn chunk_size_sixteen_digits_accepted() {
+        let mut d = chunked();
+        let step = d.decode(b"ffffffffffffffff\r\nab").unwrap();
+        assert_eq!(step.data(b"ffffffffffffffff\r\nab"), b"ab");
+        assert_eq!(
+            d.state(),
+            DecoderState::Chunked {
+                state: ChunkState::Data {
+                    remaining: u64::MAX - 2
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn smuggle_chunk_size_overflow() {
+        assert_eq!(
+            chunked_error(b"10000000000000000\r\n"),
+            BodyError::ChunkSizeTooLong
+        );
+        assert_eq!(
+            chunked_error(b"00000000000000001\r\n"),
+            BodyError::ChunkSizeTooLong
+        );
+    }
+
+    #[test]
+    fn smuggle_chunk_size_invalid() {
+        assert_eq!(chunked_error(b"g\r\n"), BodyError::InvalidChunkSize);
+        assert_eq!(chunked_error(b"\r\n"), BodyError::InvalidChunkSize);
+        assert_eq!(chunked_error(b";ext\r\n"), BodyError::InvalidChunkSize);
+        assert_eq!(chunked_error(b"-1\r\n"), BodyError::InvalidChunkSize);
+        assert_eq!(chunked_error(b"0x5\r\n"), BodyError::InvalidChunkSize);
+        assert_eq!(chunked_error(b"+5\r\n"), BodyError::InvalidChunkSize);
+    }
+
+    #[test]
+    fn smuggle_chunk_size_trailing_whitespace() {
+        assert_eq!(
+            chunked_error(b"5 \r\nhello\r\n"),
+            BodyError::InvalidChunkSize
+        );
+        assert_eq!(
+            chunked_error(b"5\t\r\nhello\r\n"),
+            BodyError::InvalidChunkSize
+        );
+        assert_eq!(
+            chunked_error(b"5 5\r\nhello\r\n"),
+            BodyError::InvalidChunkSize
+        );
+    }
+
+    #[test]
+    fn whitespace_before_extension_accepted() {
+        let (body, _) =
+            decode_all(&mut chunked(), b"5 \t; a=\"b c\"\r\nhello\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body, b"hello");
+    }
+
+    #[test]
+    fn smuggle_chunk_size_bare_lf() {
+        assert_eq!(chunked_error(b"5\nhello\r\n0\r\n\r\n"), BodyError::BareLf);
+        assert_eq!(chunked_error(b"5;a=b\nhello\r\n"), BodyError::BareLf);
+    }
+
+    #[test]
+    fn smuggle_chunk_size_bare_cr() {
+        assert_eq!(chunked_error(b"5\rhello\r\n"), BodyError::BareCr);
+    }
+
+    #[test]
+    fn smuggle_chunk_data_bare_lf() {
+        assert_eq!(
+            chunked_error(b"5\r\nhello\n0\r\n\r\n"),
+            BodyError::ChunkDataTooLong
+        );
+        assert_eq!(chunked_error(b"5\r\nhello\r0\r\n\r\n"), BodyError::BareCr);
+    }
+
+    #[test]
+    fn smuggle_chunk_data_too_long() {
+        assert_eq!(
+            chunked_error(b"3\r\nhello\r\n0\r\n\r\n"),
+            BodyError::ChunkDataTooLong
+        );
+    }
+
+    #[test]
+    fn smuggle_last_chunk_bare_lf() {
+        assert_eq!(chunked_error(b"0\r\n\n"), BodyError::BareLf);
+        assert_eq!(chunked_error(b"0\n\n"), BodyError::BareLf);
+        assert_eq!(chunked_error(b"0\r\n\rX"), BodyError::BareCr);
+    }
+
+    #[test]
+    fn smuggle_chunk_extension_control_byte() {
+        assert_eq!(
+            chunked_error(b"5;a\0b\r\nhello\r\n"),
+            BodyError::InvalidChunkExtension
+        );
+    }
+
+    #[test]
+    fn smuggle_chunk_extensions_too_long() {
+        let limits = BodyLimits {
+            max_chunk_ext_bytes: 8,
+            ..BodyLimits::default()
+        };
+        let mut d = Decoder::new(Framing::Chunked, limits);
+        assert!(decode_all(&mut d, b"1;abcdefgh\r\na\r\n").is_ok());
+        assert_eq!(
+            decode_all(&mut d, b"1;b\r\na\r\n"),
+            Err(BodyError::ChunkExtensionTooLong)
+        );
+        let mut d = Decoder::new(Framing::Chunked, limits);
+        let long = [b'x'; 100];
+        assert_eq!(
+            d.decode(b"1;"),
+            Ok(Step {
+                consumed: 2,
+                data: 0..0
+            })
+        );
+        assert_eq!(d.decode(&long), Err(BodyError::ChunkExtensionTooLong));
+    }
+
+    #[test]
+    fn trailers_parsed() {
+        let mut d = chunked();
+        let input = b"1\r\na\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\nNEXT";
+        let (body, consumed) = decode_all(&mut d, input).unwrap();
+        assert_eq!(body, b"a");
+        assert_eq!(consumed, input.len() - 4);
+        let trailers = d.take_trailers().unwrap();
+        assert_eq!(trailers["x-checksum"], "abc");
+        assert_eq!(trailers["x-other"], "1");
+    }
+
+    #[test]
+    fn smuggle_trailers_too_large() {
+        let limits = BodyLimits {
+            max_trailer_bytes: 16,
+            ..BodyLimits::default()
+        };
+        let mut d = Decoder::new(Framing::Chunked, limits);
+        assert!(decode_all(&mut d, b"0\r\nX-A: 1234567\r\n\r\n").is_ok());
+        let mut d = Decoder::new(Framing::Chunked, limits);
+        assert_eq!(
+            decode_all(&mut d, b"0\r\nX-A: 12345678\r\n\r\n"),
+            Err(BodyError::TrailersTooLarge)
+        );
+        // Bounded while the section is still arriving, too.
+        let mut d = Decoder::new(Framing::Chunked, limits);
+        assert_eq!(
+            d.decode(b"0\r\nX-A: 0123456789abcdef"),
+            Err(BodyError::TrailersTooLarge)
+        );
+    }
+
+    #[test]
+    fn smuggle_too_many_trailers() {
+        let limits = BodyLimits {
+            max_trailers: 2,
+            ..BodyLimits::default()
+        };
+        let mut d = Decoder::new(Framing::Chunked, limits);
+        assert_eq!(
+            decode_all(&mut d, b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"),
+            Err(BodyError::TooManyTrailers)
+        );
+    }
+
+    #[test]
+    fn smuggle_trailer_bare_lf() {
+        assert_eq!(chunked_error(b"0\r\nX-A: 1\n\r\n"), BodyError::BareLf);
+        assert_eq!(chunked_error(b"0\r\nX-A: 1\rX\r\n\r\n"), BodyError::BareCr);
+    }
+
+    #[test]
+    fn smuggle_invalid_trailer() {
+        assert_eq!(
+            chunked_error(b"0\r\nX A: 1\r\n\r\n"),
+            BodyError::InvalidTrailers
+        );
+        assert_eq!(
+            chunked_error(b"0\r\n folded\r\n\r\n"),
+            BodyError::InvalidTrailers
+        );
+        assert_eq!(
+            chunked_error(b"0\r\nX-A: \x01\r\n\r\n"),
+            BodyError::InvalidTrailers
+        );
+    }
+
+    #[test]
+    fn chunked_premature_eof() {
+        for cut in [
+            &b"5\r\nhel"[..],
+            b"5\r\nhello\r\n",
+            b"5\r\nhello\r\n0\r\n",
+            b"",
+        ] {
+            let mut d = chunked();
+            decode_all(&mut d, cut).unwrap();
+            assert_eq!(d.finish(), Err(BodyError::PrematureEof), "{cut:?}");
+        }
+    }
+
+    #[test]
+    fn errors_are_final() {
+        let mut d = chunked();
+        assert_eq!(d.decode(b"x"), Err(BodyError::InvalidChunkSize));
+        assert_eq!(d.state(), DecoderState::Failed);
+        assert_eq!(d.decode(b"5\r\nhello\r\n"), Err(BodyError::Failed));
+        assert_eq!(d.finish(), Err(BodyError::Failed));
+    }
+
+    #[test]
+    fn chunk_head_hex() {
+        let head = |n: u64| {
+            let mut dst = BytesMut::new();
+            encode_chunk_head(n, &mut dst);
+            dst
+        };
+        assert_eq!(&head(1)[..], b"1\r\n");
+        assert_eq!(&head(10)[..], b"a\r\n");
+        assert_eq!(&head(0x1000)[..], b"1000\r\n");
+        assert_eq!(&head(u64::MAX)[..], b"ffffffffffffffff\r\n");
+    }
+
+    #[test]
+    fn chunked_encoding_round_trip() {
+        let mut dst = BytesMut::new();
+        encode_chunk(b"hello", &mut dst);
+        encode_chunk(b"", &mut dst);
+        encode_chunk(&[b'x'; 300], &mut dst);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", HeaderValue::from_static("42"));
+        encode_last_chunk(Some(&trailers), &mut dst);
+        assert!(dst.starts_with(b"5\r\nhello\r\n12c\r\n"));
+        assert!(dst.ends_with(b"0\r\nx-sum: 42\r\n\r\n"));
+        let mut d = chunked();
+        let (body, consumed) = decode_all(&mut d, &dst).unwrap();
+        assert_eq!(body.len(), 305);
+        assert_eq!(consumed, dst.len());
+        assert_eq!(d.take_trailers().unwrap()["x-sum"], "42");
+
+        let mut dst = BytesMut::new();
+        encode_last_chunk(None, &mut dst);
+        assert_eq!(&dst[..], b"0\r\n\r\n");
+    }
 }

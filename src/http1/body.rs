@@ -215,6 +215,12 @@ impl Decoder {
         )
     }
 
+    /// Bytes the decoder holds on to: only a trailer section being received, never more than
+    /// [`BodyLimits::max_trailer_bytes`].
+    pub fn buffered(&self) -> usize {
+        self.trailer_buf.len()
+    }
+
     /// The trailer fields of a chunked body, once it is done (None if it had none).
     pub fn take_trailers(&mut self) -> Option<HeaderMap> {
         self.trailers.take()

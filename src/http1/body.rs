@@ -384,8 +384,10 @@ impl Decoder {
                     break;
                 }
                 ChunkState::DataCr => {
-                    if b != b'\r' {
-                        return Err(BodyError::ChunkDataTooLong);
+                    match b {
+                        b'\r' => {}
+                        b'\n' => return Err(BodyError::BareLf),
+                        _ => return Err(BodyError::ChunkDataTooLong),
                     }
                     pos += 1;
                     state = ChunkState::DataLf;
@@ -775,10 +777,7 @@ mod tests {
 
     #[test]
     fn smuggle_chunk_data_bare_lf() {
-        assert_eq!(
-            chunked_error(b"5\r\nhello\n0\r\n\r\n"),
-            BodyError::ChunkDataTooLong
-        );
+        assert_eq!(chunked_error(b"5\r\nhello\n0\r\n\r\n"), BodyError::BareLf);
         assert_eq!(chunked_error(b"5\r\nhello\r0\r\n\r\n"), BodyError::BareCr);
     }
 

@@ -143,7 +143,11 @@ struct RequestLine {
 ///
 /// On [`Parsed::Complete`] the head's bytes have been taken off `buf`, which now starts with
 /// the body (or the next request); on [`Parsed::Partial`] nothing is taken: read more onto
-/// `buf` and call again.
+/// `buf` and call again. After an error `buf` may or may not have lost the head: answer with
+/// [`HeadError::status`] and close the connection.
+///
+/// `httparse` reads the whole buffer again on each call, so call when new bytes have arrived,
+/// not on a timer; [`HeadConfig::max_head_bytes`] bounds the work.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -187,9 +191,12 @@ fn scan(
     );
     match parsed {
         Ok(httparse::Status::Partial) => {
-            if request.version.is_none()
-                && buf.len() - leading_empty_lines(buf) > config.max_request_line
-            {
+            let line_len = match (request.method, request.path, request.version) {
+                (Some(method), Some(path), Some(_)) => method.len() + path.len() + 10,
+                // The line is still arriving: all of the buffer after empty lines is line.
+                _ => buf.len() - leading_empty_lines(buf),
+            };
+            if line_len > config.max_request_line {
                 return Err(HeadError::RequestLineTooLong);
             }
             if buf.len() > config.max_head_bytes {
@@ -1020,6 +1027,18 @@ mod tests {
         let e = parse_request(&mut buf, &config).unwrap_err();
         assert_eq!(e, HeadError::RequestLineTooLong);
         assert_eq!(e.status(), 414);
+    }
+
+    #[test]
+    fn request_line_too_long_before_head_ends() {
+        let config = HeadConfig {
+            max_request_line: 32,
+            ..HeadConfig::default()
+        };
+        let input = format!("GET /{} HTTP/1.1\r\nHost: a\r\n", "a".repeat(19));
+        let mut buf = BytesMut::from(input.as_bytes());
+        let e = parse_request(&mut buf, &config).unwrap_err();
+        assert_eq!(e, HeadError::RequestLineTooLong);
     }
 
     #[test]

@@ -330,7 +330,7 @@ fn encode_body(chunks: &[Chunk], trailers: &HeaderMap) -> BytesMut {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn request_parser_never_panics(input in any_input(request_ish()), cut in any::<usize>()) {
@@ -432,7 +432,7 @@ fn httparse_verdict(input: &[u8]) -> Verdict {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     /// Where `httparse` refuses, so does this parser, with a syntax error; where it accepts,
     /// this parser may refuse only for a rule beyond syntax (framing, Host, limits) or for a
@@ -460,7 +460,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn chunked_body_decodes_the_same_however_split(

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

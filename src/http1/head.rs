@@ -1,0 +1,410 @@
+//! What reading a request head and a response head have in common: limits, the error
+//! vocabulary with the status each error answers, the first pass over `httparse`'s output, and
+//! building the `HeaderMap` from the head's bytes without copying the values.
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::fields::{ConnectionOptions, ContentLength, TransferEncoding, is_authority, is_tchar};
+
+/// The most header fields a head may hold whatever [`HeadConfig::max_headers`] says: the
+/// parser keeps their positions on the stack.
+pub const MAX_HEADERS: usize = 128;
+
+/// The outcome of feeding the bytes received so far to a parser.
+#[derive(Debug)]
+pub enum Parsed<T> {
+    /// The head is not complete yet: read more bytes onto the same buffer and call again.
+    Partial,
+    /// The head is complete; its bytes have been taken off the front of the buffer.
+    Complete(T),
+}
+
+/// Limits and policies for reading one head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadConfig {
+    /// The most bytes a head may take, start line and final empty line included (431 beyond).
+    pub max_head_bytes: usize,
+    /// The most header fields (431 beyond); values above [`MAX_HEADERS`] count as it.
+    pub max_headers: usize,
+    /// The most bytes of a request line, without its line ending (414 beyond).
+    pub max_request_line: usize,
+    /// Leave out of the map any request header whose name holds `_`, as nginx does with
+    /// `underscores_in_headers off`: such names are often mapped onto `-` by CGI-style
+    /// backends, so `X_User` could pose as `X-User`. Their presence is reported either way.
+    pub drop_underscore_headers: bool,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 32 * 1024,
+            max_headers: 100,
+            max_request_line: 8 * 1024,
+            drop_underscore_headers: false,
+        }
+    }
+}
+
+impl HeadConfig {
+    pub(crate) fn header_slots(&self) -> usize {
+        self.max_headers.min(MAX_HEADERS)
+    }
+}
+
+/// Why a head was refused. Each variant is one rule; [`HeadError::status`] is the answer a
+/// client gets for a bad request head. A bad response head from an upstream is answered with
+/// 502 whatever the variant. After any error the connection must not be read further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The head did not end within `max_head_bytes`.
+    #[error("head larger than max_head_bytes")]
+    HeadTooLarge,
+    /// More header fields than `max_headers`.
+    #[error("more header fields than max_headers")]
+    TooManyHeaders,
+    /// The request line is longer than `max_request_line`.
+    #[error("request line longer than max_request_line")]
+    RequestLineTooLong,
+    /// The method is not a token.
+    #[error("invalid method")]
+    InvalidMethod,
+    /// The request target has bytes a URI may not hold, or a form its method does not allow.
+    #[error("invalid request target")]
+    InvalidTarget,
+    /// The request line is not `method SP target SP version`.
+    #[error("malformed request line")]
+    InvalidRequestLine,
+    /// The version is not `HTTP/` DIGIT `.` DIGIT.
+    #[error("malformed HTTP version")]
+    InvalidVersion,
+    /// A well-formed version other than HTTP/1.0 and HTTP/1.1.
+    #[error("HTTP version not supported on an HTTP/1.1 connection")]
+    UnsupportedVersion,
+    /// The HTTP/2 connection preface, sent to an HTTP/1.1-only listener.
+    #[error("HTTP/2 connection preface on an HTTP/1.1 connection")]
+    Http2Preface,
+    /// A request line without a version, as HTTP/0.9 sent.
+    #[error("HTTP/0.9 request")]
+    Http09,
+    /// The status line of a response is malformed.
+    #[error("malformed status line")]
+    InvalidStatusLine,
+    /// A field line starting with whitespace: obsolete line folding (RFC 9112 §5.2).
+    #[error("obsolete line folding")]
+    ObsFold,
+    /// A CR not followed by LF.
+    #[error("bare CR in head")]
+    BareCr,
+    /// Whitespace between a field name and its colon (RFC 9112 §5.1).
+    #[error("whitespace between field name and colon")]
+    WhitespaceBeforeColon,
+    /// A field name with a byte outside `tchar`, or no colon.
+    #[error("invalid field name")]
+    InvalidHeaderName,
+    /// A field value with NUL, DEL or another control byte.
+    #[error("invalid field value")]
+    InvalidHeaderValue,
+    /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.1).
+    #[error("both Content-Length and Transfer-Encoding")]
+    ContentLengthAndTransferEncoding,
+    /// A Content-Length element that is not `1*DIGIT` within a u64.
+    #[error("invalid Content-Length")]
+    InvalidContentLength,
+    /// Content-Length values that differ.
+    #[error("differing Content-Length values")]
+    DifferingContentLengths,
+    /// A request whose final transfer coding is not chunked (RFC 9112 §6.3).
+    #[error("final transfer coding is not chunked")]
+    TransferEncodingNotChunked,
+    /// `chunked` applied more than once.
+    #[error("chunked applied more than once")]
+    ChunkedTwice,
+    /// A Transfer-Encoding element that is empty, not a token, or has parameters.
+    #[error("invalid Transfer-Encoding")]
+    InvalidTransferEncoding,
+    /// A request with transfer codings besides `chunked`, which this proxy does not decode.
+    #[error("transfer coding not implemented")]
+    UnsupportedTransferCoding,
+    /// Transfer-Encoding in an HTTP/1.0 message, whose framing must be taken as faulty
+    /// (RFC 9112 §6.1).
+    #[error("Transfer-Encoding in an HTTP/1.0 message")]
+    TransferEncodingInHttp10,
+    /// An HTTP/1.1 request without Host (RFC 9112 §3.2).
+    #[error("missing Host")]
+    MissingHost,
+    /// More than one Host field line.
+    #[error("more than one Host")]
+    MultipleHosts,
+    /// A Host value that is not `host [":" port]` of RFC 3986.
+    #[error("invalid Host")]
+    InvalidHost,
+}
+
+impl HeadError {
+    /// The status to answer a client whose request head failed this way.
+    pub fn status(self) -> StatusCode {
+        use HeadError::*;
+        match self {
+            HeadTooLarge | TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestLineTooLong => StatusCode::URI_TOO_LONG,
+            UnsupportedVersion | Http2Preface => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            InvalidStatusLine => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Whether this is a syntax error of the kind `httparse` itself detects (start line and
+    /// field syntax), as opposed to a limit or a rule about what the fields mean.
+    pub fn is_syntax(self) -> bool {
+        use HeadError::*;
+        matches!(
+            self,
+            InvalidMethod
+                | InvalidTarget
+                | InvalidRequestLine
+                | InvalidVersion
+                | UnsupportedVersion
+                | Http2Preface
+                | Http09
+                | InvalidStatusLine
+                | ObsFold
+                | BareCr
+                | WhitespaceBeforeColon
+                | InvalidHeaderName
+                | InvalidHeaderValue
+        )
+    }
+}
+
+/// Where a field's name and value sit in the head, kept between `httparse`'s pass (which
+/// borrows the buffer) and building the map (which owns the frozen head).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FieldIndex {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+pub(crate) type FieldIndices = [FieldIndex; MAX_HEADERS];
+
+/// Offset of `part` inside `base`; `part` is always a subslice handed out by `httparse`.
+pub(crate) fn offset_in(base: &[u8], part: &[u8]) -> usize {
+    (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize)
+}
+
+fn span(base: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = offset_in(base, part);
+    // Heads longer than u32 are refused by the size limit long before; saturate regardless.
+    let start = u32::try_from(start).unwrap_or(u32::MAX);
+    let end = start.saturating_add(u32::try_from(part.len()).unwrap_or(u32::MAX));
+    (start, end)
+}
+
+/// Records where each parsed field sits; returns how many there are.
+pub(crate) fn index_fields(
+    base: &[u8],
+    fields: &[httparse::Header<'_>],
+    out: &mut FieldIndices,
+) -> usize {
+    let mut n = 0;
+    for (field, slot) in fields.iter().zip(out.iter_mut()) {
+        *slot = FieldIndex {
+            name: span(base, field.name.as_bytes()),
+            value: span(base, field.value),
+        };
+        n += 1;
+    }
+    n
+}
+
+/// A sub-range of the frozen head as `Bytes`, or None if the range does not fit (which would
+/// mean a bug, never a panic).
+pub(crate) fn head_slice(head: &Bytes, (start, end): (u32, u32)) -> Option<Bytes> {
+    let (start, end) = (start as usize, end as usize);
+    (start <= end && end <= head.len()).then(|| head.slice(start..end))
+}
+
+/// What the fields of a head say about framing, routing and the connection, gathered while
+/// the map is built.
+#[derive(Debug, Default)]
+pub(crate) struct FieldFacts {
+    pub(crate) content_length: ContentLength,
+    pub(crate) transfer_encoding: TransferEncoding,
+    pub(crate) connection: ConnectionOptions,
+    pub(crate) hosts: usize,
+    pub(crate) expect_continue: bool,
+    pub(crate) expect_other: bool,
+    pub(crate) upgrade: bool,
+    pub(crate) underscore: bool,
+}
+
+impl FieldFacts {
+    fn observe(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), HeadError> {
+        if name == header::CONTENT_LENGTH {
+            self.content_length.add_line(value)?;
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding.add_line(value)?;
+        } else if name == header::CONNECTION {
+            self.connection.add_line(value);
+        } else if name == header::HOST {
+            self.hosts += 1;
+            if self.hosts > 1 {
+                return Err(HeadError::MultipleHosts);
+            }
+            if !is_authority(value, false) {
+                return Err(HeadError::InvalidHost);
+            }
+        } else if name == header::EXPECT {
+            for element in value.split(|&b| b == b',') {
+                let element = element.trim_ascii();
+                if element.eq_ignore_ascii_case(b"100-continue") {
+                    self.expect_continue = true;
+                } else if !element.is_empty() {
+                    self.expect_other = true;
+                }
+            }
+        } else if name == header::UPGRADE {
+            self.upgrade = true;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the map from the indexed fields of a frozen head, sharing the head's bytes.
+pub(crate) fn build_fields(
+    head: &Bytes,
+    indices: &[FieldIndex],
+    drop_underscore: bool,
+) -> Result<(HeaderMap, FieldFacts), HeadError> {
+    let mut map = HeaderMap::with_capacity(indices.len());
+    let mut facts = FieldFacts::default();
+    for index in indices {
+        let name = head
+            .get(index.name.0 as usize..index.name.1 as usize)
+            .ok_or(HeadError::InvalidHeaderName)?;
+        let underscore = name.contains(&b'_');
+        let name = HeaderName::from_bytes(name).map_err(|_| HeadError::InvalidHeaderName)?;
+        let value = head_slice(head, index.value).ok_or(HeadError::InvalidHeaderValue)?;
+        facts.observe(&name, &value)?;
+        if underscore {
+            facts.underscore = true;
+            if drop_underscore {
+                continue;
+            }
+        }
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| HeadError::InvalidHeaderValue)?;
+        map.try_append(name, value)
+            .map_err(|_| HeadError::TooManyHeaders)?;
+    }
+    if facts.content_length.needs_merging()
+        && let Some(n) = facts.content_length.value()
+    {
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok((map, facts))
+}
+
+/// Leading empty lines, which a recipient ignores before a start line (RFC 9112 §2.2).
+pub(crate) fn leading_empty_lines(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
+}
+
+/// The first line of the head (after any empty lines), without its line ending.
+pub(crate) fn start_line(buf: &[u8]) -> &[u8] {
+    let buf = buf.get(leading_empty_lines(buf)..).unwrap_or_default();
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf.get(..end).unwrap_or_default();
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Whether `v` is `HTTP/` DIGIT [ `.` DIGIT ]: something that means to be a version, as
+/// opposed to garbage; returns its major and minor digits.
+pub(crate) fn version_like(v: &[u8]) -> Option<(u8, u8)> {
+    match v {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Some((major - b'0', minor - b'0'))
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => Some((major - b'0', 0)),
+        _ => None,
+    }
+}
+
+/// Finds, after `httparse` refused a field line, which rule the head broke, so that the error
+/// names it. Walks the lines after the start line; `fallback` is used if none is found.
+pub(crate) fn diagnose_fields(buf: &[u8], fallback: HeadError) -> HeadError {
+    let buf = buf.get(leading_empty_lines(buf)..).unwrap_or_default();
+    let mut lines = buf.split(|&b| b == b'\n');
+    if let Some(first) = lines.next() {
+        let first = first.strip_suffix(b"\r").unwrap_or(first);
+        if first.contains(&b'\r') {
+            return HeadError::BareCr;
+        }
+    }
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.contains(&b'\r') {
+            return HeadError::BareCr;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return HeadError::ObsFold;
+        }
+        let name_len = line.iter().take_while(|&&b| is_tchar(b)).count();
+        let rest = line.get(name_len..).unwrap_or_default();
+        match rest {
+            _ if name_len == 0 => return HeadError::InvalidHeaderName,
+            [b':', value @ ..] => {
+                if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                    return HeadError::InvalidHeaderValue;
+                }
+            }
+            [b' ' | b'\t', ..] if rest.trim_ascii_start().starts_with(b":") => {
+                return HeadError::WhitespaceBeforeColon;
+            }
+            _ => return HeadError::InvalidHeaderName,
+        }
+    }
+    fallback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(HeadError::HeadTooLarge.status(), 431);
+        assert_eq!(HeadError::TooManyHeaders.status(), 431);
+        assert_eq!(HeadError::RequestLineTooLong.status(), 414);
+        assert_eq!(HeadError::UnsupportedVersion.status(), 505);
+        assert_eq!(HeadError::UnsupportedTransferCoding.status(), 501);
+        assert_eq!(HeadError::ObsFold.status(), 400);
+    }
+
+    #[test]
+    fn version_shapes() {
+        assert_eq!(version_like(b"HTTP/2.0"), Some((2, 0)));
+        assert_eq!(version_like(b"HTTP/3"), Some((3, 0)));
+        assert_eq!(version_like(b"HTTP/1.2"), Some((1, 2)));
+        assert_eq!(version_like(b"http/1.1"), None);
+        assert_eq!(version_like(b"HTTP/11"), None);
+    }
+
+    #[test]
+    fn start_line_skips_empty_lines() {
+        assert_eq!(
+            start_line(b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n"),
+            b"GET / HTTP/1.1"
+        );
+        assert_eq!(start_line(b"GET /"), b"GET /");
+    }
+}

@@ -5,7 +5,7 @@
 use crate::cache::CacheRegistry;
 use crate::config::{AccessLogFormat, Config};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::proxy::headers::HeaderEdits;
+use crate::headers::HeaderEdits;
 use crate::route::{HostPattern, RouteEntry, Router};
 use crate::upstream::discovery::AddressBook;
 use crate::upstream::{ServerRegistry, Upstream};

@@ -1,12 +1,12 @@
 //! The response cache: an RFC 9111 shared cache per `[cache.NAME]`, used by the routes that
 //! name it. `policy` decides (pure), `store` holds (bounded memory), `coalesce` makes
 //! concurrent misses share one upstream request, `fill` stores a response while it streams
-//! to the client, and `respond` answers from a stored response (hit, 304, 206, HEAD).
+//! to the client. Answering from a stored response (hit, 304, 206, HEAD) is the proxy's
+//! (`proxy::cache_answer`).
 
 pub mod coalesce;
 pub mod fill;
 pub mod policy;
-pub mod respond;
 pub mod store;
 
 use crate::config::CacheConfig;

@@ -4,7 +4,7 @@
 //! ends an open breaker's wait).
 
 use crate::config::HealthConfig;
-use crate::proxy::body::RequestBody;
+use crate::request_body::RequestBody;
 use crate::upstream::ServerState;
 use crate::upstream::pool::{Endpoint, Pool};
 use http::{Request, StatusCode, header};

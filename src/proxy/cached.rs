@@ -3,13 +3,14 @@
 //! what may be stored while it streams to the client, serve stale on errors and refresh in the
 //! background where the origin allows it, and invalidate after unsafe requests.
 
-use super::body::{RequestBody, ResponseBody};
-use super::headers::{self, HeaderScan};
+use super::body::ResponseBody;
+use crate::request_body::RequestBody;
+use crate::headers::{self, HeaderScan};
 use super::{Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
-use crate::cache::respond::{cache_status, cache_status_name, hit_status, respond};
+use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
 use crate::snapshot::Route;
@@ -469,7 +470,7 @@ fn refresh_in_background(
             let mut chosen = None;
             let request_id = head
                 .headers
-                .get(&super::headers::X_REQUEST_ID)
+                .get(&crate::headers::X_REQUEST_ID)
                 .cloned()
                 .unwrap_or(HeaderValue::from_static("-"));
             let result = forward(

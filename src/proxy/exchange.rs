@@ -3,10 +3,10 @@
 //! line and ends the server's in-flight count.
 
 use super::access_log::CombinedLine;
-use super::headers::X_REQUEST_ID;
+use crate::headers::X_REQUEST_ID;
 use super::local_response;
 use crate::config::AccessLogFormat;
-use crate::server::RequestInFlight;
+use crate::connection::RequestInFlight;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
 use http::header::HeaderValue;

@@ -3,22 +3,24 @@
 
 mod access_log;
 pub mod body;
+mod cache_answer;
 mod cached;
 mod exchange;
-pub mod headers;
+
 mod local;
 
 use crate::config::AccessLogFormat;
 use crate::health::breaker::{Admission, BreakerState};
 use crate::route::host_without_port;
-use crate::server::{InterimSink, RequestInFlight};
+use crate::connection::{InterimSink, RequestInFlight};
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
 use crate::upstream::pool::{ConnectError, PoolReturn};
 use crate::upstream::{ServerState, Upstream};
-use body::{BodyTooLarge, ClientBodyError, RequestBody, ResponseBody};
+use crate::request_body::{BodyTooLarge, ClientBodyError, RequestBody};
+use body::ResponseBody;
 use exchange::Exchange;
-use headers::{HeaderScan, RequestIds, X_REQUEST_ID};
+use crate::headers::{self, HeaderScan, RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -472,7 +474,7 @@ impl Reply {
         Response::from_parts(parts, body)
     }
 
-    /// The client's response from a stored one (built by `cache::respond`).
+    /// The client's response from a stored one (built by `cache_answer`).
     fn answer_from_cache(mut self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id);

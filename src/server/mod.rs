@@ -3,17 +3,14 @@
 //! (prior knowledge, or ALPN over TLS) with the configured limits, and draining connections
 //! on shutdown.
 
-mod connections;
 mod drain;
-mod interim;
 pub mod redirect;
 pub mod settings;
 
-pub use connections::{CloseReason, Connections, ReapPolicy, RequestInFlight};
 pub use drain::{Drain, DrainWatch};
-pub use interim::InterimSink;
 pub use settings::{ListenerSettings, SharedSettings};
 
+use crate::connection::{self, CloseReason, Connections, ReapPolicy};
 use crate::proxy::{ClientInfo, Proxy};
 use crate::snapshot::Limits;
 use hyper::service::service_fn;
@@ -180,7 +177,7 @@ struct Connection {
     limits: Limits,
     open_connections: IntGauge,
     closed: Arc<ClosedConnections>,
-    registration: connections::Registration,
+    registration: connection::Registration,
     _drain: DrainWatch,
 }
 
@@ -269,7 +266,7 @@ async fn serve_http<S>(
             None => handling,
         }
     });
-    let stream = connections::CountingStream::new(stream, Arc::clone(&registration.control));
+    let stream = connection::CountingStream::new(stream, Arc::clone(&registration.control));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;

@@ -5,7 +5,7 @@
 //! shared by all requests while it lasts instead of being taken and given back.
 
 use super::ServerState;
-use crate::proxy::body::RequestBody;
+use crate::request_body::RequestBody;
 use crate::tls::UpstreamTls;
 use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};

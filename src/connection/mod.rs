@@ -1,5 +1,7 @@
-//! The open client connections of one listener, watched from outside so that each connection
-//! pays one atomic check per wake-up instead of polling timers: the drain on shutdown asks
+//! Client connection control: what a connection and its requests share (requests in flight,
+//! byte counts, the interim-response queue, why it closed), and the open connections of one
+//! listener, watched from outside so that each connection pays one atomic check per wake-up
+//! instead of polling timers: the drain on shutdown asks
 //! them all to close, and a reaper closes those idle past `idle_timeout` and those taking
 //! longer than `header_read_timeout` to send a request head.
 
@@ -13,7 +15,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::interim::{InterimQueue, InterimSink};
+mod interim;
+
+use interim::InterimQueue;
 
 /// Why a client connection ended: the `reason` of `gatehouse_connections_closed_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +225,33 @@ impl Drop for RequestInFlight {
             let read = control.bytes_read.load(Ordering::Relaxed);
             control.bytes_when_idle.store(read, Ordering::Relaxed);
         }
+    }
+}
+
+/// Where a request's interim responses go: its client connection's queue.
+#[derive(Clone)]
+pub struct InterimSink(Arc<ConnectionControl>);
+
+impl InterimSink {
+    fn new(control: Arc<ConnectionControl>) -> Self {
+        Self(control)
+    }
+
+    /// Queues one serialized interim response and wakes the connection to write it.
+    pub fn send(&self, head: &[u8]) {
+        if self.0.interim().push(head) {
+            self.0.wake();
+        } else {
+            tracing::debug!("interim response dropped: the client is not reading them");
+        }
+    }
+
+    /// Waits until every queued interim response is written (at once if none is queued).
+    pub async fn written(&self) {
+        // The connection writes the queue at its next flush, which hyper does right after
+        // polling this request in the same pass.
+        let queue = self.0.interim();
+        std::future::poll_fn(|cx| queue.poll_written(cx)).await;
     }
 }
 

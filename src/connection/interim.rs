@@ -7,13 +7,10 @@
 use atomic_waker::AtomicWaker;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
-
-use super::connections::ConnectionControl;
 
 /// More than this waiting (a misbehaving upstream sending 1xx after 1xx to a client that
 /// does not read) and further interim responses are dropped: they are advisory.
@@ -36,7 +33,7 @@ impl InterimQueue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn push(&self, head: &[u8]) -> bool {
+    pub(super) fn push(&self, head: &[u8]) -> bool {
         let mut bytes = self.lock();
         if bytes.len() + head.len() > MAX_QUEUED_BYTES {
             return false;
@@ -75,42 +72,18 @@ impl InterimQueue {
         self.written.wake();
         Poll::Ready(Ok(()))
     }
-}
 
-/// Where a request's interim responses go: its client connection's queue.
-#[derive(Clone)]
-pub struct InterimSink(Arc<ConnectionControl>);
-
-impl InterimSink {
-    pub(super) fn new(control: Arc<ConnectionControl>) -> Self {
-        Self(control)
-    }
-
-    /// Queues one serialized interim response and wakes the connection to write it.
-    pub fn send(&self, head: &[u8]) {
-        if self.0.interim().push(head) {
-            self.0.wake();
-        } else {
-            tracing::debug!("interim response dropped: the client is not reading them");
+    /// Ready once nothing is queued; otherwise registers the task to be woken when the queue
+    /// has been written.
+    pub(super) fn poll_written(&self, cx: &Context<'_>) -> Poll<()> {
+        if !self.is_pending() {
+            return Poll::Ready(());
         }
-    }
-
-    /// Waits until every queued interim response is written (at once if none is queued).
-    pub async fn written(&self) {
-        let queue = self.0.interim();
-        std::future::poll_fn(|cx| {
-            if !queue.is_pending() {
-                return Poll::Ready(());
-            }
-            // The connection writes the queue at its next flush, which hyper does right after
-            // polling this request in the same pass.
-            queue.written.register(cx.waker());
-            if queue.is_pending() {
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
+        self.written.register(cx.waker());
+        if self.is_pending() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 }

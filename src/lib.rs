@@ -2,11 +2,17 @@
 //!
 //! The request path: `server` accepts and speaks HTTP, `proxy` routes (`route`) and forwards to
 //! an `upstream` server chosen by a balancer, all under one `snapshot` of the `config`.
+//!
+//! Modules sit in layers and import only from below (checked by `tests/layers.rs`, which holds
+//! the table): vocabulary without imports (`certs`, `connection`, `http1`, `request_body`,
+//! `route`, …); `config` and `metrics`; `headers`, `tls`, `health`, `cache`; `upstream`;
+//! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`. The demo backend stands apart.
 
 pub mod admin;
 pub mod allocator;
 pub mod app;
 pub mod cache;
+pub mod certs;
 pub mod config;
 pub mod connection;
 pub mod demo;

@@ -4,8 +4,8 @@
 
 use crate::cache::CacheRegistry;
 use crate::config::{AccessLogFormat, Config};
-use crate::metrics::{Metrics, RouteMetrics};
 use crate::headers::HeaderEdits;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{HostPattern, RouteEntry, Router};
 use crate::upstream::discovery::AddressBook;
 use crate::upstream::{ServerRegistry, Upstream};

@@ -975,8 +975,7 @@ fn gatehouse_cert_writes_a_usable_self_signed_certificate() {
     assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
     let cert = dir.join("cert.pem").to_string_lossy().into_owned();
     let key = dir.join("key.pem").to_string_lossy().into_owned();
-    let loaded =
-        gatehouse::tls::certs::load_pair(&cert, &key, std::time::SystemTime::now()).unwrap();
+    let loaded = gatehouse::certs::load_pair(&cert, &key, std::time::SystemTime::now()).unwrap();
     assert_eq!(loaded.info.names, ["localhost", "127.0.0.1"]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

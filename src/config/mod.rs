@@ -4,14 +4,21 @@
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
 mod bad_keys;
+mod errors;
 mod load;
+mod redirect;
 mod tls;
 mod units;
 mod validate;
+mod values;
 
-pub use load::{ConfigError, ConfigErrors, line_column, load_file, load_str};
+pub use errors::{ConfigError, ConfigErrors, line_column};
+pub use load::{load_file, load_str};
+pub use redirect::RedirectTemplate;
+pub use tls::{check_alpn, tls_server_name, tls_versions};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
 pub use validate::{is_https_server, parse_bind, parse_server_addr};
+pub use values::{StatusMatcher, parse_nameserver};
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -129,7 +136,7 @@ impl Default for AdminConfig {
 pub struct ListenerConfig {
     pub name: Spanned<String>,
     pub bind: Spanned<String>,
-    // --- TLS (issue 6) ---
+    // --- TLS ---
     /// Terminate TLS on this listener with these certificates.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,

@@ -1,11 +1,45 @@
-//! Checks of the TLS keys (issue 6): listener certificates and keys are read and verified
+//! Checks of the TLS keys: listener certificates and keys are read and verified
 //! here, so `gatehouse check` and a reload report a bad, expired, mismatched or unreadable
 //! file at its place in the config; upstream CA and client certificate files likewise.
 
 use super::Config;
-use super::load::{ConfigError, Locator};
-use crate::tls::certs::{self, PairError};
+use super::errors::{ConfigError, Locator};
+use crate::certs::{self, PairError};
+use rustls::SupportedProtocolVersion;
+use rustls::pki_types::ServerName;
 use std::time::SystemTime;
+
+/// The protocol versions from `min_version`.
+pub fn tls_versions(
+    min_version: &str,
+) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+    static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match min_version {
+        "1.2" => Ok(BOTH),
+        "1.3" => Ok(TLS13_ONLY),
+        other => Err(format!(
+            "unsupported TLS version {other:?}; use \"1.2\" or \"1.3\""
+        )),
+    }
+}
+
+/// ALPN protocol names gatehouse can serve.
+pub fn check_alpn(protocol: &str) -> Result<(), String> {
+    match protocol {
+        "h2" | "http/1.1" => Ok(()),
+        other => Err(format!(
+            "unsupported ALPN protocol {other:?}; use \"h2\" and/or \"http/1.1\""
+        )),
+    }
+}
+
+/// A server name as rustls wants it, from a DNS name or an IP literal.
+pub fn tls_server_name(name: &str) -> Result<ServerName<'static>, String> {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned())
+        .map_err(|_| format!("{name:?} is not a valid TLS server name"))
+}
 
 /// `listener_at` holds each listener's position in the file.
 pub(super) fn validate(
@@ -18,8 +52,7 @@ pub(super) fn validate(
     for (listener, &i) in config.listeners.iter().zip(listener_at) {
         let key = |field: &str| format!("listener[{i}].{field}");
         if let Some(template) = &listener.redirect_https
-            && let Err(message) =
-                crate::server::redirect::RedirectTemplate::parse(template.get_ref())
+            && let Err(message) = super::RedirectTemplate::parse(template.get_ref())
         {
             errors.push(at.error(template.span(), key("redirect_https"), message));
         }
@@ -56,11 +89,11 @@ pub(super) fn validate(
                 )),
             }
         }
-        if let Err(message) = crate::tls::server::versions(tls.min_version.get_ref()) {
+        if let Err(message) = tls_versions(tls.min_version.get_ref()) {
             errors.push(at.error(tls.min_version.span(), key("tls.min_version"), message));
         }
         for protocol in tls.alpn.get_ref() {
-            if let Err(message) = crate::tls::server::check_alpn(protocol) {
+            if let Err(message) = check_alpn(protocol) {
                 errors.push(at.error(tls.alpn.span(), key("tls.alpn"), message));
             }
         }
@@ -92,7 +125,7 @@ pub(super) fn validate(
             errors.push(at.error(ca.span(), key("tls.ca"), message));
         }
         if let Some(server_name) = &tls.server_name
-            && let Err(message) = crate::tls::client::server_name(server_name.get_ref())
+            && let Err(message) = tls_server_name(server_name.get_ref())
         {
             errors.push(at.error(server_name.span(), key("tls.server_name"), message));
         }

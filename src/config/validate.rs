@@ -1,7 +1,7 @@
 //! Meaning checks that serde cannot make: references between sections, addresses, duplicates
 //! and value ranges. Every problem is reported, not just the first.
 
-use super::load::{ConfigError, Locator};
+use super::errors::{ConfigError, Locator};
 use super::{Config, HeaderRules};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -199,7 +199,7 @@ pub(super) fn validate(
 
     super::tls::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {
-        if crate::upstream::discovery::parse_nameserver(nameserver.get_ref()).is_none() {
+        if super::parse_nameserver(nameserver.get_ref()).is_none() {
             errors.push(at.error(
                 nameserver.span(),
                 format!("resolver.nameservers[{i}]"),
@@ -278,9 +278,7 @@ pub(super) fn validate(
             if !health.path.get_ref().starts_with('/') {
                 errors.push(at.error(health.path.span(), hkey("path"), "must start with '/'"));
             }
-            if let Err(message) =
-                crate::health::check::StatusMatcher::parse(health.expect_status.get_ref())
-            {
+            if let Err(message) = super::StatusMatcher::parse(health.expect_status.get_ref()) {
                 errors.push(at.error(health.expect_status.span(), hkey("expect_status"), message));
             }
             for (field, value) in [("interval", health.interval), ("timeout", health.timeout)] {

@@ -1,10 +1,10 @@
-//! Upstream resilience: active health checks (`check`, with rise/fall `thresholds`), and a
-//! circuit breaker per server fed by real responses (`breaker`, the pure policy, and
+//! Upstream resilience, as state and policy: a server's health from active checks (rise/fall
+//! `thresholds`; the prober itself is `upstream::probe`), and a circuit breaker per server fed
+//! by real responses (`breaker`, the pure policy, and
 //! `circuit`, its shared form). A server is eligible for traffic when it is up and its
 //! breaker admits requests.
 
 pub mod breaker;
-pub mod check;
 pub mod circuit;
 pub mod thresholds;
 

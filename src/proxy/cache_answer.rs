@@ -2,9 +2,9 @@
 //! client's own conditional request matches (RFC 9111 §4.3.2), 206 for a single byte range
 //! (RFC 9110 §14), with `Age` (RFC 9111 §5.1) and `Cache-Status` (RFC 9211).
 
+use super::body::ResponseBody;
 use crate::cache::policy;
 use crate::cache::store::CachedResponse;
-use super::body::ResponseBody;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use std::time::SystemTime;

@@ -4,15 +4,15 @@
 //! background where the origin allows it, and invalidate after unsafe requests.
 
 use super::body::ResponseBody;
-use crate::request_body::RequestBody;
-use crate::headers::{self, HeaderScan};
+use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
 use super::{Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
-use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
+use crate::headers::{self, HeaderScan};
+use crate::request_body::RequestBody;
 use crate::snapshot::Route;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri};

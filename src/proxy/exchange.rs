@@ -3,19 +3,15 @@
 //! line and ends the server's in-flight count.
 
 use super::access_log::CombinedLine;
-use crate::headers::X_REQUEST_ID;
-use super::local_response;
 use crate::config::AccessLogFormat;
 use crate::connection::RequestInFlight;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
 use http::header::HeaderValue;
-use http::{Method, Response, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-
-use super::body::ResponseBody;
 
 /// One request/response exchange, finished when its response body is: it then counts the
 /// request, observes its duration, writes the access log line and ends the in-flight count.
@@ -42,21 +38,6 @@ pub(crate) struct Exchange {
 impl Exchange {
     pub(crate) fn server_name(&self) -> &str {
         self.server.as_deref().unwrap_or("-")
-    }
-
-    pub(crate) fn local(
-        mut self,
-        status: StatusCode,
-        message: &'static str,
-    ) -> Response<ResponseBody> {
-        self.status = status;
-        let mut response = local_response(status, message);
-        response
-            .headers_mut()
-            .insert(&X_REQUEST_ID, self.request_id.clone());
-
-        response.body_mut().set_completion(self);
-        response
     }
 }
 

@@ -2,6 +2,8 @@
 //! body saying what happened, and nothing that could be mistaken for the upstream's answer.
 
 use super::body::ResponseBody;
+use super::exchange::Exchange;
+use crate::headers::X_REQUEST_ID;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -18,4 +20,23 @@ pub fn local_response(status: StatusCode, message: &str) -> Response<ResponseBod
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
     response
+}
+
+impl Exchange {
+    /// The local answer `status` with `message`, carrying the request id, accounted for as
+    /// this exchange when its body is finished.
+    pub(crate) fn local(
+        mut self,
+        status: StatusCode,
+        message: &'static str,
+    ) -> Response<ResponseBody> {
+        self.status = status;
+        let mut response = local_response(status, message);
+        response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, self.request_id.clone());
+
+        response.body_mut().set_completion(self);
+        response
+    }
 }

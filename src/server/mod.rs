@@ -4,7 +4,6 @@
 //! on shutdown.
 
 mod drain;
-pub mod redirect;
 pub mod settings;
 
 pub use drain::{Drain, DrainWatch};
@@ -338,7 +337,7 @@ fn automatic_answer(parse_error: &hyper::Error) -> Option<http::StatusCode> {
 
 /// The 308 of a `redirect_https` listener, to the host the request was for.
 fn redirect_response(
-    redirect: &redirect::RedirectTemplate,
+    redirect: &crate::config::RedirectTemplate,
     request: &http::request::Parts,
     host: &http::HeaderValue,
 ) -> hyper::Response<crate::proxy::body::ResponseBody> {
@@ -346,6 +345,7 @@ fn redirect_response(
     let location = host
         .to_str()
         .ok()
+        .map(crate::route::host_without_port)
         .and_then(|host| http::HeaderValue::from_str(&redirect.location(host, path)).ok());
     let Some(location) = location else {
         return crate::proxy::local_response(http::StatusCode::BAD_REQUEST, "invalid Host header");

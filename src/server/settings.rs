@@ -2,8 +2,8 @@
 //! to HTTPS and HSTS. Held per listener behind an `ArcSwap`, so a reload or a certificate
 //! rotation changes what new connections get, never a connection already open.
 
-use super::redirect::RedirectTemplate;
 use crate::config::ListenerConfig;
+use crate::config::RedirectTemplate;
 use crate::tls::{ListenerTls, TlsMetrics};
 use arc_swap::ArcSwap;
 use http::HeaderValue;

@@ -2,7 +2,7 @@
 //! or a configured CA, the name to send as SNI and verify, an optional client certificate,
 //! and ALPN h2 when the upstream speaks HTTP/2.
 
-use super::certs;
+use crate::certs;
 use crate::config::UpstreamTlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
@@ -49,13 +49,6 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
         .clone()
 }
 
-/// A server name as rustls wants it, from a DNS name or an IP literal.
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
-    let bare = name.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(bare.to_owned())
-        .map_err(|_| format!("{name:?} is not a valid TLS server name"))
-}
-
 impl UpstreamTls {
     /// Builds the client settings; errors name the file or the key at fault.
     pub fn build(config: Option<&UpstreamTlsConfig>, http2: bool) -> Result<Self, String> {
@@ -88,7 +81,7 @@ impl UpstreamTls {
             vec![b"http/1.1".to_vec()]
         };
         let server_name = match &config.server_name {
-            Some(name) => Some(server_name(name.get_ref())?),
+            Some(name) => Some(crate::config::tls_server_name(name.get_ref())?),
             None => None,
         };
         Ok(Self {
@@ -102,7 +95,7 @@ impl UpstreamTls {
     pub fn name_for(&self, host: &str) -> Result<ServerName<'static>, String> {
         match &self.server_name {
             Some(name) => Ok(name.clone()),
-            None => server_name(host),
+            None => crate::config::tls_server_name(host),
         }
     }
 }

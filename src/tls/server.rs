@@ -2,16 +2,16 @@
 //! by SNI, versions, ALPN, client certificates), with the session cache and ticket keys
 //! carried over from the settings it replaces so that resumption survives a rotation.
 
-use super::certs::{self, CertInfo};
-use super::metrics::{HandshakeMetrics, TlsMetrics};
 use super::sni::SniResolver;
+use crate::certs::{self, CertInfo};
 use crate::config::ListenerTlsConfig;
+use crate::metrics::tls::{HandshakeMetrics, TlsMetrics};
+use rustls::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
     NoClientAuth, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
     WebPkiClientVerifier,
 };
-use rustls::{ServerConfig, SupportedProtocolVersion};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_rustls::TlsAcceptor;
@@ -46,29 +46,6 @@ pub struct ListenerTls {
     client_ca: Option<Vec<u8>>,
     /// The files read, to notice when they change on disk.
     pub files: Vec<String>,
-}
-
-/// The protocol versions from `min_version`.
-pub fn versions(min_version: &str) -> Result<&'static [&'static SupportedProtocolVersion], String> {
-    static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
-    static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
-    match min_version {
-        "1.2" => Ok(BOTH),
-        "1.3" => Ok(TLS13_ONLY),
-        other => Err(format!(
-            "unsupported TLS version {other:?}; use \"1.2\" or \"1.3\""
-        )),
-    }
-}
-
-/// ALPN protocol names gatehouse can serve.
-pub fn check_alpn(protocol: &str) -> Result<(), String> {
-    match protocol {
-        "h2" | "http/1.1" => Ok(()),
-        other => Err(format!(
-            "unsupported ALPN protocol {other:?}; use \"h2\" and/or \"http/1.1\""
-        )),
-    }
 }
 
 impl ListenerTls {
@@ -110,12 +87,12 @@ impl ListenerTls {
             None => Arc::new(NoClientAuth),
         };
         let mut server = ServerConfig::builder_with_provider(super::provider())
-            .with_protocol_versions(versions(config.min_version.get_ref())?)
+            .with_protocol_versions(crate::config::tls_versions(config.min_version.get_ref())?)
             .map_err(|e| format!("listener {listener:?}: {e}"))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(SniResolver::new(keys)));
         for protocol in config.alpn.get_ref() {
-            check_alpn(protocol)?;
+            crate::config::check_alpn(protocol)?;
         }
         server.alpn_protocols = config
             .alpn

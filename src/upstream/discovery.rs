@@ -17,19 +17,9 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const DNS_PORT: u16 = 53;
-
-/// A name server as written in `[resolver] nameservers`: `"10.0.0.2"` (port 53),
-/// `"127.0.0.1:5353"` or `"[::1]:5353"`.
-pub fn parse_nameserver(text: &str) -> Option<SocketAddr> {
-    text.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(|ip| (ip, DNS_PORT).into()))
-}
 
 /// The host and port of a server entry whose host is a name to resolve; `None` for IP literals
 /// (and for entries that do not parse, which validation reports).
@@ -80,7 +70,7 @@ impl Resolver {
             let servers = settings
                 .nameservers
                 .iter()
-                .filter_map(|s| parse_nameserver(s.get_ref()))
+                .filter_map(|s| crate::config::parse_nameserver(s.get_ref()))
                 .map(|addr| {
                     let mut server = NameServerConfig::udp_and_tcp(addr.ip());
                     for connection in &mut server.connections {
@@ -343,24 +333,6 @@ pub async fn refresh_loop<P: Rediscover>(process: Arc<P>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nameservers_take_port_53_unless_given() {
-        assert_eq!(
-            parse_nameserver("10.0.0.2"),
-            Some("10.0.0.2:53".parse().unwrap())
-        );
-        assert_eq!(
-            parse_nameserver("127.0.0.1:5353"),
-            Some("127.0.0.1:5353".parse().unwrap())
-        );
-        assert_eq!(
-            parse_nameserver("[::1]:5353"),
-            Some("[::1]:5353".parse().unwrap())
-        );
-        assert_eq!(parse_nameserver("::1"), Some("[::1]:53".parse().unwrap()));
-        assert_eq!(parse_nameserver("dns.example"), None);
-    }
 
     #[test]
     fn only_names_are_resolved() {

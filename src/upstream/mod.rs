@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod discovery;
 pub mod pool;
+pub mod probe;
 pub mod server;
 
 pub use server::{InFlight, ServerSet, ServerState};

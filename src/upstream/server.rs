@@ -83,7 +83,7 @@ impl ServerState {
         if let Some(health) = health {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    let task = runtime.spawn(crate::health::check::run(
+                    let task = runtime.spawn(super::probe::run(
                         Arc::downgrade(self),
                         health.clone(),
                         self.pool.endpoint().clone(),

@@ -5,6 +5,8 @@
 //! health, breakers, pools; unchanged caches) carries over through the registries. A bad
 //! config changes nothing: the error is logged, counted and shown in /status.
 
+pub mod cert_watch;
+
 use crate::cache::CacheRegistry;
 use crate::config::{self, Config, parse_bind};
 use crate::metrics::Metrics;
@@ -555,7 +557,7 @@ impl Reloader {
     }
 }
 
-// --- TLS (issue 6): listener settings, certificate rotation ---
+// --- TLS: listener settings, certificate rotation ---
 
 impl Listeners {
     /// The shared settings of a configured listener (a default one if it has none yet).
@@ -642,7 +644,7 @@ fn install_settings(
 pub struct CertificateStatus {
     pub listener: String,
     #[serde(flatten)]
-    pub info: crate::tls::certs::CertInfo,
+    pub info: crate::certs::CertInfo,
 }
 
 impl Reloader {

@@ -2,6 +2,8 @@
 //! process; the snapshot resolves labelled handles when it is compiled so that the request path
 //! only increments counters it already holds.
 
+pub mod tls;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -38,8 +40,8 @@ pub struct Metrics {
     pub config_reloads_failed: IntCounter,
     pub config_last_success: IntGauge,
     pub config_info: IntGaugeVec,
-    /// TLS handshakes and certificate expiry (issue 6).
-    pub tls: crate::tls::TlsMetrics,
+    /// TLS handshakes and certificate expiry.
+    pub tls: tls::TlsMetrics,
     pub dns_resolutions: IntCounterVec,
 }
 
@@ -236,7 +238,7 @@ impl Metrics {
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(accepted_connections.clone()))?;
         registry.register(Box::new(closed_connections.clone()))?;
-        let tls = crate::tls::TlsMetrics::register(&registry)?;
+        let tls = tls::TlsMetrics::register(&registry)?;
         let dns_resolutions = IntCounterVec::new(
             Opts::new(
                 "gatehouse_dns_resolutions_total",

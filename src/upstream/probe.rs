@@ -3,44 +3,14 @@
 //! hands each result to the server's `ServerHealth` and to its breaker (a pass after a failure
 //! ends an open breaker's wait).
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, StatusMatcher};
 use crate::request_body::RequestBody;
 use crate::upstream::ServerState;
 use crate::upstream::pool::{Endpoint, Pool};
-use http::{Request, StatusCode, header};
+use http::{Request, header};
 use http_body_util::BodyExt;
-use std::ops::RangeInclusive;
 use std::sync::Weak;
 use std::time::Duration;
-
-/// The statuses a check accepts, e.g. `"200-399"` or `"200,204,300-308"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusMatcher(Vec<RangeInclusive<u16>>);
-
-impl StatusMatcher {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid status list {text:?}; expected codes and ranges such as \"200-399\" or \"200,204\""
-            )
-        };
-        let mut ranges = Vec::new();
-        for part in text.split(',').map(str::trim) {
-            let (low, high) = part.split_once('-').unwrap_or((part, part));
-            let low: u16 = low.trim().parse().map_err(|_| bad())?;
-            let high: u16 = high.trim().parse().map_err(|_| bad())?;
-            if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
-                return Err(bad());
-            }
-            ranges.push(low..=high);
-        }
-        Ok(Self(ranges))
-    }
-
-    pub fn accepts(&self, status: StatusCode) -> bool {
-        self.0.iter().any(|range| range.contains(&status.as_u16()))
-    }
-}
 
 /// Probes the server until it is dropped (removed from every snapshot) or the task aborted.
 pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endpoint) {
@@ -121,23 +91,4 @@ pub async fn probe(
                 humantime::format_duration(timeout)
             ))
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lists_and_ranges() {
-        let m = StatusMatcher::parse("200-399").unwrap();
-        assert!(m.accepts(StatusCode::OK));
-        assert!(m.accepts(StatusCode::PERMANENT_REDIRECT));
-        assert!(!m.accepts(StatusCode::NOT_FOUND));
-        let m = StatusMatcher::parse("200, 204,300-308").unwrap();
-        assert!(m.accepts(StatusCode::NO_CONTENT));
-        assert!(!m.accepts(StatusCode::CREATED));
-        assert!(StatusMatcher::parse("2xx").is_err());
-        assert!(StatusMatcher::parse("399-200").is_err());
-        assert!(StatusMatcher::parse("99").is_err());
-    }
 }

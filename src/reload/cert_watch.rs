@@ -3,7 +3,7 @@
 //! secret's `..data` swap), and once the directory has been quiet for the debounce, every
 //! listener's certificates are read again and swapped in for new handshakes only.
 
-use crate::reload::Reloader;
+use super::Reloader;
 use notify::Watcher;
 use std::collections::HashSet;
 use std::ffi::OsString;

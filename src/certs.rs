@@ -3,12 +3,20 @@
 //! key is usable and belongs to the certificate. Every error names the file.
 
 use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The one cryptography provider gatehouse uses (ring), with rustls's default suites.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
 
 /// What /status and the expiry metric say about one certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -61,7 +69,7 @@ pub fn load_pair(
     let info = inspect(cert_path, &chain[0], now).map_err(PairError::Cert)?;
     let key_der = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| PairError::Key(format!("{key_path}: cannot read a PEM private key: {e}")))?;
-    let signing_key = super::provider()
+    let signing_key = provider()
         .key_provider
         .load_private_key(key_der)
         .map_err(|e| PairError::Key(format!("{key_path}: unusable private key: {e}")))?;

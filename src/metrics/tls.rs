@@ -1,8 +1,8 @@
 //! The TLS metric families: handshakes by listener, version and result, their duration, and
 //! each certificate's expiry so Prometheus can alert before it.
 
-use super::certs::CertInfo;
-use crate::metrics::LATENCY_BUCKETS;
+use super::LATENCY_BUCKETS;
+use crate::certs::CertInfo;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };

@@ -46,9 +46,8 @@ impl RedirectTemplate {
         Ok(Self(pieces))
     }
 
-    /// The Location for a request to `host` (its port, if any, is dropped) and `path_and_query`.
+    /// The Location for a request to `host` (without its port) and `path_and_query`.
     pub fn location(&self, host: &str, path_and_query: &str) -> String {
-        let host = crate::route::host_without_port(host);
         let mut location = String::with_capacity(64);
         for piece in &self.0 {
             match piece {
@@ -66,13 +65,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_loses_its_port_and_path_keeps_its_query() {
+    fn host_and_path_fill_the_template_and_the_path_keeps_its_query() {
         let template = RedirectTemplate::parse("https://{host}:8443{path}").unwrap();
         assert_eq!(
-            template.location("shop.example:8080", "/a/b?c=1"),
+            template.location("shop.example", "/a/b?c=1"),
             "https://shop.example:8443/a/b?c=1"
         );
-        assert_eq!(template.location("[::1]:80", "/"), "https://[::1]:8443/");
+        assert_eq!(template.location("[::1]", "/"), "https://[::1]:8443/");
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! The module layout as a checked rule: every top-level module of `src/` sits in a layer and
+//! imports only from layers below it, and the files of one module directory do not import
+//! each other in a circle. A new module must be given its layer here; an import that reaches
+//! up (or a circle between sibling files) fails with the files that make it.
+//!
+//! Imports are read from the source text (`crate::x` and `super::x` paths outside the
+//! `#[cfg(test)]` part of a file): what tests use does not count.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Bottom up. A module may import from any layer strictly below its own.
+const LAYERS: &[&[&str]] = &[
+    // Vocabulary with no imports from the crate: allocator, certificate files, the HTTP/1.1
+    // codec, the request body, connection control, routing, log setup; the demo backend
+    // stands apart and uses none of the rest.
+    &[
+        "allocator",
+        "certs",
+        "connection",
+        "demo",
+        "http1",
+        "logging",
+        "request_body",
+        "route",
+    ],
+    // The config (with its own parsers and located errors) and the metric families.
+    &["config", "metrics"],
+    // Header rules, TLS settings, per-server health state and breakers, cache policy and store.
+    &["cache", "headers", "health", "tls"],
+    // Servers, pools, balancers, the active prober, DNS discovery.
+    &["upstream"],
+    // Compiling a config into what the request path needs.
+    &["snapshot"],
+    // One request, from its head to its response.
+    &["proxy"],
+    // Listeners and client connections.
+    &["server"],
+    // Triggers, check, compile, swap.
+    &["reload"],
+    // The admin listener (it triggers reloads).
+    &["admin"],
+    // Start and stop of the whole.
+    &["app"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The part of a file that is not its unit tests.
+fn non_test_text(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    match text.find("#[cfg(test)]") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// Every identifier that follows `prefix` in `text` (`crate::` → `proxy`, `config`, …).
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        let before = rest[..at].chars().next_back();
+        rest = &rest[at + prefix.len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// A circle in `edges`, as the path around it, if there is one.
+fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(node.to_owned(), 1);
+        path.push(node.to_owned());
+        for next in edges.get(node).into_iter().flatten() {
+            match state.get(next.as_str()).copied().unwrap_or(0) {
+                0 => {
+                    if let Some(cycle) = visit(next, edges, state, path) {
+                        return Some(cycle);
+                    }
+                }
+                1 => {
+                    let start = path.iter().position(|n| n == next).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state.insert(node.to_owned(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for node in edges.keys() {
+        if state.get(node.as_str()).copied().unwrap_or(0) == 0 {
+            let mut path = Vec::new();
+            if let Some(cycle) = visit(node, edges, &mut state, &mut path) {
+                return Some(cycle);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn top_level_modules_import_only_from_layers_below() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut problems = Vec::new();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let first = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or_default();
+        let module = first.trim_end_matches(".rs");
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let Some(layer) = layer_of(module) else {
+            problems.push(format!(
+                "src/{first}: module `{module}` has no layer in tests/layers.rs"
+            ));
+            continue;
+        };
+        for used in names_after(&non_test_text(file), "crate::") {
+            if used == module {
+                continue;
+            }
+            edges
+                .entry(module.to_owned())
+                .or_default()
+                .insert(used.clone());
+            match layer_of(&used) {
+                Some(below) if below < layer => {}
+                Some(_) => problems.push(format!(
+                    "{}: `{module}` (layer {layer}) imports `{used}`, which is not below it",
+                    relative.display()
+                )),
+                None => problems.push(format!(
+                    "{}: imports `crate::{used}`, a module with no layer",
+                    relative.display()
+                )),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(find_cycle(&edges), None, "a circle between modules");
+}
+
+#[test]
+fn files_of_one_module_do_not_import_each_other_in_a_circle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for file in files {
+        let dir = file.parent().expect("a parent").to_path_buf();
+        by_dir.entry(dir).or_default().push(file);
+    }
+    for (dir, files) in by_dir {
+        if dir == src {
+            continue;
+        }
+        // Siblings only: a module's mod.rs declares and re-exports its children.
+        let siblings: BTreeSet<String> = files
+            .iter()
+            .filter_map(|f| f.file_stem().and_then(|s| s.to_str()))
+            .filter(|stem| *stem != "mod")
+            .map(str::to_owned)
+            .collect();
+        let module_path = dir
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .replace('/', "::");
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in &files {
+            let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if stem == "mod" {
+                continue;
+            }
+            let text = non_test_text(file);
+            let mut used = names_after(&text, "super::");
+            used.extend(names_after(&text, &format!("crate::{module_path}::")));
+            let targets = used
+                .into_iter()
+                .filter(|name| name != stem && siblings.contains(name))
+                .collect();
+            edges.insert(stem.to_owned(), targets);
+        }
+        assert_eq!(
+            find_cycle(&edges),
+            None,
+            "a circle between the files of src/{}",
+            dir.strip_prefix(&src).expect("under src").display()
+        );
+    }
+}
+
+#[test]
+fn the_checker_finds_a_circle_and_a_name_after_a_prefix() {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    edges.entry("a".into()).or_default().insert("b".into());
+    edges.entry("b".into()).or_default().insert("c".into());
+    assert_eq!(find_cycle(&edges), None);
+    edges.entry("c".into()).or_default().insert("a".into());
+    assert_eq!(
+        find_cycle(&edges),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    let names = names_after(
+        "use crate::proxy::X; my_crate::no; crate::config",
+        "crate::",
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from(["config".to_owned(), "proxy".to_owned()])
+    );
+}

@@ -6,9 +6,11 @@
 #
 # With SCENARIO=hit both proxies cache the upstream's response (nginx proxy_cache on /dev/shm,
 # gatehouse `cache = ...`) and every request after the first is a 200-byte cache hit.
+# With SCENARIO=h2 the clients speak HTTP/2 cleartext by prior knowledge (h2c), 4 streams at a
+# time on each connection; the proxies still reach the upstream over HTTP/1.1.
 #
 # KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
-# Usage: [SCENARIO=proxy|hit] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
+# Usage: [SCENARIO=proxy|hit|h2] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
@@ -32,6 +34,10 @@ http { access_log off;
     location / { default_type text/plain; add_header Cache-Control "public, max-age=3600"; return 200 '$BODY\n'; } } }
 CONF
 NGINX_CACHE="" NGINX_CACHE_ZONE="" GATEHOUSE_CACHE="" GATEHOUSE_CACHE_SECTION=""
+NGINX_LISTEN_HTTP2="" H2LOAD_MODE="--h1" H2LOAD_STREAMS=1 CURL_MODE="--http1.1"
+if [ "$SCENARIO" = h2 ]; then
+    NGINX_LISTEN_HTTP2=" http2" H2LOAD_MODE="" H2LOAD_STREAMS=4 CURL_MODE="--http2-prior-knowledge"
+fi
 if [ "$SCENARIO" = hit ]; then
     mkdir -p /dev/shm/gatehouse-instructions-$$
     NGINX_CACHE_ZONE="proxy_cache_path /dev/shm/gatehouse-instructions-$$ keys_zone=hits:10m;"
@@ -45,7 +51,7 @@ daemon off; master_process off; worker_processes 1; error_log $WORK/nginx-error.
 events { worker_connections 1024; }
 http { access_log off;
   upstream app { server 127.0.0.1:18101; keepalive 512; } $NGINX_CACHE_ZONE
-  server { listen 127.0.0.1:18180; keepalive_requests 1000000;
+  server { listen 127.0.0.1:18180$NGINX_LISTEN_HTTP2; keepalive_requests 1000000; http2_max_requests 1000000;
     location / { $NGINX_CACHE proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
@@ -74,8 +80,9 @@ measure() { # name port command...
     local name=$1 port=$2; shift 2
     valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out" "$@" 2>"$WORK/$name.valgrind.log" &
     local pid=$!
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
-    h2load --h1 -n "$N" -c 16 -t 1 "http://127.0.0.1:$port/" | grep -E "^requests:" >&2
+    for _ in $(seq 100); do curl -s "$CURL_MODE" -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
+    # shellcheck disable=SC2086 # H2LOAD_MODE is one flag or none
+    h2load $H2LOAD_MODE -n "$N" -c 16 -m "$H2LOAD_STREAMS" -t 1 "http://127.0.0.1:$port/" | grep -E "^requests:" >&2
     kill -TERM "$pid"; wait "$pid" || true
     local total
     total=$(callgrind_annotate "$WORK/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')

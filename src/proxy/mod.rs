@@ -627,7 +627,8 @@ pub(crate) struct Forwarded {
 
 /// The head of a request kept to send it again on another server after the first attempt
 /// failed in flight: only for idempotent requests whose body is empty or was read whole
-/// before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible at all (a cloned header map costs a few hundred instructions).
+/// before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible at all (a
+/// cloned header map costs a few hundred instructions).
 struct ReplayableHead<'a> {
     method: Method,
     uri: Uri,
@@ -637,7 +638,28 @@ struct ReplayableHead<'a> {
     interim: Option<&'a InterimSink>,
 }
 
-impl ReplayableHead<'_> {
+impl<'a> ReplayableHead<'a> {
+    /// A copy of the head (and of a body read whole) when a retry after a failure in flight
+    /// is possible at all.
+    fn keep(
+        parts: &http::request::Parts,
+        body: &RequestBody,
+        upstream: &Upstream,
+        retryable: bool,
+        interim: Option<&'a InterimSink>,
+    ) -> Option<Self> {
+        if !retryable || upstream.retries == 0 || upstream.servers.len() < 2 {
+            return None;
+        }
+        Some(Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body: body.try_clone()?,
+            interim,
+        })
+    }
+
     fn request(&self) -> Request<RequestBody> {
         let body = self.body.try_clone().unwrap_or(RequestBody::Empty);
         let mut request = Request::new(body);
@@ -682,39 +704,79 @@ async fn forward(
     request_id: &HeaderValue,
     interim: Option<&InterimSink>,
 ) -> Result<Forwarded, ForwardError> {
-    let now = started;
     let retryable = is_idempotent(&parts.method);
-    let replay = (retryable && upstream.retries > 0 && upstream.servers.len() > 1)
-        .then(|| body.try_clone())
-        .flatten()
-        .map(|body| ReplayableHead {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body,
-            interim,
-        });
-    let mut first = Request::from_parts(parts, body);
+    let replay = ReplayableHead::keep(&parts, &body, upstream, retryable, interim);
+    let mut request = Request::from_parts(parts, body);
     if let Some(interim) = interim {
-        pass_on_interim(&mut first, interim);
+        pass_on_interim(&mut request, interim);
     }
-    let mut request = Some(first);
-    let panic = upstream.in_panic(now);
+    let panic = upstream.in_panic(started);
     let mut tried = Tried::default();
-    let mut attempts = 0u32;
-    let mut next = upstream.pick(tried, now, panic);
-    if next.is_none() {
-        return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
-    }
+    let Some(mut claim) = claim_server(upstream, &mut tried, started, panic) else {
+        return Err(ForwardError::NoServer(upstream.retry_after_secs(started)));
+    };
+    let mut attempt_start = started;
+    let mut retries = 0u32;
     loop {
-        let Some(index) = next else {
-            return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
+        let server = &upstream.servers[claim.index];
+        *chosen = Some(Arc::clone(&server.addr));
+        let result = send_to_server(server, upstream, request, attempt_start, request_id).await;
+        record_verdict(server, claim.pass, &result);
+        let (error, unsent) = match result {
+            Ok((response, pool_return)) => {
+                return Ok(Forwarded {
+                    response,
+                    pool_return,
+                    in_flight: claim.in_flight,
+                });
+            }
+            Err(failure) => failure,
         };
+        // A retry needs the request again and a server not tried yet; otherwise the client
+        // gets this server's failure (502/504), not a misleading "no server available".
+        let again = (retryable && retries < upstream.retries)
+            .then(|| request_again(&error, unsent, replay.as_ref()))
+            .flatten();
+        let next = again.and_then(|again| {
+            claim_server(upstream, &mut tried, started, panic).map(|next| (again, next))
+        });
+        let Some((again, next)) = next else {
+            return Err(error);
+        };
+        // Debug, not warn: during an outage every request to the dead server retries, and
+        // the metrics (retries, connect errors) and the health and breaker transitions
+        // already say so once.
+        tracing::debug!(upstream = %upstream.name, server = %server.addr, error = %error, request_id = request_id.to_str().unwrap_or("-"), "retrying on another server");
+        retries += 1;
+        upstream.retries_total.inc();
+        // Each attempt gets the whole response_timeout; the first starts with the request.
+        attempt_start = Instant::now();
+        request = again;
+        claim = next;
+    }
+}
+
+/// A server that took a request: its in-flight count and, outside panic mode, its breaker's
+/// admission.
+struct Claim<'a> {
+    index: usize,
+    in_flight: crate::upstream::InFlight,
+    pass: Option<crate::health::circuit::Pass<'a>>,
+}
+
+/// Picks an eligible server not tried yet that has room (`max_connections`) and whose breaker
+/// admits the request, skipping those that filled up or ran out of trial slots since the pick.
+fn claim_server<'a>(
+    upstream: &'a Upstream,
+    tried: &mut Tried,
+    now: Instant,
+    panic: bool,
+) -> Option<Claim<'a>> {
+    loop {
+        let index = upstream.pick(*tried, now, panic)?;
         tried.insert(index);
         let server = &upstream.servers[index];
         let Some(in_flight) = server.try_start_request(upstream.max_connections) else {
-            // Full since the pick: another server, not a retry.
-            next = upstream.pick(tried, now, panic);
             continue;
         };
         let pass = (!panic).then(|| server.breaker.admit(now));
@@ -722,75 +784,50 @@ async fn forward(
             .as_ref()
             .is_some_and(|p| p.admission() == Admission::Rejected)
         {
-            // Its breaker has no trial slot left since the pick.
-            drop(in_flight);
-            next = upstream.pick(tried, now, panic);
             continue;
         }
-        *chosen = Some(Arc::clone(&server.addr));
-        let Some(req) = request.take() else {
-            return Err(ForwardError::NoServer(upstream.retry_after_secs(now)));
-        };
-        // Each attempt gets the whole response_timeout; the first starts with the request.
-        let attempt_start = if attempts == 0 {
-            started
-        } else {
-            Instant::now()
-        };
-        let result = send_to_server(server, upstream, req, attempt_start, request_id).await;
-        if let Some(pass) = pass
-            && server.breaker.is_enabled()
-        {
-            match verdict(&result) {
-                Verdict::Success => pass.record(None, Instant::now()),
-                Verdict::Failure(why) => pass.record(Some(&why), Instant::now()),
-                // Dropping the pass gives a trial slot back.
-                Verdict::Neutral => drop(pass),
-            }
+        return Some(Claim {
+            index,
+            in_flight,
+            pass,
+        });
+    }
+}
+
+/// Tells the server's breaker what the attempt said about it.
+fn record_verdict(
+    server: &ServerState,
+    pass: Option<crate::health::circuit::Pass<'_>>,
+    result: &SendResult,
+) {
+    let Some(pass) = pass else {
+        return;
+    };
+    if !server.breaker.is_enabled() {
+        return;
+    }
+    match verdict(result) {
+        Verdict::Success => pass.record(None, Instant::now()),
+        Verdict::Failure(why) => pass.record(Some(&why), Instant::now()),
+        // Dropping the pass gives a trial slot back.
+        Verdict::Neutral => drop(pass),
+    }
+}
+
+/// The request to send again after `error`: the one that never left (a failed connect), or a
+/// copy of a replayable one after a broken connection or a timeout; `None` when the error is
+/// not worth a retry or nothing can be sent again.
+fn request_again(
+    error: &ForwardError,
+    unsent: Option<Request<RequestBody>>,
+    replay: Option<&ReplayableHead<'_>>,
+) -> Option<Request<RequestBody>> {
+    match error {
+        ForwardError::Connect(_) => unsent,
+        ForwardError::Timeout | ForwardError::Upstream(_) => {
+            unsent.or_else(|| replay.map(ReplayableHead::request))
         }
-        match result {
-            Ok((response, pool_return)) => {
-                return Ok(Forwarded {
-                    response,
-                    pool_return,
-                    in_flight,
-                });
-            }
-            Err((error, returned)) => {
-                let again = returned.or_else(|| match error {
-                    ForwardError::Timeout | ForwardError::Upstream(_) => {
-                        replay.as_ref().map(ReplayableHead::request)
-                    }
-                    _ => None,
-                });
-                let may_retry = retryable
-                    && attempts < upstream.retries
-                    && again.is_some()
-                    && matches!(
-                        error,
-                        ForwardError::Connect(_)
-                            | ForwardError::Timeout
-                            | ForwardError::Upstream(_)
-                    );
-                // A retry needs a server not tried yet; otherwise the client gets this
-                // server's failure (502/504), not a misleading "no server available".
-                next = if may_retry {
-                    upstream.pick(tried, now, panic)
-                } else {
-                    None
-                };
-                if next.is_none() {
-                    return Err(error);
-                }
-                // Debug, not warn: during an outage every request to the dead server retries,
-                // and the metrics (retries, connect errors) and the health and breaker
-                // transitions already say so once.
-                tracing::debug!(upstream = %upstream.name, server = %server.addr, error = %error, request_id = request_id.to_str().unwrap_or("-"), "retrying on another server");
-                attempts += 1;
-                upstream.retries_total.inc();
-                request = again;
-            }
-        }
+        _ => None,
     }
 }
 

@@ -86,15 +86,25 @@ impl RequestBody {
         }
     }
 
-    /// Whether the client's body is still to be read.
-    pub fn is_unread(&self) -> bool {
-        matches!(self, RequestBody::Client { .. })
+    /// Whether the client's body is still to be read and could fit `PREREAD_LIMIT` (its
+    /// length is unknown, or known and within it).
+    pub fn may_preread(&self) -> bool {
+        match self {
+            RequestBody::Client { body, .. } => body
+                .size_hint()
+                .upper()
+                .is_none_or(|upper| upper <= PREREAD_LIMIT as u64),
+            _ => false,
+        }
     }
 
-    /// Reads the client's body up to `PREREAD_LIMIT` before any server is contacted. A body
-    /// that ends within it (most API requests) is checked whole, so that bad chunking or an
-    /// oversized body is answered without an upstream waiting for a body that never comes,
-    /// and can be sent again on a retry; a longer one streams on after what was read.
+    /// Reads what has arrived of the client's body, up to `PREREAD_LIMIT`, before any server
+    /// is contacted. A body that has arrived whole (most API requests) is checked whole, so
+    /// that bad chunking or an oversized body is answered without an upstream waiting for a
+    /// body that never comes, and can be sent again on a retry. The read stops at the first
+    /// moment nothing more is ready (one turn of the runtime without data): a client that
+    /// streams its body and waits for the response (gRPC, interactive uploads) must not wait
+    /// on the proxy; the rest streams on after what was read.
     pub async fn preread(self) -> Result<Self, BoxError> {
         let RequestBody::Client {
             mut body,
@@ -112,8 +122,40 @@ impl RequestBody {
             Some(first) => first,
             None => joined.freeze(),
         };
+        let mut waited = false;
         loop {
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let polled =
+                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let frame = match polled {
+                // hyper hands over bytes it has already read one turn after they are asked
+                // for: give it that turn once, then stop waiting.
+                Poll::Pending if !waited => {
+                    waited = true;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Poll::Pending => {
+                    let prefix = read(first, joined);
+                    let rest = RequestBody::Client {
+                        body,
+                        seen,
+                        limit,
+                        received,
+                    };
+                    return Ok(if prefix.is_empty() {
+                        rest
+                    } else {
+                        RequestBody::Continued {
+                            prefix: Some(prefix),
+                            rest: Box::new(rest),
+                        }
+                    });
+                }
+                Poll::Ready(frame) => {
+                    waited = false;
+                    frame
+                }
+            };
             let frame = match frame {
                 None => {
                     return Ok(RequestBody::Buffered {

@@ -379,3 +379,79 @@ async fn silent_connection_is_cut_at_header_read_timeout() {
     assert_cut_at_header_read_timeout(connected_at.elapsed());
     assert_upstream_untouched(&upstream);
 }
+
+/// An upstream that answers every request head at once (chunked, never ending), before any
+/// of the request body arrives: a streaming exchange (gRPC bidi, a chunked upload with
+/// progress).
+async fn answers_before_the_body() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nack\r\n",
+                )
+                .await;
+                // Holds the exchange open until the test ends.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_body_still_streaming_is_not_held_back_until_it_ends() {
+    let upstream = answers_before_the_body().await;
+    let running = common::start_gatehouse(&simple_config(&[upstream], "")).await;
+    // The first chunk of a body that goes on once the client has seen the answer.
+    let mut client = send_raw(
+        running.listener_addrs[0],
+        b"POST /stream HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    timeout(common::WAIT, async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = client.read(&mut buf).await.unwrap_or(0);
+            assert!(n > 0, "closed before an answer: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the upstream's answer arrives while the body is still open");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[tokio::test]
+async fn expect_continue_is_not_granted_before_a_server_takes_the_request() {
+    let dead = common::refused_addr().await;
+    let running = common::start_gatehouse(&simple_config(&[dead], "retries = 0")).await;
+    let mut client = send_raw(
+        running.listener_addrs[0],
+        b"PUT /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    let mut buf = [0u8; 1024];
+    let n = timeout(common::WAIT, client.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap_or(0);
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 502 "), "{first:?}");
+}

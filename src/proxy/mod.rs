@@ -391,7 +391,9 @@ impl Reply {
         body: RequestBody,
     ) -> Result<Forwarded, ForwardError> {
         let mut started = self.exchange.start;
-        let body = if body.is_unread() {
+        // A client that asked to be told to go on (`Expect: 100-continue`) is told so only
+        // when its body is read: not before a server is known to take it.
+        let body = if body.may_preread() && !parts.headers.contains_key(header::EXPECT) {
             // Boxed: its state would otherwise sit in every request's future, bodiless or not.
             let body = Box::pin(body.preread()).await.map_err(|error| {
                 if error.is::<BodyTooLarge>() {

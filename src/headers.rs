@@ -246,21 +246,69 @@ pub fn request_host(parts: &http::request::Parts) -> Result<HeaderValue, HostErr
     }
     match (parts.uri.authority(), host) {
         (Some(authority), host) => {
+            let scheme = parts.uri.scheme_str();
+            // An absolute-form target names an http or https resource, or nothing this proxy
+            // serves.
+            if scheme.is_some_and(|scheme| {
+                !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https")
+            }) {
+                return Err(HostError::Invalid);
+            }
             let authority = authority.as_str();
             if !is_valid_host(authority.as_bytes()) {
                 return Err(HostError::Invalid);
             }
-            if parts.version == http::Version::HTTP_2
-                && host
-                    .is_some_and(|host| !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()))
-            {
-                return Err(HostError::Conflicting);
+            match (parts.version, host) {
+                // RFC 9112 §3.2: every HTTP/1.1 request has a Host line, whatever its target.
+                (http::Version::HTTP_11, None) => return Err(HostError::Missing),
+                (http::Version::HTTP_2, Some(host))
+                    if !same_authority(host.as_bytes(), authority.as_bytes(), scheme) =>
+                {
+                    return Err(HostError::Conflicting);
+                }
+                _ => {}
             }
             HeaderValue::from_str(authority).map_err(|_| HostError::Invalid)
         }
         (None, Some(host)) => Ok(host.clone()),
         (None, None) => Err(HostError::Missing),
     }
+}
+
+/// Whether two valid `host[:port]` values name the same authority once normalized (RFC 3986
+/// §6.2.2 and §6.2.3): the host compared without case, a missing or empty port read as the
+/// scheme's default.
+fn same_authority(a: &[u8], b: &[u8], scheme: Option<&str>) -> bool {
+    let default_port: &[u8] = match scheme {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => b"443",
+        _ => b"80",
+    };
+    let split = |value: &'_ [u8]| -> (usize, Vec<u8>) {
+        let host_end = match value.first() {
+            Some(b'[') => value
+                .iter()
+                .position(|&b| b == b']')
+                .map_or(value.len(), |i| i + 1),
+            _ => value.iter().position(|&b| b == b':').unwrap_or(value.len()),
+        };
+        let port = value.get(host_end + 1..).unwrap_or_default();
+        let port = if port.is_empty() { default_port } else { port };
+        // Leading zeros do not change a port.
+        let first_digit = port.iter().position(|&b| b != b'0').unwrap_or(port.len());
+        (host_end, port[first_digit..].to_vec())
+    };
+    let ((a_end, a_port), (b_end, b_port)) = (split(a), split(b));
+    a[..a_end].eq_ignore_ascii_case(&b[..b_end]) && a_port == b_port
+}
+
+/// A port: at most five digits, at most 65535 (an empty one stands for the default).
+fn is_valid_port(port: &[u8]) -> bool {
+    port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port
+            .iter()
+            .fold(0u32, |value, &digit| value * 10 + u32::from(digit - b'0'))
+            <= 65535
 }
 
 /// What a byte may be in a Host value outside brackets, as bit flags to OR together: a
@@ -304,7 +352,7 @@ pub fn is_valid_host(value: &[u8]) -> bool {
         },
     };
     !name.is_empty()
-        && port.iter().all(u8::is_ascii_digit)
+        && is_valid_port(port)
         && (flags & PERCENT == 0 || percent_encodings_are_whole(name))
 }
 
@@ -321,20 +369,17 @@ fn percent_encodings_are_whole(name: &[u8]) -> bool {
     true
 }
 
-/// `[IPv6 or IPvFuture-ish hex, colons and dots]` then an optional `:port`.
+/// `[` an IPv6 address `]`, then an optional `:port`.
 fn is_ip_literal_host(value: &[u8]) -> bool {
     let Some(close) = value.iter().position(|&b| b == b']') else {
         return false;
     };
-    let literal = &value[1..close];
-    let literal_ok = !literal.is_empty()
-        && literal
-            .iter()
-            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    let literal_ok = std::str::from_utf8(&value[1..close])
+        .is_ok_and(|literal| literal.parse::<std::net::Ipv6Addr>().is_ok());
     literal_ok
         && match &value[close + 1..] {
             [] => true,
-            [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+            [b':', port @ ..] => is_valid_port(port),
             _ => false,
         }
 }
@@ -479,6 +524,9 @@ mod tests {
             "[::1]",
             "[::1]:443",
             "[2001:db8::7]",
+            "[::ffff:1.2.3.4]:8080",
+            "a:65535",
+            "a:00080",
             "a-b_c~d.e",
             "%41bc",
             "x!$&'()*+,;=",
@@ -499,6 +547,11 @@ mod tests {
             "[::1]x",
             "[::1]:a",
             "[zz]",
+            "[...]",
+            "[1.2.3.4]",
+            "a:65536",
+            "a:123456",
+            "a:99999999999999999999",
             "%4",
             "%zz",
             "a\tb",
@@ -518,11 +571,7 @@ mod tests {
             let Some((literal, after)) = rest.split_once(']') else {
                 return false;
             };
-            if literal.is_empty()
-                || !literal
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-            {
+            if literal.parse::<std::net::Ipv6Addr>().is_err() {
                 return false;
             }
             match after.strip_prefix(':') {
@@ -536,7 +585,8 @@ mod tests {
                 None => (text, ""),
             }
         };
-        if !port.chars().all(|c| c.is_ascii_digit()) || host.is_empty() {
+        let port_ok = port.is_empty() || port.len() <= 5 && port.parse::<u16>().is_ok();
+        if !port_ok || host.is_empty() {
             return false;
         }
         if host == "[]" {
@@ -625,6 +675,13 @@ mod tests {
             &["a.example"],
         );
         assert_eq!(request_host(&userinfo), Err(HostError::Invalid));
+        // RFC 9112 §3.2: Host is required in HTTP/1.1 whatever the target's form.
+        let no_host = parts(http::Version::HTTP_11, "http://a.example/c", &[]);
+        assert_eq!(request_host(&no_host), Err(HostError::Missing));
+        let http10 = parts(http::Version::HTTP_10, "http://a.example/c", &[]);
+        assert_eq!(request_host(&http10).unwrap(), "a.example");
+        let other_scheme = parts(http::Version::HTTP_11, "ftp://a.example/c", &["a.example"]);
+        assert_eq!(request_host(&other_scheme), Err(HostError::Invalid));
     }
 
     #[test]
@@ -635,6 +692,21 @@ mod tests {
         assert_eq!(request_host(&alone).unwrap(), "a.example");
         let differ = parts(http::Version::HTTP_2, "https://a.example/c", &["b.example"]);
         assert_eq!(request_host(&differ), Err(HostError::Conflicting));
+        // Compared as RFC 3986 §6.2 normalizes: the default port may be written or not.
+        let default_port = parts(
+            http::Version::HTTP_2,
+            "https://a.example:443/c",
+            &["a.example"],
+        );
+        assert_eq!(request_host(&default_port).unwrap(), "a.example:443");
+        let empty_port = parts(http::Version::HTTP_2, "http://a.example/c", &["A.EXAMPLE:"]);
+        assert_eq!(request_host(&empty_port).unwrap(), "a.example");
+        let other_port = parts(
+            http::Version::HTTP_2,
+            "https://a.example/c",
+            &["a.example:8443"],
+        );
+        assert_eq!(request_host(&other_port), Err(HostError::Conflicting));
         let host_only = parts(http::Version::HTTP_2, "/c", &["b.example"]);
         assert_eq!(request_host(&host_only).unwrap(), "b.example");
     }

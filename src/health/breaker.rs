@@ -137,7 +137,6 @@ pub struct Breaker {
     open_for: Duration,
     trials_started: u32,
     /// Whether the last active health check failed, so that the next pass is news.
-    last_check_failed: bool,
     /// Whether a health check ended the current open time early (for the log line).
     open_ended_by_check: bool,
 }
@@ -152,7 +151,6 @@ impl Breaker {
             consecutive_failures: 0,
             open_until: now,
             trials_started: 0,
-            last_check_failed: false,
             open_ended_by_check: false,
         }
     }
@@ -170,14 +168,14 @@ impl Breaker {
         (self.state == BreakerState::Open).then_some(self.open_until)
     }
 
-    /// An active health check's result. A pass that follows a failed check (the server was
-    /// down and is back) ends an open breaker's open time, so the next request is the trial
-    /// (a real request still decides whether it closes); returns whether it did. Any other
-    /// check leaves the open time as it is.
-    pub fn record_check(&mut self, passed: bool, now: Instant) -> bool {
-        let came_back = passed && self.last_check_failed;
-        self.last_check_failed = !passed;
-        if came_back && self.state == BreakerState::Open && self.open_until > now {
+    /// The server's active health checks marked it up again after it was down (it was
+    /// restarted): an open breaker's open time ends, so the next request is the trial (a real
+    /// request still decides whether it closes); returns whether it did. Checks that keep
+    /// passing, or fail now and then without the server being marked down, never get here,
+    /// so they leave the open time and its doubling alone (Envoy un-ejects a host the same
+    /// way, on its health turning healthy).
+    pub fn health_came_back(&mut self, now: Instant) -> bool {
+        if self.state == BreakerState::Open && self.open_until > now {
             self.open_until = now;
             self.open_ended_by_check = true;
             return true;
@@ -208,7 +206,7 @@ impl Breaker {
         let mut transition = None;
         if self.state == BreakerState::Open && now >= self.open_until {
             let reason = if self.open_ended_by_check {
-                "health checks pass again after failing, letting trial requests through".into()
+                "health checks mark the server up again, letting trial requests through".into()
             } else {
                 format!(
                     "open for {}, letting trial requests through",
@@ -473,19 +471,13 @@ mod tests {
         );
     }
 
-    /// Replays a server that passes its checks (every 2 s) but fails every real request
-    /// (one every 100 ms), from when its breaker opens; returns when each trial came, in
-    /// seconds after the opening.
-    fn trials_while_checks_pass(b: &mut Breaker, opened: Instant, until_secs: u64) -> Vec<f64> {
+    /// Replays a server whose health checks keep it up (so they never tell the breaker
+    /// anything) but which fails every real request (one every 100 ms), from when its
+    /// breaker opens; returns when each trial came, in seconds after the opening.
+    fn trials_while_up(b: &mut Breaker, opened: Instant, until_secs: u64) -> Vec<f64> {
         let mut trials = Vec::new();
         for tick in 0..until_secs * 10 {
             let now = opened + Duration::from_millis(tick * 100);
-            if tick % 20 == 0 {
-                assert!(
-                    !b.record_check(true, now),
-                    "a pass that is no news, at {now:?}"
-                );
-            }
             let (admission, _) = b.admit(now);
             if admission == Admission::Trial {
                 trials.push((now - opened).as_secs_f64());
@@ -496,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn checks_that_keep_passing_leave_the_open_time_and_its_doubling() {
+    fn a_server_kept_up_by_its_checks_waits_out_the_open_time_and_its_doubling() {
         let t0 = Instant::now();
         let mut b = Breaker::new(policy(), t0);
         for _ in 0..3 {
@@ -504,51 +496,33 @@ mod tests {
         }
         // open_for 30 s, then 60 s, then the 100 s maximum: not one trial per check.
         assert_eq!(
-            trials_while_checks_pass(&mut b, t0, 400),
+            trials_while_up(&mut b, t0, 400),
             [30.0, 90.0, 190.0, 290.0, 390.0]
         );
     }
 
     #[test]
-    fn checks_that_passed_before_the_opening_are_no_news_either() {
-        let t0 = Instant::now();
-        let mut b = Breaker::new(policy(), t0);
-        b.record_check(true, t0);
-        for _ in 0..3 {
-            fail(&mut b, t0);
-        }
-        let soon = t0 + Duration::from_secs(2);
-        assert!(!b.record_check(true, soon));
-        assert!(!b.would_admit(soon));
-        assert_eq!(b.open_until(), Some(t0 + Duration::from_secs(30)));
-    }
-
-    #[test]
-    fn a_check_passing_after_a_failed_one_lets_the_trial_through_at_once() {
+    fn a_server_whose_health_comes_back_gets_its_trial_at_once() {
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         let mut b = Breaker::new(policy(), t0);
         for _ in 0..3 {
             fail(&mut b, t0);
         }
-        // Down (checks fail), then back (a check passes): the trial goes at once.
-        assert!(!b.record_check(true, at(2)));
-        assert!(!b.record_check(false, at(4)));
-        assert!(!b.record_check(false, at(6)));
         assert!(!b.would_admit(at(6)));
-        assert!(b.record_check(true, at(8)), "back after failing: news");
+        assert!(b.health_came_back(at(8)), "marked up again: the wait ends");
         assert!(b.would_admit(at(8)));
         let (admission, transition) = b.admit(at(8));
         assert_eq!(admission, Admission::Trial);
         let half_open = transition.expect("half-open");
         assert_eq!(half_open.to, BreakerState::HalfOpen);
         assert!(
-            half_open.reason.contains("health checks pass again"),
+            half_open.reason.contains("mark the server up again"),
             "{}",
             half_open.reason
         );
 
-        // The trial fails: open for twice as long, and further passes change nothing.
+        // The trial fails: open for twice as long.
         let reopened = b
             .record(admission, Some("HTTP 500"), at(8))
             .expect("reopens");
@@ -557,13 +531,11 @@ mod tests {
             "{}",
             reopened.reason
         );
-        assert!(!b.record_check(true, at(10)));
         assert!(!b.would_admit(at(10)));
         assert_eq!(b.open_until(), Some(at(68)));
 
         // Down and back once more: at once again; the doubling is kept for the next failure.
-        assert!(!b.record_check(false, at(12)));
-        assert!(b.record_check(true, at(14)));
+        assert!(b.health_came_back(at(14)));
         let (admission, _) = b.admit(at(14));
         assert_eq!(admission, Admission::Trial);
         b.record(admission, Some("HTTP 500"), at(14));
@@ -583,19 +555,20 @@ mod tests {
     }
 
     #[test]
-    fn a_check_that_failed_just_before_the_opening_makes_the_next_pass_news() {
-        // A crash: the check fails, then real requests fail and open the breaker, and the
-        // server is restarted before the next check.
+    fn health_coming_back_changes_nothing_unless_the_breaker_waits() {
         let t0 = Instant::now();
         let mut b = Breaker::new(policy(), t0);
-        assert!(!b.record_check(false, t0), "closed: nothing to end");
-        let opened = t0 + Duration::from_millis(500);
+        assert!(!b.health_came_back(t0), "closed: nothing to end");
         for _ in 0..3 {
-            fail(&mut b, opened);
+            fail(&mut b, t0);
         }
-        let next_check = t0 + Duration::from_secs(2);
-        assert!(b.record_check(true, next_check));
-        assert_eq!(b.admit(next_check).0, Admission::Trial);
+        let later = t0 + Duration::from_secs(31);
+        let (admission, _) = b.admit(later);
+        assert_eq!(admission, Admission::Trial);
+        assert!(
+            !b.health_came_back(later),
+            "half-open: already letting a trial through"
+        );
     }
 
     #[test]

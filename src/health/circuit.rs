@@ -116,19 +116,17 @@ impl CircuitBreaker {
         self.lock().as_ref().and_then(Breaker::open_until)
     }
 
-    /// An active health check's result (see `Breaker::record_check`). Takes the lock even
-    /// while closed: a failure then still makes the next pass news if the breaker opens in
-    /// between (a crash seen by a check just before real requests fail).
-    pub fn record_check(&self, passed: bool, now: Instant) {
+    /// The server's health checks marked it up again (see `Breaker::health_came_back`).
+    pub fn health_came_back(&self, now: Instant) {
         if !self.is_enabled() {
             return;
         }
         let ended = self
             .lock()
             .as_mut()
-            .is_some_and(|breaker| breaker.record_check(passed, now));
+            .is_some_and(|breaker| breaker.health_came_back(now));
         if ended {
-            tracing::info!(upstream = %self.upstream, server = %self.server, "circuit breaker open time ended: health checks pass again after failing; the next request is the trial");
+            tracing::info!(upstream = %self.upstream, server = %self.server, "circuit breaker open time ended: health checks mark the server up again; the next request is the trial");
         }
     }
 

@@ -100,8 +100,8 @@ impl ServerHealth {
         self.up_gauge.set(i64::from(up));
     }
 
-    /// One active check's result.
-    pub fn record_check(&self, result: Result<(), String>) {
+    /// One active check's result; true when it marks the server up again after it was down.
+    pub fn record_check(&self, result: Result<(), String>) -> bool {
         match &result {
             Ok(()) => self.checks_passed.inc(),
             Err(_) => self.checks_failed.inc(),
@@ -125,12 +125,14 @@ impl ServerHealth {
             Some(true) => {
                 self.set_up(true);
                 tracing::info!(upstream = %self.upstream, server = %self.server, reason = %reason, "server is up");
+                true
             }
             Some(false) => {
                 self.set_up(false);
                 tracing::warn!(upstream = %self.upstream, server = %self.server, reason = %reason, "server is down");
+                false
             }
-            None => {}
+            None => false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Active health checks: one task per server sends `GET path` on a fresh connection every
 //! `interval` (first after a random part of it, so servers are not probed in lockstep) and
-//! hands each result to the server's `ServerHealth` and to its breaker (a pass after a failure
-//! ends an open breaker's wait).
+//! hands each result to the server's `ServerHealth`; a server marked up again after being down
+//! ends its open breaker's wait.
 
 use crate::config::{HealthConfig, StatusMatcher};
 use crate::request_body::RequestBody;
@@ -43,10 +43,9 @@ pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endp
             &matcher,
         )
         .await;
-        server
-            .breaker
-            .record_check(result.is_ok(), std::time::Instant::now());
-        server.health.record_check(result);
+        if server.health.record_check(result) {
+            server.breaker.health_came_back(std::time::Instant::now());
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
+
+pub use crate::http1::is_valid_host;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -299,89 +301,6 @@ fn same_authority(a: &[u8], b: &[u8], scheme: Option<&str>) -> bool {
     };
     let ((a_end, a_port), (b_end, b_port)) = (split(a), split(b));
     a[..a_end].eq_ignore_ascii_case(&b[..b_end]) && a_port == b_port
-}
-
-/// A port: at most five digits, at most 65535 (an empty one stands for the default).
-fn is_valid_port(port: &[u8]) -> bool {
-    port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
-        && port
-            .iter()
-            .fold(0u32, |value, &digit| value * 10 + u32::from(digit - b'0'))
-            <= 65535
-}
-
-/// What a byte may be in a Host value outside brackets, as bit flags to OR together: a
-/// name byte (unreserved or sub-delim, RFC 3986) adds nothing.
-const COLON: u8 = 1;
-const PERCENT: u8 = 2;
-const INVALID: u8 = 4;
-
-static HOST_BYTES: [u8; 256] = {
-    let mut table = [INVALID; 256];
-    let name = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=";
-    let mut i = 0;
-    while i < name.len() {
-        table[name[i] as usize] = 0;
-        i += 1;
-    }
-    table[b':' as usize] = COLON;
-    table[b'%' as usize] = PERCENT;
-    table
-};
-
-/// `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets, or a
-/// non-empty reg-name (which covers IPv4 addresses), then an optional port of digits.
-/// Userinfo is refused with the `@` that no host may contain. One OR per byte over a table
-/// for the usual name; a port, percent-encodings and IP literals take a slower path.
-pub fn is_valid_host(value: &[u8]) -> bool {
-    if value.first() == Some(&b'[') {
-        return is_ip_literal_host(value);
-    }
-    let flags = value
-        .iter()
-        .fold(0u8, |flags, &byte| flags | HOST_BYTES[usize::from(byte)]);
-    if flags & INVALID != 0 {
-        return false;
-    }
-    let (name, port) = match flags & COLON {
-        0 => (value, &[][..]),
-        _ => match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], &value[colon + 1..]),
-            None => (value, &[][..]),
-        },
-    };
-    !name.is_empty()
-        && is_valid_port(port)
-        && (flags & PERCENT == 0 || percent_encodings_are_whole(name))
-}
-
-/// Every `%` is followed by two hex digits.
-fn percent_encodings_are_whole(name: &[u8]) -> bool {
-    let mut rest = name;
-    while let Some(at) = rest.iter().position(|&b| b == b'%') {
-        let hex = |i: usize| rest.get(at + i).is_some_and(u8::is_ascii_hexdigit);
-        if !(hex(1) && hex(2)) {
-            return false;
-        }
-        rest = &rest[at + 3..];
-    }
-    true
-}
-
-/// `[` an IPv6 address `]`, then an optional `:port`.
-fn is_ip_literal_host(value: &[u8]) -> bool {
-    let Some(close) = value.iter().position(|&b| b == b']') else {
-        return false;
-    };
-    let literal_ok = std::str::from_utf8(&value[1..close])
-        .is_ok_and(|literal| literal.parse::<std::net::Ipv6Addr>().is_ok());
-    literal_ok
-        && match &value[close + 1..] {
-            [] => true,
-            [b':', port @ ..] => is_valid_port(port),
-            _ => false,
-        }
 }
 
 /// An IP address as a header value (for X-Forwarded-For).

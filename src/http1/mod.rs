@@ -14,6 +14,8 @@
 pub mod body;
 pub mod encode;
 mod fields;
+
+pub use fields::is_valid_host;
 mod head;
 pub mod request;
 pub mod response;

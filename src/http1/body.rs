@@ -478,13 +478,39 @@ impl Decoder {
                 .map_err(|_| BodyError::InvalidTrailers)?;
             let value =
                 HeaderValue::from_bytes(field.value).map_err(|_| BodyError::InvalidTrailers)?;
-            map.append(name, value);
+            if !NOT_IN_TRAILERS.contains(&name) {
+                map.append(name, value);
+            }
         }
         self.trailers = Some(map);
         self.trailer_buf = BytesMut::new();
         Ok(())
     }
 }
+
+/// Fields whose meaning is needed before the content (framing, routing, connection options,
+/// content description, request controls and credentials): a sender must not put them in
+/// trailers (RFC 9110 §6.5.1), and one that does must not have them read as if it had sent
+/// them in the head, so they are dropped.
+static NOT_IN_TRAILERS: [http::header::HeaderName; 17] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::TRAILER,
+    http::header::HOST,
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::UPGRADE,
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+    http::header::CONTENT_RANGE,
+    http::header::CACHE_CONTROL,
+    http::header::EXPECT,
+    http::header::RANGE,
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::SET_COOKIE,
+    http::header::COOKIE,
+];
 
 /// `min(remaining, avail)` as a usize without a lossy cast.
 fn clamp_len(remaining: u64, avail: usize) -> usize {
@@ -838,6 +864,17 @@ mod tests {
         let trailers = d.take_trailers().unwrap();
         assert_eq!(trailers["x-checksum"], "abc");
         assert_eq!(trailers["x-other"], "1");
+    }
+
+    #[test]
+    fn smuggle_framing_and_routing_fields_in_trailers_are_dropped() {
+        let mut d = chunked();
+        let input = b"1\r\na\r\n0\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\
+                      Host: evil.example\r\nX-Checksum: abc\r\n\r\n";
+        decode_all(&mut d, input).unwrap();
+        let trailers = d.take_trailers().unwrap();
+        assert_eq!(trailers.len(), 1, "{trailers:?}");
+        assert_eq!(trailers["x-checksum"], "abc");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::body::ResponseBody;
 use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
-use super::{Forwarded, Reply, forward};
+use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
@@ -71,7 +71,7 @@ pub(super) async fn serve(
 }
 
 async fn serve_through(
-    reply: Reply,
+    mut reply: Reply,
     cache: Arc<Cache>,
     mut parts: http::request::Parts,
     body: RequestBody,
@@ -89,78 +89,21 @@ async fn serve_through(
     let now = SystemTime::now();
     let stored = cache.store.lookup(&key, &parts.headers);
     if let Some(entry) = &stored {
-        match policy::usability(&entry.freshness, &parts.headers, now) {
-            Usability::Fresh => {
-                cache.metrics.count(CacheResult::Hit);
-                let ttl = entry.freshness.ttl(now).as_secs();
-                let status = cache_status(&format!("hit; ttl={ttl}"));
-                return reply.answer_from_cache(respond(
-                    entry,
-                    &method,
-                    &parts.headers,
-                    now,
-                    status,
-                ));
-            }
-            Usability::StaleWhileRevalidate => {
-                cache.metrics.count(CacheResult::Stale);
-                refresh_in_background(&cache, &reply.route, &key, entry, &parts);
-                let status = cache_status("hit; detail=stale-while-revalidate");
-                return reply.answer_from_cache(respond(
-                    entry,
-                    &method,
-                    &parts.headers,
-                    now,
-                    status,
-                ));
-            }
-            Usability::Revalidate => {}
+        if let Some(answer) = answer_if_usable(&cache, &reply.route, &key, entry, &parts, now) {
+            return reply.answer_from_cache(answer);
         }
     } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
     {
-        // RFC 9111 §5.2.1.7.
-        cache.metrics.count(CacheResult::Miss);
-        let mut response = reply.exchange_local(
-            StatusCode::GATEWAY_TIMEOUT,
-            "not in the cache (only-if-cached)",
-        );
-        response.headers_mut().insert(
-            cache_status_name(),
-            cache_status("fwd=miss; detail=only-if-cached"),
-        );
-        return response;
+        return only_if_cached_miss(reply, &cache);
     }
 
     // A miss, or a stored response that must be revalidated: one upstream request per key.
-    let leader = if method == Method::GET {
-        match cache.coalescer.join(&key) {
-            Joined::Leader(leader) => Some(leader),
-            Joined::Follower(arrivals) => {
-                cache.metrics.coalesced.inc();
-                let patience =
-                    reply.route.upstream.connect_timeout + reply.route.upstream.response_timeout;
-                if let Ok(Landing::Stored(entry)) =
-                    tokio::time::timeout(patience, coalesce::wait(arrivals)).await
-                    && entry.matches(&parts.headers)
-                {
-                    cache.metrics.count(CacheResult::Hit);
-                    let now = SystemTime::now();
-                    let ttl = entry.freshness.ttl(now).as_secs();
-                    let status = cache_status(&format!("hit; ttl={ttl}; collapsed"));
-                    return reply.answer_from_cache(respond(
-                        &entry,
-                        &method,
-                        &parts.headers,
-                        now,
-                        status,
-                    ));
-                }
-                // Not storable after all (or it took too long): go upstream ourselves.
-                None
-            }
+    let leader = match join_flight(&cache, &reply.route, &key, &parts).await {
+        Flight::Leader(leader) => Some(leader),
+        Flight::Collapsed(entry) => {
+            return reply.answer_from_cache(answer_collapsed(&cache, &entry, &parts));
         }
-    } else {
-        None
+        Flight::Alone => None,
     };
 
     // The client's own request: what Vary, storability and the answer are judged by. The
@@ -170,121 +113,301 @@ async fn serve_through(
         .as_ref()
         .filter(|entry| !policy::validators(&entry.headers).is_empty());
     if let Some(entry) = revalidating {
-        for name in &CLIENT_CONDITIONALS {
-            parts.headers.remove(name);
-        }
-        parts.headers.remove(header::RANGE);
-        for (name, value) in policy::validators(&entry.headers) {
-            parts.headers.insert(name, value);
-        }
+        use_cache_validators(&mut parts.headers, entry);
     }
     let request_time = SystemTime::now();
-    let mut reply = reply;
-    let forwarded = match reply.send(parts, body).await {
-        Ok(forwarded) => forwarded,
-        Err(error) => {
-            if let Some(entry) = stored
-                .as_ref()
-                .filter(|e| policy::usable_on_error(&e.freshness, SystemTime::now()))
-            {
-                return serve_stale_on_error(reply, &cache, entry, &method, &request_headers, None);
-            }
-            let mut response = reply.failure(error);
-            response.headers_mut().insert(
-                cache_status_name(),
-                cache_status("fwd=miss; detail=upstream-error"),
-            );
-            cache.metrics.count(CacheResult::Miss);
-            return response;
-        }
+    let sent = reply.send(parts, body).await;
+    let fetch = Fetch {
+        cache: &cache,
+        method: &method,
+        request_headers: &request_headers,
+        stored: stored.as_ref(),
+        revalidating,
     };
-    let status = forwarded.response.status();
-    let response_time = SystemTime::now();
-    let received = Received {
-        request_time,
-        response_time,
-    };
+    match sent {
+        Ok(forwarded) => fetch.answered(reply, key, leader, forwarded, request_time),
+        Err(error) => fetch.failed(reply, error),
+    }
+}
 
-    if let Some(entry) = revalidating
-        && status == StatusCode::NOT_MODIFIED
+/// The answer from a stored response this request may use as it is: a fresh one, or a stale
+/// one within stale-while-revalidate (which also starts its refresh). None when it must be
+/// revalidated first.
+fn answer_if_usable(
+    cache: &Arc<Cache>,
+    route: &Arc<Route>,
+    key: &str,
+    entry: &Arc<CachedResponse>,
+    parts: &http::request::Parts,
+    now: SystemTime,
+) -> Option<Response> {
+    let status = match policy::usability(&entry.freshness, &parts.headers, now) {
+        Usability::Fresh => {
+            cache.metrics.count(CacheResult::Hit);
+            let ttl = entry.freshness.ttl(now).as_secs();
+            cache_status(&format!("hit; ttl={ttl}"))
+        }
+        Usability::StaleWhileRevalidate => {
+            cache.metrics.count(CacheResult::Stale);
+            refresh_in_background(cache, route, key, entry, parts);
+            cache_status("hit; detail=stale-while-revalidate")
+        }
+        Usability::Revalidate => return None,
+    };
+    Some(respond(entry, &parts.method, &parts.headers, now, status))
+}
+
+/// RFC 9111 §5.2.1.7: a client that accepts only a stored response, when there is none.
+fn only_if_cached_miss(reply: Reply, cache: &Cache) -> Response {
+    cache.metrics.count(CacheResult::Miss);
+    let mut response = reply.exchange_local(
+        StatusCode::GATEWAY_TIMEOUT,
+        "not in the cache (only-if-cached)",
+    );
+    response.headers_mut().insert(
+        cache_status_name(),
+        cache_status("fwd=miss; detail=only-if-cached"),
+    );
+    response
+}
+
+/// Where a request that must go upstream stands among concurrent requests for its key.
+enum Flight {
+    /// It goes upstream for the key and lands what it gets for the requests waiting on it.
+    Leader(Leader),
+    /// The leader's response was stored meanwhile and suits this request.
+    Collapsed(Arc<CachedResponse>),
+    /// It goes upstream on its own: a HEAD, or the leader's response is of no use to it.
+    Alone,
+}
+
+/// Joins the key's flight: a GET either leads it or waits (within the upstream's timeouts)
+/// for the response the leader stores.
+async fn join_flight(
+    cache: &Cache,
+    route: &Route,
+    key: &str,
+    parts: &http::request::Parts,
+) -> Flight {
+    if parts.method != Method::GET {
+        return Flight::Alone;
+    }
+    let arrivals = match cache.coalescer.join(key) {
+        Joined::Leader(leader) => return Flight::Leader(leader),
+        Joined::Follower(arrivals) => arrivals,
+    };
+    cache.metrics.coalesced.inc();
+    let patience = route.upstream.connect_timeout + route.upstream.response_timeout;
+    if let Ok(Landing::Stored(entry)) =
+        tokio::time::timeout(patience, coalesce::wait(arrivals)).await
+        && entry.matches(&parts.headers)
     {
+        return Flight::Collapsed(entry);
+    }
+    // Not storable after all (or it took too long): go upstream ourselves.
+    Flight::Alone
+}
+
+/// The answer from the response another request for the key just stored.
+fn answer_collapsed(
+    cache: &Cache,
+    entry: &CachedResponse,
+    parts: &http::request::Parts,
+) -> Response {
+    cache.metrics.count(CacheResult::Hit);
+    let now = SystemTime::now();
+    let ttl = entry.freshness.ttl(now).as_secs();
+    let status = cache_status(&format!("hit; ttl={ttl}; collapsed"));
+    respond(entry, &parts.method, &parts.headers, now, status)
+}
+
+/// Puts the cache's validators for `entry` in place of the client's conditional and range
+/// fields, so that the upstream answers the cache's question.
+fn use_cache_validators(headers: &mut HeaderMap, entry: &CachedResponse) {
+    for name in &CLIENT_CONDITIONALS {
+        headers.remove(name);
+    }
+    headers.remove(header::RANGE);
+    for (name, value) in policy::validators(&entry.headers) {
+        headers.insert(name, value);
+    }
+}
+
+/// A GET or HEAD the store could not answer alone, once sent upstream: what judging the
+/// upstream's answer takes.
+struct Fetch<'a> {
+    cache: &'a Arc<Cache>,
+    method: &'a Method,
+    /// The client's own request headers (not the copy sent upstream).
+    request_headers: &'a HeaderMap,
+    stored: Option<&'a Arc<CachedResponse>>,
+    /// The stored response the request asked the upstream to validate, if it did.
+    revalidating: Option<&'a Arc<CachedResponse>>,
+}
+
+impl Fetch<'_> {
+    /// The upstream gave no answer: a stale response where stale-if-error allows, else the
+    /// failure.
+    fn failed(&self, reply: Reply, error: ForwardError) -> Response {
+        if let Some(entry) = self
+            .stored
+            .filter(|e| policy::usable_on_error(&e.freshness, SystemTime::now()))
+        {
+            return serve_stale_on_error(
+                reply,
+                self.cache,
+                entry,
+                self.method,
+                self.request_headers,
+                None,
+            );
+        }
+        let mut response = reply.failure(error);
+        response.headers_mut().insert(
+            cache_status_name(),
+            cache_status("fwd=miss; detail=upstream-error"),
+        );
+        self.cache.metrics.count(CacheResult::Miss);
+        response
+    }
+
+    /// The upstream answered: a 304 refreshes the stored response, a server error may be
+    /// covered by a stale one, and anything else goes to the client (stored if it may be).
+    fn answered(
+        &self,
+        reply: Reply,
+        key: String,
+        leader: Option<Leader>,
+        forwarded: Forwarded,
+        request_time: SystemTime,
+    ) -> Response {
+        let status = forwarded.response.status();
+        let response_time = SystemTime::now();
+        let received = Received {
+            request_time,
+            response_time,
+        };
+        if let Some(entry) = self.revalidating
+            && status == StatusCode::NOT_MODIFIED
+        {
+            return self.revalidated(reply, key, leader, entry, forwarded, received);
+        }
+        if status.is_server_error()
+            && let Some(entry) = self
+                .stored
+                .filter(|e| policy::usable_on_error(&e.freshness, response_time))
+        {
+            release(forwarded);
+            return serve_stale_on_error(
+                reply,
+                self.cache,
+                entry,
+                self.method,
+                self.request_headers,
+                Some(status),
+            );
+        }
+        self.pass_on(reply, key, leader, forwarded, received)
+    }
+
+    /// A 304 to the cache's validators: the stored response, refreshed, stored again and
+    /// answered from.
+    fn revalidated(
+        &self,
+        reply: Reply,
+        key: String,
+        leader: Option<Leader>,
+        entry: &CachedResponse,
+        forwarded: Forwarded,
+        received: Received,
+    ) -> Response {
+        let cache = self.cache;
         cache.metrics.count(CacheResult::Revalidated);
-        let refreshed = refresh(&cache, entry, forwarded.response.headers(), received);
+        let refreshed = refresh(cache, entry, forwarded.response.headers(), received);
         cache.store.insert(key, Arc::clone(&refreshed));
         cache.update_gauges();
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&refreshed)));
         }
         release(forwarded);
+        let response_time = received.response_time;
         let ttl = refreshed.freshness.ttl(response_time).as_secs();
         let status = cache_status(&format!("fwd=stale; fwd-status=304; ttl={ttl}"));
-        return reply.answer_from_cache(respond(
+        reply.answer_from_cache(respond(
             &refreshed,
-            &method,
-            &request_headers,
+            self.method,
+            self.request_headers,
             response_time,
             status,
-        ));
-    }
-    if status.is_server_error()
-        && let Some(entry) = stored
-            .as_ref()
-            .filter(|e| policy::usable_on_error(&e.freshness, response_time))
-    {
-        release(forwarded);
-        return serve_stale_on_error(
-            reply,
-            &cache,
-            entry,
-            &method,
-            &request_headers,
-            Some(status),
-        );
+        ))
     }
 
-    let fwd = if stored.is_some() { "stale" } else { "miss" };
-    cache.metrics.count(CacheResult::Miss);
-    let storable = if method == Method::GET {
-        policy::storability(
-            &method,
-            &request_headers,
-            status,
-            forwarded.response.headers(),
-            &cache.policy,
-        )
-    } else {
-        Err(policy::NotStored::Method)
-    };
-    match storable {
-        Ok(()) => {
-            let fill = start_fill(&cache, key, leader, &forwarded, &request_headers, received);
-            let stored_note = if fill.is_some() {
-                "stored"
-            } else {
-                "detail=too-large"
-            };
-            let mut response = reply.answer_upstream(forwarded, fill);
-            response.headers_mut().insert(
-                cache_status_name(),
-                cache_status(&format!(
-                    "fwd={fwd}; fwd-status={}; {stored_note}",
-                    status.as_u16()
-                )),
-            );
-            response
-        }
-        Err(reason) => {
-            drop(leader);
-            let mut response = reply.answer_upstream(forwarded, None);
-            response.headers_mut().insert(
-                cache_status_name(),
-                cache_status(&format!(
-                    "fwd={fwd}; fwd-status={}; detail={}",
-                    status.as_u16(),
-                    not_stored_detail(reason)
-                )),
-            );
-            response
+    /// The upstream's response to the client, stored as it streams when it may be stored.
+    fn pass_on(
+        &self,
+        reply: Reply,
+        key: String,
+        leader: Option<Leader>,
+        forwarded: Forwarded,
+        received: Received,
+    ) -> Response {
+        let cache = self.cache;
+        let status = forwarded.response.status();
+        let fwd = if self.stored.is_some() {
+            "stale"
+        } else {
+            "miss"
+        };
+        cache.metrics.count(CacheResult::Miss);
+        let storable = if *self.method == Method::GET {
+            policy::storability(
+                self.method,
+                self.request_headers,
+                status,
+                forwarded.response.headers(),
+                &cache.policy,
+            )
+        } else {
+            Err(policy::NotStored::Method)
+        };
+        match storable {
+            Ok(()) => {
+                let fill = start_fill(
+                    cache,
+                    key,
+                    leader,
+                    &forwarded,
+                    self.request_headers,
+                    received,
+                );
+                let stored_note = if fill.is_some() {
+                    "stored"
+                } else {
+                    "detail=too-large"
+                };
+                let mut response = reply.answer_upstream(forwarded, fill);
+                response.headers_mut().insert(
+                    cache_status_name(),
+                    cache_status(&format!(
+                        "fwd={fwd}; fwd-status={}; {stored_note}",
+                        status.as_u16()
+                    )),
+                );
+                response
+            }
+            Err(reason) => {
+                drop(leader);
+                let mut response = reply.answer_upstream(forwarded, None);
+                response.headers_mut().insert(
+                    cache_status_name(),
+                    cache_status(&format!(
+                        "fwd={fwd}; fwd-status={}; detail={}",
+                        status.as_u16(),
+                        not_stored_detail(reason)
+                    )),
+                );
+                response
+            }
         }
     }
 }
@@ -449,13 +572,7 @@ fn refresh_in_background(
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = http::Version::HTTP_11;
     let mut headers = parts.headers.clone();
-    for name in &CLIENT_CONDITIONALS {
-        headers.remove(name);
-    }
-    headers.remove(header::RANGE);
-    for (name, value) in policy::validators(&entry.headers) {
-        headers.insert(name, value);
-    }
+    use_cache_validators(&mut headers, entry);
     *request.headers_mut() = headers;
     let (head, body) = request.into_parts();
     let (cache, route, entry) = (Arc::clone(cache), Arc::clone(route), Arc::clone(entry));

@@ -50,6 +50,70 @@ impl Listeners {
         let next = self.ids.len();
         *self.ids.entry(name.to_owned()).or_insert(next)
     }
+
+    /// Binds the listeners of `config` that are new or whose bind changed; the error points at
+    /// the bind in `text` (read from `path`).
+    fn bind_new(
+        &self,
+        config: &Config,
+        path: &Path,
+        text: &str,
+    ) -> Result<Vec<BoundListener>, String> {
+        let mut fresh = Vec::new();
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let name = listener.name.get_ref();
+            let bind = listener.bind.get_ref();
+            if self.active.get(name).is_some_and(|a| a.bind == *bind) {
+                continue;
+            }
+            match bind_listener(name, bind) {
+                Ok((tcp, addr)) => fresh.push(BoundListener {
+                    name: name.clone(),
+                    bind: bind.clone(),
+                    tcp,
+                    addr,
+                }),
+                Err(e) => {
+                    let (line, column) = config::line_column(text, listener.bind.span().start);
+                    return Err(format!(
+                        "{}:{line}:{column}: listener[{i}].bind: {e}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Stops the listeners not in `wanted` (name → bind) at the same bind: they stop accepting
+    /// and drain their connections for at most `grace`.
+    fn retire_unwanted(&mut self, wanted: &HashMap<String, String>, grace: Duration) {
+        let gone: Vec<String> = self
+            .active
+            .iter()
+            .filter(|(name, active)| wanted.get(*name) != Some(&active.bind))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(active) = self.active.remove(&name) {
+                tracing::info!(listener = %name, addr = %active.addr, "listener removed; draining");
+                let ActiveListener { drain, task, .. } = active;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(grace, drain.drain()).await;
+                    task.abort();
+                });
+            }
+        }
+    }
+}
+
+/// A listener bound but not serving yet: a reload binds every new one before it changes
+/// anything, so that a taken port leaves the old config in force.
+struct BoundListener {
+    name: String,
+    bind: String,
+    tcp: tokio::net::TcpListener,
+    addr: SocketAddr,
 }
 
 /// What /status shows about the configuration.
@@ -141,6 +205,16 @@ fn bind_listener(name: &str, bind: &str) -> Result<(tokio::net::TcpListener, Soc
     Ok((tcp, bound))
 }
 
+/// Parses and checks config text as `gatehouse check` does, on the blocking pool.
+async fn check(path: &Path, text: &str) -> Result<Config, Vec<String>> {
+    let (path, text) = (path.to_path_buf(), text.to_owned());
+    match tokio::task::spawn_blocking(move || config::load_str(&path, &text)).await {
+        Ok(Ok(config)) => Ok(config),
+        Ok(Err(errors)) => Err(errors.0.iter().map(ToString::to_string).collect()),
+        Err(e) => Err(vec![format!("config check failed: {e}")]),
+    }
+}
+
 impl Reloader {
     /// Binds the listeners of `config`, compiles its snapshot and starts serving. Its names
     /// should already be resolved into `addresses`.
@@ -163,7 +237,12 @@ impl Reloader {
         for listener in &config.listeners {
             let name = listener.name.get_ref();
             let (tcp, addr) = bind_listener(name, listener.bind.get_ref())?;
-            bound.push((name.clone(), listener.bind.get_ref().clone(), tcp, addr));
+            bound.push(BoundListener {
+                name: name.clone(),
+                bind: listener.bind.get_ref().clone(),
+                tcp,
+                addr,
+            });
             listeners.id(name);
         }
         let snapshot = Snapshot::compile(
@@ -199,12 +278,7 @@ impl Reloader {
             }),
         });
         reloader.metrics.set_config_info(&text_hash);
-        for (name, bind, tcp, addr) in bound {
-            let id = listeners.id(&name);
-            let settings = listeners.settings_of(&name);
-            let active = reloader.serve_listener(id, &name, bind, tcp, addr, settings);
-            listeners.active.insert(name, active);
-        }
+        reloader.serve_bound(&mut listeners, bound);
         // Nobody else holds the lock yet.
         if let Ok(mut slot) = reloader.listeners.try_lock() {
             *slot = listeners;
@@ -307,72 +381,56 @@ impl Reloader {
                 errors: Vec::new(),
             };
         }
+        if let Err(errors) = self.switch_to(&mut listeners, path, text).await {
+            return self.failed(trigger, errors);
+        }
+        // The status is written before the lock is released: a reload waiting on it compares
+        // its text with this hash, and /status must name the config in force.
+        self.record_success(trigger, &hash);
+        drop(listeners);
+        tracing::info!(trigger, hash, "config reloaded");
+        ReloadReport {
+            ok: true,
+            changed: true,
+            hash,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Checks the config in `text`, binds its new listeners, builds their TLS settings and
+    /// compiles its snapshot, then puts all of it in service. Nothing in service changes
+    /// until every step that can fail has passed; on an error the old config serves on.
+    async fn switch_to(
+        &self,
+        listeners: &mut Listeners,
+        path: &Path,
+        text: &str,
+    ) -> Result<(), Vec<String>> {
+        let in_file = |e: String| vec![format!("{}: {e}", path.display())];
         // Parsing and compiling run on the blocking pool, not on the threads serving requests
         // (with one worker thread, that is the only one).
-        let checked = {
-            let (path, text) = (path.to_path_buf(), text.to_owned());
-            tokio::task::spawn_blocking(move || config::load_str(&path, &text)).await
-        };
-        let config = match checked {
-            Ok(Ok(config)) => config,
-            Ok(Err(errors)) => {
-                return self.failed(trigger, errors.0.iter().map(ToString::to_string).collect());
-            }
-            Err(e) => return self.failed(trigger, vec![format!("config check failed: {e}")]),
-        };
-
+        let config = check(path, text).await?;
         // New and moved listeners are bound before anything changes: a taken port fails the
         // reload with the old config still in force.
-        let mut fresh = Vec::new();
-        for (i, listener) in config.listeners.iter().enumerate() {
-            let name = listener.name.get_ref();
-            let bind = listener.bind.get_ref();
-            if listeners.active.get(name).is_some_and(|a| a.bind == *bind) {
-                continue;
-            }
-            match bind_listener(name, bind) {
-                Ok((tcp, addr)) => fresh.push((name.clone(), bind.clone(), tcp, addr)),
-                Err(e) => {
-                    let (line, column) = config::line_column(text, listener.bind.span().start);
-                    let error = format!(
-                        "{}:{line}:{column}: listener[{i}].bind: {e}",
-                        path.display()
-                    );
-                    return self.failed(trigger, vec![error]);
-                }
-            }
-        }
-        for (name, ..) in &fresh {
-            listeners.id(name);
+        let fresh = listeners
+            .bind_new(&config, path, text)
+            .map_err(|e| vec![e])?;
+        for bound in &fresh {
+            listeners.id(&bound.name);
         }
         // Listener TLS first: certificates that fail to load fail the reload, old ones serve on.
-        let settings = {
-            let (config, metrics) = (config.clone(), Arc::clone(&self.metrics));
-            let current = listeners.current_settings();
-            tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
-                .await
-                .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
-        };
-        let settings = match settings {
-            Ok(settings) => settings,
-            Err(errors) => return self.failed(trigger, errors),
-        };
+        let settings = self.build_listener_settings(&config, listeners).await?;
         // Names the new config adds are resolved now, so their servers serve from the start.
-        let resolver = if config.resolver == *self.resolver().settings() {
-            self.resolver()
-        } else {
-            match Resolver::new(&config.resolver) {
-                Ok(resolver) => resolver,
-                Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
-            }
-        };
+        let resolver = self.resolver_for(&config).map_err(in_file)?;
         self.addresses
             .resolve_unknown(&resolver, &config, &self.metrics)
             .await;
-        let snapshot = match self.compile(config, listeners.ids.clone()).await {
-            Ok(snapshot) => snapshot,
-            Err(e) => return self.failed(trigger, vec![format!("{}: {e}", path.display())]),
-        };
+        let snapshot = self
+            .compile(config, listeners.ids.clone())
+            .await
+            .map_err(in_file)?;
+
+        // Nothing below fails: the new config goes into service.
         *self.resolver.lock().unwrap_or_else(|p| p.into_inner()) = resolver;
         let wanted: HashMap<String, String> = snapshot
             .config
@@ -387,32 +445,54 @@ impl Reloader {
         self.tls_files_changed.notify_one();
 
         // Listeners removed or moved stop accepting and drain; new ones start.
-        let gone: Vec<String> = listeners
-            .active
-            .iter()
-            .filter(|(name, active)| wanted.get(*name) != Some(&active.bind))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            if let Some(active) = listeners.active.remove(&name) {
-                tracing::info!(listener = %name, addr = %active.addr, "listener removed; draining");
-                let ActiveListener { drain, task, .. } = active;
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(shutdown_grace, drain.drain()).await;
-                    task.abort();
-                });
-            }
+        listeners.retire_unwanted(&wanted, shutdown_grace);
+        self.serve_bound(listeners, fresh);
+        Ok(())
+    }
+
+    /// The listeners' TLS settings for `config`, built on the blocking pool.
+    async fn build_listener_settings(
+        &self,
+        config: &Config,
+        listeners: &Listeners,
+    ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
+        let (config, metrics) = (config.clone(), Arc::clone(&self.metrics));
+        let current = listeners.current_settings();
+        tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
+    }
+
+    /// The resolver `config` asks for: the one in service when its settings are the same,
+    /// else a new one.
+    fn resolver_for(&self, config: &Config) -> Result<Resolver, String> {
+        if config.resolver == *self.resolver().settings() {
+            Ok(self.resolver())
+        } else {
+            Resolver::new(&config.resolver)
         }
-        for (name, bind, tcp, addr) in fresh {
+    }
+
+    /// Starts serving listeners bound earlier.
+    fn serve_bound(&self, listeners: &mut Listeners, bound: Vec<BoundListener>) {
+        for BoundListener {
+            name,
+            bind,
+            tcp,
+            addr,
+        } in bound
+        {
             let id = listeners.id(&name);
             let settings = listeners.settings_of(&name);
             let active = self.serve_listener(id, &name, bind, tcp, addr, settings);
             listeners.active.insert(name, active);
         }
-        // The status is written before the lock is released: a reload waiting on it compares
-        // its text with this hash, and /status must name the config in force.
+    }
+
+    /// Notes a successful reload in /status and in the metrics.
+    fn record_success(&self, trigger: &str, hash: &str) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.hash = hash.clone();
+        status.hash = hash.to_owned();
         status.loaded_at = unix_now();
         status.reloads_ok += 1;
         let loaded_at = status.loaded_at;
@@ -420,21 +500,13 @@ impl Reloader {
             at: loaded_at,
             trigger: trigger.to_owned(),
             ok: true,
-            hash: hash.clone(),
+            hash: hash.to_owned(),
             errors: Vec::new(),
         });
         drop(status);
         self.metrics.config_reloads_ok.inc();
         self.metrics.config_last_success.set(unix_now() as i64);
-        self.metrics.set_config_info(&hash);
-        drop(listeners);
-        tracing::info!(trigger, hash, "config reloaded");
-        ReloadReport {
-            ok: true,
-            changed: true,
-            hash,
-            errors: Vec::new(),
-        }
+        self.metrics.set_config_info(hash);
     }
 
     /// Compiles `config` on the blocking pool, away from the threads serving requests.

@@ -1,0 +1,222 @@
+//! A single byte range of a stored full response (RFC 9110 §14), honouring If-Range; every
+//! other Range request is answered with the full representation.
+
+use super::directives::{date_bytes, digits_saturating, header_date, list_members};
+use super::validation::{EntityTag, stored_etag};
+use http::HeaderMap;
+use http::header::{DATE, IF_RANGE, LAST_MODIFIED, RANGE};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// A single byte range as written, before the representation's length is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// `first-` or `first-last` (RFC 9110 §14.1.1 int-range).
+    From { first: u64, last: Option<u64> },
+    /// `-length` (suffix-range).
+    Suffix(u64),
+}
+
+/// A Range header asking for exactly one byte range, or None (absent, several ranges, other
+/// units, or invalid syntax, all of which a server answers with the full representation).
+fn single_byte_range(request_headers: &HeaderMap) -> Option<RangeSpec> {
+    let mut lines = request_headers.get_all(RANGE).iter();
+    let (Some(range), None) = (lines.next(), lines.next()) else {
+        return None;
+    };
+    let (unit, set) = range.to_str().ok()?.split_once('=')?;
+    // §14.1: range units are case-insensitive.
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let mut specs = list_members(set.as_bytes());
+    let spec = specs.next()?;
+    if specs.next().is_some() {
+        return None;
+    }
+    let dash = spec.iter().position(|&b| b == b'-')?;
+    let (first, last) = (spec[..dash].trim_ascii(), spec[dash + 1..].trim_ascii());
+    if first.is_empty() {
+        return digits_saturating(last).map(RangeSpec::Suffix);
+    }
+    let first = digits_saturating(first)?;
+    if last.is_empty() {
+        return Some(RangeSpec::From { first, last: None });
+    }
+    let last = digits_saturating(last)?;
+    // §14.1.1: last-pos before first-pos makes the range invalid, not unsatisfiable.
+    (last >= first).then_some(RangeSpec::From {
+        first,
+        last: Some(last),
+    })
+}
+
+/// RFC 9110 §13.1.5: does If-Range (if any) allow a partial response?
+fn if_range_holds(request_headers: &HeaderMap, stored_headers: &HeaderMap) -> bool {
+    let Some(if_range) = request_headers.get(IF_RANGE) else {
+        return true;
+    };
+    let if_range = if_range.as_bytes().trim_ascii();
+    if if_range.starts_with(b"\"") || if_range.starts_with(b"W/") {
+        return EntityTag::parse(if_range)
+            .zip(stored_etag(stored_headers))
+            .is_some_and(|(tag, current)| tag.strong_eq(current));
+    }
+    let (Some(since), Some(last_modified)) = (
+        date_bytes(if_range),
+        header_date(stored_headers, &LAST_MODIFIED),
+    ) else {
+        return false;
+    };
+    // §8.8.2.2: a cache may treat a stored Last-Modified as strong only when the stored Date
+    // is at least a second later; otherwise it could have changed twice within that second.
+    let strong = header_date(stored_headers, &DATE).is_some_and(|date| {
+        date.duration_since(last_modified)
+            .is_ok_and(|gap| gap >= Duration::from_secs(1))
+    });
+    strong && since == last_modified
+}
+
+/// RFC 9110 §14: a single satisfiable byte range of a representation of `len` bytes, from a Range header (bytes=a-b, a-, -n), honouring If-Range (only if it matches the stored strong ETag or Last-Modified exactly). None → serve 200 full (multiple ranges, syntax errors, non-bytes units, If-Range mismatch); Some(Err(())) → 416.
+///
+/// The caller evaluates this only for GET, the one method with range semantics (§14.2). A last
+/// position past the end is clamped, as is a suffix longer than the representation (§14.1.2);
+/// a first position at or past the end, a zero-length suffix, or any range of an empty
+/// representation is unsatisfiable (§14.1.1).
+pub fn byte_range(
+    request_headers: &HeaderMap,
+    stored_headers: &HeaderMap,
+    len: u64,
+) -> Option<Result<RangeInclusive<u64>, ()>> {
+    let spec = single_byte_range(request_headers)?;
+    // §13.1.5: a false If-Range means the Range field is ignored, unsatisfiable or not.
+    if !if_range_holds(request_headers, stored_headers) {
+        return None;
+    }
+    let end = len.checked_sub(1);
+    Some(match (spec, end) {
+        (RangeSpec::From { first, last }, Some(end)) if first <= end => {
+            Ok(first..=last.map_or(end, |last| last.min(end)))
+        }
+        (RangeSpec::Suffix(length), Some(end)) if length > 0 => Ok(len - length.min(len)..=end),
+        _ => Err(()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::directives::fixtures::{T, date, headers};
+
+    fn range(
+        request: &[(&str, &str)],
+        stored: &[(&str, &str)],
+        len: u64,
+    ) -> Option<Result<RangeInclusive<u64>, ()>> {
+        byte_range(&headers(request), &headers(stored), len)
+    }
+
+    fn bytes(spec: &str, len: u64) -> Option<Result<RangeInclusive<u64>, ()>> {
+        range(&[("range", spec)], &[], len)
+    }
+
+    #[test]
+    fn single_byte_ranges() {
+        assert_eq!(bytes("bytes=0-99", 1000), Some(Ok(0..=99)));
+        assert_eq!(bytes("bytes=100-", 1000), Some(Ok(100..=999)));
+        assert_eq!(bytes("bytes=-100", 1000), Some(Ok(900..=999)));
+        assert_eq!(bytes("bytes=-2000", 1000), Some(Ok(0..=999)));
+        assert_eq!(bytes("bytes=500-2000", 1000), Some(Ok(500..=999)));
+        assert_eq!(bytes("bytes=999-999", 1000), Some(Ok(999..=999)));
+        assert_eq!(bytes("Bytes=0-0", 1), Some(Ok(0..=0)));
+        assert_eq!(bytes("bytes= 1-2 ,", 10), Some(Ok(1..=2)));
+        assert_eq!(
+            bytes("bytes=5-99999999999999999999999", 10),
+            Some(Ok(5..=9))
+        );
+    }
+
+    #[test]
+    fn unsatisfiable_ranges() {
+        assert_eq!(bytes("bytes=1000-", 1000), Some(Err(())));
+        assert_eq!(bytes("bytes=1000-2000", 1000), Some(Err(())));
+        assert_eq!(bytes("bytes=-0", 1000), Some(Err(())));
+        assert_eq!(bytes("bytes=0-", 0), Some(Err(())));
+        assert_eq!(bytes("bytes=-5", 0), Some(Err(())));
+        assert_eq!(bytes("bytes=99999999999999999999999-", 10), Some(Err(())));
+    }
+
+    #[test]
+    fn ranges_served_in_full() {
+        assert_eq!(range(&[], &[], 1000), None);
+        for spec in [
+            "bytes=0-1,5-6",
+            "bytes=0-1, -5",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=abc",
+            "bytes=1-2-3",
+            "bytes=-",
+            "bytes=",
+            "bytes",
+            "0-1",
+        ] {
+            assert_eq!(bytes(spec, 1000), None, "{spec}");
+        }
+        assert_eq!(
+            range(&[("range", "bytes=0-1"), ("range", "bytes=2-3")], &[], 10),
+            None
+        );
+    }
+
+    #[test]
+    fn if_range_with_an_entity_tag_needs_a_strong_match() {
+        let strong = [("etag", "\"v1\"")];
+        let weak = [("etag", "W/\"v1\"")];
+        let request = |if_range: &'static str| [("range", "bytes=0-1"), ("if-range", if_range)];
+        assert_eq!(range(&request("\"v1\""), &strong, 10), Some(Ok(0..=1)));
+        assert_eq!(range(&request("\"v2\""), &strong, 10), None);
+        assert_eq!(range(&request("W/\"v1\""), &strong, 10), None);
+        assert_eq!(range(&request("\"v1\""), &weak, 10), None);
+        assert_eq!(range(&request("\"v1\""), &[], 10), None);
+        assert_eq!(range(&request("garbage"), &strong, 10), None);
+        // A false If-Range means the full response, even for an unsatisfiable range.
+        assert_eq!(
+            range(
+                &[("range", "bytes=50-"), ("if-range", "\"v2\"")],
+                &strong,
+                10
+            ),
+            None
+        );
+        assert_eq!(
+            range(
+                &[("range", "bytes=50-"), ("if-range", "\"v1\"")],
+                &strong,
+                10
+            ),
+            Some(Err(()))
+        );
+    }
+
+    #[test]
+    fn if_range_with_a_date_needs_an_exact_strong_last_modified() {
+        let last_modified = date(T);
+        let strong = [("last-modified", &*last_modified), ("date", &*date(T + 1))];
+        let weak = [("last-modified", &*last_modified), ("date", &*date(T))];
+        let request = |if_range: &str| headers(&[("range", "bytes=0-1"), ("if-range", if_range)]);
+        let check = |if_range: &str, stored: &[(&str, &str)]| {
+            byte_range(&request(if_range), &headers(stored), 10)
+        };
+        assert_eq!(check(&date(T), &strong), Some(Ok(0..=1)));
+        assert_eq!(
+            check(&date(T + 1), &strong),
+            None,
+            "exact, not 'not modified since'"
+        );
+        assert_eq!(check(&date(T - 1), &strong), None);
+        assert_eq!(check(&date(T), &weak), None, "Date within a second: weak");
+        assert_eq!(check(&date(T), &[("last-modified", &*last_modified)]), None);
+        assert_eq!(check(&date(T), &[("etag", "\"v1\"")]), None);
+    }
+}

@@ -1,0 +1,419 @@
+//! May a shared cache store this response (RFC 9111 §3)? If not, the reason, as Cache-Status
+//! `detail=` reports it.
+
+use super::directives::{Directives, PolicyConfig, selected_directives};
+use super::validation::has_validator;
+use super::vary::{Vary, vary};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, EXPIRES, SET_COOKIE};
+use http::{HeaderMap, Method, StatusCode};
+use std::fmt;
+
+/// Why a response is not stored (for Cache-Status `fwd=...; detail=...` and logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotStored {
+    /// Only responses to GET are stored.
+    Method,
+    /// An interim status, a 304, or a status that is not heuristically cacheable without
+    /// explicit freshness.
+    Status,
+    /// `no-store` in the request or the response.
+    NoStore,
+    /// `private`: for the user's own cache, never a shared one.
+    Private,
+    /// The request carried credentials and the response did not say it may be shared.
+    Authorization,
+    /// Nothing says how long it stays fresh, and it cannot be revalidated.
+    NoFreshness,
+    /// `Vary: *`: no later request can be known to match.
+    VaryStar,
+    /// It sets a cookie and is not explicitly shareable.
+    SetCookie,
+    /// A 206: only full responses are stored.
+    PartialContent,
+}
+
+impl NotStored {
+    /// A token for Cache-Status `detail=` (RFC 9211 §2.8) and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::Method => "method",
+            NotStored::Status => "status",
+            NotStored::NoStore => "no-store",
+            NotStored::Private => "private",
+            NotStored::Authorization => "authorization",
+            NotStored::NoFreshness => "no-freshness",
+            NotStored::VaryStar => "vary-star",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::PartialContent => "partial-content",
+        }
+    }
+}
+
+impl fmt::Display for NotStored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// RFC 9110 §15.1: statuses a cache may store with heuristic freshness.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// RFC 9111 §3: may this response to this request be stored by a shared cache?
+/// - only GET (HEAD responses are not stored; HEAD is answered from a stored GET);
+/// - final status that is heuristically cacheable (200, 203, 204, 206 → NotStored::PartialContent since we store only full responses, 300, 301, 308, 404, 405, 410, 414, 501) or any status with explicit freshness (max-age/s-maxage/Expires) — 1xx never;
+/// - request or response no-store; response private (shared cache); request Authorization unless the response has public, s-maxage or must-revalidate (§3.5);
+/// - freshness: explicit freshness, or config.default_ttl > 0 (heuristic), or no-cache/must-revalidate with a validator (stored, always revalidated); else NoFreshness;
+/// - Vary: * → VaryStar;
+/// - Set-Cookie: a response carrying Set-Cookie is not stored unless it is explicitly `public` or has s-maxage.
+///
+/// Set-Cookie is a deliberate choice beyond RFC 9111, which lets a shared cache store such a
+/// response: storing one user's session cookie and replaying it to everyone else is the classic
+/// shared-cache leak, and origins that forget `private` on a login response are common. An
+/// origin that really means to share the response says so with `public` or `s-maxage`.
+///
+/// Also: a 304 is never stored (it is not a representation, only an update to one, §4.3.4);
+/// `public` alone does not make a non-heuristically-cacheable status storable (a shared error
+/// page needs explicit freshness); and a `no-cache` response without a validator is not stored,
+/// since it could only ever be "revalidated" by fetching it again. The first reason found is
+/// returned, in the order of the list above.
+pub fn storability(
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    response_headers: &HeaderMap,
+    config: &PolicyConfig,
+) -> Result<(), NotStored> {
+    if method != Method::GET {
+        return Err(NotStored::Method);
+    }
+    let (directives, targeted) = selected_directives(response_headers, config);
+    // §5.3: any Expires, even an invalid one (which means "already expired"), is explicit.
+    let explicit = directives.s_maxage.is_some()
+        || directives.max_age.is_some()
+        || (!targeted && response_headers.contains_key(EXPIRES));
+    if status == StatusCode::PARTIAL_CONTENT {
+        return Err(NotStored::PartialContent);
+    }
+    if status.is_informational()
+        || status == StatusCode::NOT_MODIFIED
+        || !(heuristically_cacheable(status) || explicit)
+    {
+        return Err(NotStored::Status);
+    }
+    // §5.2.1.5: a request's no-store covers the response to it too.
+    if directives.no_store || Directives::parse(request_headers.get_all(CACHE_CONTROL)).no_store {
+        return Err(NotStored::NoStore);
+    }
+    if directives.private {
+        return Err(NotStored::Private);
+    }
+    let shareable = directives.public || directives.s_maxage.is_some();
+    if request_headers.contains_key(AUTHORIZATION) && !(shareable || directives.must_revalidate) {
+        return Err(NotStored::Authorization);
+    }
+    if response_headers.contains_key(SET_COOKIE) && !shareable {
+        return Err(NotStored::SetCookie);
+    }
+    if vary(response_headers) == Vary::Any {
+        return Err(NotStored::VaryStar);
+    }
+    let validator = has_validator(response_headers);
+    if directives.no_cache && !validator {
+        return Err(NotStored::NoFreshness);
+    }
+    let fresh_for_a_while = explicit || !config.default_ttl.is_zero();
+    let always_revalidated = (directives.no_cache || directives.must_revalidate) && validator;
+    if fresh_for_a_while || always_revalidated {
+        Ok(())
+    } else {
+        Err(NotStored::NoFreshness)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::directives::fixtures::{MAX_AGE, T, config, date, headers, secs};
+
+    fn store(
+        method: Method,
+        request: &[(&str, &str)],
+        status: u16,
+        response: &[(&str, &str)],
+    ) -> Result<(), NotStored> {
+        store_with(method, request, status, response, &config())
+    }
+
+    fn store_with(
+        method: Method,
+        request: &[(&str, &str)],
+        status: u16,
+        response: &[(&str, &str)],
+        config: &PolicyConfig,
+    ) -> Result<(), NotStored> {
+        storability(
+            &method,
+            &headers(request),
+            StatusCode::from_u16(status).unwrap(),
+            &headers(response),
+            config,
+        )
+    }
+
+    #[test]
+    fn only_get_responses_are_stored() {
+        assert_eq!(store(Method::GET, &[], 200, &[MAX_AGE]), Ok(()));
+        for method in [Method::HEAD, Method::POST, Method::PUT, Method::OPTIONS] {
+            assert_eq!(store(method, &[], 200, &[MAX_AGE]), Err(NotStored::Method));
+        }
+    }
+
+    #[test]
+    fn heuristically_cacheable_statuses_need_no_explicit_freshness() {
+        let heuristic = PolicyConfig {
+            default_ttl: secs(60),
+            ..config()
+        };
+        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert_eq!(
+                store_with(Method::GET, &[], status, &[], &heuristic),
+                Ok(()),
+                "{status}"
+            );
+        }
+        for status in [201, 302, 303, 307, 400, 403, 500, 502, 503] {
+            assert_eq!(
+                store_with(Method::GET, &[], status, &[], &heuristic),
+                Err(NotStored::Status),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn explicit_freshness_makes_any_final_status_storable() {
+        assert_eq!(store(Method::GET, &[], 302, &[MAX_AGE]), Ok(()));
+        assert_eq!(
+            store(Method::GET, &[], 500, &[("cache-control", "s-maxage=5")]),
+            Ok(())
+        );
+        assert_eq!(
+            store(Method::GET, &[], 503, &[("expires", &date(T))]),
+            Ok(())
+        );
+        // `public` alone is not explicit freshness.
+        assert_eq!(
+            store(Method::GET, &[], 302, &[("cache-control", "public")]),
+            Err(NotStored::Status)
+        );
+    }
+
+    #[test]
+    fn interim_not_modified_and_partial_responses_are_not_stored() {
+        assert_eq!(
+            store(Method::GET, &[], 100, &[MAX_AGE]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(
+            store(Method::GET, &[], 103, &[MAX_AGE]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(
+            store(Method::GET, &[], 304, &[MAX_AGE]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(
+            store(Method::GET, &[], 206, &[MAX_AGE]),
+            Err(NotStored::PartialContent)
+        );
+    }
+
+    #[test]
+    fn no_store_in_request_or_response_prevents_storing() {
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "max-age=60, no-store")]
+            ),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[("cache-control", "no-store")],
+                200,
+                &[MAX_AGE]
+            ),
+            Err(NotStored::NoStore)
+        );
+    }
+
+    #[test]
+    fn private_responses_are_not_for_a_shared_cache() {
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "private, max-age=60")]
+            ),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "private=\"x-user\", max-age=60")]
+            ),
+            Err(NotStored::Private)
+        );
+    }
+
+    #[test]
+    fn authorized_requests_need_a_response_that_allows_sharing() {
+        let authorization = ("authorization", "Bearer secret");
+        assert_eq!(
+            store(Method::GET, &[authorization], 200, &[MAX_AGE]),
+            Err(NotStored::Authorization)
+        );
+        for allowing in [
+            "public, max-age=60",
+            "s-maxage=60",
+            "must-revalidate, max-age=60",
+        ] {
+            assert_eq!(
+                store(
+                    Method::GET,
+                    &[authorization],
+                    200,
+                    &[("cache-control", allowing)]
+                ),
+                Ok(()),
+                "{allowing}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_setting_cookies_are_stored_only_when_explicitly_shared() {
+        let cookie = ("set-cookie", "session=abc");
+        assert_eq!(
+            store(Method::GET, &[], 200, &[MAX_AGE, cookie]),
+            Err(NotStored::SetCookie)
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "public, max-age=60"), cookie]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "s-maxage=60"), cookie]
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn vary_star_is_never_stored() {
+        assert_eq!(
+            store(Method::GET, &[], 200, &[MAX_AGE, ("vary", "*")]),
+            Err(NotStored::VaryStar)
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[MAX_AGE, ("vary", "accept"), ("vary", "origin, *")]
+            ),
+            Err(NotStored::VaryStar)
+        );
+    }
+
+    #[test]
+    fn a_response_needs_freshness_or_a_way_to_revalidate() {
+        assert_eq!(
+            store(Method::GET, &[], 200, &[]),
+            Err(NotStored::NoFreshness)
+        );
+        let heuristic = PolicyConfig {
+            default_ttl: secs(1),
+            ..config()
+        };
+        assert_eq!(store_with(Method::GET, &[], 200, &[], &heuristic), Ok(()));
+        let etag = ("etag", "\"v1\"");
+        let last_modified = ("last-modified", &*date(T));
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "no-cache"), etag]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "must-revalidate"), last_modified]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "must-revalidate")]
+            ),
+            Err(NotStored::NoFreshness)
+        );
+        // no-cache without a validator could only ever be fetched again, even with max-age.
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "no-cache, max-age=60")]
+            ),
+            Err(NotStored::NoFreshness)
+        );
+        // A malformed ETag is no validator.
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "no-cache"), ("etag", "v1")]
+            ),
+            Err(NotStored::NoFreshness)
+        );
+        // An invalid Expires is explicit freshness, already expired (§5.3).
+        assert_eq!(store(Method::GET, &[], 200, &[("expires", "0")]), Ok(()));
+    }
+
+    #[test]
+    fn not_stored_reasons_have_cache_status_tokens() {
+        assert_eq!(NotStored::NoStore.as_str(), "no-store");
+        assert_eq!(NotStored::VaryStar.to_string(), "vary-star");
+        assert_eq!(NotStored::PartialContent.as_str(), "partial-content");
+    }
+}

@@ -452,6 +452,23 @@ async fn a_websocket_upgrade_is_bridged_both_ways() {
         ["dGhlIHNhbXBsZSBub25jZQ=="]
     );
     assert_eq!(values(upgrade_headers, "host"), ["chat.test"]);
+    // The HTTP connection ended by the switch is counted as such, not as a client close.
+    let upgraded = || {
+        common::metric_sample(
+            &gatehouse.metrics.render(),
+            "gatehouse_connections_closed_total",
+            &[("reason", "upgraded")],
+        )
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while upgraded() != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upgraded closes: {:?}",
+            upgraded()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

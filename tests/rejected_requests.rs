@@ -255,6 +255,7 @@ async fn connections_closed_without_an_answer_are_counted_by_reason() {
         "error",
         "tls_handshake",
         "shutdown",
+        "upgraded",
     ] {
         assert_eq!(
             metric_sample(&text, "gatehouse_connections_closed_total", &reason(other)),

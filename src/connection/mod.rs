@@ -41,11 +41,13 @@ pub enum CloseReason {
     TlsHandshake,
     /// A read or write failed (reset by the peer, a protocol error).
     Error,
+    /// Handed over to a protocol it switched to (WebSocket): its HTTP ends, its tunnel goes on.
+    Upgraded,
 }
 
 impl CloseReason {
     /// Every reason, in the order of their discriminants.
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::Client,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
@@ -54,6 +56,7 @@ impl CloseReason {
         CloseReason::BadRequest,
         CloseReason::TlsHandshake,
         CloseReason::Error,
+        CloseReason::Upgraded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl CloseReason {
             CloseReason::BadRequest => "bad_request",
             CloseReason::TlsHandshake => "tls_handshake",
             CloseReason::Error => "error",
+            CloseReason::Upgraded => "upgraded",
         }
     }
 }
@@ -208,6 +212,12 @@ impl ConnectionControl {
 pub struct RequestInFlight(Arc<ConnectionControl>);
 
 impl RequestInFlight {
+    /// The request switched its connection to another protocol (101): the connection's HTTP
+    /// ends when its response does.
+    pub fn upgraded(&self) {
+        self.0.note_reason(CloseReason::Upgraded);
+    }
+
     /// Where this request's interim (1xx) responses go, for an HTTP/1.1 client.
     pub fn interim_sink(&self) -> InterimSink {
         InterimSink::new(Arc::clone(&self.0))

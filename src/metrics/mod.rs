@@ -129,7 +129,7 @@ impl Metrics {
         let closed_connections = IntCounterVec::new(
             Opts::new(
                 "gatehouse_connections_closed_total",
-                "Client connections closed, by listener and reason (client, idle_timeout, header_timeout, stalled, shutdown, bad_request, tls_handshake, error).",
+                "Client connections closed, by listener and reason (client, idle_timeout, header_timeout, stalled, shutdown, bad_request, tls_handshake, error, upgraded).",
             ),
             &["listener", "reason"],
         )?;

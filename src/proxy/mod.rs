@@ -465,6 +465,7 @@ impl Reply {
         if let (Some(upstream_side), Some(client_side)) =
             (upgrade_upstream, self.client_upgrade.take())
         {
+            self.exchange.connection.upgraded();
             tokio::spawn(bridge_upgrade(client_side, upstream_side));
         }
         self.exchange.status = parts.status;

@@ -389,13 +389,8 @@ async fn answers_before_the_body() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if common::read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let _ = tokio::io::AsyncWriteExt::write_all(
                     &mut stream,
@@ -403,7 +398,7 @@ async fn answers_before_the_body() -> SocketAddr {
                 )
                 .await;
                 // Holds the exchange open until the test ends.
-                let _ = stream.read(&mut buf).await;
+                let _ = stream.read(&mut [0u8; 64]).await;
             });
         }
     });

@@ -68,6 +68,13 @@ async fn start(name: &str) -> (Gatehouse, TestUpstream) {
 }
 
 impl Gatehouse {
+    /// SIGTERM, and a clean exit in time.
+    async fn stop(mut self) {
+        self.process.sigterm();
+        let exit = self.process.exit_by(Instant::now() + WAIT).await;
+        assert!(exit.success(), "{exit:?}");
+    }
+
     async fn metrics(&self) -> String {
         common::get(self.admin, "/metrics").await.text()
     }
@@ -205,14 +212,7 @@ async fn every_request_head_refused_gets_one_access_line_and_one_count() {
         assert_eq!(line["route"], "-", "{line}");
         assert_eq!(line["client"], "127.0.0.1", "{line}");
     }
-    gatehouse.process.sigterm();
-    assert!(
-        gatehouse
-            .process
-            .exit_by(Instant::now() + WAIT)
-            .await
-            .success()
-    );
+    gatehouse.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,12 +270,5 @@ async fn connections_closed_without_an_answer_are_counted_by_reason() {
         "only the answered request is logged: {lines:#?}"
     );
     drop((silent, slow));
-    gatehouse.process.sigterm();
-    assert!(
-        gatehouse
-            .process
-            .exit_by(Instant::now() + WAIT)
-            .await
-            .success()
-    );
+    gatehouse.stop().await;
 }

@@ -393,6 +393,20 @@ pub async fn get_h2(addr: SocketAddr, path: &str) -> Reply {
     }
 }
 
+/// Reads from `stream` until a whole request or response head (up to its blank line) has
+/// arrived; `None` when the peer closes first. What follows the head may come with it.
+pub async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// Writes raw bytes and reads until the server closes or `WAIT` passes; for malformed input.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();

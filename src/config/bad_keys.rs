@@ -30,8 +30,13 @@ pub(super) struct BadKey {
     pub message: String,
 }
 
+/// The most errors listed for one table. Past a screenful more add little that fixing the first
+/// ones would not show, and each costs the caller a search for its place in the file.
+pub(super) const MAX_LISTED: usize = 50;
+
 /// Every error that deserializing `value` as a `T` meets, each at its own place, in file order;
-/// empty when `T` accepts `value`.
+/// empty when `T` accepts `value`. Past `MAX_LISTED` errors, the first `MAX_LISTED` and one
+/// more at the place of the next, saying how many are not listed.
 pub(super) fn bad_keys<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Vec<BadKey> {
     search::<T>(value).0
 }
@@ -52,6 +57,20 @@ fn search<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> (Vec<BadKey>, Wo
     let mut found = search.found;
     found.sort_by(|a, b| (a.span.start, &a.message).cmp(&(b.span.start, &b.message)));
     found.dedup();
+    // One line saying how many are left out takes the room of one more error: list all of a
+    // table that has just one more.
+    if found.len() > MAX_LISTED + 1 {
+        let left_out = found.len() - MAX_LISTED;
+        let span = found[MAX_LISTED].span.clone();
+        found.truncate(MAX_LISTED);
+        found.push(BadKey {
+            span,
+            message: format!(
+                "{left_out} more errors in this table from here on are not listed \
+                 (at most {MAX_LISTED} are listed per table)"
+            ),
+        });
+    }
     (found, work)
 }
 
@@ -774,6 +793,47 @@ mod tests {
             assert!(
                 large.looked_at <= 2 * small.looked_at + 10,
                 "{small:?} then {large:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_with_very_many_errors_lists_the_first_and_how_many_more() {
+        for wide in [wide_array as Wide, wide_table] {
+            let text = wide(3, 200);
+            let found = bad(&text);
+            assert_eq!(found.len(), MAX_LISTED + 1, "{found:#?}");
+            for (place, message) in &found[..MAX_LISTED] {
+                assert_eq!(place, "1");
+                assert!(
+                    message.starts_with("invalid type: integer `1`"),
+                    "{message}"
+                );
+            }
+            let (place, message) = &found[MAX_LISTED];
+            assert_eq!(place, "1");
+            assert_eq!(
+                message,
+                "150 more errors in this table from here on are not listed \
+                 (at most 50 are listed per table)"
+            );
+            // It is the 51st error's place, not any other one.
+            let (all, _) = searched(&text);
+            let next = &searched(&wide(3, MAX_LISTED + 1)).0[MAX_LISTED];
+            assert_eq!(all[MAX_LISTED].span, next.span);
+        }
+    }
+
+    #[test]
+    fn one_error_more_than_are_listed_is_listed_too() {
+        for wide in [wide_array as Wide, wide_table] {
+            let found = bad(&wide(0, MAX_LISTED + 1));
+            assert_eq!(found.len(), MAX_LISTED + 1, "{found:#?}");
+            assert!(
+                found
+                    .iter()
+                    .all(|(_, message)| message.starts_with("invalid type")),
+                "{found:#?}"
             );
         }
     }

@@ -313,6 +313,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_table_with_very_many_errors_lists_the_first_and_how_many_more() {
+        let servers = "{ addr = \"127.0.0.1:1\", weight = \"x\" },\n".repeat(120);
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\ncache = \"c\"\n\
+             [upstream.app]\nservers = [\n{servers}]\n[cache.c]\nmax_size = \"big\"\n"
+        );
+        let found = errors(&text);
+        // The first 50 of the upstream, the line for the 70 left out, then the other table's.
+        assert_eq!(found.len(), 52, "{found:#?}");
+        assert!(found[..50].iter().all(|e| e.3.starts_with("invalid type")));
+        let (line, column, key, message) = &found[50];
+        assert_eq!((*line, *column), (59, 34));
+        assert_eq!(key, "upstream.app.servers[50].weight");
+        assert_eq!(
+            message,
+            "70 more errors in this table from here on are not listed \
+             (at most 50 are listed per table)"
+        );
+        assert_eq!(found[51].2, "cache.c.max_size");
+    }
+
     /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.
     fn near_toml() -> impl Strategy<Value = String> {
         let headers = prop::sample::select(vec![

@@ -8,9 +8,15 @@
 //! deserialize through their own error type rather than toml's: missing fields are told apart
 //! by kind, not by the words of a message. Values that are not tables or arrays are handed to
 //! toml's own deserializer, so a bad value gets the message a full load would give it.
+//!
+//! Every child of a failing node gets a trial, so a trial must not cost more than the path to
+//! its node and the subtree it shows: the path is followed by lookups, never by passing over
+//! siblings. A search then costs about one deserialization of each failing node per failing
+//! ancestor, which the schema's depth bounds: linear in the input, however wide its tables.
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess};
 use serde::de::{Deserializer, Visitor};
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
@@ -24,14 +30,59 @@ pub(super) struct BadKey {
     pub message: String,
 }
 
+/// The most errors listed for one table. Past a screenful more add little that fixing the first
+/// ones would not show, and each costs the caller a search for its place in the file.
+pub(super) const MAX_LISTED: usize = 50;
+
 /// Every error that deserializing `value` as a `T` meets, each at its own place, in file order;
-/// empty when `T` accepts `value`.
+/// empty when `T` accepts `value`. Past `MAX_LISTED` errors, the first `MAX_LISTED` and one
+/// more at the place of the next, saying how many are not listed.
 pub(super) fn bad_keys<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Vec<BadKey> {
-    let mut found = Vec::new();
-    explore::<T>(value, &mut Vec::new(), &mut found);
+    search::<T>(value).0
+}
+
+/// `bad_keys`, and the work it took.
+fn search<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> (Vec<BadKey>, Work) {
+    let mut search = Search {
+        root: value,
+        found: Vec::new(),
+        trials: 0,
+        looked_at: Cell::new(0),
+    };
+    search.explore::<T>(&mut Vec::new());
+    let work = Work {
+        trials: search.trials,
+        looked_at: search.looked_at.get(),
+    };
+    let mut found = search.found;
     found.sort_by(|a, b| (a.span.start, &a.message).cmp(&(b.span.start, &b.message)));
     found.dedup();
-    found
+    // One line saying how many are left out takes the room of one more error: list all of a
+    // table that has just one more.
+    if found.len() > MAX_LISTED + 1 {
+        let left_out = found.len() - MAX_LISTED;
+        let span = found[MAX_LISTED].span.clone();
+        found.truncate(MAX_LISTED);
+        found.push(BadKey {
+            span,
+            message: format!(
+                "{left_out} more errors in this table from here on are not listed \
+                 (at most {MAX_LISTED} are listed per table)"
+            ),
+        });
+    }
+    (found, work)
+}
+
+/// What a search cost. Counted so that tests can pin how it grows with the input, which no
+/// timing can do reliably: a trial per child of a failing node is linear, and so is the search
+/// only if each trial looks at a bounded number of entries besides the subtree it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Work {
+    /// Trials run.
+    trials: usize,
+    /// Table entries and array items the trials looked at, shown or not.
+    looked_at: usize,
 }
 
 /// A child of a table (its key) or of an array (its index).
@@ -41,82 +92,93 @@ enum Step<'a> {
     Index(usize),
 }
 
-/// Finds the errors under the node at `path`; whether there are any.
-fn explore<'a, T: DeserializeOwned>(
-    root: &'a Spanned<DeValue<'_>>,
-    path: &mut Vec<Step<'a>>,
-    found: &mut Vec<BadKey>,
-) -> bool {
-    let Err(failure) = trial::<T>(root, path, &BTreeSet::new()) else {
-        return false;
-    };
-    let Some(node) = node_at(root, path) else {
-        found.push(failure.into_bad_key(root.span()));
-        return true;
-    };
-    // A failure at the node's own span is the node's (a missing field, a table where a string
-    // belongs): its children are not at fault, and may be as deep as the input cares to nest.
-    let mut bad = BTreeSet::new();
-    if failure.span.as_ref() != Some(&node.span()) {
-        for step in children(node) {
-            path.push(step);
-            if explore::<T>(root, path, found) {
-                bad.insert(step);
+/// The errors found so far under `root`, and the work done to find them.
+struct Search<'r, 'i> {
+    root: &'r Spanned<DeValue<'i>>,
+    found: Vec<BadKey>,
+    trials: usize,
+    looked_at: Cell<usize>,
+}
+
+impl<'r, 'i> Search<'r, 'i> {
+    /// Finds the errors under the node at `path`; whether there are any.
+    fn explore<T: DeserializeOwned>(&mut self, path: &mut Vec<Step<'r>>) -> bool {
+        let Err(failure) = self.trial::<T>(path, &BTreeSet::new()) else {
+            return false;
+        };
+        let Some(node) = self.node_at(path) else {
+            self.found.push(failure.into_bad_key(self.root.span()));
+            return true;
+        };
+        // A failure at the node's own span is the node's (a missing field, a table where a
+        // string belongs): its children are not at fault, and may be as deep as the input cares
+        // to nest.
+        let mut bad = BTreeSet::new();
+        if failure.span.as_ref() != Some(&node.span()) {
+            for step in self.children(node) {
+                path.push(step);
+                if self.explore::<T>(path) {
+                    bad.insert(step);
+                }
+                path.pop();
             }
-            path.pop();
+        }
+        if bad.is_empty() {
+            self.found.push(failure.into_bad_key(node.span()));
+        } else if let Err(rest) = self.trial::<T>(path, &bad) {
+            // What remains wrong with the node once its bad children are out of sight.
+            self.found.push(rest.into_bad_key(node.span()));
+        }
+        true
+    }
+
+    /// Deserializes a `T` from the view that shows only `path`, and the node at its end whole
+    /// but for the `hidden` children. Missing fields caused by the view pass.
+    fn trial<T: DeserializeOwned>(
+        &mut self,
+        path: &[Step<'_>],
+        hidden: &BTreeSet<Step<'_>>,
+    ) -> Result<(), TrialError> {
+        self.trials += 1;
+        let view = View {
+            rest: path,
+            hidden,
+            below: false,
+            looked_at: &self.looked_at,
+        };
+        match T::deserialize(Node {
+            value: self.root,
+            view,
+        }) {
+            Ok(_) => Ok(()),
+            Err(e) if e.missing == Missing::OutOfView => Ok(()),
+            Err(e) => Err(e),
         }
     }
-    if bad.is_empty() {
-        found.push(failure.into_bad_key(node.span()));
-    } else if let Err(rest) = trial::<T>(root, path, &bad) {
-        // What remains wrong with the node once its bad children are out of sight.
-        found.push(rest.into_bad_key(node.span()));
-    }
-    true
-}
 
-/// Deserializes a `T` from the view that shows only `path`, and the node at its end whole but
-/// for the `hidden` children. Missing fields caused by the view pass.
-fn trial<T: DeserializeOwned>(
-    root: &Spanned<DeValue<'_>>,
-    path: &[Step<'_>],
-    hidden: &BTreeSet<Step<'_>>,
-) -> Result<(), TrialError> {
-    let view = View {
-        rest: path,
-        hidden,
-        below: false,
-    };
-    match T::deserialize(Node { value: root, view }) {
-        Ok(_) => Ok(()),
-        Err(e) if e.missing == Missing::OutOfView => Ok(()),
-        Err(e) => Err(e),
+    /// The node at the end of `path`, found by a lookup at each step: a search over siblings
+    /// here, once per failing node, is quadratic when most children of a wide node fail.
+    fn node_at(&self, path: &[Step<'_>]) -> Option<&'r Spanned<DeValue<'i>>> {
+        self.looked_at.set(self.looked_at.get() + path.len());
+        path.iter()
+            .try_fold(self.root, |node, step| match (node.get_ref(), step) {
+                (DeValue::Table(table), Step::Key(key)) => table.get(*key),
+                (DeValue::Array(items), Step::Index(i)) => items.get(*i),
+                _ => None,
+            })
     }
-}
 
-fn node_at<'a, 'i>(
-    root: &'a Spanned<DeValue<'i>>,
-    path: &[Step<'_>],
-) -> Option<&'a Spanned<DeValue<'i>>> {
-    path.iter()
-        .try_fold(root, |node, step| match (node.get_ref(), step) {
-            (DeValue::Table(table), Step::Key(key)) => table
+    fn children(&self, node: &'r Spanned<DeValue<'i>>) -> Vec<Step<'r>> {
+        let steps: Vec<_> = match node.get_ref() {
+            DeValue::Table(table) => table
                 .iter()
-                .find(|(k, _)| k.get_ref().as_ref() == *key)
-                .map(|(_, v)| v),
-            (DeValue::Array(items), Step::Index(i)) => items.get(*i),
-            _ => None,
-        })
-}
-
-fn children<'a>(node: &'a Spanned<DeValue<'_>>) -> Vec<Step<'a>> {
-    match node.get_ref() {
-        DeValue::Table(table) => table
-            .iter()
-            .map(|(k, _)| Step::Key(k.get_ref().as_ref()))
-            .collect(),
-        DeValue::Array(items) => (0..items.len()).map(Step::Index).collect(),
-        _ => Vec::new(),
+                .map(|(k, _)| Step::Key(k.get_ref().as_ref()))
+                .collect(),
+            DeValue::Array(items) => (0..items.len()).map(Step::Index).collect(),
+            _ => Vec::new(),
+        };
+        self.looked_at.set(self.looked_at.get() + steps.len());
+        steps
     }
 }
 
@@ -129,9 +191,20 @@ struct View<'a> {
     hidden: &'a BTreeSet<Step<'a>>,
     /// Under the focus everything shows.
     below: bool,
+    /// Counts the entries and items looked at.
+    looked_at: &'a Cell<usize>,
 }
 
 impl<'a> View<'a> {
+    /// The one child shown on the way to the focus; `None` at the focus and under it.
+    fn next_step(self) -> Option<Step<'a>> {
+        if self.below {
+            None
+        } else {
+            self.rest.first().copied()
+        }
+    }
+
     /// The view of a child, or `None` when the child is left out.
     fn child(self, step: Step<'a>) -> Option<Self> {
         if self.below {
@@ -146,6 +219,11 @@ impl<'a> View<'a> {
                 ..self
             }),
         }
+    }
+
+    /// Counts entries or items looked at through this view.
+    fn count(self, looked_at: usize) {
+        self.looked_at.set(self.looked_at.get() + looked_at);
     }
 
     /// Whether a field missing from this node's table may only be out of view.
@@ -206,8 +284,16 @@ impl<'a, 'i> Deserializer<'i> for Node<'a, 'i> {
     fn deserialize_any<V: Visitor<'i>>(self, visitor: V) -> Result<V::Value, TrialError> {
         let result = match self.value.get_ref() {
             DeValue::Table(table) => {
-                let entries = table
-                    .iter()
+                // On the way to the focus only the next step shows: it is looked up, since
+                // passing over every sibling on every trial makes the search quadratic.
+                let looked_at: Vec<_> = match self.view.next_step() {
+                    Some(Step::Key(key)) => table.get_key_value(key).into_iter().collect(),
+                    Some(Step::Index(_)) => Vec::new(),
+                    None => table.iter().collect(),
+                };
+                self.view.count(looked_at.len());
+                let entries = looked_at
+                    .into_iter()
                     .filter_map(|(key, value)| {
                         let step = Step::Key(key.get_ref().as_ref());
                         Some((
@@ -218,16 +304,23 @@ impl<'a, 'i> Deserializer<'i> for Node<'a, 'i> {
                             },
                         ))
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
                 visitor.visit_map(Entries {
-                    entries,
+                    entries: entries.into_iter(),
                     next: None,
                 })
             }
             DeValue::Array(items) => {
-                let items = items
-                    .iter()
-                    .enumerate()
+                let looked_at: Vec<_> = match self.view.next_step() {
+                    Some(Step::Index(i)) => {
+                        items.get(i).map(|item| (i, item)).into_iter().collect()
+                    }
+                    Some(Step::Key(_)) => Vec::new(),
+                    None => items.iter().enumerate().collect(),
+                };
+                self.view.count(looked_at.len());
+                let items = looked_at
+                    .into_iter()
                     .filter_map(|(i, value)| {
                         Some(Node {
                             value,
@@ -369,7 +462,7 @@ impl<'a, 'i> IntoDeserializer<'i, TrialError> for Node<'a, 'i> {
 
 /// The shown entries of a table.
 struct Entries<'a, 'i> {
-    entries: Vec<(&'a Spanned<toml::de::DeString<'i>>, Node<'a, 'i>)>,
+    entries: std::vec::IntoIter<(&'a Spanned<toml::de::DeString<'i>>, Node<'a, 'i>)>,
     next: Option<Node<'a, 'i>>,
 }
 
@@ -380,10 +473,9 @@ impl<'a, 'i> MapAccess<'i> for Entries<'a, 'i> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, TrialError> {
-        if self.entries.is_empty() {
+        let Some((key, node)) = self.entries.next() else {
             return Ok(None);
-        }
-        let (key, node) = self.entries.remove(0);
+        };
         self.next = Some(node);
         let name: &str = key.get_ref().as_ref();
         seed.deserialize(name.into_deserializer())
@@ -506,6 +598,7 @@ impl de::Error for TrialError {
 mod tests {
     use super::*;
     use serde::Deserialize;
+    use std::collections::BTreeMap;
     use toml::de::DeTable;
 
     #[derive(Debug, Deserialize)]
@@ -519,6 +612,8 @@ mod tests {
         #[serde(default)]
         list: Vec<Inner>,
         spanned: Option<Spanned<Inner>>,
+        #[serde(default)]
+        tags: BTreeMap<String, String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -530,12 +625,17 @@ mod tests {
         number: u32,
     }
 
-    /// Each bad key as (the text at its place, the start of its message).
-    fn bad(text: &str) -> Vec<(String, String)> {
+    fn searched(text: &str) -> (Vec<BadKey>, Work) {
         let root = DeTable::parse(text).expect("test input is TOML");
         let span = root.span();
         let value = Spanned::new(span, DeValue::Table(root.into_inner()));
-        bad_keys::<Outer>(&value)
+        search::<Outer>(&value)
+    }
+
+    /// Each bad key as (the text at its place, the start of its message).
+    fn bad(text: &str) -> Vec<(String, String)> {
+        searched(text)
+            .0
             .into_iter()
             .map(|b| (text[b.span].to_owned(), b.message))
             .collect()
@@ -640,5 +740,101 @@ mod tests {
                 "invalid type: map, expected a string",
             )],
         );
+    }
+
+    /// `good` good items in `list`, then `bad` bad ones.
+    fn wide_array(good: usize, bad: usize) -> String {
+        let good = "{ required = \"a\" }, ".repeat(good);
+        let bad = "{ required = 1 }, ".repeat(bad);
+        format!("name = \"n\"\nlist = [{good}{bad}]")
+    }
+
+    /// `good` good entries in `tags`, then `bad` bad ones.
+    fn wide_table(good: usize, bad: usize) -> String {
+        let entries: String = (0..good + bad)
+            .map(|i| match i < good {
+                true => format!("t{i:05} = \"v\"\n"),
+                false => format!("t{i:05} = 1\n"),
+            })
+            .collect();
+        format!("name = \"n\"\n[tags]\n{entries}")
+    }
+
+    type Wide = fn(usize, usize) -> String;
+
+    #[test]
+    fn the_search_grows_linearly_with_the_width_of_a_table_or_array() {
+        for wide in [wide_array as Wide, wide_table] {
+            let (found, small) = searched(&wide(400, 1));
+            let (_, large) = searched(&wide(800, 1));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert_eq!(&wide(400, 1)[found[0].span.clone()], "1");
+            // Twice the entries, at most twice the work: a quadratic search would take four.
+            assert!(
+                large.trials <= 2 * small.trials + 10,
+                "{small:?} then {large:?}"
+            );
+            assert!(
+                large.looked_at <= 2 * small.looked_at + 10,
+                "{small:?} then {large:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_search_grows_linearly_with_the_number_of_bad_entries() {
+        for wide in [wide_array as Wide, wide_table] {
+            let (_, small) = searched(&wide(0, 400));
+            let (_, large) = searched(&wide(0, 800));
+            assert!(
+                large.trials <= 2 * small.trials + 10,
+                "{small:?} then {large:?}"
+            );
+            assert!(
+                large.looked_at <= 2 * small.looked_at + 10,
+                "{small:?} then {large:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_with_very_many_errors_lists_the_first_and_how_many_more() {
+        for wide in [wide_array as Wide, wide_table] {
+            let text = wide(3, 200);
+            let found = bad(&text);
+            assert_eq!(found.len(), MAX_LISTED + 1, "{found:#?}");
+            for (place, message) in &found[..MAX_LISTED] {
+                assert_eq!(place, "1");
+                assert!(
+                    message.starts_with("invalid type: integer `1`"),
+                    "{message}"
+                );
+            }
+            let (place, message) = &found[MAX_LISTED];
+            assert_eq!(place, "1");
+            assert_eq!(
+                message,
+                "150 more errors in this table from here on are not listed \
+                 (at most 50 are listed per table)"
+            );
+            // It is the 51st error's place, not any other one.
+            let (all, _) = searched(&text);
+            let next = &searched(&wide(3, MAX_LISTED + 1)).0[MAX_LISTED];
+            assert_eq!(all[MAX_LISTED].span, next.span);
+        }
+    }
+
+    #[test]
+    fn one_error_more_than_are_listed_is_listed_too() {
+        for wide in [wide_array as Wide, wide_table] {
+            let found = bad(&wide(0, MAX_LISTED + 1));
+            assert_eq!(found.len(), MAX_LISTED + 1, "{found:#?}");
+            assert!(
+                found
+                    .iter()
+                    .all(|(_, message)| message.starts_with("invalid type")),
+                "{found:#?}"
+            );
+        }
     }
 }

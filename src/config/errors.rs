@@ -1,9 +1,11 @@
 //! Config errors located for the operator: file:line:column and the dotted key, found from
 //! the byte spans the TOML parser keeps.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 /// One problem in a config file, located for the operator.
@@ -51,12 +53,24 @@ impl std::error::Error for ConfigErrors {}
 
 /// Turns byte spans into file:line:column errors, naming the key found at that place.
 pub(super) struct Locator<'a> {
-    pub(super) file: &'a Path,
-    pub(super) text: &'a str,
-    pub(super) root: Option<&'a DeTable<'a>>,
+    file: &'a Path,
+    text: &'a str,
+    root: Option<&'a DeTable<'a>>,
+    /// Built at the first error: a file can have an error for every few lines, and counting
+    /// lines from the start for each is quadratic.
+    lines: OnceCell<Lines>,
 }
 
 impl<'a> Locator<'a> {
+    pub(super) fn new(file: &'a Path, text: &'a str, root: Option<&'a DeTable<'a>>) -> Self {
+        Self {
+            file,
+            text,
+            root,
+            lines: OnceCell::new(),
+        }
+    }
+
     /// Where the value at a dotted path (`["upstream", "orders", "connect_timeout"]`) is
     /// written; `0..0` (no place) when the key is absent and its default applies.
     pub(super) fn span_of(&self, path: &[&str]) -> Range<usize> {
@@ -90,7 +104,9 @@ impl<'a> Locator<'a> {
         let (line, column) = if span == (0..0) {
             (0, 0)
         } else {
-            line_column(self.text, span.start)
+            self.lines
+                .get_or_init(|| Lines::new(self.text))
+                .line_column(span.start)
         };
         let mut key = key.into();
         if key.is_empty()
@@ -105,6 +121,72 @@ impl<'a> Locator<'a> {
             key,
             message: message.into(),
         }
+    }
+
+    /// Like `error`, for a place inside `section`. The key is looked for in that section, not in
+    /// the whole file: a file can have an error for every few lines, and a search of the whole
+    /// file for each is quadratic.
+    pub(super) fn error_in(
+        &self,
+        section: &Section<'_, '_>,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let key = key_in_section(section, &span).unwrap_or_default();
+        self.error(span, key, message)
+    }
+}
+
+/// A table of the file that is read on its own.
+pub(super) struct Section<'a, 'i> {
+    /// Its dotted key: `process`, `route[2]`, `upstream.orders`.
+    pub(super) key: String,
+    /// Where the last part of its key is written; `None` for an item of an array of tables.
+    pub(super) key_span: Option<Range<usize>>,
+    pub(super) value: &'a Spanned<DeValue<'i>>,
+}
+
+/// Where the lines of a text start, and its bytes that continue a character.
+struct Lines {
+    starts: Vec<usize>,
+    continuations: Vec<usize>,
+    len: usize,
+}
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let starts = std::iter::once(0)
+            .chain(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        // Counted, not walked, for each column: a one-line file can be long.
+        let continuations = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| (0x80..0xC0).contains(*b))
+            .map(|(i, _)| i)
+            .collect();
+        Self {
+            starts,
+            continuations,
+            len: text.len(),
+        }
+    }
+
+    /// What `line_column` says, without reading the text again.
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.len);
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self.starts[line - 1];
+        let continuations = self.continuations.partition_point(|&i| i < offset)
+            - self.continuations.partition_point(|&i| i < line_start);
+        (line, offset - line_start - continuations + 1)
     }
 }
 
@@ -131,29 +213,54 @@ fn key_at(table: &DeTable<'_>, span: &Range<usize>, prefix: String) -> Option<St
         } else {
             format!("{prefix}.{}", key.get_ref())
         };
-        let covers = |s: &Range<usize>| s.start <= span.start && span.end <= s.end.max(s.start + 1);
-        if covers(&key_span) {
+        if covers(&key_span, span) {
             return Some(path);
         }
-        if covers(&value_span) || contains_span(value.get_ref(), span) {
+        if covers(&value_span, span) || contains_span(value.get_ref(), span) {
             return Some(key_in_value(value.get_ref(), span, path.clone()).unwrap_or(path));
         }
     }
     None
 }
 
+/// What `key_at` on the whole file finds for `span` inside `section`; `None` when nothing in the
+/// section covers it.
+fn key_in_section(section: &Section<'_, '_>, span: &Range<usize>) -> Option<String> {
+    let s = section.value.span();
+    let value_covers = match &section.key_span {
+        Some(key_span) if covers(key_span, span) => return Some(section.key.clone()),
+        Some(_) => covers(&s, span),
+        // Array items are held to their spans exactly, as `key_in_value` does.
+        None => s.start <= span.start && span.end <= s.end,
+    };
+    if value_covers || contains_span(section.value.get_ref(), span) {
+        let key = section.key.clone();
+        Some(key_in_value(section.value.get_ref(), span, key.clone()).unwrap_or(key))
+    } else {
+        None
+    }
+}
+
+/// Whether a key or value written at `s` covers `span`; an empty `s` covers the byte at it.
+fn covers(s: &Range<usize>, span: &Range<usize>) -> bool {
+    s.start <= span.start && span.end <= s.end.max(s.start + 1)
+}
+
 fn key_in_value(value: &DeValue<'_>, span: &Range<usize>, path: String) -> Option<String> {
     match value {
         DeValue::Table(table) => key_at(table, span, path),
-        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            let item_path = format!("{path}[{i}]");
-            let s = item.span();
-            if (s.start <= span.start && span.end <= s.end) || contains_span(item.get_ref(), span) {
-                Some(key_in_value(item.get_ref(), span, item_path.clone()).unwrap_or(item_path))
-            } else {
-                None
-            }
-        }),
+        DeValue::Array(items) => items
+            .iter()
+            .enumerate()
+            .find(|(_, item)| {
+                let s = item.span();
+                (s.start <= span.start && span.end <= s.end) || contains_span(item.get_ref(), span)
+            })
+            .map(|(i, item)| {
+                // Named only once found: formatting every item passed over is a cost per item.
+                let item_path = format!("{path}[{i}]");
+                key_in_value(item.get_ref(), span, item_path.clone()).unwrap_or(item_path)
+            }),
         _ => None,
     }
 }
@@ -172,5 +279,89 @@ fn contains_span(value: &DeValue<'_>, span: &Range<usize>) -> bool {
             (s.start <= span.start && span.end <= s.end) || contains_span(item.get_ref(), span)
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_place_every_offset_as_line_column_does() {
+        let text = "a = \"é\"\n\n[t]\nkey = \"日本\" # ü\r\nlast = '🦀'";
+        let lines = Lines::new(text);
+        for offset in 0..text.len() + 3 {
+            if offset > text.len() || text.is_char_boundary(offset) {
+                assert_eq!(
+                    lines.line_column(offset),
+                    line_column(text, offset),
+                    "at {offset}"
+                );
+            }
+        }
+    }
+
+    /// Every span written in `value`'s subtree: keys, values and items.
+    fn spans(value: &Spanned<DeValue<'_>>, out: &mut Vec<Range<usize>>) {
+        out.push(value.span());
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                for (key, value) in table.iter() {
+                    out.push(key.span());
+                    spans(value, out);
+                }
+            }
+            DeValue::Array(items) => items.iter().for_each(|item| spans(item, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_key_looked_for_in_its_section_is_the_key_found_in_the_whole_file() {
+        let text = "[[listener]]\nname = \"a\"\n[[route]]\nupstream = 5\n\
+                    [route.request_headers.set]\nx = 1\n[[listener]]\nname = \"b\"\n\
+                    tls = { certs = [{ cert = 1 }, {}] }\n[upstream.app]\nservers = [1, { addr = 2 }]\n\
+                    [upstream.b.health]\npath = 1\n[[route]]\nupstream = 6\na.b.c = 1\n\
+                    [process]\nx.y = [[1], { z = 2 }]\n[upstream.app.breaker]\nwindow = 1\n";
+        let root = DeTable::parse(text).expect("test input is TOML");
+        let mut sections = Vec::new();
+        for (key, value) in root.get_ref().iter() {
+            let name = key.get_ref().to_string();
+            match (name.as_str(), value.get_ref()) {
+                (_, DeValue::Array(items)) => {
+                    sections.extend(items.iter().enumerate().map(|(i, item)| Section {
+                        key: format!("{name}[{i}]"),
+                        key_span: None,
+                        value: item,
+                    }))
+                }
+                ("upstream", DeValue::Table(tables)) => {
+                    sections.extend(tables.iter().map(|(key, table)| Section {
+                        key: format!("{name}.{}", key.get_ref()),
+                        key_span: Some(key.span()),
+                        value: table,
+                    }))
+                }
+                _ => sections.push(Section {
+                    key: name,
+                    key_span: Some(key.span()),
+                    value,
+                }),
+            }
+        }
+        assert_eq!(sections.len(), 7);
+        for section in &sections {
+            let mut all = Vec::new();
+            spans(section.value, &mut all);
+            for span in all {
+                assert_eq!(
+                    key_in_section(section, &span),
+                    key_at(root.get_ref(), &span, String::new()),
+                    "{:?} in {}",
+                    &text[span.clone()],
+                    section.key
+                );
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::Config;
 use super::bad_keys::bad_keys;
-use super::errors::{ConfigError, ConfigErrors, Locator};
+use super::errors::{ConfigError, ConfigErrors, Locator, Section};
 use super::validate::{self, Gaps, Unparsed};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -31,11 +31,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
-            let locator = Locator {
-                file: path,
-                text,
-                root: None,
-            };
+            let locator = Locator::new(path, text, None);
             let span = e.span().unwrap_or(0..1);
             let span = if span == (0..0) { 0..1 } else { span };
             return Err(ConfigErrors(vec![locator.error(
@@ -46,32 +42,39 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         }
     };
     let root_table = root.get_ref();
-    let locator = Locator {
-        file: path,
-        text,
-        root: Some(root_table),
-    };
+    let locator = Locator::new(path, text, Some(root_table));
     let mut errors = Vec::new();
     let mut config = Config::default();
     let mut gaps = Gaps::default();
 
     for (key, value) in root_table.iter() {
         let errors = &mut errors;
-        match key.get_ref().as_ref() {
-            "process" => store(section(&locator, value, errors), &mut config.process),
-            "log" => store(section(&locator, value, errors), &mut config.log),
-            "admin" => store(section(&locator, value, errors), &mut config.admin),
-            "limits" => store(section(&locator, value, errors), &mut config.limits),
-            "reload" => store(section(&locator, value, errors), &mut config.reload),
-            "demo" => store(section(&locator, value, errors), &mut config.demo),
-            "resolver" => store(section(&locator, value, errors), &mut config.resolver),
+        let name: &str = key.get_ref().as_ref();
+        let whole = || Section {
+            key: name.to_owned(),
+            key_span: Some(key.span()),
+            value,
+        };
+        match name {
+            "process" => store(section(&locator, whole(), errors), &mut config.process),
+            "log" => store(section(&locator, whole(), errors), &mut config.log),
+            "admin" => store(section(&locator, whole(), errors), &mut config.admin),
+            "limits" => store(section(&locator, whole(), errors), &mut config.limits),
+            "reload" => store(section(&locator, whole(), errors), &mut config.reload),
+            "demo" => store(section(&locator, whole(), errors), &mut config.demo),
+            "resolver" => store(section(&locator, whole(), errors), &mut config.resolver),
             "listener" => {
                 let Some(items) = array_of_tables(&locator, "listener", value, errors) else {
                     gaps.listeners.unnamed = true;
                     continue;
                 };
                 for (i, item) in items.iter().enumerate() {
-                    match section(&locator, item, errors) {
+                    let part = Section {
+                        key: format!("listener[{i}]"),
+                        key_span: None,
+                        value: item,
+                    };
+                    match section(&locator, part, errors) {
                         Some(listener) => {
                             config.listeners.push(listener);
                             gaps.listener_at.push(i);
@@ -90,7 +93,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                     continue;
                 };
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(route) = section(&locator, item, errors) {
+                    let part = Section {
+                        key: format!("route[{i}]"),
+                        key_span: None,
+                        value: item,
+                    };
+                    if let Some(route) = section(&locator, part, errors) {
                         config.routes.push(route);
                         gaps.route_at.push(i);
                     }
@@ -137,9 +145,10 @@ fn store<T>(parsed: Option<T>, slot: &mut T) {
 /// Deserializes one table, or reports every bad key in it.
 fn section<T: DeserializeOwned>(
     locator: &Locator<'_>,
-    value: &Spanned<DeValue<'_>>,
+    section: Section<'_, '_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
+    let value = section.value;
     match T::deserialize(ValueDeserializer::from(value.clone())) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
@@ -147,10 +156,10 @@ fn section<T: DeserializeOwned>(
             if found.is_empty() {
                 // The trials accepted what toml refused: toml's one error is all there is to say.
                 let span = e.span().unwrap_or_else(|| value.span());
-                errors.push(locator.error(span, "", e.message().to_string()));
+                errors.push(locator.error_in(&section, span, e.message()));
             }
             for bad in found {
-                errors.push(locator.error(bad.span, "", bad.message));
+                errors.push(locator.error_in(&section, bad.span, bad.message));
             }
             None
         }
@@ -195,8 +204,13 @@ fn named_tables<T: DeserializeOwned>(
         unparsed.unnamed = true;
         return;
     };
-    for (name, table) in tables.iter() {
-        let name = name.get_ref().to_string();
+    for (key, table) in tables.iter() {
+        let name = key.get_ref().to_string();
+        let table = Section {
+            key: format!("{section_name}.{name}"),
+            key_span: Some(key.span()),
+            value: table,
+        };
         match section(locator, table, errors) {
             Some(v) => {
                 parsed.insert(name, v);
@@ -311,6 +325,28 @@ mod tests {
                 "route[1].path_prefix"
             ]
         );
+    }
+
+    #[test]
+    fn a_table_with_very_many_errors_lists_the_first_and_how_many_more() {
+        let servers = "{ addr = \"127.0.0.1:1\", weight = \"x\" },\n".repeat(120);
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\ncache = \"c\"\n\
+             [upstream.app]\nservers = [\n{servers}]\n[cache.c]\nmax_size = \"big\"\n"
+        );
+        let found = errors(&text);
+        // The first 50 of the upstream, the line for the 70 left out, then the other table's.
+        assert_eq!(found.len(), 52, "{found:#?}");
+        assert!(found[..50].iter().all(|e| e.3.starts_with("invalid type")));
+        let (line, column, key, message) = &found[50];
+        assert_eq!((*line, *column), (59, 34));
+        assert_eq!(key, "upstream.app.servers[50].weight");
+        assert_eq!(
+            message,
+            "70 more errors in this table from here on are not listed \
+             (at most 50 are listed per table)"
+        );
+        assert_eq!(found[51].2, "cache.c.max_size");
     }
 
     /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.

@@ -90,7 +90,7 @@ fn check(path: &Path) -> ExitCode {
         }
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("config check failed: {} error(s)", errors.0.len());
+            eprintln!("config check failed: {} error(s)", errors.total());
             ExitCode::FAILURE
         }
     }
@@ -141,7 +141,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("gatehouse not started: {} config error(s)", errors.0.len());
+            eprintln!("gatehouse not started: {} config error(s)", errors.total());
             return ExitCode::FAILURE;
         }
     };

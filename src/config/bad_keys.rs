@@ -65,13 +65,30 @@ fn search<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> (Vec<BadKey>, Wo
         found.truncate(MAX_LISTED);
         found.push(BadKey {
             span,
-            message: format!(
-                "{left_out} more errors in this table from here on are not listed \
-                 (at most {MAX_LISTED} are listed per table)"
-            ),
+            message: format!("{left_out}{LEFT_OUT} (at most {MAX_LISTED} are listed per table)"),
         });
     }
     (found, work)
+}
+
+/// The words after the count in the line that stands for the errors of a table not listed.
+const LEFT_OUT: &str = " more errors in this table from here on are not listed";
+
+impl super::ConfigErrors {
+    /// How many errors there are, the ones not listed included (a line saying "N more …"
+    /// stands for N of them, not one).
+    pub fn total(&self) -> usize {
+        self.0
+            .iter()
+            .map(|error| {
+                error
+                    .message
+                    .split_once(LEFT_OUT)
+                    .and_then(|(count, _)| count.parse().ok())
+                    .unwrap_or(1)
+            })
+            .sum()
+    }
 }
 
 /// What a search cost. Counted so that tests can pin how it grows with the input, which no

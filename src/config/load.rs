@@ -347,6 +347,8 @@ mod tests {
              (at most 50 are listed per table)"
         );
         assert_eq!(found[51].2, "cache.c.max_size");
+        let all = load_str(Path::new("t.toml"), &text).expect_err("errors");
+        assert_eq!(all.total(), 121, "the lines listed stand for every error");
     }
 
     /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.

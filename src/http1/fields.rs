@@ -265,6 +265,15 @@ fn is_valid_port(port: &[u8]) -> bool {
             <= 65535
 }
 
+/// Whether a header name has `_`. Names are short, so a loop without an early exit beats
+/// `memchr`, whose setup costs more than the search (measured on the proxy path: 0.4k
+/// instructions more per request) and a word-at-a-time search, whose tail copy becomes a
+/// `memcpy` call.
+pub fn has_underscore(name: &[u8]) -> bool {
+    name.iter()
+        .fold(false, |found, &byte| found | (byte == b'_'))
+}
+
 /// Whether `s` is `host [ ":" port ]` (see `is_valid_host`), the form of a Host field and of
 /// a CONNECT target; with `require_port`, the port must be present and non-empty.
 pub(crate) fn is_authority(s: &[u8], require_port: bool) -> bool {

@@ -284,7 +284,7 @@ pub(crate) fn build_fields(
         let name = head
             .get(index.name.0 as usize..index.name.1 as usize)
             .ok_or(HeadError::InvalidHeaderName)?;
-        let underscore = name.contains(&b'_');
+        let underscore = super::fields::has_underscore(name);
         let name = HeaderName::from_bytes(name).map_err(|_| HeadError::InvalidHeaderName)?;
         let value = head_slice(head, index.value).ok_or(HeadError::InvalidHeaderValue)?;
         facts.observe(&name, &value)?;

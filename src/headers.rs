@@ -498,7 +498,10 @@ mod tests {
                 None => (text, ""),
             }
         };
-        let port_ok = port.is_empty() || port.len() <= 5 && port.parse::<u16>().is_ok();
+        let port_ok = port.is_empty()
+            || port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok();
         if !port_ok || host.is_empty() {
             return false;
         }

@@ -284,8 +284,13 @@ pub(crate) fn build_fields(
         let name = head
             .get(index.name.0 as usize..index.name.1 as usize)
             .ok_or(HeadError::InvalidHeaderName)?;
-        let underscore = super::fields::has_underscore(name);
-        let name = HeaderName::from_bytes(name).map_err(|_| HeadError::InvalidHeaderName)?;
+        let (name, underscore) = match known_name(name) {
+            Some(known) => (known, false),
+            None => (
+                HeaderName::from_bytes(name).map_err(|_| HeadError::InvalidHeaderName)?,
+                super::fields::has_underscore(name),
+            ),
+        };
         let value = head_slice(head, index.value).ok_or(HeadError::InvalidHeaderValue)?;
         facts.observe(&name, &value)?;
         if underscore {
@@ -305,6 +310,99 @@ pub(crate) fn build_fields(
         map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok((map, facts))
+}
+
+/// The names most heads carry, each with its lowercase spelling. Found by length and first
+/// letter, then one comparison, where `HeaderName::from_bytes` lowercases and classifies
+/// every name (about 150 instructions each) and the underscore search reads it once more.
+/// None has a `_`.
+static KNOWN_NAMES: [(&[u8], HeaderName); 34] = [
+    (b"date", header::DATE),
+    (b"host", header::HOST),
+    (b"etag", header::ETAG),
+    (b"vary", header::VARY),
+    (b"server", header::SERVER),
+    (b"accept", header::ACCEPT),
+    (b"cookie", header::COOKIE),
+    (b"expect", header::EXPECT),
+    (b"origin", header::ORIGIN),
+    (b"pragma", header::PRAGMA),
+    (b"expires", header::EXPIRES),
+    (b"referer", header::REFERER),
+    (b"upgrade", header::UPGRADE),
+    (b"trailer", header::TRAILER),
+    (b"location", header::LOCATION),
+    (b"if-match", header::IF_MATCH),
+    (b"if-range", header::IF_RANGE),
+    (b"connection", header::CONNECTION),
+    (b"user-agent", header::USER_AGENT),
+    (b"set-cookie", header::SET_COOKIE),
+    (b"content-type", header::CONTENT_TYPE),
+    (b"x-request-id", HeaderName::from_static("x-request-id")),
+    (b"cache-control", header::CACHE_CONTROL),
+    (b"last-modified", header::LAST_MODIFIED),
+    (b"authorization", header::AUTHORIZATION),
+    (b"accept-ranges", header::ACCEPT_RANGES),
+    (b"if-none-match", header::IF_NONE_MATCH),
+    (b"content-length", header::CONTENT_LENGTH),
+    (b"accept-encoding", header::ACCEPT_ENCODING),
+    (b"accept-language", header::ACCEPT_LANGUAGE),
+    (
+        b"x-forwarded-for",
+        HeaderName::from_static("x-forwarded-for"),
+    ),
+    (b"content-encoding", header::CONTENT_ENCODING),
+    (b"transfer-encoding", header::TRANSFER_ENCODING),
+    (b"if-modified-since", header::IF_MODIFIED_SINCE),
+];
+
+/// `name` as one of `KNOWN_NAMES`, if it is one. `name` must be a token (as `httparse`
+/// leaves it): then setting the 0x20 bit lowercases letters and changes no other byte a
+/// known name has into one it has.
+fn known_name(name: &[u8]) -> Option<HeaderName> {
+    let first = name.first()? | 0x20;
+    let candidates: &[usize] = match (name.len(), first) {
+        (4, b'd') => &[0],
+        (4, b'h') => &[1],
+        (4, b'e') => &[2],
+        (4, b'v') => &[3],
+        (6, b's') => &[4],
+        (6, b'a') => &[5],
+        (6, b'c') => &[6],
+        (6, b'e') => &[7],
+        (6, b'o') => &[8],
+        (6, b'p') => &[9],
+        (7, b'e') => &[10],
+        (7, b'r') => &[11],
+        (7, b'u') => &[12],
+        (7, b't') => &[13],
+        (8, b'l') => &[14],
+        (8, b'i') => &[15, 16],
+        (10, b'c') => &[17],
+        (10, b'u') => &[18],
+        (10, b's') => &[19],
+        (12, b'c') => &[20],
+        (12, b'x') => &[21],
+        (13, b'c') => &[22],
+        (13, b'l') => &[23],
+        (13, b'a') => &[24, 25],
+        (13, b'i') => &[26],
+        (14, b'c') => &[27],
+        (15, b'a') => &[28, 29],
+        (15, b'x') => &[30],
+        (16, b'c') => &[31],
+        (17, b't') => &[32],
+        (17, b'i') => &[33],
+        _ => return None,
+    };
+    candidates.iter().find_map(|&i| {
+        let (lowercase, known) = KNOWN_NAMES.get(i)?;
+        let same = name
+            .iter()
+            .zip(lowercase.iter())
+            .fold(true, |same, (&byte, &low)| same & (byte | 0x20 == low));
+        same.then(|| known.clone())
+    })
 }
 
 /// Leading empty lines, which a recipient ignores before a start line (RFC 9112 §2.2).
@@ -379,6 +477,56 @@ pub(crate) fn diagnose_fields(buf: &[u8], fallback: HeadError) -> HeadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_names_are_the_names_from_bytes_would_give() {
+        for name in [
+            "date",
+            "Host",
+            "ETAG",
+            "vary",
+            "Server",
+            "accept",
+            "cookie",
+            "expect",
+            "origin",
+            "pragma",
+            "expires",
+            "referer",
+            "upgrade",
+            "trailer",
+            "location",
+            "if-match",
+            "if-range",
+            "Connection",
+            "user-agent",
+            "set-cookie",
+            "Content-Type",
+            "x-request-id",
+            "cache-control",
+            "last-modified",
+            "authorization",
+            "accept-ranges",
+            "if-none-match",
+            "Content-Length",
+            "accept-encoding",
+            "accept-language",
+            "X-Forwarded-For",
+            "content-encoding",
+            "Transfer-Encoding",
+            "if-modified-since",
+        ] {
+            let known = known_name(name.as_bytes()).unwrap_or_else(|| panic!("{name} known"));
+            assert_eq!(
+                Some(known),
+                HeaderName::from_bytes(name.as_bytes()).ok(),
+                "{name}"
+            );
+        }
+        for other in ["dates", "x-custom", "content_type", "hosts", "a", ""] {
+            assert_eq!(known_name(other.as_bytes()), None, "{other}");
+        }
+    }
 
     #[test]
     fn statuses() {

@@ -786,16 +786,21 @@ mod tests {
             let (_, large) = searched(&wide(800, 1));
             assert_eq!(found.len(), 1, "{found:#?}");
             assert_eq!(&wide(400, 1)[found[0].span.clone()], "1");
-            // Twice the entries, at most twice the work: a quadratic search would take four.
-            assert!(
-                large.trials <= 2 * small.trials + 10,
-                "{small:?} then {large:?}"
-            );
-            assert!(
-                large.looked_at <= 2 * small.looked_at + 10,
-                "{small:?} then {large:?}"
-            );
+            assert_linear(small, large);
         }
+    }
+
+    /// Twice the input cost at most twice the work (plus a little): a quadratic search would
+    /// take four times as much.
+    fn assert_linear(small: Work, large: Work) {
+        assert!(
+            large.trials <= 2 * small.trials + 10,
+            "{small:?} then {large:?}"
+        );
+        assert!(
+            large.looked_at <= 2 * small.looked_at + 10,
+            "{small:?} then {large:?}"
+        );
     }
 
     #[test]
@@ -803,14 +808,7 @@ mod tests {
         for wide in [wide_array as Wide, wide_table] {
             let (_, small) = searched(&wide(0, 400));
             let (_, large) = searched(&wide(0, 800));
-            assert!(
-                large.trials <= 2 * small.trials + 10,
-                "{small:?} then {large:?}"
-            );
-            assert!(
-                large.looked_at <= 2 * small.looked_at + 10,
-                "{small:?} then {large:?}"
-            );
+            assert_linear(small, large);
         }
     }
 

@@ -72,8 +72,15 @@ fn non_test_text(path: &Path) -> String {
     }
 }
 
-/// Every identifier that follows `prefix` in `text` (`crate::` → `proxy`, `config`, …).
+/// Every identifier that follows `prefix` in `text` (`crate::` → `proxy`, `config`, …),
+/// including each first name of a group (`crate::{proxy::X, config}`).
 fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    let leading_name = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut names = BTreeSet::new();
     let mut rest = text;
     while let Some(at) = rest.find(prefix) {
@@ -82,14 +89,30 @@ fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue;
         }
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            names.insert(name);
+        if let Some(group) = rest.strip_prefix('{') {
+            // The members at the group's own level: split on commas outside inner braces.
+            let mut depth = 0usize;
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        names.insert(leading_name(&group[start..i]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.insert(leading_name(&group[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            continue;
         }
+        names.insert(leading_name(rest));
     }
+    names.remove("");
     names
 }
 
@@ -160,7 +183,8 @@ fn top_level_modules_import_only_from_layers_below() {
             continue;
         };
         for used in names_after(&non_test_text(file), "crate::") {
-            if used == module {
+            // `crate::{self, …}` names the crate root, which holds no code of its own.
+            if used == module || used == "self" {
                 continue;
             }
             edges
@@ -254,5 +278,13 @@ fn the_checker_finds_a_circle_and_a_name_after_a_prefix() {
     assert_eq!(
         names,
         BTreeSet::from(["config".to_owned(), "proxy".to_owned()])
+    );
+    let grouped = names_after(
+        "use crate::{\n    admin::A,\n    cache::{B, C},\n    self,\n};",
+        "crate::",
+    );
+    assert_eq!(
+        grouped,
+        BTreeSet::from(["admin".to_owned(), "cache".to_owned(), "self".to_owned()])
     );
 }

@@ -63,30 +63,91 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The part of a file that is not its unit tests.
+/// The code of a file that is not its unit tests, without comments: a `#[cfg(test)]` module
+/// with a body (by convention the file's last item) is cut off, a `#[cfg(test)] mod x;` line
+/// is dropped, and anything else under `#[cfg(test)]` is kept (it may hide no import).
 fn non_test_text(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    match text.find("#[cfg(test)]") {
-        Some(at) => text[..at].to_owned(),
-        None => text,
+    let mut code = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        code.push_str(&rest[..at]);
+        let after = rest[at + "#[cfg(test)]".len()..].trim_start();
+        let item_end = after.find([';', '{']).unwrap_or(after.len());
+        let declares_module = after.starts_with("mod ") || after.starts_with("pub mod ");
+        match after.as_bytes().get(item_end) {
+            Some(b'{') if declares_module => {
+                rest = "";
+                break;
+            }
+            Some(b';') if declares_module => rest = &after[item_end + 1..],
+            _ => rest = after,
+        }
     }
+    code.push_str(rest);
+    without_comments(&code)
+}
+
+/// `text` without `//` and `/* */` comments (string literals are not looked into: an import
+/// path never sits in one).
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let line = rest.find("//");
+        let block = rest.find("/*");
+        match (line, block) {
+            (Some(l), b) if b.is_none_or(|b| l < b) => {
+                out.push_str(&rest[..l]);
+                rest = rest[l..].find('\n').map_or("", |end| &rest[l + end..]);
+            }
+            (_, Some(b)) => {
+                out.push_str(&rest[..b]);
+                rest = rest[b + 2..]
+                    .find("*/")
+                    .map_or("", |end| &rest[b + 2 + end + 2..]);
+                out.push(' ');
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// The top-level modules `super::` paths in a file reach: a path with more `super::` than
+/// the file is deep below `src/` names `crate::` items (for `src/x.rs` and `src/x/mod.rs`
+/// one is enough).
+fn names_through_super(text: &str, depth: usize) -> BTreeSet<String> {
+    let supers = "super::".repeat(depth);
+    names_after(text, &supers)
 }
 
 /// Every identifier that follows `prefix` in `text` (`crate::` → `proxy`, `config`, …),
 /// including each first name of a group (`crate::{proxy::X, config}`).
 fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
     let leading_name = |s: &str| -> String {
-        s.trim_start()
-            .chars()
+        let mut s = s.trim_start();
+        // An attribute on a group member (`#[cfg(unix)] proxy::X`) comes before its path.
+        while let Some(attribute) = s.strip_prefix("#[") {
+            s = attribute
+                .find(']')
+                .map_or("", |end| attribute[end + 1..].trim_start());
+        }
+        s.chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect()
     };
     let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(prefix) {
-        let before = rest[..at].chars().next_back();
-        rest = &rest[at + prefix.len()..];
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+    let mut searched = 0;
+    while let Some(found) = text[searched..].find(prefix) {
+        let at = searched + found;
+        let before = text[..at].chars().next_back();
+        searched = at + prefix.len();
+        let rest = &text[searched..];
+        // Part of a longer name or path (`my_crate::`, `super::super::`): not this prefix.
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
         if let Some(group) = rest.strip_prefix('{') {
@@ -182,8 +243,19 @@ fn top_level_modules_import_only_from_layers_below() {
             ));
             continue;
         };
-        for used in names_after(&non_test_text(file), "crate::") {
-            // `crate::{self, …}` names the crate root, which holds no code of its own.
+        let text = non_test_text(file);
+        // `src/x.rs` and `src/x/mod.rs` are one level below the crate root; `src/x/a.rs` two.
+        let depth = relative.components().count()
+            - usize::from(relative.file_name().is_some_and(|n| n == "mod.rs"));
+        let mut used_modules = names_after(&text, "crate::");
+        used_modules.extend(names_through_super(&text, depth));
+        if used_modules.contains("self") || text.contains("crate as ") {
+            problems.push(format!(
+                "{}: names the crate root itself (an alias would hide what it imports)",
+                relative.display()
+            ));
+        }
+        for used in used_modules {
             if used == module || used == "self" {
                 continue;
             }
@@ -286,5 +358,16 @@ fn the_checker_finds_a_circle_and_a_name_after_a_prefix() {
     assert_eq!(
         grouped,
         BTreeSet::from(["admin".to_owned(), "cache".to_owned(), "self".to_owned()])
+    );
+    let hidden = without_comments(
+        "use crate::{\n    // the proxy\n    proxy::Reply, /* and */ #[cfg(unix)] config::C,\n};",
+    );
+    assert_eq!(
+        names_after(&hidden, "crate::"),
+        BTreeSet::from(["config".to_owned(), "proxy".to_owned()])
+    );
+    assert_eq!(
+        names_through_super("use super::proxy::Reply; use super::super::x;", 1),
+        BTreeSet::from(["proxy".to_owned(), "super".to_owned()])
     );
 }

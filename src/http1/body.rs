@@ -492,7 +492,8 @@ impl Decoder {
 /// content description, request controls and credentials): a sender must not put them in
 /// trailers (RFC 9110 §6.5.1), and one that does must not have them read as if it had sent
 /// them in the head, so they are dropped.
-static NOT_IN_TRAILERS: [http::header::HeaderName; 17] = [
+static NOT_IN_TRAILERS: [http::header::HeaderName; 34] = [
+    // Framing and routing.
     http::header::CONTENT_LENGTH,
     http::header::TRANSFER_ENCODING,
     http::header::TRAILER,
@@ -500,16 +501,37 @@ static NOT_IN_TRAILERS: [http::header::HeaderName; 17] = [
     http::header::CONNECTION,
     http::header::TE,
     http::header::UPGRADE,
+    http::header::FORWARDED,
+    http::header::MAX_FORWARDS,
+    // How to process the content.
     http::header::CONTENT_TYPE,
     http::header::CONTENT_ENCODING,
     http::header::CONTENT_RANGE,
+    http::header::CONTENT_LOCATION,
+    // Request controls and conditionals.
     http::header::CACHE_CONTROL,
     http::header::EXPECT,
     http::header::RANGE,
+    http::header::IF_MATCH,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+    // Credentials and challenges.
     http::header::AUTHORIZATION,
     http::header::PROXY_AUTHORIZATION,
+    http::header::WWW_AUTHENTICATE,
+    http::header::PROXY_AUTHENTICATE,
     http::header::SET_COOKIE,
     http::header::COOKIE,
+    // Response control data.
+    http::header::AGE,
+    http::header::DATE,
+    http::header::EXPIRES,
+    http::header::LOCATION,
+    http::header::RETRY_AFTER,
+    http::header::VARY,
+    http::header::PRAGMA,
 ];
 
 /// `min(remaining, avail)` as a usize without a lossy cast.

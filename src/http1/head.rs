@@ -360,7 +360,10 @@ static KNOWN_NAMES: [(&[u8], HeaderName); 34] = [
 /// leaves it): then setting the 0x20 bit lowercases letters and changes no other byte a
 /// known name has into one it has.
 fn known_name(name: &[u8]) -> Option<HeaderName> {
-    debug_assert!(name.iter().all(|&b| is_tchar(b)), "httparse passes tokens only");
+    debug_assert!(
+        name.iter().all(|&b| is_tchar(b)),
+        "httparse passes tokens only"
+    );
     let first = name.first()? | 0x20;
     let candidates: &[usize] = match (name.len(), first) {
         (4, b'd') => &[0],

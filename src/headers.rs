@@ -279,22 +279,19 @@ fn same_authority(a: &[u8], b: &[u8], scheme: Option<&str>) -> bool {
         Some(scheme) if scheme.eq_ignore_ascii_case("https") => b"443",
         _ => b"80",
     };
-    let split = |value: &'_ [u8]| -> (usize, Vec<u8>) {
-        let host_end = match value.first() {
-            Some(b'[') => value
-                .iter()
-                .position(|&b| b == b']')
-                .map_or(value.len(), |i| i + 1),
-            _ => value.iter().position(|&b| b == b':').unwrap_or(value.len()),
-        };
-        let port = value.get(host_end + 1..).unwrap_or_default();
+    let (a_host, a_port) = crate::http1::split_host_port(a);
+    let (b_host, b_port) = crate::http1::split_host_port(b);
+    // Compared as numbers: leading zeros do not change a port (both are valid, at most five
+    // digits, by the time they get here).
+    let port_of = |port: &[u8]| -> u32 {
         let port = if port.is_empty() { default_port } else { port };
-        // Leading zeros do not change a port.
-        let first_digit = port.iter().position(|&b| b != b'0').unwrap_or(port.len());
-        (host_end, port[first_digit..].to_vec())
+        port.iter().fold(0u32, |value, &digit| {
+            value
+                .saturating_mul(10)
+                .saturating_add(u32::from(digit.wrapping_sub(b'0')))
+        })
     };
-    let ((a_end, a_port), (b_end, b_port)) = (split(a), split(b));
-    a[..a_end].eq_ignore_ascii_case(&b[..b_end]) && a_port == b_port
+    a_host.eq_ignore_ascii_case(b_host) && port_of(a_port) == port_of(b_port)
 }
 
 /// An IP address as a header value (for X-Forwarded-For).

@@ -280,14 +280,24 @@ pub(crate) fn is_authority(s: &[u8], require_port: bool) -> bool {
     if !is_valid_host(s) {
         return false;
     }
-    if !require_port {
-        return true;
-    }
-    let host_end = match s.first() {
-        Some(b'[') => s.iter().position(|&b| b == b']').map_or(s.len(), |i| i + 1),
-        _ => s.iter().position(|&b| b == b':').unwrap_or(s.len()),
+    !require_port || !split_host_port(s).1.is_empty()
+}
+
+/// `host[:port]` as its host (an IP literal keeps its brackets) and its port, empty when
+/// there is none or it is written empty.
+pub fn split_host_port(authority: &[u8]) -> (&[u8], &[u8]) {
+    let host_end = match authority.first() {
+        Some(b'[') => authority
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(authority.len(), |i| i + 1),
+        _ => authority
+            .iter()
+            .position(|&b| b == b':')
+            .unwrap_or(authority.len()),
     };
-    s.len() > host_end + 1
+    let (host, rest) = authority.split_at(host_end);
+    (host, rest.get(1..).unwrap_or_default())
 }
 
 /// The host part of an authority, without its port (brackets of an IP literal kept).

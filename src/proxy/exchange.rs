@@ -46,39 +46,72 @@ impl Exchange {
 /// client.
 pub(crate) fn record_rejected_head(snapshot: &Snapshot, client: IpAddr, status: StatusCode) {
     snapshot.unrouted.count(status);
-    match snapshot.access_log {
-        AccessLogFormat::Off => {}
-        AccessLogFormat::Combined => {
-            if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
-                return;
+    AccessRecord {
+        client,
+        request: None,
+        status: status.as_u16(),
+        route: None,
+        server: "-",
+        duration_ms: 0.0,
+        bytes: 0,
+        complete: true,
+        request_id: &HeaderValue::from_static("-"),
+        referer_and_agent: (None, None),
+    }
+    .write(snapshot.access_log);
+}
+
+/// One access-log line's facts, written in the configured format.
+struct AccessRecord<'a> {
+    client: IpAddr,
+    /// Method, target and version; `None` for a head that could not be read.
+    request: Option<(&'a Method, &'a str, Version)>,
+    status: u16,
+    route: Option<&'a Route>,
+    server: &'a str,
+    duration_ms: f64,
+    bytes: u64,
+    complete: bool,
+    request_id: &'a HeaderValue,
+    referer_and_agent: (Option<&'a HeaderValue>, Option<&'a HeaderValue>),
+}
+
+impl AccessRecord<'_> {
+    fn write(&self, format: AccessLogFormat) {
+        match format {
+            AccessLogFormat::Off => {}
+            AccessLogFormat::Combined => {
+                if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
+                    return;
+                }
+                let line = CombinedLine {
+                    client: self.client,
+                    time: SystemTime::now(),
+                    request: self.request,
+                    status: self.status,
+                    body_bytes_sent: self.bytes,
+                    referer: self.referer_and_agent.0,
+                    user_agent: self.referer_and_agent.1,
+                    request_id: self.request_id,
+                }
+                .render();
+                tracing::info!(target: "gatehouse::access", "{line}");
             }
-            let line = CombinedLine {
-                client,
-                time: SystemTime::now(),
-                request: None,
-                status: status.as_u16(),
-                body_bytes_sent: 0,
-                referer: None,
-                user_agent: None,
-                request_id: &HeaderValue::from_static("-"),
-            }
-            .render();
-            tracing::info!(target: "gatehouse::access", "{line}");
+            AccessLogFormat::Text | AccessLogFormat::Json => tracing::info!(
+                target: "gatehouse::access",
+                client = %self.client,
+                method = %self.request.map_or("-", |(method, _, _)| method.as_str()),
+                path = %self.request.map_or("-", |(_, path, _)| path),
+                status = self.status,
+                route = self.route.map_or("-", |r| &*r.name),
+                upstream = self.route.map_or("-", |r| &*r.upstream.name),
+                server = self.server,
+                duration_ms = self.duration_ms,
+                bytes = self.bytes,
+                complete = self.complete,
+                request_id = self.request_id.to_str().unwrap_or("-"),
+            ),
         }
-        AccessLogFormat::Text | AccessLogFormat::Json => tracing::info!(
-            target: "gatehouse::access",
-            client = %client,
-            method = "-",
-            path = "-",
-            status = status.as_u16(),
-            route = "-",
-            upstream = "-",
-            server = "-",
-            duration_ms = 0.0,
-            bytes = 0u64,
-            complete = true,
-            request_id = "-",
-        ),
     }
 }
 
@@ -95,51 +128,25 @@ impl Exchange {
         metrics.duration.observe(elapsed.as_secs_f64());
         metrics.sent_bytes.inc_by(bytes_sent);
         self.in_flight = None;
-        match self.snapshot.access_log {
-            AccessLogFormat::Off => {}
-            AccessLogFormat::Combined => self.log_combined(bytes_sent),
-            AccessLogFormat::Text | AccessLogFormat::Json => {
-                self.log_fields(bytes_sent, finished, elapsed.as_secs_f64() * 1000.0)
-            }
-        }
-    }
-
-    fn log_combined(&self, bytes_sent: u64) {
-        if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
+        if self.snapshot.access_log == AccessLogFormat::Off {
             return;
         }
-        let (referer, user_agent) = match self.referer_and_agent.as_deref() {
+        let referer_and_agent = match self.referer_and_agent.as_deref() {
             Some((referer, user_agent)) => (referer.as_ref(), user_agent.as_ref()),
             None => (None, None),
         };
-        let line = CombinedLine {
+        AccessRecord {
             client: self.client,
-            time: SystemTime::now(),
             request: Some((&self.method, &self.path, self.version)),
             status: self.status.as_u16(),
-            body_bytes_sent: bytes_sent,
-            referer,
-            user_agent,
+            route: self.route.as_deref(),
+            server: self.server_name(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            bytes: bytes_sent,
+            complete: finished,
             request_id: &self.request_id,
+            referer_and_agent,
         }
-        .render();
-        tracing::info!(target: "gatehouse::access", "{line}");
-    }
-
-    fn log_fields(&self, bytes_sent: u64, finished: bool, duration_ms: f64) {
-        tracing::info!(
-            target: "gatehouse::access",
-            client = %self.client,
-            method = %self.method,
-            path = %self.path,
-            status = self.status.as_u16(),
-            route = self.route.as_ref().map_or("-", |r| &*r.name),
-            upstream = self.route.as_ref().map_or("-", |r| &*r.upstream.name),
-            server = self.server_name(),
-            duration_ms,
-            bytes = bytes_sent,
-            complete = finished,
-            request_id = self.request_id.to_str().unwrap_or("-"),
-        );
+        .write(self.snapshot.access_log);
     }
 }

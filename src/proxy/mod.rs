@@ -10,6 +10,7 @@ mod exchange;
 mod local;
 
 use crate::config::AccessLogFormat;
+use crate::connection::upgrade::{self, PendingUpgrade};
 use crate::connection::{InterimSink, RequestInFlight};
 use crate::headers::{self, HeaderScan, RequestIds, X_REQUEST_ID};
 use crate::health::breaker::{Admission, BreakerState};
@@ -25,7 +26,6 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -240,7 +240,10 @@ impl Proxy {
         }
         let websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
         let client_upgrade = if websocket {
-            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            parts
+                .extensions
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(PendingUpgrade::Hyper)
         } else {
             None
         };
@@ -378,7 +381,7 @@ pub(crate) struct Reply {
     exchange: Exchange,
     request_id: HeaderValue,
     client_version: Version,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<PendingUpgrade>,
     /// Where the upstream's interim responses go; none for HTTP/1.0 and HTTP/2 clients.
     interim: Option<InterimSink>,
 }
@@ -448,7 +451,7 @@ impl Reply {
         } = forwarded;
         self.exchange.in_flight = Some(in_flight);
         let upgrade_upstream = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            Some(hyper::upgrade::on(&mut response))
+            Some(PendingUpgrade::Hyper(hyper::upgrade::on(&mut response)))
         } else {
             None
         };
@@ -466,7 +469,7 @@ impl Reply {
             (upgrade_upstream, self.client_upgrade.take())
         {
             self.exchange.connection.upgraded();
-            tokio::spawn(bridge_upgrade(client_side, upstream_side));
+            tokio::spawn(upgrade::bridge(client_side, upstream_side));
         }
         self.exchange.status = parts.status;
         let mut body = ResponseBody::upstream(upstream_body, pool_return);
@@ -964,18 +967,4 @@ fn find_cause<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E
         source = cause.source();
     }
     None
-}
-
-/// Joins the client's and the upstream's upgraded connections (WebSocket) byte for byte.
-async fn bridge_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
 }

@@ -26,7 +26,7 @@ impl std::error::Error for BodyTooLarge {}
 
 /// The client's body could not be read (bad chunking, reset).
 #[derive(Debug)]
-pub struct ClientBodyError(pub hyper::Error);
+pub struct ClientBodyError(pub BoxError);
 
 impl fmt::Display for ClientBodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,11 +36,54 @@ impl fmt::Display for ClientBodyError {
 
 impl std::error::Error for ClientBodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&*self.0)
     }
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as the client sends it: read by hyper (HTTP/2) or by the server's own
+/// HTTP/1.1 connection loop, which hands over its reader boxed (only requests that have a
+/// body pay for it).
+pub enum ClientBody {
+    Empty,
+    Hyper(Incoming),
+    Own(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            ClientBody::Own(body) => body.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(body) => body.is_end_stream(),
+            ClientBody::Own(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(body) => body.size_hint(),
+            ClientBody::Own(body) => body.size_hint(),
+        }
+    }
+}
 
 /// How much of a client's body is read before any server is contacted (nginx reads up to
 /// its `client_body_buffer_size` the same way).
@@ -58,7 +101,7 @@ pub enum RequestBody {
     },
     /// The client's body, counted against the size limit as it streams.
     Client {
-        body: Incoming,
+        body: ClientBody,
         seen: u64,
         limit: u64,
         /// The route's `gatehouse_http_received_bytes_total`.
@@ -73,7 +116,7 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    pub fn client(body: Incoming, limit: u64, received: &prometheus::IntCounter) -> Self {
+    pub fn client(body: ClientBody, limit: u64, received: &prometheus::IntCounter) -> Self {
         if body.is_end_stream() {
             RequestBody::Empty
         } else {

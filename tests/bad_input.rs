@@ -160,12 +160,11 @@ async fn malformed_request_line_is_400() {
     assert_refused(b"THIS IS NOT A REQUEST LINE\r\nHost: test\r\n\r\n", 400).await;
 }
 
-/// Content-Length with Transfer-Encoding: hyper's parser drops the Content-Length before
-/// gatehouse sees the request, so gatehouse takes RFC 9112 §6.1's other allowed answer: frame
-/// by Transfer-Encoding alone and close the connection. What must never happen is an upstream
-/// seeing both, or the client's connection staying open for a smuggled second request.
+/// Content-Length with Transfer-Encoding is the classic smuggling form: gatehouse reads the
+/// head itself and refuses it (RFC 9112 §6.1, as haproxy does), contacting no upstream and
+/// leaving nothing on the connection for a smuggled second request.
 #[tokio::test]
-async fn content_length_with_transfer_encoding_is_framed_by_chunks_and_closed() {
+async fn content_length_with_transfer_encoding_is_400_and_not_forwarded() {
     let (running, upstream) = start().await;
     let response = raw_exchange(
         running.listener_addrs[0],
@@ -174,27 +173,9 @@ async fn content_length_with_transfer_encoding_is_framed_by_chunks_and_closed() 
     )
     .await;
     // raw_exchange returns only once gatehouse closed the connection.
-    assert_status(&response, 200);
+    assert_status(&response, 400);
     assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response:?}");
-    let received = upstream.received();
-    assert_eq!(
-        received.len(),
-        1,
-        "only the first request goes upstream: {received:?}"
-    );
-    assert_eq!(&received[0].body[..], b"hello");
-    // Read whole before forwarding, the body goes with the length it really has, never
-    // with the client's Content-Length beside a Transfer-Encoding.
-    assert!(
-        !received[0].headers.contains_key("transfer-encoding")
-            && received[0]
-                .headers
-                .get("content-length")
-                .is_none_or(|length| length == "5"),
-        "{:?}",
-        received[0].headers
-    );
-    assert_eq!(received[0].uri.path(), "/");
+    assert_upstream_untouched(&upstream);
 }
 
 #[tokio::test]
@@ -229,20 +210,29 @@ async fn a_long_body_that_turns_bad_midway_closes_its_upstream_connection() {
     // The connection that carried the broken body is never used again.
     let after = common::get(running.listener_addrs[0], "/after").await;
     assert_eq!(after.status, 200);
-    // The upstream saw the long request's head and part of its body, never its end.
+    // The upstream may have seen the long request's head and part of its body (how much
+    // depends on how fast the bad chunk is read), never its end.
     let received = upstream.received();
     let uris: Vec<_> = received.iter().map(|r| r.uri.to_string()).collect();
-    assert_eq!(uris, ["/long", "/after"]);
-    assert!(
-        received[0].body.len() < 8 * 4096,
-        "{}",
-        received[0].body.len()
-    );
-    assert_eq!(
-        upstream.connections.load(Ordering::SeqCst),
-        2,
-        "a new upstream connection for the next request"
-    );
+    assert_eq!(uris.last().map(String::as_str), Some("/after"), "{uris:?}");
+    if uris.len() == 2 {
+        assert_eq!(uris[0], "/long");
+        assert!(
+            received[0].body.len() < 8 * 4096,
+            "{}",
+            received[0].body.len()
+        );
+    } else {
+        assert_eq!(uris.len(), 1, "{uris:?}");
+    }
+    // A connection that carried part of the long request is not the next request's.
+    if uris.len() == 2 {
+        assert_eq!(
+            upstream.connections.load(Ordering::SeqCst),
+            2,
+            "a new upstream connection for the next request"
+        );
+    }
 }
 
 #[tokio::test]

@@ -152,16 +152,21 @@ async fn every_request_head_refused_gets_one_access_line_and_one_count() {
         (
             "unsupported version",
             b"GET / HTTP/3.0\r\nHost: a\r\n\r\n".to_vec(),
-            400,
+            505,
         ),
+        ("no Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
     ];
     for (what, request, code) in &refused {
         let response = raw_exchange(gatehouse.listen, request).await;
         assert_eq!(status_of(&response), *code, "{what}: {response:?}");
     }
     // And one the proxy itself refuses after the head was read: it was always logged.
-    let no_host = raw_exchange(gatehouse.listen, b"GET / HTTP/1.1\r\n\r\n").await;
-    assert_eq!(status_of(&no_host), 400);
+    let too_large = raw_exchange(
+        gatehouse.listen,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&too_large), 413);
     assert!(
         upstream.received().is_empty(),
         "nothing reaches the upstream"
@@ -169,7 +174,7 @@ async fn every_request_head_refused_gets_one_access_line_and_one_count() {
 
     let unrouted_400 = [("route", "none"), ("upstream", "none"), ("code", "400")];
     let text = gatehouse
-        .wait_for_sample("gatehouse_http_requests_total", &unrouted_400, 6.0)
+        .wait_for_sample("gatehouse_http_requests_total", &unrouted_400, 5.0)
         .await;
     let unrouted_431 = [("route", "none"), ("upstream", "none"), ("code", "431")];
     assert_eq!(
@@ -181,7 +186,7 @@ async fn every_request_head_refused_gets_one_access_line_and_one_count() {
         .wait_for_sample(
             "gatehouse_connections_closed_total",
             &[("listener", "public"), ("reason", "bad_request")],
-            6.0,
+            7.0,
         )
         .await;
 
@@ -206,7 +211,7 @@ async fn every_request_head_refused_gets_one_access_line_and_one_count() {
         .map(|l| l["status"].as_u64().unwrap_or(0))
         .collect();
     statuses.sort_unstable();
-    assert_eq!(statuses, [400, 400, 400, 400, 400, 431]);
+    assert_eq!(statuses, [400, 400, 400, 400, 400, 431, 505]);
     for line in &unreadable {
         assert_eq!(line["path"], "-", "{line}");
         assert_eq!(line["route"], "-", "{line}");

@@ -170,6 +170,11 @@ impl ConnectionControl {
         decided()
     }
 
+    /// Whether the connection has been asked to close, without waiting to be told.
+    pub fn is_closing(&self) -> bool {
+        self.close.load(Ordering::Acquire) || self.abort.load(Ordering::Acquire)
+    }
+
     pub(super) fn interim(&self) -> &InterimQueue {
         &self.interim
     }

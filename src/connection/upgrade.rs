@@ -7,6 +7,7 @@ use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -86,6 +87,27 @@ pub enum PendingUpgrade {
     Own(oneshot::Receiver<Upgraded>),
     /// Already handed over (an upstream connection read by gatehouse's own client).
     Ready(Upgraded),
+}
+
+/// Where a request read by gatehouse's own HTTP/1.1 loop carries the client side of the
+/// upgrade it asked for: in its extensions, which must be `Clone + Sync`.
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl UpgradeSlot {
+    /// A slot for the stream the connection sends once it has written a 101.
+    pub fn new(receiver: oneshot::Receiver<Upgraded>) -> Self {
+        Self(Arc::new(Mutex::new(Some(receiver))))
+    }
+
+    /// The pending upgrade, once.
+    pub fn take(&self) -> Option<PendingUpgrade> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(PendingUpgrade::Own)
+    }
 }
 
 impl PendingUpgrade {

@@ -10,11 +10,11 @@ mod exchange;
 mod local;
 
 use crate::config::AccessLogFormat;
-use crate::connection::upgrade::{self, PendingUpgrade};
+use crate::connection::upgrade::{self, PendingUpgrade, UpgradeSlot};
 use crate::connection::{InterimSink, RequestInFlight};
 use crate::headers::{self, HeaderScan, RequestIds, X_REQUEST_ID};
 use crate::health::breaker::{Admission, BreakerState};
-use crate::request_body::{BodyTooLarge, ClientBodyError, RequestBody};
+use crate::request_body::{BodyTooLarge, ClientBody, ClientBodyError, RequestBody};
 use crate::route::host_without_port;
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
@@ -150,7 +150,7 @@ impl Proxy {
     pub fn answer_locally(
         &self,
         client: &ClientInfo,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         connection: RequestInFlight,
         respond: impl FnOnce(&http::request::Parts, &HeaderValue) -> Response<ResponseBody>,
     ) -> Handling {
@@ -180,7 +180,7 @@ impl Proxy {
     pub fn handle(
         &self,
         client: &ClientInfo,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         connection: RequestInFlight,
     ) -> Handling {
         let snapshot = self.snapshot.load_full();
@@ -240,10 +240,13 @@ impl Proxy {
         }
         let websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
         let client_upgrade = if websocket {
-            parts
-                .extensions
-                .remove::<hyper::upgrade::OnUpgrade>()
-                .map(PendingUpgrade::Hyper)
+            let own = parts.extensions.remove::<UpgradeSlot>();
+            own.and_then(|slot| slot.take()).or_else(|| {
+                parts
+                    .extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .map(PendingUpgrade::Hyper)
+            })
         } else {
             None
         };

@@ -4,14 +4,19 @@
 //! on shutdown.
 
 mod drain;
+mod http1;
 pub mod settings;
 
 pub use drain::{Drain, DrainWatch};
 pub use settings::{ListenerSettings, SharedSettings};
 
+use crate::connection::upgrade::{Io, Upgraded};
 use crate::connection::{self, CloseReason, Connections, ReapPolicy};
+use crate::http1::HeadConfig;
 use crate::proxy::{ClientInfo, Proxy};
+use crate::request_body::ClientBody;
 use crate::snapshot::Limits;
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -204,7 +209,7 @@ async fn serve_connection(
             };
         return match silent {
             Some(reason) => connection.closed.count(reason),
-            None => serve_http(stream, client, settings, connection).await,
+            None => serve_http(stream, client, settings, connection, false).await,
         };
     };
     // The handshake is the start of the first request: it gets header_read_timeout too.
@@ -218,7 +223,8 @@ async fn serve_connection(
                 _ => metrics.tls13.inc(),
             }
             client.https = true;
-            serve_http(stream, client, settings, connection).await;
+            let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http(stream, client, settings, connection, alpn_h2).await;
         }
         Ok(Err(e)) => {
             metrics.failed.inc();
@@ -233,26 +239,93 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<S>(
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one connection: HTTP/2 (ALPN `h2`, or its preface on a plain connection) with
+/// hyper, HTTP/1.1 with gatehouse's own loop.
+async fn serve_http<S: Io>(
     stream: S,
     client: ClientInfo,
     settings: Arc<ListenerSettings>,
     connection: Connection,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let Connection {
-        proxy,
-        builder,
-        open_connections,
-        closed,
-        registration,
-        ..
-    } = connection;
-    open_connections.inc();
+    alpn_h2: bool,
+) {
+    connection.open_connections.inc();
+    let control = Arc::clone(&connection.registration.control);
+    let mut stream = connection::CountingStream::new(stream, Arc::clone(&control));
+    let mut read_ahead = BytesMut::new();
+    let http2 = alpn_h2
+        || match sniff_h2_preface(&mut stream, &mut read_ahead).await {
+            Ok(http2) => http2,
+            Err(_) => {
+                connection.closed.count(CloseReason::Error);
+                connection.open_connections.dec();
+                return;
+            }
+        };
+    let reason = if http2 {
+        let stream = Upgraded::new(Box::new(stream), read_ahead.freeze());
+        serve_hyper(stream, client, settings, &connection).await
+    } else {
+        let limits = connection.limits;
+        let head_config = HeadConfig {
+            max_head_bytes: limits.max_header_bytes.max(8192),
+            drop_underscore_headers: !limits.underscores_in_headers,
+            ..HeadConfig::default()
+        };
+        http1::serve(
+            stream,
+            read_ahead,
+            http1::Http1Connection {
+                proxy: Arc::clone(&connection.proxy),
+                client,
+                settings,
+                control,
+                head_config,
+            },
+        )
+        .await
+    };
+    connection.closed.count(reason);
+    connection.open_connections.dec();
+}
+
+/// Reads the first bytes of a plain connection into `read_ahead`, as many as it takes to tell
+/// whether they are the HTTP/2 preface.
+async fn sniff_h2_preface<S: Io>(stream: &mut S, read_ahead: &mut BytesMut) -> io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let seen = read_ahead.len().min(H2_PREFACE.len());
+        if read_ahead[..seen] != H2_PREFACE[..seen] {
+            return Ok(false);
+        }
+        if seen == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        if read_ahead.capacity() - read_ahead.len() < 1024 {
+            read_ahead.reserve(8 * 1024);
+        }
+        if stream.read_buf(read_ahead).await? == 0 {
+            // Closed before a whole preface: the HTTP/1.1 loop sees the end and says why.
+            return Ok(false);
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection with hyper; returns why it closed.
+async fn serve_hyper<S: Io>(
+    stream: S,
+    client: ClientInfo,
+    settings: Arc<ListenerSettings>,
+    connection: &Connection,
+) -> CloseReason {
+    let proxy = Arc::clone(&connection.proxy);
+    let registration = &connection.registration;
     let rejected = (Arc::clone(&proxy), client.clone());
     let control = Arc::clone(&registration.control);
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let request = request.map(ClientBody::Hyper);
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
         if let Some(redirect) = &settings.redirect {
             return proxy.answer_locally(&client, request, in_flight, |request, host| {
@@ -265,8 +338,9 @@ async fn serve_http<S>(
             None => handling,
         }
     });
-    let stream = connection::CountingStream::new(stream, Arc::clone(&registration.control));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = connection
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;
     let result = std::future::poll_fn(|cx| {
@@ -285,7 +359,7 @@ async fn serve_http<S>(
         connection.as_mut().poll(cx)
     })
     .await;
-    let reason = match result {
+    match result {
         Ok(()) => registration
             .control
             .close_reason()
@@ -312,9 +386,7 @@ async fn serve_http<S>(
                 }
             }
         }
-    };
-    closed.count(reason);
-    open_connections.dec();
+    }
 }
 
 /// The status hyper answered a request head it could not read with, before closing the

@@ -331,7 +331,10 @@ async fn write_response<S: Io>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut keep_alive = asked.keep_alive && !switching && !control.is_closing();
+    // A request body not read to its end by now leaves the connection unusable (what
+    // follows cannot be told apart from it), so the client is told it closes.
+    let body_read = matches!(lock(wire).body, BodyRead::Done);
+    let mut keep_alive = asked.keep_alive && !switching && body_read && !control.is_closing();
     let sending = if asked.head || no_body {
         Sending::Nothing
     } else if let Some(len) = declared {

@@ -170,6 +170,16 @@ impl ConnectionControl {
         decided()
     }
 
+    /// Between requests: the last `unread` bytes read are the start of the next request head
+    /// (pipelined, or arriving), so the head timeout covers them rather than the idle one.
+    pub fn note_head_started(&self, unread: usize) {
+        if unread > 0 && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let read = self.bytes_read.load(Ordering::Relaxed);
+            self.bytes_when_idle
+                .store(read.saturating_sub(unread as u64), Ordering::Relaxed);
+        }
+    }
+
     /// Whether the connection has been asked to close, without waiting to be told.
     pub fn is_closing(&self) -> bool {
         self.close.load(Ordering::Acquire) || self.abort.load(Ordering::Acquire)

@@ -117,10 +117,47 @@ pub(super) async fn serve<S: Io>(
                     Poll::Ready(())
                 })
                 .await;
+                let unread = {
+                    let wire = lock(&wire);
+                    !wire.read_buf.is_empty() || !matches!(wire.body, BodyRead::Done)
+                };
+                // Only after an answer the client has to read: a slow or stalled client
+                // gets no more time.
+                let answered = matches!(reason, CloseReason::BadRequest | CloseReason::Client);
+                if answered && (unread || reason == CloseReason::BadRequest) {
+                    linger(&wire).await;
+                }
                 return reason;
             }
         }
     }
+}
+
+/// How long, and how much, a connection closed while its client may still be sending is read
+/// and discarded first. Closing a socket with unread bytes makes the kernel send a reset,
+/// which can destroy the answer (a 400, a 413) before the client has read it; nginx lingers
+/// the same way.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+async fn linger<S: Io>(wire: &SharedWire<S>) {
+    let mut discarded = 0;
+    let drain = poll_fn(|cx| {
+        let mut wire = lock(wire);
+        let wire = &mut *wire;
+        loop {
+            discarded += wire.read_buf.len();
+            wire.read_buf.clear();
+            if discarded >= LINGER_BYTES {
+                return Poll::Ready(());
+            }
+            match ready!(poll_read_more(&mut wire.io, &mut wire.read_buf, cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(_) => {}
+            }
+        }
+    });
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// What the head said that matters once the handler has the request.
@@ -275,6 +312,7 @@ async fn serve_one<S: Io>(
     .await;
     let mut wire = lock(wire);
     wire.responding = false;
+    control.note_head_started(wire.read_buf.len());
     match (&next, &wire.body) {
         (Next::KeepAlive, BodyRead::Done) => Next::KeepAlive,
         // The request body was not read to its end: what follows on the connection cannot be

@@ -251,19 +251,25 @@ async fn serve_http<S: Io>(
     connection: Connection,
     alpn_h2: bool,
 ) {
+    let https = client.https;
     connection.open_connections.inc();
     let control = Arc::clone(&connection.registration.control);
     let mut stream = connection::CountingStream::new(stream, Arc::clone(&control));
     let mut read_ahead = BytesMut::new();
-    let http2 = alpn_h2
-        || match sniff_h2_preface(&mut stream, &mut read_ahead).await {
-            Ok(http2) => http2,
-            Err(_) => {
-                connection.closed.count(CloseReason::Error);
-                connection.open_connections.dec();
-                return;
-            }
-        };
+    let sniffed = if alpn_h2 {
+        Ok(true)
+    } else {
+        let limit = connection.limits.header_read_timeout;
+        sniff_h2_preface(&mut stream, &mut read_ahead, limit, !https).await
+    };
+    let http2 = match sniffed {
+        Ok(http2) => http2,
+        Err(reason) => {
+            connection.closed.count(reason);
+            connection.open_connections.dec();
+            return;
+        }
+    };
     let reason = if http2 {
         let stream = Upgraded::new(Box::new(stream), read_ahead.freeze());
         serve_hyper(stream, client, settings, &connection).await
@@ -291,26 +297,57 @@ async fn serve_http<S: Io>(
     connection.open_connections.dec();
 }
 
-/// Reads the first bytes of a plain connection into `read_ahead`, as many as it takes to tell
-/// whether they are the HTTP/2 preface.
-async fn sniff_h2_preface<S: Io>(stream: &mut S, read_ahead: &mut BytesMut) -> io::Result<bool> {
+/// Reads the first bytes of a connection into `read_ahead`, as many as it takes to tell
+/// whether they are the HTTP/2 preface: one read for nearly every plain connection (its first
+/// byte is known to be there), and otherwise reads within `limit` (the first request's head
+/// timeout) while they could still be the preface.
+async fn sniff_h2_preface<S: Io>(
+    stream: &mut S,
+    read_ahead: &mut BytesMut,
+    limit: Duration,
+    first_byte_seen: bool,
+) -> Result<bool, CloseReason> {
     use tokio::io::AsyncReadExt;
-    loop {
+    let decided = |read_ahead: &BytesMut| {
         let seen = read_ahead.len().min(H2_PREFACE.len());
         if read_ahead[..seen] != H2_PREFACE[..seen] {
-            return Ok(false);
+            Some(false)
+        } else if seen == H2_PREFACE.len() {
+            Some(true)
+        } else {
+            None
         }
-        if seen == H2_PREFACE.len() {
-            return Ok(true);
+    };
+    if first_byte_seen {
+        read_ahead.reserve(8 * 1024);
+        match stream.read_buf(read_ahead).await {
+            // Closed at once: the HTTP/1.1 loop sees the end and says why.
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(_) => return Err(CloseReason::Error),
         }
-        if read_ahead.capacity() - read_ahead.len() < 1024 {
-            read_ahead.reserve(8 * 1024);
-        }
-        if stream.read_buf(read_ahead).await? == 0 {
-            // Closed before a whole preface: the HTTP/1.1 loop sees the end and says why.
-            return Ok(false);
+        if let Some(http2) = decided(read_ahead) {
+            return Ok(http2);
         }
     }
+    let more = async {
+        loop {
+            if read_ahead.capacity() - read_ahead.len() < 1024 {
+                read_ahead.reserve(8 * 1024);
+            }
+            match stream.read_buf(read_ahead).await {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(_) => return Err(CloseReason::Error),
+            }
+            if let Some(http2) = decided(read_ahead) {
+                return Ok(http2);
+            }
+        }
+    };
+    tokio::time::timeout(limit, more)
+        .await
+        .unwrap_or(Err(CloseReason::HeaderTimeout))
 }
 
 /// Serves an HTTP/2 connection with hyper; returns why it closed.

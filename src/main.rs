@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use gatehouse::app::Running;
-use gatehouse::config::{self, AccessLogFormat, Config};
+use gatehouse::config::{self, AccessLogFormat, Config, ProcessConfig, Scheduler};
+use gatehouse::workers;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -122,18 +123,48 @@ fn init_logging(level: &str, access: AccessLogFormat) {
     }
 }
 
-fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if worker_threads == 1 {
-        // One thread needs no work stealing: the current-thread scheduler is measurably cheaper.
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
+fn runtime(process: &ProcessConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match process.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    if threads == 1 || process.scheduler == Scheduler::PerCore {
+        // One thread needs no work stealing: the current-thread scheduler is measurably
+        // cheaper. Per core, this one is worker 0 and the others get their own below.
+        let runtime = current_thread_runtime()?;
+        if threads > 1 {
+            let mut handles = vec![runtime.handle().clone()];
+            for index in 1..threads {
+                handles.push(spawn_worker(index)?);
+            }
+            workers::install(handles);
+        }
+        return Ok(runtime);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        builder.worker_threads(worker_threads);
-    }
-    builder.enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Starts worker thread `index` with its own runtime, which runs what is spawned on it for
+/// the life of the process.
+fn spawn_worker(index: usize) -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = current_thread_runtime()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(format!("gatehouse-worker-{index}"))
+        .spawn(move || {
+            workers::enter(index);
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    Ok(handle)
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -146,7 +177,7 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     init_logging(&config.log.level, config.log.access);
-    let runtime = match runtime(config.process.worker_threads) {
+    let runtime = match runtime(&config.process) {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -245,7 +276,12 @@ fn demo_backend(bind: &str, name: String) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match runtime(0) {
+    // The demo backend has one listener and no state per thread: one shared runtime.
+    let process = ProcessConfig {
+        worker_threads: 0,
+        scheduler: Scheduler::WorkStealing,
+    };
+    let runtime = match runtime(&process) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

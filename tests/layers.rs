@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 /// Bottom up. A module may import from any layer strictly below its own.
 const LAYERS: &[&[&str]] = &[
     // Vocabulary with no imports from the crate: allocator, certificate files, the HTTP/1.1
-    // codec, the request body, connection control, routing, log setup; the demo backend
-    // stands apart and uses none of the rest.
+    // codec, the request body, connection control, routing, log setup, the per-core workers;
+    // the demo backend stands apart and uses none of the rest.
     &[
         "allocator",
         "certs",
@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "logging",
         "request_body",
         "route",
+        "workers",
     ],
     // The config (with its own parsers and located errors) and the metric families.
     &["config", "metrics"],

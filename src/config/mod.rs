@@ -86,6 +86,20 @@ impl Default for ReloadConfig {
 pub struct ProcessConfig {
     /// Runtime worker threads; 0 means one per core.
     pub worker_threads: usize,
+    /// How the worker threads share work (when there is more than one).
+    pub scheduler: Scheduler,
+}
+
+/// How several worker threads share the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    /// Each thread runs its own runtime with its own accepting sockets and upstream
+    /// connections (thread per core, as nginx's workers).
+    #[default]
+    PerCore,
+    /// One runtime whose threads steal work from each other (tokio's multi-thread runtime).
+    WorkStealing,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

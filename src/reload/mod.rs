@@ -17,6 +17,7 @@ use crate::upstream::ServerRegistry;
 use crate::upstream::discovery::{
     AddressBook, NameReport, Rediscover, Resolver, names_by_upstream,
 };
+use crate::workers;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -32,7 +33,8 @@ struct ActiveListener {
     bind: String,
     addr: SocketAddr,
     drain: Drain,
-    task: JoinHandle<()>,
+    /// One accept loop per worker.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// The listeners in service, by name, with ids that stay stable across reloads (routes and
@@ -97,10 +99,10 @@ impl Listeners {
         for name in gone {
             if let Some(active) = self.active.remove(&name) {
                 tracing::info!(listener = %name, addr = %active.addr, "listener removed; draining");
-                let ActiveListener { drain, task, .. } = active;
+                let ActiveListener { drain, tasks, .. } = active;
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(grace, drain.drain()).await;
-                    task.abort();
+                    tasks.iter().for_each(JoinHandle::abort);
                 });
             }
         }
@@ -323,28 +325,47 @@ impl Reloader {
     ) -> ActiveListener {
         tracing::info!(listener = %name, addr = %addr, "listening");
         let drain = Drain::new();
-        let listener = Listener {
+        let closed = Arc::new(server::ClosedConnections::new(
+            &self.metrics.closed_connections,
+            name,
+        ));
+        let listener = |tcp| Listener {
             index: id,
             name: name.to_owned(),
             open_connections: self.metrics.open_connections.with_label_values(&[name]),
             accepted: self.metrics.accepted_connections.with_label_values(&[name]),
-            closed: Arc::new(server::ClosedConnections::new(
-                &self.metrics.closed_connections,
-                name,
-            )),
+            closed: Arc::clone(&closed),
             tcp,
-            settings,
+            settings: Arc::clone(&settings),
         };
-        let task = tokio::spawn(server::serve(
-            listener,
+        let mut tasks = vec![tokio::spawn(server::serve(
+            listener(tcp),
             Arc::clone(&self.proxy),
             drain.watch(),
-        ));
+        ))];
+        // Per core: every other worker accepts on a socket of its own, bound to the same
+        // address and registered with that worker's runtime.
+        for handle in workers::handles().iter().skip(1) {
+            let accepting = server::bind_socket(addr).and_then(|socket| {
+                let _in_worker = handle.enter();
+                tokio::net::TcpListener::from_std(socket)
+            });
+            match accepting {
+                Ok(tcp) => tasks.push(handle.spawn(server::serve(
+                    listener(tcp),
+                    Arc::clone(&self.proxy),
+                    drain.watch(),
+                ))),
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "a worker cannot listen");
+                }
+            }
+        }
         ActiveListener {
             bind,
             addr,
             drain,
-            task,
+            tasks,
         }
     }
 
@@ -612,8 +633,13 @@ impl Reloader {
         drop(listeners);
         let mut tasks = Vec::new();
         let mut drains = Vec::new();
-        for ActiveListener { drain, task, .. } in active {
-            tasks.push(task);
+        for ActiveListener {
+            drain,
+            tasks: accepting,
+            ..
+        } in active
+        {
+            tasks.extend(accepting);
             drains.push(tokio::spawn(drain.drain()));
         }
         let all = async {

@@ -33,6 +33,11 @@ const ACCEPT_BACKLOG: i32 = 1024;
 
 /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT set.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_socket(addr)?)
+}
+
+/// `bind`, as a socket not yet registered with any runtime (to be handed to another one).
+pub fn bind_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
@@ -43,7 +48,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(ACCEPT_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// One client-facing listener, ready to serve.

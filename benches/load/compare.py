@@ -6,7 +6,14 @@ Rounds alternate nginx and gatehouse so that the machine's noise hits both alike
 it records requests per second and p99 latency (wrk) and the proxy's CPU time (utime + stime
 from /proc) per 100k requests, then prints medians and gatehouse/nginx ratios.
 
+With --workers N (N > 1) both proxies get N workers (gatehouse `worker_threads = N` with
+`--scheduler per_core|work_stealing`, nginx `worker_processes N`) and nothing is pinned: proxies,
+upstreams and wrk share every core, as they would on a host that runs them all.
+--body-bytes sets the upstreams' response size (served from a file above 4 KiB), --post-bytes
+makes every request a POST with a body of that size (nginx buffers it, gatehouse streams it).
+
 Usage: benches/load/compare.py [--rounds 5] [--duration 10] [--connections 64]
+       [--body-bytes 200] [--post-bytes 0] [--workers 1] [--scheduler per_core]
 Installs nginx and wrk with apt-get when they are missing; builds gatehouse in release mode.
 """
 
@@ -28,7 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_PORTS = [18001, 18002, 18003]
 NGINX_PORT = 18080
 GATEHOUSE_PORT = 18081
-BODY = "x" * 199 + "\n"  # 200-byte responses
+BODY = "x" * 199 + "\n"  # 200-byte responses (--body-bytes changes it)
+# CPU sets: one core for the proxy and one for the rest, unless --workers asks for more.
+PROXY_CPUS = "0"
+REST_CPUS = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -60,19 +70,28 @@ pid {path}.pid;
 
 
 def start_upstreams(workdir: Path):
+    if len(BODY) > 4096:
+        # Long bodies from a file (`return` takes a short string).
+        www = workdir / "www"
+        www.mkdir(exist_ok=True)
+        (www / "body.txt").write_text(BODY)
+        answer = f"root {www}; try_files /body.txt =404;"
+    else:
+        answer = f"return 200 '{BODY[:-1]}\\n';"
+    # POSTs to a static file get 405 from nginx: `error_page 405 =200` answers them alike.
     servers = "\n".join(
         f"    server {{ listen 127.0.0.1:{p} reuseport; keepalive_requests 1000000; "
-        f"location / {{ default_type text/plain; return 200 '{BODY[:-1]}\\n'; }} }}"
+        f"location / {{ default_type text/plain; error_page 405 =200 $uri; {answer} }} }}"
         for p in UPSTREAM_PORTS
     )
     conf = workdir / "upstreams.conf"
     conf.write_text(
         write_nginx_conf(conf, f"http {{ access_log off;\n{servers}\n}}\n", workdir)
     )
-    return subprocess.Popen(["taskset", "-c", "1", nginx_bin(), "-c", str(conf), "-p", str(workdir)])
+    return subprocess.Popen(["taskset", "-c", REST_CPUS, nginx_bin(), "-c", str(conf), "-p", str(workdir)])
 
 
-def start_nginx_proxy(workdir: Path, resilience: bool):
+def start_nginx_proxy(workdir: Path, resilience: bool, workers: int):
     # nginx open source has passive checks only: max_fails within fail_timeout.
     options = " max_fails=3 fail_timeout=10s" if resilience else ""
     upstream = "\n".join(f"        server 127.0.0.1:{p}{options};" for p in UPSTREAM_PORTS)
@@ -102,7 +121,9 @@ def start_nginx_proxy(workdir: Path, resilience: bool):
             workdir,
         )
     )
-    master = subprocess.Popen(["taskset", "-c", "0", nginx_bin(), "-c", str(conf), "-p", str(workdir)])
+    text = conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};")
+    conf.write_text(text)
+    master = subprocess.Popen(["taskset", "-c", PROXY_CPUS, nginx_bin(), "-c", str(conf), "-p", str(workdir)])
     return master
 
 
@@ -117,13 +138,14 @@ failure_rate = 0.5
 """
 
 
-def start_gatehouse(workdir: Path, binary: Path, resilience: bool):
+def start_gatehouse(workdir: Path, binary: Path, resilience: bool, workers: int, scheduler: str):
     servers = ", ".join(f'"127.0.0.1:{p}"' for p in UPSTREAM_PORTS)
     conf = workdir / "gatehouse.toml"
     conf.write_text(
         f"""
 [process]
-worker_threads = 1
+worker_threads = {workers}
+scheduler = "{scheduler}"
 [log]
 level = "warn"
 access = "off"
@@ -141,7 +163,7 @@ keepalive = 512
 """
         + (RESILIENCE if resilience else "")
     )
-    return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
+    return subprocess.Popen(["taskset", "-c", PROXY_CPUS, str(binary), "run", "--config", str(conf)])
 
 
 def stop_all(procs):
@@ -230,15 +252,21 @@ def to_ms(text: str) -> float:
     return float(text)
 
 
+def wrk_command(port, args, duration, latency):
+    command = ["taskset", "-c", REST_CPUS, "wrk", f"-t{args.workers}", f"-c{args.connections}", f"-d{duration}"]
+    if latency:
+        command.append("--latency")
+    if args.post_script:
+        command += ["-s", args.post_script]
+    return command + [f"http://127.0.0.1:{port}/"]
+
+
 def measure(name, port, pids, args):
     # Warm-up: fill the upstream pools.
-    subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", "-d2s", f"http://127.0.0.1:{port}/"],
-                   check=True, capture_output=True)
+    subprocess.run(wrk_command(port, args, "2s", False), check=True, capture_output=True)
     before = cpu_seconds(pids)
-    out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
-         f"http://127.0.0.1:{port}/"],
-        check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(wrk_command(port, args, f"{args.duration}s", True),
+                         check=True, capture_output=True, text=True).stdout
     cpu = cpu_seconds(pids) - before
     requests, rps, p99, errors = parse_wrk(out)
     cpu_per_100k = cpu / requests * 100_000 if requests else float("nan")
@@ -258,22 +286,37 @@ def main():
                         help="also measure gatehouse while its config is reloaded every N seconds")
     parser.add_argument("--resilience", action="store_true",
                         help="gatehouse with health checks (2s) and breakers on; nginx with max_fails")
+    parser.add_argument("--body-bytes", type=int, default=200, help="upstream response size")
+    parser.add_argument("--post-bytes", type=int, default=0, help="POST bodies of this size")
+    parser.add_argument("--workers", type=int, default=1, help="workers per proxy (and wrk threads)")
+    parser.add_argument("--scheduler", default="per_core", choices=["per_core", "work_stealing"])
     args = parser.parse_args()
+    global BODY, PROXY_CPUS, REST_CPUS
+    BODY = "x" * (args.body_bytes - 1) + "\n"
+    if args.workers > 1:
+        every = f"0-{os.cpu_count() - 1}"
+        PROXY_CPUS = REST_CPUS = every
 
     ensure_tools()
     if not args.no_build:
         sh("cargo", "build", "--release", cwd=ROOT)
     binary = Path(args.binary)
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    args.post_script = None
+    if args.post_bytes > 0:
+        script = workdir / "post.lua"
+        script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("p", {args.post_bytes})\n'
+                          'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        args.post_script = str(script)
     procs = []
     try:
         upstreams = start_upstreams(workdir)
         procs.append(upstreams)
         for p in UPSTREAM_PORTS:
             wait_ready(p)
-        nginx = start_nginx_proxy(workdir, args.resilience)
+        nginx = start_nginx_proxy(workdir, args.resilience, args.workers)
         procs.append(nginx)
-        gatehouse = start_gatehouse(workdir, binary, args.resilience)
+        gatehouse = start_gatehouse(workdir, binary, args.resilience, args.workers, args.scheduler)
         procs.append(gatehouse)
         wait_ready(NGINX_PORT)
         wait_ready(GATEHOUSE_PORT)
@@ -299,8 +342,12 @@ def main():
         print()
         if args.resilience:
             print("gatehouse: health checks every 2s and breakers on; nginx: max_fails=3 fail_timeout=10s")
+        shape = (f"{args.body_bytes}-byte responses"
+                 + (f", {args.post_bytes}-byte POST bodies" if args.post_bytes else ", GETs"))
+        cores = ("one core per proxy" if args.workers == 1
+                 else f"{args.workers} workers per proxy (gatehouse {args.scheduler}), all sharing every core")
         print(f"medians over {args.rounds} rounds, {args.connections} connections, {args.duration}s each, "
-              f"one core per proxy ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
+              f"{shape}, {cores} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
         print(f"{'':10s} {'req/s':>10s} {'p99 ms':>8s} {'CPU-s/100k':>11s}")
         print(f"{'nginx':10s} {n[0]:>10.0f} {n[1]:>8.2f} {n[2]:>11.2f}")
         print(f"{'gatehouse':10s} {g[0]:>10.0f} {g[1]:>8.2f} {g[2]:>11.2f}")

@@ -1,7 +1,8 @@
-//! Client-facing listeners: binding (SO_REUSEPORT, so a new process can take over the ports),
-//! the accept loop, the TLS handshake on TLS listeners, hyper serving HTTP/1.1 and HTTP/2
-//! (prior knowledge, or ALPN over TLS) with the configured limits, and draining connections
-//! on shutdown.
+//! Client-facing listeners: binding (SO_REUSEPORT, so a new process can take over the ports,
+//! and each worker has a socket of its own), the accept loop, the TLS handshake on TLS
+//! listeners, then HTTP/1.1 served by the connection loop of `http1` and HTTP/2 (ALPN `h2`, or
+//! its preface on a cleartext connection) by hyper, with the configured limits, and draining
+//! connections on shutdown.
 
 mod drain;
 mod http1;
@@ -17,9 +18,9 @@ use crate::proxy::{ClientInfo, Proxy};
 use crate::request_body::ClientBody;
 use crate::snapshot::Limits;
 use bytes::BytesMut;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -76,19 +77,10 @@ impl ClosedConnections {
     }
 }
 
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/2 server, with the limits in force (HTTP/1.1 is served by `http1`).
+fn connection_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        // Slow request heads are cut by our reaper (connections.rs), which unlike hyper's own
-        // timer does not also close keep-alive connections at this timeout.
-        .header_read_timeout(None)
-        // A request head that does not fit in the read buffer is answered 431.
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .writev(false)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
@@ -182,7 +174,7 @@ async fn reap(connections: Arc<Connections>, proxy: Arc<Proxy>) {
 /// What serving one accepted connection needs.
 struct Connection {
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<http2::Builder<TokioExecutor>>,
     limits: Limits,
     open_connections: IntGauge,
     closed: Arc<ClosedConnections>,
@@ -364,7 +356,7 @@ async fn serve_hyper<S: Io>(
 ) -> CloseReason {
     let proxy = Arc::clone(&connection.proxy);
     let registration = &connection.registration;
-    let rejected = (Arc::clone(&proxy), client.clone());
+    let peer = client.addr;
     let control = Arc::clone(&registration.control);
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let request = request.map(ClientBody::Hyper);
@@ -382,7 +374,7 @@ async fn serve_hyper<S: Io>(
     });
     let connection = connection
         .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;
     let result = std::future::poll_fn(|cx| {
@@ -407,46 +399,13 @@ async fn serve_hyper<S: Io>(
             .close_reason()
             .unwrap_or(CloseReason::Client),
         Err(error) => {
-            let (proxy, client) = rejected;
-            let unreadable_head = error
-                .downcast_ref::<hyper::Error>()
-                .filter(|error| error.is_parse());
-            match unreadable_head {
-                Some(parse_error) => {
-                    if let Some(status) = automatic_answer(parse_error) {
-                        proxy.record_rejected_head(&client, status);
-                    }
-                    tracing::debug!(client = %client.addr, error = %parse_error, "request head rejected");
-                    CloseReason::BadRequest
-                }
-                None => {
-                    tracing::debug!(client = %client.addr, error = %error, "client connection ended with an error");
-                    registration
-                        .control
-                        .close_reason()
-                        .unwrap_or(CloseReason::Error)
-                }
-            }
+            tracing::debug!(client = %peer, %error, "HTTP/2 connection ended with an error");
+            registration
+                .control
+                .close_reason()
+                .unwrap_or(CloseReason::Error)
         }
     }
-}
-
-/// The status hyper answered a request head it could not read with, before closing the
-/// connection (its `on_error`); `None` when it closed without an answer (an HTTP/2 preface
-/// on a connection that speaks HTTP/1.1 only, an internal parse failure).
-fn automatic_answer(parse_error: &hyper::Error) -> Option<http::StatusCode> {
-    if parse_error.is_parse_too_large() {
-        // The only way to tell its two "too large" kinds apart is their description.
-        return Some(if parse_error.to_string() == "URI too long" {
-            http::StatusCode::URI_TOO_LONG
-        } else {
-            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-        });
-    }
-    if parse_error.is_parse_version_h2() || parse_error.to_string().starts_with("internal error") {
-        return None;
-    }
-    Some(http::StatusCode::BAD_REQUEST)
 }
 
 /// The 308 of a `redirect_https` listener, to the host the request was for.

@@ -1,8 +1,8 @@
 //! Interim (1xx) responses from an upstream, passed on to an HTTP/1.1 client before its final
-//! response. hyper's server has no way to send a 1xx, so they are written straight to the
-//! client's stream — at a moment hyper cannot be writing anything itself: hyper asks the
-//! stream to flush only once its own write buffer is empty, and the request's final response
-//! is held back until the queue is written (see `Proxy::handle`).
+//! response. The upstream exchange queues them here, possibly from another task (an HTTP/2
+//! upstream's connection); the client connection's loop (`server::http1`) writes the queue
+//! whenever it is woken while a request is in flight, and always before the final response's
+//! head, which is held back until the queue is written (see `InterimSink::written`).
 
 use atomic_waker::AtomicWaker;
 use std::io;
@@ -47,8 +47,8 @@ impl InterimQueue {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Writes what is queued to `stream`; ready once nothing is left. Called only where hyper
-    /// has nothing buffered (its flush), so the bytes go out in order.
+    /// Writes what is queued to `stream`; ready once nothing is left. Called only before the
+    /// final response's head has begun, so the bytes go out in order.
     pub fn poll_write_to<S: AsyncWrite>(
         &self,
         mut stream: Pin<&mut S>,

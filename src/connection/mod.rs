@@ -274,8 +274,8 @@ impl InterimSink {
 
     /// Waits until every queued interim response is written (at once if none is queued).
     pub async fn written(&self) {
-        // The connection writes the queue at its next flush, which hyper does right after
-        // polling this request in the same pass.
+        // The connection's loop writes the queue when woken by `send`, before it polls this
+        // request again.
         let queue = self.0.interim();
         std::future::poll_fn(|cx| queue.poll_written(cx)).await;
     }

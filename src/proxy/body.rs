@@ -4,14 +4,14 @@
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use super::exchange::Exchange;
 use crate::cache::fill::Fill;
 use crate::request_body::BoxError;
+use crate::upstream::own::UpstreamBody;
 use crate::upstream::pool::PoolReturn;
 
 /// A response body on its way to the client.
@@ -25,7 +25,7 @@ pub struct ResponseBody {
 
 enum ResponseKind {
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         pool_return: Option<PoolReturn>,
     },
     Full(Option<Bytes>),
@@ -46,7 +46,7 @@ impl ResponseBody {
         Self::full(Bytes::new())
     }
 
-    pub fn upstream(body: Incoming, pool_return: Option<PoolReturn>) -> Self {
+    pub fn upstream(body: UpstreamBody, pool_return: Option<PoolReturn>) -> Self {
         let mut response = Self {
             kind: ResponseKind::Upstream { body, pool_return },
             bytes_sent: 0,
@@ -111,11 +111,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseKind::Upstream { body, .. } => match ready!(Pin::new(body).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
-                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
-            },
+            ResponseKind::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
         };
         // One clock read serves both the pool's idle stamp and the request's duration.
         let mut now = None;

@@ -18,7 +18,8 @@ use crate::request_body::{BodyTooLarge, ClientBody, ClientBodyError, RequestBody
 use crate::route::host_without_port;
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
-use crate::upstream::pool::{ConnectError, PoolReturn};
+use crate::upstream::own::{self, ExchangeError, OwnError, UpstreamBody};
+use crate::upstream::pool::{ConnectError, HyperSendError, PoolReturn, Sender};
 use crate::upstream::{ServerState, Upstream};
 use body::ResponseBody;
 use exchange::Exchange;
@@ -72,6 +73,8 @@ pub(crate) enum ForwardError {
     Connect(ConnectError),
     Timeout,
     Upstream(hyper::Error),
+    /// The own HTTP/1.1 client's exchange failed.
+    Own(OwnError),
     AmbiguousFraming,
     BodyTooLarge,
     ClientBody,
@@ -567,7 +570,7 @@ impl ForwardError {
                 StatusCode::BAD_GATEWAY,
                 "the upstream server sent a response with ambiguous framing",
             ),
-            ForwardError::Upstream(_) => (
+            ForwardError::Upstream(_) | ForwardError::Own(_) => (
                 StatusCode::BAD_GATEWAY,
                 "the upstream server sent an invalid response",
             ),
@@ -590,6 +593,7 @@ impl std::fmt::Display for ForwardError {
             ForwardError::Connect(e) => write!(f, "{e}"),
             ForwardError::Timeout => f.write_str("response timeout"),
             ForwardError::Upstream(e) => write!(f, "upstream error: {e}"),
+            ForwardError::Own(e) => write!(f, "upstream error: {e}"),
             ForwardError::AmbiguousFraming => {
                 f.write_str("response with both Content-Length and Transfer-Encoding")
             }
@@ -629,7 +633,7 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// An upstream's response head, with what keeps its connection and in-flight count.
 pub(crate) struct Forwarded {
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     pool_return: Option<PoolReturn>,
     in_flight: crate::upstream::InFlight,
 }
@@ -729,7 +733,15 @@ async fn forward(
     loop {
         let server = &upstream.servers[claim.index];
         *chosen = Some(Arc::clone(&server.addr));
-        let result = send_to_server(server, upstream, request, attempt_start, request_id).await;
+        let result = send_to_server(
+            server,
+            upstream,
+            request,
+            attempt_start,
+            request_id,
+            interim,
+        )
+        .await;
         record_verdict(server, claim.pass, &result);
         let (error, unsent) = match result {
             Ok((response, pool_return)) => {
@@ -833,7 +845,7 @@ fn request_again(
 ) -> Option<Request<RequestBody>> {
     match error {
         ForwardError::Connect(_) => unsent,
-        ForwardError::Timeout | ForwardError::Upstream(_) => {
+        ForwardError::Timeout | ForwardError::Upstream(_) | ForwardError::Own(_) => {
             unsent.or_else(|| replay.map(ReplayableHead::request))
         }
         _ => None,
@@ -860,8 +872,37 @@ fn verdict(result: &SendResult) -> Verdict {
     }
 }
 
-type SendResult =
-    Result<(Response<Incoming>, Option<PoolReturn>), (ForwardError, Option<Request<RequestBody>>)>;
+type SendResult = Result<
+    (Response<UpstreamBody>, Option<PoolReturn>),
+    (ForwardError, Option<Request<RequestBody>>),
+>;
+
+/// Checks an upstream response head and counts it in the server's metrics.
+fn observe_response(
+    server: &ServerState,
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    sent_at: Instant,
+) -> Result<(), ForwardError> {
+    if has_ambiguous_framing(headers) {
+        // hyper reads such a body as chunked, but passing it on would let the client see
+        // a Content-Length that does not frame what follows.
+        server.metrics.error.inc();
+        return Err(ForwardError::AmbiguousFraming);
+    }
+    let latency = sent_at.elapsed();
+    server.observe_latency(latency);
+    server
+        .metrics
+        .response_duration
+        .observe(latency.as_secs_f64());
+    if status.is_server_error() {
+        server.metrics.http_5xx.inc();
+    } else {
+        server.metrics.ok.inc();
+    }
+    Ok(())
+}
 
 /// One attempt on one server. On a connect failure the request comes back unsent.
 async fn send_to_server(
@@ -870,6 +911,7 @@ async fn send_to_server(
     mut request: Request<RequestBody>,
     started: Instant,
     request_id: &HeaderValue,
+    interim: Option<&InterimSink>,
 ) -> SendResult {
     // `started` (when the request arrived) stands for the send time on a pooled connection:
     // the difference is a few instructions, and it spares a clock read per request.
@@ -896,6 +938,50 @@ async fn send_to_server(
                 }
             }
         };
+        if let Sender::Own(conn) = sender {
+            let exchange = own::exchange(conn, &mut request, interim, server, generation);
+            match tokio::time::timeout_at(deadline, exchange).await {
+                Err(_elapsed) => {
+                    server.metrics.timeout.inc();
+                    return Err((ForwardError::Timeout, None));
+                }
+                Ok(Ok(response)) => {
+                    if let Err(e) =
+                        observe_response(server, response.status(), response.headers(), sent_at)
+                    {
+                        return Err((e, None));
+                    }
+                    // The body gives its connection back itself.
+                    return Ok((response, None));
+                }
+                Ok(Err(ExchangeError::Upstream {
+                    error,
+                    nothing_received,
+                })) => {
+                    if nothing_received
+                        && !fresh_connection
+                        && is_idempotent(request.method())
+                        && own::body_is_replayable(&request)
+                    {
+                        // A pooled connection the server had closed: try a new one.
+                        continue;
+                    }
+                    server.metrics.error.inc();
+                    return Err((ForwardError::Own(error), None));
+                }
+                Ok(Err(ExchangeError::BodyTooLarge(cause))) => {
+                    tracing::debug!(
+                        limit = cause.limit,
+                        request_id = request_id.to_str().unwrap_or("-"),
+                        "request body too large"
+                    );
+                    return Err((ForwardError::BodyTooLarge, None));
+                }
+                Ok(Err(ExchangeError::ClientBody)) => {
+                    return Err((ForwardError::ClientBody, None));
+                }
+            }
+        }
         let outcome = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;
         match outcome {
             Err(_elapsed) => {
@@ -903,23 +989,12 @@ async fn send_to_server(
                 return Err((ForwardError::Timeout, None));
             }
             Ok(Ok(response)) => {
-                if has_ambiguous_framing(response.headers()) {
-                    // hyper reads such a body as chunked, but passing it on would let the
-                    // client see a Content-Length that does not frame what follows.
-                    server.metrics.error.inc();
-                    return Err((ForwardError::AmbiguousFraming, None));
+                if let Err(e) =
+                    observe_response(server, response.status(), response.headers(), sent_at)
+                {
+                    return Err((e, None));
                 }
-                let latency = sent_at.elapsed();
-                server.observe_latency(latency);
-                server
-                    .metrics
-                    .response_duration
-                    .observe(latency.as_secs_f64());
-                if response.status().is_server_error() {
-                    server.metrics.http_5xx.inc();
-                } else {
-                    server.metrics.ok.inc();
-                }
+                let response = response.map(UpstreamBody::Hyper);
                 let pool_return = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     None
                 } else {
@@ -927,7 +1002,11 @@ async fn send_to_server(
                 };
                 return Ok((response, pool_return));
             }
-            Ok(Err(mut error)) => {
+            Ok(Err(HyperSendError::NotHyper(unsent))) => {
+                // Not reached: own connections are handled above.
+                return Err((ForwardError::Own(OwnError::Closed), Some(unsent)));
+            }
+            Ok(Err(HyperSendError::Hyper(mut error))) => {
                 if let Some(unsent) = error.take_message()
                     && !fresh_connection
                 {

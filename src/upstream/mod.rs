@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod discovery;
+pub mod own;
 pub mod pool;
 pub mod probe;
 pub mod server;
@@ -107,6 +108,7 @@ impl Upstream {
                     &entry.addr,
                     tls,
                     config.http2,
+                    config.own_http1_client.unwrap_or_else(own::enabled_by_env),
                 ));
                 servers.push(server);
                 weights.push(entry.weight);

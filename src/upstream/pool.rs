@@ -5,6 +5,7 @@
 //! shared by all requests while it lasts instead of being taken and given back.
 
 use super::ServerState;
+use super::own::OwnConnection;
 use crate::request_body::RequestBody;
 use crate::tls::UpstreamTls;
 use arc_swap::ArcSwap;
@@ -35,6 +36,9 @@ pub struct Endpoint {
 pub struct Transport {
     pub tls: Option<Arc<UpstreamTls>>,
     pub http2: bool,
+    /// Plain-TCP HTTP/1.1 connections are driven by gatehouse's own client
+    /// (`super::own`) in the request's task instead of hyper's (a prototype).
+    pub own_h1: bool,
 }
 
 impl Transport {
@@ -56,15 +60,24 @@ impl Transport {
     /// Whether both make the same connections.
     fn same_as(&self, other: &Transport) -> bool {
         self.http2 == other.http2
+            && self.own_h1 == other.own_h1
             && self.tls.as_ref().map(|t| t.identity) == other.tls.as_ref().map(|t| t.identity)
     }
 
-    pub fn for_server(addr: &str, tls: &Option<Arc<UpstreamTls>>, http2: bool) -> Self {
+    /// `own_h1` asks for the own HTTP/1.1 client; it applies only to plain-TCP HTTP/1.1.
+    pub fn for_server(
+        addr: &str,
+        tls: &Option<Arc<UpstreamTls>>,
+        http2: bool,
+        own_h1: bool,
+    ) -> Self {
+        let tls = tls
+            .as_ref()
+            .filter(|_| crate::config::is_https_server(addr))
+            .cloned();
         Self {
-            tls: tls
-                .as_ref()
-                .filter(|_| crate::config::is_https_server(addr))
-                .cloned(),
+            own_h1: own_h1 && !http2 && tls.is_none(),
+            tls,
             http2,
         }
     }
@@ -79,6 +92,8 @@ pub struct AcceptsTrailers;
 pub enum Sender {
     Http1(http1::SendRequest<RequestBody>),
     Http2(http2::SendRequest<RequestBody>, Scheme),
+    /// A connection the request's own task drives (`super::own`).
+    Own(OwnConnection),
 }
 
 impl Sender {
@@ -86,6 +101,7 @@ impl Sender {
         match self {
             Sender::Http1(s) => s.is_closed(),
             Sender::Http2(s, _) => s.is_closed(),
+            Sender::Own(c) => c.is_closed(),
         }
     }
 
@@ -93,6 +109,7 @@ impl Sender {
         match self {
             Sender::Http1(s) => s.is_ready(),
             Sender::Http2(s, _) => s.is_ready(),
+            Sender::Own(_) => true,
         }
     }
 
@@ -100,19 +117,29 @@ impl Sender {
         matches!(self, Sender::Http2(..))
     }
 
-    /// Sends a request; one the connection could not take comes back in the error.
+    /// Sends a request with hyper; one the connection could not take comes back in the
+    /// error. An own connection is not for this (see `super::own::exchange`): the request
+    /// comes back unsent.
     pub async fn try_send_request(
         &mut self,
         mut request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    ) -> Result<Response<Incoming>, HyperSendError> {
         match self {
-            Sender::Http1(s) => s.try_send_request(request).await,
+            Sender::Http1(s) => s.try_send_request(request).await.map_err(HyperSendError::Hyper),
             Sender::Http2(s, scheme) => {
                 as_http2(&mut request, scheme);
-                s.try_send_request(request).await
+                s.try_send_request(request).await.map_err(HyperSendError::Hyper)
             }
+            Sender::Own(_) => Err(HyperSendError::NotHyper(request)),
         }
     }
+}
+
+/// Why hyper did not send a request.
+pub enum HyperSendError {
+    Hyper(TrySendError<Request<RequestBody>>),
+    /// The sender is an own connection.
+    NotHyper(Request<RequestBody>),
 }
 
 /// HTTP/2 wants the target in absolute form (`:scheme`, `:authority`) and no
@@ -271,6 +298,16 @@ impl Pool {
         // Boxed: the TLS and HTTP/2 handshakes' state is tens of KiB, and inline it would be
         // part of every request's future (moved, so copied, several times per request) even
         // though a pooled connection never runs it.
+        let transport = self.transport.load();
+        if transport.own_h1 {
+            let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(ConnectError::Io)?;
+            let _ = stream.set_nodelay(true);
+            return Ok((Sender::Own(OwnConnection::new(stream)), generation));
+        }
+        drop(transport);
         let sender = Box::pin(self.connect_unpooled(connect_timeout)).await?;
         if let Sender::Http2(shared, scheme) = &sender {
             self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()), generation);

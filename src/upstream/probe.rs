@@ -72,7 +72,12 @@ pub async fn probe(
         let response = sender
             .try_send_request(request)
             .await
-            .map_err(|e| format!("request failed: {}", e.into_error()))?;
+            .map_err(|e| match e {
+                super::pool::HyperSendError::Hyper(e) => {
+                    format!("request failed: {}", e.into_error())
+                }
+                super::pool::HyperSendError::NotHyper(_) => "request failed: not sent".to_owned(),
+            })?;
         let status = response.status();
         // Read (and drop) the body so the server sees a complete exchange.
         let _ = response.into_body().collect().await;

@@ -165,7 +165,10 @@ pub async fn exchange(
     let has_length = request.headers().contains_key(header::CONTENT_LENGTH);
     let empty = matches!(request.body(), RequestBody::Empty);
     let chunked = !has_length && !empty && hint.exact().is_none();
-    if !has_length && !empty && let Some(len) = hint.exact() {
+    if !has_length
+        && !empty
+        && let Some(len) = hint.exact()
+    {
         request
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -208,8 +211,7 @@ pub async fn exchange(
         // not reading the rest) stalls this until the response timeout.
         let mut body = std::mem::replace(request.body_mut(), RequestBody::Empty);
         let mut last_chunk_written = false;
-        while let Some(frame) =
-            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
             let frame = frame.map_err(body_error)?;
             out.clear();
@@ -436,9 +438,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Hyper(body) => body.size_hint(),
             UpstreamBody::Own(body) => match body.decoder.state() {
                 http1::body::DecoderState::Empty => SizeHint::with_exact(0),
-                http1::body::DecoderState::Length { remaining } => {
-                    SizeHint::with_exact(remaining)
-                }
+                http1::body::DecoderState::Length { remaining } => SizeHint::with_exact(remaining),
                 _ => SizeHint::default(),
             },
         }

@@ -125,10 +125,15 @@ impl Sender {
         mut request: Request<RequestBody>,
     ) -> Result<Response<Incoming>, HyperSendError> {
         match self {
-            Sender::Http1(s) => s.try_send_request(request).await.map_err(HyperSendError::Hyper),
+            Sender::Http1(s) => s
+                .try_send_request(request)
+                .await
+                .map_err(HyperSendError::Hyper),
             Sender::Http2(s, scheme) => {
                 as_http2(&mut request, scheme);
-                s.try_send_request(request).await.map_err(HyperSendError::Hyper)
+                s.try_send_request(request)
+                    .await
+                    .map_err(HyperSendError::Hyper)
             }
             Sender::Own(_) => Err(HyperSendError::NotHyper(request)),
         }
@@ -298,21 +303,26 @@ impl Pool {
         // Boxed: the TLS and HTTP/2 handshakes' state is tens of KiB, and inline it would be
         // part of every request's future (moved, so copied, several times per request) even
         // though a pooled connection never runs it.
-        let transport = self.transport.load();
-        if transport.own_h1 {
-            let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
-                .await
-                .map_err(|_| ConnectError::Timeout)?
-                .map_err(ConnectError::Io)?;
-            let _ = stream.set_nodelay(true);
-            return Ok((Sender::Own(OwnConnection::new(stream)), generation));
+        if self.transport.load().own_h1 {
+            // Boxed like the handshakes: kept out of every request's future.
+            let conn = Box::pin(self.connect_own(connect_timeout)).await?;
+            return Ok((Sender::Own(conn), generation));
         }
-        drop(transport);
         let sender = Box::pin(self.connect_unpooled(connect_timeout)).await?;
         if let Sender::Http2(shared, scheme) = &sender {
             self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()), generation);
         }
         Ok((sender, generation))
+    }
+
+    /// A plain TCP connection for the own HTTP/1.1 client.
+    async fn connect_own(&self, connect_timeout: Duration) -> Result<OwnConnection, ConnectError> {
+        let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Io)?;
+        let _ = stream.set_nodelay(true);
+        Ok(OwnConnection::new(stream))
     }
 
     /// A new connection that stays out of the pool (health checks).

@@ -23,6 +23,8 @@ pub struct ResponseBody {
     fill: Option<Box<Fill>>,
 }
 
+// The upstream variant holds the own client's body inline (see `UpstreamBody`).
+#[allow(clippy::large_enum_variant)]
 enum ResponseKind {
     Upstream {
         body: UpstreamBody,

@@ -330,10 +330,6 @@ pub struct UpstreamConfig {
     /// Speak HTTP/2 to the servers: ALPN h2 over TLS, prior knowledge (h2c) otherwise.
     #[serde(default)]
     pub http2: bool,
-    /// Experimental: drive plain-TCP HTTP/1.1 exchanges with gatehouse's own client in the
-    /// request's task instead of hyper's. Unset: `GATEHOUSE_OWN_H1_CLIENT=1` decides.
-    #[serde(default)]
-    pub own_http1_client: Option<bool>,
     /// How often servers given by name are resolved again (every A/AAAA record is a server).
     #[serde(default = "default_dns_refresh")]
     pub dns_refresh: ConfigDuration,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::exchange::Exchange;
 use crate::cache::fill::Fill;
 use crate::request_body::BoxError;
-use crate::upstream::own::UpstreamBody;
+use crate::upstream::body::UpstreamBody;
 use crate::upstream::pool::PoolReturn;
 
 /// A response body on its way to the client.
@@ -23,8 +23,6 @@ pub struct ResponseBody {
     fill: Option<Box<Fill>>,
 }
 
-// The upstream variant holds the own client's body inline (see `UpstreamBody`).
-#[allow(clippy::large_enum_variant)]
 enum ResponseKind {
     Upstream {
         body: UpstreamBody,
@@ -75,13 +73,15 @@ impl ResponseBody {
         }
     }
 
-    /// An upstream body that has ended gives its connection back to the pool.
+    /// An upstream body that has ended gives its connection back to the pool, if the
+    /// connection may carry another request.
     fn release_if_done(&mut self, now: &mut Option<Instant>) {
         if let ResponseKind::Upstream { body, pool_return } = &mut self.kind
             && body.is_end_stream()
             && let Some(pool_return) = pool_return.take()
+            && let Some(conn) = body.take_reusable()
         {
-            pool_return.release(*now.get_or_insert_with(Instant::now));
+            pool_return.release(conn, *now.get_or_insert_with(Instant::now));
         }
     }
 

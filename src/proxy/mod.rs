@@ -18,8 +18,9 @@ use crate::request_body::{BodyTooLarge, ClientBody, ClientBodyError, RequestBody
 use crate::route::host_without_port;
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
-use crate::upstream::own::{self, ExchangeError, OwnError, UpstreamBody};
-use crate::upstream::pool::{ConnectError, HyperSendError, PoolReturn, Sender};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::http1::{self as client, Failure};
+use crate::upstream::pool::{ConnectError, PoolReturn, Sender};
 use crate::upstream::{ServerState, Upstream};
 use body::ResponseBody;
 use exchange::Exchange;
@@ -72,9 +73,10 @@ pub(crate) enum ForwardError {
     NoServer(u64),
     Connect(ConnectError),
     Timeout,
+    /// An HTTP/2 exchange failed.
     Upstream(hyper::Error),
-    /// The own HTTP/1.1 client's exchange failed.
-    Own(OwnError),
+    /// An HTTP/1.1 exchange failed.
+    Http1(client::Error),
     AmbiguousFraming,
     BodyTooLarge,
     ClientBody,
@@ -457,7 +459,10 @@ impl Reply {
         } = forwarded;
         self.exchange.in_flight = Some(in_flight);
         let upgrade_upstream = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            Some(PendingUpgrade::Hyper(hyper::upgrade::on(&mut response)))
+            response
+                .body_mut()
+                .take_upgrade()
+                .map(PendingUpgrade::Ready)
         } else {
             None
         };
@@ -570,7 +575,7 @@ impl ForwardError {
                 StatusCode::BAD_GATEWAY,
                 "the upstream server sent a response with ambiguous framing",
             ),
-            ForwardError::Upstream(_) | ForwardError::Own(_) => (
+            ForwardError::Upstream(_) | ForwardError::Http1(_) => (
                 StatusCode::BAD_GATEWAY,
                 "the upstream server sent an invalid response",
             ),
@@ -593,7 +598,7 @@ impl std::fmt::Display for ForwardError {
             ForwardError::Connect(e) => write!(f, "{e}"),
             ForwardError::Timeout => f.write_str("response timeout"),
             ForwardError::Upstream(e) => write!(f, "upstream error: {e}"),
-            ForwardError::Own(e) => write!(f, "upstream error: {e}"),
+            ForwardError::Http1(e) => write!(f, "upstream error: {e}"),
             ForwardError::AmbiguousFraming => {
                 f.write_str("response with both Content-Length and Transfer-Encoding")
             }
@@ -642,16 +647,15 @@ pub(crate) struct Forwarded {
 /// failed in flight: only for idempotent requests whose body is empty or was read whole
 /// before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible at all (a
 /// cloned header map costs a few hundred instructions).
-struct ReplayableHead<'a> {
+struct ReplayableHead {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
     /// Empty, or read whole before the first attempt.
     body: RequestBody,
-    interim: Option<&'a InterimSink>,
 }
 
-impl<'a> ReplayableHead<'a> {
+impl ReplayableHead {
     /// A copy of the head (and of a body read whole) when a retry after a failure in flight
     /// is possible at all.
     fn keep(
@@ -659,7 +663,6 @@ impl<'a> ReplayableHead<'a> {
         body: &RequestBody,
         upstream: &Upstream,
         retryable: bool,
-        interim: Option<&'a InterimSink>,
     ) -> Option<Self> {
         if !retryable || upstream.retries == 0 || upstream.servers.len() < 2 {
             return None;
@@ -669,7 +672,6 @@ impl<'a> ReplayableHead<'a> {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             body: body.try_clone()?,
-            interim,
         })
     }
 
@@ -680,9 +682,6 @@ impl<'a> ReplayableHead<'a> {
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers.clone();
-        if let Some(interim) = self.interim {
-            pass_on_interim(&mut request, interim);
-        }
         request
     }
 }
@@ -693,16 +692,6 @@ async fn interim_written(interim: Option<InterimSink>) {
     if let Some(interim) = interim {
         interim.written().await;
     }
-}
-
-/// Has the upstream's interim (1xx) responses to `request` written to the client.
-fn pass_on_interim(request: &mut Request<RequestBody>, interim: &InterimSink) {
-    let interim = interim.clone();
-    hyper::ext::on_informational(request, move |response| {
-        if let Some(head) = headers::interim_head(response.status(), response.headers()) {
-            interim.send(&head);
-        }
-    });
 }
 
 /// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on
@@ -718,11 +707,8 @@ async fn forward(
     interim: Option<&InterimSink>,
 ) -> Result<Forwarded, ForwardError> {
     let retryable = is_idempotent(&parts.method);
-    let replay = ReplayableHead::keep(&parts, &body, upstream, retryable, interim);
+    let replay = ReplayableHead::keep(&parts, &body, upstream, retryable);
     let mut request = Request::from_parts(parts, body);
-    if let Some(interim) = interim {
-        pass_on_interim(&mut request, interim);
-    }
     let panic = upstream.in_panic(started);
     let mut tried = Tried::default();
     let Some(mut claim) = claim_server(upstream, &mut tried, started, panic) else {
@@ -841,11 +827,11 @@ fn record_verdict(
 fn request_again(
     error: &ForwardError,
     unsent: Option<Request<RequestBody>>,
-    replay: Option<&ReplayableHead<'_>>,
+    replay: Option<&ReplayableHead>,
 ) -> Option<Request<RequestBody>> {
     match error {
         ForwardError::Connect(_) => unsent,
-        ForwardError::Timeout | ForwardError::Upstream(_) | ForwardError::Own(_) => {
+        ForwardError::Timeout | ForwardError::Upstream(_) | ForwardError::Http1(_) => {
             unsent.or_else(|| replay.map(ReplayableHead::request))
         }
         _ => None,
@@ -877,33 +863,6 @@ type SendResult = Result<
     (ForwardError, Option<Request<RequestBody>>),
 >;
 
-/// Checks an upstream response head and counts it in the server's metrics.
-fn observe_response(
-    server: &ServerState,
-    status: StatusCode,
-    headers: &http::HeaderMap,
-    sent_at: Instant,
-) -> Result<(), ForwardError> {
-    if has_ambiguous_framing(headers) {
-        // hyper reads such a body as chunked, but passing it on would let the client see
-        // a Content-Length that does not frame what follows.
-        server.metrics.error.inc();
-        return Err(ForwardError::AmbiguousFraming);
-    }
-    let latency = sent_at.elapsed();
-    server.observe_latency(latency);
-    server
-        .metrics
-        .response_duration
-        .observe(latency.as_secs_f64());
-    if status.is_server_error() {
-        server.metrics.http_5xx.inc();
-    } else {
-        server.metrics.ok.inc();
-    }
-    Ok(())
-}
-
 /// One attempt on one server. On a connect failure the request comes back unsent.
 async fn send_to_server(
     server: &Arc<ServerState>,
@@ -919,7 +878,13 @@ async fn send_to_server(
     let deadline = tokio::time::Instant::from_std(started) + upstream.response_timeout;
     let mut fresh_connection = false;
     loop {
-        let (mut sender, generation) = match server.pool.take_idle(started) {
+        // After a pooled connection failed, the one retry goes on a new connection.
+        let pooled = if fresh_connection {
+            None
+        } else {
+            server.pool.take_idle(started)
+        };
+        let (sender, generation) = match pooled {
             Some(pooled) => pooled,
             None => {
                 fresh_connection = true;
@@ -938,85 +903,69 @@ async fn send_to_server(
                 }
             }
         };
-        if let Sender::Own(conn) = sender {
-            let exchange = own::exchange(conn, &mut request, interim, server, generation);
-            match tokio::time::timeout_at(deadline, exchange).await {
-                Err(_elapsed) => {
-                    server.metrics.timeout.inc();
-                    return Err((ForwardError::Timeout, None));
-                }
-                Ok(Ok(response)) => {
-                    if let Err(e) =
-                        observe_response(server, response.status(), response.headers(), sent_at)
-                    {
-                        return Err((e, None));
-                    }
-                    // The body gives its connection back itself.
-                    return Ok((response, None));
-                }
-                Ok(Err(ExchangeError::Upstream {
-                    error,
-                    nothing_received,
-                })) => {
-                    if nothing_received
-                        && !fresh_connection
-                        && is_idempotent(request.method())
-                        && own::body_is_replayable(&request)
-                    {
-                        // A pooled connection the server had closed: try a new one.
+        let conn = match sender {
+            Sender::Http1(conn) => conn,
+            Sender::Http2(sender) => {
+                let attempt = Http2Attempt {
+                    server,
+                    deadline,
+                    sent_at,
+                    request_id,
+                    may_resend: !fresh_connection,
+                };
+                match attempt.send(sender, request).await {
+                    Ok(result) => return result,
+                    Err(unsent) => {
+                        request = unsent;
+                        fresh_connection = true;
                         continue;
                     }
-                    server.metrics.error.inc();
-                    return Err((ForwardError::Own(error), None));
-                }
-                Ok(Err(ExchangeError::BodyTooLarge(cause))) => {
-                    tracing::debug!(
-                        limit = cause.limit,
-                        request_id = request_id.to_str().unwrap_or("-"),
-                        "request body too large"
-                    );
-                    return Err((ForwardError::BodyTooLarge, None));
-                }
-                Ok(Err(ExchangeError::ClientBody)) => {
-                    return Err((ForwardError::ClientBody, None));
                 }
             }
-        }
-        let outcome = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;
-        match outcome {
+        };
+        // A pooled connection may have been closed by the server just as it was taken: a
+        // request that may be sent twice, with a body that can be, goes again on a new one
+        // if nothing of an answer came.
+        let spare = if fresh_connection || !is_idempotent(request.method()) {
+            None
+        } else {
+            request.body().try_clone()
+        };
+        let exchange = client::exchange(conn, &mut request, interim);
+        let failure = match tokio::time::timeout_at(deadline, exchange).await {
             Err(_elapsed) => {
                 server.metrics.timeout.inc();
                 return Err((ForwardError::Timeout, None));
             }
             Ok(Ok(response)) => {
-                if let Err(e) =
-                    observe_response(server, response.status(), response.headers(), sent_at)
-                {
-                    return Err((e, None));
+                observe_response(server, response.status(), sent_at);
+                let pool_return = PoolReturn::new(generation, Arc::clone(server));
+                return Ok((response.map(UpstreamBody::Http1), Some(pool_return)));
+            }
+            Ok(Err(failure)) => failure,
+        };
+        match failure {
+            Failure::Upstream {
+                nothing_received: true,
+                ..
+            } if spare.is_some() => {
+                if let Some(body) = spare {
+                    *request.body_mut() = body;
                 }
-                let response = response.map(UpstreamBody::Hyper);
-                let pool_return = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    None
-                } else {
-                    Some(PoolReturn::new(sender, generation, Arc::clone(server)))
+                fresh_connection = true;
+            }
+            Failure::Upstream { error, .. } => {
+                server.metrics.error.inc();
+                let error = match error {
+                    client::Error::Head(
+                        crate::http1::HeadError::ContentLengthAndTransferEncoding,
+                    ) => ForwardError::AmbiguousFraming,
+                    error => ForwardError::Http1(error),
                 };
-                return Ok((response, pool_return));
+                return Err((error, None));
             }
-            Ok(Err(HyperSendError::NotHyper(unsent))) => {
-                // Not reached: own connections are handled above.
-                return Err((ForwardError::Own(OwnError::Closed), Some(unsent)));
-            }
-            Ok(Err(HyperSendError::Hyper(mut error))) => {
-                if let Some(unsent) = error.take_message()
-                    && !fresh_connection
-                {
-                    // A pooled connection the server had closed: the request never left,
-                    // so it is safe to send it again on a new connection, whatever its method.
-                    request = unsent;
-                    continue;
-                }
-                let error = error.into_error();
-                if let Some(cause) = find_cause::<BodyTooLarge>(&error) {
+            Failure::RequestBody(error) => {
+                if let Some(cause) = error.downcast_ref::<BodyTooLarge>() {
                     tracing::debug!(
                         limit = cause.limit,
                         request_id = request_id.to_str().unwrap_or("-"),
@@ -1024,13 +973,84 @@ async fn send_to_server(
                     );
                     return Err((ForwardError::BodyTooLarge, None));
                 }
-                if find_cause::<ClientBodyError>(&error).is_some() {
-                    return Err((ForwardError::ClientBody, None));
-                }
-                server.metrics.error.inc();
-                return Err((ForwardError::Upstream(error), None));
+                return Err((ForwardError::ClientBody, None));
             }
         }
+    }
+}
+
+/// Counts a response head in the server's latency and outcome metrics.
+fn observe_response(server: &ServerState, status: StatusCode, sent_at: Instant) {
+    let latency = sent_at.elapsed();
+    server.observe_latency(latency);
+    server
+        .metrics
+        .response_duration
+        .observe(latency.as_secs_f64());
+    if status.is_server_error() {
+        server.metrics.http_5xx.inc();
+    } else {
+        server.metrics.ok.inc();
+    }
+}
+
+/// One attempt on a shared HTTP/2 connection (hyper's client).
+struct Http2Attempt<'a> {
+    server: &'a Arc<ServerState>,
+    deadline: tokio::time::Instant,
+    sent_at: Instant,
+    request_id: &'a HeaderValue,
+    /// The connection came from the pool: a request it never took may go on a new one.
+    may_resend: bool,
+}
+
+impl Http2Attempt<'_> {
+    /// The attempt's result, or the request back when a pooled connection that was closing
+    /// never took it (safe to send again on a new connection, whatever its method).
+    async fn send(
+        self,
+        mut sender: crate::upstream::pool::Http2Sender,
+        request: Request<RequestBody>,
+    ) -> Result<SendResult, Request<RequestBody>> {
+        let server = self.server;
+        let outcome =
+            tokio::time::timeout_at(self.deadline, sender.try_send_request(request)).await;
+        let mut error = match outcome {
+            Err(_elapsed) => {
+                server.metrics.timeout.inc();
+                return Ok(Err((ForwardError::Timeout, None)));
+            }
+            Ok(Ok(response)) => {
+                if has_ambiguous_framing(response.headers()) {
+                    // Passing it on would let the client see a Content-Length that does not
+                    // frame what follows.
+                    server.metrics.error.inc();
+                    return Ok(Err((ForwardError::AmbiguousFraming, None)));
+                }
+                observe_response(server, response.status(), self.sent_at);
+                return Ok(Ok((response.map(UpstreamBody::Http2), None)));
+            }
+            Ok(Err(error)) => error,
+        };
+        if self.may_resend
+            && let Some(unsent) = error.take_message()
+        {
+            return Err(unsent);
+        }
+        let error = error.into_error();
+        if let Some(cause) = find_cause::<BodyTooLarge>(&error) {
+            tracing::debug!(
+                limit = cause.limit,
+                request_id = self.request_id.to_str().unwrap_or("-"),
+                "request body too large"
+            );
+            return Ok(Err((ForwardError::BodyTooLarge, None)));
+        }
+        if find_cause::<ClientBodyError>(&error).is_some() {
+            return Ok(Err((ForwardError::ClientBody, None)));
+        }
+        server.metrics.error.inc();
+        Ok(Err((ForwardError::Upstream(error), None)))
     }
 }
 

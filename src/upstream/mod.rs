@@ -3,8 +3,9 @@
 //! `ServerRegistry`.
 
 pub mod balancer;
+pub mod body;
 pub mod discovery;
-pub mod own;
+pub mod http1;
 pub mod pool;
 pub mod probe;
 pub mod server;
@@ -108,7 +109,6 @@ impl Upstream {
                     &entry.addr,
                     tls,
                     config.http2,
-                    config.own_http1_client.unwrap_or_else(own::enabled_by_env),
                 ));
                 servers.push(server);
                 weights.push(entry.weight);

@@ -1,18 +1,19 @@
 //! Keep-alive connections to one upstream server: a short per-server lock around a stack of
-//! idle HTTP/1.1 senders (most recently used first, so warm connections stay warm), connection
-//! set-up with a timeout (TCP, then TLS for `https://` servers, then HTTP/1.1 or HTTP/2), and
-//! the hand-back when a response body has been read to its end. An HTTP/2 connection is
-//! shared by all requests while it lasts instead of being taken and given back.
+//! idle HTTP/1.1 connections (most recently used first, so warm connections stay warm),
+//! connection set-up with a timeout (TCP, then TLS for `https://` servers, then HTTP/2's
+//! handshake where it is spoken), and the hand-back when a response body has been read to its
+//! end. An HTTP/2 connection is shared by all requests while it lasts instead of being taken
+//! and given back.
 
 use super::ServerState;
-use super::own::OwnConnection;
+use super::http1::{Connection, Stream};
 use crate::request_body::RequestBody;
 use crate::tls::UpstreamTls;
 use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http1, http2};
+use hyper::client::conn::{TrySendError, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::VecDeque;
 use std::io;
@@ -36,9 +37,6 @@ pub struct Endpoint {
 pub struct Transport {
     pub tls: Option<Arc<UpstreamTls>>,
     pub http2: bool,
-    /// Plain-TCP HTTP/1.1 connections are driven by gatehouse's own client
-    /// (`super::own`) in the request's task instead of hyper's (a prototype).
-    pub own_h1: bool,
 }
 
 impl Transport {
@@ -60,24 +58,15 @@ impl Transport {
     /// Whether both make the same connections.
     fn same_as(&self, other: &Transport) -> bool {
         self.http2 == other.http2
-            && self.own_h1 == other.own_h1
             && self.tls.as_ref().map(|t| t.identity) == other.tls.as_ref().map(|t| t.identity)
     }
 
-    /// `own_h1` asks for the own HTTP/1.1 client; it applies only to plain-TCP HTTP/1.1.
-    pub fn for_server(
-        addr: &str,
-        tls: &Option<Arc<UpstreamTls>>,
-        http2: bool,
-        own_h1: bool,
-    ) -> Self {
-        let tls = tls
-            .as_ref()
-            .filter(|_| crate::config::is_https_server(addr))
-            .cloned();
+    pub fn for_server(addr: &str, tls: &Option<Arc<UpstreamTls>>, http2: bool) -> Self {
         Self {
-            own_h1: own_h1 && !http2 && tls.is_none(),
-            tls,
+            tls: tls
+                .as_ref()
+                .filter(|_| crate::config::is_https_server(addr))
+                .cloned(),
             http2,
         }
     }
@@ -88,63 +77,39 @@ impl Transport {
 #[derive(Clone, Copy, Debug)]
 pub struct AcceptsTrailers;
 
-/// One upstream connection's request sender.
+/// One upstream connection: an HTTP/1.1 connection that a request takes for its exchange,
+/// or a handle on a shared HTTP/2 connection.
 pub enum Sender {
-    Http1(http1::SendRequest<RequestBody>),
-    Http2(http2::SendRequest<RequestBody>, Scheme),
-    /// A connection the request's own task drives (`super::own`).
-    Own(OwnConnection),
+    Http1(Box<Connection>),
+    Http2(Http2Sender),
 }
 
 impl Sender {
-    pub fn is_closed(&self) -> bool {
+    /// Whether the connection can no longer take a request.
+    pub fn is_closed(&mut self) -> bool {
         match self {
-            Sender::Http1(s) => s.is_closed(),
-            Sender::Http2(s, _) => s.is_closed(),
-            Sender::Own(c) => c.is_closed(),
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        match self {
-            Sender::Http1(s) => s.is_ready(),
-            Sender::Http2(s, _) => s.is_ready(),
-            Sender::Own(_) => true,
-        }
-    }
-
-    fn is_http2(&self) -> bool {
-        matches!(self, Sender::Http2(..))
-    }
-
-    /// Sends a request with hyper; one the connection could not take comes back in the
-    /// error. An own connection is not for this (see `super::own::exchange`): the request
-    /// comes back unsent.
-    pub async fn try_send_request(
-        &mut self,
-        mut request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, HyperSendError> {
-        match self {
-            Sender::Http1(s) => s
-                .try_send_request(request)
-                .await
-                .map_err(HyperSendError::Hyper),
-            Sender::Http2(s, scheme) => {
-                as_http2(&mut request, scheme);
-                s.try_send_request(request)
-                    .await
-                    .map_err(HyperSendError::Hyper)
-            }
-            Sender::Own(_) => Err(HyperSendError::NotHyper(request)),
+            Sender::Http1(c) => c.is_closed(),
+            Sender::Http2(s) => s.send.is_closed(),
         }
     }
 }
 
-/// Why hyper did not send a request.
-pub enum HyperSendError {
-    Hyper(TrySendError<Request<RequestBody>>),
-    /// The sender is an own connection.
-    NotHyper(Request<RequestBody>),
+/// A handle on an HTTP/2 connection (hyper's), with the scheme its requests carry.
+#[derive(Clone)]
+pub struct Http2Sender {
+    send: http2::SendRequest<RequestBody>,
+    scheme: Scheme,
+}
+
+impl Http2Sender {
+    /// Sends a request; one the connection could not take comes back in the error.
+    pub async fn try_send_request(
+        &mut self,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        as_http2(&mut request, &self.scheme);
+        self.send.try_send_request(request).await
+    }
 }
 
 /// HTTP/2 wants the target in absolute form (`:scheme`, `:authority`) and no
@@ -272,21 +237,21 @@ impl Pool {
         let idle_timeout = self.idle_timeout();
         let mut idle = self.lock();
         let generation = self.generation.load(Ordering::Acquire);
-        while let Some(entry) = idle.pop_back() {
-            if entry.sender.is_closed() || now.duration_since(entry.since) >= idle_timeout {
+        while let Some(mut entry) = idle.pop_back() {
+            if now.duration_since(entry.since) >= idle_timeout || entry.sender.is_closed() {
                 continue;
             }
-            if let Sender::Http2(sender, scheme) = &entry.sender {
-                // Shared, not taken: it stays for the next request, freshly stamped.
-                let shared = Sender::Http2(sender.clone(), scheme.clone());
-                idle.push_back(Idle {
-                    sender: entry.sender,
-                    since: now,
-                });
-                return Some((shared, generation));
-            }
-            if entry.sender.is_ready() {
-                return Some((entry.sender, generation));
+            match &entry.sender {
+                Sender::Http1(_) => return Some((entry.sender, generation)),
+                Sender::Http2(shared) => {
+                    // Shared, not taken: it stays for the next request, freshly stamped.
+                    let shared = Sender::Http2(shared.clone());
+                    idle.push_back(Idle {
+                        sender: entry.sender,
+                        since: now,
+                    });
+                    return Some((shared, generation));
+                }
             }
         }
         None
@@ -303,26 +268,11 @@ impl Pool {
         // Boxed: the TLS and HTTP/2 handshakes' state is tens of KiB, and inline it would be
         // part of every request's future (moved, so copied, several times per request) even
         // though a pooled connection never runs it.
-        if self.transport.load().own_h1 {
-            // Boxed like the handshakes: kept out of every request's future.
-            let conn = Box::pin(self.connect_own(connect_timeout)).await?;
-            return Ok((Sender::Own(conn), generation));
-        }
         let sender = Box::pin(self.connect_unpooled(connect_timeout)).await?;
-        if let Sender::Http2(shared, scheme) = &sender {
-            self.put_back_shared(Sender::Http2(shared.clone(), scheme.clone()), generation);
+        if let Sender::Http2(shared) = &sender {
+            self.put_back_shared(Sender::Http2(shared.clone()), generation);
         }
         Ok((sender, generation))
-    }
-
-    /// A plain TCP connection for the own HTTP/1.1 client.
-    async fn connect_own(&self, connect_timeout: Duration) -> Result<OwnConnection, ConnectError> {
-        let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
-            .await
-            .map_err(|_| ConnectError::Timeout)?
-            .map_err(ConnectError::Io)?;
-        let _ = stream.set_nodelay(true);
-        Ok(OwnConnection::new(stream))
     }
 
     /// A new connection that stays out of the pool (health checks).
@@ -336,7 +286,7 @@ impl Pool {
             let stream = self.connect_tcp().await.map_err(ConnectError::Io)?;
             let _ = stream.set_nodelay(true);
             match &transport.tls {
-                None => Ok((Conn::Plain(stream), transport.http2)),
+                None => Ok((Stream::Plain(stream), transport.http2)),
                 Some(tls) => {
                     let name = tls
                         .name_for(&self.endpoint.host)
@@ -347,22 +297,22 @@ impl Pool {
                         .await
                         .map_err(|e| ConnectError::Tls(e.to_string()))?;
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    Ok((Conn::Tls(Box::new(stream)), h2))
+                    Ok((Stream::Tls(Box::new(stream)), h2))
                 }
             }
         })
         .await
         .map_err(|_| ConnectError::Timeout)??;
-        let (conn, http2) = connected;
+        let (stream, http2) = connected;
+        if !http2 {
+            return Ok(Sender::Http1(Connection::new(stream)));
+        }
         let scheme = if transport.tls.is_some() {
             Scheme::HTTPS
         } else {
             Scheme::HTTP
         };
-        match conn {
-            Conn::Plain(stream) => handshake(stream, http2, scheme).await,
-            Conn::Tls(stream) => handshake(*stream, http2, scheme).await,
-        }
+        handshake_http2(stream, scheme).await
     }
 
     /// Keeps a new HTTP/2 connection for the requests that follow.
@@ -375,7 +325,7 @@ impl Pool {
         if generation != self.generation.load(Ordering::Acquire) {
             return;
         }
-        idle.retain(|entry| !entry.sender.is_closed());
+        idle.retain_mut(|entry| !entry.sender.is_closed());
         while idle.len() >= max_idle {
             idle.pop_front();
         }
@@ -392,11 +342,11 @@ impl Pool {
         }
     }
 
-    /// Keeps a connection whose last response has been read completely (at `now`).
-    pub fn put_back(&self, sender: Sender, generation: Generation, now: Instant) {
+    /// Keeps an HTTP/1.1 connection whose last response has been read completely (at `now`).
+    /// Whether it is still open is checked when it is taken again.
+    pub fn put_back(&self, conn: Box<Connection>, generation: Generation, now: Instant) {
         let max_idle = self.max_idle.load(Ordering::Relaxed);
-        // An HTTP/2 sender is a handle on a connection that stays in the pool anyway.
-        if sender.is_closed() || max_idle == 0 || sender.is_http2() {
+        if max_idle == 0 {
             return;
         }
         let mut idle = self.lock();
@@ -407,31 +357,27 @@ impl Pool {
             // Drop the oldest: the newest is the warmest.
             idle.pop_front();
         }
-        idle.push_back(Idle { sender, since: now });
+        idle.push_back(Idle {
+            sender: Sender::Http1(conn),
+            since: now,
+        });
     }
 }
 
-/// Gives a connection back to its pool once the response on it has been read to its end;
-/// dropping it unreleased closes the connection instead (its response was abandoned).
+/// Where an HTTP/1.1 connection goes back once the response on it has been read to its end;
+/// dropped unused, the connection stays closed (its response was abandoned or broken).
 pub struct PoolReturn {
-    sender: Option<Sender>,
     generation: Generation,
     server: Arc<ServerState>,
 }
 
 impl PoolReturn {
-    pub fn new(sender: Sender, generation: Generation, server: Arc<ServerState>) -> Self {
-        Self {
-            sender: Some(sender),
-            generation,
-            server,
-        }
+    pub fn new(generation: Generation, server: Arc<ServerState>) -> Self {
+        Self { generation, server }
     }
 
-    pub fn release(mut self, now: Instant) {
-        if let Some(sender) = self.sender.take() {
-            self.server.pool.put_back(sender, self.generation, now);
-        }
+    pub fn release(self, conn: Box<Connection>, now: Instant) {
+        self.server.pool.put_back(conn, self.generation, now);
     }
 }
 
@@ -439,40 +385,19 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-/// The HTTP handshake on a connected stream; its connection task runs until it closes.
-async fn handshake<S>(stream: S, http2: bool, scheme: Scheme) -> Result<Sender, ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if http2 {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-            }
-        });
-        return Ok(Sender::Http2(sender, scheme));
-    }
-    let (sender, connection) = http1::Builder::new()
-        .writev(false)
+/// HTTP/2's handshake on a connected stream; hyper's connection task runs until it closes.
+async fn handshake_http2(stream: Stream, scheme: Scheme) -> Result<Sender, ConnectError> {
+    let (send, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
     tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         }
     });
-    Ok(Sender::Http1(sender))
+    Ok(Sender::Http2(Http2Sender { send, scheme }))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use crate::config::{HealthConfig, StatusMatcher};
 use crate::request_body::RequestBody;
 use crate::upstream::ServerState;
-use crate::upstream::pool::{Endpoint, Pool};
+use crate::upstream::http1;
+use crate::upstream::pool::{Endpoint, Pool, Sender};
 use http::{Request, header};
 use http_body_util::BodyExt;
 use std::sync::Weak;
@@ -59,28 +60,36 @@ pub async fn probe(
 ) -> Result<(), String> {
     let exchange = async {
         // The same way requests connect: TCP, TLS for https:// servers, HTTP/1.1 or HTTP/2.
-        let mut sender = pool
+        let sender = pool
             .connect_unpooled(timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let request = Request::get(path)
+        let mut request = Request::get(path)
             .header(header::HOST, host)
             .header(header::USER_AGENT, "gatehouse-health-check")
             .header(header::CONNECTION, "close")
             .body(RequestBody::Empty)
             .map_err(|e| format!("invalid check request: {e}"))?;
-        let response = sender
-            .try_send_request(request)
-            .await
-            .map_err(|e| match e {
-                super::pool::HyperSendError::Hyper(e) => {
-                    format!("request failed: {}", e.into_error())
-                }
-                super::pool::HyperSendError::NotHyper(_) => "request failed: not sent".to_owned(),
-            })?;
-        let status = response.status();
-        // Read (and drop) the body so the server sees a complete exchange.
-        let _ = response.into_body().collect().await;
+        // Each body is read (and dropped) so the server sees a complete exchange.
+        let status = match sender {
+            Sender::Http1(conn) => {
+                let response = http1::exchange(conn, &mut request, None)
+                    .await
+                    .map_err(|e| format!("request failed: {e}"))?;
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                status
+            }
+            Sender::Http2(mut sender) => {
+                let response = sender
+                    .try_send_request(request)
+                    .await
+                    .map_err(|e| format!("request failed: {}", e.into_error()))?;
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                status
+            }
+        };
         if matcher.accepts(status) {
             Ok(())
         } else {

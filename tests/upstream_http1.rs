@@ -1,6 +1,5 @@
-//! The own HTTP/1.1 client (`own_http1_client = true`, the prototype that drives upstream
-//! exchanges in the request's task with gatehouse's codec) against real upstreams: keep-alive
-//! reuse, chunked responses, request bodies, interim responses, bodiless responses.
+//! gatehouse's HTTP/1.1 client against real upstreams, through the proxy: keep-alive reuse,
+//! chunked responses, request bodies, interim responses, bodiless responses.
 
 mod common;
 
@@ -14,12 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const OWN: &str = "own_http1_client = true";
-
 #[tokio::test]
 async fn keep_alive_reuses_one_upstream_connection() {
     let upstream = TestUpstream::named("a").await;
-    let gatehouse = common::start_gatehouse(&common::simple_config(&[upstream.addr], OWN)).await;
+    let gatehouse = common::start_gatehouse(&common::simple_config(&[upstream.addr], "")).await;
     let mut client = Client::connect(gatehouse.listener_addrs[0]).await;
     for i in 0..5 {
         let reply = client.get(&format!("/n/{i}")).await;
@@ -58,7 +55,7 @@ async fn posts_bodies_small_and_streamed() {
         }),
     )
     .await;
-    let gatehouse = common::start_gatehouse(&common::simple_config(&[upstream.addr], OWN)).await;
+    let gatehouse = common::start_gatehouse(&common::simple_config(&[upstream.addr], "")).await;
     let mut client = Client::connect(gatehouse.listener_addrs[0]).await;
     let reply = client
         .send(
@@ -81,7 +78,7 @@ async fn posts_bodies_small_and_streamed() {
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
 
     // A chunked upload of unknown length goes upstream with a length (pre-read whole).
-    let request = "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    let request = "POST /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
     let response = common::raw_exchange(gatehouse.listener_addrs[0], request.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("5 5"), "{response}");
@@ -136,9 +133,11 @@ async fn chunked_and_interim_responses_over_one_connection() {
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 204 No Content\r\n\r\n",
+        // A 304's Content-Length describes the body it stands for: none follows.
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\nContent-Length: 10\r\n\r\n",
     ])
     .await;
-    let gatehouse = common::start_gatehouse(&common::simple_config(&[addr], OWN)).await;
+    let gatehouse = common::start_gatehouse(&common::simple_config(&[addr], "")).await;
     let mut client = Client::connect(gatehouse.listener_addrs[0]).await;
     for _ in 0..2 {
         let reply = client.get("/chunked").await;
@@ -148,12 +147,15 @@ async fn chunked_and_interim_responses_over_one_connection() {
         assert_eq!(reply.text(), "ok");
         let reply = client.get("/none").await;
         assert_eq!(reply.status, 204);
+        let reply = client.get("/same").await;
+        assert_eq!(reply.status, 304);
+        assert!(reply.body.is_empty());
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
     // The chunks pass on as they came.
     let raw = common::raw_exchange(
         gatehouse.listener_addrs[0],
-        b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(
@@ -163,12 +165,12 @@ async fn chunked_and_interim_responses_over_one_connection() {
 }
 
 #[tokio::test]
-async fn until_close_body_and_closed_connection_are_not_reused() {
+async fn a_connection_the_server_closes_is_not_reused() {
     let (addr, connections) = raw_upstream(vec![
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
     ])
     .await;
-    let gatehouse = common::start_gatehouse(&common::simple_config(&[addr], OWN)).await;
+    let gatehouse = common::start_gatehouse(&common::simple_config(&[addr], "")).await;
     let mut client = Client::connect(gatehouse.listener_addrs[0]).await;
     for _ in 0..3 {
         let reply = tokio::time::timeout(WAIT, client.get("/")).await.unwrap();

@@ -1234,3 +1234,43 @@ async fn a_withdrawn_upstream_ca_retires_pooled_connections_at_the_reload() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_https_upstream_speaking_http_1_1_keeps_its_connection_for_the_next_requests() {
+    let pki = Pki::new("upstream-h1-reuse");
+    let payments = pki.issue("payments", &["payments.internal"]);
+    let backend = origin(Some(&payments)).await;
+    let upstream = format!(
+        "servers = [\"https://{}\"]\ntls = {{ ca = {:?}, server_name = \"payments.internal\" }}\n",
+        backend.addr,
+        pki.ca_file()
+    );
+    let listener = "[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\n";
+    let running = start_gatehouse(&config(listener, &upstream, false)).await;
+    let mut client = common::Client::connect(running.listener_addrs[0]).await;
+    for i in 0..3 {
+        let reply = client
+            .send(
+                Request::post(format!("/pay/{i}"))
+                    .body(Full::new(Bytes::from(format!("payment {i}"))))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), format!("payment {i}"), "echoed over TLS");
+    }
+    let reply = client.get("/pay/status").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = backend.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter().all(|s| s.version == Version::HTTP_11),
+        "ALPN http/1.1"
+    );
+    assert_eq!(
+        backend.connections.load(Ordering::SeqCst),
+        1,
+        "one TLS connection carried every request"
+    );
+    running.shutdown().await;
+}

@@ -25,8 +25,15 @@ use std::task::{Context, Poll, Waker, ready};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Room read into at a time.
+/// Room read into at a time, at first.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Room read into at a time once reads keep filling it (a large body): fewer system calls
+/// per byte, as hyper's adaptive reads give.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// A write buffer grown larger than this by an upload is not kept for the next request.
+const KEPT_WRITE_BUFFER: usize = 16 * 1024;
 
 /// Less room than this left in the read buffer and it grows by `READ_CHUNK` first.
 const MIN_READ_ROOM: usize = 1024;
@@ -120,6 +127,8 @@ pub struct Connection {
     out: BytesMut,
     /// The current response's body framing.
     decoder: Decoder,
+    /// Room to make for the next read.
+    read_chunk: usize,
 }
 
 impl Connection {
@@ -129,6 +138,7 @@ impl Connection {
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::new(),
             decoder: Decoder::new(http1::Framing::Empty, BodyLimits::default()),
+            read_chunk: READ_CHUNK,
         })
     }
 
@@ -156,9 +166,16 @@ impl Connection {
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < MIN_READ_ROOM {
-            self.buf.reserve(READ_CHUNK);
+            self.buf.reserve(self.read_chunk);
         }
-        pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
+        let room = self.buf.capacity() - self.buf.len();
+        let read = ready!(pin!(self.stream.read_buf(&mut self.buf)).poll(cx));
+        if let Ok(n) = read
+            && n == room
+        {
+            self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+        }
+        Poll::Ready(read)
     }
 
     /// Writes the request head, with the body's framing decided as hyper's client decides
@@ -381,6 +398,7 @@ pub async fn exchange(
     request: &mut Request<RequestBody>,
     interim: Option<&InterimSink>,
 ) -> Result<Response<Http1Body>, Failure> {
+    conn.read_chunk = READ_CHUNK;
     let mut outgoing = conn.encode_head(request);
     let asked_upgrade = request.headers().contains_key(header::UPGRADE);
     let close = asks_to_close(request.headers());
@@ -428,6 +446,9 @@ pub async fn exchange(
     })
     .await;
     let head = polled?;
+    if conn.out.capacity() > KEPT_WRITE_BUFFER {
+        conn.out = BytesMut::new();
+    }
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if !asked_upgrade {
             return Err(Failure::Upstream {

@@ -8,9 +8,11 @@
 # gatehouse `cache = ...`) and every request after the first is a 200-byte cache hit.
 # With SCENARIO=h2 the clients speak HTTP/2 cleartext by prior knowledge (h2c), 4 streams at a
 # time on each connection; the proxies still reach the upstream over HTTP/1.1.
+# With SCENARIO=https-upstream the proxies reach the upstream over TLS 1.3 (HTTP/1.1, pooled
+# keep-alive connections; gatehouse verifies the certificate, nginx by default does not).
 #
 # KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
-# Usage: [SCENARIO=proxy|hit|h2] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
+# Usage: [SCENARIO=proxy|hit|h2|https-upstream] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
@@ -26,11 +28,21 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK" "/dev/shm/gatehouse-instructions-$$"; }
 trap cleanup EXIT
 BODY=$(printf 'x%.0s' $(seq 199))
+UPSTREAM_LISTEN="127.0.0.1:18101" UPSTREAM_TLS="" NGINX_UPSTREAM="http://app"
+GATEHOUSE_SERVER='"127.0.0.1:18101"' GATEHOUSE_TLS=""
+if [ "$SCENARIO" = https-upstream ]; then
+    "$BINARY" cert --hosts localhost,127.0.0.1 --out "$WORK/certs" >/dev/null
+    UPSTREAM_LISTEN="127.0.0.1:18101 ssl"
+    UPSTREAM_TLS="ssl_certificate $WORK/certs/cert.pem; ssl_certificate_key $WORK/certs/key.pem; ssl_protocols TLSv1.3;"
+    NGINX_UPSTREAM="https://app; proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on"
+    GATEHOUSE_SERVER='"https://127.0.0.1:18101"'
+    GATEHOUSE_TLS="tls = { ca = \"$WORK/certs/cert.pem\", server_name = \"localhost\" }"
+fi
 cat > "$WORK/upstream.conf" <<CONF
 daemon off; worker_processes 1; error_log $WORK/upstream-error.log warn; pid $WORK/upstream.pid;
 events { worker_connections 1024; }
 http { access_log off;
-  server { listen 127.0.0.1:18101; keepalive_requests 1000000;
+  server { listen $UPSTREAM_LISTEN; keepalive_requests 1000000; $UPSTREAM_TLS
     location / { default_type text/plain; add_header Cache-Control "public, max-age=3600"; return 200 '$BODY\n'; } } }
 CONF
 NGINX_CACHE="" NGINX_CACHE_ZONE="" GATEHOUSE_CACHE="" GATEHOUSE_CACHE_SECTION=""
@@ -52,7 +64,7 @@ events { worker_connections 1024; }
 http { access_log off;
   upstream app { server 127.0.0.1:18101; keepalive 512; } $NGINX_CACHE_ZONE
   server { listen 127.0.0.1:18180$NGINX_LISTEN_HTTP2; keepalive_requests 1000000; http2_max_requests 1000000;
-    location / { $NGINX_CACHE proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    location / { $NGINX_CACHE proxy_pass $NGINX_UPSTREAM; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
 cat > "$WORK/gatehouse.toml" <<CONF
@@ -70,8 +82,9 @@ bind = "127.0.0.1:18181"
 upstream = "app"
 $GATEHOUSE_CACHE
 [upstream.app]
-servers = ["127.0.0.1:18101"]
+servers = [$GATEHOUSE_SERVER]
 keepalive = 512
+$GATEHOUSE_TLS
 $GATEHOUSE_CACHE_SECTION
 CONF
 nginx -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)

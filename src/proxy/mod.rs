@@ -27,7 +27,6 @@ use exchange::Exchange;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

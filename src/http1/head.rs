@@ -272,13 +272,24 @@ impl FieldFacts {
     }
 }
 
-/// Builds the map from the indexed fields of a frozen head, sharing the head's bytes.
+/// Room left in a request's header map for what a proxy adds before forwarding it
+/// (X-Forwarded-For, -Proto, -Host, Via, X-Request-Id, a route's own fields): a map that
+/// grows rehashes every field it holds.
+pub const REQUEST_FIELDS_ROOM: usize = 8;
+
+/// Room left in a response's header map for what a proxy or a cache adds (Via,
+/// X-Request-Id, Date, Age, Cache-Status).
+pub const RESPONSE_FIELDS_ROOM: usize = 5;
+
+/// Builds the map from the indexed fields of a frozen head, sharing the head's bytes, with
+/// `room` fields to spare.
 pub(crate) fn build_fields(
     head: &Bytes,
     indices: &[FieldIndex],
     drop_underscore: bool,
+    room: usize,
 ) -> Result<(HeaderMap, FieldFacts), HeadError> {
-    let mut map = HeaderMap::with_capacity(indices.len());
+    let mut map = HeaderMap::with_capacity(indices.len() + room);
     let mut facts = FieldFacts::default();
     for index in indices {
         let name = head

@@ -11,9 +11,9 @@ use http::{Method, Uri, Version};
 use super::body::Framing;
 use super::fields::{ConnectionOptions, authority_host, is_authority, list_contains};
 use super::head::{
-    FieldIndex, FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, build_fields,
-    diagnose_fields, head_slice, index_fields, leading_empty_lines, offset_in, start_line,
-    version_like,
+    FieldIndex, FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, REQUEST_FIELDS_ROOM,
+    build_fields, diagnose_fields, head_slice, index_fields, leading_empty_lines, offset_in,
+    start_line, version_like,
 };
 
 /// Which of the four forms of RFC 9112 §3.2 the request target has.
@@ -286,7 +286,12 @@ fn build(
 ) -> Result<RequestHead, HeadError> {
     let target = head_slice(&head, line.target).ok_or(HeadError::InvalidTarget)?;
     let (target_form, uri) = parse_target(&line.method, target)?;
-    let (mut headers, facts) = build_fields(&head, indices, config.drop_underscore_headers)?;
+    let (mut headers, facts) = build_fields(
+        &head,
+        indices,
+        config.drop_underscore_headers,
+        REQUEST_FIELDS_ROOM,
+    )?;
 
     if facts.hosts == 0 && line.version == Version::HTTP_11 {
         return Err(HeadError::MissingHost);

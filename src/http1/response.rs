@@ -11,8 +11,8 @@ use http::{Method, StatusCode, Version};
 use super::body::Framing;
 use super::fields::ConnectionOptions;
 use super::head::{
-    FieldIndex, FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, build_fields,
-    diagnose_fields, index_fields, start_line, version_like,
+    FieldIndex, FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, RESPONSE_FIELDS_ROOM,
+    build_fields, diagnose_fields, index_fields, start_line, version_like,
 };
 
 /// A parsed response head. Header values share the head's bytes; a repeated identical
@@ -108,7 +108,7 @@ pub fn parse_response(
     };
     let head = buf.split_to(head_len.min(buf.len())).freeze();
     let indices = indices.get(..fields).unwrap_or_default();
-    let (headers, facts) = build_fields(&head, indices, false)?;
+    let (headers, facts) = build_fields(&head, indices, false, RESPONSE_FIELDS_ROOM)?;
 
     let te = &facts.transfer_encoding;
     let framing = if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -42,9 +42,6 @@ const MIN_READ_ROOM: usize = 1024;
 /// write with the head, without holding a fast client's whole upload in memory.
 const GATHER_LIMIT: usize = 64 * 1024;
 
-/// Fields the proxy adds to a response head (Via, X-Request-Id).
-const ADDED_FIELDS: usize = 2;
-
 /// Response heads: larger than a request head may be (long Set-Cookie and CSP lines are
 /// common), bounded all the same.
 const RESPONSE_HEAD: HeadConfig = HeadConfig {
@@ -468,11 +465,8 @@ pub async fn exchange(
     // An answer before the whole request went out leaves the connection mid-request.
     let reusable = sent && !close && head.keep_alive();
     conn.decoder = Decoder::new(head.framing, BodyLimits::default());
-    let mut headers = head.headers;
-    // The codec sizes the map for the fields it read; the proxy adds Via and X-Request-Id,
-    // and a map that grows rehashes every field. Made room for now, it has it in every copy
-    // too: a cache stores one and adds Age and Cache-Status to it on each hit.
-    headers.reserve(ADDED_FIELDS);
+    // The codec left room in the map for the fields the proxy and a cache add.
+    let headers = head.headers;
     let mut response = Response::new(Http1Body::new(conn, reusable));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;

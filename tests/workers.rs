@@ -1,12 +1,13 @@
 //! Thread per core, in the real binary: with two workers every listener has two accepting
-//! sockets, connections spread over both are all served, a reload reaches both, and SIGTERM
-//! drains both.
+//! sockets, connections spread over both are all served, each worker keeps its own upstream
+//! connections, a reload reaches both, and SIGTERM drains both.
 
 mod common;
 
 use common::process::Process;
 use common::{TestUpstream, WAIT, unclaimed_port};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn config(upstream: SocketAddr, listen: SocketAddr, tag: &str) -> String {
@@ -81,6 +82,10 @@ async fn two_workers_accept_on_their_own_sockets_and_serve_reload_and_drain_toge
     assert_eq!(listening_sockets(listen.port()), 2, "one socket per worker");
     let tags = tags_over_new_connections(listen, 40).await;
     assert!(tags.iter().all(|t| t == "first"), "{tags:?}");
+    // One after another, the requests reused an idle upstream connection whenever their
+    // worker had one: each worker keeps its own, so the upstream saw exactly two (40 new
+    // client connections all landing on one socket has a chance of 2^-39).
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
 
     // The watched file changes: both workers serve the new config.
     std::fs::write(

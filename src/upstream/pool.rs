@@ -9,6 +9,7 @@ use super::ServerState;
 use super::http1::{Connection, Stream};
 use crate::request_body::RequestBody;
 use crate::tls::UpstreamTls;
+use crate::workers;
 use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Version};
@@ -149,10 +150,17 @@ struct Idle {
 /// Which transport settings a connection was made with (see `Pool::set_transport`).
 pub type Generation = u64;
 
+fn lock(slot: &Mutex<VecDeque<Idle>>) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub struct Pool {
     endpoint: Endpoint,
     transport: ArcSwap<Transport>,
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections, one list per worker (see `crate::workers`): with thread per core a
+    /// connection is only used by the worker whose runtime drives it.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     /// Bumped (under the idle lock) whenever `transport` really changes: connections of an
     /// older generation are not pooled again.
     generation: AtomicU64,
@@ -186,7 +194,9 @@ impl Pool {
         Self {
             endpoint,
             transport: ArcSwap::from_pointee(Transport::default()),
-            idle: Mutex::new(VecDeque::with_capacity(max_idle.min(1024))),
+            idle: (0..workers::count())
+                .map(|_| Mutex::new(VecDeque::with_capacity(max_idle.min(1024))))
+                .collect(),
             generation: AtomicU64::new(0),
             max_idle: AtomicUsize::new(max_idle),
             idle_timeout_nanos: AtomicU64::new(nanos(idle_timeout)),
@@ -209,9 +219,12 @@ impl Pool {
             return;
         }
         self.transport.store(Arc::new(transport));
-        let mut idle = self.lock();
+        // Bumped first: a connection given back after this is refused, and one given back
+        // before it is cleared below (under the same lock it was pushed with).
         self.generation.fetch_add(1, Ordering::AcqRel);
-        idle.clear();
+        for slot in &self.idle {
+            lock(slot).clear();
+        }
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -223,13 +236,14 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.idle.iter().map(|slot| lock(slot).len()).sum()
     }
 
+    /// The calling worker's idle connections.
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // `workers::count()` slots, at least one, were made with the pool.
+        let slot = workers::current().min(self.idle.len().saturating_sub(1));
+        lock(&self.idle[slot])
     }
 
     /// An idle connection that is still open and not too old at `now`, if any.

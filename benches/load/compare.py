@@ -229,6 +229,19 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
+def rss_mib(pids):
+    """Resident memory of the processes (nginx: master and workers), in MiB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
 def parse_wrk(output: str):
     requests = rps = p99 = None
     errors = 0
@@ -302,6 +315,8 @@ def main():
         sh("cargo", "build", "--release", cwd=ROOT)
     binary = Path(args.binary)
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    # nginx's workers (user nobody when started as root) read the body file from here.
+    workdir.chmod(0o755)
     args.post_script = None
     if args.post_bytes > 0:
         script = workdir / "post.lua"
@@ -337,6 +352,7 @@ def main():
                 finally:
                     stop.set()
                     reloads.join()
+        rss = {"nginx": rss_mib(process_tree(nginx.pid)), "gatehouse": rss_mib([gatehouse.pid])}
         med = {k: [statistics.median(col) for col in zip(*v)] for k, v in results.items()}
         n, g = med["nginx"], med["gatehouse"]
         print()
@@ -352,6 +368,8 @@ def main():
         print(f"{'nginx':10s} {n[0]:>10.0f} {n[1]:>8.2f} {n[2]:>11.2f}")
         print(f"{'gatehouse':10s} {g[0]:>10.0f} {g[1]:>8.2f} {g[2]:>11.2f}")
         print(f"{'ratio g/n':10s} {g[0] / n[0]:>10.2f} {g[1] / n[1]:>8.2f} {g[2] / n[2]:>11.2f}")
+        print(f"resident memory after the runs: nginx {rss['nginx']:.1f} MiB (master and workers), "
+              f"gatehouse {rss['gatehouse']:.1f} MiB, ratio {rss['gatehouse'] / rss['nginx']:.2f}")
         if "gatehouse+reloads" in med:
             r = med["gatehouse+reloads"]
             print(f"{'gh+reload':10s} {r[0]:>10.0f} {r[1]:>8.2f} {r[2]:>11.2f}   "

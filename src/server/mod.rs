@@ -304,40 +304,12 @@ async fn sniff_h2_preface<S: Io>(
     limit: Duration,
     first_byte_seen: bool,
 ) -> Result<bool, CloseReason> {
-    use tokio::io::AsyncReadExt;
-    let decided = |read_ahead: &BytesMut| {
-        let seen = read_ahead.len().min(H2_PREFACE.len());
-        if read_ahead[..seen] != H2_PREFACE[..seen] {
-            Some(false)
-        } else if seen == H2_PREFACE.len() {
-            Some(true)
-        } else {
-            None
-        }
-    };
-    if first_byte_seen {
-        read_ahead.reserve(8 * 1024);
-        match stream.read_buf(read_ahead).await {
-            // Closed at once: the HTTP/1.1 loop sees the end and says why.
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(_) => return Err(CloseReason::Error),
-        }
-        if let Some(http2) = decided(read_ahead) {
-            return Ok(http2);
-        }
+    if first_byte_seen && let Some(http2) = read_and_decide(stream, read_ahead).await? {
+        return Ok(http2);
     }
     let more = async {
         loop {
-            if read_ahead.capacity() - read_ahead.len() < 1024 {
-                read_ahead.reserve(8 * 1024);
-            }
-            match stream.read_buf(read_ahead).await {
-                Ok(0) => return Ok(false),
-                Ok(_) => {}
-                Err(_) => return Err(CloseReason::Error),
-            }
-            if let Some(http2) = decided(read_ahead) {
+            if let Some(http2) = read_and_decide(stream, read_ahead).await? {
                 return Ok(http2);
             }
         }
@@ -345,6 +317,31 @@ async fn sniff_h2_preface<S: Io>(
     tokio::time::timeout(limit, more)
         .await
         .unwrap_or(Err(CloseReason::HeaderTimeout))
+}
+
+/// One read onto `read_ahead`, then whether it holds the HTTP/2 preface (None: can't tell yet).
+async fn read_and_decide<S: Io>(
+    stream: &mut S,
+    read_ahead: &mut BytesMut,
+) -> Result<Option<bool>, CloseReason> {
+    use tokio::io::AsyncReadExt;
+    if read_ahead.capacity() - read_ahead.len() < 1024 {
+        read_ahead.reserve(8 * 1024);
+    }
+    match stream.read_buf(read_ahead).await {
+        // Closed before a whole preface: the HTTP/1.1 loop sees the end and says why.
+        Ok(0) => return Ok(Some(false)),
+        Ok(_) => {}
+        Err(_) => return Err(CloseReason::Error),
+    }
+    let seen = read_ahead.len().min(H2_PREFACE.len());
+    Ok(if read_ahead[..seen] != H2_PREFACE[..seen] {
+        Some(false)
+    } else if seen == H2_PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    })
 }
 
 /// Serves an HTTP/2 connection with hyper; returns why it closed.

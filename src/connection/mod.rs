@@ -180,6 +180,17 @@ impl ConnectionControl {
         }
     }
 
+    /// Whether the connection must close at once, without registering to be told. For a
+    /// task that registered with `close_requested` earlier and is the same task still.
+    pub fn abort_requested(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    /// Whether interim responses wait to be written to this connection.
+    pub fn interim_pending(&self) -> bool {
+        self.interim.is_pending()
+    }
+
     /// Whether the connection has been asked to close, without waiting to be told.
     pub fn is_closing(&self) -> bool {
         self.close.load(Ordering::Acquire) || self.abort.load(Ordering::Acquire)

@@ -279,8 +279,10 @@ async fn serve_one<S: Io>(
     let mut answer = pin!(answer);
     // Cut at once when asked to abort (a stalled exchange); write interim responses as they
     // come, before the final one.
+    // The task registered for the reaper's and the interim queue's wake-ups while it read
+    // this head (`close_requested`); it is the same task, so checking is enough here.
     let next = poll_fn(|cx| {
-        if control.close_requested(cx) == Some(true) {
+        if control.abort_requested() {
             return Poll::Ready(Next::Close(
                 control.close_reason().unwrap_or(CloseReason::Stalled),
             ));
@@ -288,7 +290,7 @@ async fn serve_one<S: Io>(
         {
             let mut wire = lock(wire);
             let wire = &mut *wire;
-            if !wire.responding {
+            if !wire.responding && control.interim_pending() {
                 // Writes queued interim responses (see `CountingStream::poll_flush`); a
                 // failure shows again when the response is written.
                 let _ = Pin::new(&mut wire.io).poll_flush(cx);

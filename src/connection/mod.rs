@@ -180,12 +180,6 @@ impl ConnectionControl {
         }
     }
 
-    /// Whether the connection must close at once, without registering to be told. For a
-    /// task that registered with `close_requested` earlier and is the same task still.
-    pub fn abort_requested(&self) -> bool {
-        self.abort.load(Ordering::Acquire)
-    }
-
     /// Whether interim responses wait to be written to this connection.
     pub fn interim_pending(&self) -> bool {
         self.interim.is_pending()

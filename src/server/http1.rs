@@ -279,10 +279,10 @@ async fn serve_one<S: Io>(
     let mut answer = pin!(answer);
     // Cut at once when asked to abort (a stalled exchange); write interim responses as they
     // come, before the final one.
-    // The task registered for the reaper's and the interim queue's wake-ups while it read
-    // this head (`close_requested`); it is the same task, so checking is enough here.
+    // Registered again on every poll: a wake-up (an interim response queued) uses the
+    // registration up.
     let next = poll_fn(|cx| {
-        if control.abort_requested() {
+        if control.close_requested(cx) == Some(true) {
             return Poll::Ready(Next::Close(
                 control.close_reason().unwrap_or(CloseReason::Stalled),
             ));

@@ -323,7 +323,6 @@ impl Reloader {
         addr: SocketAddr,
         settings: SharedSettings,
     ) -> ActiveListener {
-        tracing::info!(listener = %name, addr = %addr, "listening");
         let drain = Drain::new();
         let closed = Arc::new(server::ClosedConnections::new(
             &self.metrics.closed_connections,
@@ -361,6 +360,9 @@ impl Reloader {
                 }
             }
         }
+        // Logged once every worker's socket is bound: from here on the address takes
+        // connections on each of them.
+        tracing::info!(listener = %name, addr = %addr, "listening");
         ActiveListener {
             bind,
             addr,

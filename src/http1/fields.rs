@@ -164,16 +164,23 @@ pub(crate) struct ConnectionOptions {
 }
 
 impl ConnectionOptions {
-    pub(crate) fn add_line(&mut self, line: &[u8]) {
+    /// Notes the options of one Connection line; returns whether it held nothing but `close`
+    /// and `keep-alive` (then `close` and `keep_alive` say all it said).
+    pub(crate) fn add_line(&mut self, line: &[u8]) -> bool {
+        let mut only_options = true;
         for element in list_elements(line) {
             if element.eq_ignore_ascii_case(b"close") {
                 self.close = true;
             } else if element.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if element.eq_ignore_ascii_case(b"upgrade") {
-                self.upgrade = true;
+            } else {
+                only_options = false;
+                if element.eq_ignore_ascii_case(b"upgrade") {
+                    self.upgrade = true;
+                }
             }
         }
+        only_options
     }
 }
 

@@ -240,14 +240,25 @@ pub(crate) struct FieldFacts {
     pub(crate) underscore: bool,
 }
 
+/// What `FieldFacts::observe` says about keeping a field in the map.
+#[derive(PartialEq, Eq)]
+enum Keep {
+    Field,
+    /// A Connection line of nothing but `close` and `keep-alive`: hop-by-hop, fully told by
+    /// `keep_alive()`, so left out (a proxy would only remove it again).
+    OptionsOnly,
+}
+
 impl FieldFacts {
-    fn observe(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), HeadError> {
+    fn observe(&mut self, name: &HeaderName, value: &[u8]) -> Result<Keep, HeadError> {
         if name == header::CONTENT_LENGTH {
             self.content_length.add_line(value)?;
         } else if name == header::TRANSFER_ENCODING {
             self.transfer_encoding.add_line(value)?;
         } else if name == header::CONNECTION {
-            self.connection.add_line(value);
+            if self.connection.add_line(value) && !value.trim_ascii().is_empty() {
+                return Ok(Keep::OptionsOnly);
+            }
         } else if name == header::HOST {
             self.hosts += 1;
             if self.hosts > 1 {
@@ -268,7 +279,7 @@ impl FieldFacts {
         } else if name == header::UPGRADE {
             self.upgrade = true;
         }
-        Ok(())
+        Ok(Keep::Field)
     }
 }
 
@@ -317,7 +328,9 @@ pub(crate) fn build_fields(
             ),
         };
         let value = head_slice(head, index.value).ok_or(HeadError::InvalidHeaderValue)?;
-        facts.observe(&name, &value)?;
+        if facts.observe(&name, &value)? == Keep::OptionsOnly {
+            continue;
+        }
         if underscore {
             facts.underscore = true;
             if drop_underscore {
@@ -509,6 +522,37 @@ mod tests {
     /// `field_value` trusts httparse to have refused every byte `HeaderValue` refuses: each
     /// of the 256 bytes inside a value, in a request and in a response, is accepted by both
     /// or refused by the parse.
+    #[test]
+    fn connection_lines_of_only_close_and_keep_alive_stay_out_of_the_map() {
+        use crate::http1::{parse_request, parse_response};
+        use bytes::BytesMut;
+        let request = |connection: &str| {
+            let text = format!("GET / HTTP/1.1\r\nHost: a\r\nConnection: {connection}\r\n\r\n");
+            match parse_request(&mut BytesMut::from(text.as_bytes()), &HeadConfig::default()) {
+                Ok(Parsed::Complete(head)) => head,
+                other => panic!("{connection}: {other:?}"),
+            }
+        };
+        let kept = request("keep-alive");
+        assert!(kept.keep_alive() && !kept.headers.contains_key(header::CONNECTION));
+        let closed = request("Close");
+        assert!(!closed.keep_alive() && !closed.headers.contains_key(header::CONNECTION));
+        // Other tokens name fields a proxy must remove: the line stays for it to read.
+        let naming = request("keep-alive, x-secret");
+        assert_eq!(naming.headers[header::CONNECTION], "keep-alive, x-secret");
+        let upgrade = request("Upgrade");
+        assert_eq!(upgrade.headers[header::CONNECTION], "Upgrade");
+        let mut text = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        let Ok(Parsed::Complete(response)) =
+            parse_response(&mut text, &HeadConfig::default(), &http::Method::GET)
+        else {
+            panic!("a response head");
+        };
+        assert!(!response.keep_alive() && !response.headers.contains_key(header::CONNECTION));
+    }
+
     #[test]
     fn bad_value_bytes_are_refused_by_httparse() {
         use crate::http1::{parse_request, parse_response};

@@ -44,7 +44,9 @@ pub enum Expectation {
 ///
 /// The header values share the head's bytes (no copy per value). If the target is in
 /// absolute form, Host has been replaced by the target's authority, so everything downstream
-/// sees one authority. If the same Content-Length was repeated, the map holds it once.
+/// sees one authority. If the same Content-Length was repeated, the map holds it once. A
+/// Connection line of nothing but `close` and `keep-alive` is not in the map:
+/// [`RequestHead::keep_alive`] says what it said.
 #[derive(Debug)]
 pub struct RequestHead {
     pub method: Method,

@@ -16,8 +16,9 @@ use super::head::{
 };
 
 /// A parsed response head. Header values share the head's bytes; a repeated identical
-/// Content-Length is held once. The reason phrase is not kept: heads are written with the
-/// canonical phrase of their status.
+/// Content-Length is held once; a Connection line of nothing but `close` and `keep-alive` is
+/// left out ([`ResponseHead::keep_alive`] says what it said). The reason phrase is not kept:
+/// heads are written with the canonical phrase of their status.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,

@@ -327,3 +327,178 @@ async fn a_body_left_unread_closes_the_connection_after_the_answer() {
     assert!(reader.is_closed().await);
     assert!(upstream.received().is_empty());
 }
+
+fn closed_count(metrics: &str, reason: &str) -> f64 {
+    common::metric_sample(
+        metrics,
+        "gatehouse_connections_closed_total",
+        &[("listener", "test"), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn open_count(metrics: &str) -> f64 {
+    common::metric_sample(
+        metrics,
+        "gatehouse_open_connections",
+        &[("listener", "test")],
+    )
+    .unwrap_or(-1.0)
+}
+
+/// A connection with a small receive window, so that a client that does not read blocks
+/// gatehouse's writes early.
+async fn small_window_client(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_cache_hit_is_cut_as_stalled() {
+    // A cache hit's body is one frame: handed over at once, then written to a client that
+    // does not read. The connection stays busy until the write is done, so the reaper cuts
+    // it as stalled instead of leaving it open as idle.
+    let upstream = TestUpstream::with_responder(
+        "big",
+        Arc::new(|_request: &Recorded| {
+            Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(Full::new(Bytes::from(vec![b'x'; 8 << 20])))
+                .unwrap()
+        }),
+    )
+    .await;
+    let running = common::start_gatehouse(&format!(
+        r#"
+[admin]
+bind = ""
+[log]
+access = "off"
+[limits]
+idle_timeout = "1s"
+header_read_timeout = "1s"
+[[listener]]
+name = "test"
+bind = "127.0.0.1:0"
+[[route]]
+path_prefix = "/"
+upstream = "app"
+cache = "c"
+[upstream.app]
+servers = ["{}"]
+[cache.c]
+max_size = "64MiB"
+max_object_size = "16MiB"
+"#,
+        upstream.addr
+    ))
+    .await;
+    let addr = running.listener_addrs[0];
+    let mut filler = connect(
+        addr,
+        b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(filler.response(false).await.body.len(), 8 << 20);
+    let mut stuck = small_window_client(addr).await;
+    stuck
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = running.metrics.render();
+        if closed_count(&metrics, "stalled") == 1.0 {
+            assert_eq!(open_count(&metrics), 0.0, "{metrics}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open 10 s after an idle_timeout of 1 s: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_connection_closed_by_a_drain_after_its_answer_counts_as_shutdown() {
+    let held = common::HeldUpstream::start().await;
+    let running = common::start_gatehouse(&format!(
+        "{}\n[limits]\nshutdown_grace = \"5s\"\n",
+        common::simple_config(&[held.addr], "")
+    ))
+    .await;
+    let metrics = Arc::clone(&running.metrics);
+    let mut reader = connect(
+        running.listener_addrs[0],
+        b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    held.wait_arrival().await;
+    let shutdown = tokio::spawn(running.shutdown());
+    held.release_one();
+    assert_eq!(reader.response(false).await.status, 200);
+    assert!(reader.is_closed().await);
+    assert!(timeout(WAIT, shutdown).await.unwrap().unwrap());
+    let text = metrics.render();
+    let listener = common::metric_sample(
+        &text,
+        "gatehouse_connections_closed_total",
+        &[("reason", "shutdown")],
+    );
+    assert_eq!(listener, Some(1.0), "{text}");
+    let by_client = common::metric_sample(
+        &text,
+        "gatehouse_connections_closed_total",
+        &[("reason", "client")],
+    );
+    assert_eq!(by_client.unwrap_or(0.0), 0.0, "{text}");
+}
+
+/// An upstream that agrees to any upgrade asked of it, and records the heads it read.
+async fn agreeing_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                while let Some(head) = common::read_head(&mut stream).await {
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let reply: &[u8] = if head.contains("upgrade: websocket") {
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    seen.lock().unwrap().push(head);
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn an_http_1_0_upgrade_request_is_forwarded_without_its_upgrade_and_gets_no_101() {
+    // RFC 9110 §7.8: Upgrade means nothing in HTTP/1.0, and a 1xx must not reach an HTTP/1.0
+    // client: the request goes on as a plain one, never as a switch of protocol.
+    let (upstream, heads) = agreeing_upstream().await;
+    let running = common::start_gatehouse(&common::simple_config(&[upstream], "")).await;
+    let mut reader = connect(
+        running.listener_addrs[0],
+        b"GET /ws HTTP/1.0\r\nHost: t\r\nConnection: upgrade, keep-alive\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let response = reader.response(false).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1);
+    assert!(!heads[0].contains("upgrade"), "{:?}", heads[0]);
+}

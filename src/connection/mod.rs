@@ -146,6 +146,18 @@ impl ConnectionControl {
         RequestInFlight(Arc::clone(self))
     }
 
+    /// Marks the connection busy (as a request in flight does, without counting a request)
+    /// until the guard is dropped: an HTTP/1.1 connection stays busy until the last byte of
+    /// its response is written, even when the response body (which carries the request's own
+    /// guard) has handed over its last frame before, so that a client that stops reading is
+    /// cut as stalled rather than left open as idle.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy {
+            _in_flight: RequestInFlight(Arc::clone(self)),
+        }
+    }
+
     /// Whether a request has arrived on this connection yet.
     pub fn has_started_requests(&self) -> bool {
         self.requests.load(Ordering::Relaxed) > 0
@@ -231,6 +243,11 @@ impl ConnectionControl {
 
 /// One request in flight on a connection; dropping it ends it.
 pub struct RequestInFlight(Arc<ConnectionControl>);
+
+/// A connection kept busy (see `ConnectionControl::busy`); dropping it ends that.
+pub struct Busy {
+    _in_flight: RequestInFlight,
+}
 
 impl RequestInFlight {
     /// The request switched its connection to another protocol (101): the connection's HTTP

@@ -242,8 +242,8 @@ impl Proxy {
         if scan.underscored && !snapshot.limits.underscores_in_headers {
             headers::remove_underscored(&mut parts.headers);
         }
-        let websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
-        let client_upgrade = if websocket {
+        let asks_websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
+        let client_upgrade = if asks_websocket {
             let own = parts.extensions.remove::<UpgradeSlot>();
             own.and_then(|slot| slot.take()).or_else(|| {
                 parts
@@ -254,6 +254,10 @@ impl Proxy {
         } else {
             None
         };
+        // Only a connection that can be handed over may ask the upstream to switch: an
+        // HTTP/1.0 request (RFC 9110 §7.8) or an HTTP/2 one has its Upgrade removed, as any
+        // other hop-by-hop field.
+        let websocket = client_upgrade.is_some();
         // gRPC to an HTTP/2 upstream needs `TE: trailers`, hop-by-hop as it is, passed on.
         if parts.headers.get(header::TE).is_some_and(|te| {
             te.as_bytes()

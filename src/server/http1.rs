@@ -220,13 +220,14 @@ async fn serve_one<S: Io>(
             connection
                 .proxy
                 .record_rejected_head(&connection.client, status);
-            let _ = write_rejection(wire, out, status).await;
+            let _ = write_rejection(wire, out, status, control).await;
             return Next::Close(CloseReason::BadRequest);
         }
         Ok(Ok(head)) => head,
     };
 
     let in_flight = control.request_started(false);
+    let busy = control.busy();
     let expect_continue = head.expectation() == Expectation::Continue;
     let mut asked = Asked {
         head: head.method == Method::HEAD,
@@ -312,6 +313,7 @@ async fn serve_one<S: Io>(
         answer.as_mut().poll(cx)
     })
     .await;
+    drop(busy);
     let mut wire = lock(wire);
     wire.responding = false;
     control.note_head_started(wire.read_buf.len());
@@ -329,6 +331,7 @@ async fn write_rejection<S: Io>(
     wire: &SharedWire<S>,
     out: &mut BytesMut,
     status: StatusCode,
+    control: &ConnectionControl,
 ) -> io::Result<()> {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -336,7 +339,16 @@ async fn write_rejection<S: Io>(
     headers.insert(header::DATE, date::now());
     out.clear();
     http1::encode::encode_response_head(status, Version::HTTP_11, &headers, out);
-    write_out(wire, out).await
+    // No request is in flight: a client that does not read its 400 is cut by the head
+    // timeout's abort, which this write must heed.
+    let mut write = pin!(write_out(wire, out));
+    poll_fn(|cx| {
+        if control.close_requested(cx) == Some(true) {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        write.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// How the response body is delimited toward the client.
@@ -357,7 +369,22 @@ async fn write_response<S: Io>(
     control: &ConnectionControl,
 ) -> Next {
     let (mut parts, mut body) = response.into_parts();
-    let status = parts.status;
+    let mut status = parts.status;
+    if status.is_informational()
+        && !(status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some())
+    {
+        // A 1xx is never a final answer, and a switch nobody asked for must not be agreed
+        // to: the client would take what follows for another protocol (RFC 9110 §15.2).
+        tracing::debug!(%status, "an interim status as the final answer; answering 502");
+        status = StatusCode::BAD_GATEWAY;
+        parts.headers.clear();
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        asked.keep_alive = false;
+        body = ResponseBody::empty();
+    }
+    parts.status = status;
     let headers = &mut parts.headers;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
     let no_body = status.is_informational()
@@ -442,7 +469,8 @@ async fn write_response<S: Io>(
 
     match send_body(wire, out, &mut body, sending).await {
         Ok(()) if keep_alive => Next::KeepAlive,
-        Ok(()) => Next::Close(CloseReason::Client),
+        // Closed as asked (a drain, an idle close) or as the client or the framing wanted.
+        Ok(()) => Next::Close(control.close_reason().unwrap_or(CloseReason::Client)),
         Err(reason) => Next::Close(reason),
     }
 }

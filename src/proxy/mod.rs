@@ -178,9 +178,10 @@ impl Proxy {
     /// its response is finished.
     ///
     /// What can be answered at once (a fresh cache hit, a local error) is, with no future
-    /// state at all; only the rest becomes one boxed future. hyper moves a request's future
-    /// several times before polling it, so a large inline state (forwarding's is several
-    /// KiB) cost every request, cache hits included, thousands of instructions of copying.
+    /// state at all; only the rest becomes one boxed future. A request's future is moved
+    /// before it is polled (into the connection's state, or hyper's for HTTP/2), so a large
+    /// inline state (forwarding's is several KiB) would cost every request, cache hits
+    /// included, its size in copying at each move.
     pub fn handle(
         &self,
         client: &ClientInfo,

@@ -190,10 +190,9 @@ async fn serve_connection(
 ) {
     let limits = connection.limits;
     let Some(tls) = &settings.tls else {
-        // The first request must start within header_read_timeout too: hyper's own timer only
-        // starts once protocol detection has read a byte, so a silent client would otherwise
-        // hold its connection until idle_timeout. (`readable()` may report ready spuriously,
-        // so peek at a real byte.)
+        // The first request must start within header_read_timeout too: a client that never
+        // sends a byte would otherwise hold its connection until idle_timeout. (`readable()`
+        // may report ready spuriously, so peek at a real byte.)
         let mut first_byte = [0u8; 1];
         let silent =
             match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte))

@@ -537,9 +537,9 @@ impl Http1Body {
         self.conn.take()
     }
 
-    /// Ends the body with `error`, one turn later: hyper's server writes out what it holds
-    /// (the head, data already given) only when the body is pending, and an error cuts the
-    /// connection at once. What the upstream did send reaches the client before the cut.
+    /// Ends the body with `error`, one turn later: hyper's HTTP/2 server writes out what it
+    /// holds (the head, data already given) only when the body is pending, and an error cuts
+    /// the stream at once. What the upstream did send reaches the client before the cut.
     fn fail(
         &mut self,
         error: Error,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod interim;
+pub mod read;
 pub mod upgrade;
 
 use interim::InterimQueue;

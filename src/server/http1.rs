@@ -10,6 +10,7 @@
 //! moved into another task (an HTTP/2 upstream's connection) and still read.
 
 use super::settings::ListenerSettings;
+use crate::connection::read::{ReadSize, poll_read_more};
 use crate::connection::upgrade::{Io, UpgradeSlot, Upgraded};
 use crate::connection::{CloseReason, ConnectionControl, CountingStream, InterimSink};
 use crate::http1::{self, BodyLimits, Decoder, Expectation, Framing, HeadConfig, Parsed};
@@ -25,11 +26,8 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-
-/// Room read into at a time.
-const READ_CHUNK: usize = 8 * 1024;
 
 /// Body data up to this size is copied behind what is already waiting to be written (the
 /// head, earlier small chunks), so a small response goes out in one write; longer data is
@@ -40,6 +38,7 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 struct Wire<S> {
     io: CountingStream<S>,
     read_buf: BytesMut,
+    read_size: ReadSize,
     /// The body of the request in flight, as far as it has been read.
     body: BodyRead,
     /// The response head has begun to go out: no interim response may be written any more.
@@ -59,18 +58,6 @@ type SharedWire<S> = Arc<Mutex<Wire<S>>>;
 fn lock<S>(wire: &Mutex<Wire<S>>) -> MutexGuard<'_, Wire<S>> {
     wire.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn poll_read_more<S: AsyncRead + Unpin>(
-    io: &mut S,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
-    // `read_buf` keeps no state between polls: a new one each time is the same future.
-    pin!(io.read_buf(buf)).poll(cx)
 }
 
 /// What serving one HTTP/1.1 connection needs.
@@ -99,6 +86,7 @@ pub(super) async fn serve<S: Io>(
     let wire: SharedWire<S> = Arc::new(Mutex::new(Wire {
         io: stream,
         read_buf: read_ahead,
+        read_size: ReadSize::default(),
         body: BodyRead::Done,
         responding: false,
     }));
@@ -151,7 +139,12 @@ async fn linger<S: Io>(wire: &SharedWire<S>) {
             if discarded >= LINGER_BYTES {
                 return Poll::Ready(());
             }
-            match ready!(poll_read_more(&mut wire.io, &mut wire.read_buf, cx)) {
+            match ready!(poll_read_more(
+                &mut wire.io,
+                &mut wire.read_buf,
+                &mut wire.read_size,
+                cx
+            )) {
                 Ok(0) | Err(_) => return Poll::Ready(()),
                 Ok(_) => {}
             }
@@ -175,7 +168,11 @@ async fn serve_one<S: Io>(
 ) -> Next {
     let control = &connection.control;
     // The head: wait for it, unless asked to close.
-    let mut fresh = !lock(wire).read_buf.is_empty();
+    let mut fresh = {
+        let mut wire = lock(wire);
+        wire.read_size.reset();
+        !wire.read_buf.is_empty()
+    };
     let head = poll_fn(|cx| {
         match control.close_requested(cx) {
             Some(true) => {
@@ -201,7 +198,12 @@ async fn serve_one<S: Io>(
                     Err(error) => return Poll::Ready(Ok(Err(error))),
                 }
             }
-            match ready!(poll_read_more(&mut wire.io, &mut wire.read_buf, cx)) {
+            match ready!(poll_read_more(
+                &mut wire.io,
+                &mut wire.read_buf,
+                &mut wire.read_size,
+                cx
+            )) {
                 Ok(0) => {
                     // The client closed; a head it left unfinished goes with it.
                     return Poll::Ready(Err(CloseReason::Client));
@@ -302,7 +304,7 @@ async fn serve_one<S: Io>(
             while matches!(wire.body, BodyRead::Done)
                 && wire.read_buf.len() < connection.head_config.max_head_bytes
             {
-                match poll_read_more(&mut wire.io, &mut wire.read_buf, cx) {
+                match poll_read_more(&mut wire.io, &mut wire.read_buf, &mut wire.read_size, cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Next::Close(CloseReason::Client)),
                     Poll::Ready(Ok(_)) => {}
                     Poll::Ready(Err(_)) => return Poll::Ready(Next::Close(CloseReason::Error)),
@@ -643,7 +645,12 @@ impl<S: Io> Body for OwnBody<S> {
             if !wire.read_buf.is_empty() {
                 continue;
             }
-            match ready!(poll_read_more(&mut wire.io, &mut wire.read_buf, cx)) {
+            match ready!(poll_read_more(
+                &mut wire.io,
+                &mut wire.read_buf,
+                &mut wire.read_size,
+                cx
+            )) {
                 Ok(0) => {
                     let error = decoder.finish().err();
                     wire.body = BodyRead::Failed;

@@ -11,6 +11,7 @@
 //! connection means the two sides disagree about where a message ends.
 
 use crate::connection::InterimSink;
+use crate::connection::read::{self, ReadSize};
 use crate::connection::upgrade::Upgraded;
 use crate::http1::{self, BodyError, BodyLimits, Decoder, HeadConfig, HeadError, Parsed};
 use crate::request_body::{BoxError, RequestBody};
@@ -18,25 +19,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// Room read into at a time, at first.
-const READ_CHUNK: usize = 8 * 1024;
-
-/// Room read into at a time once reads keep filling it (a large body): fewer system calls
-/// per byte, as hyper's adaptive reads give.
-const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// A write buffer grown larger than this by an upload is not kept for the next request.
 const KEPT_WRITE_BUFFER: usize = 16 * 1024;
-
-/// Less room than this left in the read buffer and it grows by `READ_CHUNK` first.
-const MIN_READ_ROOM: usize = 1024;
 
 /// The most request body bytes gathered before writing: frames that are ready go out in one
 /// write with the head, without holding a fast client's whole upload in memory.
@@ -128,17 +118,17 @@ pub struct Connection {
     /// The current response's body framing.
     decoder: Decoder,
     /// Room to make for the next read.
-    read_chunk: usize,
+    read_size: ReadSize,
 }
 
 impl Connection {
     pub fn new(stream: Stream) -> Box<Self> {
         Box::new(Self {
             stream,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: ReadSize::buffer(),
             out: BytesMut::new(),
             decoder: Decoder::new(http1::Framing::Empty, BodyLimits::default()),
-            read_chunk: READ_CHUNK,
+            read_size: ReadSize::default(),
         })
     }
 
@@ -165,17 +155,7 @@ impl Connection {
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < MIN_READ_ROOM {
-            self.buf.reserve(self.read_chunk);
-        }
-        let room = self.buf.capacity() - self.buf.len();
-        let read = ready!(pin!(self.stream.read_buf(&mut self.buf)).poll(cx));
-        if let Ok(n) = read
-            && n == room
-        {
-            self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
-        }
-        Poll::Ready(read)
+        read::poll_read_more(&mut self.stream, &mut self.buf, &mut self.read_size, cx)
     }
 
     /// Writes the request head, with the body's framing decided as hyper's client decides
@@ -398,7 +378,7 @@ pub async fn exchange(
     request: &mut Request<RequestBody>,
     interim: Option<&InterimSink>,
 ) -> Result<Response<Http1Body>, Failure> {
-    conn.read_chunk = READ_CHUNK;
+    conn.read_size.reset();
     let mut outgoing = conn.encode_head(request);
     let asked_upgrade = request.headers().contains_key(header::UPGRADE);
     let close = asks_to_close(request.headers());

@@ -1,0 +1,90 @@
+//! Reading a connection onto its buffer, client side and upstream side alike: reads start at
+//! 8 KiB of room and double, up to 64 KiB, while they keep filling it (a large body: fewer
+//! system calls per byte, as hyper's adaptive reads give), and go back to 8 KiB for each new
+//! message.
+
+use bytes::BytesMut;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Room read into at a time, at first.
+const START: usize = 8 * 1024;
+
+/// Room read into at a time once reads keep filling it.
+const MAX: usize = 64 * 1024;
+
+/// Less room than this left in the buffer and it grows first.
+const MIN_ROOM: usize = 1024;
+
+/// How much room the next read gets.
+#[derive(Debug)]
+pub struct ReadSize(usize);
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        Self(START)
+    }
+}
+
+impl ReadSize {
+    /// Back to the first size, for a new message.
+    pub fn reset(&mut self) {
+        self.0 = START;
+    }
+
+    /// A buffer for a new connection.
+    pub fn buffer() -> BytesMut {
+        BytesMut::with_capacity(START)
+    }
+}
+
+/// Reads what `io` has onto `buf`, growing `buf` first when little room is left.
+pub fn poll_read_more<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    size: &mut ReadSize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < MIN_ROOM {
+        buf.reserve(size.0);
+    }
+    let room = buf.capacity() - buf.len();
+    // `read_buf` keeps no state between polls: a new one each time is the same future.
+    let read = ready!(pin!(io.read_buf(buf)).poll(cx));
+    if let Ok(n) = read
+        && n == room
+    {
+        size.0 = (size.0 * 2).min(MAX);
+    }
+    Poll::Ready(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn reads_grow_while_they_fill_the_buffer_and_start_again_after_reset() {
+        let (mut near, mut far) = tokio::io::duplex(256 * 1024);
+        far.write_all(&vec![7u8; 200 * 1024]).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut size = ReadSize::default();
+        let mut reads = Vec::new();
+        while buf.len() < 200 * 1024 {
+            let before = buf.len();
+            std::future::poll_fn(|cx| poll_read_more(&mut near, &mut buf, &mut size, cx))
+                .await
+                .unwrap();
+            reads.push(buf.len() - before);
+        }
+        assert_eq!(reads[0], START, "{reads:?}");
+        assert!(reads.iter().any(|&n| n > START), "{reads:?}");
+        assert!(size.0 <= MAX);
+        size.reset();
+        assert_eq!(size.0, START);
+    }
+}

@@ -17,8 +17,9 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// A connection after its switch of protocol: reads give the bytes already read past the
-/// HTTP head first, then the stream's.
+/// A stream some bytes of which were read already: a connection after its switch of
+/// protocol (the bytes past the HTTP head), or one whose first bytes were read to tell
+/// HTTP/2's preface apart. Reads give those bytes first, then the stream's.
 pub struct Upgraded {
     io: Box<dyn Io>,
     read_ahead: Bytes,

@@ -46,10 +46,14 @@ fn reload(c: &mut Criterion) {
     let metrics = Metrics::new().expect("metrics");
     let servers = ServerRegistry::new();
     let caches = CacheRegistry::new();
+    let limiters = gatehouse::limit::LimiterRegistry::new();
     let addresses = AddressBook::new();
     let ids = HashMap::from([("public".to_owned(), 0)]);
     let warm = config::load_str(path, &text).expect("valid config");
-    Snapshot::compile(warm, &servers, &addresses, &caches, &metrics, &ids).expect("compiles");
+    Snapshot::compile(
+        warm, &servers, &addresses, &caches, &limiters, &metrics, &ids,
+    )
+    .expect("compiles");
 
     let mut group = c.benchmark_group("reload_1000_routes_100x10_servers");
     group.sample_size(20);
@@ -59,8 +63,10 @@ fn reload(c: &mut Criterion) {
     group.bench_function("check_and_compile", |b| {
         b.iter(|| {
             let config = config::load_str(path, black_box(&text)).expect("valid");
-            Snapshot::compile(config, &servers, &addresses, &caches, &metrics, &ids)
-                .expect("compiles")
+            Snapshot::compile(
+                config, &servers, &addresses, &caches, &limiters, &metrics, &ids,
+            )
+            .expect("compiles")
         })
     });
     group.finish();

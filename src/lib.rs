@@ -5,7 +5,7 @@
 //!
 //! Modules sit in layers and import only from below (checked by `tests/layers.rs`, which holds
 //! the table): vocabulary without imports (`certs`, `connection`, `http1`, `request_body`,
-//! `route`, …); `config` and `metrics`; `headers`, `tls`, `health`, `cache`; `upstream`;
+//! `route`, …); `config` and `metrics`; `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
 //! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`. The demo backend stands apart.
 
 pub mod admin;
@@ -19,6 +19,7 @@ pub mod demo;
 pub mod headers;
 pub mod health;
 pub mod http1;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -5,6 +5,7 @@
 use crate::cache::CacheRegistry;
 use crate::config::{AccessLogFormat, Config};
 use crate::headers::HeaderEdits;
+use crate::limit::{LimiterRegistry, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{HostPattern, RouteEntry, Router};
 use crate::upstream::discovery::AddressBook;
@@ -28,6 +29,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     pub metrics: RouteMetrics,
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// The `[limit.NAME]`s its requests must pass.
+    pub rate_limits: RouteLimits,
 }
 
 /// Client-side limits, compiled.
@@ -60,6 +63,7 @@ impl Snapshot {
         registry: &ServerRegistry,
         addresses: &AddressBook,
         caches: &CacheRegistry,
+        limiters: &LimiterRegistry,
         metrics: &Metrics,
         listener_ids: &HashMap<String, usize>,
     ) -> Result<Self, String> {
@@ -93,7 +97,20 @@ impl Snapshot {
                 None => None,
             };
             let name = route.display_name();
+            let mut route_limiters = Vec::new();
+            for limit in &route.limits {
+                let settings = config
+                    .rate_limits
+                    .get(limit.get_ref())
+                    .ok_or_else(|| format!("route names a missing limit {:?}", limit.get_ref()))?;
+                route_limiters.push(
+                    limiters
+                        .get_or_create(limit.get_ref(), settings, metrics)
+                        .map_err(|e| format!("limit {}: {e}", limit.get_ref()))?,
+                );
+            }
             let compiled = Route {
+                rate_limits: RouteLimits::new(route_limiters),
                 metrics: RouteMetrics::new(metrics, &name, upstream_name),
                 name: name.into(),
                 upstream,

@@ -27,8 +27,9 @@ const LAYERS: &[&[&str]] = &[
     ],
     // The config (with its own parsers and located errors) and the metric families.
     &["config", "metrics"],
-    // Header rules, TLS settings, per-server health state and breakers, cache policy and store.
-    &["cache", "headers", "health", "tls"],
+    // Header rules, TLS settings, per-server health state and breakers, cache policy and store,
+    // rate limits.
+    &["cache", "headers", "health", "limit", "tls"],
     // Servers, pools, balancers, the active prober, DNS discovery.
     &["upstream"],
     // Compiling a config into what the request path needs.

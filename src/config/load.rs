@@ -120,10 +120,18 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.caches,
                 &mut gaps.caches,
             ),
+            "limit" => named_tables(
+                &locator,
+                "limit",
+                value,
+                errors,
+                &mut config.rate_limits,
+                &mut gaps.rate_limits,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limits, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limit, limits, reload, demo, resolver",
             )),
         }
     }
@@ -185,7 +193,7 @@ fn array_of_tables<'a, 'i>(
     }
 }
 
-/// `[upstream.NAME]` and `[cache.NAME]`: each table on its own, the names of those that fail
+/// `[upstream.NAME]`, `[cache.NAME]` and `[limit.NAME]`: each table on its own, the names of those that fail
 /// kept in `unparsed`.
 fn named_tables<T: DeserializeOwned>(
     locator: &Locator<'_>,
@@ -351,6 +359,43 @@ mod tests {
         assert_eq!(all.total(), 121, "the lines listed stand for every error");
     }
 
+    #[test]
+    fn rate_limit_errors_are_placed_and_references_checked() {
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\nlimits = [\"api\", \"nope\"]\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\n\
+             [limit.api]\nrate = \"fast\"\nkey = [\"client_ip\", \"ip\"]\nipv6_prefix = 0\n\
+             [limit.ok]\nrate = \"5/m\"\nkey = \"header:X-Api-Key\"\nburst = 3\nnodelay = true\n"
+        );
+        let found = errors(&text);
+        let places: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|(l, c, k, _)| (*l, *c, k.as_str()))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (6, 18, "route[0].limits"),
+                (10, 8, "limit.api.rate"),
+                (11, 7, "limit.api.key"),
+                (12, 15, "limit.api.ipv6_prefix"),
+            ],
+            "{found:#?}"
+        );
+        assert!(
+            found[0]
+                .3
+                .contains("no limit named \"nope\" (configured: api, ok)")
+        );
+        assert!(found[2].3.contains("invalid key \"ip\""));
+        // A limit table that does not parse is not reported again where a route names it.
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\nlimits = [\"api\"]\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\n[limit.api]\nrate = 5\n"
+        );
+        assert_eq!(keys(&text), ["limit.api.rate"]);
+    }
+
     /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.
     fn near_toml() -> impl Strategy<Value = String> {
         let headers = prop::sample::select(vec![
@@ -363,6 +408,7 @@ mod tests {
             "[upstream.c.breaker]",
             "[upstream.d.tls]",
             "[cache.c]",
+            "[limit.l]",
             "[limits]",
             "[log]",
             "[reload]",
@@ -413,6 +459,10 @@ mod tests {
             "hsts",
             "set",
             "remove",
+            "rate",
+            "burst",
+            "key",
+            "limits",
         ];
         let values = prop::sample::select(vec![
             "\"a\"",
@@ -437,6 +487,8 @@ mod tests {
             "1979-05-27T07:32:00Z",
             "\"round_robin\"",
             "\"p2c\"",
+            "\"10/s\"",
+            "[\"client_ip\", \"header:\"]",
             "'''x'''",
         ]);
         // Distinct keys in a section, so that most documents are TOML and reach the schema.

@@ -6,6 +6,7 @@
 mod bad_keys;
 mod errors;
 mod load;
+mod rate_limit;
 mod redirect;
 mod tls;
 mod units;
@@ -14,6 +15,7 @@ mod values;
 
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
+pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
 pub use redirect::RedirectTemplate;
 pub use tls::{check_alpn, tls_server_name, tls_versions};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
@@ -36,6 +38,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub caches: BTreeMap<String, CacheConfig>,
+    /// `[limit.NAME]`: request rate limits that routes name.
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -247,6 +251,9 @@ pub struct RouteConfig {
     /// A `[cache.NAME]` for this route's responses; by default nothing is cached.
     #[serde(default)]
     pub cache: Option<Spanned<String>>,
+    /// `[limit.NAME]`s this route's requests must pass, in order.
+    #[serde(default)]
+    pub limits: Vec<Spanned<String>>,
     #[serde(default)]
     pub request_headers: HeaderRules,
     #[serde(default)]

@@ -20,6 +20,7 @@ pub(super) struct Gaps {
     pub listeners: Unparsed,
     pub upstreams: Unparsed,
     pub caches: Unparsed,
+    pub rate_limits: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.
@@ -178,6 +179,22 @@ pub(super) fn validate(
                     list_or_none(&known)
                 ),
             ));
+        }
+        for limit in &route.limits {
+            if !config.rate_limits.contains_key(limit.get_ref())
+                && !gaps.rate_limits.may_be(limit.get_ref())
+            {
+                let known: Vec<&str> = config.rate_limits.keys().map(String::as_str).collect();
+                errors.push(at.error(
+                    limit.span(),
+                    key("limits"),
+                    format!(
+                        "no limit named {:?} (configured: {})",
+                        limit.get_ref(),
+                        list_or_none(&known)
+                    ),
+                ));
+            }
         }
         if let Some(host) = &route.set_host
             && http::HeaderValue::from_str(host.get_ref()).is_err()
@@ -374,6 +391,10 @@ pub(super) fn validate(
         }
     }
 
+    for (name, limit) in &config.rate_limits {
+        check_rate_limit(name, limit, at, errors);
+    }
+
     if config.limits.max_header_bytes.0 < MIN_HEADER_BYTES {
         errors.push(at.error(
             at.span_of(&["limits", "max_header_bytes"]),
@@ -412,6 +433,45 @@ pub(super) fn validate(
                 "must be between 0.0 and 1.0",
             ));
         }
+    }
+}
+
+fn check_rate_limit(
+    name: &str,
+    limit: &super::RateLimitConfig,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let lkey = |k: &str| format!("limit.{name}.{k}");
+    if let Err(message) = super::Rate::parse(limit.rate.get_ref()) {
+        errors.push(at.error(limit.rate.span(), lkey("rate"), message));
+    }
+    let keys = &limit.key.get_ref().0;
+    if keys.is_empty() {
+        errors.push(at.error(
+            at.span_of(&["limit", name, "key"]),
+            lkey("key"),
+            "must name at least one key",
+        ));
+    }
+    for part in keys {
+        if let Err(message) = super::KeyPart::parse(part) {
+            errors.push(at.error(at.span_of(&["limit", name, "key"]), lkey("key"), message));
+        }
+    }
+    if !(1..=128).contains(&limit.ipv6_prefix) {
+        errors.push(at.error(
+            at.span_of(&["limit", name, "ipv6_prefix"]),
+            lkey("ipv6_prefix"),
+            "must be between 1 and 128",
+        ));
+    }
+    if limit.max_keys == 0 {
+        errors.push(at.error(
+            at.span_of(&["limit", name, "max_keys"]),
+            lkey("max_keys"),
+            "must be greater than zero",
+        ));
     }
 }
 

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     pub cache_evictions: IntCounterVec,
     pub cache_coalesced: IntCounterVec,
+    pub rate_limit_requests: IntCounterVec,
     pub config_reloads_ok: IntCounter,
     pub config_reloads_failed: IntCounter,
     pub config_last_success: IntGauge,
@@ -193,7 +194,19 @@ impl Metrics {
             ),
             &["cache"],
         )?;
-        for family in [&cache_requests, &cache_evictions, &cache_coalesced] {
+        let rate_limit_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limit_requests_total",
+                "Requests checked by a rate limit, by outcome (allowed, delayed, rejected, dry_run_rejected).",
+            ),
+            &["limit", "outcome"],
+        )?;
+        for family in [
+            &cache_requests,
+            &cache_evictions,
+            &cache_coalesced,
+            &rate_limit_requests,
+        ] {
             registry.register(Box::new(family.clone()))?;
         }
         let config_reloads = IntCounterVec::new(
@@ -272,6 +285,7 @@ impl Metrics {
             cache_entries,
             cache_evictions,
             cache_coalesced,
+            rate_limit_requests,
             config_reloads_ok,
             config_reloads_failed,
             config_last_success,

@@ -5,9 +5,11 @@
 use super::access_log::CombinedLine;
 use crate::config::AccessLogFormat;
 use crate::connection::RequestInFlight;
+use crate::limit::LimitFields;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
-use http::header::HeaderValue;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,11 +35,25 @@ pub(crate) struct Exchange {
     pub(crate) in_flight: Option<InFlight>,
     /// Ends the request on its client connection when the exchange is dropped.
     pub(crate) connection: RequestInFlight,
+    /// The route's rate limit fields for the response, if its limits advertise themselves.
+    pub(crate) limit_fields: Option<Box<LimitFields>>,
 }
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 impl Exchange {
     pub(crate) fn server_name(&self) -> &str {
         self.server.as_deref().unwrap_or("-")
+    }
+
+    /// Sets the `RateLimit-Policy` and `RateLimit` fields on the response, when there are.
+    pub(crate) fn add_limit_fields(&mut self, headers: &mut HeaderMap) {
+        if let Some(fields) = self.limit_fields.take() {
+            let LimitFields { policy, state } = *fields;
+            headers.insert(&RATELIMIT_POLICY, policy);
+            headers.insert(&RATELIMIT, state);
+        }
     }
 }
 

@@ -32,9 +32,9 @@ impl Exchange {
     ) -> Response<ResponseBody> {
         self.status = status;
         let mut response = local_response(status, message);
-        response
-            .headers_mut()
-            .insert(&X_REQUEST_ID, self.request_id.clone());
+        let headers = response.headers_mut();
+        headers.insert(&X_REQUEST_ID, self.request_id.clone());
+        self.add_limit_fields(headers);
 
         response.body_mut().set_completion(self);
         response

@@ -14,6 +14,7 @@ use crate::connection::upgrade::{self, PendingUpgrade, UpgradeSlot};
 use crate::connection::{InterimSink, RequestInFlight};
 use crate::headers::{self, HeaderScan, RequestIds, X_REQUEST_ID};
 use crate::health::breaker::{Admission, BreakerState};
+use crate::limit::{self, Decision, KeySource};
 use crate::request_body::{BodyTooLarge, ClientBody, ClientBodyError, RequestBody};
 use crate::route::host_without_port;
 use crate::snapshot::{Route, SharedSnapshot};
@@ -139,6 +140,7 @@ impl Proxy {
             request_id: request_id.clone(),
             in_flight: None,
             connection,
+            limit_fields: None,
         };
         (exchange, request_id)
     }
@@ -210,6 +212,81 @@ impl Proxy {
         let route = Arc::clone(&entry.target);
         exchange.route = Some(Arc::clone(&route));
 
+        if !route.rate_limits.is_empty() {
+            let source = KeySource {
+                client: client.addr.ip(),
+                headers: &parts.headers,
+                route: &route.name,
+            };
+            match route.rate_limits.decide(&source, limit::now_nanos()) {
+                Decision::Reject {
+                    retry_after,
+                    fields,
+                    ..
+                } => {
+                    exchange.limit_fields = fields;
+                    let mut response = exchange
+                        .local(StatusCode::TOO_MANY_REQUESTS, "request rate over the limit");
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                    return Handling::ready(response);
+                }
+                Decision::Pass { wait, fields } => {
+                    exchange.limit_fields = fields;
+                    if !wait.is_zero() {
+                        // Spaced out to the rate (a limit without `nodelay`), as nginx does.
+                        let client = client.clone();
+                        return Handling::Pending(Box::pin(async move {
+                            tokio::time::sleep(wait).await;
+                            let routed = Routed {
+                                snapshot,
+                                route,
+                                exchange,
+                                request_id,
+                                host_value,
+                            };
+                            routed.handle(&client, parts, body).await
+                        }));
+                    }
+                }
+            }
+        }
+        let routed = Routed {
+            snapshot,
+            route,
+            exchange,
+            request_id,
+            host_value,
+        };
+        routed.handle(client, parts, body)
+    }
+}
+
+/// A request whose route is chosen and whose limits let it through.
+struct Routed {
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    route: Arc<Route>,
+    exchange: Exchange,
+    request_id: HeaderValue,
+    host_value: HeaderValue,
+}
+
+impl Routed {
+    /// Answers from the cache, or rewrites the request and forwards it.
+    fn handle(
+        self,
+        client: &ClientInfo,
+        mut parts: http::request::Parts,
+        body: ClientBody,
+    ) -> Handling {
+        let Routed {
+            snapshot,
+            route,
+            exchange,
+            request_id,
+            host_value,
+        } = self;
         let too_large = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -476,6 +553,7 @@ impl Reply {
         headers::remove_hop_by_hop(&mut parts.headers, &scan, keep_upgrade);
         headers::add_via(&mut parts.headers, Version::HTTP_11);
         parts.headers.insert(&X_REQUEST_ID, self.request_id);
+        self.exchange.add_limit_fields(&mut parts.headers);
         if !self.route.response_headers.is_empty() {
             self.route.response_headers.apply(&mut parts.headers);
         }
@@ -499,6 +577,7 @@ impl Reply {
     fn answer_from_cache(mut self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id);
+        self.exchange.add_limit_fields(headers);
         if !self.route.response_headers.is_empty() {
             self.route.response_headers.apply(headers);
         }

@@ -9,6 +9,7 @@ pub mod cert_watch;
 
 use crate::cache::CacheRegistry;
 use crate::config::{self, Config, parse_bind};
+use crate::limit::LimiterRegistry;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{self, Drain, Listener, ListenerSettings, SharedSettings};
@@ -174,6 +175,8 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     registry: Arc<ServerRegistry>,
     caches: Arc<CacheRegistry>,
+    /// Rate limiters, kept across reloads that leave their settings alone.
+    limiters: Arc<LimiterRegistry>,
     metrics: Arc<Metrics>,
     /// Addresses of servers given by name, and the resolver that refreshes them.
     addresses: Arc<AddressBook>,
@@ -247,11 +250,13 @@ impl Reloader {
             });
             listeners.id(name);
         }
+        let limiters = Arc::new(LimiterRegistry::new());
         let snapshot = Snapshot::compile(
             config,
             &registry,
             &addresses,
             &caches,
+            &limiters,
             &metrics,
             &listeners.ids,
         )?;
@@ -263,6 +268,7 @@ impl Reloader {
             proxy,
             registry,
             caches,
+            limiters,
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
@@ -538,14 +544,17 @@ impl Reloader {
         config: Config,
         ids: HashMap<String, usize>,
     ) -> Result<Snapshot, String> {
-        let (registry, addresses, caches, metrics) = (
+        let (registry, addresses, caches, limiters, metrics) = (
             Arc::clone(&self.registry),
             Arc::clone(&self.addresses),
             Arc::clone(&self.caches),
+            Arc::clone(&self.limiters),
             Arc::clone(&self.metrics),
         );
         tokio::task::spawn_blocking(move || {
-            Snapshot::compile(config, &registry, &addresses, &caches, &metrics, &ids)
+            Snapshot::compile(
+                config, &registry, &addresses, &caches, &limiters, &metrics, &ids,
+            )
         })
         .await
         .unwrap_or_else(|e| Err(format!("compile failed: {e}")))
@@ -567,6 +576,13 @@ impl Reloader {
             &self.metrics,
         );
         self.caches.retain(|name| keep_caches.contains(name));
+        let keep_limits: HashSet<&str> = snapshot
+            .config
+            .rate_limits
+            .keys()
+            .map(String::as_str)
+            .collect();
+        self.limiters.retain(|name| keep_limits.contains(name));
         self.addresses.retain(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));
     }

@@ -1,0 +1,509 @@
+//! Request rate limits (`[limit.NAME]`, nginx's `limit_req`): the compiled limiters, the
+//! registry that keeps their state across reloads, and a route's decision over all of its
+//! limits. The arithmetic is `gcra`, the bounded per-key state `table`, the keys `key`.
+
+mod gcra;
+mod key;
+mod table;
+
+pub use gcra::{Gcra, Verdict};
+pub use key::{KeySource, RequestKey};
+pub use table::KeyTable;
+
+use crate::config::{KeyPart, Rate, RateLimitConfig};
+use crate::metrics::Metrics;
+use http::HeaderValue;
+use prometheus::IntCounter;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// Nanoseconds on the monotonic clock limits count on (since the first call).
+pub fn now_nanos() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    // One second in, so that 0 stays "never seen".
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX) + NANOS_PER_SEC
+}
+
+/// One compiled `[limit.NAME]`, with the state of its keys.
+pub struct RateLimiter {
+    pub name: Arc<str>,
+    settings: RateLimitConfig,
+    rate: Rate,
+    gcra: Gcra,
+    key: RequestKey,
+    table: KeyTable,
+    outcomes: Outcomes,
+    log: LogThrottle,
+}
+
+struct Outcomes {
+    allowed: IntCounter,
+    delayed: IntCounter,
+    rejected: IntCounter,
+    dry_run_rejected: IntCounter,
+}
+
+impl RateLimiter {
+    /// Compiles a validated `[limit.NAME]`.
+    pub fn new(name: &str, settings: &RateLimitConfig, metrics: &Metrics) -> Result<Self, String> {
+        let rate = Rate::parse(settings.rate.get_ref())?;
+        let parts = settings
+            .key
+            .get_ref()
+            .0
+            .iter()
+            .map(|part| KeyPart::parse(part))
+            .collect::<Result<Vec<_>, _>>()?;
+        let interval = u64::try_from(rate.interval().as_nanos()).unwrap_or(u64::MAX);
+        let outcome = |o: &str| metrics.rate_limit_requests.with_label_values(&[name, o]);
+        Ok(Self {
+            name: name.into(),
+            settings: settings.clone(),
+            rate,
+            gcra: Gcra::new(interval, settings.burst),
+            key: RequestKey::new(parts, settings.ipv6_prefix),
+            table: KeyTable::new(settings.max_keys),
+            outcomes: Outcomes {
+                allowed: outcome("allowed"),
+                delayed: outcome("delayed"),
+                rejected: outcome("rejected"),
+                dry_run_rejected: outcome("dry_run_rejected"),
+            },
+            log: LogThrottle::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &RateLimitConfig {
+        &self.settings
+    }
+
+    /// Keys remembered now (for /status).
+    pub fn keys(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.outcomes.rejected.get()
+    }
+
+    pub fn dry_run_rejected(&self) -> u64 {
+        self.outcomes.dry_run_rejected.get()
+    }
+
+    pub fn delayed(&self) -> u64 {
+        self.outcomes.delayed.get()
+    }
+
+    pub fn allowed(&self) -> u64 {
+        self.outcomes.allowed.get()
+    }
+
+    /// This limit's `RateLimit-Policy` item: the sustained rate as a quota per window.
+    fn policy_item(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.rate.count,
+            self.rate.period.as_secs()
+        )
+    }
+}
+
+/// The limits of one route, in the order it names them.
+#[derive(Default)]
+pub struct RouteLimits {
+    limiters: Vec<Arc<RateLimiter>>,
+    /// `RateLimit-Policy` for the limits that advertise themselves; none if none does.
+    policy: Option<HeaderValue>,
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields of one response.
+#[derive(Debug)]
+pub struct LimitFields {
+    pub policy: HeaderValue,
+    pub state: HeaderValue,
+}
+
+/// What a route's limits decide for one request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Go on, after `wait` (zero unless a limit without `nodelay` spaces requests out).
+    Pass {
+        wait: Duration,
+        fields: Option<Box<LimitFields>>,
+    },
+    /// 429, with `Retry-After: retry_after` seconds.
+    Reject {
+        limit: Arc<str>,
+        retry_after: u64,
+        fields: Option<Box<LimitFields>>,
+    },
+}
+
+impl RouteLimits {
+    pub fn new(limiters: Vec<Arc<RateLimiter>>) -> Self {
+        let items: Vec<String> = limiters
+            .iter()
+            .filter(|l| l.settings.headers)
+            .map(|l| l.policy_item())
+            .collect();
+        let policy = (!items.is_empty())
+            .then(|| HeaderValue::from_str(&items.join(", ")).ok())
+            .flatten();
+        Self { limiters, policy }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiters.is_empty()
+    }
+
+    pub fn limiters(&self) -> &[Arc<RateLimiter>] {
+        &self.limiters
+    }
+
+    /// Checks a request against every limit of the route at `now` (nanoseconds of
+    /// `now_nanos`). A request refused by one limit is not counted by the others.
+    pub fn decide(&self, source: &KeySource<'_>, now: u64) -> Decision {
+        let mut wait = 0u64;
+        // Which limits counted this request, to give it back if a later one refuses it.
+        let mut admitted = 0u64;
+        let mut state = String::new();
+        for (index, limiter) in self.limiters.iter().enumerate() {
+            let Some(key) = limiter.key.hash(source) else {
+                continue;
+            };
+            let (verdict, tat) = limiter.table.check(&limiter.gcra, key, now);
+            match verdict {
+                Verdict::Admit { wait: due_in, .. } => {
+                    if index < 64 {
+                        admitted |= 1 << index;
+                    }
+                    if due_in > 0 && !limiter.settings.nodelay && !limiter.settings.dry_run {
+                        wait = wait.max(due_in);
+                        limiter.outcomes.delayed.inc();
+                    } else {
+                        limiter.outcomes.allowed.inc();
+                    }
+                    if limiter.settings.headers && !limiter.settings.dry_run {
+                        let remaining = limiter.gcra.remaining(tat, now);
+                        let reset = limiter.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
+                        push_state(&mut state, &limiter.name, remaining, reset);
+                    }
+                }
+                Verdict::Refuse { retry_in } => {
+                    let retry_after = retry_in.div_ceil(NANOS_PER_SEC).max(1);
+                    if limiter.settings.dry_run {
+                        limiter.outcomes.dry_run_rejected.inc();
+                        limiter.log.note(now, || {
+                            tracing::info!(limit = %limiter.name, client = %source.client, route = source.route, "rate limit exceeded (dry run: request let through)")
+                        });
+                        continue;
+                    }
+                    limiter.outcomes.rejected.inc();
+                    limiter.log.note(now, || {
+                        tracing::warn!(limit = %limiter.name, client = %source.client, route = source.route, retry_after, "rate limit exceeded: 429")
+                    });
+                    self.refund(admitted, source);
+                    let mut state = String::new();
+                    if limiter.settings.headers {
+                        push_state(&mut state, &limiter.name, 0, retry_after);
+                    }
+                    return Decision::Reject {
+                        limit: Arc::clone(&limiter.name),
+                        retry_after,
+                        fields: self.fields(&state),
+                    };
+                }
+            }
+        }
+        Decision::Pass {
+            wait: Duration::from_nanos(wait),
+            fields: self.fields(&state),
+        }
+    }
+
+    fn refund(&self, admitted: u64, source: &KeySource<'_>) {
+        for (index, limiter) in self.limiters.iter().enumerate().take(64) {
+            if admitted & (1 << index) != 0
+                && let Some(key) = limiter.key.hash(source)
+            {
+                limiter.table.refund(&limiter.gcra, key);
+            }
+        }
+    }
+
+    fn fields(&self, state: &str) -> Option<Box<LimitFields>> {
+        let policy = self.policy.clone()?;
+        let state = HeaderValue::from_str(state)
+            .ok()
+            .filter(|s| !s.is_empty())?;
+        Some(Box::new(LimitFields { policy, state }))
+    }
+}
+
+fn push_state(out: &mut String, name: &str, remaining: u64, reset: u64) {
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    let _ = write!(out, "\"{name}\";r={remaining};t={reset}");
+}
+
+/// One log line per second at most for a limit's refusals, with how many were not logged: a
+/// flood must not turn into a flood of log lines.
+#[derive(Default)]
+struct LogThrottle {
+    last: AtomicU64,
+}
+
+impl LogThrottle {
+    fn note(&self, now: u64, log: impl FnOnce()) {
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= NANOS_PER_SEC)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log();
+        }
+    }
+}
+
+/// The limiters of the config in force and the one before: a reload that leaves a limit's
+/// settings alone keeps its keys' state.
+#[derive(Default)]
+pub struct LimiterRegistry {
+    limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+}
+
+impl LimiterRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get_or_create(
+        &self,
+        name: &str,
+        settings: &RateLimitConfig,
+        metrics: &Metrics,
+    ) -> Result<Arc<RateLimiter>, String> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = limiters.get(name)
+            && existing.settings == *settings
+        {
+            return Ok(Arc::clone(existing));
+        }
+        let limiter = Arc::new(RateLimiter::new(name, settings, metrics)?);
+        limiters.insert(name.to_owned(), Arc::clone(&limiter));
+        Ok(limiter)
+    }
+
+    /// Forgets limiters whose name `keep` rejects (no longer configured).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        limiters.retain(|name, _| keep(name));
+    }
+
+    pub fn all(&self) -> Vec<Arc<RateLimiter>> {
+        let limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = limiters.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+    use toml::Spanned;
+
+    const MS: u64 = 1_000_000;
+
+    fn limiter(
+        name: &str,
+        rate: &str,
+        burst: u32,
+        tweak: impl FnOnce(&mut RateLimitConfig),
+    ) -> Arc<RateLimiter> {
+        let mut settings = RateLimitConfig {
+            rate: Spanned::new(0..0, rate.into()),
+            burst,
+            nodelay: true,
+            key: Spanned::new(0..0, crate::config::KeyList(vec!["client_ip".into()])),
+            dry_run: false,
+            ipv6_prefix: 128,
+            max_keys: 1_000,
+            headers: true,
+        };
+        tweak(&mut settings);
+        let metrics = Metrics::new().unwrap();
+        Arc::new(RateLimiter::new(name, &settings, &metrics).unwrap())
+    }
+
+    fn from<'a>(client: &str, headers: &'a HeaderMap) -> KeySource<'a> {
+        KeySource {
+            client: client.parse().unwrap(),
+            headers,
+            route: "r",
+        }
+    }
+
+    fn field(fields: &Option<Box<LimitFields>>) -> (String, String) {
+        let fields = fields.as_ref().expect("fields");
+        (
+            fields.policy.to_str().unwrap().to_owned(),
+            fields.state.to_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn exact_admissions_for_a_rate_and_burst() {
+        let limits = RouteLimits::new(vec![limiter("api", "10/s", 3, |_| {})]);
+        let none = HeaderMap::new();
+        let now = 10 * 1_000 * MS;
+        let passed = (0..10)
+            .filter(|_| {
+                matches!(
+                    limits.decide(&from("192.0.2.1", &none), now),
+                    Decision::Pass { .. }
+                )
+            })
+            .count();
+        assert_eq!(passed, 4);
+        // 100 ms later, one more.
+        assert!(matches!(
+            limits.decide(&from("192.0.2.1", &none), now + 100 * MS),
+            Decision::Pass { .. }
+        ));
+        assert!(matches!(
+            limits.decide(&from("192.0.2.1", &none), now + 100 * MS),
+            Decision::Reject { .. }
+        ));
+        // Another client has its own allowance.
+        assert!(matches!(
+            limits.decide(&from("192.0.2.2", &none), now),
+            Decision::Pass { .. }
+        ));
+    }
+
+    #[test]
+    fn without_nodelay_the_burst_waits_its_turn_then_is_refused() {
+        let limits = RouteLimits::new(vec![limiter("slow", "10/s", 2, |s| s.nodelay = false)]);
+        let none = HeaderMap::new();
+        let now = 10 * 1_000 * MS;
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            match limits.decide(&from("192.0.2.1", &none), now) {
+                Decision::Pass { wait, .. } => waits.push(wait.as_millis() as i64),
+                Decision::Reject { retry_after, .. } => waits.push(-(retry_after as i64)),
+            }
+        }
+        assert_eq!(waits, [0, 100, 200, -1]);
+        let l = &limits.limiters()[0];
+        assert_eq!((l.allowed(), l.delayed(), l.rejected()), (1, 2, 1));
+    }
+
+    #[test]
+    fn dry_run_counts_but_lets_through() {
+        let limits = RouteLimits::new(vec![limiter("try", "1/s", 0, |s| s.dry_run = true)]);
+        let none = HeaderMap::new();
+        let now = 10 * 1_000 * MS;
+        for _ in 0..5 {
+            assert!(matches!(
+                limits.decide(&from("192.0.2.1", &none), now),
+                Decision::Pass { wait, fields: None } if wait.is_zero()
+            ));
+        }
+        let l = &limits.limiters()[0];
+        assert_eq!((l.allowed(), l.dry_run_rejected(), l.rejected()), (1, 4, 0));
+    }
+
+    #[test]
+    fn a_refusal_by_one_limit_is_not_counted_by_the_others() {
+        let wide = limiter("wide", "1/s", 0, |_| {});
+        let narrow = limiter("narrow", "1/s", 0, |s| {
+            s.key = Spanned::new(0..0, crate::config::KeyList(vec!["route".into()]))
+        });
+        let limits = RouteLimits::new(vec![Arc::clone(&wide), narrow]);
+        let none = HeaderMap::new();
+        let now = 10 * 1_000 * MS;
+        assert!(matches!(
+            limits.decide(&from("192.0.2.1", &none), now),
+            Decision::Pass { .. }
+        ));
+        // The route-wide limit refuses the second client; the per-client one gave its admission back.
+        assert!(
+            matches!(limits.decide(&from("192.0.2.2", &none), now), Decision::Reject { ref limit, .. } if &**limit == "narrow")
+        );
+        // Had it kept the admission, the second client's next request would be refused.
+        let alone = RouteLimits::new(vec![wide]);
+        assert!(matches!(
+            alone.decide(&from("192.0.2.2", &none), now),
+            Decision::Pass { .. }
+        ));
+        assert!(matches!(
+            alone.decide(&from("192.0.2.2", &none), now),
+            Decision::Reject { .. }
+        ));
+    }
+
+    #[test]
+    fn ratelimit_fields_tell_the_quota_what_is_left_and_when_it_is_back() {
+        let limits = RouteLimits::new(vec![limiter("api", "10/s", 4, |_| {})]);
+        let none = HeaderMap::new();
+        let now = 10 * 1_000 * MS;
+        let Decision::Pass { fields, .. } = limits.decide(&from("192.0.2.1", &none), now) else {
+            panic!("passes")
+        };
+        assert_eq!(
+            field(&fields),
+            ("\"api\";q=10;w=1".into(), "\"api\";r=4;t=1".into())
+        );
+        for _ in 0..4 {
+            limits.decide(&from("192.0.2.1", &none), now);
+        }
+        let Decision::Reject {
+            retry_after,
+            fields,
+            ..
+        } = limits.decide(&from("192.0.2.1", &none), now)
+        else {
+            panic!("refused")
+        };
+        assert_eq!(retry_after, 1);
+        assert_eq!(field(&fields).1, "\"api\";r=0;t=1");
+        let quiet = RouteLimits::new(vec![limiter("q", "10/m", 0, |s| s.headers = false)]);
+        assert!(matches!(
+            quiet.decide(&from("192.0.2.1", &none), now),
+            Decision::Pass { fields: None, .. }
+        ));
+        let Decision::Reject { retry_after, .. } = quiet.decide(&from("192.0.2.1", &none), now)
+        else {
+            panic!("refused")
+        };
+        assert_eq!(retry_after, 6);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_limits() {
+        let metrics = Metrics::new().unwrap();
+        let registry = LimiterRegistry::new();
+        let settings = limiter("x", "1/s", 0, |_| {}).settings().clone();
+        let first = registry.get_or_create("x", &settings, &metrics).unwrap();
+        let again = registry.get_or_create("x", &settings, &metrics).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let mut changed = settings.clone();
+        changed.burst = 5;
+        let other = registry.get_or_create("x", &changed, &metrics).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        registry.retain(|name| name != "x");
+        assert!(registry.all().is_empty());
+    }
+}

@@ -255,6 +255,40 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseB
 }
 
 /// The configuration in force: listeners, routes, upstreams with each server's live numbers.
+/// Each `[limit.NAME]` in force: its settings and what it decided so far (a limit no route
+/// names has decided nothing).
+fn limits_json(snapshot: &crate::snapshot::Snapshot) -> serde_json::Map<String, serde_json::Value> {
+    let in_use: std::collections::HashMap<&str, &crate::limit::RateLimiter> = snapshot
+        .router
+        .entries()
+        .flat_map(|e| e.target.rate_limits.limiters())
+        .map(|limiter| (&*limiter.name, &**limiter))
+        .collect();
+    snapshot
+        .config
+        .rate_limits
+        .iter()
+        .map(|(name, settings)| {
+            let live = in_use.get(name.as_str());
+            (
+                name.clone(),
+                json!({
+                    "rate": settings.rate.get_ref(),
+                    "burst": settings.burst,
+                    "nodelay": settings.nodelay,
+                    "dry_run": settings.dry_run,
+                    "key": settings.key.get_ref().0,
+                    "keys": live.map_or(0, |l| l.keys()),
+                    "allowed": live.map_or(0, |l| l.allowed()),
+                    "delayed": live.map_or(0, |l| l.delayed()),
+                    "rejected": live.map_or(0, |l| l.rejected()),
+                    "dry_run_rejected": live.map_or(0, |l| l.dry_run_rejected()),
+                }),
+            )
+        })
+        .collect()
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -291,6 +325,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "path_prefix": r.path_prefix.get_ref(),
                 "upstream": r.upstream.get_ref(),
                 "strip_prefix": r.strip_prefix,
+                "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -370,6 +405,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         "config": state.reloader.status(),
         "certificates": state.reloader.certificates(),
         "caches": caches,
+        "limits": limits_json(&snapshot),
         "ready": state.ready.load(Ordering::Relaxed),
         "config_loaded_at": loaded_at,
         "listeners": listeners,

@@ -24,7 +24,8 @@ const KEYS: u64 = 10_000;
 
 fn settings(max_keys: usize) -> RateLimitConfig {
     RateLimitConfig {
-        rate: Spanned::new(0..0, "100/s".into()),
+        rate: Some(Spanned::new(0..0, "100/s".into())),
+        concurrency: 0,
         burst: 50,
         nodelay: true,
         key: Spanned::new(0..0, KeyList(vec!["client_ip".into()])),

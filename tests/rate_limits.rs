@@ -1,6 +1,7 @@
-//! Rate limits (`[limit.NAME]`, nginx's `limit_req`) over real loopback servers: refusals at
-//! once with Retry-After and the RateLimit fields, keys kept apart, the burst spaced out to the
-//! rate, dry runs, state across reloads, and the counts in /metrics and /status.
+//! Rate and concurrency limits (`[limit.NAME]`, nginx's `limit_req` and `limit_conn`) over real
+//! loopback servers: refusals at once with Retry-After and the RateLimit fields, keys kept
+//! apart, the burst spaced out to the rate, requests in flight per key, dry runs, state across
+//! reloads, and the counts in /metrics and /status.
 //!
 //! Rates are slow (per minute) wherever a test counts admissions, so that no allowance comes
 //! back while it runs.
@@ -8,7 +9,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Client, TestUpstream};
+use common::{Client, HeldUpstream, TestUpstream};
 use gatehouse::app::Running;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -270,5 +271,48 @@ async fn a_reload_keeps_the_state_of_a_limit_it_leaves_alone() {
     assert_eq!(common::get(proxy, "/limited/x").await.status, 200);
     assert_eq!(common::get(proxy, "/limited/x").await.status, 200);
     assert_eq!(common::get(proxy, "/limited/x").await.status, 429);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_refuses_requests_past_the_ones_in_flight_until_they_end() {
+    let upstream = HeldUpstream::start().await;
+    let (running, proxy) = start(
+        upstream.addr,
+        "[limit.two_at_once]\nconcurrency = 2\n",
+        "\"two_at_once\"",
+    )
+    .await;
+    let first = tokio::spawn(common::get(proxy, "/limited/a"));
+    let second = tokio::spawn(common::get(proxy, "/limited/b"));
+    upstream.wait_arrival().await;
+    upstream.wait_arrival().await;
+    // Two in flight for this client: the third is refused at once, with no Retry-After (no
+    // one can say when a place frees up) and no RateLimit fields (no quota over time).
+    let third = common::get(proxy, "/limited/c").await;
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(third.header("retry-after"), None);
+    assert_eq!(third.header("ratelimit"), None);
+    assert_eq!(upstream.arrivals(), 2);
+    // Other routes are not limited.
+    let other = tokio::spawn(common::get(proxy, "/other"));
+    upstream.wait_arrival().await;
+    upstream.release_one();
+    upstream.release_one();
+    upstream.release_one();
+    for request in [first, second, other] {
+        assert_eq!(request.await.expect("request task").status, StatusCode::OK);
+    }
+    // Their places are back once their responses ended.
+    let fourth = tokio::spawn(common::get(proxy, "/limited/d"));
+    upstream.wait_arrival().await;
+    upstream.release_one();
+    assert_eq!(fourth.await.expect("request task").status, StatusCode::OK);
+    let exposition = metrics(&running).await;
+    assert_eq!(
+        outcome(&exposition, "two_at_once", "rejected_concurrency"),
+        1.0
+    );
+    assert_eq!(outcome(&exposition, "two_at_once", "allowed"), 3.0);
     running.shutdown().await;
 }

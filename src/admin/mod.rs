@@ -273,7 +273,8 @@ fn limits_json(snapshot: &crate::snapshot::Snapshot) -> serde_json::Map<String, 
             (
                 name.clone(),
                 json!({
-                    "rate": settings.rate.get_ref(),
+                    "rate": settings.rate.as_ref().map(|r| r.get_ref()),
+                    "concurrency": settings.concurrency,
                     "burst": settings.burst,
                     "nodelay": settings.nodelay,
                     "dry_run": settings.dry_run,
@@ -282,6 +283,7 @@ fn limits_json(snapshot: &crate::snapshot::Snapshot) -> serde_json::Map<String, 
                     "allowed": live.map_or(0, |l| l.allowed()),
                     "delayed": live.map_or(0, |l| l.delayed()),
                     "rejected": live.map_or(0, |l| l.rejected()),
+                    "rejected_concurrency": live.map_or(0, |l| l.rejected_concurrency()),
                     "dry_run_rejected": live.map_or(0, |l| l.dry_run_rejected()),
                 }),
             )

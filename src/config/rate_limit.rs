@@ -1,6 +1,7 @@
-//! `[limit.NAME]`: request rate limits (nginx's `limit_req_zone` + `limit_req`), and the pure
-//! parsers of their values (`"100/s"`, `"header:X-Api-Key"`), which the compiled limiter uses
-//! too.
+//! `[limit.NAME]`: request rate and concurrency limits (nginx's `limit_req` and `limit_conn`),
+//! and the pure
+//! parsers of their values (`"100/s"`, `"header:X-Api-Key"`), which the compiled limiter
+//! uses too.
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -12,8 +13,13 @@ use toml::Spanned;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// The sustained rate: `"100/s"`, `"600/m"` or `"10000/h"`.
-    pub rate: Spanned<String>,
+    /// The sustained rate: `"100/s"`, `"600/m"` or `"10000/h"`; none for a limit of
+    /// `concurrency` only.
+    #[serde(default)]
+    pub rate: Option<Spanned<String>>,
+    /// Requests of one key in flight at once (nginx's `limit_conn`); 0 for none.
+    #[serde(default)]
+    pub concurrency: u32,
     /// Requests allowed above the rate at once (nginx's `burst`).
     #[serde(default)]
     pub burst: u32,

@@ -443,8 +443,18 @@ fn check_rate_limit(
     errors: &mut Vec<ConfigError>,
 ) {
     let lkey = |k: &str| format!("limit.{name}.{k}");
-    if let Err(message) = super::Rate::parse(limit.rate.get_ref()) {
-        errors.push(at.error(limit.rate.span(), lkey("rate"), message));
+    match &limit.rate {
+        Some(rate) => {
+            if let Err(message) = super::Rate::parse(rate.get_ref()) {
+                errors.push(at.error(rate.span(), lkey("rate"), message));
+            }
+        }
+        None if limit.concurrency == 0 => errors.push(at.error(
+            at.span_of(&["limit", name]),
+            format!("limit.{name}"),
+            "a limit needs a rate, a concurrency, or both",
+        )),
+        None => {}
     }
     let keys = &limit.key.get_ref().0;
     if keys.is_empty() {

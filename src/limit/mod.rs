@@ -1,12 +1,15 @@
-//! Request rate limits (`[limit.NAME]`, nginx's `limit_req`): the compiled limiters, the
-//! registry that keeps their state across reloads, and a route's decision over all of its
-//! limits. The arithmetic is `gcra`, the bounded per-key state `table`, the keys `key`.
+//! Request rate and concurrency limits (`[limit.NAME]`, nginx's `limit_req` and
+//! `limit_conn`): the compiled limiters, the registry that keeps their state across reloads,
+//! and a route's decision over all of its limits. The arithmetic is `gcra`, the bounded
+//! per-key state `table`, the requests in flight `in_flight`, the keys `key`.
 
 mod gcra;
+mod in_flight;
 mod key;
 mod table;
 
 pub use gcra::{Gcra, Verdict};
+pub use in_flight::{InFlightGuard, InFlightTable};
 pub use key::{KeySource, RequestKey};
 pub use table::KeyTable;
 
@@ -34,25 +37,48 @@ pub fn now_nanos() -> u64 {
 pub struct RateLimiter {
     pub name: Arc<str>,
     settings: RateLimitConfig,
-    rate: Rate,
-    gcra: Gcra,
     key: RequestKey,
-    table: KeyTable,
+    pace: Option<Pace>,
+    in_flight: Option<Arc<InFlightTable>>,
     outcomes: Outcomes,
     log: LogThrottle,
+}
+
+/// A limit's rate: the GCRA step and the state of every key.
+struct Pace {
+    rate: Rate,
+    gcra: Gcra,
+    table: KeyTable,
 }
 
 struct Outcomes {
     allowed: IntCounter,
     delayed: IntCounter,
     rejected: IntCounter,
+    rejected_concurrency: IntCounter,
     dry_run_rejected: IntCounter,
 }
 
 impl RateLimiter {
     /// Compiles a validated `[limit.NAME]`.
     pub fn new(name: &str, settings: &RateLimitConfig, metrics: &Metrics) -> Result<Self, String> {
-        let rate = Rate::parse(settings.rate.get_ref())?;
+        let pace = match &settings.rate {
+            Some(rate) => {
+                let rate = Rate::parse(rate.get_ref())?;
+                let interval = u64::try_from(rate.interval().as_nanos()).unwrap_or(u64::MAX);
+                Some(Pace {
+                    rate,
+                    gcra: Gcra::new(interval, settings.burst),
+                    table: KeyTable::new(settings.max_keys),
+                })
+            }
+            None => None,
+        };
+        let in_flight = (settings.concurrency > 0)
+            .then(|| Arc::new(InFlightTable::new(settings.concurrency, settings.max_keys)));
+        if pace.is_none() && in_flight.is_none() {
+            return Err("a limit needs a rate, a concurrency, or both".into());
+        }
         let parts = settings
             .key
             .get_ref()
@@ -60,19 +86,18 @@ impl RateLimiter {
             .iter()
             .map(|part| KeyPart::parse(part))
             .collect::<Result<Vec<_>, _>>()?;
-        let interval = u64::try_from(rate.interval().as_nanos()).unwrap_or(u64::MAX);
         let outcome = |o: &str| metrics.rate_limit_requests.with_label_values(&[name, o]);
         Ok(Self {
             name: name.into(),
             settings: settings.clone(),
-            rate,
-            gcra: Gcra::new(interval, settings.burst),
             key: RequestKey::new(parts, settings.ipv6_prefix),
-            table: KeyTable::new(settings.max_keys),
+            pace,
+            in_flight,
             outcomes: Outcomes {
                 allowed: outcome("allowed"),
                 delayed: outcome("delayed"),
                 rejected: outcome("rejected"),
+                rejected_concurrency: outcome("rejected_concurrency"),
                 dry_run_rejected: outcome("dry_run_rejected"),
             },
             log: LogThrottle::default(),
@@ -83,13 +108,22 @@ impl RateLimiter {
         &self.settings
     }
 
-    /// Keys remembered now (for /status).
+    /// Keys remembered now (for /status): those the rate tracks, else those with requests in
+    /// flight.
     pub fn keys(&self) -> usize {
-        self.table.len()
+        match (&self.pace, &self.in_flight) {
+            (Some(pace), _) => pace.table.len(),
+            (None, Some(in_flight)) => in_flight.keys(),
+            (None, None) => 0,
+        }
     }
 
     pub fn rejected(&self) -> u64 {
         self.outcomes.rejected.get()
+    }
+
+    pub fn rejected_concurrency(&self) -> u64 {
+        self.outcomes.rejected_concurrency.get()
     }
 
     pub fn dry_run_rejected(&self) -> u64 {
@@ -104,14 +138,20 @@ impl RateLimiter {
         self.outcomes.allowed.get()
     }
 
-    /// This limit's `RateLimit-Policy` item: the sustained rate as a quota per window.
-    fn policy_item(&self) -> String {
-        format!(
+    /// This limit's `RateLimit-Policy` item: the sustained rate as a quota per window (a
+    /// limit of concurrency alone has none: the fields speak of quotas over time).
+    fn policy_item(&self) -> Option<String> {
+        let pace = self.pace.as_ref()?;
+        Some(format!(
             "\"{}\";q={};w={}",
             self.name,
-            self.rate.count,
-            self.rate.period.as_secs()
-        )
+            pace.rate.count,
+            pace.rate.period.as_secs()
+        ))
+    }
+
+    fn advertises(&self) -> bool {
+        self.settings.headers && !self.settings.dry_run && self.pace.is_some()
     }
 }
 
@@ -133,15 +173,18 @@ pub struct LimitFields {
 /// What a route's limits decide for one request.
 #[derive(Debug)]
 pub enum Decision {
-    /// Go on, after `wait` (zero unless a limit without `nodelay` spaces requests out).
+    /// Go on, after `wait` (zero unless a limit without `nodelay` spaces requests out),
+    /// holding `in_flight` until the exchange ends.
     Pass {
         wait: Duration,
         fields: Option<Box<LimitFields>>,
+        in_flight: Vec<InFlightGuard>,
     },
-    /// 429, with `Retry-After: retry_after` seconds.
+    /// 429, with `Retry-After: retry_after` seconds when a rate refused it (a concurrency
+    /// limit cannot say when a place frees up).
     Reject {
         limit: Arc<str>,
-        retry_after: u64,
+        retry_after: Option<u64>,
         fields: Option<Box<LimitFields>>,
     },
 }
@@ -150,8 +193,8 @@ impl RouteLimits {
     pub fn new(limiters: Vec<Arc<RateLimiter>>) -> Self {
         let items: Vec<String> = limiters
             .iter()
-            .filter(|l| l.settings.headers)
-            .map(|l| l.policy_item())
+            .filter(|l| l.advertises())
+            .filter_map(|l| l.policy_item())
             .collect();
         let policy = (!items.is_empty())
             .then(|| HeaderValue::from_str(&items.join(", ")).ok())
@@ -171,34 +214,63 @@ impl RouteLimits {
     /// `now_nanos`). A request refused by one limit is not counted by the others.
     pub fn decide(&self, source: &KeySource<'_>, now: u64) -> Decision {
         let mut wait = 0u64;
-        // Which limits counted this request, to give it back if a later one refuses it.
+        // Which rates counted this request, to give it back if a later limit refuses it.
         let mut admitted = 0u64;
+        let mut in_flight = Vec::new();
         let mut state = String::new();
         for (index, limiter) in self.limiters.iter().enumerate() {
             let Some(key) = limiter.key.hash(source) else {
                 continue;
             };
-            let (verdict, tat) = limiter.table.check(&limiter.gcra, key, now);
+            let dry_run = limiter.settings.dry_run;
+            if let Some(table) = &limiter.in_flight {
+                match table.try_acquire(key) {
+                    Some(guard) => in_flight.push(guard),
+                    None if dry_run => {
+                        limiter.outcomes.dry_run_rejected.inc();
+                        limiter.log.note(now, || {
+                            tracing::info!(limit = %limiter.name, client = %source.client, route = source.route, "concurrency limit exceeded (dry run: request let through)")
+                        });
+                    }
+                    None => {
+                        limiter.outcomes.rejected_concurrency.inc();
+                        limiter.log.note(now, || {
+                            tracing::warn!(limit = %limiter.name, client = %source.client, route = source.route, "concurrency limit exceeded: 429")
+                        });
+                        self.refund(admitted, source);
+                        return Decision::Reject {
+                            limit: Arc::clone(&limiter.name),
+                            retry_after: None,
+                            fields: self.fields(&state),
+                        };
+                    }
+                }
+            }
+            let Some(pace) = &limiter.pace else {
+                limiter.outcomes.allowed.inc();
+                continue;
+            };
+            let (verdict, tat) = pace.table.check(&pace.gcra, key, now);
             match verdict {
                 Verdict::Admit { wait: due_in, .. } => {
                     if index < 64 {
                         admitted |= 1 << index;
                     }
-                    if due_in > 0 && !limiter.settings.nodelay && !limiter.settings.dry_run {
+                    if due_in > 0 && !limiter.settings.nodelay && !dry_run {
                         wait = wait.max(due_in);
                         limiter.outcomes.delayed.inc();
                     } else {
                         limiter.outcomes.allowed.inc();
                     }
-                    if limiter.settings.headers && !limiter.settings.dry_run {
-                        let remaining = limiter.gcra.remaining(tat, now);
-                        let reset = limiter.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
+                    if limiter.advertises() {
+                        let remaining = pace.gcra.remaining(tat, now);
+                        let reset = pace.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
                         push_state(&mut state, &limiter.name, remaining, reset);
                     }
                 }
                 Verdict::Refuse { retry_in } => {
                     let retry_after = retry_in.div_ceil(NANOS_PER_SEC).max(1);
-                    if limiter.settings.dry_run {
+                    if dry_run {
                         limiter.outcomes.dry_run_rejected.inc();
                         limiter.log.note(now, || {
                             tracing::info!(limit = %limiter.name, client = %source.client, route = source.route, "rate limit exceeded (dry run: request let through)")
@@ -211,12 +283,12 @@ impl RouteLimits {
                     });
                     self.refund(admitted, source);
                     let mut state = String::new();
-                    if limiter.settings.headers {
+                    if limiter.advertises() {
                         push_state(&mut state, &limiter.name, 0, retry_after);
                     }
                     return Decision::Reject {
                         limit: Arc::clone(&limiter.name),
-                        retry_after,
+                        retry_after: Some(retry_after),
                         fields: self.fields(&state),
                     };
                 }
@@ -225,15 +297,17 @@ impl RouteLimits {
         Decision::Pass {
             wait: Duration::from_nanos(wait),
             fields: self.fields(&state),
+            in_flight,
         }
     }
 
     fn refund(&self, admitted: u64, source: &KeySource<'_>) {
         for (index, limiter) in self.limiters.iter().enumerate().take(64) {
             if admitted & (1 << index) != 0
+                && let Some(pace) = &limiter.pace
                 && let Some(key) = limiter.key.hash(source)
             {
-                limiter.table.refund(&limiter.gcra, key);
+                pace.table.refund(&pace.gcra, key);
             }
         }
     }
@@ -333,7 +407,8 @@ mod tests {
         tweak: impl FnOnce(&mut RateLimitConfig),
     ) -> Arc<RateLimiter> {
         let mut settings = RateLimitConfig {
-            rate: Spanned::new(0..0, rate.into()),
+            rate: Some(Spanned::new(0..0, rate.into())),
+            concurrency: 0,
             burst,
             nodelay: true,
             key: Spanned::new(0..0, crate::config::KeyList(vec!["client_ip".into()])),
@@ -402,7 +477,9 @@ mod tests {
         for _ in 0..4 {
             match limits.decide(&from("192.0.2.1", &none), now) {
                 Decision::Pass { wait, .. } => waits.push(wait.as_millis() as i64),
-                Decision::Reject { retry_after, .. } => waits.push(-(retry_after as i64)),
+                Decision::Reject { retry_after, .. } => {
+                    waits.push(-(retry_after.unwrap_or(0) as i64))
+                }
             }
         }
         assert_eq!(waits, [0, 100, 200, -1]);
@@ -418,7 +495,7 @@ mod tests {
         for _ in 0..5 {
             assert!(matches!(
                 limits.decide(&from("192.0.2.1", &none), now),
-                Decision::Pass { wait, fields: None } if wait.is_zero()
+                Decision::Pass { wait, fields: None, .. } if wait.is_zero()
             ));
         }
         let l = &limits.limiters()[0];
@@ -477,7 +554,7 @@ mod tests {
         else {
             panic!("refused")
         };
-        assert_eq!(retry_after, 1);
+        assert_eq!(retry_after, Some(1));
         assert_eq!(field(&fields).1, "\"api\";r=0;t=1");
         let quiet = RouteLimits::new(vec![limiter("q", "10/m", 0, |s| s.headers = false)]);
         assert!(matches!(
@@ -488,7 +565,7 @@ mod tests {
         else {
             panic!("refused")
         };
-        assert_eq!(retry_after, 6);
+        assert_eq!(retry_after, Some(6));
     }
 
     #[test]
@@ -505,5 +582,37 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &other));
         registry.retain(|name| name != "x");
         assert!(registry.all().is_empty());
+    }
+
+    #[test]
+    fn a_concurrency_refusal_gives_back_the_rate_admissions_before_it() {
+        let rate = limiter("rate", "1/m", 1, |_| {});
+        let one = limiter("one", "1/s", 0, |s| {
+            s.rate = None;
+            s.concurrency = 1;
+        });
+        let limits = RouteLimits::new(vec![Arc::clone(&rate), one]);
+        let none = HeaderMap::new();
+        let now = 10 * 1_000 * MS;
+        let Decision::Pass {
+            in_flight, fields, ..
+        } = limits.decide(&from("192.0.2.1", &none), now)
+        else {
+            panic!("passes")
+        };
+        assert_eq!(in_flight.len(), 1);
+        // Only the rate's quota is advertised.
+        assert_eq!(field(&fields).0, "\"rate\";q=1;w=60");
+        assert!(matches!(
+            limits.decide(&from("192.0.2.1", &none), now),
+            Decision::Reject { retry_after: None, ref limit, .. } if &**limit == "one"
+        ));
+        drop(in_flight);
+        // The refused request's rate admission was given back: the burst of one is still there.
+        assert!(matches!(
+            limits.decide(&from("192.0.2.1", &none), now),
+            Decision::Pass { .. }
+        ));
+        assert_eq!(rate.allowed(), 3);
     }
 }

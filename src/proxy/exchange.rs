@@ -5,7 +5,7 @@
 use super::access_log::CombinedLine;
 use crate::config::AccessLogFormat;
 use crate::connection::RequestInFlight;
-use crate::limit::LimitFields;
+use crate::limit::{InFlightGuard, LimitFields};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
 use http::HeaderMap;
@@ -37,6 +37,8 @@ pub(crate) struct Exchange {
     pub(crate) connection: RequestInFlight,
     /// The route's rate limit fields for the response, if its limits advertise themselves.
     pub(crate) limit_fields: Option<Box<LimitFields>>,
+    /// Places taken in the route's concurrency limits, given back when the exchange ends.
+    pub(crate) limits_in_flight: Vec<InFlightGuard>,
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

@@ -141,6 +141,7 @@ impl Proxy {
             in_flight: None,
             connection,
             limit_fields: None,
+            limits_in_flight: Vec::new(),
         };
         (exchange, request_id)
     }
@@ -225,15 +226,24 @@ impl Proxy {
                     ..
                 } => {
                     exchange.limit_fields = fields;
-                    let mut response = exchange
-                        .local(StatusCode::TOO_MANY_REQUESTS, "request rate over the limit");
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                    let mut response = exchange.local(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "over a limit of this route; retry later",
+                    );
+                    if let Some(seconds) = retry_after {
+                        response
+                            .headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                    }
                     return Handling::ready(response);
                 }
-                Decision::Pass { wait, fields } => {
+                Decision::Pass {
+                    wait,
+                    fields,
+                    in_flight,
+                } => {
                     exchange.limit_fields = fields;
+                    exchange.limits_in_flight = in_flight;
                     if !wait.is_zero() {
                         // Spaced out to the rate (a limit without `nodelay`), as nginx does.
                         let client = client.clone();

@@ -640,3 +640,27 @@ servers = ["127.0.0.1:1"]
         "an unknown header is refused where it is written, with the choices:\n{stderr}"
     );
 }
+
+#[test]
+fn the_readme_example_passes_the_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split_once("### Behind a load balancer")
+        .expect("the README section")
+        .1;
+    let example = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a toml example in the section")
+        .0;
+    let text = format!(
+        "[admin]\nbind = \"\"\n{example}\n[[route]]\nupstream = \"app\"\n\n[upstream.app]\nservers = [\"127.0.0.1:1\"]\n"
+    );
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("real-ip-readme-{}.toml", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let outcome = run_gatehouse(&["check", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(outcome.code, Some(0), "{text}\n{}", outcome.stderr);
+}

@@ -4,6 +4,10 @@
 //! instead of polling timers: the drain on shutdown asks
 //! them all to close, and a reaper closes those idle past `idle_timeout` and those taking
 //! longer than `header_read_timeout` to send a request head.
+//!
+//! Beside it, the pure rules of who a connection's client is behind proxies: `client_address`
+//! (trusted ranges, the X-Forwarded-For and Forwarded chains) and `proxy_protocol` (the PROXY
+//! header a TCP balancer sends first).
 
 use atomic_waker::AtomicWaker;
 use slab::Slab;

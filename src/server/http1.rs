@@ -261,11 +261,12 @@ async fn serve_one<S: Io>(
     let request = request.map(|()| body);
 
     let settings = &connection.settings;
-    let client = match &settings.real_ip {
-        Some(real_ip) if connection.real_ip_from_requests => {
-            real_ip.client_of(&connection.client, request.headers())
-        }
-        _ => Cow::Borrowed(&connection.client),
+    let client = if connection.real_ip_from_requests
+        && let Some(real_ip) = &settings.real_ip
+    {
+        real_ip.client_of(&connection.client, request.headers())
+    } else {
+        Cow::Borrowed(&connection.client)
     };
     let handling = match &settings.redirect {
         Some(redirect) => {

@@ -385,9 +385,10 @@ async fn serve_hyper<S: Io>(
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let request = request.map(ClientBody::Hyper);
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
-        let client = match &settings.real_ip {
-            Some(real_ip) if real_ip_from_requests => real_ip.client_of(&client, request.headers()),
-            _ => std::borrow::Cow::Borrowed(&client),
+        let client = if real_ip_from_requests && let Some(real_ip) = &settings.real_ip {
+            real_ip.client_of(&client, request.headers())
+        } else {
+            std::borrow::Cow::Borrowed(&client)
         };
         if let Some(redirect) = &settings.redirect {
             return proxy.answer_locally(&client, request, in_flight, |request, host| {

@@ -6,6 +6,19 @@
 //! only when it is trusted. The socket's peer is believed about the PROXY header's source, and
 //! that peer (the PROXY header's source when believed) about the request's X-Forwarded-For
 //! or Forwarded. A listener with no trusted proxies has no `RealIp` and pays nothing.
+//!
+//! What a `proxy_protocol = true` listener does with what opens a connection (each case pinned
+//! by the test named, in `tests/real_ip.rs` unless it says otherwise):
+//!
+//! | first bytes | outcome | test |
+//! |---|---|---|
+//! | v1 `TCP4`/`TCP6`, v2 PROXY over IPv4/IPv6 (TLVs skipped) | the source is the peer | `proxy_protocol_v1_and_v2_name_the_client` |
+//! | the same before a TLS ClientHello | the same, then the handshake | `the_proxy_header_comes_before_the_tls_handshake` |
+//! | v2 LOCAL, v1 `UNKNOWN`, v2 UNSPEC | the socket's address stays | `proxy_protocol_v1_and_v2_name_the_client` |
+//! | a header from a socket peer outside `trusted_proxies` | read, its address not used | `from_an_untrusted_peer_nothing_changes_the_client` |
+//! | no header, a malformed or over-long one | closed, reason `proxy_protocol` | `a_missing_or_malformed_proxy_header_closes_the_connection` |
+//! | part of a header, then nothing | closed at `header_read_timeout`, reason `header_timeout` | the same |
+//! | nothing, then the peer closes (a TCP health check) | closed, reason `client` | `no_header_and_an_early_close_are_told_apart` (here) |
 
 use crate::config::{ListenerConfig, RealIpHeader};
 use crate::connection::CloseReason;
@@ -228,6 +241,88 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (client.unwrap(), accepted.unwrap().0)
+    }
+
+    fn real_ip(keys: &str) -> Option<RealIp> {
+        let text = format!("name = \"edge\"\nbind = \"127.0.0.1:0\"\n{keys}");
+        let config: ListenerConfig = toml::from_str(&text).unwrap();
+        RealIp::build(&config).unwrap()
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_listener_trusting_nobody_has_nothing_to_do() {
+        assert!(real_ip("").is_none());
+        assert!(real_ip("real_ip_header = \"forwarded\"").is_none());
+    }
+
+    #[test]
+    fn a_proxy_header_is_believed_from_a_trusted_socket_peer_only() {
+        let real_ip = real_ip("trusted_proxies = [\"10.0.0.0/8\"]\nproxy_protocol = true").unwrap();
+        let header = ProxyHeader::Proxied {
+            source: addr("203.0.113.7:4000"),
+            destination: addr("10.0.0.1:80"),
+        };
+        assert_eq!(
+            real_ip.peer_after(addr("10.0.0.2:1234"), &header),
+            addr("203.0.113.7:4000")
+        );
+        assert_eq!(
+            real_ip.peer_after(addr("192.0.2.1:1234"), &header),
+            addr("192.0.2.1:1234")
+        );
+        assert_eq!(
+            real_ip.peer_after(addr("10.0.0.2:1234"), &ProxyHeader::Local),
+            addr("10.0.0.2:1234")
+        );
+    }
+
+    #[test]
+    fn requests_are_read_only_from_trusted_peers_and_only_for_a_header() {
+        let xff = real_ip("trusted_proxies = [\"10.0.0.0/8\"]").unwrap();
+        assert!(xff.reads_requests_from("10.1.2.3".parse().unwrap()));
+        assert!(!xff.reads_requests_from("192.0.2.1".parse().unwrap()));
+        let only_proxy = real_ip(
+            "trusted_proxies = [\"10.0.0.0/8\"]\nproxy_protocol = true\nreal_ip_header = \"proxy_protocol\"",
+        )
+        .unwrap();
+        assert!(!only_proxy.reads_requests_from("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_request_names_its_client_or_keeps_the_peer() {
+        let xff = real_ip("trusted_proxies = [\"10.0.0.0/8\"]").unwrap();
+        let client = ClientInfo::new(0, addr("10.0.0.2:5555"));
+        let mut headers = HeaderMap::new();
+        assert!(matches!(xff.client_of(&client, &headers), Cow::Borrowed(_)));
+        headers.append(
+            &X_FORWARDED_FOR,
+            "198.51.100.1, 203.0.113.7".parse().unwrap(),
+        );
+        let named = xff.client_of(&client, &headers);
+        assert_eq!(named.addr, addr("203.0.113.7:0"));
+        assert_eq!(named.peer, client.peer);
+        assert_eq!(
+            named.forwarded_for, client.forwarded_for,
+            "this hop appends its peer"
+        );
+        let forwarded =
+            real_ip("trusted_proxies = [\"10.0.0.0/8\"]\nreal_ip_header = \"forwarded\"").unwrap();
+        assert!(
+            matches!(forwarded.client_of(&client, &headers), Cow::Borrowed(_)),
+            "X-Forwarded-For is not read when Forwarded is asked for"
+        );
+        headers.append(
+            http::header::FORWARDED,
+            "for=\"[2001:db8::1]:80\"".parse().unwrap(),
+        );
+        assert_eq!(
+            forwarded.client_of(&client, &headers).addr,
+            addr("[2001:db8::1]:80")
+        );
     }
 
     #[tokio::test]

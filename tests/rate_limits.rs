@@ -316,3 +316,27 @@ async fn a_concurrency_limit_refuses_requests_past_the_ones_in_flight_until_they
     assert_eq!(outcome(&exposition, "two_at_once", "allowed"), 3.0);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_real_client_is_what_is_counted() {
+    let upstream = TestUpstream::named("app").await;
+    let text = config(
+        upstream.addr,
+        "[limit.per_ip]\nrate = \"1/m\"\n",
+        "\"per_ip\"",
+    )
+    .replace(
+        "bind = \"127.0.0.1:0\"\n\n[[route]]",
+        "bind = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n\n[[route]]",
+    );
+    let running = common::start_gatehouse(&text).await;
+    let proxy = running.listener_addrs[0];
+    let mut client = Client::connect(proxy).await;
+    let from = |client: &'static str| get_with("/limited/x", Some(("x-forwarded-for", client)));
+    assert_eq!(client.send(from("192.0.2.1")).await.status, 200);
+    assert_eq!(client.send(from("192.0.2.1")).await.status, 429);
+    // Another client behind the same balancer has its own allowance.
+    assert_eq!(client.send(from("192.0.2.2")).await.status, 200);
+    assert_eq!(client.send(from("192.0.2.2")).await.status, 429);
+    running.shutdown().await;
+}

@@ -7,6 +7,7 @@ mod bad_keys;
 mod errors;
 mod load;
 mod rate_limit;
+mod real_ip;
 mod redirect;
 mod tls;
 mod units;
@@ -164,6 +165,41 @@ pub struct ListenerConfig {
     /// Strict-Transport-Security value added to responses sent over TLS.
     #[serde(default)]
     pub hsts: Option<Spanned<String>>,
+    // --- The client's address behind load balancers ---
+    /// Address ranges (`"10.0.0.0/8"`, `"::1/128"`, `"127.0.0.1"`) of the proxies and
+    /// balancers believed when they say who their client is (nginx's `set_real_ip_from`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Where a trusted proxy says who its client is.
+    #[serde(default = "default_real_ip_header")]
+    pub real_ip_header: Spanned<RealIpHeader>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    #[serde(default = "default_proxy_protocol")]
+    pub proxy_protocol: Spanned<bool>,
+}
+
+/// `real_ip_header` on a listener: what names the client when the peer is a trusted proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum RealIpHeader {
+    /// The rightmost untrusted entry of X-Forwarded-For.
+    #[default]
+    #[serde(rename = "x-forwarded-for", alias = "X-Forwarded-For")]
+    XForwardedFor,
+    /// The rightmost untrusted `for=` of Forwarded (RFC 7239).
+    #[serde(rename = "forwarded", alias = "Forwarded")]
+    Forwarded,
+    /// Only the PROXY protocol header: request headers are not read (nginx's
+    /// `real_ip_header proxy_protocol`).
+    #[serde(rename = "proxy_protocol")]
+    ProxyProtocol,
+}
+
+fn default_real_ip_header() -> Spanned<RealIpHeader> {
+    Spanned::new(0..0, RealIpHeader::XForwardedFor)
+}
+
+fn default_proxy_protocol() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }
 
 /// `tls = { certs = [...] }` on a listener.

@@ -215,6 +215,7 @@ pub(super) fn validate(
     }
 
     super::tls::validate(config, &gaps.listener_at, at, errors);
+    super::real_ip::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {
         if super::parse_nameserver(nameserver.get_ref()).is_none() {
             errors.push(at.error(

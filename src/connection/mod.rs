@@ -4,6 +4,10 @@
 //! instead of polling timers: the drain on shutdown asks
 //! them all to close, and a reaper closes those idle past `idle_timeout` and those taking
 //! longer than `header_read_timeout` to send a request head.
+//!
+//! Beside it, the pure rules of who a connection's client is behind proxies: `client_address`
+//! (trusted ranges, the X-Forwarded-For and Forwarded chains) and `proxy_protocol` (the PROXY
+//! header a TCP balancer sends first).
 
 use atomic_waker::AtomicWaker;
 use slab::Slab;
@@ -15,7 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub mod client_address;
 mod interim;
+pub mod proxy_protocol;
 pub mod read;
 pub mod upgrade;
 
@@ -45,11 +51,14 @@ pub enum CloseReason {
     Error,
     /// Handed over to a protocol it switched to (WebSocket): its HTTP ends, its tunnel goes on.
     Upgraded,
+    /// A listener with `proxy_protocol = true` got no PROXY protocol header, or a malformed
+    /// one, before anything else.
+    ProxyProtocol,
 }
 
 impl CloseReason {
     /// Every reason, in the order of their discriminants.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Client,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
@@ -59,6 +68,7 @@ impl CloseReason {
         CloseReason::TlsHandshake,
         CloseReason::Error,
         CloseReason::Upgraded,
+        CloseReason::ProxyProtocol,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +82,7 @@ impl CloseReason {
             CloseReason::TlsHandshake => "tls_handshake",
             CloseReason::Error => "error",
             CloseReason::Upgraded => "upgraded",
+            CloseReason::ProxyProtocol => "proxy_protocol",
         }
     }
 }

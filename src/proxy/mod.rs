@@ -43,20 +43,36 @@ pub use local::local_response;
 pub struct ClientInfo {
     /// Index of the listener in the snapshot's listener list.
     pub listener: usize,
+    /// The client: the peer, or the address a trusted proxy named (what the access log, rate
+    /// limits and metrics go by).
     pub addr: SocketAddr,
-    /// The client's address as an X-Forwarded-For entry, formatted once per connection.
+    /// The other end of the connection: the socket's, or the source of a PROXY protocol
+    /// header from a trusted balancer.
+    pub peer: SocketAddr,
+    /// The peer's address as the X-Forwarded-For entry this hop appends, formatted once per
+    /// connection.
     pub forwarded_for: HeaderValue,
     /// The connection came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
 }
 
 impl ClientInfo {
-    pub fn new(listener: usize, addr: SocketAddr) -> Self {
+    /// A client that is its connection's peer.
+    pub fn new(listener: usize, peer: SocketAddr) -> Self {
         Self {
             listener,
-            addr,
-            forwarded_for: headers::ip_header_value(addr.ip()),
+            addr: peer,
+            peer,
+            forwarded_for: headers::ip_header_value(peer.ip()),
             https: false,
+        }
+    }
+
+    /// The same connection, for a request whose client a trusted proxy named.
+    pub fn with_addr(&self, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            ..self.clone()
         }
     }
 }

@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
@@ -67,6 +68,8 @@ pub(super) struct Http1Connection {
     pub settings: Arc<ListenerSettings>,
     pub control: Arc<ConnectionControl>,
     pub head_config: HeadConfig,
+    /// The peer is a trusted proxy: each request names its client (see `super::real_ip`).
+    pub real_ip_from_requests: bool,
 }
 
 /// How one request ended for the connection.
@@ -258,17 +261,23 @@ async fn serve_one<S: Io>(
     let request = request.map(|()| body);
 
     let settings = &connection.settings;
+    let client = if connection.real_ip_from_requests
+        && let Some(real_ip) = &settings.real_ip
+    {
+        real_ip.client_of(&connection.client, request.headers())
+    } else {
+        Cow::Borrowed(&connection.client)
+    };
     let handling = match &settings.redirect {
-        Some(redirect) => connection.proxy.answer_locally(
-            &connection.client,
-            request,
-            in_flight,
-            |request, host| super::redirect_response(redirect, request, host),
-        ),
-        None => {
-            let handling = connection
+        Some(redirect) => {
+            connection
                 .proxy
-                .handle(&connection.client, request, in_flight);
+                .answer_locally(&client, request, in_flight, |request, host| {
+                    super::redirect_response(redirect, request, host)
+                })
+        }
+        None => {
+            let handling = connection.proxy.handle(&client, request, in_flight);
             match &settings.hsts {
                 Some(hsts) => handling.with_header(header::STRICT_TRANSPORT_SECURITY, hsts),
                 None => handling,

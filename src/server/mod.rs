@@ -6,6 +6,7 @@
 
 mod drain;
 mod http1;
+pub mod real_ip;
 pub mod settings;
 
 pub use drain::{Drain, DrainWatch};
@@ -149,6 +150,7 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
                 open_connections: listener.open_connections.clone(),
                 closed: Arc::clone(&listener.closed),
                 registration,
+                real_ip_from_requests: false,
                 _drain: drain.clone(),
             },
         ));
@@ -179,30 +181,54 @@ struct Connection {
     open_connections: IntGauge,
     closed: Arc<ClosedConnections>,
     registration: connection::Registration,
+    /// The peer is a trusted proxy whose requests name their client (see `real_ip`).
+    real_ip_from_requests: bool,
     _drain: DrainWatch,
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     mut client: ClientInfo,
     settings: Arc<ListenerSettings>,
-    connection: Connection,
+    mut connection: Connection,
 ) {
     let limits = connection.limits;
+    // A PROXY header, a TLS handshake and the first byte of a request all count toward the
+    // first request's header_read_timeout.
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+    if let Some(real_ip) = &settings.real_ip {
+        if real_ip.proxy_protocol {
+            let socket_peer = client.peer;
+            let read = tokio::time::timeout_at(deadline, real_ip::read_proxy_header(&mut stream));
+            match read.await {
+                Ok(Ok(header)) => {
+                    let peer = real_ip.peer_after(socket_peer, &header);
+                    if peer != socket_peer {
+                        client = ClientInfo::new(client.listener, peer);
+                    }
+                }
+                Ok(Err(failure)) => {
+                    if let real_ip::ProxyHeaderFailure::Refused(error) = failure {
+                        real_ip.note_refused(socket_peer, error);
+                    }
+                    return connection.closed.count(failure.close_reason());
+                }
+                Err(_) => return connection.closed.count(CloseReason::HeaderTimeout),
+            }
+        }
+        connection.real_ip_from_requests = real_ip.reads_requests_from(client.peer.ip());
+    }
     let Some(tls) = &settings.tls else {
         // The first request must start within header_read_timeout too: a client that never
         // sends a byte would otherwise hold its connection until idle_timeout. (`readable()`
         // may report ready spuriously, so peek at a real byte.)
         let mut first_byte = [0u8; 1];
-        let silent =
-            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte))
-                .await
-            {
-                Ok(Ok(n)) if n > 0 => None,
-                Ok(Ok(_)) => Some(CloseReason::Client),
-                Ok(Err(_)) => Some(CloseReason::Error),
-                Err(_) => Some(CloseReason::HeaderTimeout),
-            };
+        let silent = match tokio::time::timeout_at(deadline, stream.peek(&mut first_byte)).await {
+            Ok(Ok(n)) if n > 0 => None,
+            Ok(Ok(_)) => Some(CloseReason::Client),
+            Ok(Err(_)) => Some(CloseReason::Error),
+            Err(_) => Some(CloseReason::HeaderTimeout),
+        };
         return match silent {
             Some(reason) => connection.closed.count(reason),
             None => serve_http(stream, client, settings, connection, false).await,
@@ -211,7 +237,7 @@ async fn serve_connection(
     // The handshake is the start of the first request: it gets header_read_timeout too.
     let started = std::time::Instant::now();
     let metrics = &tls.handshakes;
-    match tokio::time::timeout(limits.header_read_timeout, tls.acceptor.accept(stream)).await {
+    match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             metrics.duration.observe(started.elapsed().as_secs_f64());
             match stream.get_ref().1.protocol_version() {
@@ -285,6 +311,7 @@ async fn serve_http<S: Io>(
                 settings,
                 control,
                 head_config,
+                real_ip_from_requests: connection.real_ip_from_requests,
             },
         )
         .await
@@ -354,9 +381,15 @@ async fn serve_hyper<S: Io>(
     let registration = &connection.registration;
     let peer = client.addr;
     let control = Arc::clone(&registration.control);
+    let real_ip_from_requests = connection.real_ip_from_requests;
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let request = request.map(ClientBody::Hyper);
         let in_flight = control.request_started(request.version() == http::Version::HTTP_2);
+        let client = if real_ip_from_requests && let Some(real_ip) = &settings.real_ip {
+            real_ip.client_of(&client, request.headers())
+        } else {
+            std::borrow::Cow::Borrowed(&client)
+        };
         if let Some(redirect) = &settings.redirect {
             return proxy.answer_locally(&client, request, in_flight, |request, host| {
                 redirect_response(redirect, request, host)

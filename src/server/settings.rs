@@ -1,7 +1,8 @@
 //! What a listener does beyond HTTP, compiled from its config: TLS termination, the redirect
-//! to HTTPS and HSTS. Held per listener behind an `ArcSwap`, so a reload or a certificate
+//! to HTTPS, HSTS, and the trusted proxies that name its clients. Held per listener behind an `ArcSwap`, so a reload or a certificate
 //! rotation changes what new connections get, never a connection already open.
 
+use super::real_ip::RealIp;
 use crate::config::ListenerConfig;
 use crate::config::RedirectTemplate;
 use crate::tls::{ListenerTls, TlsMetrics};
@@ -17,6 +18,8 @@ pub struct ListenerSettings {
     pub redirect: Option<RedirectTemplate>,
     /// Strict-Transport-Security, added to every response of a TLS listener.
     pub hsts: Option<HeaderValue>,
+    /// Trusted proxies and the PROXY protocol; `None` when no proxy is trusted.
+    pub real_ip: Option<RealIp>,
 }
 
 impl ListenerSettings {
@@ -52,6 +55,7 @@ impl ListenerSettings {
             tls,
             redirect,
             hsts,
+            real_ip: RealIp::build(config)?,
         })
     }
 }

@@ -340,3 +340,75 @@ async fn behind_a_trusted_proxy_the_real_client_is_what_is_counted() {
     assert_eq!(client.send(from("192.0.2.2")).await.status, 429);
     running.shutdown().await;
 }
+
+/// Sends a GET on `stream` and returns what comes back before the connection is idle or
+/// closed (empty when it was closed at once).
+async fn exchange_on(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream
+        .write_all(b"GET /other HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(common::WAIT, stream.read(&mut buffer))
+            .await
+            .expect("an answer or a close within the test deadline");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"app") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_holds_at_most_max_connections_per_client_on_a_listener() {
+    let upstream = TestUpstream::named("app").await;
+    let text = config(upstream.addr, "", "").replace(
+        "bind = \"127.0.0.1:0\"\n\n[[route]]",
+        "bind = \"127.0.0.1:0\"\nmax_connections_per_client = 2\n\n[[route]]",
+    );
+    let running = common::start_gatehouse(&text).await;
+    let proxy = running.listener_addrs[0];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        assert!(exchange_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // Two open (idle, as a slowloris would keep them): a third is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    assert_eq!(exchange_on(&mut third).await, "");
+    let exposition = metrics(&running).await;
+    let refused = common::metric_sample(
+        &exposition,
+        "gatehouse_connections_closed_total",
+        &[("listener", "test"), ("reason", "client_limit")],
+    );
+    assert_eq!(refused, Some(1.0));
+    // Once one of them closes, its place is free again.
+    drop(held.pop());
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let mut again = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        if exchange_on(&mut again).await.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.shutdown().await;
+}

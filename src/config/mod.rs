@@ -176,6 +176,10 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
     #[serde(default = "default_proxy_protocol")]
     pub proxy_protocol: Spanned<bool>,
+    /// Connections one client may hold open on this listener at once (nginx's `limit_conn`
+    /// by address); past it new ones are closed at once. 0 = no limit.
+    #[serde(default)]
+    pub max_connections_per_client: u32,
 }
 
 /// `real_ip_header` on a listener: what names the client when the peer is a trusted proxy.

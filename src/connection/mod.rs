@@ -54,11 +54,13 @@ pub enum CloseReason {
     /// A listener with `proxy_protocol = true` got no PROXY protocol header, or a malformed
     /// one, before anything else.
     ProxyProtocol,
+    /// Its client already had `max_connections_per_client` connections open on the listener.
+    ClientLimit,
 }
 
 impl CloseReason {
     /// Every reason, in the order of their discriminants.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Client,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
@@ -69,6 +71,7 @@ impl CloseReason {
         CloseReason::Error,
         CloseReason::Upgraded,
         CloseReason::ProxyProtocol,
+        CloseReason::ClientLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Upgraded => "upgraded",
             CloseReason::ProxyProtocol => "proxy_protocol",
+            CloseReason::ClientLimit => "client_limit",
         }
     }
 }

@@ -1,7 +1,6 @@
-//! Requests in flight per key (nginx's `limit_conn`): a count per key, taken when a request
-//! is admitted and given back when its exchange ends (the response finished or abandoned).
-//! Only keys with a request in flight are held, so the table is bounded by the requests in
-//! flight, and by `max_keys` besides.
+//! What a key has in flight (nginx's `limit_conn`): a count per key, taken when a request (or
+//! a connection) is admitted and given back when it ends. Only keys with something in flight
+//! are held, so the table is bounded by what is in flight, and by `max_keys` besides.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,8 +10,6 @@ const SHARDS: usize = 32;
 #[derive(Debug)]
 pub struct InFlightTable {
     shards: Box<[Mutex<HashMap<u64, u32>>]>,
-    /// Requests in flight allowed per key.
-    limit: u32,
     shard_capacity: usize,
 }
 
@@ -24,21 +21,20 @@ pub struct InFlightGuard {
 }
 
 impl InFlightTable {
-    pub fn new(limit: u32, max_keys: usize) -> Self {
+    pub fn new(max_keys: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            limit,
             shard_capacity: max_keys.div_ceil(SHARDS).max(1),
         }
     }
 
-    /// A place for one more request of `key`, or `None` when the key has `limit` in flight
-    /// (or the table is full of keys that all have requests in flight).
-    pub fn try_acquire(self: &Arc<Self>, key: u64) -> Option<InFlightGuard> {
+    /// A place for one more of `key`, or `None` when the key has `limit` in flight (or the
+    /// table is full of keys that all have something in flight).
+    pub fn try_acquire(self: &Arc<Self>, key: u64, limit: u32) -> Option<InFlightGuard> {
         let mut shard = self.shard(key);
         let shard_len = shard.len();
         match shard.get_mut(&key) {
-            Some(count) if *count >= self.limit => return None,
+            Some(count) if *count >= limit => return None,
             Some(count) => *count += 1,
             None if shard_len >= self.shard_capacity => return None,
             None => {
@@ -89,26 +85,26 @@ mod tests {
 
     #[test]
     fn a_key_holds_at_most_its_limit_and_gets_places_back() {
-        let table = Arc::new(InFlightTable::new(2, 1_000));
-        let first = table.try_acquire(7).expect("first");
-        let second = table.try_acquire(7).expect("second");
-        assert!(table.try_acquire(7).is_none());
+        let table = Arc::new(InFlightTable::new(1_000));
+        let first = table.try_acquire(7, 2).expect("first");
+        let second = table.try_acquire(7, 2).expect("second");
+        assert!(table.try_acquire(7, 2).is_none());
         // Other keys are counted apart.
-        let other = table.try_acquire(8).expect("other key");
+        let other = table.try_acquire(8, 2).expect("other key");
         assert_eq!((table.count(7), table.count(8)), (2, 1));
         drop(first);
-        let third = table.try_acquire(7).expect("a place came back");
+        let third = table.try_acquire(7, 2).expect("a place came back");
         drop((second, third, other));
         assert_eq!(table.keys(), 0, "keys with nothing in flight are not held");
     }
 
     #[test]
     fn a_full_table_refuses_new_keys_rather_than_forget_counts() {
-        let table = Arc::new(InFlightTable::new(1, SHARDS));
+        let table = Arc::new(InFlightTable::new(SHARDS));
         // One place per shard: a second key in shard 0 is refused while the first is held.
-        let held = table.try_acquire(1).expect("first key");
-        assert!(table.try_acquire(2).is_none());
+        let held = table.try_acquire(1, 1).expect("first key");
+        assert!(table.try_acquire(2, 1).is_none());
         drop(held);
-        assert!(table.try_acquire(2).is_some());
+        assert!(table.try_acquire(2, 1).is_some());
     }
 }

@@ -74,8 +74,8 @@ impl RateLimiter {
             }
             None => None,
         };
-        let in_flight = (settings.concurrency > 0)
-            .then(|| Arc::new(InFlightTable::new(settings.concurrency, settings.max_keys)));
+        let in_flight =
+            (settings.concurrency > 0).then(|| Arc::new(InFlightTable::new(settings.max_keys)));
         if pace.is_none() && in_flight.is_none() {
             return Err("a limit needs a rate, a concurrency, or both".into());
         }
@@ -224,7 +224,7 @@ impl RouteLimits {
             };
             let dry_run = limiter.settings.dry_run;
             if let Some(table) = &limiter.in_flight {
-                match table.try_acquire(key) {
+                match table.try_acquire(key, limiter.settings.concurrency) {
                     Some(guard) => in_flight.push(guard),
                     None if dry_run => {
                         limiter.outcomes.dry_run_rejected.inc();

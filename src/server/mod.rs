@@ -218,6 +218,20 @@ async fn serve_connection(
         }
         connection.real_ip_from_requests = real_ip.reads_requests_from(client.peer.ip());
     }
+    // Held until the connection ends. A trusted proxy whose requests name their clients
+    // carries many clients on its connections: it is not one client.
+    let _client_place = match &settings.per_client {
+        Some(per_client) if !connection.real_ip_from_requests => {
+            match per_client.admit(client.addr.ip()) {
+                Some(place) => Some(place),
+                None => {
+                    tracing::debug!(client = %client.addr, limit = per_client.limit, "connection refused: too many from this client");
+                    return connection.closed.count(CloseReason::ClientLimit);
+                }
+            }
+        }
+        _ => None,
+    };
     let Some(tls) = &settings.tls else {
         // The first request must start within header_read_timeout too: a client that never
         // sends a byte would otherwise hold its connection until idle_timeout. (`readable()`

@@ -1,13 +1,17 @@
 //! What a listener does beyond HTTP, compiled from its config: TLS termination, the redirect
-//! to HTTPS, HSTS, and the trusted proxies that name its clients. Held per listener behind an `ArcSwap`, so a reload or a certificate
+//! to HTTPS, HSTS, the trusted proxies that name its clients, and the connections each client
+//! may hold. Held per listener behind an `ArcSwap`, so a reload or a certificate
 //! rotation changes what new connections get, never a connection already open.
 
 use super::real_ip::RealIp;
 use crate::config::ListenerConfig;
 use crate::config::RedirectTemplate;
+use crate::limit::{InFlightGuard, InFlightTable};
 use crate::tls::{ListenerTls, TlsMetrics};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub type SharedSettings = Arc<ArcSwap<ListenerSettings>>;
@@ -20,6 +24,29 @@ pub struct ListenerSettings {
     pub hsts: Option<HeaderValue>,
     /// Trusted proxies and the PROXY protocol; `None` when no proxy is trusted.
     pub real_ip: Option<RealIp>,
+    /// `max_connections_per_client`, when set.
+    pub per_client: Option<ClientConnections>,
+}
+
+/// The connections each client holds open on a listener. The counts outlive the settings
+/// (they pass from one reload's settings to the next), so connections opened before a reload
+/// still count after it.
+pub struct ClientConnections {
+    pub limit: u32,
+    counts: Arc<InFlightTable>,
+    secret: RandomState,
+}
+
+/// Clients counted per listener: more than this many distinct clients with connections open
+/// at once are refused too (each takes about 20 bytes).
+const MAX_COUNTED_CLIENTS: usize = 1_000_000;
+
+impl ClientConnections {
+    /// A place for one more connection of `client`, or `None` when it holds `limit` already.
+    pub fn admit(&self, client: IpAddr) -> Option<InFlightGuard> {
+        self.counts
+            .try_acquire(self.secret.hash_one(client), self.limit)
+    }
 }
 
 impl ListenerSettings {
@@ -51,11 +78,23 @@ impl ListenerSettings {
             }
             _ => None,
         };
+        let per_client = (config.max_connections_per_client > 0).then(|| {
+            let carried = previous.and_then(|p| p.per_client.as_ref());
+            ClientConnections {
+                limit: config.max_connections_per_client,
+                counts: carried.map_or_else(
+                    || Arc::new(InFlightTable::new(MAX_COUNTED_CLIENTS)),
+                    |c| Arc::clone(&c.counts),
+                ),
+                secret: carried.map_or_else(RandomState::new, |c| c.secret.clone()),
+            }
+        });
         Ok(Self {
             tls,
             redirect,
             hsts,
             real_ip: RealIp::build(config)?,
+            per_client,
         })
     }
 }

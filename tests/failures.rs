@@ -526,3 +526,37 @@ async fn a_body_too_large_to_read_first_is_not_sent_twice() {
         assert_eq!(recorded.body.len(), body.len(), "only whole bodies arrive");
     }
 }
+
+#[tokio::test]
+async fn the_retry_budget_keeps_an_outage_from_multiplying_the_load() {
+    // Two servers that never answer: every request times out and would be retried on the
+    // other. With no share and a floor of one, one retry at a time is allowed.
+    let (a, b) = (HeldUpstream::start().await, HeldUpstream::start().await);
+    let running = start(
+        &[a.addr, b.addr],
+        "response_timeout = \"300ms\"\nretries = 1\nretry_budget = 0.0\nretry_budget_min = 1",
+    )
+    .await;
+    let proxy = running.listener_addrs[0];
+    let requests: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(common::get(proxy, "/")))
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("request task");
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    }
+    // Five first attempts and the one retry the budget allowed; the other four were answered
+    // with their first server's failure.
+    assert_eq!(a.arrivals() + b.arrivals(), 6);
+    assert_eq!(retries_total(&running), 1.0);
+    let refused = metric_sample(
+        &running.metrics.render(),
+        "gatehouse_upstream_retries_refused_total",
+        &[("upstream", "app")],
+    );
+    assert_eq!(refused, Some(4.0));
+    for _ in 0..6 {
+        a.release_one();
+        b.release_one();
+    }
+}

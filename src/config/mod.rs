@@ -351,6 +351,12 @@ pub struct UpstreamConfig {
     /// Other servers tried after a connect failure, for idempotent methods only.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Retries in flight allowed as a share of the requests in flight (Envoy's retry budget).
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget: f64,
+    /// Retries in flight allowed whatever the share says.
+    #[serde(default = "default_retry_budget_min")]
+    pub retry_budget_min: u32,
     /// Requests in flight allowed per server (nginx's max_conns); 0 = no limit. When every
     /// server is at its limit, requests are answered 503 at once.
     #[serde(default)]
@@ -491,6 +497,12 @@ fn default_response_timeout() -> ConfigDuration {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_retry_budget() -> f64 {
+    0.2
+}
+fn default_retry_budget_min() -> u32 {
+    3
 }
 fn default_keepalive() -> usize {
     64

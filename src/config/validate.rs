@@ -283,6 +283,13 @@ pub(super) fn validate(
                 "must be between 0.0 (off) and 1.0",
             ));
         }
+        if !(0.0..=1.0).contains(&upstream.retry_budget) {
+            errors.push(at.error(
+                at.span_of(&["upstream", name, "retry_budget"]),
+                key("retry_budget"),
+                "must be between 0.0 and 1.0 (a share of the requests in flight)",
+            ));
+        }
         if upstream.dns_refresh.0 < MIN_DNS_REFRESH {
             errors.push(at.error(
                 at.span_of(&["upstream", name, "dns_refresh"]),

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_response_duration: HistogramVec,
     pub upstream_retries: IntCounterVec,
+    pub upstream_retries_refused: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
     pub closed_connections: IntCounterVec,
@@ -113,6 +114,14 @@ impl Metrics {
             ),
             &["upstream"],
         )?;
+        let upstream_retries_refused = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_retries_refused_total",
+                "Retries not made because the upstream's retry budget was spent (retries in flight past their share of the requests in flight).",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_retries_refused.clone()))?;
         let open_connections = IntGaugeVec::new(
             Opts::new(
                 "gatehouse_open_connections",
@@ -273,6 +282,7 @@ impl Metrics {
             upstream_requests,
             upstream_response_duration,
             upstream_retries,
+            upstream_retries_refused,
             open_connections,
             accepted_connections,
             closed_connections,

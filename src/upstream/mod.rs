@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod http1;
 pub mod pool;
 pub mod probe;
+pub mod retry_budget;
 pub mod server;
 
 pub use server::{InFlight, ServerSet, ServerState};
@@ -18,6 +19,7 @@ use balancer::{Balancer, Tried};
 use discovery::AddressBook;
 use pool::Endpoint;
 use prometheus::IntCounter;
+use retry_budget::RetryBudget;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +43,10 @@ pub struct Upstream {
     /// Health-check interval, for Retry-After when every server is down.
     pub health_interval: Option<Duration>,
     pub retries_total: IntCounter,
+    /// Retries in flight allowed, as a share of the requests in flight.
+    pub retry_budget: Arc<RetryBudget>,
+    /// Retries the budget refused.
+    pub retries_refused: IntCounter,
 }
 
 impl Upstream {
@@ -127,6 +133,11 @@ impl Upstream {
             panic_threshold: config.panic_threshold,
             health_interval: config.health.as_ref().map(|h| h.interval.0),
             retries_total: metrics.upstream_retries.with_label_values(&[name]),
+            retry_budget: Arc::new(RetryBudget::new(
+                config.retry_budget,
+                config.retry_budget_min,
+            )),
+            retries_refused: metrics.upstream_retries_refused.with_label_values(&[name]),
         })
     }
 

@@ -364,7 +364,9 @@ async fn every_server_at_max_connections_is_an_immediate_503_with_retry_after() 
 async fn get_is_retried_on_the_live_server_after_a_connect_failure() {
     let dead = refused_addr().await;
     let live = TestUpstream::named("live").await;
-    let running = start(&[dead, live.addr], "retries = 2").await;
+    // Without ejection, so that every request meets the dead server (tests/resilience.rs
+    // covers ejection after refused connects).
+    let running = start(&[dead, live.addr], "retries = 2\neject_after_refused = 0").await;
 
     let mut client = Client::connect(running.listener_addrs[0]).await;
     const N: usize = 6;

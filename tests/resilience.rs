@@ -403,6 +403,94 @@ async fn killed_server_leaves_rotation_without_client_errors_and_returns_after_r
     running.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_eject_a_killed_server_at_once_and_its_share_spreads_evenly() {
+    let _serial = serial().await;
+    let a = TestUpstream::named("a").await;
+    let b = TestUpstream::named("b").await;
+    let mut k = KillableUpstream::named("k").await;
+    // Checks that would take a hundred failures to mark k down: only refused connects can
+    // take it out; a passing check brings it back.
+    let config = balanced_config("round_robin", &server_entries(&[a.addr, b.addr, k.addr]))
+        + "eject_after_refused = 3\neject_for = \"1m\"\n"
+        + &health("200ms", 1, 100);
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    let mut client = Client::connect(proxy).await;
+    for i in 0..30 {
+        assert_eq!(
+            client.get(&format!("/warm/{i}")).await.status,
+            StatusCode::OK
+        );
+    }
+    assert!(k.arrivals().iter().any(|a| a.path.starts_with("/warm/")));
+
+    k.kill().await;
+    let k_before = attempts(&running, k.addr);
+    let load = |u: &TestUpstream| {
+        u.received()
+            .iter()
+            .filter(|r| r.uri.path().starts_with("/load/"))
+            .count()
+    };
+    for i in 0..300 {
+        let reply = client.get(&format!("/load/{i}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+    }
+    // Three refused connects, each retried elsewhere, then not one attempt more: ejected on
+    // the third (a stale pooled connection may add one failed attempt before them).
+    let k_tried = attempts(&running, k.addr) - k_before;
+    assert!(
+        (3.0..=4.0).contains(&k_tried),
+        "k tried {k_tried} times after the kill"
+    );
+    let connect_errors = metric_sample(
+        &running.metrics.render(),
+        "gatehouse_upstream_requests_total",
+        &[
+            ("upstream", "app"),
+            ("server", &k.addr.to_string()),
+            ("outcome", "connect_error"),
+        ],
+    );
+    assert_eq!(connect_errors, Some(3.0));
+    let ejections = metric_sample(
+        &running.metrics.render(),
+        "gatehouse_upstream_ejections_total",
+        &[("upstream", "app"), ("server", &k.addr.to_string())],
+    );
+    assert_eq!(ejections, Some(1.0));
+    // k's share went to a and b alike, not all to the server after it.
+    let (a_got, b_got) = (load(&a), load(&b));
+    assert_eq!(a_got + b_got, 300);
+    assert!(a_got.abs_diff(b_got) <= 4, "a got {a_got}, b got {b_got}");
+    assert_eq!(
+        up(&running, k.addr),
+        Some(1.0),
+        "the checks did not mark k down"
+    );
+
+    // Restarted: the next check that reaches it ends the ejection, long before its minute.
+    let before_restart = k.arrivals().len();
+    k.restart();
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    while !k.arrivals()[before_restart..]
+        .iter()
+        .any(|arrival| arrival.path.starts_with("/again/"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "k never got traffic again after its restart"
+        );
+        let reply = client.get(&format!("/again/{n}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", describe(&reply));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Breaker: consecutive failures, half-open trials, longer re-opening.
 

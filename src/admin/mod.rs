@@ -358,6 +358,10 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                             .breaker
                             .open_until()
                             .map(|until| until.saturating_duration_since(now).as_millis() as u64),
+                        "ejected_for_ms": server
+                            .ejection
+                            .remaining(now)
+                            .map(|left| left.as_millis() as u64),
                         "in_flight": server.in_flight(),
                         "latency_ewma_ms": server.latency_ewma().as_secs_f64() * 1000.0,
                         "idle_connections": server.pool.idle_count(),

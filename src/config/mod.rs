@@ -351,6 +351,14 @@ pub struct UpstreamConfig {
     /// Other servers tried after a connect failure, for idempotent methods only.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Refused connects in a row that take a server out of balancing at once (Envoy's
+    /// consecutive local-origin failures); 0 = never.
+    #[serde(default = "default_eject_after_refused")]
+    pub eject_after_refused: u32,
+    /// How long such a server stays out (doubling while it keeps being ejected); an active
+    /// check that reaches it brings it back sooner.
+    #[serde(default = "default_eject_for")]
+    pub eject_for: ConfigDuration,
     /// Retries in flight allowed as a share of the requests in flight (Envoy's retry budget).
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f64,
@@ -497,6 +505,12 @@ fn default_response_timeout() -> ConfigDuration {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_eject_after_refused() -> u32 {
+    3
+}
+fn default_eject_for() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
 }
 fn default_retry_budget() -> f64 {
     0.2

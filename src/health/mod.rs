@@ -1,11 +1,12 @@
 //! Upstream resilience, as state and policy: a server's health from active checks (rise/fall
 //! `thresholds`; the prober itself is `upstream::probe`), and a circuit breaker per server fed
 //! by real responses (`breaker`, the pure policy, and
-//! `circuit`, its shared form). A server is eligible for traffic when it is up and its
-//! breaker admits requests.
+//! `circuit`, its shared form), and ejection after refused connects (`ejection`). A server is
+//! eligible for traffic when it is up, not ejected, and its breaker admits requests.
 
 pub mod breaker;
 pub mod circuit;
+pub mod ejection;
 pub mod thresholds;
 
 use crate::config::HealthConfig;

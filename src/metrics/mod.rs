@@ -25,6 +25,7 @@ pub struct Metrics {
     pub upstream_response_duration: HistogramVec,
     pub upstream_retries: IntCounterVec,
     pub upstream_retries_refused: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
     pub closed_connections: IntCounterVec,
@@ -122,6 +123,14 @@ impl Metrics {
             &["upstream"],
         )?;
         registry.register(Box::new(upstream_retries_refused.clone()))?;
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_ejections_total",
+                "Servers taken out of balancing after refused connects in a row (eject_after_refused).",
+            ),
+            &["upstream", "server"],
+        )?;
+        registry.register(Box::new(upstream_ejections.clone()))?;
         let open_connections = IntGaugeVec::new(
             Opts::new(
                 "gatehouse_open_connections",
@@ -283,6 +292,7 @@ impl Metrics {
             upstream_response_duration,
             upstream_retries,
             upstream_retries_refused,
+            upstream_ejections,
             open_connections,
             accepted_connections,
             closed_connections,

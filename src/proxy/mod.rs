@@ -840,6 +840,7 @@ async fn forward(
         )
         .await;
         record_verdict(server, claim.pass, &result);
+        record_reachability(server, &result);
         let (error, unsent) = match result {
             Ok((response, pool_return)) => {
                 return Ok(Forwarded {
@@ -919,6 +920,27 @@ fn claim_server<'a>(
             in_flight,
             pass,
         });
+    }
+}
+
+/// Tells the server's ejection whether the attempt reached it: a refused connect counts
+/// toward ejecting it, an answer clears the count.
+fn record_reachability(server: &ServerState, result: &SendResult) {
+    match result {
+        Ok(_) => server.ejection.record_success(),
+        Err((ForwardError::Connect(ConnectError::Io(error)), _))
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            if let Some(time) = server.ejection.record_refused(Instant::now()) {
+                tracing::warn!(upstream = %server.upstream, server = %server.addr, ejected_for = ?time, error = %error, "server ejected after refused connects in a row");
+            }
+        }
+        Err(_) => {}
     }
 }
 

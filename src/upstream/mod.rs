@@ -108,6 +108,9 @@ impl Upstream {
                 });
                 server.configure(config.health.as_ref(), config.breaker.as_ref());
                 server
+                    .ejection
+                    .configure(config.eject_after_refused, config.eject_for.0);
+                server
                     .pool
                     .configure(config.keepalive, config.keepalive_timeout.0);
                 // The scheme (TLS or not) is the configured entry's, whatever it resolved to.

@@ -44,6 +44,10 @@ pub async fn run(server: Weak<ServerState>, config: HealthConfig, endpoint: Endp
             &matcher,
         )
         .await;
+        if result.is_ok() {
+            // Reached: whatever refused connects said, it is listening again.
+            server.ejection.end();
+        }
         if server.health.record_check(result) {
             server.breaker.health_came_back(std::time::Instant::now());
         }

@@ -7,6 +7,7 @@ use super::pool::{Endpoint, Pool};
 use crate::config::{BreakerConfig, HealthConfig};
 use crate::health::ServerHealth;
 use crate::health::circuit::CircuitBreaker;
+use crate::health::ejection::Ejection;
 use crate::metrics::{Metrics, ServerMetrics};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ pub struct ServerState {
     pub metrics: ServerMetrics,
     pub health: ServerHealth,
     pub breaker: CircuitBreaker,
+    /// Out of balancing for a while after refused connects in a row.
+    pub ejection: Ejection,
     /// The active check task and the settings it runs with.
     checker: Mutex<Option<(HealthConfig, JoinHandle<()>)>>,
     in_flight: AtomicU32,
@@ -56,6 +59,11 @@ impl ServerState {
             metrics: ServerMetrics::new(metrics, upstream, addr),
             health: ServerHealth::new(metrics, upstream, addr),
             breaker: CircuitBreaker::new(metrics, upstream, addr),
+            ejection: Ejection::new(
+                metrics
+                    .upstream_ejections
+                    .with_label_values(&[upstream, addr]),
+            ),
             checker: Mutex::new(None),
             in_flight: AtomicU32::new(0),
             latency_ewma_nanos: AtomicU64::new(0),
@@ -97,9 +105,9 @@ impl ServerState {
         }
     }
 
-    /// Up, and its breaker would admit a request now.
+    /// Up, not ejected, and its breaker would admit a request now.
     pub fn is_eligible(&self, now: Instant) -> bool {
-        self.health.is_up() && self.breaker.would_admit(now)
+        self.health.is_up() && !self.ejection.is_ejected(now) && self.breaker.would_admit(now)
     }
 
     pub fn in_flight(&self) -> u32 {

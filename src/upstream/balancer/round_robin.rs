@@ -1,5 +1,7 @@
 //! Round robin: one shared counter, so N picks over k servers give each N/k ± 1, also when
-//! many threads pick at once.
+//! many threads pick at once. A turn that falls on a server that cannot take the request goes
+//! to the others in turn too, so that a server out of balancing has its share spread evenly
+//! over the rest (skipping to the next server would double that one's load).
 
 use super::{Balancer, ServerLoads, Tried};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,10 +31,20 @@ impl Balancer for RoundRobin {
         if count == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..count)
-            .map(|offset| (start + offset) % count)
-            .find(|&i| !tried.contains(i) && eligible(i))
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let usable = |i: usize| !tried.contains(i) && eligible(i);
+        let own = turn % count;
+        if usable(own) {
+            return Some(own);
+        }
+        // The turns of one server that is out come here once per round: round after round
+        // they go to each usable server in turn.
+        let usable_count = (0..count).filter(|&i| usable(i)).count();
+        if usable_count == 0 {
+            return None;
+        }
+        let nth = (turn / count) % usable_count;
+        (0..count).filter(|&i| usable(i)).nth(nth)
     }
 }
 
@@ -52,6 +64,34 @@ mod tests {
                 .unwrap()] += 1;
         }
         assert_eq!(counts, [1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn a_server_out_has_its_share_spread_evenly_over_the_rest() {
+        let servers = [FakeServer::default(); 3];
+        let balancer = RoundRobin::new();
+        let mut counts = [0u32; 3];
+        for _ in 0..3000 {
+            counts[balancer
+                .pick(&servers.to_vec(), Tried::default(), &|i| i != 2)
+                .unwrap()] += 1;
+        }
+        assert!(
+            counts[0].abs_diff(1500) <= 1 && counts[1].abs_diff(1500) <= 1 && counts[2] == 0,
+            "{counts:?}"
+        );
+        // Four servers, one out: a third of its share each.
+        let servers = [FakeServer::default(); 4];
+        let mut counts = [0u32; 4];
+        for _ in 0..4000 {
+            counts[balancer
+                .pick(&servers.to_vec(), Tried::default(), &|i| i != 1)
+                .unwrap()] += 1;
+        }
+        for (i, &count) in counts.iter().enumerate() {
+            let want = if i == 1 { 0 } else { 4000 / 3 };
+            assert!(count.abs_diff(want) <= 2, "{counts:?}");
+        }
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl ConnectionControl {
 
     /// Whether the connection should finish gracefully (`Some(false)`) or close at once
     /// (`Some(true)`); registers the task to be woken when that is decided.
+    #[inline]
     pub fn close_requested(&self, cx: &Context<'_>) -> Option<bool> {
         let decided = || {
             if self.abort.load(Ordering::Acquire) {

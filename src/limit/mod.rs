@@ -170,22 +170,29 @@ pub struct LimitFields {
     pub state: HeaderValue,
 }
 
+/// What a request keeps of its limits until its exchange ends: the fields for its response,
+/// and its places in concurrency limits. Boxed where it is kept, as most routes have none.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub fields: Option<LimitFields>,
+    pub in_flight: Vec<InFlightGuard>,
+}
+
 /// What a route's limits decide for one request.
 #[derive(Debug)]
 pub enum Decision {
     /// Go on, after `wait` (zero unless a limit without `nodelay` spaces requests out),
-    /// holding `in_flight` until the exchange ends.
+    /// keeping `held` until the exchange ends.
     Pass {
         wait: Duration,
-        fields: Option<Box<LimitFields>>,
-        in_flight: Vec<InFlightGuard>,
+        held: Option<Box<Held>>,
     },
     /// 429, with `Retry-After: retry_after` seconds when a rate refused it (a concurrency
     /// limit cannot say when a place frees up).
     Reject {
         limit: Arc<str>,
         retry_after: Option<u64>,
-        fields: Option<Box<LimitFields>>,
+        held: Option<Box<Held>>,
     },
 }
 
@@ -241,7 +248,7 @@ impl RouteLimits {
                         return Decision::Reject {
                             limit: Arc::clone(&limiter.name),
                             retry_after: None,
-                            fields: self.fields(&state),
+                            held: self.held(&state, Vec::new()),
                         };
                     }
                 }
@@ -289,15 +296,14 @@ impl RouteLimits {
                     return Decision::Reject {
                         limit: Arc::clone(&limiter.name),
                         retry_after: Some(retry_after),
-                        fields: self.fields(&state),
+                        held: self.held(&state, Vec::new()),
                     };
                 }
             }
         }
         Decision::Pass {
             wait: Duration::from_nanos(wait),
-            fields: self.fields(&state),
-            in_flight,
+            held: self.held(&state, in_flight),
         }
     }
 
@@ -312,12 +318,17 @@ impl RouteLimits {
         }
     }
 
-    fn fields(&self, state: &str) -> Option<Box<LimitFields>> {
+    fn fields(&self, state: &str) -> Option<LimitFields> {
         let policy = self.policy.clone()?;
         let state = HeaderValue::from_str(state)
             .ok()
             .filter(|s| !s.is_empty())?;
-        Some(Box::new(LimitFields { policy, state }))
+        Some(LimitFields { policy, state })
+    }
+
+    fn held(&self, state: &str, in_flight: Vec<InFlightGuard>) -> Option<Box<Held>> {
+        let fields = self.fields(state);
+        (fields.is_some() || !in_flight.is_empty()).then(|| Box::new(Held { fields, in_flight }))
     }
 }
 
@@ -430,8 +441,11 @@ mod tests {
         }
     }
 
-    fn field(fields: &Option<Box<LimitFields>>) -> (String, String) {
-        let fields = fields.as_ref().expect("fields");
+    fn field(held: &Option<Box<Held>>) -> (String, String) {
+        let fields = held
+            .as_ref()
+            .and_then(|held| held.fields.as_ref())
+            .expect("fields");
         (
             fields.policy.to_str().unwrap().to_owned(),
             fields.state.to_str().unwrap().to_owned(),
@@ -495,7 +509,7 @@ mod tests {
         for _ in 0..5 {
             assert!(matches!(
                 limits.decide(&from("192.0.2.1", &none), now),
-                Decision::Pass { wait, fields: None, .. } if wait.is_zero()
+                Decision::Pass { wait, held: None } if wait.is_zero()
             ));
         }
         let l = &limits.limiters()[0];
@@ -536,7 +550,8 @@ mod tests {
         let limits = RouteLimits::new(vec![limiter("api", "10/s", 4, |_| {})]);
         let none = HeaderMap::new();
         let now = 10 * 1_000 * MS;
-        let Decision::Pass { fields, .. } = limits.decide(&from("192.0.2.1", &none), now) else {
+        let Decision::Pass { held: fields, .. } = limits.decide(&from("192.0.2.1", &none), now)
+        else {
             panic!("passes")
         };
         assert_eq!(
@@ -548,7 +563,7 @@ mod tests {
         }
         let Decision::Reject {
             retry_after,
-            fields,
+            held: fields,
             ..
         } = limits.decide(&from("192.0.2.1", &none), now)
         else {
@@ -559,7 +574,7 @@ mod tests {
         let quiet = RouteLimits::new(vec![limiter("q", "10/m", 0, |s| s.headers = false)]);
         assert!(matches!(
             quiet.decide(&from("192.0.2.1", &none), now),
-            Decision::Pass { fields: None, .. }
+            Decision::Pass { held: None, .. }
         ));
         let Decision::Reject { retry_after, .. } = quiet.decide(&from("192.0.2.1", &none), now)
         else {
@@ -594,20 +609,18 @@ mod tests {
         let limits = RouteLimits::new(vec![Arc::clone(&rate), one]);
         let none = HeaderMap::new();
         let now = 10 * 1_000 * MS;
-        let Decision::Pass {
-            in_flight, fields, ..
-        } = limits.decide(&from("192.0.2.1", &none), now)
+        let Decision::Pass { held: fields, .. } = limits.decide(&from("192.0.2.1", &none), now)
         else {
             panic!("passes")
         };
-        assert_eq!(in_flight.len(), 1);
+        assert_eq!(fields.as_ref().map(|held| held.in_flight.len()), Some(1));
         // Only the rate's quota is advertised.
         assert_eq!(field(&fields).0, "\"rate\";q=1;w=60");
         assert!(matches!(
             limits.decide(&from("192.0.2.1", &none), now),
             Decision::Reject { retry_after: None, ref limit, .. } if &**limit == "one"
         ));
-        drop(in_flight);
+        drop(fields);
         // The refused request's rate admission was given back: the burst of one is still there.
         assert!(matches!(
             limits.decide(&from("192.0.2.1", &none), now),

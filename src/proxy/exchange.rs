@@ -5,7 +5,7 @@
 use super::access_log::CombinedLine;
 use crate::config::AccessLogFormat;
 use crate::connection::RequestInFlight;
-use crate::limit::{InFlightGuard, LimitFields};
+use crate::limit::{Held, LimitFields};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::InFlight;
 use http::HeaderMap;
@@ -35,10 +35,9 @@ pub(crate) struct Exchange {
     pub(crate) in_flight: Option<InFlight>,
     /// Ends the request on its client connection when the exchange is dropped.
     pub(crate) connection: RequestInFlight,
-    /// The route's rate limit fields for the response, if its limits advertise themselves.
-    pub(crate) limit_fields: Option<Box<LimitFields>>,
-    /// Places taken in the route's concurrency limits, given back when the exchange ends.
-    pub(crate) limits_in_flight: Vec<InFlightGuard>,
+    /// What the route's limits gave the request: fields for the response, places in
+    /// concurrency limits given back when the exchange ends.
+    pub(crate) limits: Option<Box<Held>>,
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -51,8 +50,9 @@ impl Exchange {
 
     /// Sets the `RateLimit-Policy` and `RateLimit` fields on the response, when there are.
     pub(crate) fn add_limit_fields(&mut self, headers: &mut HeaderMap) {
-        if let Some(fields) = self.limit_fields.take() {
-            let LimitFields { policy, state } = *fields;
+        if let Some(held) = &mut self.limits
+            && let Some(LimitFields { policy, state }) = held.fields.take()
+        {
             headers.insert(&RATELIMIT_POLICY, policy);
             headers.insert(&RATELIMIT, state);
         }

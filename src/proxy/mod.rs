@@ -156,8 +156,7 @@ impl Proxy {
             request_id: request_id.clone(),
             in_flight: None,
             connection,
-            limit_fields: None,
-            limits_in_flight: Vec::new(),
+            limits: None,
         };
         (exchange, request_id)
     }
@@ -237,11 +236,9 @@ impl Proxy {
             };
             match route.rate_limits.decide(&source, limit::now_nanos()) {
                 Decision::Reject {
-                    retry_after,
-                    fields,
-                    ..
+                    retry_after, held, ..
                 } => {
-                    exchange.limit_fields = fields;
+                    exchange.limits = held;
                     let mut response = exchange.local(
                         StatusCode::TOO_MANY_REQUESTS,
                         "over a limit of this route; retry later",
@@ -253,13 +250,8 @@ impl Proxy {
                     }
                     return Handling::ready(response);
                 }
-                Decision::Pass {
-                    wait,
-                    fields,
-                    in_flight,
-                } => {
-                    exchange.limit_fields = fields;
-                    exchange.limits_in_flight = in_flight;
+                Decision::Pass { wait, held } => {
+                    exchange.limits = held;
                     if !wait.is_zero() {
                         // Spaced out to the rate (a limit without `nodelay`), as nginx does.
                         let client = client.clone();
@@ -300,6 +292,9 @@ struct Routed {
 
 impl Routed {
     /// Answers from the cache, or rewrites the request and forwards it.
+    // Inlined: called from one place on the hot path, where a call would move the request
+    // head once more.
+    #[inline(always)]
     fn handle(
         self,
         client: &ClientInfo,

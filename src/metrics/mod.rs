@@ -24,6 +24,7 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_response_duration: HistogramVec,
     pub upstream_retries: IntCounterVec,
+    pub upstream_hash_picks: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
     pub closed_connections: IntCounterVec,
@@ -247,6 +248,14 @@ impl Metrics {
             &["upstream", "result"],
         )?;
         registry.register(Box::new(dns_resolutions.clone()))?;
+        let upstream_hash_picks = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_hash_picks_total",
+                "Servers picked by consistent hashing, by placement: home (the key's own server), next (a later server on the ring: the ones before were down, breaker-open, full or already tried), over_cap (a later server, past one at its hash_balance_factor load cap), no_key (the request had no key: round robin).",
+            ),
+            &["upstream", "placement"],
+        )?;
+        registry.register(Box::new(upstream_hash_picks.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -260,6 +269,7 @@ impl Metrics {
             upstream_requests,
             upstream_response_duration,
             upstream_retries,
+            upstream_hash_picks,
             open_connections,
             accepted_connections,
             closed_connections,

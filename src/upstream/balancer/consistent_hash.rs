@@ -79,8 +79,9 @@ impl HashRing {
         }
     }
 
-    /// The points each server owns, for tests and `/status`.
-    pub fn points_of(&self, index: usize) -> usize {
+    /// The points server `index` owns.
+    #[cfg(test)]
+    fn points_of(&self, index: usize) -> usize {
         self.owners
             .iter()
             .filter(|&&owner| usize::from(owner) == index)

@@ -1,13 +1,16 @@
 //! Micro benchmarks of the balancers' `pick` over three servers, as the request path calls it,
-//! and of consistent hashing: the cost of hashing a request's key, of a pick on gatehouse's
-//! Ketama ring against a Maglev table (written here only to be measured against it), and of
-//! building each. Before the timings it prints each structure's spread (the busiest server's
-//! share of keys against the mean) and the share of keys that move when a server joins.
+//! and of consistent hashing: the cost of hashing a request's key, of a pick in gatehouse's
+//! Maglev table against a Ketama ring (nginx's `hash ... consistent`, written here only to be
+//! measured against it), and of building each. Before the timings it prints each one's spread
+//! (the busiest and idlest server's share of keys against the mean) and the share of keys that
+//! move when a server joins.
 
 use criterion::{BenchmarkId, Criterion};
 use gatehouse::config::{BalanceAlgorithm, HashKey};
 use gatehouse::metrics::Metrics;
-use gatehouse::upstream::balancer::{self, HashRing, ServerLoads, Tried, hash_bytes, key_hash};
+use gatehouse::upstream::balancer::{
+    self, MaglevTable, Placement, ServerLoads, Tried, hash_bytes, key_hash,
+};
 use gatehouse::upstream::pool::Endpoint;
 use gatehouse::upstream::{ServerSet, ServerState};
 use std::hint::black_box;
@@ -57,17 +60,17 @@ fn pick(c: &mut Criterion) {
             b.iter(|| balancer.pick(black_box(&set), Tried::default(), &|_| true))
         });
     }
-    // The ring as an upstream uses it: a key per request (drawn from many users), weights
+    // The table as an upstream uses it: a key per request (drawn from many users), weights
     // 5,1,1, with and without the bounded-load cap (which reads every server's in-flight).
     let addrs: Vec<&str> = servers.iter().map(|s| &*s.addr).collect();
     let keys = user_keys(4096);
     for (name, factor) in [("consistent_hash", 0.0), ("consistent_hash_bounded", 1.25)] {
-        let ring = HashRing::new(&with_weights(&addrs, &weights), factor);
+        let table = MaglevTable::new(&with_weights(&addrs, &weights), factor);
         let mut next = 0;
         group.bench_function(name, |b| {
             b.iter(|| {
                 next = (next + 1) & (keys.len() - 1);
-                ring.pick(keys[next], black_box(&set), Tried::default(), &|_| true)
+                table.pick(keys[next], black_box(&set), Tried::default(), &|_| true)
             })
         });
     }
@@ -108,7 +111,7 @@ fn request_key(c: &mut Criterion) {
     group.finish();
 }
 
-/// Ketama against Maglev: pick cost by upstream size, with every server eligible and with one
+/// Maglev against Ketama: pick cost by upstream size, with every server eligible and with one
 /// down (whose keys walk on), and the cost of building each at a reload.
 fn ring_against_table(c: &mut Criterion) {
     let metrics = Metrics::new().expect("metrics registry");
@@ -122,8 +125,8 @@ fn ring_against_table(c: &mut Criterion) {
             weights: &weights,
         };
         let addrs: Vec<&str> = servers.iter().map(|s| &*s.addr).collect();
-        let ring = HashRing::new(&with_weights(&addrs, &weights), 0.0);
-        let maglev = Maglev::new(&addrs, &weights);
+        let ring = Ketama::new(&addrs, &weights);
+        let maglev = MaglevTable::new(&with_weights(&addrs, &weights), 0.0);
         for (case, down) in [("all_up", usize::MAX), ("one_down", 1)] {
             let eligible = move |i: usize| i != down;
             let mut next = 0;
@@ -147,10 +150,10 @@ fn ring_against_table(c: &mut Criterion) {
     let addrs: Vec<&str> = names.iter().map(String::as_str).collect();
     let weights = vec![1; 64];
     group.bench_function("ketama/64", |b| {
-        b.iter(|| HashRing::new(black_box(&with_weights(&addrs, &weights)), 0.0))
+        b.iter(|| Ketama::new(black_box(&addrs), &weights))
     });
     group.bench_function("maglev/64", |b| {
-        b.iter(|| Maglev::new(black_box(&addrs), &weights))
+        b.iter(|| MaglevTable::new(black_box(&with_weights(&addrs, &weights)), 0.0))
     });
     group.finish();
 }
@@ -166,50 +169,31 @@ fn user_keys(count: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Maglev (Eisenbud et al., NSDI 2016), weighted as Envoy does it in spirit: each server fills
-/// table slots along its own permutation, taking turns in proportion to its weight. A down
-/// server's keys walk on to the next slots. Here only to be measured against the ring.
-struct Maglev {
-    table: Vec<u8>,
+/// A Ketama ring as nginx builds one for `hash ... consistent`: 160 points per unit of weight,
+/// placed by hashing the server's address, a key going to the first point at or after its
+/// hash; a down server's keys walk on to the next points. Here only to be measured against
+/// the Maglev table (it was gatehouse's first implementation).
+struct Ketama {
+    points: Vec<u64>,
+    owners: Vec<u8>,
 }
 
-impl Maglev {
-    /// A prime, as the paper requires, and Envoy's default size: at 64 servers ~1000 slots
-    /// each.
-    const SIZE: usize = 65_537;
-
+impl Ketama {
     fn new(addrs: &[&str], weights: &[u32]) -> Self {
-        let size = Self::SIZE as u64;
-        let permutations: Vec<(u64, u64)> = addrs
-            .iter()
-            .map(|addr| {
-                let offset = hash_bytes(addr.as_bytes()) % size;
-                let skip = hash_bytes(format!("{addr}#skip").as_bytes()) % (size - 1) + 1;
-                (offset, skip)
-            })
-            .collect();
-        let mut next = vec![0u64; addrs.len()];
-        let mut table = vec![u8::MAX; Self::SIZE];
-        let mut filled = 0;
-        while filled < Self::SIZE {
-            for (index, &(offset, skip)) in permutations.iter().enumerate() {
-                for _ in 0..weights[index].max(1) {
-                    let slot = loop {
-                        let slot = ((offset + next[index] * skip) % size) as usize;
-                        next[index] += 1;
-                        if table[slot] == u8::MAX {
-                            break slot;
-                        }
-                    };
-                    table[slot] = index as u8;
-                    filled += 1;
-                    if filled == Self::SIZE {
-                        return Self { table };
-                    }
-                }
+        let mut placed: Vec<(u64, u8)> = Vec::new();
+        for (index, (addr, weight)) in addrs.iter().zip(weights).enumerate() {
+            let base = hash_bytes(addr.as_bytes());
+            for n in 0..u64::from(*weight) * 160 {
+                // splitmix64's step, then a full mix: evenly spread, independent points.
+                let seed = base.wrapping_add((n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                placed.push((hash_bytes(&seed.to_le_bytes()), index as u8));
             }
         }
-        Self { table }
+        placed.sort_unstable();
+        Self {
+            points: placed.iter().map(|&(point, _)| point).collect(),
+            owners: placed.iter().map(|&(_, owner)| owner).collect(),
+        }
     }
 
     fn pick(
@@ -219,10 +203,10 @@ impl Maglev {
         tried: Tried,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        let start = (key % Self::SIZE as u64) as usize;
+        let start = self.points.partition_point(|&point| point < key);
         let mut seen = Tried::default();
-        for slot in (start..self.table.len()).chain(0..start) {
-            let index = usize::from(self.table[slot]);
+        for position in (start..self.points.len()).chain(0..start) {
+            let index = usize::from(self.owners[position]);
             if seen.contains(index) {
                 continue;
             }
@@ -238,7 +222,8 @@ impl Maglev {
     }
 
     fn owner(&self, key: u64) -> usize {
-        usize::from(self.table[(key % Self::SIZE as u64) as usize])
+        let position = self.points.partition_point(|&point| point < key);
+        usize::from(self.owners[position % self.points.len()])
     }
 }
 
@@ -260,23 +245,26 @@ fn report_spread() {
         let weights = vec![1; count + 1];
         let idle: Vec<u32> = vec![1; count + 1];
         let loads = Idle(&idle);
-        let ring_small = HashRing::new(&with_weights(&addrs[..count], &weights), 0.0);
-        let ring_large = HashRing::new(&with_weights(&addrs, &weights), 0.0);
-        let ketama = |ring: &HashRing, key: u64| {
-            ring.pick(key, &loads, Tried::default(), &|_| true)
-                .map_or(usize::MAX, |(index, _)| index)
-        };
-        let maglev_small = Maglev::new(&addrs[..count], &weights);
-        let maglev_large = Maglev::new(&addrs, &weights);
-        let ketama_spread = spread(count, keys.iter().map(|&k| ketama(&ring_small, k)));
-        let maglev_spread = spread(count, keys.iter().map(|&k| maglev_small.owner(k)));
+        let ring_small = Ketama::new(&addrs[..count], &weights);
+        let ring_large = Ketama::new(&addrs, &weights);
+        let table_small = MaglevTable::new(&with_weights(&addrs[..count], &weights), 0.0);
+        let table_large = MaglevTable::new(&with_weights(&addrs, &weights), 0.0);
+        let maglev =
+            |table: &MaglevTable, key: u64| match table
+                .pick(key, &loads, Tried::default(), &|_| true)
+            {
+                Some((index, Placement::Home)) => index,
+                other => panic!("an idle upstream picked {other:?}"),
+            };
+        let ketama_spread = spread(count, keys.iter().map(|&k| ring_small.owner(k)));
+        let maglev_spread = spread(count, keys.iter().map(|&k| maglev(&table_small, k)));
         let ketama_moved = moved(
-            keys.iter().map(|&k| ketama(&ring_small, k)),
-            keys.iter().map(|&k| ketama(&ring_large, k)),
+            keys.iter().map(|&k| ring_small.owner(k)),
+            keys.iter().map(|&k| ring_large.owner(k)),
         );
         let maglev_moved = moved(
-            keys.iter().map(|&k| maglev_small.owner(k)),
-            keys.iter().map(|&k| maglev_large.owner(k)),
+            keys.iter().map(|&k| maglev(&table_small, k)),
+            keys.iter().map(|&k| maglev(&table_large, k)),
         );
         println!(
             "  {count:>2} servers: ketama max {:.3} min {:.3} moved {:.4} | maglev max {:.3} min {:.3} moved {:.4} | ideal moved {:.4}",

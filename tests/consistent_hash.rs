@@ -1,7 +1,7 @@
 //! Consistent hashing through a running gatehouse, over real upstream servers on loopback:
 //! a user stays on one server, users spread over all of them, a reload keeps the mapping and a
-//! new server takes only its share, a down server's users move on and come back, a retry walks
-//! on along the ring, and bounded loads spread one hot key.
+//! new server takes about its share, a down server's users move on and come back, a retry
+//! walks on to the next server of the table, and bounded loads spread one hot key.
 
 mod common;
 
@@ -130,7 +130,7 @@ async fn each_user_stays_on_one_server_and_users_spread_over_all() {
             );
         }
     }
-    // 160 points per server: each holds about a third of the users, none a small sliver.
+    // Each server holds about a third of the users, none a small sliver.
     let counts = count_by_server(&first);
     assert_eq!(counts.len(), 3, "every server has users: {counts:?}");
     assert!(counts.values().all(|&n| n >= 10), "{counts:?}");
@@ -160,7 +160,7 @@ async fn each_user_stays_on_one_server_and_users_spread_over_all() {
 }
 
 #[tokio::test]
-async fn a_reload_keeps_the_mapping_and_a_new_server_takes_only_its_share() {
+async fn a_reload_keeps_the_mapping_and_a_new_server_takes_about_its_share() {
     const USERS: usize = 200;
     let upstreams = [
         TestUpstream::named("a").await,
@@ -179,20 +179,25 @@ async fn a_reload_keeps_the_mapping_and_a_new_server_takes_only_its_share() {
     reload_to(&running, &hashed_config(&reordered, "retries = 2")).await;
     assert_eq!(mapping(proxy, USERS).await, before);
 
-    // A fourth server joins: about a quarter of the users move, all of them to it.
+    // A fourth server joins: about a quarter of the users move, nearly all of them to it
+    // (Maglev moves a few between the others too).
     reload_to(&running, &hashed_config(&addrs, "retries = 2")).await;
     let after = mapping(proxy, USERS).await;
-    let mut moved = 0;
-    for (n, (old, new)) in before.iter().zip(&after).enumerate() {
-        if old != new {
-            assert_eq!(new, "d", "{} moved from {old} to {new}", user(n));
-            moved += 1;
-        }
-    }
+    let moved = before
+        .iter()
+        .zip(&after)
+        .filter(|(old, new)| old != new)
+        .count();
+    let to_d = after.iter().filter(|new| *new == "d").count();
     let expected = USERS as f64 / 4.0;
     assert!(
         (0.5 * expected..=1.6 * expected).contains(&(moved as f64)),
         "{moved} of {USERS} users moved, expected about {expected}"
+    );
+    assert!(
+        moved - to_d <= USERS / 20,
+        "{} users moved between servers that stayed: {before:?} -> {after:?}",
+        moved - to_d
     );
 
     // And it leaves again: everyone is back where they started.
@@ -267,7 +272,7 @@ async fn a_down_servers_users_move_to_the_next_servers_and_come_back() {
 }
 
 #[tokio::test]
-async fn a_retry_goes_to_the_next_server_on_the_ring() {
+async fn a_retry_goes_to_the_next_server_of_the_table() {
     const USERS: usize = 60;
     let mut upstreams = [
         KillableUpstream::named("a").await,
@@ -282,7 +287,7 @@ async fn a_retry_goes_to_the_next_server_on_the_ring() {
 
     upstreams[0].kill().await;
     let first = mapping(proxy, USERS).await;
-    // Retried the same way each time: the next server on the ring is fixed by the key.
+    // Retried the same way each time: the next server in the table is fixed by the key.
     assert_eq!(mapping(proxy, USERS).await, first);
     let mut retried = BTreeSet::new();
     for (n, (old, now)) in before.iter().zip(&first).enumerate() {

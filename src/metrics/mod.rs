@@ -251,7 +251,7 @@ impl Metrics {
         let upstream_hash_picks = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_hash_picks_total",
-                "Servers picked by consistent hashing, by placement: home (the key's own server), next (a later server on the ring: the ones before were down, breaker-open, full or already tried), over_cap (a later server, past one at its hash_balance_factor load cap), no_key (the request had no key: round robin).",
+                "Servers picked by consistent hashing, by placement: home (the key's own server), next (the key's own server was down, breaker-open, full or already tried: a later one in the table), over_cap (a later server, past one at its hash_balance_factor load cap), no_key (the request had no key: round robin).",
             ),
             &["upstream", "placement"],
         )?;

@@ -14,7 +14,7 @@ pub use server::{InFlight, ServerSet, ServerState};
 
 use crate::config::{BalanceAlgorithm, HashKey, UpstreamConfig};
 use crate::metrics::Metrics;
-use balancer::{Balancer, HashRing, Placement, Tried};
+use balancer::{Balancer, MaglevTable, Placement, Tried};
 use discovery::AddressBook;
 use pool::Endpoint;
 use prometheus::IntCounter;
@@ -31,7 +31,7 @@ pub struct Upstream {
     pub servers: Vec<Arc<ServerState>>,
     pub weights: Vec<u32>,
     balancer: Box<dyn Balancer>,
-    /// With `balance = "consistent_hash"`: what requests are hashed by, and the ring.
+    /// With `balance = "consistent_hash"`: what requests are hashed by, and the table.
     pub hashing: Option<Hashing>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -48,7 +48,7 @@ pub struct Upstream {
 /// Consistent hashing as compiled for one upstream.
 pub struct Hashing {
     pub key: HashKey,
-    pub ring: HashRing,
+    pub table: MaglevTable,
     pub balance_factor: f64,
     /// `gatehouse_upstream_hash_picks_total` by placement: home, next, over_cap, no_key.
     picks: [IntCounter; 4],
@@ -74,7 +74,7 @@ impl Hashing {
         });
         Self {
             key,
-            ring: HashRing::new(servers, config.hash_balance_factor),
+            table: MaglevTable::new(servers, config.hash_balance_factor),
             balance_factor: config.hash_balance_factor,
             picks,
         }
@@ -163,12 +163,12 @@ impl Upstream {
             }
         }
         let hashing = (config.balance == BalanceAlgorithm::ConsistentHash).then(|| {
-            let ring_servers: Vec<(&str, u32)> = servers
+            let hashed_servers: Vec<(&str, u32)> = servers
                 .iter()
                 .zip(&weights)
                 .map(|(server, &weight)| (&*server.addr, weight))
                 .collect();
-            Hashing::compile(name, config, &ring_servers, metrics)
+            Hashing::compile(name, config, &hashed_servers, metrics)
         });
         Ok(Self {
             name: name.into(),
@@ -211,7 +211,7 @@ impl Upstream {
     /// The server for the next attempt of a request, skipping those already tried, those at
     /// their `max_connections`, and — unless in panic mode — those down or with an open
     /// breaker. `key` is the request's `key_hash`: with consistent hashing, it picks the
-    /// server on the ring.
+    /// server in the table.
     pub fn pick(&self, tried: Tried, now: Instant, panic: bool, key: Option<u64>) -> Option<usize> {
         let set = ServerSet {
             servers: &self.servers,
@@ -223,7 +223,7 @@ impl Upstream {
         match (&self.hashing, key) {
             (None, _) => self.balancer.pick(&set, tried, &eligible),
             (Some(hashing), Some(key)) => {
-                let (index, placement) = hashing.ring.pick(key, &set, tried, &eligible)?;
+                let (index, placement) = hashing.table.pick(key, &set, tried, &eligible)?;
                 hashing.count(Some(placement));
                 Some(index)
             }

@@ -46,16 +46,6 @@ pub enum Placement {
     OverCap,
 }
 
-impl Placement {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Home => "home",
-            Self::Next => "next",
-            Self::OverCap => "over_cap",
-        }
-    }
-}
-
 /// A Maglev lookup table over one upstream's servers, by index.
 pub struct MaglevTable {
     /// The server (index) owning each slot; empty without servers. Servers are at most 64,

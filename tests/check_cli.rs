@@ -383,6 +383,58 @@ fn check_locates_out_of_range_values_too() {
 }
 
 #[test]
+fn check_reports_bad_consistent_hashing_settings() {
+    let config = TempConfig::new(
+        "hash-key",
+        &valid_with(
+            "balance = \"consistent_hash\"\nhash_key = \"header:X User\"\nhash_balance_factor = 0.5\n\n\
+             [upstream.other]\nservers = [\"127.0.0.1:18002\"]\nhash_key = \"path\"",
+        ),
+    );
+    assert_error_at(
+        &config,
+        "\"header:X User\"",
+        "upstream.app.hash_key",
+        "not a header name",
+    );
+    assert_error_at(
+        &config,
+        "0.5",
+        "upstream.app.hash_balance_factor",
+        "between 1.0 and 100.0",
+    );
+    // A key on an upstream that does not hash would be silently ignored: an error instead.
+    assert_error_at(
+        &config,
+        "\"path\"",
+        "upstream.other.hash_key",
+        "only used with balance = \"consistent_hash\"",
+    );
+    let unknown = TempConfig::new(
+        "hash-key-unknown",
+        &valid_with("balance = \"consistent_hash\"\nhash_key = \"query:id\""),
+    );
+    assert_error_at(
+        &unknown,
+        "\"query:id\"",
+        "upstream.app.hash_key",
+        "expected \"client_ip\"",
+    );
+}
+
+#[test]
+fn check_accepts_consistent_hashing() {
+    let config = TempConfig::new(
+        "hash-ok",
+        &valid_with(
+            "balance = \"consistent_hash\"\nhash_key = \"cookie:session\"\nhash_balance_factor = 1.25",
+        ),
+    );
+    let outcome = config.check();
+    assert_eq!(outcome.code, Some(0), "stderr:\n{}", outcome.stderr);
+}
+
+#[test]
 fn check_on_a_missing_file_fails() {
     let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-gatehouse.toml");
     let outcome = gatehouse(&["check", "--config", missing.to_str().unwrap()]);

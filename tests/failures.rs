@@ -456,7 +456,12 @@ async fn retries_bound_the_number_of_attempts() {
     let dead1 = refused_addr().await;
     let dead2 = refused_addr().await;
     let live = TestUpstream::named("live").await;
-    let running = start(&[dead1, dead2, live.addr], "retries = 1").await;
+    // Without ejection, so that the dead servers keep their turns.
+    let running = start(
+        &[dead1, dead2, live.addr],
+        "retries = 1\neject_after_refused = 0",
+    )
+    .await;
 
     let mut client = Client::connect(running.listener_addrs[0]).await;
     let mut statuses = Vec::new();

@@ -372,6 +372,8 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 name.clone(),
                 json!({
                     "balance": upstream.algorithm.as_str(),
+                    "hash_key": upstream.hashing.as_ref().map(|h| h.key.to_string()),
+                    "hash_balance_factor": upstream.hashing.as_ref().map(|h| h.balance_factor),
                     "connect_timeout_ms": upstream.connect_timeout.as_millis() as u64,
                     "response_timeout_ms": upstream.response_timeout.as_millis() as u64,
                     "retries": upstream.retries,

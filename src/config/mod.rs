@@ -21,7 +21,7 @@ pub use redirect::RedirectTemplate;
 pub use tls::{check_alpn, tls_server_name, tls_versions};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
 pub use validate::{is_https_server, parse_bind, parse_server_addr};
-pub use values::{StatusMatcher, parse_nameserver};
+pub use values::{HashKey, StatusMatcher, parse_nameserver};
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -325,6 +325,7 @@ pub enum BalanceAlgorithm {
     WeightedRoundRobin,
     LeastConnections,
     P2cEwma,
+    ConsistentHash,
 }
 
 impl BalanceAlgorithm {
@@ -334,6 +335,7 @@ impl BalanceAlgorithm {
             Self::WeightedRoundRobin => "weighted_round_robin",
             Self::LeastConnections => "least_connections",
             Self::P2cEwma => "p2c_ewma",
+            Self::ConsistentHash => "consistent_hash",
         }
     }
 }
@@ -343,6 +345,14 @@ impl BalanceAlgorithm {
 pub struct UpstreamConfig {
     #[serde(default)]
     pub balance: BalanceAlgorithm,
+    /// With `balance = "consistent_hash"`: what a request is hashed by (`"client_ip"`,
+    /// `"header:NAME"`, `"cookie:NAME"`, `"path"` or `"uri"`); client_ip when not given.
+    #[serde(default)]
+    pub hash_key: Option<Spanned<String>>,
+    /// With `balance = "consistent_hash"`: no server gets more than this factor of the mean
+    /// requests in flight (consistent hashing with bounded loads); 0 = unbounded.
+    #[serde(default)]
+    pub hash_balance_factor: f64,
     pub servers: Spanned<Vec<Spanned<ServerEntry>>>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: ConfigDuration,

@@ -290,6 +290,7 @@ pub(super) fn validate(
                 "must be between 0.0 and 1.0 (a share of the requests in flight)",
             ));
         }
+        check_hashing(name, upstream, at, errors);
         if upstream.dns_refresh.0 < MIN_DNS_REFRESH {
             errors.push(at.error(
                 at.span_of(&["upstream", name, "dns_refresh"]),
@@ -587,5 +588,43 @@ fn check_header_rules(
     }
     for name in &rules.remove {
         check_name(name.get_ref(), name.span(), errors);
+    }
+}
+
+/// `hash_key` and `hash_balance_factor` parse, are in range, and are set only where they do
+/// something: on an upstream that balances by consistent hashing.
+fn check_hashing(
+    name: &str,
+    upstream: &super::UpstreamConfig,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let key = |field: &str| format!("upstream.{name}.{field}");
+    let hashing = upstream.balance == super::BalanceAlgorithm::ConsistentHash;
+    if let Some(hash_key) = &upstream.hash_key {
+        if let Err(message) = super::HashKey::parse(hash_key.get_ref()) {
+            errors.push(at.error(hash_key.span(), key("hash_key"), message));
+        } else if !hashing {
+            errors.push(at.error(
+                hash_key.span(),
+                key("hash_key"),
+                "only used with balance = \"consistent_hash\"",
+            ));
+        }
+    }
+    let factor = upstream.hash_balance_factor;
+    let factor_at = || at.span_of(&["upstream", name, "hash_balance_factor"]);
+    if !(factor == 0.0 || (1.0..=100.0).contains(&factor)) {
+        errors.push(at.error(
+            factor_at(),
+            key("hash_balance_factor"),
+            "must be 0 (unbounded) or between 1.0 and 100.0 (e.g. 1.25: at most 125% of the mean load)",
+        ));
+    } else if factor != 0.0 && !hashing {
+        errors.push(at.error(
+            factor_at(),
+            key("hash_balance_factor"),
+            "only used with balance = \"consistent_hash\"",
+        ));
     }
 }

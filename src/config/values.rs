@@ -1,8 +1,9 @@
-//! Pure parsers of config values that other modules also use at run time: name servers and
-//! lists of accepted statuses. They live with the config so that checking a config needs
+//! Pure parsers of config values that other modules also use at run time: name servers, lists
+//! of accepted statuses and what consistent hashing hashes a request by. They live with the config so that checking a config needs
 //! nothing above it.
 
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 
@@ -45,6 +46,63 @@ impl StatusMatcher {
     }
 }
 
+/// What consistent hashing hashes a request by (`hash_key`), nginx's `hash $key consistent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address (nginx: `$remote_addr`).
+    ClientIp,
+    /// `header:NAME`: the first value of a request header (nginx: `$http_name`).
+    Header(HeaderName),
+    /// `cookie:NAME`: the value of a cookie (nginx: `$cookie_name`).
+    Cookie(String),
+    /// `path`: the path without the query (nginx: `$uri`).
+    Path,
+    /// `uri`: the path with the query (nginx: `$request_uri`).
+    Uri,
+}
+
+impl HashKey {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expected =
+            "expected \"client_ip\", \"header:NAME\", \"cookie:NAME\", \"path\" or \"uri\"";
+        match text.split_once(':') {
+            None => match text {
+                "client_ip" => Ok(Self::ClientIp),
+                "path" => Ok(Self::Path),
+                "uri" => Ok(Self::Uri),
+                _ => Err(format!("unknown hash key {text:?}; {expected}")),
+            },
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .map(Self::Header)
+                .map_err(|_| format!("{name:?} is not a header name")),
+            Some(("cookie", name)) if is_token(name) => Ok(Self::Cookie(name.to_owned())),
+            Some(("cookie", name)) => Err(format!("{name:?} is not a cookie name")),
+            Some(_) => Err(format!("unknown hash key {text:?}; {expected}")),
+        }
+    }
+}
+
+/// Written back as in the config (a header name in lower case), for `/status`.
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientIp => f.write_str("client_ip"),
+            Self::Header(name) => write!(f, "header:{name}"),
+            Self::Cookie(name) => write!(f, "cookie:{name}"),
+            Self::Path => f.write_str("path"),
+            Self::Uri => f.write_str("uri"),
+        }
+    }
+}
+
+/// An RFC 9110 token, which a cookie name is (RFC 6265 §4.1.1).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +137,38 @@ mod tests {
         );
         assert_eq!(parse_nameserver("::1"), Some("[::1]:53".parse().unwrap()));
         assert_eq!(parse_nameserver("dns.example"), None);
+    }
+
+    #[test]
+    fn hash_keys_parse_and_print_back() {
+        for text in [
+            "client_ip",
+            "path",
+            "uri",
+            "header:x-user",
+            "cookie:session",
+        ] {
+            assert_eq!(HashKey::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            HashKey::parse("header:X-User"),
+            Ok(HashKey::Header(HeaderName::from_static("x-user")))
+        );
+        assert_eq!(
+            HashKey::parse("cookie:Session_ID"),
+            Ok(HashKey::Cookie("Session_ID".into()))
+        );
+        for bad in [
+            "",
+            "ip",
+            "header:",
+            "header:a b",
+            "cookie:",
+            "cookie:a=b",
+            "query:id",
+            "URI",
+        ] {
+            assert!(HashKey::parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub upstream_retries_refused: IntCounterVec,
     pub upstream_ejections: IntCounterVec,
+    pub upstream_hash_picks: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
     pub closed_connections: IntCounterVec,
@@ -278,6 +279,14 @@ impl Metrics {
             &["upstream", "result"],
         )?;
         registry.register(Box::new(dns_resolutions.clone()))?;
+        let upstream_hash_picks = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_hash_picks_total",
+                "Servers picked by consistent hashing, by placement: home (the key's own server), next (the key's own server was down, breaker-open, full or already tried: a later one in the table), over_cap (a later server, past one at its hash_balance_factor load cap), no_key (the request had no key: round robin).",
+            ),
+            &["upstream", "placement"],
+        )?;
+        registry.register(Box::new(upstream_hash_picks.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -293,6 +302,7 @@ impl Metrics {
             upstream_retries,
             upstream_retries_refused,
             upstream_ejections,
+            upstream_hash_picks,
             open_connections,
             accepted_connections,
             closed_connections,
@@ -392,6 +402,7 @@ impl Metrics {
         let _ = self.upstream_response_duration.remove_label_values(&pair);
         let _ = self.upstream_server_up.remove_label_values(&pair);
         let _ = self.circuit_breaker_state.remove_label_values(&pair);
+        let _ = self.upstream_ejections.remove_label_values(&pair);
         for state in ["closed", "open", "half_open"] {
             let _ = self
                 .circuit_breaker_transitions

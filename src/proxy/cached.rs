@@ -590,11 +590,15 @@ fn refresh_in_background(
                 .get(&crate::headers::X_REQUEST_ID)
                 .cloned()
                 .unwrap_or(HeaderValue::from_static("-"));
+            // gatehouse's own request: hashed by the client's key when it has one (a header,
+            // a cookie, the path), round robin for `client_ip`.
+            let key = route.upstream.key_hash(&head, None);
             let result = forward(
                 &route.upstream,
                 &mut chosen,
                 head,
                 body,
+                key,
                 Instant::now(),
                 &request_id,
                 None,

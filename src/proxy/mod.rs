@@ -521,11 +521,18 @@ impl Reply {
         } else {
             body
         };
+        // Read from the request as it goes upstream: after the route's header rules and path
+        // rewrite, so the key is what the servers see too.
+        let key = self
+            .route
+            .upstream
+            .key_hash(&parts, Some(self.exchange.client));
         forward(
             &self.route.upstream,
             &mut self.exchange.server,
             parts,
             body,
+            key,
             started,
             &self.request_id,
             self.interim.as_ref(),
@@ -801,11 +808,14 @@ async fn interim_written(interim: Option<InterimSink>) {
 /// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on
 /// another server (up to `retries`) after a connect failure, and — when their body is empty
 /// or was read whole before forwarding — after a broken connection or a response timeout too.
+/// `key` is the request's hash for consistent hashing (`Upstream::key_hash`).
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     upstream: &Upstream,
     chosen: &mut Option<Arc<str>>,
     parts: http::request::Parts,
     body: RequestBody,
+    key: Option<u64>,
     started: Instant,
     request_id: &HeaderValue,
     interim: Option<&InterimSink>,
@@ -815,7 +825,7 @@ async fn forward(
     let mut request = Request::from_parts(parts, body);
     let panic = upstream.in_panic(started);
     let mut tried = Tried::default();
-    let Some(mut claim) = claim_server(upstream, &mut tried, started, panic) else {
+    let Some(mut claim) = claim_server(upstream, &mut tried, key, started, panic) else {
         return Err(ForwardError::NoServer(upstream.retry_after_secs(started)));
     };
     let mut attempt_start = started;
@@ -852,7 +862,7 @@ async fn forward(
             .then(|| request_again(&error, unsent, replay.as_ref()))
             .flatten();
         let next = again.and_then(|again| {
-            claim_server(upstream, &mut tried, started, panic).map(|next| (again, next))
+            claim_server(upstream, &mut tried, key, started, panic).map(|next| (again, next))
         });
         let Some((again, next)) = next else {
             return Err(error);
@@ -893,11 +903,12 @@ struct Claim<'a> {
 fn claim_server<'a>(
     upstream: &'a Upstream,
     tried: &mut Tried,
+    key: Option<u64>,
     now: Instant,
     panic: bool,
 ) -> Option<Claim<'a>> {
     loop {
-        let index = upstream.pick(*tried, now, panic)?;
+        let index = upstream.pick(*tried, now, panic, key)?;
         tried.insert(index);
         let server = &upstream.servers[index];
         let Some(in_flight) = server.try_start_request(upstream.max_connections) else {

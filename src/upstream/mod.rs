@@ -13,9 +13,9 @@ pub mod server;
 
 pub use server::{InFlight, ServerSet, ServerState};
 
-use crate::config::{BalanceAlgorithm, UpstreamConfig};
+use crate::config::{BalanceAlgorithm, HashKey, UpstreamConfig};
 use crate::metrics::Metrics;
-use balancer::{Balancer, Tried};
+use balancer::{Balancer, MaglevTable, Placement, Tried};
 use discovery::AddressBook;
 use pool::Endpoint;
 use prometheus::IntCounter;
@@ -33,6 +33,8 @@ pub struct Upstream {
     pub servers: Vec<Arc<ServerState>>,
     pub weights: Vec<u32>,
     balancer: Box<dyn Balancer>,
+    /// With `balance = "consistent_hash"`: what requests are hashed by, and the table.
+    pub hashing: Option<Hashing>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub retries: u32,
@@ -47,6 +49,52 @@ pub struct Upstream {
     pub retry_budget: Arc<RetryBudget>,
     /// Retries the budget refused.
     pub retries_refused: IntCounter,
+}
+
+/// Consistent hashing as compiled for one upstream.
+pub struct Hashing {
+    pub key: HashKey,
+    pub table: MaglevTable,
+    pub balance_factor: f64,
+    /// `gatehouse_upstream_hash_picks_total` by placement: home, next, over_cap, no_key.
+    picks: [IntCounter; 4],
+}
+
+impl Hashing {
+    fn compile(
+        name: &str,
+        config: &UpstreamConfig,
+        servers: &[(&str, u32)],
+        metrics: &Metrics,
+    ) -> Self {
+        // Validation rejected a bad key; the fallback only keeps compile infallible.
+        let key = config
+            .hash_key
+            .as_ref()
+            .and_then(|key| HashKey::parse(key.get_ref()).ok())
+            .unwrap_or(HashKey::ClientIp);
+        let picks = ["home", "next", "over_cap", "no_key"].map(|placement| {
+            metrics
+                .upstream_hash_picks
+                .with_label_values(&[name, placement])
+        });
+        Self {
+            key,
+            table: MaglevTable::new(servers, config.hash_balance_factor),
+            balance_factor: config.hash_balance_factor,
+            picks,
+        }
+    }
+
+    fn count(&self, placement: Option<Placement>) {
+        let slot = match placement {
+            Some(Placement::Home) => 0,
+            Some(Placement::Next) => 1,
+            Some(Placement::OverCap) => 2,
+            None => 3,
+        };
+        self.picks[slot].inc();
+    }
 }
 
 impl Upstream {
@@ -123,10 +171,19 @@ impl Upstream {
                 weights.push(entry.weight);
             }
         }
+        let hashing = (config.balance == BalanceAlgorithm::ConsistentHash).then(|| {
+            let hashed_servers: Vec<(&str, u32)> = servers
+                .iter()
+                .zip(&weights)
+                .map(|(server, &weight)| (&*server.addr, weight))
+                .collect();
+            Hashing::compile(name, config, &hashed_servers, metrics)
+        });
         Ok(Self {
             name: name.into(),
             algorithm: config.balance,
             balancer: balancer::build(config.balance, &weights),
+            hashing,
             servers,
             weights,
             connect_timeout: config.connect_timeout.0,
@@ -154,22 +211,41 @@ impl Upstream {
         (eligible as f64) < self.panic_threshold * self.servers.len() as f64
     }
 
+    /// The hash of what this upstream balances `request` (from `client`, if any) by: `None`
+    /// unless it hashes, or when the request lacks the key.
+    pub fn key_hash(
+        &self,
+        request: &http::request::Parts,
+        client: Option<std::net::IpAddr>,
+    ) -> Option<u64> {
+        let hashing = self.hashing.as_ref()?;
+        balancer::key_hash(&hashing.key, request, client)
+    }
+
     /// The server for the next attempt of a request, skipping those already tried, those at
     /// their `max_connections`, and — unless in panic mode — those down or with an open
-    /// breaker.
-    pub fn pick(&self, tried: Tried, now: Instant, panic: bool) -> Option<usize> {
+    /// breaker. `key` is the request's `key_hash`: with consistent hashing, it picks the
+    /// server in the table.
+    pub fn pick(&self, tried: Tried, now: Instant, panic: bool, key: Option<u64>) -> Option<usize> {
         let set = ServerSet {
             servers: &self.servers,
             weights: &self.weights,
         };
         let limit = self.max_connections;
         let under_limit = |i: usize| limit == 0 || self.servers[i].in_flight() < limit;
-        if panic {
-            self.balancer.pick(&set, tried, &under_limit)
-        } else {
-            self.balancer.pick(&set, tried, &|i| {
-                under_limit(i) && self.servers[i].is_eligible(now)
-            })
+        let eligible = |i: usize| under_limit(i) && (panic || self.servers[i].is_eligible(now));
+        match (&self.hashing, key) {
+            (None, _) => self.balancer.pick(&set, tried, &eligible),
+            (Some(hashing), Some(key)) => {
+                let (index, placement) = hashing.table.pick(key, &set, tried, &eligible)?;
+                hashing.count(Some(placement));
+                Some(index)
+            }
+            (Some(hashing), None) => {
+                let index = self.balancer.pick(&set, tried, &eligible)?;
+                hashing.count(None);
+                Some(index)
+            }
         }
     }
 

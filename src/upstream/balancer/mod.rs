@@ -3,14 +3,22 @@
 //!
 //! `pick` chooses among the servers not yet `tried`, so retries fall out of the same call: a
 //! retry simply asks again with the failed server marked tried.
+//!
+//! Consistent hashing also needs the request's key, so its table (`MaglevTable`) is not behind the
+//! trait: the upstream asks it for requests that have a key, and its `Balancer` (round robin)
+//! for those that do not.
 
+mod consistent_hash;
 mod least_connections;
 mod p2c_ewma;
+mod request_key;
 mod round_robin;
 mod weighted_round_robin;
 
+pub use consistent_hash::{MaglevTable, Placement, TABLE_SIZE, hash_bytes};
 pub use least_connections::LeastConnections;
 pub use p2c_ewma::P2cEwma;
+pub use request_key::key_hash;
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::WeightedRoundRobin;
 
@@ -65,6 +73,8 @@ pub fn build(algorithm: BalanceAlgorithm, weights: &[u32]) -> Box<dyn Balancer> 
         BalanceAlgorithm::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(weights)),
         BalanceAlgorithm::LeastConnections => Box::new(LeastConnections::new()),
         BalanceAlgorithm::P2cEwma => Box::new(P2cEwma::new()),
+        // For requests without a key; those with one go by the upstream's `MaglevTable`.
+        BalanceAlgorithm::ConsistentHash => Box::new(RoundRobin::new()),
     }
 }
 

@@ -536,34 +536,29 @@ async fn a_body_too_large_to_read_first_is_not_sent_twice() {
 
 #[tokio::test]
 async fn the_retry_budget_keeps_an_outage_from_multiplying_the_load() {
-    // Two servers that never answer: every request times out and would be retried on the
-    // other. With no share and a floor of one, one retry at a time is allowed.
-    let (a, b) = (HeldUpstream::start().await, HeldUpstream::start().await);
+    // Two servers that refuse every connect (not ejected, so that each request meets them):
+    // every request would retry on the other. A budget of 20% and no floor allows one retry
+    // per five requests.
+    let (dead1, dead2) = (refused_addr().await, refused_addr().await);
     let running = start(
-        &[a.addr, b.addr],
-        "response_timeout = \"300ms\"\nretries = 1\nretry_budget = 0.0\nretry_budget_min = 1",
+        &[dead1, dead2],
+        "retries = 1\nretry_budget = 0.2\nretry_budget_min = 0\neject_after_refused = 0",
     )
     .await;
-    let proxy = running.listener_addrs[0];
-    let requests: Vec<_> = (0..5)
-        .map(|_| tokio::spawn(common::get(proxy, "/")))
-        .collect();
-    for request in requests {
-        let reply = request.await.expect("request task");
-        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    let mut client = Client::connect(running.listener_addrs[0]).await;
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await.status, StatusCode::BAD_GATEWAY);
     }
-    // Five first attempts and the one retry the budget allowed; the other four were answered
-    // with their first server's failure.
-    assert_eq!(a.arrivals() + b.arrivals(), 6);
-    assert_eq!(retries_total(&running), 1.0);
+    // The 5th and the 10th requests had their retry; the other eight were answered with their
+    // first server's failure.
+    assert_eq!(retries_total(&running), 2.0);
     let refused = metric_sample(
         &running.metrics.render(),
         "gatehouse_upstream_retries_refused_total",
         &[("upstream", "app")],
     );
-    assert_eq!(refused, Some(4.0));
-    for _ in 0..6 {
-        a.release_one();
-        b.release_one();
-    }
+    assert_eq!(refused, Some(8.0));
+    let connect_errors = upstream_outcome(&running, dead1, "connect_error")
+        + upstream_outcome(&running, dead2, "connect_error");
+    assert_eq!(connect_errors, 12.0, "ten first attempts and two retries");
 }

@@ -369,10 +369,11 @@ pub struct UpstreamConfig {
     /// check that reaches it brings it back sooner.
     #[serde(default = "default_eject_for")]
     pub eject_for: ConfigDuration,
-    /// Retries in flight allowed as a share of the requests in flight (Envoy's retry budget).
+    /// Retries allowed as a share of the requests sent, over a 10 s sliding window (a retry
+    /// budget, as Finagle's and Envoy's).
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f64,
-    /// Retries in flight allowed whatever the share says.
+    /// Retries per second allowed whatever the share says.
     #[serde(default = "default_retry_budget_min")]
     pub retry_budget_min: u32,
     /// Requests in flight allowed per server (nginx's max_conns); 0 = no limit. When every

@@ -830,8 +830,7 @@ async fn forward(
     };
     let mut attempt_start = started;
     let mut retries = 0u32;
-    // This request's place in the retry budget once it retries, until it has its answer.
-    let mut retry_in_flight = None;
+    upstream.retry_budget.record_request(started);
     loop {
         let server = &upstream.servers[claim.index];
         *chosen = Some(Arc::clone(&server.addr));
@@ -867,16 +866,12 @@ async fn forward(
         let Some((again, next)) = next else {
             return Err(error);
         };
-        // The budget is asked last, so that only real retries spend it; a request holds one
-        // place however often it retries.
-        drop(retry_in_flight.take());
-        let requests: u32 = upstream.servers.iter().map(|s| s.in_flight()).sum();
-        let Some(retry) = upstream.retry_budget.try_start(requests) else {
+        // The budget is asked last, so that only real retries spend it.
+        if !upstream.retry_budget.try_retry(Instant::now()) {
             upstream.retries_refused.inc();
             tracing::debug!(upstream = %upstream.name, server = %server.addr, error = %error, request_id = request_id.to_str().unwrap_or("-"), "retry refused: the upstream's retry budget is spent");
             return Err(error);
-        };
-        retry_in_flight = Some(retry);
+        }
         // Debug, not warn: during an outage every request to the dead server retries, and
         // the metrics (retries, connect errors) and the health and breaker transitions
         // already say so once.

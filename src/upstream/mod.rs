@@ -45,8 +45,8 @@ pub struct Upstream {
     /// Health-check interval, for Retry-After when every server is down.
     pub health_interval: Option<Duration>,
     pub retries_total: IntCounter,
-    /// Retries in flight allowed, as a share of the requests in flight.
-    pub retry_budget: Arc<RetryBudget>,
+    /// Retries allowed, as a share of the requests sent.
+    pub retry_budget: RetryBudget,
     /// Retries the budget refused.
     pub retries_refused: IntCounter,
 }
@@ -193,10 +193,7 @@ impl Upstream {
             panic_threshold: config.panic_threshold,
             health_interval: config.health.as_ref().map(|h| h.interval.0),
             retries_total: metrics.upstream_retries.with_label_values(&[name]),
-            retry_budget: Arc::new(RetryBudget::new(
-                config.retry_budget,
-                config.retry_budget_min,
-            )),
+            retry_budget: RetryBudget::new(config.retry_budget, config.retry_budget_min),
             retries_refused: metrics.upstream_retries_refused.with_label_values(&[name]),
         })
     }

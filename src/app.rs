@@ -205,6 +205,11 @@ impl Running {
 
     /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then stops the
     /// demo backends. Returns false if the grace period ran out with requests still in flight.
+    /// What the admin endpoints read (for `admin::status_json` without an admin listener).
+    pub fn admin_state(&self) -> &AdminState {
+        &self.admin_state
+    }
+
     pub async fn shutdown(self) -> bool {
         self.admin_state.ready.store(false, Ordering::Relaxed);
         let grace = self.snapshot.load().limits.shutdown_grace;

@@ -561,4 +561,11 @@ async fn the_retry_budget_keeps_an_outage_from_multiplying_the_load() {
     let connect_errors = upstream_outcome(&running, dead1, "connect_error")
         + upstream_outcome(&running, dead2, "connect_error");
     assert_eq!(connect_errors, 12.0, "ten first attempts and two retries");
+    let status = gatehouse::admin::status_json(running.admin_state());
+    let app = &status["upstreams"]["app"];
+    assert_eq!(
+        (&app["retries_total"], &app["retries_refused"]),
+        (&serde_json::json!(2), &serde_json::json!(8)),
+        "{app}"
+    );
 }

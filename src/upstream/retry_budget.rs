@@ -99,6 +99,14 @@ impl RetryBudget {
         (next, Duration::from_nanos(now - new_start))
     }
 
+    pub fn share(&self) -> f64 {
+        self.share
+    }
+
+    pub fn per_second(&self) -> u32 {
+        self.per_second
+    }
+
     /// Counts a request's first attempt.
     pub fn record_request(&self, now: Instant) {
         let (index, _) = self.slot(now);

@@ -50,7 +50,19 @@ pub struct HeaderScan {
 const UPGRADE_BIT: u8 = 1 << 3;
 
 impl HeaderScan {
+    /// A request's scan: hop-by-hop fields, X-Forwarded-For, and names with `_`.
     pub fn of(headers: &HeaderMap) -> Self {
+        Self::scan(headers, true)
+    }
+
+    /// A response's scan: names with `_` matter only in what goes to a back-end, so they are
+    /// not looked for (a look at every name's letters).
+    pub fn of_response(headers: &HeaderMap) -> Self {
+        Self::scan(headers, false)
+    }
+
+    #[inline(always)]
+    fn scan(headers: &HeaderMap, underscores: bool) -> Self {
         let mut scan = Self::default();
         for name in headers.keys() {
             if *name == header::CONNECTION {
@@ -59,7 +71,7 @@ impl HeaderScan {
                 scan.forwarded_for = true;
             } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
                 scan.fixed_hop_by_hop |= 1 << i;
-            } else {
+            } else if underscores {
                 scan.underscored |= has_underscore(name.as_str().as_bytes());
             }
         }
@@ -342,20 +354,22 @@ impl RequestIds {
     }
 
     pub fn next(&self) -> HeaderValue {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut out = [0u8; 32];
-        for (i, byte) in self
-            .prefix
-            .to_be_bytes()
-            .iter()
-            .chain(n.to_be_bytes().iter())
-            .enumerate()
-        {
-            out[2 * i] = HEX[usize::from(byte >> 4)];
-            out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-        }
-        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let (prefix, count) = out.split_at_mut(16);
+        hex_into(self.prefix, prefix);
+        hex_into(n, count);
+        // SAFETY: lowercase hex digits only, all of which a header value may hold (checking
+        // them again would cost every request that brings no id of its own).
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&out)) }
+    }
+}
+
+/// `n` as 16 lowercase hex digits into `out`.
+fn hex_into(n: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().take(16).enumerate() {
+        *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -709,5 +723,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+        // The prefix, then the counter: consecutive ids differ by one in their last digits.
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert_eq!(a[..16], b[..16]);
+        let (na, nb) = (
+            u64::from_str_radix(&a[16..], 16).unwrap(),
+            u64::from_str_radix(&b[16..], 16).unwrap(),
+        );
+        assert_eq!(nb, na.wrapping_add(1));
+        let mut out = [0u8; 16];
+        hex_into(0x0123_4567_89ab_cdef, &mut out);
+        assert_eq!(&out, b"0123456789abcdef");
     }
 }

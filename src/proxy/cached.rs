@@ -483,7 +483,7 @@ fn start_fill(
 ) -> Option<Fill> {
     let response_headers = forwarded.response.headers();
     let mut stored_headers = response_headers.clone();
-    let scan = HeaderScan::of(&stored_headers);
+    let scan = HeaderScan::of_response(&stored_headers);
     headers::remove_hop_by_hop(&mut stored_headers, &scan, false);
     let vary = policy::vary(response_headers);
     let vary_values = policy::vary_values(&vary, request_headers);

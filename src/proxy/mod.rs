@@ -577,7 +577,7 @@ impl Reply {
         };
         let (mut parts, upstream_body) = response.into_parts();
         let keep_upgrade = upgrade_upstream.is_some() && self.client_upgrade.is_some();
-        let scan = HeaderScan::of(&parts.headers);
+        let scan = HeaderScan::of_response(&parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers, &scan, keep_upgrade);
         headers::add_via(&mut parts.headers, Version::HTTP_11);
         parts.headers.insert(&X_REQUEST_ID, self.request_id);

@@ -257,6 +257,14 @@ mod tests {
         }
     }
 
+    /// (line, column, key) of each error.
+    fn places(found: &[(usize, usize, String, String)]) -> Vec<(usize, usize, &str)> {
+        found
+            .iter()
+            .map(|(l, c, k, _)| (*l, *c, k.as_str()))
+            .collect()
+    }
+
     fn keys(text: &str) -> Vec<String> {
         errors(text).into_iter().map(|e| e.2).collect()
     }
@@ -273,10 +281,7 @@ mod tests {
              [cache.pages]\nmax_size = \"big\"\ndefault_ttl = \"forever\"\n"
         );
         let found = errors(&text);
-        let places: Vec<(usize, usize, &str)> = found
-            .iter()
-            .map(|(l, c, k, _)| (*l, *c, k.as_str()))
-            .collect();
+        let places = places(&found);
         assert_eq!(
             places,
             [
@@ -368,10 +373,7 @@ mod tests {
              [limit.ok]\nrate = \"5/m\"\nkey = \"header:X-Api-Key\"\nburst = 3\nnodelay = true\n"
         );
         let found = errors(&text);
-        let places: Vec<(usize, usize, &str)> = found
-            .iter()
-            .map(|(l, c, k, _)| (*l, *c, k.as_str()))
-            .collect();
+        let places = places(&found);
         assert_eq!(
             places,
             [

@@ -272,6 +272,20 @@ fn is_valid_port(port: &[u8]) -> bool {
             <= 65535
 }
 
+/// The value of cookie `name` in a request's Cookie fields (RFC 6265 §5.4), from any of them:
+/// HTTP/2 may split one into several (RFC 9113 §8.2.3).
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|field| field.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let at = pair.iter().position(|&b| b == b'=')?;
+            (pair[..at].trim_ascii() == name.as_bytes()).then(|| pair[at + 1..].trim_ascii())
+        })
+}
+
 /// Whether a header name has `_`. Names are short, so a loop without an early exit beats
 /// `memchr`, whose setup costs more than the search (measured on the proxy path: 0.4k
 /// instructions more per request) and a word-at-a-time search, whose tail copy becomes a

@@ -15,7 +15,7 @@ pub mod body;
 pub mod encode;
 mod fields;
 
-pub use fields::{has_underscore, is_valid_host, split_host_port};
+pub use fields::{cookie, has_underscore, is_valid_host, split_host_port};
 mod head;
 pub mod request;
 pub mod response;

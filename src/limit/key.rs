@@ -62,7 +62,7 @@ impl RequestKey {
                     }
                 }
                 KeyPart::Cookie(name) => {
-                    if let Some(value) = cookie(source.headers, name) {
+                    if let Some(value) = crate::http1::cookie(source.headers, name) {
                         empty &= value.is_empty();
                         hasher.write(value);
                     }
@@ -79,19 +79,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
-}
-
-/// The value of cookie `name` in the request's Cookie fields (RFC 6265 §5.4), if sent.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|field| field.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
-        })
 }
 
 #[cfg(test)]

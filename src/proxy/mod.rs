@@ -228,6 +228,7 @@ impl Proxy {
         let route = Arc::clone(&entry.target);
         exchange.route = Some(Arc::clone(&route));
 
+        let mut wait = std::time::Duration::ZERO;
         if !route.rate_limits.is_empty() {
             let source = KeySource {
                 client: client.addr.ip(),
@@ -250,23 +251,9 @@ impl Proxy {
                     }
                     return Handling::ready(response);
                 }
-                Decision::Pass { wait, held } => {
+                Decision::Pass { wait: due_in, held } => {
                     exchange.limits = held;
-                    if !wait.is_zero() {
-                        // Spaced out to the rate (a limit without `nodelay`), as nginx does.
-                        let client = client.clone();
-                        return Handling::Pending(Box::pin(async move {
-                            tokio::time::sleep(wait).await;
-                            let routed = Routed {
-                                snapshot,
-                                route,
-                                exchange,
-                                request_id,
-                                host_value,
-                            };
-                            routed.handle(&client, parts, body).await
-                        }));
-                    }
+                    wait = due_in;
                 }
             }
         }
@@ -277,6 +264,14 @@ impl Proxy {
             request_id,
             host_value,
         };
+        if !wait.is_zero() {
+            // Spaced out to the rate (a limit without `nodelay`), as nginx does.
+            let client = client.clone();
+            return Handling::Pending(Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                routed.handle(&client, parts, body).await
+            }));
+        }
         routed.handle(client, parts, body)
     }
 }

@@ -3,7 +3,6 @@
 
 use super::consistent_hash::hash_bytes;
 use crate::config::HashKey;
-use http::header::COOKIE;
 use std::net::IpAddr;
 
 /// The hash of `request`'s key, or `None` when the request has none (no such header or cookie,
@@ -17,7 +16,7 @@ pub fn key_hash(
     let bytes: &[u8] = match key {
         HashKey::ClientIp => return client.map(ip_hash),
         HashKey::Header(name) => request.headers.get(name)?.as_bytes(),
-        HashKey::Cookie(name) => cookie(request, name)?,
+        HashKey::Cookie(name) => crate::http1::cookie(&request.headers, name)?,
         HashKey::Path => request.uri.path().as_bytes(),
         HashKey::Uri => request
             .uri
@@ -35,20 +34,6 @@ fn ip_hash(client: IpAddr) -> u64 {
         IpAddr::V4(v4) => hash_bytes(&v4.octets()),
         IpAddr::V6(v6) => hash_bytes(&v6.octets()),
     }
-}
-
-/// The value of cookie `name`, from any Cookie field (HTTP/2 may split them, RFC 9113 §8.2.3).
-fn cookie<'a>(request: &'a http::request::Parts, name: &str) -> Option<&'a [u8]> {
-    request
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .flat_map(|field| field.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let at = pair.iter().position(|&b| b == b'=')?;
-            (pair[..at].trim_ascii() == name.as_bytes()).then(|| pair[at + 1..].trim_ascii())
-        })
 }
 
 #[cfg(test)]

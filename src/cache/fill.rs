@@ -76,6 +76,7 @@ impl Fill {
             freshness: head.freshness,
             vary: head.vary,
             vary_values: head.vary_values,
+            encoded: Default::default(),
         });
         cache.store.insert(key, Arc::clone(&stored));
         cache.update_gauges();

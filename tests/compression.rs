@@ -372,6 +372,19 @@ async fn what_must_not_be_compressed_is_passed_on_as_it_is() {
     assert_eq!(no_transform.header("content-encoding"), None);
     assert_eq!(no_transform.body, orders(20_000));
 
+    // A client may ask the same: RFC 9111 §5.2.1.6.
+    let asked = request(
+        &mut client,
+        Method::GET,
+        "/orders",
+        accept,
+        &[("cache-control", "no-transform")],
+    )
+    .await;
+    assert_eq!(asked.header("content-encoding"), None);
+    assert_eq!(asked.body, orders(20_000));
+    assert_eq!(asked.header("vary"), Some("Origin, Accept-Encoding"));
+
     let small = get_accepting(&mut client, "/small", accept).await;
     assert_eq!(small.header("content-encoding"), None, "below min_length");
     assert_eq!(small.header("content-length"), Some("100"));

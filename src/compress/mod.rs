@@ -87,11 +87,14 @@ pub struct Compression {
 }
 
 impl Compression {
-    /// The coding to answer a request with these Accept-Encoding lines, if any.
-    pub fn choose<'a>(&self, accept: impl Iterator<Item = &'a HeaderValue>) -> Option<Encoding> {
+    /// The coding to answer a request with these headers in, if any: what its
+    /// Accept-Encoding takes, unless it asks that nothing be transformed (RFC 9111 §5.2.1.6).
+    pub fn choose(&self, request: &http::HeaderMap) -> Option<Encoding> {
         let preference: [Option<Encoding>; 3] =
             std::array::from_fn(|i| self.offered.get(i).map(|offered| offered.encoding));
-        negotiate(accept.map(HeaderValue::as_bytes), &preference)
+        let accept = request.get_all(http::header::ACCEPT_ENCODING).iter();
+        let chosen = negotiate(accept.map(HeaderValue::as_bytes), &preference)?;
+        (!policy::has_no_transform(request)).then_some(chosen)
     }
 
     pub fn offered(&self, encoding: Encoding) -> Option<&Offered> {
@@ -102,5 +105,59 @@ impl Compression {
     /// takes a coding it offers): it then varies on Accept-Encoding.
     pub fn applies_to(&self, status: http::StatusCode, headers: &http::HeaderMap) -> bool {
         eligible(status, headers, &self.types, self.min_length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn offering(encodings: &[Encoding]) -> Compression {
+        let counter = || IntCounter::new("unused", "unused").expect("counter");
+        Compression {
+            name: "web".into(),
+            types: TypeMatcher::new(["text/*"]).expect("types"),
+            min_length: 0,
+            offered: encodings
+                .iter()
+                .map(|&encoding| Offered {
+                    encoding,
+                    level: 1,
+                    responses: counter(),
+                    bytes_in: counter(),
+                    bytes_out: counter(),
+                })
+                .collect(),
+        }
+    }
+
+    fn request(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        fields
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_route_order_breaks_ties_and_no_transform_forbids() {
+        let gzip_first = offering(&[Encoding::Gzip, Encoding::Zstd]);
+        let both = request(&[("accept-encoding", "zstd, gzip, br")]);
+        assert_eq!(gzip_first.choose(&both), Some(Encoding::Gzip));
+        let zstd_first = offering(&[Encoding::Zstd, Encoding::Gzip]);
+        assert_eq!(zstd_first.choose(&both), Some(Encoding::Zstd));
+        let only_br = request(&[("accept-encoding", "br")]);
+        assert_eq!(zstd_first.choose(&only_br), None);
+        let untouched = request(&[
+            ("accept-encoding", "gzip"),
+            ("cache-control", "max-age=0, no-transform"),
+        ]);
+        assert_eq!(gzip_first.choose(&untouched), None);
+        assert_eq!(gzip_first.choose(&HeaderMap::new()), None);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! A response is compressed only when compressing changes nothing but its coding: a 2xx with
 //! content (not 204, 205 or a 206 range), of a configured type, at least `min_length` long
-//! when its length is known, not already encoded (never twice) and not marked `no-transform`
-//! (RFC 9110 §8.4, RFC 9111 §5.2.2.6).
+//! when its length is known, not already encoded (never twice), not marked `no-transform`
+//! (RFC 9110 §8.4, RFC 9111 §5.2.2.6) and not gRPC.
 
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -87,7 +87,7 @@ pub fn eligible(
     let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
         return false;
     };
-    if !types.matches(content_type.as_bytes()) {
+    if !types.matches(content_type.as_bytes()) || is_grpc(content_type.as_bytes()) {
         return false;
     }
     if let Some(length) = headers.get(header::CONTENT_LENGTH) {
@@ -103,7 +103,14 @@ pub fn eligible(
     !has_no_transform(headers)
 }
 
-fn has_no_transform(headers: &HeaderMap) -> bool {
+/// gRPC compresses its own messages and its clients refuse a Content-Encoding on the stream
+/// (`application/grpc`, `application/grpc+proto`, ...), whatever `types` says.
+fn is_grpc(content_type: &[u8]) -> bool {
+    content_type.len() >= 16 && content_type[..16].eq_ignore_ascii_case(b"application/grpc")
+}
+
+/// `Cache-Control: no-transform` on a request or a response.
+pub fn has_no_transform(headers: &HeaderMap) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
         value
             .as_bytes()
@@ -280,6 +287,15 @@ mod tests {
         assert!(!eligible(StatusCode::OK, &untyped, &types, 256));
         let image = head(&[("content-type", "image/png"), ("content-length", "300")]);
         assert!(!eligible(StatusCode::OK, &image, &types, 256));
+        let everything = TypeMatcher::new(["application/*"]).expect("types");
+        for grpc in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC-web",
+        ] {
+            let head = head(&[("content-type", grpc)]);
+            assert!(!eligible(StatusCode::OK, &head, &everything, 0), "{grpc}");
+        }
     }
 
     #[test]

@@ -304,9 +304,7 @@ impl Routed {
         // The coding this client takes, of those the route offers: one branch for a route
         // that compresses nothing.
         let accepted = match &route.compression {
-            Some(compression) => {
-                compression.choose(parts.headers.get_all(header::ACCEPT_ENCODING).iter())
-            }
+            Some(compression) => compression.choose(&parts.headers),
             None => None,
         };
 

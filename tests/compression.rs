@@ -532,7 +532,8 @@ async fn open_response(addr: SocketAddr, path: &str, accept: &str) -> Response<I
 #[tokio::test]
 async fn a_slow_stream_is_flushed_as_it_comes() {
     let (origin, feed) = fed_origin(4).await;
-    let (running, _client) = start(&origin).await;
+    let (running, client) = start(&origin).await;
+    drop(client);
     let first = Bytes::from(b"first line of a slow stream\n".repeat(20));
     feed.send(first.clone()).await.unwrap();
     let response = open_response(running.listener_addrs[0], "/stream", "gzip").await;
@@ -583,7 +584,8 @@ async fn a_64_mib_stream_is_compressed_without_holding_it() {
     const CHUNK: usize = 256 * 1024;
     const TOTAL: usize = 64 * 1024 * 1024;
     let (origin, feed) = fed_origin(1).await;
-    let (running, _client) = start(&origin).await;
+    let (running, client) = start(&origin).await;
+    drop(client);
     let sent = Arc::new(AtomicU64::new(0));
     let (feeder_sent, mut seed) = (Arc::clone(&sent), 0x9e37_79b9_7f4a_7c15u64);
     let feeder = tokio::spawn(async move {
@@ -801,7 +803,8 @@ fn cache_bytes(running: &Running) -> u64 {
 #[tokio::test]
 async fn http2_clients_get_the_same() {
     let origin = typical_origin().await;
-    let (running, _client) = start(&origin).await;
+    let (running, client) = start(&origin).await;
+    drop(client);
     let stream = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -905,5 +908,35 @@ async fn a_reload_changes_what_is_offered() {
     let reply = get_accepting(&mut client, "/orders", Some("gzip, br")).await;
     assert_eq!(reply.header("content-encoding"), None);
     assert_eq!(reply.header("vary"), Some("Origin"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http10_client_gets_the_compressed_body_delimited_by_close() {
+    let origin = typical_origin().await;
+    let (running, client) = start(&origin).await;
+    drop(client);
+    let mut stream = common::send_raw(
+        running.listener_addrs[0],
+        b"GET /orders HTTP/1.0\r\nHost: test\r\nAccept-Encoding: gzip\r\n\r\n",
+    )
+    .await;
+    let answer = common::read_until_closed(&mut stream, WAIT).await;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"),
+        "{head}"
+    );
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(
+        !head.contains("transfer-encoding"),
+        "no chunking for HTTP/1.0: {head}"
+    );
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(decode("gzip", &answer[split + 4..]), orders(20_000));
     running.shutdown().await;
 }

@@ -239,6 +239,53 @@ mod tests {
         assert!(compressed.is_end_stream());
     }
 
+    /// Two data frames, then trailers.
+    struct WithTrailers(VecDeque<Frame<Bytes>>);
+
+    impl Body for WithTrailers {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    #[test]
+    fn trailers_follow_the_encoders_last_bytes() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let body = WithTrailers(VecDeque::from([
+            Frame::data(Bytes::from_static(b"hello, ")),
+            Frame::data(Bytes::from_static(b"world")),
+            Frame::trailers(trailers.clone()),
+        ]));
+        let encoder = Encoder::new(Encoding::Zstd, 3).expect("encoder");
+        let mut compressed = CompressedBody::new(body, encoder, None);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut data = Vec::new();
+        let mut seen_trailers = None;
+        loop {
+            match Pin::new(&mut compressed).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    assert!(seen_trailers.is_none(), "nothing after the trailers");
+                    match frame.into_data() {
+                        Ok(bytes) => data.extend_from_slice(&bytes),
+                        Err(frame) => seen_trailers = frame.into_trailers().ok(),
+                    }
+                }
+                Poll::Ready(None) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(decode(Encoding::Zstd, &data), b"hello, world");
+        assert_eq!(seen_trailers, Some(trailers));
+        assert!(compressed.is_end_stream());
+    }
+
     #[test]
     fn without_pauses_nothing_is_flushed_early() {
         let pieces: VecDeque<Option<Bytes>> = (0..100)

@@ -27,9 +27,10 @@ pub struct CachedResponse {
     pub vary: Vary,
     /// The request's values of the Vary fields when this variant was stored.
     pub vary_values: Option<Vec<Option<HeaderValue>>>,
-    /// The body compressed in each coding (`Encoding::index`) that a route served it in,
-    /// made at the first such hit and kept for the next ones. Counted in the entry's weight
-    /// once made (`Store::reweigh`).
+    /// The body compressed in each coding (`Encoding::index`) that a route served it in:
+    /// the compressed answer that filled the entry, or made at the first hit in a coding,
+    /// and kept for the next ones. Counted in the entry's weight once there
+    /// (`Store::reweigh`).
     pub encoded: [OnceLock<Bytes>; 3],
 }
 

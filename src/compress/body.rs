@@ -24,6 +24,27 @@ pub struct CompressedBody<B> {
     bytes_in: u64,
     bytes_out: u64,
     counters: Option<(IntCounter, IntCounter)>,
+    /// Set when the encoded body is also wanted whole (a cache keeps it).
+    copy: Option<Box<KeptCopy>>,
+}
+
+/// The whole encoded body, kept as it streams up to a limit, and handed over at its end.
+pub struct KeptCopy {
+    kept: Vec<u8>,
+    limit: usize,
+    done: Box<dyn FnOnce(Bytes) + Send>,
+}
+
+impl KeptCopy {
+    /// Keeps at most `limit` bytes (past it the copy is given up) and gives them to `done`
+    /// once the encoder has finished.
+    pub fn new(limit: usize, done: Box<dyn FnOnce(Bytes) + Send>) -> Self {
+        Self {
+            kept: Vec::new(),
+            limit,
+            done,
+        }
+    }
 }
 
 impl<B> CompressedBody<B> {
@@ -37,12 +58,33 @@ impl<B> CompressedBody<B> {
             bytes_in: 0,
             bytes_out: 0,
             counters,
+            copy: None,
         }
+    }
+
+    /// Also keeps the encoded body whole, for `copy`'s owner.
+    pub fn keep_copy(&mut self, copy: KeptCopy) {
+        self.copy = Some(Box::new(copy));
     }
 
     fn out<E>(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, E>>> {
         self.bytes_out += data.len() as u64;
+        if let Some(copy) = &mut self.copy {
+            if copy.kept.len() + data.len() > copy.limit {
+                self.copy = None;
+            } else {
+                copy.kept.extend_from_slice(&data);
+            }
+        }
         Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    /// The encoder is done: the copy, if still kept, goes to its owner.
+    fn hand_over_copy(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            let KeptCopy { kept, done, .. } = *copy;
+            done(Bytes::from(kept));
+        }
     }
 }
 
@@ -151,9 +193,12 @@ impl<B> CompressedBody<B> {
         };
         let rest = encoder.finish().map_err(CompressError::Encoder)?;
         if rest.is_empty() {
+            self.hand_over_copy();
             return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
-        self.out(rest)
+        let last = self.out(rest);
+        self.hand_over_copy();
+        last
     }
 }
 
@@ -284,6 +329,40 @@ mod tests {
         assert_eq!(decode(Encoding::Zstd, &data), b"hello, world");
         assert_eq!(seen_trailers, Some(trailers));
         assert!(compressed.is_end_stream());
+    }
+
+    #[test]
+    fn a_copy_is_the_whole_encoded_body_or_nothing() {
+        let pieces: VecDeque<Option<Bytes>> = (0..50)
+            .map(|i| Some(Bytes::from(format!("line {i}\n"))))
+            .collect();
+        let expected: Vec<u8> = pieces.iter().flatten().flat_map(|b| b.to_vec()).collect();
+        for (limit, kept) in [(1 << 20, true), (10, false)] {
+            let handed = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let slot = std::sync::Arc::clone(&handed);
+            let mut compressed = CompressedBody::new(
+                Scripted {
+                    steps: pieces.clone(),
+                },
+                Encoder::new(Encoding::Gzip, 1).expect("encoder"),
+                None,
+            );
+            compressed.keep_copy(KeptCopy::new(
+                limit,
+                Box::new(move |copy| *slot.lock().expect("lock") = Some(copy)),
+            ));
+            let sent: Vec<u8> = poll_all(&mut compressed)
+                .iter()
+                .flatten()
+                .flat_map(|b| b.to_vec())
+                .collect();
+            let copy = handed.lock().expect("lock").take();
+            assert_eq!(copy.is_some(), kept, "limit {limit}");
+            if let Some(copy) = copy {
+                assert_eq!(copy, sent);
+                assert_eq!(decode(Encoding::Gzip, &copy), expected);
+            }
+        }
     }
 
     #[test]

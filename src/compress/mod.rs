@@ -12,7 +12,7 @@ use http::HeaderValue;
 use prometheus::IntCounter;
 
 pub use accept::negotiate;
-pub use body::CompressedBody;
+pub use body::{CompressedBody, KeptCopy};
 pub use encoder::{Encoder, compress_all};
 pub use policy::{TypeMatcher, eligible, mark_encoded, vary_on_accept_encoding};
 

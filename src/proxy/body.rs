@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::exchange::Exchange;
 use crate::cache::fill::Fill;
 use crate::compress::body::CompressError;
-use crate::compress::{CompressedBody, Encoder};
+use crate::compress::{CompressedBody, Encoder, KeptCopy};
 use crate::request_body::BoxError;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::pool::PoolReturn;
@@ -64,19 +64,20 @@ impl ResponseBody {
     }
 
     /// This body, compressed as it streams; `counters` are the bytes in and out of the
-    /// encoder. Called before `set_completion`, so that what is counted as sent is what the
-    /// client receives.
+    /// encoder, `copy` keeps the encoded body whole for a cache. Called before
+    /// `set_completion`, so that what is counted as sent is what the client receives.
     pub fn compressed(
         self,
         encoder: Encoder,
         counters: (prometheus::IntCounter, prometheus::IntCounter),
+        copy: Option<KeptCopy>,
     ) -> Self {
+        let mut compressed = CompressedBody::new(self, encoder, Some(counters));
+        if let Some(copy) = copy {
+            compressed.keep_copy(copy);
+        }
         Self {
-            kind: ResponseKind::Compressed(Box::new(CompressedBody::new(
-                self,
-                encoder,
-                Some(counters),
-            ))),
+            kind: ResponseKind::Compressed(Box::new(compressed)),
             bytes_sent: 0,
             completion: None,
             fill: None,

@@ -579,6 +579,11 @@ impl Reply {
         }
         self.exchange.status = parts.status;
         let mut body = ResponseBody::upstream(upstream_body, pool_return);
+        // A response stored as it streams keeps its encoded body too, if it is compressed.
+        let stored = match (&self.route.compression, &fill) {
+            (Some(_), Some(fill)) => Some(fill.stored()),
+            _ => None,
+        };
         if let Some(fill) = fill {
             body.set_fill(fill);
         }
@@ -589,6 +594,7 @@ impl Reply {
                 &self.exchange.method,
                 &mut parts,
                 body,
+                stored,
             );
         }
         body.set_completion(self.exchange);

@@ -4,7 +4,7 @@
 //! an `upstream` server chosen by a balancer, all under one `snapshot` of the `config`.
 //!
 //! Modules sit in layers and import only from below (checked by `tests/layers.rs`, which holds
-//! the table): vocabulary without imports (`certs`, `connection`, `http1`, `request_body`,
+//! the table): vocabulary without imports (`certs`, `compress`, `connection`, `http1`, `request_body`,
 //! `route`, …); `config` and `metrics`; `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
 //! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`. The demo backend stands apart.
 
@@ -13,6 +13,7 @@ pub mod allocator;
 pub mod app;
 pub mod cache;
 pub mod certs;
+pub mod compress;
 pub mod config;
 pub mod connection;
 pub mod demo;

@@ -3,7 +3,8 @@
 //! through an `ArcSwap`, so a request sees exactly one configuration from start to end.
 
 use crate::cache::CacheRegistry;
-use crate::config::{AccessLogFormat, Config};
+use crate::compress::{Compression, Offered};
+use crate::config::{AccessLogFormat, CompressionConfig, Config};
 use crate::headers::HeaderEdits;
 use crate::limit::{LimiterRegistry, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -31,6 +32,8 @@ pub struct Route {
     pub cache: Option<Arc<crate::cache::Cache>>,
     /// The `[limit.NAME]`s its requests must pass.
     pub rate_limits: RouteLimits,
+    /// The `[compression.NAME]` its responses get, if any.
+    pub compression: Option<Arc<Compression>>,
 }
 
 /// Client-side limits, compiled.
@@ -109,7 +112,22 @@ impl Snapshot {
                         .map_err(|e| format!("limit {}: {e}", limit.get_ref()))?,
                 );
             }
+            let compression = match &route.compression {
+                Some(setting) => {
+                    let settings = config.compressions.get(setting.get_ref()).ok_or_else(|| {
+                        format!("route names a missing compression {:?}", setting.get_ref())
+                    })?;
+                    Some(Arc::new(compile_compression(
+                        setting.get_ref(),
+                        settings,
+                        &name,
+                        metrics,
+                    )?))
+                }
+                None => None,
+            };
             let compiled = Route {
+                compression,
                 rate_limits: RouteLimits::new(route_limiters),
                 metrics: RouteMetrics::new(metrics, &name, upstream_name),
                 name: name.into(),
@@ -158,4 +176,36 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+/// A route's `[compression.NAME]`, with its metric handles resolved for the route.
+fn compile_compression(
+    name: &str,
+    settings: &CompressionConfig,
+    route: &str,
+    metrics: &Metrics,
+) -> Result<Compression, String> {
+    let types = settings
+        .type_matcher()
+        .map_err(|e| format!("compression {name}: {e}"))?;
+    let offered = settings
+        .encodings()
+        .into_iter()
+        .map(|encoding| {
+            let labels = [route, encoding.token()];
+            Offered {
+                encoding,
+                level: settings.level(encoding),
+                responses: metrics.compressed_responses.with_label_values(&labels),
+                bytes_in: metrics.compression_input_bytes.with_label_values(&labels),
+                bytes_out: metrics.compression_output_bytes.with_label_values(&labels),
+            }
+        })
+        .collect();
+    Ok(Compression {
+        name: name.to_owned(),
+        types,
+        min_length: settings.min_length.0,
+        offered,
+    })
 }

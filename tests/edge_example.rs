@@ -1,6 +1,6 @@
 //! `config/examples/edge.toml` as shipped, run over its embedded demo backends (its fixed
 //! ports swapped for free ones): the rate-limited route, the sticky route, the client named by
-//! a trusted proxy, and what /metrics and /status say about them.
+//! a trusted proxy, compression on every route, and what /metrics and /status say about them.
 
 mod common;
 
@@ -90,6 +90,32 @@ async fn the_example_limits_hashes_and_trusts_as_it_says() {
     }
     assert!(backends_of_users.len() >= 2, "{backends_of_users:?}");
 
+    // Every route compresses JSON, the best coding first; the demo's (empty) list included.
+    for path in ["/orders", "/limited/orders", "/sticky/orders"] {
+        let reply = client
+            .send(get(
+                path,
+                &[
+                    ("accept-encoding", "gzip, br, zstd"),
+                    ("x-user", "alice"),
+                    ("x-forwarded-for", "192.0.2.99"),
+                ],
+            ))
+            .await;
+        assert_eq!(reply.header("content-encoding"), Some("zstd"), "{path}");
+        assert!(
+            reply
+                .header("vary")
+                .is_some_and(|vary| vary.eq_ignore_ascii_case("accept-encoding")),
+            "{path}"
+        );
+        let plain = zstd::decode_all(&reply.body[..]).expect("zstd body");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&plain).is_ok(),
+            "{path}"
+        );
+    }
+
     let metrics = common::get(admin, "/metrics").await.text();
     let sample = |name: &str, labels: &[(&str, &str)]| {
         common::metric_sample(&metrics, name, labels).unwrap_or(0.0)
@@ -106,7 +132,8 @@ async fn the_example_limits_hashes_and_trusts_as_it_says() {
             "gatehouse_upstream_hash_picks_total",
             &[("upstream", "orders_by_user"), ("placement", "home")]
         ),
-        32.0
+        33.0,
+        "8 users x 4 requests, and alice's compressed one"
     );
     let status: serde_json::Value =
         serde_json::from_slice(&common::get(admin, "/status").await.body).expect("JSON");

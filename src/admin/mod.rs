@@ -291,6 +291,28 @@ fn limits_json(snapshot: &crate::snapshot::Snapshot) -> serde_json::Map<String, 
         .collect()
 }
 
+/// A route's compression: its settings and, per coding, what it compressed so far.
+fn compression_json(compression: &crate::compress::Compression) -> serde_json::Value {
+    let encodings: Vec<_> = compression
+        .offered
+        .iter()
+        .map(|offered| {
+            json!({
+                "encoding": offered.encoding.token(),
+                "level": offered.level,
+                "responses": offered.responses.get(),
+                "bytes_in": offered.bytes_in.get(),
+                "bytes_out": offered.bytes_out.get(),
+            })
+        })
+        .collect();
+    json!({
+        "name": compression.name,
+        "min_length": compression.min_length,
+        "encodings": encodings,
+    })
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -311,6 +333,14 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
             )
         })
         .collect();
+    let compressions: std::collections::HashMap<&str, serde_json::Value> = snapshot
+        .router
+        .entries()
+        .filter_map(|e| {
+            let compression = e.target.compression.as_deref()?;
+            Some((&*e.target.name, compression_json(compression)))
+        })
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -328,6 +358,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "upstream": r.upstream.get_ref(),
                 "strip_prefix": r.strip_prefix,
                 "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
+                "compression": compressions.get(name.as_str()),
             })
         })
         .collect();

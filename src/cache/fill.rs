@@ -7,9 +7,10 @@ use super::Cache;
 use super::coalesce::{Landing, Leader};
 use super::policy::{Freshness, Vary};
 use super::store::CachedResponse;
+use crate::compress::Encoding;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What is known of a storable response before its body.
 pub struct FillHead {
@@ -26,6 +27,33 @@ pub struct Fill {
     leader: Option<Leader>,
     head: FillHead,
     body: BytesMut,
+    /// The stored response, once the body has ended.
+    stored: Arc<OnceLock<Arc<CachedResponse>>>,
+}
+
+/// The response a fill stores, found once it is stored: for an encoded copy of its body made
+/// while it streamed (the client's compressed answer) to be kept with it.
+pub struct Stored {
+    cache: Arc<Cache>,
+    key: String,
+    entry: Arc<OnceLock<Arc<CachedResponse>>>,
+}
+
+impl Stored {
+    /// The largest copy worth keeping: what the cache would store at all.
+    pub fn limit(&self) -> usize {
+        usize::try_from(self.cache.max_object_size).unwrap_or(usize::MAX)
+    }
+
+    /// Keeps `body` as the stored response's copy in `encoding`, if the response was stored
+    /// and has none yet; the store's weight then counts it.
+    pub fn keep_encoded(&self, encoding: Encoding, body: Bytes) {
+        if let Some(entry) = self.entry.get()
+            && entry.encoded[encoding.index()].set(body).is_ok()
+        {
+            self.cache.store.reweigh(&self.key);
+        }
+    }
 }
 
 impl Fill {
@@ -48,7 +76,17 @@ impl Fill {
             leader,
             head,
             body: BytesMut::with_capacity(capacity),
+            stored: Arc::default(),
         })
+    }
+
+    /// Where the response will be found once stored.
+    pub fn stored(&self) -> Stored {
+        Stored {
+            cache: Arc::clone(&self.cache),
+            key: self.key.clone(),
+            entry: Arc::clone(&self.stored),
+        }
     }
 
     /// Keeps a chunk; false when the body has grown too large to store (the fill is over).
@@ -68,6 +106,7 @@ impl Fill {
             leader,
             head,
             body,
+            stored: landed,
         } = self;
         let stored = Arc::new(CachedResponse {
             status: head.status,
@@ -76,9 +115,11 @@ impl Fill {
             freshness: head.freshness,
             vary: head.vary,
             vary_values: head.vary_values,
+            encoded: Default::default(),
         });
         cache.store.insert(key, Arc::clone(&stored));
         cache.update_gauges();
+        let _ = landed.set(Arc::clone(&stored));
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&stored)));
         }

@@ -8,7 +8,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus::IntCounter;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// Stored variants of one URI beyond this many replace the oldest.
 const MAX_VARIANTS: usize = 8;
@@ -26,6 +27,11 @@ pub struct CachedResponse {
     pub vary: Vary,
     /// The request's values of the Vary fields when this variant was stored.
     pub vary_values: Option<Vec<Option<HeaderValue>>>,
+    /// The body compressed in each coding (`Encoding::index`) that a route served it in:
+    /// the compressed answer that filled the entry, or made at the first hit in a coding,
+    /// and kept for the next ones. Counted in the entry's weight once there
+    /// (`Store::reweigh`).
+    pub encoded: [OnceLock<Bytes>; 3],
 }
 
 impl CachedResponse {
@@ -35,7 +41,25 @@ impl CachedResponse {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
             .sum();
-        ENTRY_OVERHEAD + headers as u64 + self.body.len() as u64
+        let encoded: usize = self
+            .encoded
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(Bytes::len)
+            .sum();
+        ENTRY_OVERHEAD + headers as u64 + self.body.len() as u64 + encoded as u64
+    }
+
+    /// The encoded copies of `other`'s body, for a response with the same body (refreshed by
+    /// a 304).
+    pub fn encoded_copies_of(other: &CachedResponse) -> [OnceLock<Bytes>; 3] {
+        std::array::from_fn(|i| {
+            let slot = OnceLock::new();
+            if let Some(body) = other.encoded[i].get() {
+                let _ = slot.set(body.clone());
+            }
+            slot
+        })
     }
 
     /// Whether this variant was stored for a request like `request_headers` (RFC 9111 §4.1).
@@ -150,6 +174,21 @@ impl Store {
         let weight = list.iter().map(|v| v.weight()).sum();
         self.entries
             .insert(key, Arc::new(Variants { list, weight }));
+    }
+
+    /// Weighs the variants under `key` again, after one of them grew an encoded copy, so that
+    /// the store's bound counts it (and evicts for it). A key being loaded or gone is left.
+    pub fn reweigh(&self, key: &str) {
+        let _ = self.entries.entry(
+            key,
+            Some(Duration::ZERO),
+            |_, variants: &mut Arc<Variants>| {
+                let list = variants.list.clone();
+                let weight = list.iter().map(|v| v.weight()).sum();
+                *variants = Arc::new(Variants { list, weight });
+                quick_cache::sync::EntryAction::Retain(())
+            },
+        );
     }
 
     /// Drops every variant stored under `key`; true if there were any.

@@ -128,10 +128,18 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.rate_limits,
                 &mut gaps.rate_limits,
             ),
+            "compression" => named_tables(
+                &locator,
+                "compression",
+                value,
+                errors,
+                &mut config.compressions,
+                &mut gaps.compressions,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, limit, limits, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, reload, demo, resolver",
             )),
         }
     }
@@ -193,8 +201,8 @@ fn array_of_tables<'a, 'i>(
     }
 }
 
-/// `[upstream.NAME]`, `[cache.NAME]` and `[limit.NAME]`: each table on its own, the names of those that fail
-/// kept in `unparsed`.
+/// `[upstream.NAME]`, `[cache.NAME]`, `[compression.NAME]` and `[limit.NAME]`: each table on
+/// its own, the names of those that fail kept in `unparsed`.
 fn named_tables<T: DeserializeOwned>(
     locator: &Locator<'_>,
     section_name: &str,
@@ -398,6 +406,55 @@ mod tests {
         assert_eq!(keys(&text), ["limit.api.rate"]);
     }
 
+    #[test]
+    fn compression_errors_are_placed_and_references_checked() {
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\ncompression = \"nope\"\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\n\
+             [compression.web]\ntypes = [\"text/*\", \"json\"]\n\
+             encodings = [\"gzip\", \"deflate\", \"gzip\"]\ngzip_level = 10\nzstd_level = 0\n\
+             [compression.ok]\nmin_length = \"1KiB\"\nbrotli_level = 11\n"
+        );
+        let found = errors(&text);
+        let places: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|(l, c, k, _)| (*l, *c, k.as_str()))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (6, 15, "route[0].compression"),
+                (10, 20, "compression.web.types"),
+                (11, 22, "compression.web.encodings"),
+                (11, 33, "compression.web.encodings"),
+                (12, 14, "compression.web.gzip_level"),
+                (13, 14, "compression.web.zstd_level"),
+            ],
+            "{found:#?}"
+        );
+        assert!(
+            found[0]
+                .3
+                .contains("no compression named \"nope\" (configured: ok, web)")
+        );
+        assert!(found[2].3.contains("unknown encoding \"deflate\""));
+        assert!(found[3].3.contains("listed twice"));
+        assert!(found[4].3.contains("between 1 and 9"));
+        // Unknown keys and values of the wrong kind are found like everywhere else.
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\ncompression = \"web\"\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\n\
+             [compression.web]\ngzip_comp_level = 1\nmin_length = 20\n"
+        );
+        assert_eq!(
+            keys(&text),
+            [
+                "compression.web.gzip_comp_level",
+                "compression.web.min_length"
+            ]
+        );
+    }
+
     /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.
     fn near_toml() -> impl Strategy<Value = String> {
         let headers = prop::sample::select(vec![
@@ -411,6 +468,7 @@ mod tests {
             "[upstream.d.tls]",
             "[cache.c]",
             "[limit.l]",
+            "[compression.z]",
             "[limits]",
             "[log]",
             "[reload]",
@@ -465,6 +523,11 @@ mod tests {
             "burst",
             "key",
             "limits",
+            "compression",
+            "types",
+            "encodings",
+            "gzip_level",
+            "min_length",
         ];
         let values = prop::sample::select(vec![
             "\"a\"",
@@ -490,6 +553,7 @@ mod tests {
             "\"round_robin\"",
             "\"p2c\"",
             "\"10/s\"",
+            "[\"zstd\", \"br\"]",
             "[\"client_ip\", \"header:\"]",
             "'''x'''",
         ]);

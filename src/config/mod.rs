@@ -4,6 +4,7 @@
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
 mod bad_keys;
+mod compression;
 mod errors;
 mod load;
 mod rate_limit;
@@ -14,6 +15,7 @@ mod units;
 mod validate;
 mod values;
 
+pub use compression::CompressionConfig;
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
@@ -41,6 +43,8 @@ pub struct Config {
     pub caches: BTreeMap<String, CacheConfig>,
     /// `[limit.NAME]`: request rate limits that routes name.
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// `[compression.NAME]`: response compression that routes name.
+    pub compressions: BTreeMap<String, CompressionConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -294,6 +298,9 @@ pub struct RouteConfig {
     /// `[limit.NAME]`s this route's requests must pass, in order.
     #[serde(default)]
     pub limits: Vec<Spanned<String>>,
+    /// A `[compression.NAME]` for this route's responses; by default none are compressed.
+    #[serde(default)]
+    pub compression: Option<Spanned<String>>,
     #[serde(default)]
     pub request_headers: HeaderRules,
     #[serde(default)]

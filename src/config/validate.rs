@@ -21,6 +21,7 @@ pub(super) struct Gaps {
     pub upstreams: Unparsed,
     pub caches: Unparsed,
     pub rate_limits: Unparsed,
+    pub compressions: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.
@@ -176,6 +177,21 @@ pub(super) fn validate(
                 format!(
                     "no cache named {:?} (configured: {})",
                     cache.get_ref(),
+                    list_or_none(&known)
+                ),
+            ));
+        }
+        if let Some(compression) = &route.compression
+            && !config.compressions.contains_key(compression.get_ref())
+            && !gaps.compressions.may_be(compression.get_ref())
+        {
+            let known: Vec<&str> = config.compressions.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                compression.span(),
+                key("compression"),
+                format!(
+                    "no compression named {:?} (configured: {})",
+                    compression.get_ref(),
                     list_or_none(&known)
                 ),
             ));
@@ -402,6 +418,17 @@ pub(super) fn validate(
 
     for (name, limit) in &config.rate_limits {
         check_rate_limit(name, limit, at, errors);
+    }
+
+    for (name, compression) in &config.compressions {
+        for (span, field, message) in compression.problems() {
+            let span = if span == (0..0) {
+                at.span_of(&["compression", name, field])
+            } else {
+                span
+            };
+            errors.push(at.error(span, format!("compression.{name}.{field}"), message));
+        }
     }
 
     if config.limits.max_header_bytes.0 < MIN_HEADER_BYTES {

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub cache_evictions: IntCounterVec,
     pub cache_coalesced: IntCounterVec,
     pub rate_limit_requests: IntCounterVec,
+    pub compressed_responses: IntCounterVec,
+    pub compression_input_bytes: IntCounterVec,
+    pub compression_output_bytes: IntCounterVec,
     pub config_reloads_ok: IntCounter,
     pub config_reloads_failed: IntCounter,
     pub config_last_success: IntGauge,
@@ -220,11 +223,35 @@ impl Metrics {
             ),
             &["limit", "outcome"],
         )?;
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_compressed_responses_total",
+                "Responses sent compressed, by route and encoding (compressed on the way, or a stored encoded copy from the cache).",
+            ),
+            &["route", "encoding"],
+        )?;
+        let compression_input_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_compression_input_bytes_total",
+                "Bytes given to an encoder, by route and encoding (a cache hit served from a stored encoded copy adds none).",
+            ),
+            &["route", "encoding"],
+        )?;
+        let compression_output_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_compression_output_bytes_total",
+                "Bytes that came out of an encoder, by route and encoding.",
+            ),
+            &["route", "encoding"],
+        )?;
         for family in [
             &cache_requests,
             &cache_evictions,
             &cache_coalesced,
             &rate_limit_requests,
+            &compressed_responses,
+            &compression_input_bytes,
+            &compression_output_bytes,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -316,6 +343,9 @@ impl Metrics {
             cache_evictions,
             cache_coalesced,
             rate_limit_requests,
+            compressed_responses,
+            compression_input_bytes,
+            compression_output_bytes,
             config_reloads_ok,
             config_reloads_failed,
             config_last_success,

@@ -1,6 +1,7 @@
 //! The body that goes back to the client, concrete (no boxing): the upstream's body, returning
 //! its connection to the pool when it ends and stored in a cache as it streams where asked,
-//! or a short local answer. What goes upstream is `crate::request_body`.
+//! or a short local answer, and either of them compressed on the way where the route asks.
+//! What goes upstream is `crate::request_body`.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -10,6 +11,8 @@ use std::time::Instant;
 
 use super::exchange::Exchange;
 use crate::cache::fill::Fill;
+use crate::compress::body::CompressError;
+use crate::compress::{CompressedBody, Encoder, KeptCopy};
 use crate::request_body::BoxError;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::pool::PoolReturn;
@@ -29,6 +32,9 @@ enum ResponseKind {
         pool_return: Option<PoolReturn>,
     },
     Full(Option<Bytes>),
+    /// Another response body (its pool return and cache fill inside it, seeing the identity
+    /// bytes) going through an encoder; this one counts what the client is sent.
+    Compressed(Box<CompressedBody<ResponseBody>>),
 }
 
 impl ResponseBody {
@@ -55,6 +61,27 @@ impl ResponseBody {
         };
         response.release_if_done(&mut None);
         response
+    }
+
+    /// This body, compressed as it streams; `counters` are the bytes in and out of the
+    /// encoder, `copy` keeps the encoded body whole for a cache. Called before
+    /// `set_completion`, so that what is counted as sent is what the client receives.
+    pub fn compressed(
+        self,
+        encoder: Encoder,
+        counters: (prometheus::IntCounter, prometheus::IntCounter),
+        copy: Option<KeptCopy>,
+    ) -> Self {
+        let mut compressed = CompressedBody::new(self, encoder, Some(counters));
+        if let Some(copy) = copy {
+            compressed.keep_copy(copy);
+        }
+        Self {
+            kind: ResponseKind::Compressed(Box::new(compressed)),
+            bytes_sent: 0,
+            completion: None,
+            fill: None,
+        }
     }
 
     /// Stores the body in a cache as it streams.
@@ -114,6 +141,14 @@ impl Body for ResponseBody {
         let polled = match &mut this.kind {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseKind::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ResponseKind::Compressed(body) => {
+                Pin::new(body.as_mut())
+                    .poll_frame(cx)
+                    .map_err(|error| match error {
+                        CompressError::Inner(error) => error,
+                        CompressError::Encoder(error) => BoxError::from(error),
+                    })
+            }
         };
         // One clock read serves both the pool's idle stamp and the request's duration.
         let mut now = None;
@@ -159,6 +194,7 @@ impl Body for ResponseBody {
         match &self.kind {
             ResponseKind::Full(bytes) => bytes.is_none(),
             ResponseKind::Upstream { body, .. } => body.is_end_stream(),
+            ResponseKind::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -168,6 +204,7 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseKind::Upstream { body, .. } => body.size_hint(),
+            ResponseKind::Compressed(body) => body.size_hint(),
         }
     }
 }

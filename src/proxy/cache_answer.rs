@@ -3,6 +3,7 @@
 //! (RFC 9110 §14), with `Age` (RFC 9111 §5.1) and `Cache-Status` (RFC 9211).
 
 use super::body::ResponseBody;
+use super::encode::HitEncoding;
 use crate::cache::policy;
 use crate::cache::store::CachedResponse;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -20,13 +21,15 @@ const NOT_MODIFIED_FIELDS: [header::HeaderName; 7] = [
     header::LAST_MODIFIED,
 ];
 
-/// The client's answer from `stored`, with `cache_status` as its Cache-Status field.
+/// The client's answer from `stored`, with `cache_status` as its Cache-Status field, in the
+/// coding `encoding` picks where the route compresses.
 pub fn respond(
     stored: &CachedResponse,
     method: &Method,
     request_headers: &HeaderMap,
     now: SystemTime,
     cache_status: HeaderValue,
+    encoding: Option<&HitEncoding<'_>>,
 ) -> Response<ResponseBody> {
     let age = stored.freshness.current_age(now).as_secs();
     let mut response = if policy::not_modified(request_headers, &stored.headers) {
@@ -36,12 +39,15 @@ pub fn respond(
                 headers.append(name.clone(), value.clone());
             }
         }
+        if let Some(encoding) = encoding {
+            encoding.apply(stored, StatusCode::NOT_MODIFIED, &mut headers);
+        }
         let mut response = Response::new(ResponseBody::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         *response.headers_mut() = headers;
         response
     } else {
-        full_or_range(stored, method, request_headers)
+        full_or_range(stored, method, request_headers, encoding)
     };
     let headers = response.headers_mut();
     headers.insert(header::AGE, HeaderValue::from(age));
@@ -53,6 +59,7 @@ fn full_or_range(
     stored: &CachedResponse,
     method: &Method,
     request_headers: &HeaderMap,
+    encoding: Option<&HitEncoding<'_>>,
 ) -> Response<ResponseBody> {
     let len = stored.body.len() as u64;
     let range = if stored.status == StatusCode::OK && request_headers.contains_key(header::RANGE) {
@@ -82,10 +89,16 @@ fn full_or_range(
             );
             (StatusCode::RANGE_NOT_SATISFIABLE, bytes::Bytes::new())
         }
-        None => (stored.status, stored.body.clone()),
+        None => {
+            let encoded = encoding.and_then(|e| e.apply(stored, stored.status, &mut headers));
+            (
+                stored.status,
+                encoded.unwrap_or_else(|| stored.body.clone()),
+            )
+        }
     };
     let body = if *method == Method::HEAD {
-        // The stored Content-Length still describes the representation.
+        // The stored (or encoded) Content-Length still describes the representation.
         ResponseBody::empty()
     } else {
         ResponseBody::full(body)

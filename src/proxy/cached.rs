@@ -5,12 +5,14 @@
 
 use super::body::ResponseBody;
 use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
+use super::encode::{HitEncoding, Keep};
 use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
+use crate::compress::Encoding;
 use crate::headers::{self, HeaderScan};
 use crate::request_body::RequestBody;
 use crate::snapshot::Route;
@@ -35,6 +37,8 @@ const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
 /// own directives accept it); anything else goes through `serve`.
 pub(super) fn answer_if_fresh(
     cache: &Cache,
+    route: &Route,
+    accepted: Option<Encoding>,
     parts: &http::request::Parts,
     host: &HeaderValue,
 ) -> Option<Response> {
@@ -53,7 +57,19 @@ pub(super) fn answer_if_fresh(
     }
     cache.metrics.count(CacheResult::Hit);
     let status = hit_status(entry.freshness.ttl(now).as_secs());
-    Some(respond(&entry, &parts.method, &parts.headers, now, status))
+    let keep = Keep {
+        store: &cache.store,
+        key: &key,
+    };
+    let encoding = HitEncoding::of(route.compression.as_deref(), accepted, Some(keep));
+    Some(respond(
+        &entry,
+        &parts.method,
+        &parts.headers,
+        now,
+        status,
+        encoding.as_ref(),
+    ))
 }
 
 pub(super) async fn serve(
@@ -89,7 +105,15 @@ async fn serve_through(
     let now = SystemTime::now();
     let stored = cache.store.lookup(&key, &parts.headers);
     if let Some(entry) = &stored {
-        if let Some(answer) = answer_if_usable(&cache, &reply.route, &key, entry, &parts, now) {
+        if let Some(answer) = answer_if_usable(
+            &cache,
+            &reply.route,
+            reply.accepted,
+            &key,
+            entry,
+            &parts,
+            now,
+        ) {
             return reply.answer_from_cache(answer);
         }
     } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
@@ -101,7 +125,17 @@ async fn serve_through(
     let leader = match join_flight(&cache, &reply.route, &key, &parts).await {
         Flight::Leader(leader) => Some(leader),
         Flight::Collapsed(entry) => {
-            return reply.answer_from_cache(answer_collapsed(&cache, &entry, &parts));
+            let keep = Keep {
+                store: &cache.store,
+                key: &key,
+            };
+            let encoding = HitEncoding::of(
+                reply.route.compression.as_deref(),
+                reply.accepted,
+                Some(keep),
+            );
+            let answer = answer_collapsed(&cache, &entry, &parts, encoding.as_ref());
+            return reply.answer_from_cache(answer);
         }
         Flight::Alone => None,
     };
@@ -136,6 +170,7 @@ async fn serve_through(
 fn answer_if_usable(
     cache: &Arc<Cache>,
     route: &Arc<Route>,
+    accepted: Option<Encoding>,
     key: &str,
     entry: &Arc<CachedResponse>,
     parts: &http::request::Parts,
@@ -154,7 +189,19 @@ fn answer_if_usable(
         }
         Usability::Revalidate => return None,
     };
-    Some(respond(entry, &parts.method, &parts.headers, now, status))
+    let keep = Keep {
+        store: &cache.store,
+        key,
+    };
+    let encoding = HitEncoding::of(route.compression.as_deref(), accepted, Some(keep));
+    Some(respond(
+        entry,
+        &parts.method,
+        &parts.headers,
+        now,
+        status,
+        encoding.as_ref(),
+    ))
 }
 
 /// RFC 9111 §5.2.1.7: a client that accepts only a stored response, when there is none.
@@ -213,12 +260,13 @@ fn answer_collapsed(
     cache: &Cache,
     entry: &CachedResponse,
     parts: &http::request::Parts,
+    encoding: Option<&HitEncoding<'_>>,
 ) -> Response {
     cache.metrics.count(CacheResult::Hit);
     let now = SystemTime::now();
     let ttl = entry.freshness.ttl(now).as_secs();
     let status = cache_status(&format!("hit; ttl={ttl}; collapsed"));
-    respond(entry, &parts.method, &parts.headers, now, status)
+    respond(entry, &parts.method, &parts.headers, now, status, encoding)
 }
 
 /// Puts the cache's validators for `entry` in place of the client's conditional and range
@@ -324,7 +372,7 @@ impl Fetch<'_> {
         let cache = self.cache;
         cache.metrics.count(CacheResult::Revalidated);
         let refreshed = refresh(cache, entry, forwarded.response.headers(), received);
-        cache.store.insert(key, Arc::clone(&refreshed));
+        cache.store.insert(key.clone(), Arc::clone(&refreshed));
         cache.update_gauges();
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&refreshed)));
@@ -333,13 +381,24 @@ impl Fetch<'_> {
         let response_time = received.response_time;
         let ttl = refreshed.freshness.ttl(response_time).as_secs();
         let status = cache_status(&format!("fwd=stale; fwd-status=304; ttl={ttl}"));
-        reply.answer_from_cache(respond(
+        let keep = Keep {
+            store: &cache.store,
+            key: &key,
+        };
+        let encoding = HitEncoding::of(
+            reply.route.compression.as_deref(),
+            reply.accepted,
+            Some(keep),
+        );
+        let answer = respond(
             &refreshed,
             self.method,
             self.request_headers,
             response_time,
             status,
-        ))
+            encoding.as_ref(),
+        );
+        reply.answer_from_cache(answer)
     }
 
     /// The upstream's response to the client, stored as it streams when it may be stored.
@@ -470,6 +529,7 @@ fn refresh(
         body: entry.body.clone(),
         vary: entry.vary.clone(),
         vary_values: entry.vary_values.clone(),
+        encoded: CachedResponse::encoded_copies_of(entry),
     })
 }
 
@@ -531,13 +591,17 @@ fn serve_stale_on_error(
         )),
         None => cache_status("hit; fwd=stale; detail=stale-if-error"),
     };
-    reply.answer_from_cache(respond(
+    // Rare enough not to keep an encoded copy for.
+    let encoding = HitEncoding::of(reply.route.compression.as_deref(), reply.accepted, None);
+    let answer = respond(
         entry,
         method,
         request_headers,
         SystemTime::now(),
         status,
-    ))
+        encoding.as_ref(),
+    );
+    reply.answer_from_cache(answer)
 }
 
 fn not_stored_detail(reason: policy::NotStored) -> &'static str {

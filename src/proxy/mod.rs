@@ -5,6 +5,7 @@ mod access_log;
 pub mod body;
 mod cache_answer;
 mod cached;
+mod encode;
 mod exchange;
 
 mod local;
@@ -316,9 +317,17 @@ impl Routed {
             ));
         }
 
+        // The coding this client takes, of those the route offers: one branch for a route
+        // that compresses nothing.
+        let accepted = match &route.compression {
+            Some(compression) => compression.choose(&parts.headers),
+            None => None,
+        };
+
         // A fresh hit is answered before any rewriting: nothing of it goes upstream.
         if let Some(cache) = &route.cache
-            && let Some(response) = cached::answer_if_fresh(cache, &parts, &host_value)
+            && let Some(response) =
+                cached::answer_if_fresh(cache, &route, accepted, &parts, &host_value)
         {
             let reply = Reply {
                 route,
@@ -327,6 +336,7 @@ impl Routed {
                 client_version: parts.version,
                 client_upgrade: None,
                 interim: None,
+                accepted,
             };
             return Handling::ready(reply.answer_from_cache(response));
         }
@@ -412,6 +422,7 @@ impl Routed {
             client_version,
             client_upgrade,
             interim,
+            accepted,
         };
         // Each boxed directly, not awaited inside one more async block: every level of
         // nesting copies the whole inner future once more.
@@ -489,6 +500,8 @@ pub(crate) struct Reply {
     client_upgrade: Option<PendingUpgrade>,
     /// Where the upstream's interim responses go; none for HTTP/1.0 and HTTP/2 clients.
     interim: Option<InterimSink>,
+    /// The coding the client takes of those the route's compression offers.
+    accepted: Option<crate::compress::Encoding>,
 }
 
 impl Reply {
@@ -589,8 +602,23 @@ impl Reply {
         }
         self.exchange.status = parts.status;
         let mut body = ResponseBody::upstream(upstream_body, pool_return);
+        // A response stored as it streams keeps its encoded body too, if it is compressed.
+        let stored = match (&self.route.compression, &fill) {
+            (Some(_), Some(fill)) => Some(fill.stored()),
+            _ => None,
+        };
         if let Some(fill) = fill {
             body.set_fill(fill);
+        }
+        if let Some(compression) = &self.route.compression {
+            body = encode::upstream(
+                compression,
+                self.accepted,
+                &self.exchange.method,
+                &mut parts,
+                body,
+                stored,
+            );
         }
         body.set_completion(self.exchange);
         Response::from_parts(parts, body)

@@ -45,6 +45,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub underscores_in_headers: bool,
+    pub merge_slashes: bool,
 }
 
 pub struct Snapshot {
@@ -165,6 +166,7 @@ impl Snapshot {
             idle_timeout: config.limits.idle_timeout.0,
             shutdown_grace: config.limits.shutdown_grace.0,
             underscores_in_headers: config.limits.underscores_in_headers,
+            merge_slashes: config.limits.merge_slashes,
         };
         Ok(Self {
             router: Router::new(entries),

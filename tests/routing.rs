@@ -497,3 +497,83 @@ async fn http2_authority_and_host_follow_the_same_rules() {
     assert_eq!(good.received().len(), 2);
     assert!(other.received().is_empty());
 }
+
+/// Sends `target` as the raw request line's target and returns the status and the path the
+/// upstream that answered received (from its body and records).
+async fn raw_target(addr: SocketAddr, target: &str) -> String {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    common::raw_exchange(addr, request.as_bytes()).await
+}
+
+#[tokio::test]
+async fn paths_are_routed_and_forwarded_in_their_normal_form() {
+    let admin = TestUpstream::named("admin").await;
+    let app = TestUpstream::named("app").await;
+    let config = format!(
+        r#"{HEAD}{}
+[[route]]
+path_prefix = "/"
+upstream = "app"
+
+[[route]]
+path_prefix = "/admin/"
+upstream = "admin"
+{}{}"#,
+        listener("public"),
+        upstream("app", app.addr),
+        upstream("admin", admin.addr),
+    );
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    // Each spelling of /admin/x reaches the /admin/ route, and its upstream gets /admin/x.
+    for target in [
+        "/admin/x",
+        "/%61dmin/x",
+        "//admin/x",
+        "/admin//x",
+        "/x/../admin/x",
+        "/x/%2e%2e/admin/x",
+        "/./admin/./x",
+    ] {
+        let answer = raw_target(proxy, target).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{target}: {answer}");
+        assert!(answer.ends_with("admin"), "{target} reached {answer}");
+        let received = admin.requests.lock().unwrap().pop().expect("a request");
+        assert_eq!(received.uri.path(), "/admin/x", "{target}");
+    }
+    // The query stays as sent.
+    let answer = raw_target(proxy, "//admin/x?a=%2F&b=1").await;
+    assert!(answer.ends_with("admin"), "{answer}");
+    let received = admin.requests.lock().unwrap().pop().expect("a request");
+    assert_eq!(received.uri.query(), Some("a=%2F&b=1"));
+    // What is ambiguous is refused before any upstream is asked.
+    for target in [
+        "/admin%2Fx",
+        "/x/%2e%2e/%2e%2e/admin",
+        "/../admin/x",
+        "/a%00b",
+        "/a%zz",
+    ] {
+        let answer = raw_target(proxy, target).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
+    assert!(admin.requests.lock().unwrap().is_empty());
+    assert!(app.requests.lock().unwrap().is_empty());
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn merge_slashes_off_keeps_empty_segments() {
+    let app = TestUpstream::named("app").await;
+    let config = format!(
+        "{HEAD}{}\n[limits]\nmerge_slashes = false\n\n[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n{}",
+        listener("public"),
+        upstream("app", app.addr),
+    );
+    let running = common::start_gatehouse(&config).await;
+    let answer = raw_target(running.listener_addrs[0], "//a/./b").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let received = app.requests.lock().unwrap().pop().expect("a request");
+    assert_eq!(received.uri.path(), "//a/b");
+    running.shutdown().await;
+}

@@ -605,6 +605,9 @@ pub struct LimitsConfig {
     /// default: back-ends that map headers to CGI-style variables read `Content_Length` as
     /// `Content-Length`, which makes such names a request-smuggling vector.
     pub underscores_in_headers: bool,
+    /// Merge repeated slashes in request paths before routing and forwarding (nginx's
+    /// `merge_slashes`).
+    pub merge_slashes: bool,
 }
 
 impl Default for LimitsConfig {
@@ -616,6 +619,7 @@ impl Default for LimitsConfig {
             idle_timeout: ConfigDuration::from_secs(60),
             shutdown_grace: ConfigDuration::from_secs(10),
             underscores_in_headers: false,
+            merge_slashes: true,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::headers::{self, HeaderScan, RequestIds, X_REQUEST_ID};
 use crate::health::breaker::{Admission, BreakerState};
 use crate::limit::{self, Decision, KeySource};
 use crate::request_body::{BodyTooLarge, ClientBody, ClientBodyError, RequestBody};
-use crate::route::host_without_port;
+use crate::route::{host_without_port, normalize_path};
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
 use crate::upstream::body::UpstreamBody;
@@ -29,6 +29,7 @@ use exchange::Exchange;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -217,6 +218,23 @@ impl Proxy {
                 return Handling::ready(exchange.local(StatusCode::BAD_REQUEST, error.message()));
             }
         };
+        // Routed, and forwarded, by its normal path: what the route saw is what the upstream
+        // gets (an upstream that normalizes a path the proxy matched as sent could be sent
+        // where no route would have let it go).
+        match normalize_path(parts.uri.path(), snapshot.limits.merge_slashes) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(path)) => match with_path(&parts.uri, path) {
+                Some(uri) => parts.uri = uri,
+                None => {
+                    return Handling::ready(
+                        exchange.local(StatusCode::BAD_REQUEST, "invalid request target"),
+                    );
+                }
+            },
+            Err(error) => {
+                return Handling::ready(exchange.local(StatusCode::BAD_REQUEST, error.message()));
+            }
+        }
         let host = host_value.to_str().map(host_without_port).unwrap_or("");
         let Some(entry) = snapshot
             .router
@@ -740,6 +758,17 @@ impl std::fmt::Display for ForwardError {
             ForwardError::ClientBody => f.write_str("client body unreadable"),
         }
     }
+}
+
+/// `uri` with its path replaced by `path` (its query kept).
+fn with_path(uri: &Uri, mut path: String) -> Option<Uri> {
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path).ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// The request target for the upstream: origin-form, with the route's prefix stripped if asked.

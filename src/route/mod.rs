@@ -1,6 +1,11 @@
 //! Routing: a request's listener, host and path pick a route. Hosts match exactly first, then by
 //! the longest wildcard suffix (`*.example.com`), then `*`; within a host, the longest
-//! `path_prefix` wins (a plain string prefix, as in nginx's `location /prefix`).
+//! `path_prefix` wins (a plain string prefix, as in nginx's `location /prefix`). Paths are
+//! matched in their normal form (`normalize`).
+
+mod normalize;
+
+pub use normalize::{PathError, normalize_path};
 
 /// How a route's `host` matches.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     pub metrics: RouteMetrics,
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Who may use it (`allow` / `deny`); empty lets everyone in.
+    pub access: crate::config::AccessRules,
     /// The `[limit.NAME]`s its requests must pass.
     pub rate_limits: RouteLimits,
     /// The `[compression.NAME]` its responses get, if any.
@@ -127,7 +129,12 @@ impl Snapshot {
                 }
                 None => None,
             };
+            let access = crate::config::AccessRules::parse(
+                route.access.iter().map(|r| r.get_ref().as_str()),
+            )
+            .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
             let compiled = Route {
+                access,
                 compression,
                 rate_limits: RouteLimits::new(route_limiters),
                 metrics: RouteMetrics::new(metrics, &name, upstream_name),

@@ -577,3 +577,50 @@ async fn merge_slashes_off_keeps_empty_segments() {
     assert_eq!(received.uri.path(), "//a/b");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn access_rules_let_in_the_first_match_and_turn_away_with_403() {
+    let app = TestUpstream::named("app").await;
+    let config = format!(
+        r#"{HEAD}
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1"]
+
+[[route]]
+path_prefix = "/inside/"
+upstream = "app"
+access = ["deny 10.9.0.0/16", "allow 10.0.0.0/8", "deny all"]
+
+[[route]]
+path_prefix = "/"
+upstream = "app"
+access = ["deny 192.0.2.0/24"]
+{}"#,
+        upstream("app", app.addr),
+    );
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    let from = |client: &str, path: &str| {
+        Request::get(path)
+            .header("x-forwarded-for", client)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let mut client = Client::connect(proxy).await;
+    // The client is the one the trusted proxy (127.0.0.1) names.
+    for (who, path, status) in [
+        ("10.1.2.3", "/inside/x", 200),
+        ("10.9.2.3", "/inside/x", 403),
+        ("192.0.2.7", "/inside/x", 403),
+        ("192.0.2.7", "/elsewhere", 403),
+        ("198.51.100.1", "/elsewhere", 200),
+    ] {
+        let reply = client.send(from(who, path)).await;
+        assert_eq!(reply.status, status, "{who} {path}: {}", reply.text());
+    }
+    // Turned away before any upstream is asked.
+    assert_eq!(app.requests.lock().unwrap().len(), 2);
+    running.shutdown().await;
+}

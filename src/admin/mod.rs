@@ -358,6 +358,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "upstream": r.upstream.get_ref(),
                 "strip_prefix": r.strip_prefix,
                 "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
+                "access": r.access.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>(),
                 "compression": compressions.get(name.as_str()),
             })
         })

@@ -455,6 +455,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn access_rules_are_checked_where_they_are_written() {
+        let text = format!(
+            "{LISTENER}[[route]]\nupstream = \"app\"\naccess = [\"allow 10.0.0.0/8\", \"permit all\"]\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\n"
+        );
+        let found = errors(&text);
+        assert_eq!(
+            places(&found),
+            [(6, 31, "route[0].access[1]")],
+            "{found:#?}"
+        );
+        assert!(found[0].3.contains("invalid access rule \"permit all\""));
+    }
+
     /// Documents that are TOML, or nearly, made of this schema's sections, keys and values.
     fn near_toml() -> impl Strategy<Value = String> {
         let headers = prop::sample::select(vec![

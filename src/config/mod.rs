@@ -3,6 +3,7 @@
 //!
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
+mod access;
 mod bad_keys;
 mod compression;
 mod errors;
@@ -15,6 +16,7 @@ mod units;
 mod validate;
 mod values;
 
+pub use access::AccessRules;
 pub use compression::CompressionConfig;
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
@@ -295,6 +297,9 @@ pub struct RouteConfig {
     /// A `[cache.NAME]` for this route's responses; by default nothing is cached.
     #[serde(default)]
     pub cache: Option<Spanned<String>>,
+    /// `allow` / `deny` rules for the client's address, first match wins (nginx's).
+    #[serde(default)]
+    pub access: Vec<Spanned<String>>,
     /// `[limit.NAME]`s this route's requests must pass, in order.
     #[serde(default)]
     pub limits: Vec<Spanned<String>>,

@@ -196,6 +196,12 @@ pub(super) fn validate(
                 ),
             ));
         }
+        if let Err((i, message)) =
+            super::AccessRules::parse(route.access.iter().map(|rule| rule.get_ref().as_str()))
+            && let Some(rule) = route.access.get(i)
+        {
+            errors.push(at.error(rule.span(), key(&format!("access[{i}]")), message));
+        }
         for limit in &route.limits {
             if !config.rate_limits.contains_key(limit.get_ref())
                 && !gaps.rate_limits.may_be(limit.get_ref())

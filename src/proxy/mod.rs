@@ -247,6 +247,13 @@ impl Proxy {
         let route = Arc::clone(&entry.target);
         exchange.route = Some(Arc::clone(&route));
 
+        // Access first, then limits: a client turned away is not counted against them.
+        if !route.access.is_empty() && !route.access.permits(client.addr.ip()) {
+            return Handling::ready(exchange.local(
+                StatusCode::FORBIDDEN,
+                "access to this route is forbidden by its rules",
+            ));
+        }
         let mut wait = std::time::Duration::ZERO;
         if !route.rate_limits.is_empty() {
             let source = KeySource {

@@ -32,6 +32,8 @@ pub struct Route {
     pub cache: Option<Arc<crate::cache::Cache>>,
     /// Who may use it (`allow` / `deny`); empty lets everyone in.
     pub access: crate::config::AccessRules,
+    /// Its request body limit (the route's own, or `limits.max_body_bytes`).
+    pub max_body_bytes: u64,
     /// The `[limit.NAME]`s its requests must pass.
     pub rate_limits: RouteLimits,
     /// The `[compression.NAME]` its responses get, if any.
@@ -135,6 +137,9 @@ impl Snapshot {
             .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
             let compiled = Route {
                 access,
+                max_body_bytes: route
+                    .max_body_bytes
+                    .map_or(config.limits.max_body_bytes.0, |limit| limit.0),
                 compression,
                 rate_limits: RouteLimits::new(route_limiters),
                 metrics: RouteMetrics::new(metrics, &name, upstream_name),

@@ -624,3 +624,47 @@ access = ["deny 192.0.2.0/24"]
     assert_eq!(app.requests.lock().unwrap().len(), 2);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_route_may_have_its_own_body_limit() {
+    let app = TestUpstream::named("app").await;
+    let config = format!(
+        r#"{HEAD}{}
+[limits]
+max_body_bytes = "1KiB"
+
+[[route]]
+path_prefix = "/uploads/"
+upstream = "app"
+max_body_bytes = "64KiB"
+
+[[route]]
+path_prefix = "/"
+upstream = "app"
+{}"#,
+        listener("public"),
+        upstream("app", app.addr),
+    );
+    let running = common::start_gatehouse(&config).await;
+    let proxy = running.listener_addrs[0];
+    // Each on its own connection: a 413 before the body is read closes its connection.
+    let post = |path: &'static str, bytes: usize| async move {
+        let request = Request::post(path)
+            .body(Full::new(Bytes::from(vec![b'x'; bytes])))
+            .unwrap();
+        Client::connect(proxy).await.send(request).await.status
+    };
+    assert_eq!(post("/uploads/a", 10 * 1024).await, 200);
+    assert_eq!(post("/other", 10 * 1024).await, 413);
+    assert_eq!(post("/uploads/a", 100 * 1024).await, 413);
+    // A chunked body is held to the route's limit as it streams.
+    let chunked = format!(
+        "POST /uploads/b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        70 * 1024,
+        "y".repeat(70 * 1024)
+    );
+    let answer = common::raw_exchange(proxy, chunked.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(app.requests.lock().unwrap().len(), 1);
+    running.shutdown().await;
+}

@@ -300,6 +300,10 @@ pub struct RouteConfig {
     /// `allow` / `deny` rules for the client's address, first match wins (nginx's).
     #[serde(default)]
     pub access: Vec<Spanned<String>>,
+    /// This route's request body limit, in place of `limits.max_body_bytes` (nginx's
+    /// `client_max_body_size` in a location).
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
     /// `[limit.NAME]`s this route's requests must pass, in order.
     #[serde(default)]
     pub limits: Vec<Spanned<String>>,

@@ -334,7 +334,7 @@ impl Routed {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|length| length > snapshot.limits.max_body_bytes);
+            .is_some_and(|length| length > route.max_body_bytes);
         if too_large {
             return Handling::ready(exchange.local(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -430,11 +430,7 @@ impl Routed {
         }
         let client_version = parts.version;
         parts.version = Version::HTTP_11;
-        let body = RequestBody::client(
-            body,
-            snapshot.limits.max_body_bytes,
-            &route.metrics.received_bytes,
-        );
+        let body = RequestBody::client(body, route.max_body_bytes, &route.metrics.received_bytes);
         // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2), and hyper's HTTP/2
         // server cannot send them.
         let interim =

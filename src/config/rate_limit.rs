@@ -141,33 +141,22 @@ pub enum KeyPart {
 }
 
 impl KeyPart {
+    /// A hash key's grammar (`client_ip`, `header:NAME`, `cookie:NAME`) plus `route`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
+        let bad = |why: String| {
             format!(
-                "invalid key {text:?}; expected \"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"route\""
+                "invalid key {text:?}; expected \"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"route\" ({why})"
             )
         };
-        match text.split_once(':') {
-            None if text == "client_ip" => Ok(Self::ClientIp),
-            None if text == "route" => Ok(Self::Route),
-            Some(("header", name)) => http::HeaderName::from_bytes(name.trim().as_bytes())
-                .map(Self::Header)
-                .map_err(|_| format!("invalid key {text:?}: {name:?} is not a header name")),
-            Some(("cookie", name)) => {
-                let name = name.trim();
-                let token = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-                if token {
-                    Ok(Self::Cookie(name.to_owned()))
-                } else {
-                    Err(format!(
-                        "invalid key {text:?}: {name:?} is not a cookie name"
-                    ))
-                }
-            }
-            _ => Err(bad()),
+        if text == "route" {
+            return Ok(Self::Route);
+        }
+        match super::HashKey::parse(text) {
+            Ok(super::HashKey::ClientIp) => Ok(Self::ClientIp),
+            Ok(super::HashKey::Header(name)) => Ok(Self::Header(name)),
+            Ok(super::HashKey::Cookie(name)) => Ok(Self::Cookie(name)),
+            Ok(other) => Err(bad(format!("{other} is not a limit key"))),
+            Err(why) => Err(bad(why)),
         }
     }
 }

@@ -41,7 +41,7 @@ impl RequestKey {
             match part {
                 KeyPart::ClientIp => {
                     empty = false;
-                    match canonical(source.client) {
+                    match source.client.to_canonical() {
                         IpAddr::V4(v4) => hasher.write(&v4.octets()),
                         IpAddr::V6(v6) => {
                             let bits = u128::from(v6);
@@ -70,14 +70,6 @@ impl RequestKey {
             }
         }
         (!empty).then(|| hasher.finish())
-    }
-}
-
-/// An IPv4 client seen through an IPv6 socket counts as its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

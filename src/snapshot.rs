@@ -4,11 +4,14 @@
 
 use crate::cache::CacheRegistry;
 use crate::compress::{Compression, Offered};
+use crate::config::location::{self, Answer, ErrorPage};
 use crate::config::{AccessLogFormat, CompressionConfig, Config};
 use crate::headers::HeaderEdits;
 use crate::limit::{LimiterRegistry, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::route::{HostPattern, RouteEntry, Router};
+use crate::route::rewrite::Rewrite;
+use crate::route::template::Template;
+use crate::route::{HostPattern, Matchers, PathPattern, RouteEntry, Router};
 use crate::upstream::discovery::AddressBook;
 use crate::upstream::{ServerRegistry, Upstream};
 use arc_swap::ArcSwap;
@@ -22,9 +25,25 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 /// One compiled `[[route]]`.
 pub struct Route {
     pub name: Arc<str>,
+    /// Where requests go: the route's `[upstream.NAME]` (a copy with the route's own timeouts
+    /// and retries, sharing its servers, if it sets any), or one with no servers for a route
+    /// that only answers at the edge.
     pub upstream: Arc<Upstream>,
+    /// How its path matches, as written (for /status).
+    pub path: String,
+    /// Its prefix, for a prefix route ("" otherwise).
     pub path_prefix: String,
     pub strip_prefix: bool,
+    /// What replaces the prefix before forwarding.
+    pub replace_prefix: Option<String>,
+    /// Path rewrites, in order.
+    pub rewrites: Vec<Rewrite>,
+    /// The answer it gives at the edge, if any.
+    pub answer: Option<Answer>,
+    /// Its own error pages (the snapshot's apply after them).
+    pub error_pages: Vec<ErrorPage>,
+    /// Request header values with variables, set after `request_headers`.
+    pub header_templates: Vec<(http::HeaderName, Template)>,
     pub set_host: Option<HeaderValue>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
@@ -59,6 +78,8 @@ pub struct Snapshot {
     pub access_log: AccessLogFormat,
     /// Metrics for requests that matched no route.
     pub unrouted: RouteMetrics,
+    /// Bodies for the answers gatehouse makes itself (`[[error_page]]`).
+    pub error_pages: Vec<ErrorPage>,
     pub config: Config,
     pub loaded_at: SystemTime,
 }
@@ -92,17 +113,49 @@ impl Snapshot {
             upstreams.insert(name.clone(), Arc::new(compiled));
         }
         let mut entries = Vec::new();
-        for route in &config.routes {
-            let upstream_name = route.upstream.get_ref();
-            let upstream = upstreams
-                .get(upstream_name)
-                .ok_or_else(|| format!("route names a missing upstream {upstream_name:?}"))?
-                .clone();
+        for (i, route) in config.routes.iter().enumerate() {
+            let located =
+                |(_, key, message): location::Located| format!("route[{i}].{key}: {message}");
+            let upstream_name = route
+                .upstream
+                .as_ref()
+                .map_or("none", |u| u.get_ref().as_str());
+            let upstream = match &route.upstream {
+                Some(name) => {
+                    let shared = upstreams.get(name.get_ref()).ok_or_else(|| {
+                        format!("route names a missing upstream {:?}", name.get_ref())
+                    })?;
+                    match upstream_for_route(route, name.get_ref(), &config) {
+                        Some(own) => Arc::new(
+                            Upstream::compile(
+                                name.get_ref(),
+                                &own,
+                                &tls.get(name.get_ref().as_str()).cloned().flatten(),
+                                registry,
+                                addresses,
+                                metrics,
+                            )
+                            .map_err(|e| format!("upstream {}: {e}", name.get_ref()))?,
+                        ),
+                        None => Arc::clone(shared),
+                    }
+                }
+                None => Arc::new(no_upstream(registry, addresses, metrics)?),
+            };
             let listener = match &route.listener {
                 Some(name) => Some(*listener_ids.get(name.get_ref()).ok_or_else(|| {
                     format!("route names a missing listener {:?}", name.get_ref())
                 })?),
                 None => None,
+            };
+            let path = location::path_pattern(route).map_err(located)?;
+            let capture_names = location::capture_names(&path);
+            let matchers = Matchers {
+                listener,
+                methods: location::methods(route).map_err(located)?,
+                headers: location::header_matches(route).map_err(located)?,
+                query: location::query_matches(route).map_err(located)?,
+                clients: location::clients(route).map_err(located)?,
             };
             let name = route.display_name();
             let mut route_limiters = Vec::new();
@@ -145,13 +198,34 @@ impl Snapshot {
                 metrics: RouteMetrics::new(metrics, &name, upstream_name),
                 name: name.into(),
                 upstream,
-                path_prefix: route.path_prefix.get_ref().clone(),
+                path: path.describe(),
+                path_prefix: match &path {
+                    PathPattern::Prefix { prefix, .. } => prefix.clone(),
+                    _ => String::new(),
+                },
                 strip_prefix: route.strip_prefix,
+                replace_prefix: route.replace_prefix.as_ref().map(|r| r.get_ref().clone()),
+                rewrites: location::rewrites(route).map_err(located)?,
+                answer: location::answer(route, &capture_names).map_err(located)?,
+                error_pages: location::error_pages(&route.error_page, "error_page")
+                    .map_err(located)?,
+                header_templates: location::header_templates(route, &capture_names)
+                    .map_err(located)?,
                 set_host: route
                     .set_host
                     .as_ref()
                     .and_then(|h| HeaderValue::from_str(h.get_ref()).ok()),
-                request_headers: HeaderEdits::compile(&route.request_headers),
+                // Values with variables are set per request, from `header_templates`.
+                request_headers: HeaderEdits::compile(&crate::config::HeaderRules {
+                    set: route
+                        .request_headers
+                        .set
+                        .iter()
+                        .filter(|(_, value)| !value.get_ref().contains('$'))
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect(),
+                    remove: route.request_headers.remove.clone(),
+                }),
                 response_headers: HeaderEdits::compile(&route.response_headers),
                 cache: match &route.cache {
                     Some(name) => Some(caches.get_or_create(
@@ -164,10 +238,16 @@ impl Snapshot {
                     None => None,
                 },
             };
+            let slash_redirect = route.slash_redirect.unwrap_or(
+                (route.strip_prefix || route.replace_prefix.is_some())
+                    && compiled.path_prefix.len() > 1
+                    && compiled.path_prefix.ends_with('/'),
+            );
             entries.push(RouteEntry {
-                listener,
                 host: HostPattern::parse(route.host.get_ref()),
-                path_prefix: route.path_prefix.get_ref().clone(),
+                path,
+                matchers,
+                slash_redirect,
                 target: Arc::new(compiled),
             });
         }
@@ -180,8 +260,11 @@ impl Snapshot {
             underscores_in_headers: config.limits.underscores_in_headers,
             merge_slashes: config.limits.merge_slashes,
         };
+        let error_pages = location::error_pages(&config.error_pages, "error_page")
+            .map_err(|(_, key, message)| format!("{key}: {message}"))?;
         Ok(Self {
-            router: Router::new(entries),
+            router: Router::new(entries)?,
+            error_pages,
             upstreams,
             limits,
             access_log: config.log.access,
@@ -190,6 +273,44 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+/// The route's own copy of its upstream's settings when it sets timeouts or retries of its
+/// own; `None` when it shares the upstream as it is.
+fn upstream_for_route(
+    route: &crate::config::RouteConfig,
+    name: &str,
+    config: &Config,
+) -> Option<crate::config::UpstreamConfig> {
+    if route.connect_timeout.is_none()
+        && route.response_timeout.is_none()
+        && route.retries.is_none()
+    {
+        return None;
+    }
+    let mut own = config.upstreams.get(name)?.clone();
+    if let Some(timeout) = route.connect_timeout {
+        own.connect_timeout = timeout;
+    }
+    if let Some(timeout) = route.response_timeout {
+        own.response_timeout = timeout;
+    }
+    if let Some(retries) = route.retries {
+        own.retries = retries;
+    }
+    Some(own)
+}
+
+/// The upstream of a route that only answers at the edge: no servers. Nothing is forwarded
+/// to it; were anything, the answer would be 503.
+fn no_upstream(
+    registry: &ServerRegistry,
+    addresses: &AddressBook,
+    metrics: &Metrics,
+) -> Result<Upstream, String> {
+    let empty: crate::config::UpstreamConfig =
+        toml::from_str("servers = []").map_err(|e| e.to_string())?;
+    Upstream::compile("none", &empty, &None, registry, addresses, metrics)
 }
 
 /// A route's `[compression.NAME]`, with its metric handles resolved for the route.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Vocabulary with no imports from the crate: allocator, certificate files, compression
     // (codings, Accept-Encoding, the encoded body), the HTTP/1.1
-    // codec, the request body, connection control, routing, log setup, the per-core workers;
-    // the demo backend stands apart and uses none of the rest.
+    // codec, the request body, connection control, log setup, the per-core workers; the demo
+    // backend stands apart and uses none of the rest.
     &[
         "allocator",
         "certs",
@@ -24,9 +24,11 @@ const LAYERS: &[&[&str]] = &[
         "http1",
         "logging",
         "request_body",
-        "route",
         "workers",
     ],
+    // Routing: path normal form, matchers, the compiled router, rewrites and templates (the
+    // config checks its patterns with these parsers).
+    &["route"],
     // The config (with its own parsers and located errors) and the metric families.
     &["config", "metrics"],
     // Header rules, TLS settings, per-server health state and breakers, cache policy and store,

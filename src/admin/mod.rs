@@ -341,6 +341,11 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
             Some((&*e.target.name, compression_json(compression)))
         })
         .collect();
+    let paths: std::collections::HashMap<&str, &str> = snapshot
+        .router
+        .entries()
+        .map(|e| (&*e.target.name, e.target.path.as_str()))
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -355,7 +360,22 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "listener": r.listener.as_ref().map(|l| l.get_ref().clone()),
                 "host": r.host.get_ref(),
                 "path_prefix": r.path_prefix.get_ref(),
-                "upstream": r.upstream.get_ref(),
+                "path": paths.get(name.as_str()),
+                "methods": r.methods.iter().map(|m| m.get_ref().as_str()).collect::<Vec<_>>(),
+                "clients": r.clients.iter().map(|c| c.get_ref().as_str()).collect::<Vec<_>>(),
+                "match_header": r.match_header.iter().map(|m| m.name.get_ref().as_str()).collect::<Vec<_>>(),
+                "match_query": r.match_query.iter().map(|m| m.name.get_ref().as_str()).collect::<Vec<_>>(),
+                "rewrite": r.rewrite.iter().map(|w| json!({
+                    "regex": w.regex.get_ref(),
+                    "to": w.to.get_ref(),
+                    "flag": w.flag.as_ref().map(|f| f.get_ref().as_str()),
+                })).collect::<Vec<_>>(),
+                "return": r.answer.as_ref().map(|a| json!({
+                    "status": a.status.get_ref(),
+                    "location": a.location.as_ref().map(|l| l.get_ref().as_str()),
+                })),
+                "replace_prefix": r.replace_prefix.as_ref().map(|p| p.get_ref().as_str()),
+                "upstream": r.upstream.as_ref().map(|u| u.get_ref().as_str()),
                 "strip_prefix": r.strip_prefix,
                 "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
                 "access": r.access.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>(),

@@ -104,6 +104,21 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                     }
                 }
             }
+            "error_page" => {
+                let Some(items) = array_of_tables(&locator, "error_page", value, errors) else {
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let part = Section {
+                        key: format!("error_page[{i}]"),
+                        key_span: None,
+                        value: item,
+                    };
+                    if let Some(page) = section(&locator, part, errors) {
+                        config.error_pages.push(page);
+                    }
+                }
+            }
             "upstream" => named_tables(
                 &locator,
                 "upstream",
@@ -139,7 +154,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, error_page, reload, demo, resolver",
             )),
         }
     }

@@ -8,6 +8,7 @@ mod bad_keys;
 mod compression;
 mod errors;
 mod load;
+pub mod location;
 mod rate_limit;
 mod real_ip;
 mod redirect;
@@ -20,6 +21,7 @@ pub use access::AccessRules;
 pub use compression::CompressionConfig;
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
+pub use location::{ErrorPageConfig, FieldMatchConfig, ReturnConfig, RewriteConfig};
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
 pub use redirect::RedirectTemplate;
 pub use tls::{check_alpn, tls_server_name, tls_versions};
@@ -47,6 +49,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     /// `[compression.NAME]`: response compression that routes name.
     pub compressions: BTreeMap<String, CompressionConfig>,
+    /// `[[error_page]]`: bodies for the answers gatehouse makes itself, on every route.
+    pub error_pages: Vec<ErrorPageConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -287,7 +291,54 @@ pub struct RouteConfig {
     pub host: Spanned<String>,
     #[serde(default = "default_path_prefix")]
     pub path_prefix: Spanned<String>,
-    pub upstream: Spanned<String>,
+    /// An exact path (nginx `location = /x`), in place of `path_prefix`.
+    #[serde(default)]
+    pub path_exact: Option<Spanned<String>>,
+    /// A regex over the path (nginx `location ~`; `(?i)` in front for `~*`), in place of
+    /// `path_prefix`.
+    #[serde(default)]
+    pub path_regex: Option<Spanned<String>>,
+    /// The longest prefix, if it is this route's, wins over regexes (nginx `location ^~`).
+    #[serde(default)]
+    pub prefix_stops_regex: bool,
+    /// Methods the route takes; by default all.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Client ranges the route takes (others go on to the next route); by default all.
+    #[serde(default)]
+    pub clients: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub match_header: Vec<FieldMatchConfig>,
+    #[serde(default)]
+    pub match_query: Vec<FieldMatchConfig>,
+    /// Path rewrites by regex, in order (nginx `rewrite`).
+    #[serde(default)]
+    pub rewrite: Vec<RewriteConfig>,
+    /// Replace `path_prefix` with this before forwarding (nginx `proxy_pass http://up/v2/;`).
+    #[serde(default)]
+    pub replace_prefix: Option<Spanned<String>>,
+    /// Answer the prefix without its trailing `/` with a 301 to it (nginx does for a proxied
+    /// prefix location); by default on for a prefix ending in `/` that strips or replaces it.
+    #[serde(default)]
+    pub slash_redirect: Option<bool>,
+    /// Answer at the edge instead of forwarding (nginx `return`).
+    #[serde(default, rename = "return")]
+    pub answer: Option<ReturnConfig>,
+    /// Bodies for the answers gatehouse makes itself on this route, before the global ones.
+    #[serde(default)]
+    pub error_page: Vec<ErrorPageConfig>,
+    /// In place of the upstream's `connect_timeout`.
+    #[serde(default)]
+    pub connect_timeout: Option<ConfigDuration>,
+    /// In place of the upstream's `response_timeout`.
+    #[serde(default)]
+    pub response_timeout: Option<ConfigDuration>,
+    /// In place of the upstream's `retries`.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Where requests go; not needed with `return`.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
     /// Remove `path_prefix` from the path before forwarding (`/api/orders` → `/orders`).
     #[serde(default)]
     pub strip_prefix: bool,
@@ -328,7 +379,11 @@ impl RouteConfig {
     pub fn display_name(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
-            None => format!("{}{}", self.host.get_ref(), self.path_prefix.get_ref()),
+            None => match (&self.path_exact, &self.path_regex) {
+                (Some(exact), _) => format!("{}={}", self.host.get_ref(), exact.get_ref()),
+                (None, Some(regex)) => format!("{}~{}", self.host.get_ref(), regex.get_ref()),
+                (None, None) => format!("{}{}", self.host.get_ref(), self.path_prefix.get_ref()),
+            },
         }
     }
 }

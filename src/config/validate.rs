@@ -134,17 +134,24 @@ pub(super) fn validate(
 
     for (route, &i) in config.routes.iter().zip(&gaps.route_at) {
         let key = |field: &str| format!("route[{i}].{field}");
-        let upstream = route.upstream.get_ref();
-        if !config.upstreams.contains_key(upstream) && !gaps.upstreams.may_be(upstream) {
-            let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
-            errors.push(at.error(
-                route.upstream.span(),
-                key("upstream"),
-                format!(
-                    "no upstream named {upstream:?} (configured: {})",
-                    list_or_none(&known)
-                ),
-            ));
+        if let Some(upstream) = &route.upstream {
+            let name = upstream.get_ref();
+            if !config.upstreams.contains_key(name) && !gaps.upstreams.may_be(name) {
+                let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+                errors.push(at.error(
+                    upstream.span(),
+                    key("upstream"),
+                    format!(
+                        "no upstream named {name:?} (configured: {})",
+                        list_or_none(&known)
+                    ),
+                ));
+            }
+        }
+        let mut location_errors = Vec::new();
+        super::location::check(route, &mut location_errors);
+        for (span, field, message) in location_errors {
+            errors.push(at.error(span, key(&field), message));
         }
         if let Some(listener) = &route.listener
             && !listener_names.contains_key(listener.get_ref().as_str())
@@ -158,13 +165,6 @@ pub(super) fn validate(
         }
         if let Err(message) = check_host_pattern(route.host.get_ref()) {
             errors.push(at.error(route.host.span(), key("host"), message));
-        }
-        if !route.path_prefix.get_ref().starts_with('/') {
-            errors.push(at.error(
-                route.path_prefix.span(),
-                key("path_prefix"),
-                "must start with '/'",
-            ));
         }
         if let Some(cache) = &route.cache
             && !config.caches.contains_key(cache.get_ref())
@@ -236,6 +236,11 @@ pub(super) fn validate(
         );
     }
 
+    if let Err((span, field, message)) =
+        super::location::error_pages(&config.error_pages, "error_page")
+    {
+        errors.push(at.error(span, field, message));
+    }
     super::tls::validate(config, &gaps.listener_at, at, errors);
     super::real_ip::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {

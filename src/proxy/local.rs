@@ -31,11 +31,64 @@ impl Exchange {
         message: &'static str,
     ) -> Response<ResponseBody> {
         self.status = status;
-        let mut response = local_response(status, message);
+        let mut response = match self.error_page(status) {
+            Some(page) => page,
+            None => local_response(status, message),
+        };
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id.clone());
         self.add_limit_fields(headers);
 
+        response.body_mut().set_completion(self);
+        response
+    }
+
+    /// The configured page for `status`: the route's, else the snapshot's.
+    fn error_page(&self, status: StatusCode) -> Option<Response<ResponseBody>> {
+        let route_pages = self
+            .route
+            .as_deref()
+            .map_or(&[][..], |r| &r.error_pages[..]);
+        let page = route_pages
+            .iter()
+            .chain(&self.snapshot.error_pages)
+            .find(|page| page.statuses.contains(&status))?;
+        let mut response = Response::new(ResponseBody::full(page.body.clone()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, page.content_type.clone());
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
+        Some(response)
+    }
+
+    /// An answer a route gives at the edge (`return`, a redirect), accounted for as this
+    /// exchange.
+    pub(crate) fn edge(
+        mut self,
+        status: StatusCode,
+        location: Option<HeaderValue>,
+        body: Option<String>,
+        content_type: Option<HeaderValue>,
+    ) -> Response<ResponseBody> {
+        self.status = status;
+        let body = body.unwrap_or_default();
+        let has_body = !body.is_empty();
+        let mut response = Response::new(ResponseBody::full(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        if let Some(location) = location {
+            headers.insert(header::LOCATION, location);
+        }
+        if has_body {
+            headers.insert(
+                header::CONTENT_TYPE,
+                content_type.unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8")),
+            );
+        }
+        headers.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
+        headers.insert(&X_REQUEST_ID, self.request_id.clone());
+        self.add_limit_fields(headers);
         response.body_mut().set_completion(self);
         response
     }

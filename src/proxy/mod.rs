@@ -17,7 +17,9 @@ use crate::headers::{self, HeaderScan, RequestIds, X_REQUEST_ID};
 use crate::health::breaker::{Admission, BreakerState};
 use crate::limit::{self, Decision, KeySource};
 use crate::request_body::{BodyTooLarge, ClientBody, ClientBodyError, RequestBody};
-use crate::route::{host_without_port, normalize_path};
+use crate::route::rewrite::{self, Rewritten};
+use crate::route::template::{Context as Variables, RequestView};
+use crate::route::{MatchedBy, RouteRequest, host_without_port, normalize_path};
 use crate::snapshot::{Route, SharedSnapshot};
 use crate::upstream::balancer::Tried;
 use crate::upstream::body::UpstreamBody;
@@ -221,10 +223,11 @@ impl Proxy {
         // Routed, and forwarded, by its normal path: what the route saw is what the upstream
         // gets (an upstream that normalizes a path the proxy matched as sent could be sent
         // where no route would have let it go).
+        let mut sent_uri: Option<Box<Uri>> = None;
         match normalize_path(parts.uri.path(), snapshot.limits.merge_slashes) {
             Ok(Cow::Borrowed(_)) => {}
             Ok(Cow::Owned(path)) => match with_path(&parts.uri, path) {
-                Some(uri) => parts.uri = uri,
+                Some(uri) => sent_uri = Some(Box::new(std::mem::replace(&mut parts.uri, uri))),
                 None => {
                     return Handling::ready(
                         exchange.local(StatusCode::BAD_REQUEST, "invalid request target"),
@@ -236,15 +239,18 @@ impl Proxy {
             }
         }
         let host = host_value.to_str().map(host_without_port).unwrap_or("");
-        let Some(entry) = snapshot
-            .router
-            .find(client.listener, host, parts.uri.path())
-        else {
-            return Handling::ready(
-                exchange.local(StatusCode::NOT_FOUND, "no route for this host and path"),
-            );
+        let chosen = match choose_route(&snapshot, client, host, &mut parts, &mut sent_uri) {
+            Ok(Some(chosen)) => chosen,
+            Ok(None) => {
+                return Handling::ready(
+                    exchange.local(StatusCode::NOT_FOUND, "no route for this host and path"),
+                );
+            }
+            Err(message) => {
+                return Handling::ready(exchange.local(StatusCode::INTERNAL_SERVER_ERROR, message));
+            }
         };
-        let route = Arc::clone(&entry.target);
+        let route = chosen.route;
         exchange.route = Some(Arc::clone(&route));
 
         // Access first, then limits: a client turned away is not counted against them.
@@ -283,12 +289,43 @@ impl Proxy {
                 }
             }
         }
+        if chosen.edge.is_some() || route.answer.is_some() {
+            let view = RequestView {
+                method: &parts.method,
+                request_uri: sent_uri
+                    .as_deref()
+                    .unwrap_or(&parts.uri)
+                    .path_and_query()
+                    .map_or("/", PathAndQuery::as_str),
+                host,
+                https: client.https,
+                client: client.addr.ip(),
+                headers: &parts.headers,
+            };
+            return Handling::ready(answer_at_edge(
+                exchange,
+                &route,
+                chosen.edge,
+                &view,
+                &parts.uri,
+                &chosen.captures,
+            ));
+        }
         let routed = Routed {
             snapshot,
             route,
             exchange,
             request_id,
             host_value,
+            location: (!chosen.captures.is_empty() || sent_uri.is_some() || chosen.rewritten).then(
+                || {
+                    Box::new(LocationState {
+                        captures: chosen.captures,
+                        sent_uri,
+                        rewritten: chosen.rewritten,
+                    })
+                },
+            ),
         };
         if !wait.is_zero() {
             // Spaced out to the rate (a limit without `nodelay`), as nginx does.
@@ -309,6 +346,188 @@ struct Routed {
     exchange: Exchange,
     request_id: HeaderValue,
     host_value: HeaderValue,
+    /// What routing learnt beyond the route, when there is anything (boxed: most requests
+    /// have nothing to carry).
+    location: Option<Box<LocationState>>,
+}
+
+/// Regex groups, the target as sent, and whether a rewrite changed the path.
+struct LocationState {
+    captures: Vec<Option<String>>,
+    sent_uri: Option<Box<Uri>>,
+    rewritten: bool,
+}
+
+/// The route chosen for a request, after its rewrites.
+struct Chosen {
+    route: Arc<Route>,
+    /// The groups of the route's path regex.
+    captures: Vec<Option<String>>,
+    /// A redirect routing decided on.
+    edge: Option<EdgeRedirect>,
+    /// A rewrite of this route changed the path (and its prefix is no longer replaced).
+    rewritten: bool,
+}
+
+enum EdgeRedirect {
+    /// nginx's 301 from `/api` to `/api/`.
+    Slash,
+    /// A rewrite's `redirect` or `permanent`.
+    Rewrite(StatusCode, String),
+}
+
+/// Rewrites a request may go through before it is routed for good (nginx's limit on
+/// internal redirections).
+const MAX_REROUTES: usize = 10;
+
+/// Picks the route for a request, running its rewrites and routing the new path again as
+/// they ask (nginx's `last`, or no flag). The path in `parts` is the final one; `sent_uri`
+/// keeps the target as sent once anything changed it.
+fn choose_route(
+    snapshot: &crate::snapshot::Snapshot,
+    client: &ClientInfo,
+    host: &str,
+    parts: &mut http::request::Parts,
+    sent_uri: &mut Option<Box<Uri>>,
+) -> Result<Option<Chosen>, &'static str> {
+    let mut rewritten = false;
+    for _ in 0..=MAX_REROUTES {
+        let request = RouteRequest {
+            listener: client.listener,
+            host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            method: &parts.method,
+            headers: &parts.headers,
+            client: client.addr.ip(),
+        };
+        let Some(found) = snapshot.router.find(&request) else {
+            return Ok(None);
+        };
+        let route = Arc::clone(&found.entry.target);
+        let (captures, edge) = match found.matched_by {
+            MatchedBy::Regex(captures) => (captures, None),
+            MatchedBy::SlashRedirect => (Vec::new(), Some(EdgeRedirect::Slash)),
+            MatchedBy::Exact | MatchedBy::Prefix => (Vec::new(), None),
+        };
+        if route.rewrites.is_empty() || edge.is_some() {
+            return Ok(Some(Chosen {
+                route,
+                captures,
+                edge,
+                rewritten,
+            }));
+        }
+        let view = RequestView {
+            method: &parts.method,
+            request_uri: sent_uri
+                .as_deref()
+                .unwrap_or(&parts.uri)
+                .path_and_query()
+                .map_or("/", PathAndQuery::as_str),
+            host,
+            https: client.https,
+            client: client.addr.ip(),
+            headers: &parts.headers,
+        };
+        let (path, query, reroute) =
+            match rewrite::apply(&route.rewrites, &view, parts.uri.path(), parts.uri.query()) {
+                Rewritten::Unchanged => {
+                    return Ok(Some(Chosen {
+                        route,
+                        captures,
+                        edge: None,
+                        rewritten,
+                    }));
+                }
+                Rewritten::Redirect { status, location } => {
+                    return Ok(Some(Chosen {
+                        route,
+                        captures,
+                        edge: Some(EdgeRedirect::Rewrite(status, location)),
+                        rewritten,
+                    }));
+                }
+                Rewritten::Path {
+                    path,
+                    query,
+                    reroute,
+                } => (path, query, reroute),
+            };
+        let target = match &query {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let mut uri_parts = parts.uri.clone().into_parts();
+        uri_parts.path_and_query = Some(
+            PathAndQuery::try_from(target)
+                .map_err(|_| "a rewrite made an invalid request target")?,
+        );
+        let uri =
+            Uri::from_parts(uri_parts).map_err(|_| "a rewrite made an invalid request target")?;
+        let sent = std::mem::replace(&mut parts.uri, uri);
+        sent_uri.get_or_insert_with(|| Box::new(sent));
+        rewritten = true;
+        if !reroute {
+            return Ok(Some(Chosen {
+                route,
+                captures,
+                edge: None,
+                rewritten,
+            }));
+        }
+        // Routed again: the next route's prefix applies to the new path as it is.
+        rewritten = false;
+    }
+    Err("rewrites route the request in a cycle")
+}
+
+/// A route's answer at the edge: a redirect routing decided on, or its `return`.
+fn answer_at_edge(
+    exchange: Exchange,
+    route: &Route,
+    edge: Option<EdgeRedirect>,
+    request: &RequestView<'_>,
+    uri: &Uri,
+    captures: &[Option<String>],
+) -> Response<ResponseBody> {
+    let context = Variables {
+        request,
+        path: uri.path(),
+        query: uri.query(),
+        captures,
+    };
+    let (status, location, body, content_type) = match (edge, &route.answer) {
+        (Some(EdgeRedirect::Slash), _) => {
+            let mut location = format!("{}/", uri.path());
+            if let Some(query) = uri.query() {
+                location.push('?');
+                location.push_str(query);
+            }
+            (StatusCode::MOVED_PERMANENTLY, Some(location), None, None)
+        }
+        (Some(EdgeRedirect::Rewrite(status, location)), _) => (status, Some(location), None, None),
+        (None, Some(answer)) => (
+            answer.status,
+            answer.location.as_ref().map(|t| t.expand(&context)),
+            answer.body.as_ref().map(|t| t.expand(&context)),
+            Some(answer.content_type.clone()),
+        ),
+        (None, None) => {
+            return exchange.local(StatusCode::INTERNAL_SERVER_ERROR, "route has no answer");
+        }
+    };
+    let location = match location.map(HeaderValue::try_from) {
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => {
+            return exchange.local(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the redirect target is not a valid Location value",
+            );
+        }
+        None => None,
+    };
+    exchange.edge(status, location, body, content_type)
 }
 
 impl Routed {
@@ -328,6 +547,7 @@ impl Routed {
             exchange,
             request_id,
             host_value,
+            location,
         } = self;
         let too_large = parts
             .headers
@@ -366,6 +586,12 @@ impl Routed {
             return Handling::ready(reply.answer_from_cache(response));
         }
 
+        // Header values with variables read the request as the client sent it.
+        let templated = if route.header_templates.is_empty() {
+            Vec::new()
+        } else {
+            templated_headers(&route, &parts, client, &host_value, location.as_deref())
+        };
         // Rewrite the request head for the upstream, in place.
         let scan = HeaderScan::of(&parts.headers);
         if scan.underscored && !snapshot.limits.underscores_in_headers {
@@ -423,9 +649,21 @@ impl Routed {
         if !route.request_headers.is_empty() {
             route.request_headers.apply(&mut parts.headers);
         }
+        for (name, value) in templated {
+            match value {
+                // nginx sends no field whose value comes out empty.
+                Some(value) if !value.is_empty() => {
+                    parts.headers.insert(name, value);
+                }
+                _ => {
+                    parts.headers.remove(name);
+                }
+            }
+        }
         // The cache keys requests by what the client asked for, before any rewriting.
         let original_target = route.cache.as_ref().map(|_| parts.uri.clone());
-        if let Some(uri) = upstream_uri(&parts.uri, &route) {
+        let rewritten = location.as_ref().is_some_and(|l| l.rewritten);
+        if let Some(uri) = upstream_uri(&parts.uri, &route, rewritten) {
             parts.uri = uri;
         }
         let client_version = parts.version;
@@ -774,11 +1012,57 @@ fn with_path(uri: &Uri, mut path: String) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// The request target for the upstream: origin-form, with the route's prefix stripped if asked.
-/// `None` when the client's target can be sent as it is.
-fn upstream_uri(uri: &Uri, route: &Route) -> Option<Uri> {
+/// The values of the route's request headers that have variables.
+fn templated_headers(
+    route: &Route,
+    parts: &http::request::Parts,
+    client: &ClientInfo,
+    host_value: &HeaderValue,
+    location: Option<&LocationState>,
+) -> Vec<(header::HeaderName, Option<HeaderValue>)> {
+    let sent = location.and_then(|l| l.sent_uri.as_deref());
+    let request_uri = sent
+        .unwrap_or(&parts.uri)
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str)
+        .to_owned();
+    let view = RequestView {
+        method: &parts.method,
+        request_uri: &request_uri,
+        host: host_value.to_str().map(host_without_port).unwrap_or(""),
+        https: client.https,
+        client: client.addr.ip(),
+        headers: &parts.headers,
+    };
+    let context = Variables {
+        request: &view,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        captures: location.map_or(&[], |l| l.captures.as_slice()),
+    };
+    route
+        .header_templates
+        .iter()
+        .map(|(name, template)| {
+            let value = HeaderValue::try_from(template.expand(&context)).ok();
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// The request target for the upstream: origin-form, with the route's prefix stripped or
+/// replaced if asked (unless a rewrite already made the path: then it goes as it is, as
+/// nginx's `proxy_pass` with a URI does after `rewrite … break`). `None` when the client's
+/// target can be sent as it is.
+fn upstream_uri(uri: &Uri, route: &Route, rewritten: bool) -> Option<Uri> {
     let path_and_query = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-    if route.strip_prefix && route.path_prefix != "/" {
+    if let Some(replacement) = &route.replace_prefix
+        && !rewritten
+        && let Some(rest) = path_and_query.strip_prefix(route.path_prefix.as_str())
+    {
+        return Uri::try_from(format!("{replacement}{rest}")).ok();
+    }
+    if route.strip_prefix && route.path_prefix.len() > 1 && !rewritten {
         let rest = path_and_query
             .strip_prefix(route.path_prefix.as_str())
             .unwrap_or(path_and_query);

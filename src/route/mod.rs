@@ -1,11 +1,17 @@
-//! Routing: a request's listener, host and path pick a route. Hosts match exactly first, then by
-//! the longest wildcard suffix (`*.example.com`), then `*`; within a host, the longest
-//! `path_prefix` wins (a plain string prefix, as in nginx's `location /prefix`). Paths are
-//! matched in their normal form (`normalize`).
+//! Routing: a request's listener, host, path and other parts pick a route (`router`), in its
+//! normal path form (`normalize`); a route may rewrite the path (`rewrite`) and fill templates
+//! with nginx's variables (`template`).
 
 mod normalize;
+pub mod rewrite;
+mod router;
+pub mod template;
 
 pub use normalize::{PathError, normalize_path};
+pub use router::{
+    Found, MatchedBy, Matchers, PathPattern, RouteEntry, RouteRequest, Router, ValueMatch,
+    host_and_path_fit,
+};
 
 /// How a route's `host` matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,15 +33,6 @@ impl HostPattern {
         }
     }
 
-    /// How specific a match is: exact beats longer suffixes beats shorter ones beats any.
-    fn rank(&self) -> usize {
-        match self {
-            HostPattern::Exact(_) => usize::MAX,
-            HostPattern::Suffix(s) => s.len(),
-            HostPattern::Any => 0,
-        }
-    }
-
     fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Any => true,
@@ -49,41 +46,13 @@ impl HostPattern {
     }
 }
 
-/// What the router needs of one route; `T` is whatever the caller attaches (the compiled route).
-pub struct RouteEntry<T> {
-    /// Index of the listener the route is limited to, if any.
-    pub listener: Option<usize>,
-    pub host: HostPattern,
-    pub path_prefix: String,
-    pub target: T,
-}
-
-pub struct Router<T> {
-    /// Sorted so that the first match is the best: host rank, then prefix length, descending.
-    entries: Vec<RouteEntry<T>>,
-}
-
-impl<T> Router<T> {
-    pub fn new(mut entries: Vec<RouteEntry<T>>) -> Self {
-        // Stable sort: among equal routes the one written first wins.
-        entries.sort_by(|a, b| {
-            (b.host.rank(), b.path_prefix.len()).cmp(&(a.host.rank(), a.path_prefix.len()))
-        });
-        Self { entries }
-    }
-
-    /// The best route for a request; `host` without its port.
-    pub fn find(&self, listener: usize, host: &str, path: &str) -> Option<&RouteEntry<T>> {
-        self.entries.iter().find(|entry| {
-            entry.listener.is_none_or(|l| l == listener)
-                && entry.host.matches(host)
-                && path.starts_with(entry.path_prefix.as_str())
-        })
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = &RouteEntry<T>> {
-        self.entries.iter()
-    }
+/// The first value of query parameter `name` (compared without case, as nginx's `$arg_`), as
+/// sent: not decoded.
+pub fn query_arg<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        key.eq_ignore_ascii_case(name).then_some(value)
+    })
 }
 
 /// The host part of a Host header or authority: without port, brackets kept for IPv6.
@@ -104,77 +73,20 @@ pub fn host_without_port(authority: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn entry(
-        listener: Option<usize>,
-        host: &str,
-        prefix: &str,
-        target: &'static str,
-    ) -> RouteEntry<&'static str> {
-        RouteEntry {
-            listener,
-            host: HostPattern::parse(host),
-            path_prefix: prefix.into(),
-            target,
-        }
-    }
-
-    fn router() -> Router<&'static str> {
-        Router::new(vec![
-            entry(None, "*", "/", "default"),
-            entry(None, "*", "/orders", "orders"),
-            entry(None, "*", "/orders/archive", "archive"),
-            entry(None, "api.example.com", "/", "api"),
-            entry(None, "*.example.com", "/", "wild"),
-            entry(None, "*.eu.example.com", "/", "eu"),
-            entry(Some(1), "*", "/admin", "admin-on-1"),
-        ])
-    }
-
-    fn find(
-        router: &Router<&'static str>,
-        listener: usize,
-        host: &str,
-        path: &str,
-    ) -> Option<&'static str> {
-        router.find(listener, host, path).map(|e| e.target)
-    }
-
-    #[test]
-    fn longest_prefix_wins() {
-        let r = router();
-        assert_eq!(find(&r, 0, "x", "/orders/archive/1"), Some("archive"));
-        assert_eq!(find(&r, 0, "x", "/orders/1"), Some("orders"));
-        assert_eq!(find(&r, 0, "x", "/menu"), Some("default"));
-    }
-
-    #[test]
-    fn exact_host_beats_wildcards_and_longer_wildcards_win() {
-        let r = router();
-        assert_eq!(find(&r, 0, "api.example.com", "/orders"), Some("api"));
-        assert_eq!(find(&r, 0, "API.Example.com", "/"), Some("api"));
-        assert_eq!(find(&r, 0, "shop.example.com", "/orders"), Some("wild"));
-        assert_eq!(find(&r, 0, "paris.eu.example.com", "/"), Some("eu"));
-        assert_eq!(find(&r, 0, "example.com", "/"), Some("default"));
-    }
-
-    #[test]
-    fn listener_limits_a_route() {
-        let r = router();
-        assert_eq!(find(&r, 1, "x", "/admin/x"), Some("admin-on-1"));
-        assert_eq!(find(&r, 0, "x", "/admin/x"), Some("default"));
-    }
-
-    #[test]
-    fn no_route_without_a_catch_all() {
-        let r = Router::new(vec![entry(None, "a.com", "/", "a")]);
-        assert_eq!(find(&r, 0, "b.com", "/"), None);
-    }
-
     #[test]
     fn ports_are_stripped_from_hosts() {
         assert_eq!(host_without_port("example.com:8080"), "example.com");
         assert_eq!(host_without_port("example.com"), "example.com");
         assert_eq!(host_without_port("[::1]:8080"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn query_args_are_found_by_name() {
+        assert_eq!(query_arg("a=1&page=2&page=3", "page"), Some("2"));
+        assert_eq!(query_arg("a=1&PAGE=2", "page"), Some("2"));
+        assert_eq!(query_arg("flag&a=1", "flag"), Some(""));
+        assert_eq!(query_arg("a=1", "b"), None);
+        assert_eq!(query_arg("", "b"), None);
     }
 }

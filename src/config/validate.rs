@@ -134,18 +134,8 @@ pub(super) fn validate(
 
     for (route, &i) in config.routes.iter().zip(&gaps.route_at) {
         let key = |field: &str| format!("route[{i}].{field}");
-        let upstream = route.upstream.get_ref();
-        if !config.upstreams.contains_key(upstream) && !gaps.upstreams.may_be(upstream) {
-            let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
-            errors.push(at.error(
-                route.upstream.span(),
-                key("upstream"),
-                format!(
-                    "no upstream named {upstream:?} (configured: {})",
-                    list_or_none(&known)
-                ),
-            ));
-        }
+        // `upstream`, `[[route.split]]`, `[[route.pick_upstream]]` and `[route.mirror]`.
+        super::split::validate(route, i, config, gaps, at, errors);
         if let Some(listener) = &route.listener
             && !listener_names.contains_key(listener.get_ref().as_str())
             && !gaps.listeners.may_be(listener.get_ref())

@@ -382,12 +382,18 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .entries()
         .map(|e| {
             let duration = &e.target.metrics.duration;
-            let (mut count, mut sum) = (duration.get_sample_count(), duration.get_sample_sum());
-            // A split route's requests are counted by the side that took them.
-            for side in e.target.split.iter().flat_map(|split| &split.sides) {
-                count += side.metrics.duration.get_sample_count();
-                sum += side.metrics.duration.get_sample_sum();
-            }
+            let (count, sum) = match &e.target.split {
+                None => (duration.get_sample_count(), duration.get_sample_sum()),
+                // Counted by the side that took them (the route's own series, labelled by
+                // its primary upstream, is one of the sides').
+                Some(split) => split.sides.iter().fold((0, 0.0), |(count, sum), side| {
+                    let duration = &side.metrics.duration;
+                    (
+                        count + duration.get_sample_count(),
+                        sum + duration.get_sample_sum(),
+                    )
+                }),
+            };
             (&*e.target.name, (count, sum))
         })
         .collect();

@@ -41,7 +41,8 @@ pub(super) fn tee(
     body: ClientBody,
     client: IpAddr,
 ) -> ClientBody {
-    if !mirror.sampled() {
+    // A protocol switch (WebSocket) is a conversation, not a request to copy.
+    if !mirror.sampled() || parts.headers.contains_key(header::UPGRADE) {
         return body;
     }
     let declared = parts

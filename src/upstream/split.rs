@@ -442,4 +442,39 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends in the fields a split reads, a side in range is chosen and
+        /// nothing panics.
+        #[test]
+        fn any_request_gets_a_side(
+            user in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            cookie in proptest::collection::vec(proptest::num::u8::ANY, 0..60),
+            draw in proptest::num::u32::ANY,
+        ) {
+            let picks = vec![
+                Pick { on: PickOn::Header(HeaderName::from_static("x-user")), value: b"1".to_vec(), side: 2 },
+                Pick { on: PickOn::Cookie("canary".into()), value: b"yes".to_vec(), side: 1 },
+            ];
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_bytes(&user) {
+                headers.insert("x-user", value);
+            }
+            if let Ok(value) = http::HeaderValue::from_bytes(&cookie) {
+                headers.insert("cookie", value);
+            }
+            let mut request = parts(&[]);
+            request.headers = headers;
+            for by in ["header:x-user", "cookie:session", "client_ip"] {
+                let chooser = Chooser::new(
+                    picks.clone(),
+                    &[(0, 7), (1, 0), (2, 3)],
+                    Some(crate::config::parse_split_by(by).unwrap()),
+                    0,
+                );
+                let side = chooser.choose_with(&request, CLIENT, |range| draw % range.end);
+                proptest::prop_assert!(side < 3);
+            }
+        }
+    }
 }

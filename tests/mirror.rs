@@ -397,3 +397,63 @@ async fn percent_mirrors_that_share_of_requests() {
     assert_eq!(mirror_count(&running, "failed").await, 0.0);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_http2_request_is_mirrored_with_its_body() {
+    let main = TestUpstream::named("main").await;
+    let shadow = TestUpstream::named("shadow").await;
+    let running = start(main.addr, shadow.addr, "").await;
+    let proxy = running.listener_addrs[0];
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    for (i, body) in ["first body", "second, longer body"]
+        .into_iter()
+        .enumerate()
+    {
+        let request = Request::post(format!("http://{proxy}/api/h2/{i}"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, sender.send_request(request))
+            .await
+            .expect("h2 reply in time")
+            .expect("h2 response");
+        assert_eq!(response.status(), 200);
+        let text = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&text[..], b"main");
+    }
+    wait_for_count(&running, "sent", 2.0).await;
+    let mut copies = wait_for_requests(&shadow, 2).await;
+    copies.sort_by_key(|c| c.uri.to_string());
+    assert_eq!(copies[0].uri, "/h2/0");
+    assert_eq!(&copies[0].body[..], b"first body");
+    assert_eq!(&copies[1].body[..], b"second, longer body");
+    assert_eq!(mirror_count(&running, "skipped").await, 0.0);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_longer_than_what_is_read_ahead_is_mirrored_whole() {
+    let main = TestUpstream::named("main").await;
+    let shadow = TestUpstream::named("shadow").await;
+    let running = start(main.addr, shadow.addr, "").await;
+    let proxy = running.listener_addrs[0];
+    let mut client = Client::connect(proxy).await;
+    // 60 KiB: past the 16 KiB read before forwarding, within the mirror's 64 KiB.
+    let body: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
+    let request = Request::post("/api/large")
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    assert_eq!(client.send(request).await.status, 200);
+    wait_for_count(&running, "sent", 1.0).await;
+    let copy = &wait_for_requests(&shadow, 1).await[0];
+    assert_eq!(copy.body.len(), body.len());
+    assert!(copy.body == body, "the copy's bytes are the client's");
+    assert_eq!(wait_for_requests(&main, 1).await[0].body, body);
+    running.shutdown().await;
+}

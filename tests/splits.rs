@@ -480,6 +480,36 @@ fn bad_splits_are_reported_at_their_place() {
             "route[0].upstream: the route needs an `upstream`",
             "[[route]]",
         ),
+        (
+            "\n[[route.split]]\nupstream = \"v1\"\nweight = 1\n\n[[route.split]]\nupstream = \"v1\"\nweight = 2\n",
+            "route[0].split[1].upstream: upstream \"v1\" is in the split twice",
+            "\"v1\"\nweight = 2",
+        ),
+        (
+            "upstream = \"v1\"\nsplit_by = \"client_ip\"\n",
+            "route[0].split_by: split_by without a [[route.split]]",
+            "\"client_ip\"",
+        ),
+        (
+            "upstream = \"v1\"\n\n[[route.pick_upstream]]\nheader = \"x-a\"\ncookie = \"a\"\nvalue = \"1\"\nupstream = \"v2\"\n",
+            "route[0].pick_upstream[0].cookie: give one of `header` and `cookie`, not both",
+            "\"a\"",
+        ),
+        (
+            "upstream = \"v1\"\n\n[[route.pick_upstream]]\nvalue = \"1\"\nupstream = \"v2\"\n",
+            "route[0].pick_upstream[0].header: give `header = \"NAME\"` or `cookie = \"NAME\"`",
+            "\"1\"",
+        ),
+        (
+            "upstream = \"v1\"\n\n[[route.pick_upstream]]\ncookie = \"a;b\"\nvalue = \"1\"\nupstream = \"v2\"\n",
+            "route[0].pick_upstream[0].cookie: \"a;b\" is not a cookie name",
+            "\"a;b\"",
+        ),
+        (
+            "upstream = \"v1\"\n\n[route.mirror]\nupstream = \"v2\"\nmax_in_flight = 0\n",
+            "route[0].mirror.max_in_flight: must be at least 1",
+            "0\n",
+        ),
     ];
     for (route, message, at) in cases {
         let text = base(route);

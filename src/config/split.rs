@@ -71,7 +71,7 @@ pub fn parse_split_by(text: &str) -> Result<HashKey, String> {
     match HashKey::parse(text) {
         Ok(key @ (HashKey::ClientIp | HashKey::Header(_) | HashKey::Cookie(_))) => Ok(key),
         Ok(other) => Err(format!(
-            "split_by {other} would send one client to both sides; expected \"cookie:NAME\", \"header:NAME\" or \"client_ip\""
+            "split_by {other} does not name a client (one client would land on both sides); expected \"cookie:NAME\", \"header:NAME\" or \"client_ip\""
         )),
         Err(why) => Err(format!(
             "invalid split_by {text:?}: {why}; expected \"cookie:NAME\", \"header:NAME\" or \"client_ip\""

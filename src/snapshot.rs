@@ -13,6 +13,7 @@ use crate::route::rewrite::Rewrite;
 use crate::route::template::Template;
 use crate::route::{HostPattern, Matchers, PathPattern, RouteEntry, Router};
 use crate::upstream::discovery::AddressBook;
+use crate::upstream::split::{CacheSide, Chooser, Mirror, Pick, PickOn, Split};
 use crate::upstream::{ServerRegistry, Upstream};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -57,6 +58,14 @@ pub struct Route {
     pub rate_limits: RouteLimits,
     /// The `[compression.NAME]` its responses get, if any.
     pub compression: Option<Arc<Compression>>,
+    /// `[[route.split]]` / `[[route.pick_upstream]]`: the route as compiled for each upstream
+    /// it may choose, and how it chooses; `None` for a route with one upstream.
+    pub split: Option<Box<Split<Arc<Route>>>>,
+    /// On a side of a split: the upstream its cached responses are keyed by too, so that two
+    /// sides' answers to one URL are never mixed.
+    pub cache_side: Option<CacheSide>,
+    /// `[route.mirror]`: where copies of its requests go.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// Client-side limits, compiled.
@@ -117,10 +126,9 @@ impl Snapshot {
             let located =
                 |(_, key, message): location::Located| format!("route[{i}].{key}: {message}");
             let upstream_name = route
-                .upstream
-                .as_ref()
+                .primary_upstream()
                 .map_or("none", |u| u.get_ref().as_str());
-            let upstream = match &route.upstream {
+            let upstream = match route.primary_upstream() {
                 Some(name) => {
                     let shared = upstreams.get(name.get_ref()).ok_or_else(|| {
                         format!("route names a missing upstream {:?}", name.get_ref())
@@ -188,7 +196,11 @@ impl Snapshot {
                 route.access.iter().map(|r| r.get_ref().as_str()),
             )
             .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
+            let mirror = compile_mirror(route, &name, &upstreams, metrics)?;
             let compiled = Route {
+                split: None,
+                cache_side: None,
+                mirror,
                 access,
                 max_body_bytes: route
                     .max_body_bytes
@@ -243,6 +255,7 @@ impl Snapshot {
                     && compiled.path_prefix.len() > 1
                     && compiled.path_prefix.ends_with('/'),
             );
+            let compiled = compile_split(route, compiled, &upstreams, metrics)?;
             entries.push(RouteEntry {
                 host: HostPattern::parse(route.host.get_ref()),
                 path,
@@ -343,4 +356,154 @@ fn compile_compression(
         min_length: settings.min_length.0,
         offered,
     })
+}
+
+/// A route with `[[route.split]]` or `[[route.pick_upstream]]`: one copy of it per upstream
+/// it may choose (its side), and the chooser. Everything after the choice (cache, forwarding,
+/// retries, breakers, metrics, the access log) goes by the side's own `upstream` and
+/// `metrics`; what comes before it (access, limits) ran on the route itself.
+fn compile_split(
+    config: &crate::config::RouteConfig,
+    mut route: Route,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    metrics: &Metrics,
+) -> Result<Route, String> {
+    if !config.has_traffic_rules() {
+        return Ok(route);
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut side_of = |name: &str| match names.iter().position(|n| n == name) {
+        Some(index) => index,
+        None => {
+            names.push(name.to_owned());
+            names.len() - 1
+        }
+    };
+    let default = config
+        .upstream
+        .as_ref()
+        .map_or(0, |name| side_of(name.get_ref()));
+    let weights: Vec<(usize, u32)> = config
+        .split
+        .iter()
+        .map(|side| {
+            let side = side.get_ref();
+            (side_of(side.upstream.get_ref()), *side.weight.get_ref())
+        })
+        .collect();
+    let mut picks = Vec::new();
+    for pick in &config.pick_upstream {
+        let on = match (&pick.header, &pick.cookie) {
+            (Some(header), _) => PickOn::Header(
+                http::HeaderName::from_bytes(header.get_ref().as_bytes())
+                    .map_err(|_| format!("route {}: bad pick_upstream header", route.name))?,
+            ),
+            (None, Some(cookie)) => PickOn::Cookie(cookie.get_ref().clone()),
+            (None, None) => {
+                return Err(format!(
+                    "route {}: pick_upstream needs a header or a cookie",
+                    route.name
+                ));
+            }
+        };
+        picks.push(Pick {
+            on,
+            value: pick.value.get_ref().as_bytes().to_vec(),
+            side: side_of(pick.upstream.get_ref()),
+        });
+    }
+    let by = match &config.split_by {
+        Some(by) => Some(
+            crate::config::parse_split_by(by.get_ref())
+                .map_err(|e| format!("route {}: {e}", route.name))?,
+        ),
+        None => None,
+    };
+    let mut sides = Vec::with_capacity(names.len());
+    let mut counts = Vec::with_capacity(names.len());
+    let mut side_weights = vec![0u32; names.len()];
+    for &(side, weight) in &weights {
+        side_weights[side] = weight;
+    }
+    let all: Arc<[Arc<str>]> = names.iter().map(|name| Arc::from(name.as_str())).collect();
+    for name in &names {
+        let upstream = upstreams
+            .get(name)
+            .ok_or_else(|| format!("route names a missing upstream {name:?}"))?;
+        let side = CacheSide {
+            upstream: Arc::clone(&upstream.name),
+            all: Arc::clone(&all),
+        };
+        sides.push(Arc::new(route_side(&route, upstream, side, metrics)));
+        counts.push(metrics.traffic.split_side(&route.name, name));
+    }
+    route.split = Some(Box::new(Split {
+        chooser: Chooser::new(picks, &weights, by, default),
+        sides,
+        names: all.to_vec(),
+        weights: side_weights,
+        counts,
+    }));
+    Ok(route)
+}
+
+/// `route` as it sends to `upstream`: labelled by it in metrics and keyed by it in the cache.
+/// Its limits are left out: they are decided on the route, before the choice.
+fn route_side(
+    route: &Route,
+    upstream: &Arc<Upstream>,
+    cache_side: CacheSide,
+    metrics: &Metrics,
+) -> Route {
+    Route {
+        name: Arc::clone(&route.name),
+        upstream: Arc::clone(upstream),
+        path: route.path.clone(),
+        path_prefix: route.path_prefix.clone(),
+        strip_prefix: route.strip_prefix,
+        replace_prefix: route.replace_prefix.clone(),
+        rewrites: route.rewrites.clone(),
+        // Answered before the split's choice.
+        answer: None,
+        error_pages: route.error_pages.clone(),
+        header_templates: route.header_templates.clone(),
+        set_host: route.set_host.clone(),
+        request_headers: route.request_headers.clone(),
+        response_headers: route.response_headers.clone(),
+        metrics: RouteMetrics::new(metrics, &route.name, &upstream.name),
+        cache: route.cache.clone(),
+        access: route.access.clone(),
+        max_body_bytes: route.max_body_bytes,
+        rate_limits: RouteLimits::default(),
+        compression: route.compression.clone(),
+        split: None,
+        cache_side: Some(cache_side),
+        mirror: route.mirror.clone(),
+    }
+}
+
+/// A route's `[route.mirror]`, with its shadow upstream and counters resolved.
+fn compile_mirror(
+    config: &crate::config::RouteConfig,
+    route: &str,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    metrics: &Metrics,
+) -> Result<Option<Arc<Mirror>>, String> {
+    let Some(mirror) = &config.mirror else {
+        return Ok(None);
+    };
+    let mirror = mirror.get_ref();
+    let upstream = upstreams.get(mirror.upstream.get_ref()).ok_or_else(|| {
+        format!(
+            "route mirror names a missing upstream {:?}",
+            mirror.upstream.get_ref()
+        )
+    })?;
+    Ok(Some(Arc::new(Mirror::new(
+        Arc::clone(upstream),
+        mirror.max_body_bytes.0,
+        *mirror.max_in_flight.get_ref(),
+        *mirror.percent.get_ref(),
+        metrics.traffic.mirror_outcomes(route),
+    ))))
 }

@@ -208,10 +208,24 @@ async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<Respo
     if caches.is_empty() {
         return json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such cache" }));
     }
+    // The sides of a split route store a URL under keys of their own (`side_key`).
+    let upstream_names: Vec<String> = if exact {
+        state.snapshot.load().upstreams.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
     let mut purged = 0;
     for cache in &caches {
         purged += if exact {
             usize::from(cache.store.invalidate(&key))
+                + upstream_names
+                    .iter()
+                    .filter(|upstream| {
+                        cache
+                            .store
+                            .invalidate(&crate::proxy::side_key(&key, upstream))
+                    })
+                    .count()
         } else {
             cache.store.purge_prefix(&key)
         };
@@ -313,6 +327,47 @@ fn compression_json(compression: &crate::compress::Compression) -> serde_json::V
     })
 }
 
+/// A route's split (sides, weights, sticky key, requests per side) and mirror (settings,
+/// copies outstanding and their outcomes); null for what it lacks.
+fn traffic_json(route: &crate::snapshot::Route) -> (serde_json::Value, serde_json::Value) {
+    let split = route
+        .split
+        .as_ref()
+        .map_or(serde_json::Value::Null, |split| {
+            let sides: Vec<_> = split
+            .names
+            .iter()
+            .zip(&split.weights)
+            .zip(&split.counts)
+            .map(|((upstream, weight), count)| {
+                json!({ "upstream": &**upstream, "weight": weight, "requests": count.get() })
+            })
+            .collect();
+            json!({
+                "split_by": split.chooser.split_by().map(|by| by.to_string()),
+                "total_weight": split.chooser.total(),
+                "sides": sides,
+            })
+        });
+    let mirror = route
+        .mirror
+        .as_ref()
+        .map_or(serde_json::Value::Null, |mirror| {
+            json!({
+                "upstream": &*mirror.upstream.name,
+                "percent": mirror.percent,
+                "max_body_bytes": mirror.max_body_bytes,
+                "max_in_flight": mirror.max_in_flight,
+                "in_flight": mirror.in_flight(),
+                "sent": mirror.sent.get(),
+                "failed": mirror.failed.get(),
+                "dropped": mirror.dropped.get(),
+                "skipped": mirror.skipped.get(),
+            })
+        });
+    (split, mirror)
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -327,11 +382,25 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .entries()
         .map(|e| {
             let duration = &e.target.metrics.duration;
-            (
-                &*e.target.name,
-                (duration.get_sample_count(), duration.get_sample_sum()),
-            )
+            let (count, sum) = match &e.target.split {
+                None => (duration.get_sample_count(), duration.get_sample_sum()),
+                // Counted by the side that took them (the route's own series, labelled by
+                // its primary upstream, is one of the sides').
+                Some(split) => split.sides.iter().fold((0, 0.0), |(count, sum), side| {
+                    let duration = &side.metrics.duration;
+                    (
+                        count + duration.get_sample_count(),
+                        sum + duration.get_sample_sum(),
+                    )
+                }),
+            };
+            (&*e.target.name, (count, sum))
         })
+        .collect();
+    let traffic: std::collections::HashMap<&str, (serde_json::Value, serde_json::Value)> = snapshot
+        .router
+        .entries()
+        .map(|e| (&*e.target.name, traffic_json(&e.target)))
         .collect();
     let compressions: std::collections::HashMap<&str, serde_json::Value> = snapshot
         .router
@@ -375,11 +444,13 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "location": a.location.as_ref().map(|l| l.get_ref().as_str()),
                 })),
                 "replace_prefix": r.replace_prefix.as_ref().map(|p| p.get_ref().as_str()),
-                "upstream": r.upstream.as_ref().map(|u| u.get_ref().as_str()),
+                "upstream": r.primary_upstream().map(|u| u.get_ref()),
                 "strip_prefix": r.strip_prefix,
                 "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
                 "access": r.access.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>(),
                 "compression": compressions.get(name.as_str()),
+                "split": traffic.get(name.as_str()).map(|t| &t.0),
+                "mirror": traffic.get(name.as_str()).map(|t| &t.1),
             })
         })
         .collect();

@@ -95,6 +95,35 @@ impl<'a> Locator<'a> {
         0..0
     }
 
+    /// Where the `index`-th table of the array at a dotted path (`["route"]`, 3) is written:
+    /// for an error about an entry as a whole, such as a key it lacks.
+    pub(super) fn span_of_item(&self, path: &[&str], index: usize) -> Range<usize> {
+        let Some((last, parents)) = path.split_last() else {
+            return 0..0;
+        };
+        let Some(mut table) = self.root else {
+            return 0..0;
+        };
+        for segment in parents {
+            match table
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == *segment)
+                .map(|(_, value)| value.get_ref())
+            {
+                Some(DeValue::Table(inner)) => table = inner,
+                _ => return 0..0,
+            }
+        }
+        match table
+            .iter()
+            .find(|(key, _)| key.get_ref().as_ref() == *last)
+            .map(|(_, value)| value.get_ref())
+        {
+            Some(DeValue::Array(items)) => items.get(index).map_or(0..0, |item| item.span()),
+            _ => 0..0,
+        }
+    }
+
     pub(super) fn error(
         &self,
         span: Range<usize>,

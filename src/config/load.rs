@@ -5,7 +5,8 @@
 use super::Config;
 use super::bad_keys::bad_keys;
 use super::errors::{ConfigError, ConfigErrors, Locator, Section};
-use super::validate::{self, Gaps, Unparsed};
+use super::gaps::{Gaps, Unparsed};
+use super::validate;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::Path;

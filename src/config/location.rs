@@ -475,20 +475,6 @@ pub fn check(route: &RouteConfig, errors: &mut Vec<Located>) {
             ));
         }
     }
-    if route.upstream.is_none() && route.answer.is_none() {
-        let span = [&route.path_prefix, &route.host]
-            .into_iter()
-            .chain(route.path_exact.as_ref())
-            .chain(route.path_regex.as_ref())
-            .map(Spanned::span)
-            .find(|span| *span != (0..0))
-            .unwrap_or(0..0);
-        errors.push(located(
-            span,
-            "upstream",
-            "a route needs an upstream to forward to, or a `return`",
-        ));
-    }
 }
 
 #[cfg(test)]

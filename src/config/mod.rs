@@ -7,11 +7,13 @@ mod access;
 mod bad_keys;
 mod compression;
 mod errors;
+mod gaps;
 mod load;
 pub mod location;
 mod rate_limit;
 mod real_ip;
 mod redirect;
+mod split;
 mod tls;
 mod units;
 mod validate;
@@ -24,6 +26,7 @@ pub use load::{load_file, load_str};
 pub use location::{ErrorPageConfig, FieldMatchConfig, ReturnConfig, RewriteConfig};
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
 pub use redirect::RedirectTemplate;
+pub use split::{MirrorConfig, PickUpstreamConfig, SplitConfig, parse_split_by};
 pub use tls::{check_alpn, tls_server_name, tls_versions};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
 pub use validate::{is_https_server, parse_bind, parse_server_addr};
@@ -336,7 +339,8 @@ pub struct RouteConfig {
     /// In place of the upstream's `retries`.
     #[serde(default)]
     pub retries: Option<u32>,
-    /// Where requests go; not needed with `return`.
+    /// The `[upstream.NAME]` requests go to; may be left out with a `[[route.split]]` or a
+    /// `return`.
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,
     /// Remove `path_prefix` from the path before forwarding (`/api/orders` → `/orders`).
@@ -365,6 +369,20 @@ pub struct RouteConfig {
     pub request_headers: HeaderRules,
     #[serde(default)]
     pub response_headers: HeaderRules,
+    /// `[[route.split]]`: weighted sides, each an upstream (in place of `upstream`).
+    #[serde(default)]
+    pub split: Vec<Spanned<SplitConfig>>,
+    /// Sticky split: `"cookie:NAME"`, `"header:NAME"` or `"client_ip"`; random per request
+    /// when absent (and for requests without the key).
+    #[serde(default)]
+    pub split_by: Option<Spanned<String>>,
+    /// `[[route.pick_upstream]]`: header or cookie values that choose the upstream before
+    /// the split, in order.
+    #[serde(default)]
+    pub pick_upstream: Vec<PickUpstreamConfig>,
+    /// `[route.mirror]`: a copy of each request to a shadow upstream.
+    #[serde(default)]
+    pub mirror: Option<Spanned<MirrorConfig>>,
 }
 
 fn default_host() -> Spanned<String> {

@@ -2,8 +2,9 @@
 //! and value ranges. Every problem is reported, not just the first.
 
 use super::errors::{ConfigError, Locator};
+use super::gaps::Gaps;
 use super::{Config, HeaderRules};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 const MIN_HEADER_BYTES: u64 = 8 * 1024;
@@ -11,42 +12,6 @@ const MAX_WEIGHT: u32 = 10_000;
 /// Retries remember the servers tried in a 64-bit set.
 const MAX_SERVERS: usize = 64;
 const MIN_DNS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// What `Config` lacks because part of the file did not parse: entries that failed are left
-/// out, yet they are in the file, so what refers to them is not an error of its own, and the
-/// entries that did parse keep their place in the file.
-#[derive(Default)]
-pub(super) struct Gaps {
-    pub listeners: Unparsed,
-    pub upstreams: Unparsed,
-    pub caches: Unparsed,
-    pub rate_limits: Unparsed,
-    pub compressions: Unparsed,
-    /// The file position of each parsed `[[listener]]`, in order.
-    pub listener_at: Vec<usize>,
-    /// The file position of each parsed `[[route]]`, in order.
-    pub route_at: Vec<usize>,
-}
-
-/// The names of the entries of one kind that did not parse.
-#[derive(Default)]
-pub(super) struct Unparsed {
-    pub names: BTreeSet<String>,
-    /// Some entry failed without a name that can be read (or the whole section is malformed):
-    /// any name may be meant, so references are not checked.
-    pub unnamed: bool,
-}
-
-impl Unparsed {
-    /// Whether a reference to `name` may point at an entry that did not parse.
-    pub fn may_be(&self, name: &str) -> bool {
-        self.unnamed || self.names.contains(name)
-    }
-
-    pub fn any(&self) -> bool {
-        self.unnamed || !self.names.is_empty()
-    }
-}
 
 pub(super) fn validate(
     config: &Config,
@@ -134,20 +99,8 @@ pub(super) fn validate(
 
     for (route, &i) in config.routes.iter().zip(&gaps.route_at) {
         let key = |field: &str| format!("route[{i}].{field}");
-        if let Some(upstream) = &route.upstream {
-            let name = upstream.get_ref();
-            if !config.upstreams.contains_key(name) && !gaps.upstreams.may_be(name) {
-                let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
-                errors.push(at.error(
-                    upstream.span(),
-                    key("upstream"),
-                    format!(
-                        "no upstream named {name:?} (configured: {})",
-                        list_or_none(&known)
-                    ),
-                ));
-            }
-        }
+        // `upstream`, `[[route.split]]`, `[[route.pick_upstream]]` and `[route.mirror]`.
+        super::split::validate(route, i, config, gaps, at, errors);
         let mut location_errors = Vec::new();
         super::location::check(route, &mut location_errors);
         for (span, field, message) in location_errors {

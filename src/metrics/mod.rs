@@ -3,6 +3,7 @@
 //! only increments counters it already holds.
 
 pub mod tls;
+pub mod traffic;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// TLS handshakes and certificate expiry.
     pub tls: tls::TlsMetrics,
+    /// Traffic splits and mirrors.
+    pub traffic: traffic::TrafficMetrics,
     pub dns_resolutions: IntCounterVec,
 }
 
@@ -298,6 +301,7 @@ impl Metrics {
         registry.register(Box::new(accepted_connections.clone()))?;
         registry.register(Box::new(closed_connections.clone()))?;
         let tls = tls::TlsMetrics::register(&registry)?;
+        let traffic = traffic::TrafficMetrics::register(&registry)?;
         let dns_resolutions = IntCounterVec::new(
             Opts::new(
                 "gatehouse_dns_resolutions_total",
@@ -351,6 +355,7 @@ impl Metrics {
             config_last_success,
             config_info,
             tls,
+            traffic,
             dns_resolutions,
         })
     }

@@ -46,7 +46,8 @@ pub(super) fn answer_if_fresh(
         return None;
     }
     let host = host.to_str().ok()?;
-    let key = policy::cache_key(
+    let key = cache_key(
+        route,
         host,
         parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
     );
@@ -96,7 +97,11 @@ async fn serve_through(
 ) -> Response {
     let host = host.to_str().unwrap_or("");
     let target = original_target.unwrap_or_else(|| parts.uri.clone());
-    let key = policy::cache_key(host, target.path_and_query().map_or("/", |pq| pq.as_str()));
+    let key = cache_key(
+        &reply.route,
+        host,
+        target.path_and_query().map_or("/", |pq| pq.as_str()),
+    );
     let method = parts.method.clone();
     if method != Method::GET && method != Method::HEAD {
         return bypass(reply, cache, parts, body, host, &target, &key).await;
@@ -473,6 +478,26 @@ impl Fetch<'_> {
 
 type Response = http::Response<ResponseBody>;
 
+/// The cache key of a request to `route`: its host and target and, on a side of a split, the
+/// side's upstream (two sides may answer one URL differently).
+fn cache_key(route: &Route, host: &str, target: &str) -> String {
+    let key = policy::cache_key(host, target);
+    match &route.cache_side {
+        None => key,
+        Some(side) => side_key(&key, &side.upstream),
+    }
+}
+
+/// A key as one side of a split stores it: a space (which no host or target holds), then the
+/// side's upstream.
+pub fn side_key(key: &str, upstream: &str) -> String {
+    let mut keyed = String::with_capacity(key.len() + 1 + upstream.len());
+    keyed.push_str(key);
+    keyed.push(' ');
+    keyed.push_str(upstream);
+    keyed
+}
+
 /// Unsafe (and other uncacheable) methods go straight through; a successful unsafe request
 /// invalidates what it may have changed (RFC 9111 §4.4).
 async fn bypass(
@@ -498,7 +523,17 @@ async fn bypass(
             );
             if !targets.is_empty() {
                 for target_key in &targets {
-                    cache.store.invalidate(target_key);
+                    match &reply.route.cache_side {
+                        None => {
+                            cache.store.invalidate(target_key);
+                        }
+                        // What one side changed, the others' copies show as well.
+                        Some(side) => {
+                            for upstream in side.all.iter() {
+                                cache.store.invalidate(&side_key(target_key, upstream));
+                            }
+                        }
+                    }
                 }
                 cache.update_gauges();
                 tracing::debug!(cache = %cache.name, key, invalidated = ?targets, request_id = reply.request_id.to_str().unwrap_or("-"), "invalidated after an unsafe request");

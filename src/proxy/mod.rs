@@ -7,6 +7,7 @@ mod cache_answer;
 mod cached;
 mod encode;
 mod exchange;
+mod mirror;
 
 mod local;
 
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+pub use cached::side_key;
 pub use local::local_response;
 
 /// What the handler knows about the client connection a request came on.
@@ -310,6 +312,14 @@ impl Proxy {
                 &parts.uri,
                 &chosen.captures,
             ));
+        }
+        // A route with a split hands the request to the side it chooses (its upstream,
+        // metrics and cache key from here on).
+        let mut route = route;
+        if let Some(split) = &route.split {
+            let side = Arc::clone(split.choose(&parts, client.addr.ip()));
+            exchange.route = Some(Arc::clone(&side));
+            route = side;
         }
         let routed = Routed {
             snapshot,
@@ -668,6 +678,11 @@ impl Routed {
         }
         let client_version = parts.version;
         parts.version = Version::HTTP_11;
+        // A copy for the route's mirror is kept as the body streams, never holding it.
+        let body = match &route.mirror {
+            None => body,
+            Some(mirror) => mirror::tee(mirror, &parts, body, client.addr.ip()),
+        };
         let body = RequestBody::client(body, route.max_body_bytes, &route.metrics.received_bytes);
         // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2), and hyper's HTTP/2
         // server cannot send them.

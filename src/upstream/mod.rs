@@ -10,6 +10,7 @@ pub mod pool;
 pub mod probe;
 pub mod retry_budget;
 pub mod server;
+pub mod split;
 
 pub use server::{InFlight, ServerSet, ServerState};
 

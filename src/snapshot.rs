@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub unrouted: RouteMetrics,
     pub config: Config,
     pub loaded_at: SystemTime,
+    /// Who may use the admin listener's state-changing endpoints (the token file as read).
+    pub admin_writes: crate::policy::admin_auth::AdminWrites,
 }
 
 impl Snapshot {
@@ -77,6 +79,8 @@ impl Snapshot {
     ) -> Result<Self, String> {
         // Everything that can fail is read first: compiling an upstream configures servers
         // that the snapshot in force shares, which a failed reload must leave alone.
+        let admin_writes = crate::policy::admin_auth::AdminWrites::compile(&config.admin)
+            .map_err(|e| format!("admin: {e}"))?;
         let mut tls = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let settings = crate::upstream::pool::Transport::upstream_tls(upstream)
@@ -188,6 +192,7 @@ impl Snapshot {
             unrouted: RouteMetrics::new(metrics, "none", "none"),
             config,
             loaded_at: SystemTime::now(),
+            admin_writes,
         })
     }
 }

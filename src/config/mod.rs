@@ -4,6 +4,7 @@
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
 mod access;
+mod admin;
 mod bad_keys;
 mod compression;
 mod errors;
@@ -17,6 +18,7 @@ mod validate;
 mod values;
 
 pub use access::AccessRules;
+pub use admin::{admin_bind_is_loopback, read_admin_token};
 pub use compression::CompressionConfig;
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
@@ -146,12 +148,19 @@ impl Default for LogConfig {
 pub struct AdminConfig {
     /// Where /healthz, /readyz, /metrics and /status are served; empty turns the admin listener off.
     pub bind: Spanned<String>,
+    /// A file holding the bearer token that state-changing endpoints (`POST /reload`,
+    /// `POST /cache/purge`) require; read at start and at each reload.
+    pub token_file: Option<Spanned<String>>,
+    /// Whether state-changing endpoints are served at all (403 when false).
+    pub writes: Spanned<bool>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             bind: Spanned::new(0..0, "127.0.0.1:9090".into()),
+            token_file: None,
+            writes: Spanned::new(0..0, true),
         }
     }
 }

@@ -236,6 +236,7 @@ pub(super) fn validate(
         );
     }
 
+    super::admin::validate(config, at, errors);
     super::tls::validate(config, &gaps.listener_at, at, errors);
     super::real_ip::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {

@@ -38,6 +38,8 @@ pub struct Route {
     pub rate_limits: RouteLimits,
     /// The `[compression.NAME]` its responses get, if any.
     pub compression: Option<Arc<Compression>>,
+    /// The `[cors.NAME]` it answers preflights and sets CORS fields by, if any.
+    pub cors: Option<crate::policy::cors::Cors>,
 }
 
 /// Client-side limits, compiled.
@@ -135,11 +137,30 @@ impl Snapshot {
                 }
                 None => None,
             };
+            let cors = match &route.cors {
+                Some(setting) => {
+                    let settings = config.cors.get(setting.get_ref()).ok_or_else(|| {
+                        format!("route names a missing cors {:?}", setting.get_ref())
+                    })?;
+                    let outcome = |o: &str| metrics.cors_preflights.with_label_values(&[&name, o]);
+                    Some(
+                        crate::policy::cors::Cors::compile(
+                            setting.get_ref(),
+                            settings,
+                            outcome("allowed"),
+                            outcome("denied"),
+                        )
+                        .map_err(|e| format!("cors {}: {e}", setting.get_ref()))?,
+                    )
+                }
+                None => None,
+            };
             let access = crate::config::AccessRules::parse(
                 route.access.iter().map(|r| r.get_ref().as_str()),
             )
             .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
             let compiled = Route {
+                cors,
                 access,
                 max_body_bytes: route
                     .max_body_bytes

@@ -367,6 +367,19 @@ fn compression_json(compression: &crate::compress::Compression) -> serde_json::V
     })
 }
 
+/// A route's CORS policy (and forward auth) with what they decided so far.
+fn route_policies_json(route: &crate::snapshot::Route) -> serde_json::Value {
+    let cors = route.cors.as_ref().map(|cors| {
+        json!({
+            "name": cors.name,
+            "credentials": cors.credentials,
+            "preflights_allowed": cors.preflights_allowed.get(),
+            "preflights_denied": cors.preflights_denied.get(),
+        })
+    });
+    json!({ "cors": cors })
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -395,6 +408,12 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
             Some((&*e.target.name, compression_json(compression)))
         })
         .collect();
+    // Each route's edge policies (CORS, forward auth) with their live counts.
+    let policies: std::collections::HashMap<&str, serde_json::Value> = snapshot
+        .router
+        .entries()
+        .map(|e| (&*e.target.name, route_policies_json(&e.target)))
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -414,6 +433,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
                 "access": r.access.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>(),
                 "compression": compressions.get(name.as_str()),
+                "cors": policies.get(name.as_str()).map(|p| &p["cors"]),
             })
         })
         .collect();

@@ -136,10 +136,18 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.compressions,
                 &mut gaps.compressions,
             ),
+            "cors" => named_tables(
+                &locator,
+                "cors",
+                value,
+                errors,
+                &mut config.cors,
+                &mut gaps.cors,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, reload, demo, resolver",
             )),
         }
     }
@@ -484,6 +492,7 @@ mod tests {
             "[cache.c]",
             "[limit.l]",
             "[compression.z]",
+            "[cors.w]",
             "[limits]",
             "[log]",
             "[reload]",
@@ -543,6 +552,9 @@ mod tests {
             "encodings",
             "gzip_level",
             "min_length",
+            "origins",
+            "credentials",
+            "cors",
         ];
         let values = prop::sample::select(vec![
             "\"a\"",

@@ -7,6 +7,7 @@ mod access;
 mod admin;
 mod bad_keys;
 mod compression;
+mod cors;
 mod errors;
 mod load;
 mod rate_limit;
@@ -20,6 +21,7 @@ mod values;
 pub use access::AccessRules;
 pub use admin::{admin_bind_is_loopback, read_admin_token};
 pub use compression::CompressionConfig;
+pub use cors::{CorsConfig, OriginPattern};
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
@@ -49,6 +51,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     /// `[compression.NAME]`: response compression that routes name.
     pub compressions: BTreeMap<String, CompressionConfig>,
+    /// `[cors.NAME]`: CORS policies that routes name.
+    pub cors: BTreeMap<String, CorsConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -323,6 +327,9 @@ pub struct RouteConfig {
     pub request_headers: HeaderRules,
     #[serde(default)]
     pub response_headers: HeaderRules,
+    /// A `[cors.NAME]`: preflights answered at the edge, CORS fields on responses.
+    #[serde(default)]
+    pub cors: Option<Spanned<String>>,
 }
 
 fn default_host() -> Spanned<String> {

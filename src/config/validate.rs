@@ -22,6 +22,7 @@ pub(super) struct Gaps {
     pub caches: Unparsed,
     pub rate_limits: Unparsed,
     pub compressions: Unparsed,
+    pub cors: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.
@@ -192,6 +193,21 @@ pub(super) fn validate(
                 format!(
                     "no compression named {:?} (configured: {})",
                     compression.get_ref(),
+                    list_or_none(&known)
+                ),
+            ));
+        }
+        if let Some(cors) = &route.cors
+            && !config.cors.contains_key(cors.get_ref())
+            && !gaps.cors.may_be(cors.get_ref())
+        {
+            let known: Vec<&str> = config.cors.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                cors.span(),
+                key("cors"),
+                format!(
+                    "no cors named {:?} (configured: {})",
+                    cors.get_ref(),
                     list_or_none(&known)
                 ),
             ));
@@ -425,6 +441,9 @@ pub(super) fn validate(
 
     for (name, limit) in &config.rate_limits {
         check_rate_limit(name, limit, at, errors);
+    }
+    for (name, cors) in &config.cors {
+        super::cors::validate(name, cors, at, errors);
     }
 
     for (name, compression) in &config.compressions {

@@ -3,3 +3,4 @@
 //! (`snapshot`, `proxy`, `admin`) hold the compiled values and act on the decisions.
 
 pub mod admin_auth;
+pub mod cors;

@@ -5,6 +5,7 @@ mod access_log;
 pub mod body;
 mod cache_answer;
 mod cached;
+mod cors_answer;
 mod encode;
 mod exchange;
 
@@ -254,6 +255,13 @@ impl Proxy {
                 "access to this route is forbidden by its rules",
             ));
         }
+        // A CORS preflight is answered here, before authentication (browsers send it
+        // without credentials) and without counting against limits.
+        if let Some(cors) = &route.cors
+            && crate::policy::cors::is_preflight(&parts.method, &parts.headers)
+        {
+            return Handling::ready(exchange.cors_preflight(cors, &parts.headers));
+        }
         let mut wait = std::time::Duration::ZERO;
         if !route.rate_limits.is_empty() {
             let source = KeySource {
@@ -342,6 +350,12 @@ impl Routed {
             ));
         }
 
+        // The allowed Origin the response's CORS fields answer: one branch for a route
+        // without CORS.
+        let cors_origin = match &route.cors {
+            Some(cors) => cors.allowed_origin(&parts.headers),
+            None => None,
+        };
         // The coding this client takes, of those the route offers: one branch for a route
         // that compresses nothing.
         let accepted = match &route.compression {
@@ -362,6 +376,7 @@ impl Routed {
                 client_upgrade: None,
                 interim: None,
                 accepted,
+                cors_origin,
             };
             return Handling::ready(reply.answer_from_cache(response));
         }
@@ -444,6 +459,7 @@ impl Routed {
             client_upgrade,
             interim,
             accepted,
+            cors_origin,
         };
         // Each boxed directly, not awaited inside one more async block: every level of
         // nesting copies the whole inner future once more.
@@ -523,6 +539,8 @@ pub(crate) struct Reply {
     interim: Option<InterimSink>,
     /// The coding the client takes of those the route's compression offers.
     accepted: Option<crate::compress::Encoding>,
+    /// The request's Origin, when the route's CORS policy allows it.
+    cors_origin: Option<HeaderValue>,
 }
 
 impl Reply {
@@ -611,6 +629,9 @@ impl Reply {
         headers::add_via(&mut parts.headers, Version::HTTP_11);
         parts.headers.insert(&X_REQUEST_ID, self.request_id);
         self.exchange.add_limit_fields(&mut parts.headers);
+        if let Some(cors) = &self.route.cors {
+            cors.response_fields(self.cors_origin.as_ref(), &mut parts.headers);
+        }
         if !self.route.response_headers.is_empty() {
             self.route.response_headers.apply(&mut parts.headers);
         }
@@ -650,6 +671,9 @@ impl Reply {
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id);
         self.exchange.add_limit_fields(headers);
+        if let Some(cors) = &self.route.cors {
+            cors.response_fields(self.cors_origin.as_ref(), headers);
+        }
         if !self.route.response_headers.is_empty() {
             self.route.response_headers.apply(headers);
         }

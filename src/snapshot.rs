@@ -40,6 +40,14 @@ pub struct Route {
     pub compression: Option<Arc<Compression>>,
     /// The `[cors.NAME]` it answers preflights and sets CORS fields by, if any.
     pub cors: Option<crate::policy::cors::Cors>,
+    /// The `[forward_auth.NAME]` its requests must pass, if any.
+    pub forward_auth: Option<Arc<ForwardAuthTarget>>,
+}
+
+/// A route's forward auth: the check's settings and the upstream that answers it.
+pub struct ForwardAuthTarget {
+    pub policy: crate::policy::forward_auth::ForwardAuth,
+    pub upstream: Arc<Upstream>,
 }
 
 /// Client-side limits, compiled.
@@ -155,11 +163,46 @@ impl Snapshot {
                 }
                 None => None,
             };
+            let forward_auth = match &route.forward_auth {
+                Some(setting) => {
+                    let settings =
+                        config.forward_auths.get(setting.get_ref()).ok_or_else(|| {
+                            format!("route names a missing forward_auth {:?}", setting.get_ref())
+                        })?;
+                    let upstream = upstreams
+                        .get(settings.upstream.get_ref())
+                        .ok_or_else(|| {
+                            format!(
+                                "forward_auth {} names a missing upstream {:?}",
+                                setting.get_ref(),
+                                settings.upstream.get_ref()
+                            )
+                        })?
+                        .clone();
+                    let outcome =
+                        |o: &str| metrics.forward_auth_requests.with_label_values(&[&name, o]);
+                    let outcomes = crate::policy::forward_auth::Outcomes {
+                        allowed: outcome("allowed"),
+                        denied: outcome("denied"),
+                        error: outcome("error"),
+                        cached: outcome("cached"),
+                    };
+                    let policy = crate::policy::forward_auth::ForwardAuth::compile(
+                        setting.get_ref(),
+                        settings,
+                        outcomes,
+                    )
+                    .map_err(|e| format!("forward_auth {}: {e}", setting.get_ref()))?;
+                    Some(Arc::new(ForwardAuthTarget { policy, upstream }))
+                }
+                None => None,
+            };
             let access = crate::config::AccessRules::parse(
                 route.access.iter().map(|r| r.get_ref().as_str()),
             )
             .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
             let compiled = Route {
+                forward_auth,
                 cors,
                 access,
                 max_body_bytes: route

@@ -377,7 +377,22 @@ fn route_policies_json(route: &crate::snapshot::Route) -> serde_json::Value {
             "preflights_denied": cors.preflights_denied.get(),
         })
     });
-    json!({ "cors": cors })
+    let forward_auth = route.forward_auth.as_ref().map(|target| {
+        let auth = &target.policy;
+        json!({
+            "name": auth.name,
+            "upstream": auth.upstream,
+            "uri": auth.uri.as_str(),
+            "timeout_ms": auth.timeout.as_millis() as u64,
+            "cache_for_ms": auth.cache_for.as_millis() as u64,
+            "cached_admissions": auth.remembered_count(),
+            "allowed": auth.outcomes.allowed.get(),
+            "denied": auth.outcomes.denied.get(),
+            "error": auth.outcomes.error.get(),
+            "cached": auth.outcomes.cached.get(),
+        })
+    });
+    json!({ "cors": cors, "forward_auth": forward_auth })
 }
 
 pub fn status_json(state: &AdminState) -> serde_json::Value {
@@ -434,6 +449,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "access": r.access.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>(),
                 "compression": compressions.get(name.as_str()),
                 "cors": policies.get(name.as_str()).map(|p| &p["cors"]),
+                "forward_auth": policies.get(name.as_str()).map(|p| &p["forward_auth"]),
             })
         })
         .collect();

@@ -144,10 +144,18 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.cors,
                 &mut gaps.cors,
             ),
+            "forward_auth" => named_tables(
+                &locator,
+                "forward_auth",
+                value,
+                errors,
+                &mut config.forward_auths,
+                &mut gaps.forward_auths,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, forward_auth, reload, demo, resolver",
             )),
         }
     }
@@ -493,6 +501,7 @@ mod tests {
             "[limit.l]",
             "[compression.z]",
             "[cors.w]",
+            "[forward_auth.f]",
             "[limits]",
             "[log]",
             "[reload]",
@@ -555,6 +564,9 @@ mod tests {
             "origins",
             "credentials",
             "cors",
+            "forward_auth",
+            "cache_key",
+            "copy_headers",
         ];
         let values = prop::sample::select(vec![
             "\"a\"",

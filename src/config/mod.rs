@@ -9,6 +9,7 @@ mod bad_keys;
 mod compression;
 mod cors;
 mod errors;
+mod forward_auth;
 mod load;
 mod rate_limit;
 mod real_ip;
@@ -23,6 +24,7 @@ pub use admin::{admin_bind_is_loopback, read_admin_token};
 pub use compression::CompressionConfig;
 pub use cors::{CorsConfig, OriginPattern};
 pub use errors::{ConfigError, ConfigErrors, line_column};
+pub use forward_auth::ForwardAuthConfig;
 pub use load::{load_file, load_str};
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
 pub use redirect::RedirectTemplate;
@@ -53,6 +55,8 @@ pub struct Config {
     pub compressions: BTreeMap<String, CompressionConfig>,
     /// `[cors.NAME]`: CORS policies that routes name.
     pub cors: BTreeMap<String, CorsConfig>,
+    /// `[forward_auth.NAME]`: authentication services that routes name.
+    pub forward_auths: BTreeMap<String, ForwardAuthConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -330,6 +334,9 @@ pub struct RouteConfig {
     /// A `[cors.NAME]`: preflights answered at the edge, CORS fields on responses.
     #[serde(default)]
     pub cors: Option<Spanned<String>>,
+    /// A `[forward_auth.NAME]` every request must pass before limits and the upstream.
+    #[serde(default)]
+    pub forward_auth: Option<Spanned<String>>,
 }
 
 fn default_host() -> Spanned<String> {

@@ -23,6 +23,7 @@ pub(super) struct Gaps {
     pub rate_limits: Unparsed,
     pub compressions: Unparsed,
     pub cors: Unparsed,
+    pub forward_auths: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.
@@ -208,6 +209,21 @@ pub(super) fn validate(
                 format!(
                     "no cors named {:?} (configured: {})",
                     cors.get_ref(),
+                    list_or_none(&known)
+                ),
+            ));
+        }
+        if let Some(auth) = &route.forward_auth
+            && !config.forward_auths.contains_key(auth.get_ref())
+            && !gaps.forward_auths.may_be(auth.get_ref())
+        {
+            let known: Vec<&str> = config.forward_auths.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                auth.span(),
+                key("forward_auth"),
+                format!(
+                    "no forward_auth named {:?} (configured: {})",
+                    auth.get_ref(),
                     list_or_none(&known)
                 ),
             ));
@@ -444,6 +460,10 @@ pub(super) fn validate(
     }
     for (name, cors) in &config.cors {
         super::cors::validate(name, cors, at, errors);
+    }
+    for (name, auth) in &config.forward_auths {
+        let may_be = |upstream: &str| gaps.upstreams.may_be(upstream);
+        super::forward_auth::validate(name, auth, config, may_be, at, errors);
     }
 
     for (name, compression) in &config.compressions {

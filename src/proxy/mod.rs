@@ -8,6 +8,7 @@ mod cached;
 mod cors_answer;
 mod encode;
 mod exchange;
+mod forward_auth;
 
 mod local;
 
@@ -262,6 +263,73 @@ impl Proxy {
         {
             return Handling::ready(exchange.cors_preflight(cors, &parts.headers));
         }
+        // Forward auth is the one step that waits on the network before limits: only a
+        // route that has it makes the request's future pending here.
+        if let Some(auth) = &route.forward_auth {
+            let auth = Arc::clone(auth);
+            let client = client.clone();
+            let mut parts = parts;
+            return Handling::Pending(Box::pin(async move {
+                let checked = forward_auth::check(
+                    &auth,
+                    &client,
+                    &mut parts,
+                    &host_value,
+                    &request_id,
+                    &route.name,
+                )
+                .await;
+                match checked {
+                    Ok(()) => {
+                        let admitted = Admitted {
+                            snapshot,
+                            route,
+                            exchange,
+                            request_id,
+                            host_value,
+                        };
+                        admitted.limit_and_route(&client, parts, body).await
+                    }
+                    Err(refusal) => Ok(refusal.answer(exchange)),
+                }
+            }));
+        }
+        let admitted = Admitted {
+            snapshot,
+            route,
+            exchange,
+            request_id,
+            host_value,
+        };
+        admitted.limit_and_route(client, parts, body)
+    }
+}
+
+/// A request whose route is chosen and whose access and authentication let it in.
+struct Admitted {
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    route: Arc<Route>,
+    exchange: Exchange,
+    request_id: HeaderValue,
+    host_value: HeaderValue,
+}
+
+impl Admitted {
+    /// The route's limits, then the request routed on (at once, or after a limit's wait).
+    #[inline(always)]
+    fn limit_and_route(
+        self,
+        client: &ClientInfo,
+        parts: http::request::Parts,
+        body: ClientBody,
+    ) -> Handling {
+        let Admitted {
+            snapshot,
+            route,
+            mut exchange,
+            request_id,
+            host_value,
+        } = self;
         let mut wait = std::time::Duration::ZERO;
         if !route.rate_limits.is_empty() {
             let source = KeySource {

@@ -85,7 +85,8 @@ pub struct Original<'a> {
     pub uri: &'a str,
     pub headers: &'a HeaderMap,
     pub host: &'a HeaderValue,
-    pub client: IpAddr,
+    /// The connection's peer as this hop's X-Forwarded-For entry.
+    pub peer: &'a HeaderValue,
     pub https: bool,
 }
 
@@ -141,17 +142,24 @@ impl ForwardAuth {
         if let Ok(uri) = HeaderValue::from_str(original.uri) {
             headers.insert(X_ORIGINAL_URI, uri);
         }
-        // The client's chain (from the trusted proxies before this hop) and the client.
-        let client = original.client.to_canonical().to_string();
-        let chain = match original
+        // The chain the request came with and this hop's peer, as on the forwarded request
+        // (nginx's $proxy_add_x_forwarded_for).
+        let before: Vec<&[u8]> = original
             .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(before) if !before.is_empty() => format!("{before}, {client}"),
-            _ => client,
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter(|v| !v.is_empty())
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let chain = if before.is_empty() {
+            Some(original.peer.clone())
+        } else {
+            let mut chain = before.join(&b", "[..]);
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(original.peer.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
         };
-        if let Ok(chain) = HeaderValue::from_str(&chain) {
+        if let Some(chain) = chain {
             headers.insert(X_FORWARDED_FOR, chain);
         }
         headers.insert(
@@ -319,12 +327,13 @@ mod tests {
             ("x-forwarded-for", "198.51.100.7"),
         ]);
         let host = HeaderValue::from_static("shop.test");
+        let peer = HeaderValue::from_static("192.0.2.9");
         let check = auth.check_headers(&Original {
             method: &Method::DELETE,
             uri: "/orders/1?force=1",
             headers: &client,
             host: &host,
-            client: "::ffff:192.0.2.9".parse().unwrap(),
+            peer: &peer,
             https: true,
         });
         assert_eq!(check["authorization"], "Bearer t");
@@ -427,7 +436,7 @@ mod tests {
                 }
             }
             let host = HeaderValue::from_static("h");
-            let _ = auth.check_headers(&Original { method: &Method::GET, uri: "/", headers: &map, host: &host, client: "::1".parse().unwrap(), https: false });
+            let _ = auth.check_headers(&Original { method: &Method::GET, uri: "/", headers: &map, host: &host, peer: &host, https: false });
             let _ = auth.cache_key("::1".parse().unwrap(), &map);
         }
     }

@@ -61,7 +61,7 @@ pub(super) async fn check(
         uri: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         headers: &parts.headers,
         host,
-        client: client.addr.ip(),
+        peer: &client.forwarded_for,
         https: client.https,
     });
     headers.insert(&X_REQUEST_ID, request_id.clone());

@@ -213,6 +213,31 @@ async fn loopback_without_a_token_stays_open_as_before() {
     let admin = admin_of(&running);
     assert_eq!(reload(admin, None).await.status, StatusCode::OK);
     assert_eq!(purge(admin, None).await.status, StatusCode::OK);
+
+    // A reload to a network-reachable bind with open writes is refused at its place, and the
+    // config in force stays.
+    std::fs::write(
+        dir.join("gatehouse.toml"),
+        config("0.0.0.0:19091", "", upstream.addr),
+    )
+    .unwrap();
+    let reply = reload(admin, None).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains(
+            "gatehouse.toml:3:8: admin.bind: the admin listener on 0.0.0.0:19091 is reachable"
+        ),
+        "{}",
+        reply.text()
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&common::get(admin, "/status").await.body).unwrap();
+    assert_eq!(status["config"]["reloads_failed"], 1, "{status}");
     running.shutdown().await;
 }
 

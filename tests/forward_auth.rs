@@ -262,8 +262,19 @@ async fn an_admitted_request_carries_the_services_headers_in_place_of_the_client
 #[tokio::test]
 async fn denials_pass_the_services_answer_and_failures_are_500() {
     let s = setup().await;
-    let reply = send(s.proxy, "GET", "/api/x", &[]).await;
+    let reply = send(
+        s.proxy,
+        "GET",
+        "/api/x",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // The route's CORS policy answers the refusal too, for the browser's script to read it.
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
     assert_eq!(
         reply.header("www-authenticate"),
         Some("Bearer realm=\"sso\"")

@@ -290,7 +290,15 @@ impl Proxy {
                         };
                         admitted.limit_and_route(&client, parts, body).await
                     }
-                    Err(refusal) => Ok(refusal.answer(exchange)),
+                    Err(refusal) => {
+                        let mut response = refusal.answer(exchange);
+                        // A browser's script may read the refusal (a 401 telling it to log in).
+                        if let Some(cors) = &route.cors {
+                            let origin = cors.allowed_origin(&parts.headers);
+                            cors.response_fields(origin.as_ref(), response.headers_mut());
+                        }
+                        Ok(response)
+                    }
                 }
             }));
         }

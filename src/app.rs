@@ -157,6 +157,7 @@ impl Running {
             caches: Arc::clone(&caches),
             reloader: Arc::clone(&reloader),
             ready: AtomicBool::new(true),
+            listener_loopback: admin_addr.is_some_and(|addr| addr.ip().is_loopback()),
         });
         if let Some(tcp) = admin_tcp {
             tracing::info!(addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(), "admin listening");

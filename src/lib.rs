@@ -23,6 +23,7 @@ pub mod http1;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod request_body;

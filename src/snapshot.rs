@@ -66,6 +66,16 @@ pub struct Route {
     pub cache_side: Option<CacheSide>,
     /// `[route.mirror]`: where copies of its requests go.
     pub mirror: Option<Arc<Mirror>>,
+    /// The `[cors.NAME]` it answers preflights and sets CORS fields by, if any.
+    pub cors: Option<crate::policy::cors::Cors>,
+    /// The `[forward_auth.NAME]` its requests must pass, if any.
+    pub forward_auth: Option<Arc<ForwardAuthTarget>>,
+}
+
+/// A route's forward auth: the check's settings and the upstream that answers it.
+pub struct ForwardAuthTarget {
+    pub policy: crate::policy::forward_auth::ForwardAuth,
+    pub upstream: Arc<Upstream>,
 }
 
 /// Client-side limits, compiled.
@@ -91,6 +101,8 @@ pub struct Snapshot {
     pub error_pages: Vec<ErrorPage>,
     pub config: Config,
     pub loaded_at: SystemTime,
+    /// Who may use the admin listener's state-changing endpoints (the token file as read).
+    pub admin_writes: crate::policy::admin_auth::AdminWrites,
 }
 
 impl Snapshot {
@@ -107,6 +119,8 @@ impl Snapshot {
     ) -> Result<Self, String> {
         // Everything that can fail is read first: compiling an upstream configures servers
         // that the snapshot in force shares, which a failed reload must leave alone.
+        let admin_writes = crate::policy::admin_auth::AdminWrites::compile(&config.admin)
+            .map_err(|e| format!("admin: {e}"))?;
         let mut tls = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let settings = crate::upstream::pool::Transport::upstream_tls(upstream)
@@ -192,6 +206,58 @@ impl Snapshot {
                 }
                 None => None,
             };
+            let cors = match &route.cors {
+                Some(setting) => {
+                    let settings = config.cors.get(setting.get_ref()).ok_or_else(|| {
+                        format!("route names a missing cors {:?}", setting.get_ref())
+                    })?;
+                    let outcome = |o: &str| metrics.cors_preflights.with_label_values(&[&name, o]);
+                    Some(
+                        crate::policy::cors::Cors::compile(
+                            setting.get_ref(),
+                            settings,
+                            outcome("allowed"),
+                            outcome("denied"),
+                        )
+                        .map_err(|e| format!("cors {}: {e}", setting.get_ref()))?,
+                    )
+                }
+                None => None,
+            };
+            let forward_auth = match &route.forward_auth {
+                Some(setting) => {
+                    let settings =
+                        config.forward_auths.get(setting.get_ref()).ok_or_else(|| {
+                            format!("route names a missing forward_auth {:?}", setting.get_ref())
+                        })?;
+                    let upstream = upstreams
+                        .get(settings.upstream.get_ref())
+                        .ok_or_else(|| {
+                            format!(
+                                "forward_auth {} names a missing upstream {:?}",
+                                setting.get_ref(),
+                                settings.upstream.get_ref()
+                            )
+                        })?
+                        .clone();
+                    let outcome =
+                        |o: &str| metrics.forward_auth_requests.with_label_values(&[&name, o]);
+                    let outcomes = crate::policy::forward_auth::Outcomes {
+                        allowed: outcome("allowed"),
+                        denied: outcome("denied"),
+                        error: outcome("error"),
+                        cached: outcome("cached"),
+                    };
+                    let policy = crate::policy::forward_auth::ForwardAuth::compile(
+                        setting.get_ref(),
+                        settings,
+                        outcomes,
+                    )
+                    .map_err(|e| format!("forward_auth {}: {e}", setting.get_ref()))?;
+                    Some(Arc::new(ForwardAuthTarget { policy, upstream }))
+                }
+                None => None,
+            };
             let access = crate::config::AccessRules::parse(
                 route.access.iter().map(|r| r.get_ref().as_str()),
             )
@@ -201,6 +267,8 @@ impl Snapshot {
                 split: None,
                 cache_side: None,
                 mirror,
+                forward_auth,
+                cors,
                 access,
                 max_body_bytes: route
                     .max_body_bytes
@@ -284,6 +352,7 @@ impl Snapshot {
             unrouted: RouteMetrics::new(metrics, "none", "none"),
             config,
             loaded_at: SystemTime::now(),
+            admin_writes,
         })
     }
 }
@@ -478,6 +547,8 @@ fn route_side(
         compression: route.compression.clone(),
         split: None,
         cache_side: Some(cache_side),
+        cors: route.cors.clone(),
+        forward_auth: route.forward_auth.clone(),
         mirror: route.mirror.clone(),
     }
 }

@@ -32,8 +32,8 @@ const LAYERS: &[&[&str]] = &[
     // The config (with its own parsers and located errors) and the metric families.
     &["config", "metrics"],
     // Header rules, TLS settings, per-server health state and breakers, cache policy and store,
-    // rate limits.
-    &["cache", "headers", "health", "limit", "tls"],
+    // rate limits, the pure edge policies (admin writes, CORS, forward auth's decisions).
+    &["cache", "headers", "health", "limit", "policy", "tls"],
     // Servers, pools, balancers, the active prober, DNS discovery.
     &["upstream"],
     // Compiling a config into what the request path needs.

@@ -32,6 +32,9 @@ pub struct AdminState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// False once shutdown has begun, so that load balancers in front stop sending traffic.
     pub ready: AtomicBool,
+    /// The admin socket is bound to a loopback address: without a token, writes are let in
+    /// only then (judged by the socket, which a reload does not move, not by the config).
+    pub listener_loopback: bool,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut drain: DrainWatch) {
@@ -69,8 +72,56 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut drain: Dra
     }
 }
 
+/// The answer to a write request the admin write policy refuses; `None` lets it through.
+fn refuse_write(state: &AdminState, request: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    use crate::policy::admin_auth::WriteDecision;
+    let writes = &state.snapshot.load().admin_writes;
+    let decision = writes.decide(
+        request.headers().get(header::AUTHORIZATION),
+        state.listener_loopback,
+    );
+    let path = request.uri().path();
+    match decision {
+        WriteDecision::Allow => None,
+        WriteDecision::Disabled => {
+            tracing::warn!(path, "admin write refused: [admin] writes = false");
+            Some(local_response(
+                StatusCode::FORBIDDEN,
+                "admin writes are turned off ([admin] writes = false)",
+            ))
+        }
+        WriteDecision::NoToken => {
+            tracing::warn!(
+                path,
+                "admin write refused: no [admin] token_file and the admin listener is not on loopback"
+            );
+            Some(local_response(
+                StatusCode::FORBIDDEN,
+                "admin writes need [admin] token_file on a listener reachable from the network",
+            ))
+        }
+        WriteDecision::Unauthorized => {
+            tracing::warn!(path, "admin write refused: missing or wrong bearer token");
+            let mut response = local_response(
+                StatusCode::UNAUTHORIZED,
+                "admin writes need Authorization: Bearer <token>",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gatehouse-admin\""),
+            );
+            Some(response)
+        }
+    }
+}
+
 async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<ResponseBody> {
     if request.uri().path() == "/cache/purge" {
+        if request.method() == Method::POST
+            && let Some(refused) = refuse_write(state, &request)
+        {
+            return refused;
+        }
         return purge(state, request).await;
     }
     if request.uri().path() == "/reload" {
@@ -81,6 +132,9 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Resp
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
+        }
+        if let Some(refused) = refuse_write(state, &request) {
+            return refused;
         }
         let report = state.reloader.reload("POST /reload").await;
         let status = if report.ok {
@@ -368,6 +422,34 @@ fn traffic_json(route: &crate::snapshot::Route) -> (serde_json::Value, serde_jso
     (split, mirror)
 }
 
+/// A route's CORS policy (and forward auth) with what they decided so far.
+fn route_policies_json(route: &crate::snapshot::Route) -> serde_json::Value {
+    let cors = route.cors.as_ref().map(|cors| {
+        json!({
+            "name": cors.name,
+            "credentials": cors.credentials,
+            "preflights_allowed": cors.preflights_allowed.get(),
+            "preflights_denied": cors.preflights_denied.get(),
+        })
+    });
+    let forward_auth = route.forward_auth.as_ref().map(|target| {
+        let auth = &target.policy;
+        json!({
+            "name": auth.name,
+            "upstream": auth.upstream,
+            "uri": auth.uri.as_str(),
+            "timeout_ms": auth.timeout.as_millis() as u64,
+            "cache_for_ms": auth.cache_for.as_millis() as u64,
+            "cached_admissions": auth.remembered_count(),
+            "allowed": auth.outcomes.allowed.get(),
+            "denied": auth.outcomes.denied.get(),
+            "error": auth.outcomes.error.get(),
+            "cached": auth.outcomes.cached.get(),
+        })
+    });
+    json!({ "cors": cors, "forward_auth": forward_auth })
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -415,6 +497,12 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .entries()
         .map(|e| (&*e.target.name, e.target.path.as_str()))
         .collect();
+    // Each route's edge policies (CORS, forward auth) with their live counts.
+    let policies: std::collections::HashMap<&str, serde_json::Value> = snapshot
+        .router
+        .entries()
+        .map(|e| (&*e.target.name, route_policies_json(&e.target)))
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -451,6 +539,8 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "compression": compressions.get(name.as_str()),
                 "split": traffic.get(name.as_str()).map(|t| &t.0),
                 "mirror": traffic.get(name.as_str()).map(|t| &t.1),
+                "cors": policies.get(name.as_str()).map(|p| &p["cors"]),
+                "forward_auth": policies.get(name.as_str()).map(|p| &p["forward_auth"]),
             })
         })
         .collect();
@@ -541,6 +631,11 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         "certificates": state.reloader.certificates(),
         "caches": caches,
         "limits": limits_json(&snapshot),
+        "admin": json!({
+            "writes": snapshot.admin_writes.enabled,
+            "token": snapshot.admin_writes.has_token(),
+            "listener_loopback": state.listener_loopback,
+        }),
         "ready": state.ready.load(Ordering::Relaxed),
         "config_loaded_at": loaded_at,
         "listeners": listeners,

@@ -13,6 +13,8 @@ pub(super) struct Gaps {
     pub caches: Unparsed,
     pub rate_limits: Unparsed,
     pub compressions: Unparsed,
+    pub cors: Unparsed,
+    pub forward_auths: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.

@@ -152,10 +152,26 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.compressions,
                 &mut gaps.compressions,
             ),
+            "cors" => named_tables(
+                &locator,
+                "cors",
+                value,
+                errors,
+                &mut config.cors,
+                &mut gaps.cors,
+            ),
+            "forward_auth" => named_tables(
+                &locator,
+                "forward_auth",
+                value,
+                errors,
+                &mut config.forward_auths,
+                &mut gaps.forward_auths,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, error_page, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, forward_auth, error_page, reload, demo, resolver",
             )),
         }
     }
@@ -500,6 +516,8 @@ mod tests {
             "[cache.c]",
             "[limit.l]",
             "[compression.z]",
+            "[cors.w]",
+            "[forward_auth.f]",
             "[limits]",
             "[log]",
             "[reload]",
@@ -559,6 +577,12 @@ mod tests {
             "encodings",
             "gzip_level",
             "min_length",
+            "origins",
+            "credentials",
+            "cors",
+            "forward_auth",
+            "cache_key",
+            "copy_headers",
         ];
         let values = prop::sample::select(vec![
             "\"a\"",

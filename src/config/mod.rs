@@ -4,9 +4,12 @@
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
 mod access;
+mod admin;
 mod bad_keys;
 mod compression;
+mod cors;
 mod errors;
+mod forward_auth;
 mod gaps;
 mod load;
 pub mod location;
@@ -20,8 +23,11 @@ mod validate;
 mod values;
 
 pub use access::AccessRules;
+pub use admin::{admin_bind_is_loopback, read_admin_token};
 pub use compression::CompressionConfig;
+pub use cors::{CorsConfig, OriginPattern};
 pub use errors::{ConfigError, ConfigErrors, line_column};
+pub use forward_auth::ForwardAuthConfig;
 pub use load::{load_file, load_str};
 pub use location::{ErrorPageConfig, FieldMatchConfig, ReturnConfig, RewriteConfig};
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
@@ -54,6 +60,10 @@ pub struct Config {
     pub compressions: BTreeMap<String, CompressionConfig>,
     /// `[[error_page]]`: bodies for the answers gatehouse makes itself, on every route.
     pub error_pages: Vec<ErrorPageConfig>,
+    /// `[cors.NAME]`: CORS policies that routes name.
+    pub cors: BTreeMap<String, CorsConfig>,
+    /// `[forward_auth.NAME]`: authentication services that routes name.
+    pub forward_auths: BTreeMap<String, ForwardAuthConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -153,12 +163,19 @@ impl Default for LogConfig {
 pub struct AdminConfig {
     /// Where /healthz, /readyz, /metrics and /status are served; empty turns the admin listener off.
     pub bind: Spanned<String>,
+    /// A file holding the bearer token that state-changing endpoints (`POST /reload`,
+    /// `POST /cache/purge`) require; read at start and at each reload.
+    pub token_file: Option<Spanned<String>>,
+    /// Whether state-changing endpoints are served at all (403 when false).
+    pub writes: Spanned<bool>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             bind: Spanned::new(0..0, "127.0.0.1:9090".into()),
+            token_file: None,
+            writes: Spanned::new(0..0, true),
         }
     }
 }
@@ -383,6 +400,12 @@ pub struct RouteConfig {
     /// `[route.mirror]`: a copy of each request to a shadow upstream.
     #[serde(default)]
     pub mirror: Option<Spanned<MirrorConfig>>,
+    /// A `[cors.NAME]`: preflights answered at the edge, CORS fields on responses.
+    #[serde(default)]
+    pub cors: Option<Spanned<String>>,
+    /// A `[forward_auth.NAME]` every request must pass before limits and the upstream.
+    #[serde(default)]
+    pub forward_auth: Option<Spanned<String>>,
 }
 
 fn default_host() -> Spanned<String> {

@@ -149,6 +149,36 @@ pub(super) fn validate(
                 ),
             ));
         }
+        if let Some(cors) = &route.cors
+            && !config.cors.contains_key(cors.get_ref())
+            && !gaps.cors.may_be(cors.get_ref())
+        {
+            let known: Vec<&str> = config.cors.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                cors.span(),
+                key("cors"),
+                format!(
+                    "no cors named {:?} (configured: {})",
+                    cors.get_ref(),
+                    list_or_none(&known)
+                ),
+            ));
+        }
+        if let Some(auth) = &route.forward_auth
+            && !config.forward_auths.contains_key(auth.get_ref())
+            && !gaps.forward_auths.may_be(auth.get_ref())
+        {
+            let known: Vec<&str> = config.forward_auths.keys().map(String::as_str).collect();
+            errors.push(at.error(
+                auth.span(),
+                key("forward_auth"),
+                format!(
+                    "no forward_auth named {:?} (configured: {})",
+                    auth.get_ref(),
+                    list_or_none(&known)
+                ),
+            ));
+        }
         if let Err((i, message)) =
             super::AccessRules::parse(route.access.iter().map(|rule| rule.get_ref().as_str()))
             && let Some(rule) = route.access.get(i)
@@ -194,6 +224,7 @@ pub(super) fn validate(
     {
         errors.push(at.error(span, field, message));
     }
+    super::admin::validate(config, at, errors);
     super::tls::validate(config, &gaps.listener_at, at, errors);
     super::real_ip::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {
@@ -382,6 +413,13 @@ pub(super) fn validate(
 
     for (name, limit) in &config.rate_limits {
         check_rate_limit(name, limit, at, errors);
+    }
+    for (name, cors) in &config.cors {
+        super::cors::validate(name, cors, at, errors);
+    }
+    for (name, auth) in &config.forward_auths {
+        let may_be = |upstream: &str| gaps.upstreams.may_be(upstream);
+        super::forward_auth::validate(name, auth, config, may_be, at, errors);
     }
 
     for (name, compression) in &config.compressions {

@@ -53,6 +53,10 @@ pub struct Metrics {
     /// Traffic splits and mirrors.
     pub traffic: traffic::TrafficMetrics,
     pub dns_resolutions: IntCounterVec,
+    /// CORS preflights answered at the edge, by route and outcome (allowed, denied).
+    pub cors_preflights: IntCounterVec,
+    /// Forward-auth decisions, by route and outcome (allowed, denied, error, cached).
+    pub forward_auth_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -318,6 +322,22 @@ impl Metrics {
             &["upstream", "placement"],
         )?;
         registry.register(Box::new(upstream_hash_picks.clone()))?;
+        let cors_preflights = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_cors_preflights_total",
+                "CORS preflight requests answered at the edge, by route and outcome (allowed: with the Access-Control-Allow-* fields; denied: origin not allowed, answered without them).",
+            ),
+            &["route", "outcome"],
+        )?;
+        registry.register(Box::new(cors_preflights.clone()))?;
+        let forward_auth_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_forward_auth_requests_total",
+                "Requests checked by a forward-auth service, by route and outcome (allowed: 2xx; denied: 401/403 passed to the client; error: another status, a timeout or no server, answered 500; cached: a remembered allow).",
+            ),
+            &["route", "outcome"],
+        )?;
+        registry.register(Box::new(forward_auth_requests.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -357,6 +377,8 @@ impl Metrics {
             tls,
             traffic,
             dns_resolutions,
+            cors_preflights,
+            forward_auth_requests,
         })
     }
 

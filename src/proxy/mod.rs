@@ -5,8 +5,10 @@ mod access_log;
 pub mod body;
 mod cache_answer;
 mod cached;
+mod cors_answer;
 mod encode;
 mod exchange;
+mod forward_auth;
 mod mirror;
 
 mod local;
@@ -254,6 +256,15 @@ impl Proxy {
         };
         let route = chosen.route;
         exchange.route = Some(Arc::clone(&route));
+        let edge = chosen.edge;
+        let location = (!chosen.captures.is_empty() || sent_uri.is_some() || chosen.rewritten)
+            .then(|| {
+                Box::new(LocationState {
+                    captures: chosen.captures,
+                    sent_uri,
+                    rewritten: chosen.rewritten,
+                })
+            });
 
         // Access first, then limits: a client turned away is not counted against them.
         if !route.access.is_empty() && !route.access.permits(client.addr.ip()) {
@@ -262,6 +273,98 @@ impl Proxy {
                 "access to this route is forbidden by its rules",
             ));
         }
+        // A CORS preflight is answered here, before authentication (browsers send it
+        // without credentials) and without counting against limits.
+        if let Some(cors) = &route.cors
+            && crate::policy::cors::is_preflight(&parts.method, &parts.headers)
+        {
+            return Handling::ready(exchange.cors_preflight(cors, &parts.headers));
+        }
+        // Forward auth is the one step that waits on the network before limits: only a
+        // route that has it makes the request's future pending here.
+        if let Some(auth) = &route.forward_auth {
+            let auth = Arc::clone(auth);
+            let client = client.clone();
+            let mut parts = parts;
+            return Handling::Pending(Box::pin(async move {
+                let checked = forward_auth::check(
+                    &auth,
+                    &client,
+                    &mut parts,
+                    &host_value,
+                    &request_id,
+                    &route.name,
+                )
+                .await;
+                match checked {
+                    Ok(()) => {
+                        let admitted = Admitted {
+                            snapshot,
+                            route,
+                            exchange,
+                            request_id,
+                            host_value,
+                            edge,
+                            location,
+                        };
+                        admitted.limit_and_route(&client, parts, body).await
+                    }
+                    Err(refusal) => {
+                        let mut response = refusal.answer(exchange);
+                        // A browser's script may read the refusal (a 401 telling it to log in).
+                        if let Some(cors) = &route.cors {
+                            let origin = cors.allowed_origin(&parts.headers);
+                            cors.response_fields(origin.as_ref(), response.headers_mut());
+                        }
+                        Ok(response)
+                    }
+                }
+            }));
+        }
+        let admitted = Admitted {
+            snapshot,
+            route,
+            exchange,
+            request_id,
+            host_value,
+            edge,
+            location,
+        };
+        admitted.limit_and_route(client, parts, body)
+    }
+}
+
+/// A request whose route is chosen and whose access and authentication let it in.
+struct Admitted {
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    route: Arc<Route>,
+    exchange: Exchange,
+    request_id: HeaderValue,
+    host_value: HeaderValue,
+    /// A redirect routing decided on.
+    edge: Option<EdgeRedirect>,
+    /// What routing learnt beyond the route, if anything.
+    location: Option<Box<LocationState>>,
+}
+
+impl Admitted {
+    /// The route's limits, then the request routed on (at once, or after a limit's wait).
+    #[inline(always)]
+    fn limit_and_route(
+        self,
+        client: &ClientInfo,
+        parts: http::request::Parts,
+        body: ClientBody,
+    ) -> Handling {
+        let Admitted {
+            snapshot,
+            route,
+            mut exchange,
+            request_id,
+            host_value,
+            edge,
+            location,
+        } = self;
         let mut wait = std::time::Duration::ZERO;
         if !route.rate_limits.is_empty() {
             let source = KeySource {
@@ -291,26 +394,23 @@ impl Proxy {
                 }
             }
         }
-        if chosen.edge.is_some() || route.answer.is_some() {
+        if edge.is_some() || route.answer.is_some() {
             let view = RequestView {
                 method: &parts.method,
-                request_uri: sent_uri
-                    .as_deref()
+                request_uri: location
+                    .as_ref()
+                    .and_then(|l| l.sent_uri.as_deref())
                     .unwrap_or(&parts.uri)
                     .path_and_query()
                     .map_or("/", PathAndQuery::as_str),
-                host,
+                host: host_value.to_str().map(host_without_port).unwrap_or(""),
                 https: client.https,
                 client: client.addr.ip(),
                 headers: &parts.headers,
             };
+            let captures = location.as_ref().map_or(&[][..], |l| &l.captures[..]);
             return Handling::ready(answer_at_edge(
-                exchange,
-                &route,
-                chosen.edge,
-                &view,
-                &parts.uri,
-                &chosen.captures,
+                exchange, &route, edge, &view, &parts.uri, captures,
             ));
         }
         // A route with a split hands the request to the side it chooses (its upstream,
@@ -327,15 +427,7 @@ impl Proxy {
             exchange,
             request_id,
             host_value,
-            location: (!chosen.captures.is_empty() || sent_uri.is_some() || chosen.rewritten).then(
-                || {
-                    Box::new(LocationState {
-                        captures: chosen.captures,
-                        sent_uri,
-                        rewritten: chosen.rewritten,
-                    })
-                },
-            ),
+            location,
         };
         if !wait.is_zero() {
             // Spaced out to the rate (a limit without `nodelay`), as nginx does.
@@ -572,6 +664,12 @@ impl Routed {
             ));
         }
 
+        // The allowed Origin the response's CORS fields answer: one branch for a route
+        // without CORS.
+        let cors_origin = match &route.cors {
+            Some(cors) => cors.allowed_origin(&parts.headers),
+            None => None,
+        };
         // The coding this client takes, of those the route offers: one branch for a route
         // that compresses nothing.
         let accepted = match &route.compression {
@@ -592,6 +690,7 @@ impl Routed {
                 client_upgrade: None,
                 interim: None,
                 accepted,
+                cors_origin,
             };
             return Handling::ready(reply.answer_from_cache(response));
         }
@@ -697,6 +796,7 @@ impl Routed {
             client_upgrade,
             interim,
             accepted,
+            cors_origin,
         };
         // Each boxed directly, not awaited inside one more async block: every level of
         // nesting copies the whole inner future once more.
@@ -776,6 +876,8 @@ pub(crate) struct Reply {
     interim: Option<InterimSink>,
     /// The coding the client takes of those the route's compression offers.
     accepted: Option<crate::compress::Encoding>,
+    /// The request's Origin, when the route's CORS policy allows it.
+    cors_origin: Option<HeaderValue>,
 }
 
 impl Reply {
@@ -864,6 +966,9 @@ impl Reply {
         headers::add_via(&mut parts.headers, Version::HTTP_11);
         parts.headers.insert(&X_REQUEST_ID, self.request_id);
         self.exchange.add_limit_fields(&mut parts.headers);
+        if let Some(cors) = &self.route.cors {
+            cors.response_fields(self.cors_origin.as_ref(), &mut parts.headers);
+        }
         if !self.route.response_headers.is_empty() {
             self.route.response_headers.apply(&mut parts.headers);
         }
@@ -903,6 +1008,9 @@ impl Reply {
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id);
         self.exchange.add_limit_fields(headers);
+        if let Some(cors) = &self.route.cors {
+            cors.response_fields(self.cors_origin.as_ref(), headers);
+        }
         if !self.route.response_headers.is_empty() {
             self.route.response_headers.apply(headers);
         }

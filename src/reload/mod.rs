@@ -401,7 +401,10 @@ impl Reloader {
     pub async fn reload_text(&self, trigger: &str, path: &Path, text: &str) -> ReloadReport {
         let hash = config_hash(text);
         let mut listeners = self.listeners.lock().await;
-        if hash == self.status().hash {
+        // A config naming an admin token file is loaded again even when its text is the
+        // same: the token may have been rotated, and a reload is how it is read.
+        let token_file = self.snapshot.load().config.admin.token_file.is_some();
+        if hash == self.status().hash && !token_file {
             tracing::debug!(trigger, hash, "config unchanged; nothing to reload");
             return ReloadReport {
                 ok: true,

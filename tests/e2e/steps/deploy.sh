@@ -45,7 +45,15 @@ step "gatehouse check on the shipped configs"
 cargo build --quiet --bin gatehouse
 GATEHOUSE=target/debug/gatehouse
 "$GATEHOUSE" check --config config/gatehouse.toml
-"$GATEHOUSE" check --config docker/gatehouse/gatehouse.toml
+# The compose and cluster configs read the admin token from a mounted secret
+# ([admin] token_file): each is checked as a copy naming a stand-in token file instead.
+printf 'stand-in-token\n' >"$WORK/admin-token"
+with_token() {
+    sed -e "s|^token_file = \".*\"|token_file = \"$WORK/admin-token\"|" "$1" >"$2"
+    grep -q "^token_file = \"$WORK/admin-token\"" "$2"
+}
+with_token docker/gatehouse/gatehouse.toml "$WORK/compose-gatehouse.toml"
+"$GATEHOUSE" check --config "$WORK/compose-gatehouse.toml"
 # The ConfigMap's gatehouse.toml, as the pods will read it.
 mkdir -p "$WORK/configmap"
 "$VENV/bin/python" - docker/k8s/configmap.yaml "$WORK/configmap/gatehouse.toml" <<'EOF'
@@ -55,7 +63,8 @@ with open(sys.argv[1]) as f:
 with open(sys.argv[2], "w") as f:
     f.write(configmap["data"]["gatehouse.toml"])
 EOF
-"$GATEHOUSE" check --config "$WORK/configmap/gatehouse.toml"
+with_token "$WORK/configmap/gatehouse.toml" "$WORK/configmap/gatehouse-checked.toml"
+"$GATEHOUSE" check --config "$WORK/configmap/gatehouse-checked.toml"
 
 step "docker/docker-compose.yml"
 if docker compose version >/dev/null 2>&1; then
@@ -75,6 +84,8 @@ for name in ["gatehouse", "backend-1", "backend-2", "backend-3", "prometheus", "
     assert name in services, f"service {name} missing"
 assert "8080:8080" in services["gatehouse"]["ports"], "gatehouse must publish 8080"
 assert "./gatehouse:/etc/gatehouse:ro" in services["gatehouse"]["volumes"]
+assert "gatehouse-admin-token" in services["gatehouse"]["secrets"], "the admin token secret"
+assert "gatehouse-admin-token" in compose["secrets"]
 for i in (1, 2, 3):
     backend = services[f"backend-{i}"]
     assert backend["command"][0] == "demo-backend", backend["command"]
@@ -110,6 +121,11 @@ security = container["securityContext"]
 assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
 assert container["resources"]["requests"] and container["resources"]["limits"]
 assert not any("subPath" in m for m in container["volumeMounts"]), "subPath mounts never see ConfigMap updates"
+# The admin listener is on every address (for Prometheus): its writes need the Secret's token.
+token_file = config["admin"]["token_file"]
+mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+assert any(token_file.startswith(mounts[name] + "/") for name in secrets), (token_file, mounts)
 assert docs[("Service", "gatehouse")]["spec"]["type"] == "LoadBalancer"
 assert docs[("Service", "orders")]["spec"]["clusterIP"] == "None"
 assert docs[("HorizontalPodAutoscaler", "gatehouse")]["spec"]["metrics"][0]["resource"]["name"] == "cpu"

@@ -236,6 +236,8 @@ pub struct Translator {
     process: Vec<(String, String)>,
     limits: BTreeMap<String, String>,
     log: Vec<(String, String)>,
+    /// Some proxy_pass has no URI part (nginx then passes the path as the client sent it).
+    passes_raw_uri: bool,
 }
 
 fn report(reports: &mut Vec<Report>, d: &Directive, why: impl Into<String>) {
@@ -313,6 +315,7 @@ impl Translator {
             process: Vec::new(),
             limits: BTreeMap::new(),
             log: Vec::new(),
+            passes_raw_uri: false,
         }
     }
 
@@ -458,6 +461,7 @@ impl Translator {
             ..Upstream::default()
         };
         let mut fails = BTreeSet::new();
+        let mut first_fails: Option<(u32, String)> = None;
         let mut timeouts = BTreeSet::new();
         let mut conns = BTreeSet::new();
         for s in body {
@@ -497,6 +501,7 @@ impl Translator {
                         up.comments.push(format!("{}: server {addr} is down or backup in nginx: left out", s.loc));
                         continue;
                     }
+                    first_fails.get_or_insert((max_fails, fail_timeout.clone()));
                     fails.insert(max_fails);
                     timeouts.insert(fail_timeout);
                     conns.insert(max_conns);
@@ -531,9 +536,9 @@ impl Translator {
         if fails.len() > 1 || timeouts.len() > 1 {
             self.report(d, "servers differ in max_fails/fail_timeout: gatehouse applies one per upstream (the first server's)");
         }
-        if let (Some(&f), Some(t)) = (fails.first(), timeouts.first()) {
+        if let Some((f, t)) = first_fails {
             up.max_fails = Some(f);
-            up.fail_timeout = Some(t.clone());
+            up.fail_timeout = Some(t);
         }
         if conns.len() > 1 {
             self.report(
@@ -1228,6 +1233,9 @@ impl Translator {
                 }
             }
         }
+        if self.passes_raw_uri {
+            out.push_str("# nginx's proxy_pass without a URI passes the path as the client sent it; gatehouse\n# passes its normal form (dot segments resolved, unreserved escapes decoded, slashes\n# merged), the form it routed by. Not reported: it is by design (README: Routing).\n\n");
+        }
         // Upstreams.
         for (name, up) in &self.upstreams {
             let mut t = Table::new(format!("[upstream.{}]", emit::key(name)));
@@ -1760,6 +1768,7 @@ impl Translator {
             d.body.push(("upstream".into(), emit::string(&name)));
         }
         // The URI part.
+        self.passes_raw_uri |= uri.is_none();
         match (uri, &l.matcher) {
             (None, Matcher::Prefix { path, .. }) => {
                 if path.ends_with('/') && path != "/" && !self.has_slashless(server, path) {
@@ -2459,4 +2468,435 @@ fn regex_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::nginx_str;
+    use std::path::Path;
+
+    fn import(text: &str) -> (toml::Table, Vec<String>) {
+        let t = nginx_str(Path::new("/n/nginx.conf"), text).unwrap();
+        let table: toml::Table =
+            toml::from_str(&t.toml).unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
+        (table, t.reports.iter().map(ToString::to_string).collect())
+    }
+
+    fn routes(t: &toml::Table) -> Vec<toml::Table> {
+        t["route"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_table().unwrap().clone())
+            .collect()
+    }
+
+    /// The route of `host` whose path key (path_prefix, path_exact or path_regex) is `path`.
+    fn route(t: &toml::Table, host: &str, path: &str) -> toml::Table {
+        routes(t)
+            .into_iter()
+            .find(|r| {
+                r["host"].as_str() == Some(host)
+                    && ["path_prefix", "path_exact", "path_regex"]
+                        .iter()
+                        .any(|k| r.get(*k).and_then(|v| v.as_str()) == Some(path))
+            })
+            .unwrap_or_else(|| panic!("no route {host} {path} in {t:#?}"))
+    }
+
+    fn server(body: &str) -> String {
+        format!(
+            "http {{\n upstream b {{ server 127.0.0.1:9000; }}\n server {{\n  listen 8080;\n{body}\n }}\n}}\n"
+        )
+    }
+
+    #[test]
+    fn array_directives_inherit_only_when_the_inner_level_has_none() {
+        let (t, _) = import(&server(
+            "  add_header X-Server s always;\n  proxy_set_header X-A server;\n  allow 10.0.0.0/8; deny all;\n\
+             location / { proxy_pass http://b; }\n\
+             location /own/ { add_header X-Own o always; proxy_set_header X-B own; allow all; proxy_pass http://b/; }\n\
+             location /outer/ { proxy_pass http://b;\n location /outer/inner/ { proxy_pass http://b; } }",
+        ));
+        let root = route(&t, "*", "/");
+        assert_eq!(
+            root["response_headers"]["set"]["X-Server"].as_str(),
+            Some("s")
+        );
+        assert_eq!(
+            root["request_headers"]["set"]["X-A"].as_str(),
+            Some("server")
+        );
+        assert_eq!(root["access"].as_array().unwrap().len(), 2);
+        let own = route(&t, "*", "/own/");
+        let set = own["response_headers"]["set"].as_table().unwrap();
+        assert_eq!(
+            set.keys().collect::<Vec<_>>(),
+            ["X-Own"],
+            "the server's add_header is not inherited"
+        );
+        let req = own["request_headers"]["set"].as_table().unwrap();
+        assert_eq!(req.keys().collect::<Vec<_>>(), ["X-B"]);
+        assert_eq!(
+            own["access"].as_array().unwrap()[0].as_str(),
+            Some("allow all")
+        );
+        // A nested location inherits from its parent, which inherits from the server.
+        let inner = route(&t, "*", "/outer/inner/");
+        assert_eq!(
+            inner["response_headers"]["set"]["X-Server"].as_str(),
+            Some("s")
+        );
+    }
+
+    #[test]
+    fn host_upstream_is_the_proxy_host_unless_set() {
+        let (t, _) = import(&server(
+            "location / { proxy_pass http://b; }\n\
+             location /direct { proxy_pass http://127.0.0.1:9001; }\n\
+             location /keep { proxy_pass http://b; proxy_set_header Host $host; }\n\
+             location /fixed { proxy_pass http://b; proxy_set_header Host api.internal; }",
+        ));
+        assert_eq!(route(&t, "*", "/")["set_host"].as_str(), Some("b"));
+        let direct = route(&t, "*", "/direct");
+        assert_eq!(direct["set_host"].as_str(), Some("127.0.0.1:9001"));
+        let name = direct["upstream"].as_str().unwrap();
+        assert_eq!(
+            t["upstream"][name]["servers"][0].as_str(),
+            Some("127.0.0.1:9001")
+        );
+        assert!(route(&t, "*", "/keep").get("set_host").is_none());
+        assert_eq!(
+            route(&t, "*", "/fixed")["set_host"].as_str(),
+            Some("api.internal")
+        );
+    }
+
+    #[test]
+    fn proxy_pass_uris_become_strip_or_replace_prefix() {
+        let (t, _) = import(&server(
+            "location / { proxy_pass http://b; }\n\
+             location /api/ { proxy_pass http://b/; }\n\
+             location /v1 { proxy_pass http://b/; }\n\
+             location /v2/ { proxy_pass http://b/version2/; }\n\
+             location /plain/ { proxy_pass http://b; }\n\
+             location = /exact { proxy_pass http://b/other; }",
+        ));
+        let api = route(&t, "*", "/api/");
+        assert_eq!(api["strip_prefix"].as_bool(), Some(true));
+        assert!(
+            api.get("slash_redirect").is_none(),
+            "the default with strip_prefix"
+        );
+        assert_eq!(route(&t, "*", "/v1")["replace_prefix"].as_str(), Some("/"));
+        assert_eq!(
+            route(&t, "*", "/v2/")["replace_prefix"].as_str(),
+            Some("/version2/")
+        );
+        let plain = route(&t, "*", "/plain/");
+        assert_eq!(plain["slash_redirect"].as_bool(), Some(true));
+        assert!(plain.get("strip_prefix").is_none());
+        assert_eq!(
+            route(&t, "*", "/exact")["replace_prefix"].as_str(),
+            Some("/other")
+        );
+    }
+
+    #[test]
+    fn location_modifiers() {
+        let (t, reports) = import(&server(
+            "location / { proxy_pass http://b; }\n\
+             location = /x { proxy_pass http://b; }\n\
+             location ^~ /static/ { proxy_pass http://b; }\n\
+             location ~ ^/u/(?<id>\\d+)$ { proxy_pass http://b; }\n\
+             location ~* \\.png$ { proxy_pass http://b; }\n\
+             location @fallback { proxy_pass http://b; }\n\
+             location /api/ { proxy_pass http://b;\n location ~ \\.json$ { proxy_pass http://b; } }",
+        ));
+        route(&t, "*", "/x");
+        assert_eq!(
+            route(&t, "*", "/static/")["prefix_stops_regex"].as_bool(),
+            Some(true)
+        );
+        route(&t, "*", "^/u/(?P<id>\\d+)$");
+        route(&t, "*", "(?i)\\.png$");
+        route(&t, "*", "^/api/.*?(?:\\.json$)");
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.starts_with("/n/nginx.conf:10: location: @fallback")),
+            "{reports:?}"
+        );
+    }
+
+    #[test]
+    fn server_names_listens_and_default_servers() {
+        let (t, reports) = import(
+            "http {\n upstream b { server 127.0.0.1:9000; }\n\
+             server { listen 127.0.0.1:8080; server_name www.a.com .b.com *.c.com ~^(.+)\\.d\\.com$; location / { proxy_pass http://b; } }\n\
+             server { listen 127.0.0.1:8080 default_server proxy_protocol; set_real_ip_from 10.0.0.0/8; real_ip_header proxy_protocol; server_name _; location / { proxy_pass http://b; } }\n\
+             server { listen 8443 ssl; ssl_certificate c.pem; ssl_certificate_key k.pem; ssl_protocols TLSv1.3; location / { proxy_pass http://b; } }\n\
+             server { listen [::]:8443 ssl http2; ssl_certificate /c.pem; ssl_certificate_key /k.pem; location / { proxy_pass http://b; } }\n}",
+        );
+        let hosts: Vec<&str> = routes(&t)
+            .iter()
+            .filter(|r| r["listener"].as_str() == Some("http_127_0_0_1_8080"))
+            .map(|r| r["host"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .leak()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(hosts, ["www.a.com", "b.com", "*.b.com", "*.c.com", "*"]);
+        assert!(
+            reports.iter().any(|r| r.contains("regex server names")),
+            "{reports:?}"
+        );
+        let listeners = t["listener"].as_array().unwrap();
+        assert_eq!(listeners[0]["proxy_protocol"].as_bool(), Some(true));
+        assert_eq!(
+            listeners[0]["real_ip_header"].as_str(),
+            Some("proxy_protocol")
+        );
+        assert_eq!(listeners[1]["name"].as_str(), Some("https_8443"));
+        assert_eq!(
+            listeners[1]["tls"]["certs"][0]["cert"].as_str(),
+            Some("/n/c.pem")
+        );
+        assert_eq!(listeners[1]["tls"]["min_version"].as_str(), Some("1.3"));
+        assert_eq!(listeners[1]["tls"]["alpn"][0].as_str(), Some("http/1.1"));
+        assert_eq!(listeners[2]["name"].as_str(), Some("https_v6_8443"));
+        assert!(
+            listeners[2]["tls"].get("alpn").is_none(),
+            "h2 offered by default"
+        );
+    }
+
+    #[test]
+    fn upstream_options() {
+        let (t, reports) = import(
+            "http {\n\
+             upstream w { server 10.0.0.1:80 weight=3 max_fails=2 fail_timeout=30s max_conns=50; server 10.0.0.2:80; server 10.0.0.3:80 down; server 10.0.0.4:80 backup; keepalive 16; }\n\
+             upstream l { least_conn; server 10.0.0.1:80; }\n\
+             upstream i { ip_hash; server 10.0.0.1:80; }\n\
+             upstream h { hash $http_x_user consistent; server 10.0.0.1; }\n\
+             server { listen 80;\n location /w { proxy_pass http://w; proxy_connect_timeout 2s; proxy_read_timeout 5s; proxy_next_upstream_tries 2; }\n\
+             location /l { proxy_pass http://l; } location /i { proxy_pass http://i; } location /h { proxy_pass http://h; proxy_next_upstream off; } }\n}",
+        );
+        let w = &t["upstream"]["w"];
+        assert_eq!(w["balance"].as_str(), Some("weighted_round_robin"));
+        assert_eq!(
+            w["servers"].as_array().unwrap().len(),
+            2,
+            "down and backup left out"
+        );
+        assert_eq!(w["servers"][0]["weight"].as_integer(), Some(3));
+        assert_eq!(w["eject_after_refused"].as_integer(), Some(2));
+        assert_eq!(w["eject_for"].as_str(), Some("30s"));
+        assert_eq!(w["max_connections"].as_integer(), Some(50));
+        assert_eq!(w["keepalive"].as_integer(), Some(16));
+        assert_eq!(w["connect_timeout"].as_str(), Some("2s"));
+        assert_eq!(w["response_timeout"].as_str(), Some("5s"));
+        assert_eq!(w["retries"].as_integer(), Some(1));
+        assert_eq!(
+            t["upstream"]["l"]["balance"].as_str(),
+            Some("least_connections")
+        );
+        assert_eq!(
+            t["upstream"]["l"]["connect_timeout"].as_str(),
+            Some("60s"),
+            "nginx's default"
+        );
+        assert_eq!(t["upstream"]["i"]["hash_key"].as_str(), Some("client_ip"));
+        assert_eq!(
+            t["upstream"]["h"]["hash_key"].as_str(),
+            Some("header:x-user")
+        );
+        assert_eq!(
+            t["upstream"]["h"]["servers"][0].as_str(),
+            Some("10.0.0.1:80")
+        );
+        assert_eq!(t["upstream"]["h"]["retries"].as_integer(), Some(0));
+        assert!(reports.iter().any(|r| r.contains("backup")), "{reports:?}");
+        assert!(
+            reports.iter().any(|r| r.contains("max_fails/fail_timeout")),
+            "{reports:?}"
+        );
+    }
+
+    #[test]
+    fn edge_answers_auth_limits_and_compression() {
+        let (t, reports) = import(&format!(
+            "http {{\n limit_req_zone $binary_remote_addr zone=one:10m rate=5r/s;\n limit_conn_zone $binary_remote_addr zone=c:10m;\n\
+             split_clients \"${{remote_addr}}\" $v {{ 10% b2; * b; }}\n upstream b2 {{ server 127.0.0.1:9002; }}\n upstream auth {{ server 127.0.0.1:9003; }}\n\
+             gzip on; gzip_comp_level 5; client_max_body_size 8m;\n{}",
+            server(
+                "location / { return 301 https://$host$request_uri; }\n\
+                 location /api/ { limit_req zone=one burst=10 nodelay; limit_conn c 4; client_max_body_size 1m; auth_request /auth; proxy_pass http://b/; }\n\
+                 location = /auth { internal; proxy_pass http://auth/check; }\n\
+                 location /staff { auth_basic \"staff\"; auth_basic_user_file htpasswd; proxy_pass http://b; }\n\
+                 location /canary { proxy_pass http://$v; proxy_set_header Host $host; }\n\
+                 location /old { rewrite ^/old/(.*)$ /new/$1 permanent; rewrite ^ /x last; }"
+            )
+            .trim_start_matches("http {\n")
+        ));
+        let root = route(&t, "*", "/");
+        assert_eq!(root["return"]["status"].as_integer(), Some(301));
+        assert_eq!(
+            root["return"]["location"].as_str(),
+            Some("https://$host$request_uri")
+        );
+        assert!(root.get("upstream").is_none());
+        let api = route(&t, "*", "/api/");
+        assert_eq!(api["limits"].as_array().unwrap().len(), 2);
+        assert_eq!(api["max_body_bytes"].as_str(), Some("1MiB"));
+        assert_eq!(api["forward_auth"].as_str(), Some("auth_auth"));
+        assert_eq!(
+            t["forward_auth"]["auth_auth"]["uri"].as_str(),
+            Some("/check")
+        );
+        assert_eq!(t["limit"]["one"]["rate"].as_str(), Some("5r/s"));
+        assert_eq!(t["limit"]["one"]["burst"].as_integer(), Some(10));
+        assert_eq!(t["limit"]["c"]["concurrency"].as_integer(), Some(4));
+        assert_eq!(t["limits"]["max_body_bytes"].as_str(), Some("8MiB"));
+        assert_eq!(t["compression"]["gzip"]["gzip_level"].as_integer(), Some(5));
+        assert_eq!(
+            route(&t, "*", "/staff")["basic_auth"].as_str(),
+            Some("basic")
+        );
+        assert_eq!(
+            t["basic_auth"]["basic"]["htpasswd"].as_str(),
+            Some("/n/htpasswd")
+        );
+        let canary = route(&t, "*", "/canary");
+        assert_eq!(canary["split_by"].as_str(), Some("client_ip"));
+        let split = canary["split"].as_array().unwrap();
+        assert_eq!(split[0]["upstream"].as_str(), Some("b2"));
+        assert_eq!(split[0]["weight"].as_integer(), Some(10));
+        assert_eq!(split[1]["weight"].as_integer(), Some(90));
+        let old = route(&t, "*", "/old");
+        assert_eq!(old["rewrite"][0]["flag"].as_str(), Some("permanent"));
+        assert!(
+            reports.iter().any(|r| r.contains("rewrite: last")),
+            "{reports:?}"
+        );
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.contains("limit_req: nginx rejects with 503")),
+            "{reports:?}"
+        );
+        assert!(
+            !reports.iter().any(|r| r.contains("= /auth")),
+            "a referenced internal location is not reported: {reports:?}"
+        );
+    }
+
+    #[test]
+    fn untranslatable_directives_are_reported_with_their_place() {
+        let t = nginx_str(
+            Path::new("/n/nginx.conf"),
+            "user www;\nhttp {\n map $a $b { default 1; }\n server {\n  listen 80;\n  location / {\n   root /srv;\n  }\n  location /p { proxy_pass http://127.0.0.1:1; sub_filter a b; if ($x) { return 403; } }\n }\n}\n",
+        )
+        .unwrap();
+        let lines: Vec<String> = t.reports.iter().map(ToString::to_string).collect();
+        for expected in [
+            "/n/nginx.conf:1: user: ",
+            "/n/nginx.conf:3: map: ",
+            "/n/nginx.conf:6: location: /: serves files",
+            "/n/nginx.conf:9: sub_filter: ",
+            "/n/nginx.conf:9: if: ",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(expected)),
+                "{expected} missing in {lines:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_translation_with_todays_keys_loads() {
+        let t = nginx_str(
+            Path::new("/n/nginx.conf"),
+            &server(
+                "location / { proxy_pass http://b; proxy_set_header X-A 1; add_header X-B 2 always; deny 192.0.2.0/24; }\n\
+                 location /api/ { proxy_pass http://b/; gzip on; client_max_body_size 2m; }",
+            ),
+        )
+        .unwrap();
+        crate::config::load_str(Path::new("imported.toml"), &t.toml)
+            .unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(super::duration("30").as_deref(), Some("30s"));
+        assert_eq!(super::duration("1m30s").as_deref(), Some("1m30s"));
+        assert_eq!(super::duration("500ms").as_deref(), Some("500ms"));
+        assert_eq!(super::nginx_size("10m"), Some(10 << 20));
+        assert_eq!(super::nginx_size("512k"), Some(512 << 10));
+        assert_eq!(super::nginx_size("100"), Some(100));
+        assert_eq!(super::size_text(1536), "1536B");
+        assert_eq!(super::size_text(2 << 20), "2MiB");
+        assert_eq!(super::listener_name("0.0.0.0:80", false), "http_80");
+        assert_eq!(
+            super::listener_name("127.0.0.1:8443", true),
+            "https_127_0_0_1_8443"
+        );
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const LINES: &[&str] = &[
+            "listen 80;",
+            "listen 127.0.0.1:8443 ssl http2 default_server;",
+            "server_name a.com .b.com _;",
+            "location / {",
+            "location = /x {",
+            "location ~ ^/(a)$ {",
+            "location ^~ /s/ {",
+            "location @n {",
+            "}",
+            "proxy_pass http://u;",
+            "proxy_pass http://u/x/;",
+            "proxy_pass http://$v;",
+            "proxy_pass http://127.0.0.1:1;",
+            "rewrite ^/(.*)$ /$1 break;",
+            "return 301 https://$host$request_uri;",
+            "return 200 ok;",
+            "add_header X 1;",
+            "proxy_set_header Host $host;",
+            "allow all;",
+            "deny all;",
+            "error_page 502 /e.html;",
+            "limit_req zone=z burst=1;",
+            "auth_request /a;",
+            "mirror /m;",
+            "internal;",
+            "gzip on;",
+            "client_max_body_size 0;",
+            "server {",
+            "upstream u { server 10.0.0.1:80 weight=2 backup; }",
+            "split_clients $remote_addr $v { 5% u; * u; }",
+            "limit_req_zone $binary_remote_addr zone=z:1m rate=1r/s;",
+            "ssl_certificate c;",
+            "bogus x;",
+        ];
+
+        proptest! {
+            #[test]
+            fn no_config_panics_the_translator(picks in proptest::collection::vec(0..LINES.len(), 0..40)) {
+                let mut text = String::from("http {\n");
+                for p in picks {
+                    text.push_str(LINES[p]);
+                    text.push('\n');
+                }
+                let _ = nginx_str(Path::new("/n/nginx.conf"), &text);
+                text.push_str("}\n}\n}\n}\n");
+                let _ = nginx_str(Path::new("/n/nginx.conf"), &text);
+            }
+        }
+    }
 }

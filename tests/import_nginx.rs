@@ -452,6 +452,10 @@ async fn compare(file: &str, backends: &[&str], listens: &[(&'static str, bool)]
             "{} {} (Host: {}) on {}",
             case.method, case.path, case.host, case.listen
         );
+        eprintln!(
+            "{what}: nginx {} {:?} {:?} {:?}",
+            nginx_seen.status, nginx_seen.backend, nginx_seen.uri, nginx_seen.headers
+        );
         if let Some(set) = &case.any_backend {
             let ok = |s: &Seen| s.backend.as_deref().is_some_and(|b| set.contains(&b));
             if !(ok(&nginx_seen)

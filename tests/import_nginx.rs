@@ -139,7 +139,9 @@ impl Drop for Nginx {
 }
 
 /// A backend answering with what it received: `x-backend`, `x-uri`, and each request header
-/// as `x-seen-NAME`; a 2 KiB text/html body (so that compression applies).
+/// as `x-seen-NAME`; a 2 KiB text/html body (so that compression applies). One whose name
+/// starts with `auth` is an auth service: 401 with a challenge unless `Authorization: Bearer
+/// good`, then 200 with `x-user: alice`.
 async fn echo_backend(name: &str) -> TestUpstream {
     let owned = name.to_owned();
     TestUpstream::with_responder(
@@ -152,6 +154,18 @@ async fn echo_backend(name: &str) -> TestUpstream {
                 .header("content-type", "text/html");
             for (k, v) in &r.headers {
                 b = b.header(format!("x-seen-{k}"), v.clone());
+            }
+            if owned.starts_with("auth") {
+                if r.headers
+                    .get("authorization")
+                    .is_none_or(|v| v != "Bearer good")
+                {
+                    b = b
+                        .status(401)
+                        .header("www-authenticate", "Bearer realm=\"api\"");
+                } else {
+                    b = b.header("x-user", "alice");
+                }
             }
             b.body(Full::new(Bytes::from(vec![b'a'; 2048]))).unwrap()
         }),
@@ -249,6 +263,12 @@ impl Case {
     fn seen(mut self, names: &[&'static str]) -> Self {
         self.seen.extend(names);
         self
+    }
+    fn what(&self) -> String {
+        format!(
+            "{} {} (Host: {}) on {}",
+            self.method, self.path, self.host, self.listen
+        )
     }
     fn post(mut self, body: usize) -> Self {
         self.method = "POST";
@@ -364,7 +384,12 @@ async fn ask(addr: SocketAddr, tls: bool, case: &Case) -> Seen {
 }
 
 /// Runs one corpus file in both and compares every case.
-async fn compare(file: &str, backends: &[&str], listens: &[(&'static str, bool)], cases: &[Case]) {
+async fn compare(
+    file: &str,
+    backends: &[&str],
+    listens: &[(&'static str, bool)],
+    cases: &[Case],
+) -> Vec<TestUpstream> {
     let dir = TempDir::new(file.trim_end_matches(".conf"));
     let mut text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -409,8 +434,35 @@ async fn compare(file: &str, backends: &[&str], listens: &[(&'static str, bool)]
     let reports = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "import failed:\n{reports}");
     eprintln!("--- {file}: not translated:\n{reports}--- TOML:\n{toml}");
+    // nginx first: its answers are printed even when gatehouse cannot load the translation.
+    let mut nginx = Nginx::start(&dir.0, &conf);
+    for port in ports.values() {
+        nginx.wait_ready(*port).await;
+    }
+    let mut from_nginx = Vec::new();
+    for case in cases {
+        let tls = listens.iter().any(|(p, t)| *p == case.listen && *t);
+        let seen = ask(
+            SocketAddr::from(([127, 0, 0, 1], ports[case.listen])),
+            tls,
+            case,
+        )
+        .await;
+        eprintln!(
+            "{}: nginx {} {:?} {:?} {:?}",
+            case.what(),
+            seen.status,
+            seen.backend,
+            seen.uri,
+            seen.headers
+        );
+        from_nginx.push(seen);
+    }
+    drop(nginx);
+
     let config = gatehouse::config::load_str(Path::new("imported.toml"), &toml)
         .unwrap_or_else(|e| panic!("{file}: the imported config does not load:\n{e}"));
+    drop(config);
     // gatehouse listens on ports of its own, with the listeners' names the importer derived.
     let mut doc: toml_edit::DocumentMut = toml.parse().unwrap();
     let mut names = Vec::new();
@@ -427,60 +479,47 @@ async fn compare(file: &str, backends: &[&str], listens: &[(&'static str, bool)]
     doc["admin"]["bind"] = toml_edit::value("");
     doc["log"] = toml_edit::table();
     doc["log"]["access"] = toml_edit::value("off");
-    drop(config);
     let config = gatehouse::config::load_str(Path::new("imported.toml"), &doc.to_string()).unwrap();
     let running = gatehouse::app::Running::start(config)
         .await
         .expect("gatehouse starts");
-
-    let mut nginx = Nginx::start(&dir.0, &conf);
-    for port in ports.values() {
-        nginx.wait_ready(*port).await;
-    }
     let mut failures = Vec::new();
-    for case in cases {
+    for (case, nginx_seen) in cases.iter().zip(from_nginx) {
         let tls = listens.iter().any(|(p, t)| *p == case.listen && *t);
-        let port = ports[case.listen];
-        let name = gatehouse::import::translate::listener_name(&format!("127.0.0.1:{port}"), tls);
+        let name = gatehouse::import::translate::listener_name(
+            &format!("127.0.0.1:{}", ports[case.listen]),
+            tls,
+        );
         let index = names
             .iter()
             .position(|n| *n == name)
             .unwrap_or_else(|| panic!("no listener {name}"));
-        let nginx_seen = ask(SocketAddr::from(([127, 0, 0, 1], port)), tls, case).await;
         let gatehouse_seen = ask(running.listener_addrs[index], tls, case).await;
-        let what = format!(
-            "{} {} (Host: {}) on {}",
-            case.method, case.path, case.host, case.listen
-        );
-        eprintln!(
-            "{what}: nginx {} {:?} {:?} {:?}",
-            nginx_seen.status, nginx_seen.backend, nginx_seen.uri, nginx_seen.headers
-        );
-        if let Some(set) = &case.any_backend {
-            let ok = |s: &Seen| s.backend.as_deref().is_some_and(|b| set.contains(&b));
-            if !(ok(&nginx_seen)
-                && ok(&gatehouse_seen)
-                && nginx_seen.status == gatehouse_seen.status
-                && nginx_seen.uri == gatehouse_seen.uri
-                && nginx_seen.headers == gatehouse_seen.headers)
-            {
-                failures.push(format!(
-                    "{what}:\n  nginx:     {nginx_seen:?}\n  gatehouse: {gatehouse_seen:?}"
-                ));
+        let same = match &case.any_backend {
+            Some(set) => {
+                let ok = |s: &Seen| s.backend.as_deref().is_some_and(|b| set.contains(&b));
+                ok(&nginx_seen)
+                    && ok(&gatehouse_seen)
+                    && nginx_seen.status == gatehouse_seen.status
+                    && nginx_seen.uri == gatehouse_seen.uri
+                    && nginx_seen.headers == gatehouse_seen.headers
             }
-        } else if nginx_seen != gatehouse_seen {
+            None => nginx_seen == gatehouse_seen,
+        };
+        if !same {
             failures.push(format!(
-                "{what}:\n  nginx:     {nginx_seen:?}\n  gatehouse: {gatehouse_seen:?}"
+                "{}:\n  nginx:     {nginx_seen:?}\n  gatehouse: {gatehouse_seen:?}",
+                case.what()
             ));
         }
     }
-    drop(nginx);
     running.shutdown().await;
     assert!(
         failures.is_empty(),
         "{file}: gatehouse answers differently from nginx:\n{}",
         failures.join("\n")
     );
+    servers
 }
 
 #[tokio::test]
@@ -488,7 +527,7 @@ async fn a_api_gateway_with_regex_locations_and_rewrites() {
     let h = "api.example.com";
     compare(
         "a_api_gateway.conf",
-        &["users", "orders"],
+        &["users", "orders", "authsvc"],
         &[("PORT_HTTP", false)],
         &[
             get("PORT_HTTP", "/healthz", h).response(&["content-type"]),
@@ -496,6 +535,10 @@ async fn a_api_gateway_with_regex_locations_and_rewrites() {
             get("PORT_HTTP", "/users/x/orders", h),
             get("PORT_HTTP", "/index.PHP", h),
             get("PORT_HTTP", "/v1/profile?x=1", h),
+            get("PORT_HTTP", "/v1/profile?x=1", h)
+                .header("Authorization", "Bearer good")
+                .seen(&["authorization"]),
+            get("PORT_HTTP", "/v1/profile?x=1", h).header("Authorization", "Bearer bad"),
             get("PORT_HTTP", "/v1", h),
             get("PORT_HTTP", "/old/a/b", h),
             get("PORT_HTTP", "/users/static/logo.php", h),
@@ -600,13 +643,28 @@ async fn e_canary_with_split_clients_and_a_mirror() {
     let h = "shop.example.com";
     let mut case = get("PORT_HTTP", "/cart?id=7", h);
     case.any_backend = Some(vec!["stable", "canary"]);
-    compare(
+    let backends = compare(
         "e_canary.conf",
         &["stable", "canary", "shadow"],
         &[("PORT_HTTP", false)],
         &[case.clone(), case],
     )
     .await;
+    // Both mirrored each request to the shadow, with the URI the client sent.
+    let shadow = &backends[2];
+    let deadline = Instant::now() + WAIT;
+    while shadow.received().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the shadow got {} mirrored requests, not 4",
+            shadow.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for r in shadow.received() {
+        assert_eq!(r.uri, "/cart?id=7");
+        assert_eq!(r.headers["host"], "shop.example.com");
+    }
 }
 
 #[tokio::test]

@@ -511,16 +511,30 @@ mod tests {
             fn includes_of_any_shape_end(links in proptest::collection::vec((0usize..5, 0usize..5), 0..12)) {
                 // Five files including each other at random: cycles are reported, never followed.
                 let mut texts = vec![String::new(); 5];
-                for (from, to) in links {
+                for &(from, to) in &links {
                     texts[from].push_str(&format!("include {to}.conf;\n"));
                 }
+                // Is a cycle reachable from file 0? (Depth-first, with the path on a stack.)
+                fn cycle(at: usize, links: &[(usize, usize)], path: &mut Vec<usize>) -> bool {
+                    if path.contains(&at) {
+                        return true;
+                    }
+                    path.push(at);
+                    let found = links.iter().filter(|l| l.0 == at).any(|l| cycle(l.1, links, path));
+                    path.pop();
+                    found
+                }
+                let expect_cycle = cycle(0, &links, &mut Vec::new());
                 let files: Vec<(String, String)> = texts
                     .into_iter()
                     .enumerate()
                     .map(|(i, t)| (format!("/n/{i}.conf"), t))
                     .collect();
                 let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                let _ = parse_file(&memory(&refs), Path::new("/n/0.conf"));
+                match parse_file(&memory(&refs), Path::new("/n/0.conf")) {
+                    Ok(_) => prop_assert!(!expect_cycle),
+                    Err(e) => prop_assert!(expect_cycle && e.message.contains("cycle"), "{}", e),
+                }
             }
         }
     }

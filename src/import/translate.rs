@@ -361,7 +361,15 @@ impl Translator {
                         self.report(inner, "no equivalent: gatehouse's connection handling has no per-worker settings");
                     }
                 }
-                ("user" | "pid" | "daemon" | "master_process", _) => self.report(
+                ("pid", _) => self.report(
+                    d,
+                    "no equivalent: gatehouse writes no pid file (it runs in the foreground; its supervisor knows the PID)",
+                ),
+                ("worker_rlimit_nofile", _) => self.report(
+                    d,
+                    "no equivalent: raise the open-files limit of gatehouse's service (LimitNOFILE, ulimit -n)",
+                ),
+                ("user" | "daemon" | "master_process", _) => self.report(
                     d,
                     "no equivalent: gatehouse runs in the foreground as the user that starts it",
                 ),
@@ -432,7 +440,12 @@ impl Translator {
                     "no equivalent: gatehouse's access log formats are text, json and combined",
                 ),
                 _ => {
-                    if !self.setting(d, &mut own) {
+                    if FILE_SERVING.contains(&d.name.as_str()) {
+                        if d.name == "root" {
+                            own.root = d.args.first().map(|r| self.path(r));
+                        }
+                        self.report(d, "gatehouse does not serve files");
+                    } else if !self.setting(d, &mut own) {
                         self.report(d, "no equivalent in gatehouse");
                     }
                 }
@@ -1472,6 +1485,10 @@ impl Translator {
         }
         if l.proxy_pass.is_none() && l.ret.is_none() && !l.rewrites.iter().any(is_redirect_rewrite)
         {
+            if self.servers_reference(server, l) {
+                // An error page's file: used by the routes whose error_page names it.
+                return None;
+            }
             self.report(
                 &at("location"),
                 format!(
@@ -2826,6 +2843,32 @@ mod tests {
         .unwrap();
         crate::config::load_str(Path::new("imported.toml"), &t.toml)
             .unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
+    }
+
+    #[test]
+    fn error_pages_from_files_and_texts() {
+        let (t, reports) = import(&server(
+            "error_page 502 504 /50x.html;\n\
+             location / { proxy_pass http://b; }\n\
+             location = /50x.html { root /srv/errors; }\n\
+             location /api/ { error_page 503 /busy; proxy_pass http://b; }\n\
+             location = /busy { return 200 \"busy\"; }",
+        ));
+        let root = route(&t, "*", "/");
+        let page = &root["error_page"][0];
+        assert_eq!(page["status"].as_array().unwrap().len(), 2);
+        assert_eq!(page["file"].as_str(), Some("/srv/errors/50x.html"));
+        let api = route(&t, "*", "/api/");
+        assert_eq!(
+            api["error_page"].as_array().unwrap().len(),
+            1,
+            "its own replaces the server's"
+        );
+        assert_eq!(api["error_page"][0]["body"].as_str(), Some("busy"));
+        assert!(
+            !reports.iter().any(|r| r.contains("50x.html: serves files")),
+            "an error page's location is not reported: {reports:?}"
+        );
     }
 
     #[test]

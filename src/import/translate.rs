@@ -1930,7 +1930,17 @@ impl Translator {
                 continue;
             }
             match translate_vars(value, captures, &self.splits) {
-                Ok(v) => set.push((name.clone(), emit::string(&v))),
+                Ok(v) => {
+                    if put(&mut set, name, emit::string(&v)) {
+                        self.note(
+                            hl,
+                            "proxy_set_header",
+                            format!(
+                                "{name} set twice: nginx sends both values, gatehouse the last"
+                            ),
+                        );
+                    }
+                }
                 Err(why) => self.note(hl, "proxy_set_header", format!("{name}: {why}")),
             }
         }
@@ -1953,7 +1963,15 @@ impl Translator {
                     if !*always {
                         d.comments.push(format!("{hl}: add_header {name}: nginx adds it to 2xx/3xx responses only (no `always`); gatehouse sets it on every response"));
                     }
-                    set.push((name.clone(), emit::string(&v)));
+                    if put(&mut set, name, emit::string(&v)) {
+                        self.note(
+                            hl,
+                            "add_header",
+                            format!(
+                                "{name} added twice: nginx sends both values, gatehouse the last"
+                            ),
+                        );
+                    }
                 }
                 Err(why) => self.note(hl, "add_header", format!("{name}: {why}")),
             }
@@ -2240,6 +2258,21 @@ impl Translator {
     }
 }
 
+/// Sets `name` in an ordered header list (names compared without case); true if it replaced
+/// a value already there.
+fn put(set: &mut Vec<(String, String)>, name: &str, value: String) -> bool {
+    match set.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        Some(slot) => {
+            slot.1 = value;
+            true
+        }
+        None => {
+            set.push((name.to_owned(), value));
+            false
+        }
+    }
+}
+
 /// The exact or longest prefix location for a URI (for internal subrequests).
 fn best_location<'a>(server: &'a Server, uri: &str) -> Option<&'a Location> {
     let path = uri.split('?').next().unwrap_or(uri);
@@ -2315,7 +2348,8 @@ pub fn duration(text: &str) -> Option<String> {
 pub fn nginx_size(text: &str) -> Option<u64> {
     let t = text.trim();
     parse_size(t).ok().or_else(|| {
-        let (digits, unit) = t.split_at(t.len().saturating_sub(1));
+        let last = t.char_indices().last().map_or(0, |(i, _)| i);
+        let (digits, unit) = t.split_at(last);
         let n: u64 = digits.parse().ok()?;
         match unit {
             "k" | "K" => n.checked_mul(1 << 10),
@@ -2928,6 +2962,31 @@ mod tests {
             "bogus x;",
         ];
 
+        /// Directives whose argument is drawn at random.
+        const ARG_DIRECTIVES: &[&str] = &[
+            "client_max_body_size ARG;",
+            "listen ARG;",
+            "listen 80 ARG;",
+            "server_name ARG;",
+            "location ARG { proxy_pass http://u; }",
+            "location ~ ARG { return 200 x; }",
+            "location /p { proxy_pass ARG; }",
+            "location /p/ { proxy_pass http://u/ARG; }",
+            "location /p { return ARG; }",
+            "location /p { return 301 ARG; }",
+            "location /p { rewrite ARG /x break; proxy_pass http://u; }",
+            "location /p { rewrite ^ ARG; proxy_pass http://u; }",
+            "location /p { proxy_set_header X ARG; add_header Y ARG; proxy_pass http://u; }",
+            "location /p { proxy_set_header ARG 1; proxy_set_header ARG 2; add_header ARG 3; add_header ARG 4; proxy_hide_header ARG; proxy_pass http://u; }",
+            "location /p { error_page ARG; proxy_pass http://u; }",
+            "location /p { proxy_read_timeout ARG; proxy_pass http://u; }",
+            "location /p { limit_req ARG; proxy_pass http://u; }",
+            "location /p { auth_request ARG; mirror ARG; proxy_pass http://u; }",
+            "location /p { allow ARG; proxy_pass http://$v; }",
+            "gzip on; gzip_min_length ARG; gzip_types ARG;",
+            "set_real_ip_from ARG; real_ip_header ARG;",
+        ];
+
         proptest! {
             #[test]
             fn no_config_panics_the_translator(picks in proptest::collection::vec(0..LINES.len(), 0..40)) {
@@ -2936,9 +2995,27 @@ mod tests {
                     text.push_str(LINES[p]);
                     text.push('\n');
                 }
-                let _ = nginx_str(Path::new("/n/nginx.conf"), &text);
-                text.push_str("}\n}\n}\n}\n");
-                let _ = nginx_str(Path::new("/n/nginx.conf"), &text);
+                for _ in 0..2 {
+                    if let Ok(t) = nginx_str(Path::new("/n/nginx.conf"), &text) {
+                        prop_assert!(t.toml.parse::<toml::Table>().is_ok(), "not TOML:\n{}", t.toml);
+                    }
+                    text.push_str("}\n}\n}\n}\n");
+                }
+            }
+
+            #[test]
+            fn no_argument_panics_the_translator(
+                which in 0..ARG_DIRECTIVES.len(),
+                arg in "[a-z0-9 $/:.\\[\\]*~^=@%é{}()?-]{0,20}",
+            ) {
+                let quoted = arg.replace('\\', "").replace('"', "");
+                let text = format!(
+                    "http {{ upstream u {{ server 10.0.0.1; }} split_clients $remote_addr $v {{ 5% u; * u; }}\n server {{ listen 80;\n location / {{ proxy_pass http://u; }}\n {} }} }}",
+                    ARG_DIRECTIVES[which].replace("ARG", &format!("\"{quoted}\""))
+                );
+                if let Ok(t) = nginx_str(Path::new("/n/nginx.conf"), &text) {
+                    prop_assert!(t.toml.parse::<toml::Table>().is_ok(), "not TOML:\n{}", t.toml);
+                }
             }
         }
     }

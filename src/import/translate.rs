@@ -3008,7 +3008,7 @@ mod tests {
                 which in 0..ARG_DIRECTIVES.len(),
                 arg in "[a-z0-9 $/:.\\[\\]*~^=@%é{}()?-]{0,20}",
             ) {
-                let quoted = arg.replace('\\', "").replace('"', "");
+                let quoted = arg.replace(['\\', '"'], "");
                 let text = format!(
                     "http {{ upstream u {{ server 10.0.0.1; }} split_clients $remote_addr $v {{ 5% u; * u; }}\n server {{ listen 80;\n location / {{ proxy_pass http://u; }}\n {} }} }}",
                     ARG_DIRECTIVES[which].replace("ARG", &format!("\"{quoted}\""))

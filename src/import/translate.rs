@@ -229,6 +229,8 @@ pub struct Translator {
     conn_limits: BTreeMap<String, u32>,
     cache_zones: BTreeMap<String, Option<u64>>,
     used_caches: BTreeSet<String>,
+    /// `proxy_cache_valid` per cache zone, from the first location using it.
+    cache_ttls: BTreeMap<String, String>,
     compressions: Vec<(String, Vec<(String, String)>)>,
     basic_auths: Vec<(String, String, String)>,
     forward_auths: BTreeMap<String, Vec<(String, String)>>,
@@ -308,6 +310,7 @@ impl Translator {
             conn_limits: BTreeMap::new(),
             cache_zones: BTreeMap::new(),
             used_caches: BTreeSet::new(),
+            cache_ttls: BTreeMap::new(),
             compressions: Vec::new(),
             basic_auths: Vec::new(),
             forward_auths: BTreeMap::new(),
@@ -1368,6 +1371,9 @@ impl Translator {
             if let Some(Some(max)) = self.cache_zones.get(name) {
                 t.set("max_size", emit::string(&size_text(*max)));
             }
+            if let Some(ttl) = self.cache_ttls.get(name) {
+                t.set("default_ttl", emit::string(ttl));
+            }
             t.write(&mut out);
         }
         for (name, realm, file) in &self.basic_auths {
@@ -2088,6 +2094,23 @@ impl Translator {
         if let Some(Some(zone)) = &s.proxy_cache {
             if self.cache_zones.contains_key(zone) {
                 self.used_caches.insert(zone.clone());
+                if let Some(ttl) = &s.proxy_cache_valid {
+                    match self.cache_ttls.get(zone) {
+                        Some(first) if first != ttl => {
+                            let at = Directive {
+                                name: "proxy_cache_valid".into(),
+                                args: vec![],
+                                block: None,
+                                loc: l.loc.clone(),
+                            };
+                            self.report(&at, format!("cache {zone} is used with another validity elsewhere: gatehouse keeps one default_ttl per cache (the first, {first})"));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.cache_ttls.insert(zone.clone(), ttl.clone());
+                        }
+                    }
+                }
                 d.body.push(("cache".into(), emit::string(zone)));
             } else {
                 let at = Directive {
@@ -2867,14 +2890,20 @@ mod tests {
 
     #[test]
     fn a_translation_with_todays_keys_loads() {
-        let t = nginx_str(
-            Path::new("/n/nginx.conf"),
-            &server(
+        let text = format!(
+            "http {{\n proxy_cache_path /c keys_zone=pages:1m; limit_req_zone $binary_remote_addr zone=one:1m rate=5r/s;\n\
+             limit_conn_zone $binary_remote_addr zone=busy:1m; limit_req_status 429; limit_conn_status 429;\n\
+             set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on; keepalive_timeout 30s;\n\
+             upstream h {{ hash $cookie_session consistent; server 127.0.0.1:9001 weight=2 max_conns=9; server 127.0.0.1:9002; keepalive 4; }}\n{}",
+            server(
                 "location / { proxy_pass http://b; proxy_set_header X-A 1; add_header X-B 2 always; deny 192.0.2.0/24; }\n\
-                 location /api/ { proxy_pass http://b/; gzip on; client_max_body_size 2m; }",
-            ),
-        )
-        .unwrap();
+                 location /api/ { proxy_pass http://b/; gzip on; client_max_body_size 2m; limit_req zone=one burst=5; limit_conn busy 3; }\n\
+                 location /cached { proxy_cache pages; proxy_cache_valid 1m; proxy_pass http://h; proxy_connect_timeout 3s; }\n\
+                 location /other { proxy_pass http://127.0.0.1:9005; proxy_read_timeout 2s; proxy_hide_header Server; }",
+            )
+            .trim_start_matches("http {\n")
+        );
+        let t = nginx_str(Path::new("/n/nginx.conf"), &text).unwrap();
         crate::config::load_str(Path::new("imported.toml"), &t.toml)
             .unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
     }
@@ -2902,6 +2931,26 @@ mod tests {
         assert!(
             !reports.iter().any(|r| r.contains("50x.html: serves files")),
             "an error page's location is not reported: {reports:?}"
+        );
+    }
+
+    #[test]
+    fn proxy_cache_becomes_a_cache() {
+        let (t, reports) = import(&format!(
+            "http {{\n proxy_cache_path /var/cache/x keys_zone=pages:10m max_size=64m;\n{}",
+            server(
+                "location / { proxy_pass http://b; }\n\
+                 location /cached/ { proxy_cache pages; proxy_cache_valid 200 5m; proxy_pass http://b; }"
+            )
+            .trim_start_matches("http {\n")
+        ));
+        assert_eq!(route(&t, "*", "/cached/")["cache"].as_str(), Some("pages"));
+        assert!(route(&t, "*", "/").get("cache").is_none());
+        assert_eq!(t["cache"]["pages"]["max_size"].as_str(), Some("64MiB"));
+        assert_eq!(t["cache"]["pages"]["default_ttl"].as_str(), Some("5m"));
+        assert!(
+            reports.iter().any(|r| r.contains("proxy_cache_path")),
+            "{reports:?}"
         );
     }
 

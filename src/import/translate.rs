@@ -761,6 +761,10 @@ impl Translator {
             "auth_basic" => own.auth_basic = Some(if first == "off" { None } else { Some(first.clone()) }),
             "auth_basic_user_file" => own.auth_basic_user_file = Some(self.path(&first)),
             "auth_request" => own.auth_request = Some(if first == "off" { None } else { Some((first.clone(), d.loc.clone())) }),
+            "ssl_certificate" | "ssl_certificate_key" if first.contains('$') => self.report(
+                d,
+                "certificates chosen by variables are not translated (gatehouse picks among its listed certificates by SNI)",
+            ),
             "ssl_certificate" => push(&mut own.ssl_certificate, self.path(&first)),
             "ssl_certificate_key" => push(&mut own.ssl_certificate_key, self.path(&first)),
             "ssl_protocols" => own.ssl_protocols = Some((a.clone(), d.loc.clone())),
@@ -805,6 +809,8 @@ impl Translator {
             redirect_rewrites: Vec::new(),
         };
         let mut location_directives = Vec::new();
+        // nginx 1.25's `http2 on;` in a server, beside its listens.
+        let mut http2_on = false;
         for x in body {
             match x.name.as_str() {
                 "listen" => {
@@ -832,8 +838,11 @@ impl Translator {
                 }
                 "if" => self.report(x, "no equivalent: `if` blocks are not translated"),
                 "ssl" => self.report(x, "use `listen ... ssl`"),
-                "http2" => self.report(x, "use `listen ... http2`"),
-                "server_tokens" => {}
+                "http2" => http2_on = x.args.first().is_some_and(|a| a == "on"),
+                "server_tokens" => self.report(
+                    x,
+                    "no equivalent: gatehouse's own answers say `Server: gatehouse`, without a version; upstream responses keep theirs",
+                ),
                 _ => {
                     if FILE_SERVING.contains(&x.name.as_str()) {
                         if x.name == "root" || x.name == "alias" {
@@ -855,6 +864,11 @@ impl Translator {
                 proxy_protocol: false,
                 loc: d.loc.clone(),
             });
+        }
+        if http2_on {
+            for l in &mut server.listens {
+                l.http2 = true;
+            }
         }
         server.settings = http.merged(&own);
         for l in location_directives {
@@ -1754,6 +1768,10 @@ impl Translator {
                 );
             }
         } else {
+            if authority.starts_with("unix:") {
+                self.report(&pass, "unix sockets are not supported as upstream servers");
+                return false;
+            }
             let name = if self.upstreams.contains_key(authority) {
                 host_header = Some(authority.to_owned());
                 authority.to_owned()
@@ -2952,6 +2970,25 @@ mod tests {
             reports.iter().any(|r| r.contains("proxy_cache_path")),
             "{reports:?}"
         );
+    }
+
+    #[test]
+    fn newer_and_odd_spellings() {
+        let (t, reports) = import(
+            "http {\n server { listen 8443 ssl; http2 on; server_tokens off; ssl_certificate /c.pem; ssl_certificate_key /k.pem;\n\
+             location / { proxy_pass http://unix:/run/app.sock; }\n location /x { proxy_pass http://127.0.0.1:9000; } } }",
+        );
+        let listener = &t["listener"][0];
+        assert!(listener["tls"].get("alpn").is_none(), "http2 on offers h2");
+        assert!(
+            reports.iter().any(|r| r.contains("server_tokens")),
+            "{reports:?}"
+        );
+        assert!(
+            reports.iter().any(|r| r.contains("unix sockets")),
+            "{reports:?}"
+        );
+        route(&t, "*", "/x");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod headers;
 pub mod health;
 pub mod http1;
+pub mod import;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! The gatehouse command line: `run` (the default), `check`, `demo-backend` and `cert`.
+//! The gatehouse command line: `run` (the default), `check`, `demo-backend`, `cert` and
+//! `import`.
 
 use clap::{Parser, Subcommand};
 use gatehouse::app::Running;
@@ -53,6 +54,47 @@ enum Command {
         #[arg(long, default_value = "config/certs")]
         out: PathBuf,
     },
+    /// Translate another proxy's config into gatehouse's: the TOML on stdout, one line per
+    /// directive not translated on stderr (`file:line: directive: why`).
+    Import {
+        /// The config's kind.
+        #[arg(value_enum)]
+        from: ImportFrom,
+        /// The main config file (includes are read relative to its directory).
+        file: PathBuf,
+        /// Fail (exit 1) if anything could not be translated.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFrom {
+    Nginx,
+}
+
+fn import(from: ImportFrom, file: &Path, strict: bool) -> ExitCode {
+    let ImportFrom::Nginx = from;
+    match gatehouse::import::nginx(file) {
+        Ok(translation) => {
+            print!("{}", translation.toml);
+            for report in &translation.reports {
+                eprintln!("{report}");
+            }
+            if strict && !translation.reports.is_empty() {
+                eprintln!(
+                    "gatehouse import: {} directive(s) not translated (--strict)",
+                    translation.reports.len()
+                );
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -62,6 +104,7 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::DemoBackend { bind, name } => demo_backend(&bind, name),
         Command::Cert { hosts, out } => cert(&hosts, &out),
+        Command::Import { from, file, strict } => import(from, &file, strict),
     }
 }
 

@@ -48,6 +48,8 @@ const LAYERS: &[&[&str]] = &[
     &["admin"],
     // Start and stop of the whole.
     &["app"],
+    // Tools that only translate (the nginx importer), beside `main`; they use only `config`.
+    &["import"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

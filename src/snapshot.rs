@@ -286,7 +286,20 @@ impl Snapshot {
                 strip_prefix: route.strip_prefix,
                 replace_prefix: route.replace_prefix.as_ref().map(|r| r.get_ref().clone()),
                 rewrites: location::rewrites(route).map_err(located)?,
-                answer: location::answer(route, &capture_names).map_err(located)?,
+                answer: match location::answer(route, &capture_names).map_err(located)? {
+                    // A route with nowhere to forward to (its rewrites redirect, or route the
+                    // request elsewhere) answers what is left 404, as nginx's location with
+                    // no proxy_pass finds no file.
+                    None if route.primary_upstream().is_none() && route.split.is_empty() => {
+                        Some(Answer {
+                            status: http::StatusCode::NOT_FOUND,
+                            location: None,
+                            body: Some(Template::literal("404 Not Found\n")),
+                            content_type: HeaderValue::from_static("text/plain; charset=utf-8"),
+                        })
+                    }
+                    answer => answer,
+                },
                 error_pages: location::error_pages(&route.error_page, "error_page")
                     .map_err(located)?,
                 header_templates: location::header_templates(route, &capture_names)

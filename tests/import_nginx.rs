@@ -364,10 +364,19 @@ async fn ask(addr: SocketAddr, tls: bool, case: &Case) -> Seen {
             .map(|(_, v)| v.replace(&port, ":PORT"))
     };
     let mut compared = BTreeMap::new();
-    for name in ["location", "www-authenticate"]
-        .iter()
-        .chain(case.response.iter())
-    {
+    // A relative Location (RFC 9110 §10.2.2) is compared as the absolute URL it stands for:
+    // nginx writes it absolute (`absolute_redirect on`), gatehouse as the route computes it.
+    let resolve = |location: Option<String>| {
+        location.map(|value| match value.starts_with('/') {
+            true => {
+                let scheme = if tls { "https" } else { "http" };
+                format!("{scheme}://{}:PORT{value}", case.host)
+            }
+            false => value,
+        })
+    };
+    compared.insert("location".to_owned(), resolve(find("location")));
+    for name in ["www-authenticate"].iter().chain(case.response.iter()) {
         compared.insert((*name).to_owned(), find(name));
     }
     let backend = find("x-backend");

@@ -256,7 +256,12 @@ impl Proxy {
         };
         let route = chosen.route;
         exchange.route = Some(Arc::clone(&route));
-        let edge = chosen.edge;
+        if let Some(edge) = chosen.edge {
+            // Redirects that routing decided on go out before access and authentication, as
+            // nginx's rewrite phase runs before its access phase: they tell the client nothing
+            // but what the config says. A route's `return`, which may carry a body, waits.
+            return Handling::ready(redirect_at_edge(exchange, edge, &parts.uri));
+        }
         let location = (!chosen.captures.is_empty() || sent_uri.is_some() || chosen.rewritten)
             .then(|| {
                 Box::new(LocationState {
@@ -304,7 +309,6 @@ impl Proxy {
                             exchange,
                             request_id,
                             host_value,
-                            edge,
                             location,
                         };
                         admitted.limit_and_route(&client, parts, body).await
@@ -327,7 +331,6 @@ impl Proxy {
             exchange,
             request_id,
             host_value,
-            edge,
             location,
         };
         admitted.limit_and_route(client, parts, body)
@@ -341,8 +344,6 @@ struct Admitted {
     exchange: Exchange,
     request_id: HeaderValue,
     host_value: HeaderValue,
-    /// A redirect routing decided on.
-    edge: Option<EdgeRedirect>,
     /// What routing learnt beyond the route, if anything.
     location: Option<Box<LocationState>>,
 }
@@ -362,7 +363,6 @@ impl Admitted {
             mut exchange,
             request_id,
             host_value,
-            edge,
             location,
         } = self;
         let mut wait = std::time::Duration::ZERO;
@@ -394,7 +394,7 @@ impl Admitted {
                 }
             }
         }
-        if edge.is_some() || route.answer.is_some() {
+        if let Some(answer) = &route.answer {
             let view = RequestView {
                 method: &parts.method,
                 request_uri: location
@@ -410,7 +410,7 @@ impl Admitted {
             };
             let captures = location.as_ref().map_or(&[][..], |l| &l.captures[..]);
             return Handling::ready(answer_at_edge(
-                exchange, &route, edge, &view, &parts.uri, captures,
+                exchange, answer, &view, &parts.uri, captures,
             ));
         }
         // A route with a split hands the request to the side it chooses (its upstream,
@@ -584,11 +584,32 @@ fn choose_route(
     Err("rewrites route the request in a cycle")
 }
 
-/// A route's answer at the edge: a redirect routing decided on, or its `return`.
+/// A redirect routing decided on.
+fn redirect_at_edge(exchange: Exchange, edge: EdgeRedirect, uri: &Uri) -> Response<ResponseBody> {
+    let (status, location) = match edge {
+        EdgeRedirect::Slash => {
+            let mut location = format!("{}/", uri.path());
+            if let Some(query) = uri.query() {
+                location.push('?');
+                location.push_str(query);
+            }
+            (StatusCode::MOVED_PERMANENTLY, location)
+        }
+        EdgeRedirect::Rewrite(status, location) => (status, location),
+    };
+    match HeaderValue::try_from(location) {
+        Ok(location) => exchange.edge(status, Some(location), None, None),
+        Err(_) => exchange.local(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the redirect target is not a valid Location value",
+        ),
+    }
+}
+
+/// A route's `return`.
 fn answer_at_edge(
     exchange: Exchange,
-    route: &Route,
-    edge: Option<EdgeRedirect>,
+    answer: &crate::config::location::Answer,
     request: &RequestView<'_>,
     uri: &Uri,
     captures: &[Option<String>],
@@ -599,27 +620,11 @@ fn answer_at_edge(
         query: uri.query(),
         captures,
     };
-    let (status, location, body, content_type) = match (edge, &route.answer) {
-        (Some(EdgeRedirect::Slash), _) => {
-            let mut location = format!("{}/", uri.path());
-            if let Some(query) = uri.query() {
-                location.push('?');
-                location.push_str(query);
-            }
-            (StatusCode::MOVED_PERMANENTLY, Some(location), None, None)
-        }
-        (Some(EdgeRedirect::Rewrite(status, location)), _) => (status, Some(location), None, None),
-        (None, Some(answer)) => (
-            answer.status,
-            answer.location.as_ref().map(|t| t.expand(&context)),
-            answer.body.as_ref().map(|t| t.expand(&context)),
-            Some(answer.content_type.clone()),
-        ),
-        (None, None) => {
-            return exchange.local(StatusCode::INTERNAL_SERVER_ERROR, "route has no answer");
-        }
-    };
-    let location = match location.map(HeaderValue::try_from) {
+    let location = match answer
+        .location
+        .as_ref()
+        .map(|t| HeaderValue::try_from(t.expand(&context)))
+    {
         Some(Ok(value)) => Some(value),
         Some(Err(_)) => {
             return exchange.local(
@@ -629,7 +634,13 @@ fn answer_at_edge(
         }
         None => None,
     };
-    exchange.edge(status, location, body, content_type)
+    let body = answer.body.as_ref().map(|t| t.expand(&context));
+    exchange.edge(
+        answer.status,
+        location,
+        body,
+        Some(answer.content_type.clone()),
+    )
 }
 
 impl Routed {

@@ -138,6 +138,13 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// Text with no variables in it.
+    pub fn literal(text: &str) -> Self {
+        Self {
+            parts: vec![Part::Literal(text.to_owned())],
+        }
+    }
+
     /// A template of literal text only.
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))

@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request_body;
 pub mod route;
+pub mod routes_tool;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

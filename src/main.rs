@@ -1,5 +1,5 @@
-//! The gatehouse command line: `run` (the default), `check`, `demo-backend`, `cert` and
-//! `import`.
+//! The gatehouse command line: `run` (the default), `check`, `route`, `demo-backend`, `cert`
+//! and `import`.
 
 use clap::{Parser, Subcommand};
 use gatehouse::app::Running;
@@ -35,7 +35,29 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Check a config file, like `nginx -t`: prints `config ok` or every error with its place.
-    Check,
+    Check {
+        /// Also run a file of routing cases (`[[case]]` request → expected route, upstream,
+        /// target, status) against the config; fails if any case does not hold.
+        #[arg(long)]
+        routes_test: Option<PathBuf>,
+    },
+    /// Show what the proxy does with one request: the route chosen and those it beat, the
+    /// answer at the edge or the request sent upstream, and the policies on the way.
+    Route {
+        /// The method, e.g. GET.
+        method: String,
+        /// `http://host/path?query` (or a path, with `-H 'Host: …'`).
+        url: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The client's address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+        /// The listener the request arrives on, by name (the first by default).
+        #[arg(long)]
+        listener: Option<String>,
+    },
     /// Run one standalone demo order-API backend.
     DemoBackend {
         /// The address to listen on, e.g. 127.0.0.1:8001.
@@ -101,7 +123,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
-        Command::Check => check(&cli.config),
+        Command::Check { routes_test } => check(&cli.config, routes_test.as_deref()),
+        Command::Route {
+            method,
+            url,
+            headers,
+            client,
+            listener,
+        } => route(
+            &cli.config,
+            &method,
+            &url,
+            &headers,
+            client,
+            listener.as_deref(),
+        ),
         Command::DemoBackend { bind, name } => demo_backend(&bind, name),
         Command::Cert { hosts, out } => cert(&hosts, &out),
         Command::Import { from, file, strict } => import(from, &file, strict),
@@ -126,15 +162,93 @@ fn cert(hosts: &[String], out: &Path) -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, routes_test: Option<&Path>) -> ExitCode {
     match config::load_file(path) {
-        Ok(_) => {
+        Ok(config) => {
             println!("config ok: {}", path.display());
-            ExitCode::SUCCESS
+            match routes_test {
+                Some(cases) => check_routes(config, cases),
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("config check failed: {} error(s)", errors.total());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_routes(config: Config, cases: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(cases) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", cases.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome =
+        gatehouse::routes_tool::Routes::compile(config).and_then(|routes| routes.run_cases(&text));
+    match outcome {
+        Ok((count, failures)) if failures.is_empty() => {
+            println!("routes ok: {count} case(s) in {}", cases.display());
+            ExitCode::SUCCESS
+        }
+        Ok((count, failures)) => {
+            for failure in &failures {
+                eprintln!("{}: {failure}", cases.display());
+            }
+            eprintln!("routes test failed: {} of {count} case(s)", failures.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", cases.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn route(
+    path: &Path,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    client: std::net::IpAddr,
+    listener: Option<&str>,
+) -> ExitCode {
+    let config = match config::load_file(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut fields = Vec::new();
+    for header in headers {
+        match header.split_once(':') {
+            Some((name, value)) => fields.push((name.trim().to_owned(), value.trim().to_owned())),
+            None => {
+                eprintln!("invalid header {header:?}; write it as 'Name: value'");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let explained = gatehouse::routes_tool::Routes::compile(config).and_then(|routes| {
+        routes.explain(&gatehouse::routes_tool::Probe {
+            method,
+            url,
+            headers: &fields,
+            client,
+            listener,
+        })
+    });
+    match explained {
+        Ok(explanation) => {
+            print!("{}", explanation.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -48,8 +48,9 @@ const LAYERS: &[&[&str]] = &[
     &["admin"],
     // Start and stop of the whole.
     &["app"],
-    // Tools that only translate (the nginx importer), beside `main`; they use only `config`.
-    &["import"],
+    // Tools beside `main`: the nginx importer (it uses only `config`) and the routing
+    // explainer (it runs the proxy's routing over a compiled snapshot).
+    &["import", "routes_tool"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -8,6 +8,7 @@ mod cached;
 mod cors_answer;
 mod encode;
 mod exchange;
+pub mod explain;
 mod forward_auth;
 mod mirror;
 
@@ -586,7 +587,19 @@ fn choose_route(
 
 /// A redirect routing decided on.
 fn redirect_at_edge(exchange: Exchange, edge: EdgeRedirect, uri: &Uri) -> Response<ResponseBody> {
-    let (status, location) = match edge {
+    let (status, location) = redirect_target(edge, uri);
+    match HeaderValue::try_from(location) {
+        Ok(location) => exchange.edge(status, Some(location), None, None),
+        Err(_) => exchange.local(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the redirect target is not a valid Location value",
+        ),
+    }
+}
+
+/// The status and Location of a redirect routing decided on.
+fn redirect_target(edge: EdgeRedirect, uri: &Uri) -> (StatusCode, String) {
+    match edge {
         EdgeRedirect::Slash => {
             let mut location = format!("{}/", uri.path());
             if let Some(query) = uri.query() {
@@ -596,14 +609,37 @@ fn redirect_at_edge(exchange: Exchange, edge: EdgeRedirect, uri: &Uri) -> Respon
             (StatusCode::MOVED_PERMANENTLY, location)
         }
         EdgeRedirect::Rewrite(status, location) => (status, location),
-    };
-    match HeaderValue::try_from(location) {
-        Ok(location) => exchange.edge(status, Some(location), None, None),
-        Err(_) => exchange.local(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the redirect target is not a valid Location value",
-        ),
     }
+}
+
+/// Where a route's `return` redirects a request to (for `gatehouse route`).
+fn answer_parts(
+    answer: &crate::config::location::Answer,
+    client: &ClientInfo,
+    host_value: &HeaderValue,
+    parts: &http::request::Parts,
+    location: &LocationState,
+) -> Option<String> {
+    let view = RequestView {
+        method: &parts.method,
+        request_uri: location
+            .sent_uri
+            .as_deref()
+            .unwrap_or(&parts.uri)
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str),
+        host: host_value.to_str().map(host_without_port).unwrap_or(""),
+        https: client.https,
+        client: client.addr.ip(),
+        headers: &parts.headers,
+    };
+    let context = Variables {
+        request: &view,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        captures: &location.captures,
+    };
+    answer.location.as_ref().map(|t| t.expand(&context))
 }
 
 /// A route's `return`.

@@ -136,10 +136,26 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.compressions,
                 &mut gaps.compressions,
             ),
+            "basic_auth" => named_tables(
+                &locator,
+                "basic_auth",
+                value,
+                errors,
+                &mut config.basic_auths,
+                &mut gaps.basic_auths,
+            ),
+            "jwt" => named_tables(
+                &locator,
+                "jwt",
+                value,
+                errors,
+                &mut config.jwts,
+                &mut gaps.jwts,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, basic_auth, jwt, limits, reload, demo, resolver",
             )),
         }
     }

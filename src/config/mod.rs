@@ -4,6 +4,7 @@
 //! These types are what an operator writes; `snapshot` compiles them into what the hot path needs.
 
 mod access;
+mod auth;
 mod bad_keys;
 mod compression;
 mod errors;
@@ -17,6 +18,7 @@ mod validate;
 mod values;
 
 pub use access::AccessRules;
+pub use auth::{BasicAuthConfig, JwtConfig, jwt_algorithms, parse_jwks_url, read_secret};
 pub use compression::CompressionConfig;
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};
@@ -47,6 +49,10 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     /// `[compression.NAME]`: response compression that routes name.
     pub compressions: BTreeMap<String, CompressionConfig>,
+    /// `[basic_auth.NAME]`: HTTP Basic authentication that routes name.
+    pub basic_auths: BTreeMap<String, BasicAuthConfig>,
+    /// `[jwt.NAME]`: bearer JWT verification that routes name.
+    pub jwts: BTreeMap<String, JwtConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -310,6 +316,12 @@ pub struct RouteConfig {
     /// A `[compression.NAME]` for this route's responses; by default none are compressed.
     #[serde(default)]
     pub compression: Option<Spanned<String>>,
+    /// A `[basic_auth.NAME]` its requests must pass.
+    #[serde(default)]
+    pub basic_auth: Option<Spanned<String>>,
+    /// A `[jwt.NAME]` its requests must pass.
+    #[serde(default)]
+    pub jwt: Option<Spanned<String>>,
     #[serde(default)]
     pub request_headers: HeaderRules,
     #[serde(default)]

@@ -22,6 +22,8 @@ pub(super) struct Gaps {
     pub caches: Unparsed,
     pub rate_limits: Unparsed,
     pub compressions: Unparsed,
+    pub basic_auths: Unparsed,
+    pub jwts: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.
@@ -236,6 +238,7 @@ pub(super) fn validate(
         );
     }
 
+    super::auth::validate(config, gaps, at, errors);
     super::tls::validate(config, &gaps.listener_at, at, errors);
     super::real_ip::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {

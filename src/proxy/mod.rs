@@ -254,6 +254,16 @@ impl Proxy {
                 "access to this route is forbidden by its rules",
             ));
         }
+        // Then who the client is (Basic, then JWT): 401 with its challenge when not known.
+        if let Some(auth) = &route.auth
+            && let Err(denial) = auth.check(&mut parts.headers)
+        {
+            let mut response = exchange.local(StatusCode::UNAUTHORIZED, denial.message);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, denial.challenge);
+            return Handling::ready(response);
+        }
         let mut wait = std::time::Duration::ZERO;
         if !route.rate_limits.is_empty() {
             let source = KeySource {

@@ -177,6 +177,8 @@ pub struct Reloader {
     caches: Arc<CacheRegistry>,
     /// Rate limiters, kept across reloads that leave their settings alone.
     limiters: Arc<LimiterRegistry>,
+    /// Basic and JWT authentication state (users, key sets), kept across reloads.
+    auth: Arc<crate::auth::AuthRegistry>,
     metrics: Arc<Metrics>,
     /// Addresses of servers given by name, and the resolver that refreshes them.
     addresses: Arc<AddressBook>,
@@ -251,6 +253,7 @@ impl Reloader {
             listeners.id(name);
         }
         let limiters = Arc::new(LimiterRegistry::new());
+        let auth = Arc::new(crate::auth::AuthRegistry::new());
         let snapshot = Snapshot::compile(
             config,
             &registry,
@@ -259,6 +262,7 @@ impl Reloader {
             &limiters,
             &metrics,
             &listeners.ids,
+            &auth,
         )?;
         let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
@@ -269,6 +273,7 @@ impl Reloader {
             registry,
             caches,
             limiters,
+            auth,
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
@@ -296,6 +301,11 @@ impl Reloader {
 
     pub fn snapshot(&self) -> &SharedSnapshot {
         &self.snapshot
+    }
+
+    /// Basic and JWT authentication state (users, key sets) in use.
+    pub fn auth(&self) -> &Arc<crate::auth::AuthRegistry> {
+        &self.auth
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -551,9 +561,10 @@ impl Reloader {
             Arc::clone(&self.limiters),
             Arc::clone(&self.metrics),
         );
+        let auth = Arc::clone(&self.auth);
         tokio::task::spawn_blocking(move || {
             Snapshot::compile(
-                config, &registry, &addresses, &caches, &limiters, &metrics, &ids,
+                config, &registry, &addresses, &caches, &limiters, &metrics, &ids, &auth,
             )
         })
         .await
@@ -583,6 +594,11 @@ impl Reloader {
             .map(String::as_str)
             .collect();
         self.limiters.retain(|name| keep_limits.contains(name));
+        let config = &snapshot.config;
+        self.auth.retain(
+            |name| config.basic_auths.contains_key(name),
+            |name| config.jwts.contains_key(name),
+        );
         self.addresses.retain(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));
     }

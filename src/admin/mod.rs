@@ -313,6 +313,48 @@ fn compression_json(compression: &crate::compress::Compression) -> serde_json::V
     })
 }
 
+/// A route's authentication for /status: what it checks, with its users or keys in force.
+fn auth_json(auth: &crate::auth::RouteAuth) -> serde_json::Value {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let basic = auth.basic.as_ref().map(|(basic, counters)| {
+        let (users, loaded_at) = basic.users();
+        json!({
+            "name": basic.name,
+            "realm": basic.realm,
+            "htpasswd": basic.path,
+            "users": users,
+            "loaded_at": unix(loaded_at),
+            "allowed": counters.allowed.get(),
+            "missing": counters.missing.get(),
+            "denied": counters.denied.get(),
+        })
+    });
+    let jwt = auth.jwt.as_ref().map(|(jwt, counters)| {
+        let (keys, loaded_at) = jwt.key_count();
+        let source = match &jwt.settings.source {
+            crate::auth::KeySource::File(path) => json!({ "jwks_file": path }),
+            crate::auth::KeySource::Url { url, refresh, .. } => {
+                json!({ "jwks_url": url, "refresh_seconds": refresh.as_secs() })
+            }
+            crate::auth::KeySource::None => json!({ "secret_only": true }),
+        };
+        json!({
+            "name": jwt.name,
+            "keys": keys,
+            "source": source,
+            "keys_loaded_at": loaded_at.map(unix),
+            "last_error": jwt.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "allowed": counters.allowed.get(),
+            "missing": counters.missing.get(),
+            "denied": counters.denied.get(),
+        })
+    });
+    json!({ "basic": basic, "jwt": jwt })
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -341,6 +383,11 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
             Some((&*e.target.name, compression_json(compression)))
         })
         .collect();
+    let auths: std::collections::HashMap<&str, serde_json::Value> = snapshot
+        .router
+        .entries()
+        .filter_map(|e| Some((&*e.target.name, auth_json(e.target.auth.as_deref()?))))
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -360,6 +407,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "limits": r.limits.iter().map(|l| l.get_ref().as_str()).collect::<Vec<_>>(),
                 "access": r.access.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>(),
                 "compression": compressions.get(name.as_str()),
+                "auth": auths.get(name.as_str()),
             })
         })
         .collect();

@@ -98,17 +98,35 @@ impl RouteAuth {
 
 /// The `[basic_auth.NAME]`s and `[jwt.NAME]`s in use, kept across reloads that leave their
 /// settings alone (their users, key sets and caches with them).
-#[derive(Default)]
 pub struct AuthRegistry {
     basic: Mutex<HashMap<String, Arc<BasicAuth>>>,
     jwt: Mutex<HashMap<String, Arc<JwtAuth>>>,
-    /// Woken when the set of files or URLs may have changed.
-    pub changed: tokio::sync::Notify,
+    /// Counts changes to the set of files or URLs in use (watchers follow it).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for AuthRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl AuthRegistry {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            basic: Mutex::default(),
+            jwt: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Told of every change to the set of files or URLs in use.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The `[basic_auth.NAME]` with these settings; its file is read again (a config reload
@@ -124,7 +142,7 @@ impl AuthRegistry {
         }
         let created = Arc::new(BasicAuth::new(name, realm, path)?);
         all.insert(name.to_owned(), Arc::clone(&created));
-        self.changed.notify_one();
+        self.changed();
         Ok(created)
     }
 
@@ -141,7 +159,7 @@ impl AuthRegistry {
         }
         let created = Arc::new(JwtAuth::new(name, settings)?);
         all.insert(name.to_owned(), Arc::clone(&created));
-        self.changed.notify_one();
+        self.changed();
         Ok(created)
     }
 
@@ -155,7 +173,7 @@ impl AuthRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|name, _| jwt(name));
-        self.changed.notify_one();
+        self.changed();
     }
 
     /// The files to watch: htpasswd and JWKS files.

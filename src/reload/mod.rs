@@ -5,6 +5,7 @@
 //! health, breakers, pools; unchanged caches) carries over through the registries. A bad
 //! config changes nothing: the error is logged, counted and shown in /status.
 
+pub mod auth_watch;
 pub mod cert_watch;
 
 use crate::cache::CacheRegistry;

@@ -594,6 +594,12 @@ upstream = "app"
 basic_auth = "nobody"
 jwt = "nothing"
 
+[[route]]
+path_prefix = "/both/"
+upstream = "app"
+basic_auth = "staff"
+jwt = "b"
+
 [upstream.app]
 servers = ["127.0.0.1:1"]
 
@@ -620,11 +626,12 @@ issuer = "x"
     for expected in [
         "gh.toml:7:14: route[0].basic_auth: no basic_auth named \"nobody\" (configured: staff)",
         "gh.toml:8:7: route[0].jwt: no jwt named \"nothing\" (configured: a, b, c)",
-        "gh.toml:14:12: basic_auth.staff.htpasswd:",
-        "gh.toml:17:12: jwt.a.jwks_url: \"http://keys.example/jwks\": jwks_url must be an https:// URL",
-        "gh.toml:18:14: jwt.a.algorithms: unsupported algorithm \"none\"",
-        "gh.toml:22:29: jwt.b.claims_to_headers.sub: \"bad header\" is not a valid header name",
-        "gh.toml:24:1: jwt.c: no keys: give jwks_file, jwks_url or secret_file",
+        "gh.toml:14:7: route[1].jwt: basic_auth and this jwt both read the Authorization header",
+        "gh.toml:20:12: basic_auth.staff.htpasswd:",
+        "gh.toml:23:12: jwt.a.jwks_url: \"http://keys.example/jwks\": jwks_url must be an https:// URL",
+        "gh.toml:24:14: jwt.a.algorithms: unsupported algorithm \"none\"",
+        "gh.toml:28:29: jwt.b.claims_to_headers.sub: \"bad header\" is not a valid header name",
+        "gh.toml:30:1: jwt.c: no keys: give jwks_file, jwks_url or secret_file",
     ] {
         assert!(
             errors.contains(expected),
@@ -633,5 +640,63 @@ issuer = "x"
     }
     // A JWKS without keys is not an error (a set being rotated may be empty).
     assert!(!errors.contains("jwt.b.jwks_file"), "{errors}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_config_reload_reads_the_htpasswd_file_again() {
+    let dir = scratch("htpasswd-reload");
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, "carol:{SHA}cOCGGs60OasSaxetg905pbDY2Zs=\n").unwrap();
+    let upstream = TestUpstream::named("app").await;
+    let sections = format!("[basic_auth.staff]\nhtpasswd = \"{}\"\n", file.display());
+    // No file watching: only the reload reads the file.
+    let text = config(upstream.addr, &sections, "basic_auth = \"staff\"")
+        .replace("debounce = \"50ms\"", "watch = false");
+    let config_path = dir.join("gatehouse.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let running = Running::start_file(&config_path)
+        .await
+        .expect("gatehouse starts");
+    let proxy = running.listener_addrs[0];
+    let bob = basic("bob", "bob-pass");
+    assert_eq!(
+        send(proxy, "/private/x", &[("authorization", &bob)])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    replace(&file, b"bob:$apr1$s4ltB0b1$FotLhlaWoTEfb9o08FSAO1\n");
+    let report = running.reloader.reload("test").await;
+    assert!(report.ok, "{:?}", report.errors);
+    assert_eq!(
+        send(proxy, "/private/x", &[("authorization", &bob)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A reload to a config whose htpasswd cannot be read fails; the users in force stay.
+    let broken = text.replace(
+        &file.display().to_string(),
+        &dir.join("gone").display().to_string(),
+    );
+    std::fs::write(&config_path, broken).unwrap();
+    let report = running.reloader.reload("test").await;
+    assert!(!report.ok);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("basic_auth.staff.htpasswd")),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(
+        send(proxy, "/private/x", &[("authorization", &bob)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -151,6 +151,16 @@ pub(super) fn validate(
                 ),
             ));
         }
+        if let (Some(_), Some(name)) = (&route.basic_auth, &route.jwt)
+            && let Some(jwt) = config.jwts.get(name.get_ref())
+            && jwt.header.get_ref().eq_ignore_ascii_case("authorization")
+        {
+            errors.push(at.error(
+                name.span(),
+                key("jwt"),
+                "basic_auth and this jwt both read the Authorization header, which no request can satisfy; give the jwt its own header",
+            ));
+        }
         if let Some(jwt) = &route.jwt
             && !config.jwts.contains_key(jwt.get_ref())
             && !gaps.jwts.may_be(jwt.get_ref())

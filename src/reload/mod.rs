@@ -414,6 +414,9 @@ impl Reloader {
         let mut listeners = self.listeners.lock().await;
         if hash == self.status().hash {
             tracing::debug!(trigger, hash, "config unchanged; nothing to reload");
+            // The files it names are read again all the same (htpasswd, JWKS), as nginx's.
+            let auth = Arc::clone(&self.auth);
+            let _ = tokio::task::spawn_blocking(move || auth.reload_files()).await;
             return ReloadReport {
                 ok: true,
                 changed: false,

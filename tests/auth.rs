@@ -700,3 +700,28 @@ async fn a_config_reload_reads_the_htpasswd_file_again() {
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn gatehouse_check_names_a_bad_auth_file_and_passes_a_good_one() {
+    let dir = scratch("check-cli");
+    let config_path = dir.join("gatehouse.toml");
+    let text = |htpasswd: &Path| {
+        format!(
+            "[admin]\nbind = \"\"\n\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"app\"\nbasic_auth = \"staff\"\njwt = \"api\"\n\n[upstream.app]\nservers = [\"127.0.0.1:1\"]\n\n[basic_auth.staff]\nhtpasswd = \"{}\"\n\n[jwt.api]\njwks_file = \"{}\"\nheader = \"x-token\"\n",
+            htpasswd.display(),
+            fixture("jwks.json").display()
+        )
+    };
+    std::fs::write(&config_path, text(&fixture("htpasswd"))).unwrap();
+    let config_arg = config_path.to_str().unwrap();
+    let good = common::process::run_gatehouse(&["check", "--config", config_arg]);
+    assert_eq!(good.code, Some(0), "{}", good.stderr);
+    assert!(good.stdout.contains("config ok"), "{}", good.stdout);
+
+    std::fs::write(&config_path, text(&dir.join("absent"))).unwrap();
+    let bad = common::process::run_gatehouse(&["check", "--config", config_arg]);
+    assert_ne!(bad.code, Some(0));
+    let expected = format!("{config_arg}:17:12: basic_auth.staff.htpasswd: ");
+    assert!(bad.stderr.contains(&expected), "{}", bad.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -163,16 +163,22 @@ impl AuthRegistry {
         Ok(created)
     }
 
-    /// Forgets those a new config no longer has.
-    pub fn retain(&self, basic: impl Fn(&str) -> bool, jwt: impl Fn(&str) -> bool) {
-        self.basic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|name, _| basic(name));
-        self.jwt
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|name, _| jwt(name));
+    /// Keeps exactly those the snapshot in force uses (called when it is installed): what
+    /// a config no longer names is forgotten, and what a failed reload compiled gives way to
+    /// what serves.
+    pub fn keep_in_use<'a>(&self, routes: impl IntoIterator<Item = &'a RouteAuth>) {
+        let mut basic = HashMap::new();
+        let mut jwt = HashMap::new();
+        for route in routes {
+            if let Some((auth, _)) = &route.basic {
+                basic.insert(auth.name.clone(), Arc::clone(auth));
+            }
+            if let Some((auth, _)) = &route.jwt {
+                jwt.insert(auth.name.clone(), Arc::clone(auth));
+            }
+        }
+        *self.basic.lock().unwrap_or_else(|p| p.into_inner()) = basic;
+        *self.jwt.lock().unwrap_or_else(|p| p.into_inner()) = jwt;
         self.changed();
     }
 

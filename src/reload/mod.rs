@@ -598,10 +598,11 @@ impl Reloader {
             .map(String::as_str)
             .collect();
         self.limiters.retain(|name| keep_limits.contains(name));
-        let config = &snapshot.config;
-        self.auth.retain(
-            |name| config.basic_auths.contains_key(name),
-            |name| config.jwts.contains_key(name),
+        self.auth.keep_in_use(
+            snapshot
+                .router
+                .entries()
+                .filter_map(|e| e.target.auth.as_deref()),
         );
         self.addresses.retain(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));

@@ -725,3 +725,48 @@ fn gatehouse_check_names_a_bad_auth_file_and_passes_a_good_one() {
     assert!(bad.stderr.contains(&expected), "{}", bad.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_a_jwt_section_applies_it() {
+    let dir = scratch("jwt-reload");
+    let upstream = TestUpstream::named("app").await;
+    let sections = jwt_section(&format!(
+        "jwks_file = \"{}\"",
+        fixture("jwks.json").display()
+    ));
+    let text = config(upstream.addr, &sections, "jwt = \"api\"");
+    let config_path = dir.join("gatehouse.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let running = Running::start_file(&config_path)
+        .await
+        .expect("gatehouse starts");
+    let proxy = running.listener_addrs[0];
+    let good = format!("Bearer {}", token("rsa-1", &rsa("rsa.pem"), claims()));
+    let status = |reply: Reply| reply.status;
+    assert_eq!(
+        status(send(proxy, "/private/x", &[("authorization", &good)]).await),
+        StatusCode::OK
+    );
+    // The token's audience is no longer accepted.
+    std::fs::write(
+        &config_path,
+        text.replace(
+            r#"audiences = ["orders", "billing"]"#,
+            r#"audiences = ["billing"]"#,
+        ),
+    )
+    .unwrap();
+    let report = running.reloader.reload("test").await;
+    // (The file watcher may have applied it first: either way it is in force now.)
+    assert!(report.ok, "{:?}", report.errors);
+    let reply = send(proxy, "/private/x", &[("authorization", &good)]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply
+            .header("www-authenticate")
+            .unwrap()
+            .contains("audience")
+    );
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

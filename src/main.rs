@@ -85,7 +85,10 @@ fn cert(hosts: &[String], out: &Path) -> ExitCode {
 
 fn check(path: &Path) -> ExitCode {
     match config::load_file(path) {
-        Ok(_) => {
+        Ok(config) => {
+            for warning in config::auth_warnings(&config) {
+                eprintln!("warning: {warning}");
+            }
             println!("config ok: {}", path.display());
             ExitCode::SUCCESS
         }

@@ -717,6 +717,12 @@ fn gatehouse_check_names_a_bad_auth_file_and_passes_a_good_one() {
     let good = common::process::run_gatehouse(&["check", "--config", config_arg]);
     assert_eq!(good.code, Some(0), "{}", good.stderr);
     assert!(good.stdout.contains("config ok"), "{}", good.stdout);
+    // Users in formats gatehouse cannot check are named with their file and line.
+    let plaintext = format!(
+        "warning: {}:7: user \"frank\"",
+        fixture("htpasswd").display()
+    );
+    assert!(good.stderr.contains(&plaintext), "{}", good.stderr);
 
     std::fs::write(&config_path, text(&dir.join("absent"))).unwrap();
     let bad = common::process::run_gatehouse(&["check", "--config", config_arg]);

@@ -18,7 +18,9 @@ mod validate;
 mod values;
 
 pub use access::AccessRules;
-pub use auth::{BasicAuthConfig, JwtConfig, jwt_algorithms, parse_jwks_url, read_secret};
+pub use auth::{
+    BasicAuthConfig, JwtConfig, auth_warnings, jwt_algorithms, parse_jwks_url, read_secret,
+};
 pub use compression::CompressionConfig;
 pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use load::{load_file, load_str};

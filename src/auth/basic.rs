@@ -43,7 +43,8 @@ pub struct BasicAuth {
     users: ArcSwap<Users>,
 }
 
-fn secret() -> &'static ring::hmac::Key {
+/// The per-process key of the caches' keyed hashes.
+pub(super) fn secret() -> &'static ring::hmac::Key {
     static KEY: OnceLock<ring::hmac::Key> = OnceLock::new();
     KEY.get_or_init(|| {
         let rng = ring::rand::SystemRandom::new();

@@ -130,6 +130,30 @@ pub enum Outcome {
 pub struct KeyState {
     pub keys: Vec<Key>,
     pub loaded_at: Option<SystemTime>,
+    /// Tokens verified with these keys (by a keyed hash of the token), so a client sending
+    /// the same token again does not pay for the signature; it goes with the keys.
+    verified: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+/// Tokens remembered per key set.
+const VERIFIED_ENTRIES: usize = 4096;
+
+/// What a verified token let in, and for how long.
+struct Verified {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// `nbf` less the leeway and `exp` plus it, in seconds since the epoch.
+    from: u64,
+    until: u64,
+}
+
+impl KeyState {
+    fn new(keys: Vec<Key>, loaded_at: Option<SystemTime>) -> Self {
+        Self {
+            keys,
+            loaded_at,
+            verified: quick_cache::sync::Cache::new(VERIFIED_ENTRIES),
+        }
+    }
 }
 
 /// One `[jwt.NAME]`, shared by the routes that name it and kept across reloads.
@@ -184,10 +208,7 @@ impl JwtAuth {
         let auth = Self {
             name: name.to_owned(),
             challenge,
-            keys: ArcSwap::from_pointee(KeyState {
-                keys: Vec::new(),
-                loaded_at: None,
-            }),
+            keys: ArcSwap::from_pointee(KeyState::new(Vec::new(), None)),
             secret,
             validations,
             last_error: Mutex::new(None),
@@ -216,10 +237,8 @@ impl JwtAuth {
         match keys {
             Ok(keys) => {
                 let count = keys.len();
-                self.keys.store(Arc::new(KeyState {
-                    keys,
-                    loaded_at: Some(SystemTime::now()),
-                }));
+                self.keys
+                    .store(Arc::new(KeyState::new(keys, Some(SystemTime::now()))));
                 *last_error = None;
                 Ok(count)
             }
@@ -255,14 +274,48 @@ impl JwtAuth {
         if token.is_empty() {
             return Outcome::Missing;
         }
-        match self.verify(token) {
-            Ok(claims) => Outcome::Allowed(self.claim_headers(&claims)),
+        let state = self.keys.load();
+        let tag = ring::hmac::sign(super::basic::secret(), token);
+        let Ok(key) = <[u8; 32]>::try_from(tag.as_ref()) else {
+            return Outcome::Denied(Invalid::Malformed);
+        };
+        if let Some(verified) = state.verified.get(&key) {
+            let now = jsonwebtoken::get_current_timestamp();
+            if now < verified.from {
+                return Outcome::Denied(Invalid::NotYetValid);
+            }
+            if now <= verified.until {
+                return Outcome::Allowed(verified.headers.clone());
+            }
+            return Outcome::Denied(Invalid::Expired);
+        }
+        match self.verify_with(&state, token) {
+            Ok(claims) => {
+                let headers = self.claim_headers(&claims);
+                let leeway = self.settings.leeway.as_secs();
+                let seconds = |claim: &str| claims.get(claim).and_then(Value::as_f64);
+                if let Some(exp) = seconds("exp") {
+                    let from = seconds("nbf").map_or(0, |nbf| (nbf as u64).saturating_sub(leeway));
+                    let until = (exp as u64).saturating_add(leeway);
+                    let verified = Verified {
+                        headers: headers.clone(),
+                        from,
+                        until,
+                    };
+                    state.verified.insert(key, Arc::new(verified));
+                }
+                Outcome::Allowed(headers)
+            }
             Err(invalid) => Outcome::Denied(invalid),
         }
     }
 
     /// The token's claims if it is valid now.
     pub fn verify(&self, token: &[u8]) -> Result<Map<String, Value>, Invalid> {
+        self.verify_with(&self.keys.load(), token)
+    }
+
+    fn verify_with(&self, state: &KeyState, token: &[u8]) -> Result<Map<String, Value>, Invalid> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Invalid::Malformed)?;
         let algorithm = header.alg;
         if !ALGORITHMS.contains(&algorithm)
@@ -274,7 +327,6 @@ impl JwtAuth {
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == algorithm) else {
             return Err(Invalid::Algorithm);
         };
-        let state = self.keys.load();
         let usable = |key: &&Key| key.algorithm == algorithm;
         let all = state.keys.iter().chain(self.secret.as_ref());
         let mut candidates: Vec<&Key> = match &header.kid {
@@ -618,6 +670,48 @@ mod tests {
         );
         let ec = token(Algorithm::ES256, Some("ec-1"), &signers[1].2, good_claims());
         assert!(matches!(auth.check(&bearer(&ec)), Outcome::Allowed(_)));
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire_or_the_keys_change() {
+        let mut quick = settings(KeySource::None);
+        quick.leeway = Duration::ZERO;
+        let auth = JwtAuth::new("q", quick).unwrap();
+        let secret = EncodingKey::from_secret(b"shared-secret-of-32-bytes-or-so!").unwrap();
+        let mut claims = good_claims();
+        let exp = now() + 1;
+        claims["exp"] = json!(exp);
+        let t = bearer(&token(Algorithm::HS256, None, &secret, claims));
+        assert!(matches!(auth.check(&t), Outcome::Allowed(_)));
+        assert_eq!(auth.keys.load().verified.len(), 1);
+        assert!(matches!(auth.check(&t), Outcome::Allowed(_)), "from memory");
+        // Past exp, the remembered token is refused as a fresh one would be.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while now() <= exp {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(auth.check(&t), Outcome::Denied(Invalid::Expired));
+
+        // A new key set forgets what the old one verified.
+        let path = format!(
+            "{}/tests/fixtures/auth/jwks.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut no_secret = settings(KeySource::File(path));
+        no_secret.secret = None;
+        let auth = JwtAuth::new("r", no_secret).unwrap();
+        let signers = signers();
+        let t = bearer(&token(
+            Algorithm::RS256,
+            Some("rsa-1"),
+            &signers[0].2,
+            good_claims(),
+        ));
+        assert!(matches!(auth.check(&t), Outcome::Allowed(_)));
+        let only_ec = parse_jwks(&fixture("jwks.json"), &[Algorithm::ES256]).unwrap();
+        auth.install(Ok(only_ec)).unwrap();
+        assert_eq!(auth.check(&t), Outcome::Denied(Invalid::UnknownKey));
     }
 
     fn base64url(bytes: &[u8]) -> String {

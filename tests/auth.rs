@@ -266,8 +266,25 @@ async fn a_changed_htpasswd_file_is_picked_up() {
             .status,
         StatusCode::UNAUTHORIZED
     );
-    // A file that cannot be read as text keeps the users in force; a good one after it counts.
+    // A file that cannot be read as text keeps the users in force (and says so on /status);
+    // a good one after it counts.
     replace(&file, &[0xff, 0xfe, b'\n']);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = gatehouse::admin::status_json(running.admin_state());
+        if let Some(error) = status["routes"][0]["auth"]["basic"]["last_error"].as_str() {
+            assert!(error.contains("not UTF-8"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bad file was not read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        send(proxy, "/private/x", &[("authorization", &bob)])
+            .await
+            .status,
+        StatusCode::OK
+    );
     replace(&file, b"carol:{SHA}cOCGGs60OasSaxetg905pbDY2Zs=\n");
     until(proxy, &[("authorization", &carol)], "carol back", |r| {
         r.status == StatusCode::OK

@@ -327,6 +327,7 @@ fn auth_json(auth: &crate::auth::RouteAuth) -> serde_json::Value {
             "htpasswd": basic.path,
             "users": users,
             "loaded_at": unix(loaded_at),
+            "last_error": basic.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "allowed": counters.allowed.get(),
             "missing": counters.missing.get(),
             "denied": counters.denied.get(),

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, header};
 use std::hash::{BuildHasher as _, Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 /// Accepted credentials remembered per htpasswd file.
@@ -41,6 +41,8 @@ pub struct BasicAuth {
     /// `Basic realm="..."`, built once.
     pub challenge: HeaderValue,
     users: ArcSwap<Users>,
+    /// Why the last reading of the file failed, until one succeeds (for /status).
+    pub last_error: Mutex<Option<String>>,
 }
 
 /// The per-process key of the caches' keyed hashes.
@@ -100,13 +102,18 @@ impl BasicAuth {
             path: path.to_owned(),
             challenge,
             users: ArcSwap::from_pointee(users),
+            last_error: Mutex::new(None),
         })
     }
 
     /// Reads the file again. Returns whether the users changed; on an error (an unreadable
     /// file) the users in force stay.
     pub fn reload(&self) -> Result<bool, String> {
-        let users = read_users(&self.path)?;
+        let read = read_users(&self.path);
+        let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        *last_error = read.as_ref().err().cloned();
+        drop(last_error);
+        let users = read?;
         if users.fingerprint == self.users.load().fingerprint {
             return Ok(false);
         }

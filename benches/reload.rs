@@ -49,9 +49,10 @@ fn reload(c: &mut Criterion) {
     let limiters = gatehouse::limit::LimiterRegistry::new();
     let addresses = AddressBook::new();
     let ids = HashMap::from([("public".to_owned(), 0)]);
+    let auth = gatehouse::auth::AuthRegistry::new();
     let warm = config::load_str(path, &text).expect("valid config");
     Snapshot::compile(
-        warm, &servers, &addresses, &caches, &limiters, &metrics, &ids,
+        warm, &servers, &addresses, &caches, &limiters, &metrics, &ids, &auth,
     )
     .expect("compiles");
 
@@ -64,7 +65,7 @@ fn reload(c: &mut Criterion) {
         b.iter(|| {
             let config = config::load_str(path, black_box(&text)).expect("valid");
             Snapshot::compile(
-                config, &servers, &addresses, &caches, &limiters, &metrics, &ids,
+                config, &servers, &addresses, &caches, &limiters, &metrics, &ids, &auth,
             )
             .expect("compiles")
         })

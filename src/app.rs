@@ -187,6 +187,21 @@ impl Running {
                 }
             }
         }
+        // Authentication files followed as certificates are; JWKS URLs fetched in any case.
+        if watch_config.watch {
+            match crate::reload::auth_watch::spawn_file_watch(
+                Arc::clone(reloader.auth()),
+                watch_config.debounce.0,
+            ) {
+                Ok(task) => tasks.push(task),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch authentication files; reload to pick up changes")
+                }
+            }
+        }
+        tasks.push(crate::reload::auth_watch::spawn_jwks_refresh(Arc::clone(
+            reloader.auth(),
+        )));
         Ok(Self {
             listener_addrs,
             admin_addr,

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod allocator;
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod certs;
 pub mod compress;

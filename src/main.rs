@@ -165,6 +165,9 @@ fn cert(hosts: &[String], out: &Path) -> ExitCode {
 fn check(path: &Path, routes_test: Option<&Path>) -> ExitCode {
     match config::load_file(path) {
         Ok(config) => {
+            for warning in config::auth_warnings(&config) {
+                eprintln!("warning: {warning}");
+            }
             println!("config ok: {}", path.display());
             match routes_test {
                 Some(cases) => check_routes(config, cases),

@@ -51,6 +51,7 @@ impl Routes {
             &LimiterRegistry::new(),
             &metrics,
             &listeners,
+            &crate::auth::AuthRegistry::new(),
         )?;
         Ok(Self {
             snapshot,

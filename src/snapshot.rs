@@ -70,6 +70,8 @@ pub struct Route {
     pub cors: Option<crate::policy::cors::Cors>,
     /// The `[forward_auth.NAME]` its requests must pass, if any.
     pub forward_auth: Option<Arc<ForwardAuthTarget>>,
+    /// Its `basic_auth` and `jwt` checks, if it has any.
+    pub auth: Option<Arc<crate::auth::RouteAuth>>,
 }
 
 /// A route's forward auth: the check's settings and the upstream that answers it.
@@ -108,6 +110,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles a validated config. Servers already known to `registry` keep their state;
     /// servers given by name stand for the addresses `addresses` holds for them.
+    #[allow(clippy::too_many_arguments)]
     pub fn compile(
         config: Config,
         registry: &ServerRegistry,
@@ -116,6 +119,7 @@ impl Snapshot {
         limiters: &LimiterRegistry,
         metrics: &Metrics,
         listener_ids: &HashMap<String, usize>,
+        auth: &crate::auth::AuthRegistry,
     ) -> Result<Self, String> {
         // Everything that can fail is read first: compiling an upstream configures servers
         // that the snapshot in force shares, which a failed reload must leave alone.
@@ -263,12 +267,14 @@ impl Snapshot {
             )
             .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
             let mirror = compile_mirror(route, &name, &upstreams, metrics)?;
+            let route_auth = compile_auth(route, &config, auth, &name, metrics)?;
             let compiled = Route {
                 split: None,
                 cache_side: None,
                 mirror,
                 forward_auth,
                 cors,
+                auth: route_auth,
                 access,
                 max_body_bytes: route
                     .max_body_bytes
@@ -562,6 +568,7 @@ fn route_side(
         cache_side: Some(cache_side),
         cors: route.cors.clone(),
         forward_auth: route.forward_auth.clone(),
+        auth: route.auth.clone(),
         mirror: route.mirror.clone(),
     }
 }
@@ -590,4 +597,93 @@ fn compile_mirror(
         *mirror.percent.get_ref(),
         metrics.traffic.mirror_outcomes(route),
     ))))
+}
+
+/// A route's `basic_auth` and `jwt`, with their counters resolved for the route.
+fn compile_auth(
+    route: &crate::config::RouteConfig,
+    config: &Config,
+    registry: &crate::auth::AuthRegistry,
+    route_name: &str,
+    metrics: &Metrics,
+) -> Result<Option<Arc<crate::auth::RouteAuth>>, String> {
+    use crate::auth::{Counters, JwtSettings, KeySource, RouteAuth};
+    if route.basic_auth.is_none() && route.jwt.is_none() {
+        return Ok(None);
+    }
+    let counters = |kind: &str| {
+        let outcome = |o: &str| {
+            metrics
+                .auth_requests
+                .with_label_values(&[route_name, kind, o])
+        };
+        Counters {
+            allowed: outcome("allowed"),
+            missing: outcome("missing"),
+            denied: outcome("denied"),
+        }
+    };
+    let basic = match &route.basic_auth {
+        Some(name) => {
+            let settings = config
+                .basic_auths
+                .get(name.get_ref())
+                .ok_or_else(|| format!("route names a missing basic_auth {:?}", name.get_ref()))?;
+            let basic = registry
+                .basic(
+                    name.get_ref(),
+                    settings.realm.get_ref(),
+                    settings.htpasswd.get_ref(),
+                )
+                .map_err(|e| format!("basic_auth {}: {e}", name.get_ref()))?;
+            Some((basic, counters("basic")))
+        }
+        None => None,
+    };
+    let jwt = match &route.jwt {
+        Some(name) => {
+            let jwt = config
+                .jwts
+                .get(name.get_ref())
+                .ok_or_else(|| format!("route names a missing jwt {:?}", name.get_ref()))?;
+            let fail = |e: String| format!("jwt {}: {e}", name.get_ref());
+            let source = match (&jwt.jwks_file, &jwt.jwks_url) {
+                (Some(file), _) => KeySource::File(file.get_ref().clone()),
+                (None, Some(url)) => KeySource::Url {
+                    url: url.get_ref().clone(),
+                    ca_file: jwt.ca_file.as_ref().map(|c| c.get_ref().clone()),
+                    refresh: jwt.refresh.0,
+                },
+                (None, None) => KeySource::None,
+            };
+            let header_name = |text: &str| {
+                http::HeaderName::from_bytes(text.as_bytes())
+                    .map_err(|_| fail(format!("{text:?} is not a valid header name")))
+            };
+            let settings = JwtSettings {
+                issuer: jwt.issuer.as_ref().map(|i| i.get_ref().clone()),
+                audiences: jwt
+                    .audiences
+                    .as_ref()
+                    .map(|list| list.iter().map(|a| a.get_ref().clone()).collect()),
+                source,
+                secret: match &jwt.secret_file {
+                    Some(file) => Some(crate::config::read_secret(file.get_ref()).map_err(fail)?),
+                    None => None,
+                },
+                algorithms: crate::config::jwt_algorithms(jwt).map_err(fail)?,
+                leeway: jwt.leeway.0,
+                claims_to_headers: jwt
+                    .claims_to_headers
+                    .iter()
+                    .map(|(claim, header)| Ok((claim.clone(), header_name(header.get_ref())?)))
+                    .collect::<Result<_, String>>()?,
+                header: header_name(jwt.header.get_ref())?,
+            };
+            let compiled = registry.jwt(name.get_ref(), settings).map_err(fail)?;
+            Some((compiled, counters("jwt")))
+        }
+        None => None,
+    };
+    Ok(Some(Arc::new(RouteAuth { basic, jwt })))
 }

@@ -432,8 +432,12 @@ async fn compare(
         .replace("__CERT__", &generated.cert.display().to_string())
         .replace("__KEY__", &generated.key.display().to_string())
         .replace("__DIR__", &dir.0.display().to_string());
-    // staff:secret ({PLAIN} scheme, which nginx reads).
-    std::fs::write(dir.0.join("htpasswd"), "staff:{PLAIN}secret\n").unwrap();
+    // staff:secret, as `openssl passwd -apr1` writes it (both read apr1-MD5).
+    std::fs::write(
+        dir.0.join("htpasswd"),
+        "staff:$apr1$gatehse$EFDZWyJfZv2AZDOEUGyPB1\n",
+    )
+    .unwrap();
     let conf = dir.0.join("nginx.conf");
     std::fs::write(&conf, &text).unwrap();
 

@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 
 /// Bottom up. A module may import from any layer strictly below its own.
 const LAYERS: &[&[&str]] = &[
-    // Vocabulary with no imports from the crate: allocator, certificate files, compression
+    // Vocabulary with no imports from the crate: allocator, password files and tokens (auth),
+    // certificate files, compression
     // (codings, Accept-Encoding, the encoded body), the HTTP/1.1
     // codec, the request body, connection control, log setup, the per-core workers; the demo
     // backend stands apart and uses none of the rest.
     &[
         "allocator",
+        "auth",
         "certs",
         "compress",
         "connection",

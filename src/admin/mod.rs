@@ -450,6 +450,49 @@ fn route_policies_json(route: &crate::snapshot::Route) -> serde_json::Value {
     json!({ "cors": cors, "forward_auth": forward_auth })
 }
 
+/// A route's authentication for /status: what it checks, with its users or keys in force.
+fn auth_json(auth: &crate::auth::RouteAuth) -> serde_json::Value {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let basic = auth.basic.as_ref().map(|(basic, counters)| {
+        let (users, loaded_at) = basic.users();
+        json!({
+            "name": basic.name,
+            "realm": basic.realm,
+            "htpasswd": basic.path,
+            "users": users,
+            "loaded_at": unix(loaded_at),
+            "last_error": basic.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "allowed": counters.allowed.get(),
+            "missing": counters.missing.get(),
+            "denied": counters.denied.get(),
+        })
+    });
+    let jwt = auth.jwt.as_ref().map(|(jwt, counters)| {
+        let (keys, loaded_at) = jwt.key_count();
+        let source = match &jwt.settings.source {
+            crate::auth::KeySource::File(path) => json!({ "jwks_file": path }),
+            crate::auth::KeySource::Url { url, refresh, .. } => {
+                json!({ "jwks_url": url, "refresh_seconds": refresh.as_secs() })
+            }
+            crate::auth::KeySource::None => json!({ "secret_only": true }),
+        };
+        json!({
+            "name": jwt.name,
+            "keys": keys,
+            "source": source,
+            "keys_loaded_at": loaded_at.map(unix),
+            "last_error": jwt.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "allowed": counters.allowed.get(),
+            "missing": counters.missing.get(),
+            "denied": counters.denied.get(),
+        })
+    });
+    json!({ "basic": basic, "jwt": jwt })
+}
+
 pub fn status_json(state: &AdminState) -> serde_json::Value {
     let snapshot = state.snapshot.load();
     let config = &snapshot.config;
@@ -503,6 +546,11 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
         .entries()
         .map(|e| (&*e.target.name, route_policies_json(&e.target)))
         .collect();
+    let auths: std::collections::HashMap<&str, serde_json::Value> = snapshot
+        .router
+        .entries()
+        .filter_map(|e| Some((&*e.target.name, auth_json(e.target.auth.as_deref()?))))
+        .collect();
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -541,6 +589,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                 "mirror": traffic.get(name.as_str()).map(|t| &t.1),
                 "cors": policies.get(name.as_str()).map(|p| &p["cors"]),
                 "forward_auth": policies.get(name.as_str()).map(|p| &p["forward_auth"]),
+                "auth": auths.get(name.as_str()),
             })
         })
         .collect();

@@ -15,6 +15,8 @@ pub(super) struct Gaps {
     pub compressions: Unparsed,
     pub cors: Unparsed,
     pub forward_auths: Unparsed,
+    pub basic_auths: Unparsed,
+    pub jwts: Unparsed,
     /// The file position of each parsed `[[listener]]`, in order.
     pub listener_at: Vec<usize>,
     /// The file position of each parsed `[[route]]`, in order.

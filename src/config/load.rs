@@ -168,10 +168,26 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 &mut config.forward_auths,
                 &mut gaps.forward_auths,
             ),
+            "basic_auth" => named_tables(
+                &locator,
+                "basic_auth",
+                value,
+                errors,
+                &mut config.basic_auths,
+                &mut gaps.basic_auths,
+            ),
+            "jwt" => named_tables(
+                &locator,
+                "jwt",
+                value,
+                errors,
+                &mut config.jwts,
+                &mut gaps.jwts,
+            ),
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, forward_auth, error_page, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, forward_auth, basic_auth, jwt, error_page, reload, demo, resolver",
             )),
         }
     }

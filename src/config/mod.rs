@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+mod auth;
 mod bad_keys;
 mod compression;
 mod cors;
@@ -24,6 +25,9 @@ mod values;
 
 pub use access::AccessRules;
 pub use admin::{admin_bind_is_loopback, read_admin_token};
+pub use auth::{
+    BasicAuthConfig, JwtConfig, auth_warnings, jwt_algorithms, parse_jwks_url, read_secret,
+};
 pub use compression::CompressionConfig;
 pub use cors::{CorsConfig, OriginPattern};
 pub use errors::{ConfigError, ConfigErrors, line_column};
@@ -64,6 +68,10 @@ pub struct Config {
     pub cors: BTreeMap<String, CorsConfig>,
     /// `[forward_auth.NAME]`: authentication services that routes name.
     pub forward_auths: BTreeMap<String, ForwardAuthConfig>,
+    /// `[basic_auth.NAME]`: HTTP Basic authentication that routes name.
+    pub basic_auths: BTreeMap<String, BasicAuthConfig>,
+    /// `[jwt.NAME]`: bearer JWT verification that routes name.
+    pub jwts: BTreeMap<String, JwtConfig>,
     pub limits: LimitsConfig,
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
@@ -382,6 +390,12 @@ pub struct RouteConfig {
     /// A `[compression.NAME]` for this route's responses; by default none are compressed.
     #[serde(default)]
     pub compression: Option<Spanned<String>>,
+    /// A `[basic_auth.NAME]` its requests must pass.
+    #[serde(default)]
+    pub basic_auth: Option<Spanned<String>>,
+    /// A `[jwt.NAME]` its requests must pass.
+    #[serde(default)]
+    pub jwt: Option<Spanned<String>>,
     #[serde(default)]
     pub request_headers: HeaderRules,
     #[serde(default)]

@@ -225,6 +225,7 @@ pub(super) fn validate(
         errors.push(at.error(span, field, message));
     }
     super::admin::validate(config, at, errors);
+    super::auth::validate(config, gaps, at, errors);
     super::tls::validate(config, &gaps.listener_at, at, errors);
     super::real_ip::validate(config, &gaps.listener_at, at, errors);
     for (i, nameserver) in config.resolver.nameservers.iter().enumerate() {

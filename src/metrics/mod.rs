@@ -41,6 +41,8 @@ pub struct Metrics {
     pub cache_evictions: IntCounterVec,
     pub cache_coalesced: IntCounterVec,
     pub rate_limit_requests: IntCounterVec,
+    /// Basic and JWT checks by route, kind and outcome.
+    pub auth_requests: IntCounterVec,
     pub compressed_responses: IntCounterVec,
     pub compression_input_bytes: IntCounterVec,
     pub compression_output_bytes: IntCounterVec,
@@ -338,11 +340,20 @@ impl Metrics {
             &["route", "outcome"],
         )?;
         registry.register(Box::new(forward_auth_requests.clone()))?;
+        let auth_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_auth_requests_total",
+                "Requests checked by a route's authentication, by kind (basic, jwt) and outcome (allowed, missing, denied).",
+            ),
+            &["route", "kind", "outcome"],
+        )?;
+        registry.register(Box::new(auth_requests.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
+            auth_requests,
             registry,
             http_requests,
             http_request_duration,

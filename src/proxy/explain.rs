@@ -134,6 +134,14 @@ pub fn explain(
     if let Some(cors) = &route.cors {
         policies.push(format!("cors: {}", cors.name));
     }
+    if let Some(auth) = &route.auth {
+        if let Some((basic, _)) = &auth.basic {
+            policies.push(format!("basic_auth: {}", basic.name));
+        }
+        if let Some((jwt, _)) = &auth.jwt {
+            policies.push(format!("jwt: {}", jwt.name));
+        }
+    }
     if let Some(auth) = &route.forward_auth {
         policies.push(format!("forward_auth: {}", auth.policy.name));
     }

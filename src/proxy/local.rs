@@ -38,9 +38,20 @@ impl Exchange {
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id.clone());
         self.add_limit_fields(headers);
+        self.add_route_fields(headers);
 
         response.body_mut().set_completion(self);
         response
+    }
+
+    /// The route's `response_headers` on an answer gatehouse makes itself for it (as nginx's
+    /// `add_header … always`: HSTS on a 401 too).
+    fn add_route_fields(&self, headers: &mut http::HeaderMap) {
+        if let Some(route) = &self.route
+            && !route.response_headers.is_empty()
+        {
+            route.response_headers.apply(headers);
+        }
     }
 
     /// The configured page for `status`: the route's, else the snapshot's.
@@ -89,6 +100,7 @@ impl Exchange {
         headers.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
         headers.insert(&X_REQUEST_ID, self.request_id.clone());
         self.add_limit_fields(headers);
+        self.add_route_fields(headers);
         response.body_mut().set_completion(self);
         response
     }

@@ -286,6 +286,16 @@ impl Proxy {
         {
             return Handling::ready(exchange.cors_preflight(cors, &parts.headers));
         }
+        // Then who the client is (Basic, then JWT): 401 with its challenge when not known.
+        if let Some(auth) = &route.auth
+            && let Err(denial) = auth.check(&mut parts.headers)
+        {
+            let mut response = exchange.local(StatusCode::UNAUTHORIZED, denial.message);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, denial.challenge);
+            return Handling::ready(response);
+        }
         // Forward auth is the one step that waits on the network before limits: only a
         // route that has it makes the request's future pending here.
         if let Some(auth) = &route.forward_auth {

@@ -5,6 +5,7 @@
 //! health, breakers, pools; unchanged caches) carries over through the registries. A bad
 //! config changes nothing: the error is logged, counted and shown in /status.
 
+pub mod auth_watch;
 pub mod cert_watch;
 
 use crate::cache::CacheRegistry;
@@ -177,6 +178,8 @@ pub struct Reloader {
     caches: Arc<CacheRegistry>,
     /// Rate limiters, kept across reloads that leave their settings alone.
     limiters: Arc<LimiterRegistry>,
+    /// Basic and JWT authentication state (users, key sets), kept across reloads.
+    auth: Arc<crate::auth::AuthRegistry>,
     metrics: Arc<Metrics>,
     /// Addresses of servers given by name, and the resolver that refreshes them.
     addresses: Arc<AddressBook>,
@@ -251,6 +254,7 @@ impl Reloader {
             listeners.id(name);
         }
         let limiters = Arc::new(LimiterRegistry::new());
+        let auth = Arc::new(crate::auth::AuthRegistry::new());
         let snapshot = Snapshot::compile(
             config,
             &registry,
@@ -259,6 +263,7 @@ impl Reloader {
             &limiters,
             &metrics,
             &listeners.ids,
+            &auth,
         )?;
         let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
@@ -269,6 +274,7 @@ impl Reloader {
             registry,
             caches,
             limiters,
+            auth,
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
@@ -296,6 +302,11 @@ impl Reloader {
 
     pub fn snapshot(&self) -> &SharedSnapshot {
         &self.snapshot
+    }
+
+    /// Basic and JWT authentication state (users, key sets) in use.
+    pub fn auth(&self) -> &Arc<crate::auth::AuthRegistry> {
+        &self.auth
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -406,6 +417,9 @@ impl Reloader {
         let token_file = self.snapshot.load().config.admin.token_file.is_some();
         if hash == self.status().hash && !token_file {
             tracing::debug!(trigger, hash, "config unchanged; nothing to reload");
+            // The files it names are read again all the same (htpasswd, JWKS), as nginx's.
+            let auth = Arc::clone(&self.auth);
+            let _ = tokio::task::spawn_blocking(move || auth.reload_files()).await;
             return ReloadReport {
                 ok: true,
                 changed: false,
@@ -554,9 +568,10 @@ impl Reloader {
             Arc::clone(&self.limiters),
             Arc::clone(&self.metrics),
         );
+        let auth = Arc::clone(&self.auth);
         tokio::task::spawn_blocking(move || {
             Snapshot::compile(
-                config, &registry, &addresses, &caches, &limiters, &metrics, &ids,
+                config, &registry, &addresses, &caches, &limiters, &metrics, &ids, &auth,
             )
         })
         .await
@@ -586,6 +601,12 @@ impl Reloader {
             .map(String::as_str)
             .collect();
         self.limiters.retain(|name| keep_limits.contains(name));
+        self.auth.keep_in_use(
+            snapshot
+                .router
+                .entries()
+                .filter_map(|e| e.target.auth.as_deref()),
+        );
         self.addresses.retain(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));
     }

@@ -1636,11 +1636,8 @@ impl Translator {
                     Some("break")
                 }
                 Some(f @ ("redirect" | "permanent")) => Some(f),
-                Some("last") => {
-                    self.report(r, "last: gatehouse does not search the routes again with the new URI; translated as `break` (the rewritten URI goes to this route's upstream)");
-                    changes_uri = true;
-                    Some("break")
-                }
+                // The new URI is routed again, as nginx searches its locations again.
+                Some("last") => Some("last"),
                 Some(other) => {
                     self.report(r, format!("{other}: unknown flag"));
                     continue;
@@ -2868,8 +2865,9 @@ mod tests {
         assert_eq!(split[1]["weight"].as_integer(), Some(90));
         let old = route(&t, "*", "/old");
         assert_eq!(old["rewrite"][0]["flag"].as_str(), Some("permanent"));
+        assert_eq!(old["rewrite"][1]["flag"].as_str(), Some("last"));
         assert!(
-            reports.iter().any(|r| r.contains("rewrite: last")),
+            !reports.iter().any(|r| r.contains("rewrite: last")),
             "{reports:?}"
         );
         assert!(

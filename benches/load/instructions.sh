@@ -11,8 +11,14 @@
 # With SCENARIO=https-upstream the proxies reach the upstream over TLS 1.3 (HTTP/1.1, pooled
 # keep-alive connections; gatehouse verifies the certificate, nginx by default does not).
 #
+# Routes with more to do than a prefix, each next to the plain proxy above:
+# SCENARIO=regex routes by a regex location and rewrites the path with a capture (nginx
+# `location ~` + `rewrite ... break`), SCENARIO=basic checks Basic credentials against an
+# htpasswd file ({SHA}; nginx's auth_basic), SCENARIO=jwt verifies an HS256 bearer token
+# (gatehouse only: nginx has no JWT outside its paid edition; nginx runs the plain proxy).
+#
 # KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
-# Usage: [SCENARIO=proxy|hit|h2|https-upstream] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
+# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
@@ -58,13 +64,50 @@ if [ "$SCENARIO" = hit ]; then
     GATEHOUSE_CACHE_SECTION='[cache.hits]
 max_size = "64MiB"'
 fi
+REQUEST_PATH="/" NGINX_ROUTE="" GATEHOUSE_ROUTE="" GATEHOUSE_ROUTE_SECTION="" AUTHORIZATION=""
+if [ "$SCENARIO" = regex ]; then
+    REQUEST_PATH="/users/42/orders"
+    NGINX_ROUTE="rewrite ^/users/(\\d+)/orders\$ /orders?user=\$1 break;"
+    GATEHOUSE_ROUTE="path_regex = '^/users/(\\d+)/orders\$'
+[[route.rewrite]]
+regex = '^/users/(\\d+)/orders\$'
+to = '/orders?user=\$1'
+flag = 'break'"
+fi
+if [ "$SCENARIO" = basic ]; then
+    # staff:secret
+    echo 'staff:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=' > "$WORK/htpasswd"
+    AUTHORIZATION="Basic c3RhZmY6c2VjcmV0"
+    NGINX_ROUTE="auth_basic staff; auth_basic_user_file $WORK/htpasswd;"
+    GATEHOUSE_ROUTE='basic_auth = "staff"'
+    GATEHOUSE_ROUTE_SECTION="[basic_auth.staff]
+realm = \"staff\"
+htpasswd = \"$WORK/htpasswd\""
+fi
+if [ "$SCENARIO" = jwt ]; then
+    printf 'bench-secret-bench-secret-bench-secret' > "$WORK/jwt-secret"
+    AUTHORIZATION="Bearer $(python3 - "$WORK/jwt-secret" <<'PY'
+import base64, hashlib, hmac, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+key = open(sys.argv[1], "rb").read()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"sub": "bench", "exp": 4102444800}).encode())
+sig = b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+PY
+)"
+    GATEHOUSE_ROUTE='jwt = "api"'
+    GATEHOUSE_ROUTE_SECTION="[jwt.api]
+secret_file = \"$WORK/jwt-secret\"
+algorithms = [\"HS256\"]"
+fi
 cat > "$WORK/nginx.conf" <<CONF
 daemon off; master_process off; worker_processes 1; error_log $WORK/nginx-error.log warn; pid $WORK/nginx.pid;
 events { worker_connections 1024; }
 http { access_log off;
   upstream app { server 127.0.0.1:18101; keepalive 512; } $NGINX_CACHE_ZONE
   server { listen 127.0.0.1:18180$NGINX_LISTEN_HTTP2; keepalive_requests 1000000; http2_max_requests 1000000;
-    location / { $NGINX_CACHE proxy_pass $NGINX_UPSTREAM; proxy_http_version 1.1; proxy_set_header Connection "";
+    location / { $NGINX_CACHE $NGINX_ROUTE proxy_pass $NGINX_UPSTREAM; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
 cat > "$WORK/gatehouse.toml" <<CONF
@@ -81,11 +124,13 @@ bind = "127.0.0.1:18181"
 [[route]]
 upstream = "app"
 $GATEHOUSE_CACHE
+$GATEHOUSE_ROUTE
 [upstream.app]
 servers = [$GATEHOUSE_SERVER]
 keepalive = 512
 $GATEHOUSE_TLS
 $GATEHOUSE_CACHE_SECTION
+$GATEHOUSE_ROUTE_SECTION
 CONF
 nginx -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)
 
@@ -93,9 +138,15 @@ measure() { # name port command...
     local name=$1 port=$2; shift 2
     valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out" "$@" 2>"$WORK/$name.valgrind.log" &
     local pid=$!
-    for _ in $(seq 100); do curl -s "$CURL_MODE" -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
+    local auth=()
+    if [ -n "$AUTHORIZATION" ]; then auth=(-H "authorization: $AUTHORIZATION"); fi
+    for _ in $(seq 100); do curl -s "$CURL_MODE" "${auth[@]}" -o /dev/null "http://127.0.0.1:$port$REQUEST_PATH" && break; sleep 0.3; done
+    # Every request must be a 200 (a refused credential or a missed route would measure a 401 or 404).
+    local code
+    code=$(curl -s "$CURL_MODE" "${auth[@]}" -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$REQUEST_PATH")
+    [ "$code" = 200 ] || { echo "$name answers $code to $REQUEST_PATH" >&2; kill -TERM "$pid"; return 1; }
     # shellcheck disable=SC2086 # H2LOAD_MODE is one flag or none
-    h2load $H2LOAD_MODE -n "$N" -c 16 -m "$H2LOAD_STREAMS" -t 1 "http://127.0.0.1:$port/" | grep -E "^requests:" >&2
+    h2load $H2LOAD_MODE "${auth[@]}" -n "$N" -c 16 -m "$H2LOAD_STREAMS" -t 1 "http://127.0.0.1:$port$REQUEST_PATH" | grep -E "^requests:" >&2
     kill -TERM "$pid"; wait "$pid" || true
     local total
     total=$(callgrind_annotate "$WORK/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')

@@ -3,6 +3,7 @@
 //! is logged), and each `jwks_url` is fetched over HTTPS every `refresh` (a failed fetch keeps
 //! the last good set and is tried again sooner).
 
+use super::file_watch::directory_of;
 use crate::auth::{AuthRegistry, JwtAuth, KeySource};
 use crate::config::UpstreamTlsConfig;
 use crate::tls::client::UpstreamTls;
@@ -24,36 +25,13 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 /// After a failed fetch, the next try comes at most this much later.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-fn directory_of(file: &str) -> PathBuf {
-    Path::new(file)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// Watches the htpasswd and JWKS files in use, following config reloads.
 pub fn spawn_file_watch(
     registry: Arc<AuthRegistry>,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
-    let (events, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watched_names = Arc::clone(&names);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, notify::EventKind::Access(_)) {
-            return;
-        }
-        let names = watched_names.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = event.paths.iter().any(|p| {
-            p.file_name().is_some_and(|name| {
-                names.contains(name) || name.to_string_lossy().starts_with("..")
-            })
-        });
-        if ours {
-            let _ = events.send(());
-        }
-    })?;
+    let (mut watcher, mut arrivals) = super::file_watch::name_watcher(Arc::clone(&names))?;
     let mut changes = registry.subscribe();
     Ok(tokio::spawn(async move {
         let mut directories: HashSet<PathBuf> = HashSet::new();

@@ -4,6 +4,7 @@
 //! listener's certificates are read again and swapped in for new handshakes only.
 
 use super::Reloader;
+use super::file_watch::directory_of;
 use notify::Watcher;
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -22,36 +23,13 @@ fn fingerprint(files: &[String]) -> u64 {
     hasher.finish()
 }
 
-fn directory_of(file: &str) -> PathBuf {
-    Path::new(file)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// Starts watching; the task follows config reloads (new files, new directories).
 pub fn spawn(
     reloader: Arc<Reloader>,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
-    let (events, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watched_names = Arc::clone(&names);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, notify::EventKind::Access(_)) {
-            return;
-        }
-        let names = watched_names.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = event.paths.iter().any(|p| {
-            p.file_name().is_some_and(|name| {
-                names.contains(name) || name.to_string_lossy().starts_with("..")
-            })
-        });
-        if ours {
-            let _ = events.send(());
-        }
-    })?;
+    let (mut watcher, mut arrivals) = super::file_watch::name_watcher(Arc::clone(&names))?;
     Ok(tokio::spawn(async move {
         let mut directories: HashSet<PathBuf> = HashSet::new();
         loop {

@@ -7,6 +7,7 @@
 
 pub mod auth_watch;
 pub mod cert_watch;
+mod file_watch;
 
 use crate::cache::CacheRegistry;
 use crate::config::{self, Config, parse_bind};

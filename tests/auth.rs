@@ -793,3 +793,53 @@ async fn a_reload_that_changes_a_jwt_section_applies_it() {
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A bcrypt check runs off the thread serving requests: on a one-thread runtime, a request
+/// to another route is answered while a wrong password's bcrypt (cost 13, hundreds of
+/// milliseconds) is still being verified, not after it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_password_hash_does_not_hold_other_requests() {
+    let upstream = TestUpstream::named("app").await;
+    let dir = scratch("slow-hash");
+    let hash = bcrypt::hash("right", 13).unwrap();
+    std::fs::write(dir.join("htpasswd"), format!("slow:{hash}\n")).unwrap();
+    let sections = format!(
+        "[basic_auth.staff]\nrealm = \"staff\"\nhtpasswd = \"{}\"\n",
+        dir.join("htpasswd").display()
+    );
+    let running =
+        common::start_gatehouse(&config(upstream.addr, &sections, "basic_auth = \"staff\"")).await;
+    let proxy = running.listener_addrs[0];
+
+    // The wrong password is written on its own connection, and the runtime given turns
+    // enough to accept it and reach the check. Served on this thread, the check would run
+    // to its end within those turns and its 401 would already be there.
+    let mut wrong = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "GET /private/x HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\r\n",
+        basic("slow", "wrong")
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut wrong, head.as_bytes())
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let open = send(proxy, "/menu", &[]).await;
+    assert_eq!(open.status, StatusCode::OK);
+    let mut early = [0u8; 64];
+    assert!(
+        matches!(wrong.try_read(&mut early), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the 401 came before the open route's answer: the bcrypt check held the thread"
+    );
+    let answer = tokio::time::timeout(WAIT, common::read_head(&mut wrong))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -152,6 +152,46 @@ impl BasicAuth {
         }
     }
 
+    /// The check, with a slow hash (bcrypt, apr1) not verified here but handed back to be
+    /// verified off the serving threads (`Deferred::verify`): a wrong password must not hold
+    /// a worker for bcrypt's tens of milliseconds.
+    pub fn check_or_defer(&self, headers: &HeaderMap) -> Result<Outcome, Deferred> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(Outcome::Missing);
+        };
+        let Some(encoded) = basic_credentials(value.as_bytes()) else {
+            return Ok(Outcome::Missing);
+        };
+        let users = self.users.load_full();
+        let tag = ring::hmac::sign(secret(), value.as_bytes());
+        let Ok(key) = <[u8; 32]>::try_from(tag.as_ref()) else {
+            return Ok(Outcome::Denied);
+        };
+        if users.accepted.get(&key).is_some() {
+            return Ok(Outcome::Allowed);
+        }
+        let Some((user, password)) = decode(encoded) else {
+            return Ok(Outcome::Denied);
+        };
+        if !users.file.is_slow(&user) {
+            let allowed = users.file.verify(&user, &password);
+            if allowed {
+                users.accepted.insert(key, ());
+            }
+            return Ok(if allowed {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            });
+        }
+        Err(Deferred {
+            users,
+            key,
+            user,
+            password,
+        })
+    }
+
     /// The check without the cache (for benchmarks and tests).
     pub fn check_uncached(&self, headers: &HeaderMap) -> Outcome {
         let Some(encoded) = headers
@@ -206,16 +246,53 @@ pub fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Whether base64 `user:password` names a user of `file` with that password.
 fn verify(file: &Htpasswd, encoded: &[u8]) -> bool {
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-        return false;
-    };
-    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-    match std::str::from_utf8(user) {
-        Ok(user) => file.verify(user, password),
-        Err(_) => false,
+    decode(encoded).is_some_and(|(user, password)| file.verify(&user, &password))
+}
+
+/// The user and password of base64 `user:password`.
+fn decode(encoded: &[u8]) -> Option<(String, Vec<u8>)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_owned();
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// Slow hashes verified at once at most, one per core: a flood of wrong passwords waits its
+/// turn instead of taking every thread.
+fn slow_checks() -> &'static tokio::sync::Semaphore {
+    static SLOW: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOW.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Credentials whose slow hash is still to be verified.
+pub struct Deferred {
+    users: Arc<Users>,
+    key: [u8; 32],
+    user: String,
+    password: Vec<u8>,
+}
+
+impl Deferred {
+    /// Verifies on the blocking pool, one check per core at a time; accepted credentials
+    /// are remembered.
+    pub async fn verify(self) -> bool {
+        let Ok(_permit) = slow_checks().acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            let allowed = self.users.file.verify(&self.user, &self.password);
+            if allowed {
+                self.users.accepted.insert(self.key, ());
+            }
+            allowed
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 

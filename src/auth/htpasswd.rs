@@ -222,6 +222,15 @@ impl Htpasswd {
         parsed
     }
 
+    /// Whether checking `user`'s password costs real time (bcrypt, apr1-MD5's 1000 rounds),
+    /// so that it belongs off the threads serving requests.
+    pub fn is_slow(&self, user: &str) -> bool {
+        matches!(
+            self.users.get(user),
+            Some(PasswordHash::Bcrypt(_) | PasswordHash::Apr1 { .. })
+        )
+    }
+
     /// Whether `user` with `password` is let in.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.users.get(user) {

@@ -36,7 +36,61 @@ pub struct Denial {
     pub challenge: HeaderValue,
 }
 
+/// Where a check stands: decided, or waiting for a slow password hash to be verified.
+pub enum Step {
+    Done(Result<(), Denial>),
+    /// Verify with `Deferred::verify`, then finish with `RouteAuth::after_basic`.
+    Deferred(basic::Deferred),
+}
+
 impl RouteAuth {
+    /// Checks a request, handing back a slow password hash to be verified off the serving
+    /// thread; on success its headers are edited as `check` says.
+    pub fn check_or_defer(&self, headers: &mut HeaderMap) -> Step {
+        if let Some((basic, counters)) = &self.basic {
+            match basic.check_or_defer(headers) {
+                Ok(basic::Outcome::Allowed) => counters.allowed.inc(),
+                Ok(basic::Outcome::Missing) => {
+                    counters.missing.inc();
+                    return Step::Done(Err(Denial {
+                        message: "this route needs a user name and password",
+                        challenge: basic.challenge.clone(),
+                    }));
+                }
+                Ok(basic::Outcome::Denied) => return Step::Done(Err(self.wrong_password())),
+                Err(deferred) => return Step::Deferred(deferred),
+            }
+        }
+        Step::Done(self.check_jwt(headers))
+    }
+
+    /// The rest of a check whose Basic credentials were verified off the serving thread.
+    pub fn after_basic(&self, allowed: bool, headers: &mut HeaderMap) -> Result<(), Denial> {
+        if let Some((_, counters)) = &self.basic {
+            if !allowed {
+                return Err(self.wrong_password());
+            }
+            counters.allowed.inc();
+        }
+        self.check_jwt(headers)
+    }
+
+    fn wrong_password(&self) -> Denial {
+        match &self.basic {
+            Some((basic, counters)) => {
+                counters.denied.inc();
+                Denial {
+                    message: "wrong user name or password",
+                    challenge: basic.challenge.clone(),
+                }
+            }
+            None => Denial {
+                message: "wrong user name or password",
+                challenge: HeaderValue::from_static("Basic"),
+            },
+        }
+    }
+
     /// Checks a request; on success its headers are edited for the upstream (claims become
     /// headers, and client-sent copies of those headers are removed whatever the outcome).
     pub fn check(&self, headers: &mut HeaderMap) -> Result<(), Denial> {
@@ -50,15 +104,13 @@ impl RouteAuth {
                         challenge: basic.challenge.clone(),
                     });
                 }
-                basic::Outcome::Denied => {
-                    counters.denied.inc();
-                    return Err(Denial {
-                        message: "wrong user name or password",
-                        challenge: basic.challenge.clone(),
-                    });
-                }
+                basic::Outcome::Denied => return Err(self.wrong_password()),
             }
         }
+        self.check_jwt(headers)
+    }
+
+    fn check_jwt(&self, headers: &mut HeaderMap) -> Result<(), Denial> {
         if let Some((jwt, counters)) = &self.jwt {
             let outcome = jwt.check(headers);
             for (_, name) in &jwt.settings.claims_to_headers {

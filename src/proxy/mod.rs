@@ -286,56 +286,6 @@ impl Proxy {
         {
             return Handling::ready(exchange.cors_preflight(cors, &parts.headers));
         }
-        // Then who the client is (Basic, then JWT): 401 with its challenge when not known.
-        if let Some(auth) = &route.auth
-            && let Err(denial) = auth.check(&mut parts.headers)
-        {
-            let mut response = exchange.local(StatusCode::UNAUTHORIZED, denial.message);
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, denial.challenge);
-            return Handling::ready(response);
-        }
-        // Forward auth is the one step that waits on the network before limits: only a
-        // route that has it makes the request's future pending here.
-        if let Some(auth) = &route.forward_auth {
-            let auth = Arc::clone(auth);
-            let client = client.clone();
-            let mut parts = parts;
-            return Handling::Pending(Box::pin(async move {
-                let checked = forward_auth::check(
-                    &auth,
-                    &client,
-                    &mut parts,
-                    &host_value,
-                    &request_id,
-                    &route.name,
-                )
-                .await;
-                match checked {
-                    Ok(()) => {
-                        let admitted = Admitted {
-                            snapshot,
-                            route,
-                            exchange,
-                            request_id,
-                            host_value,
-                            location,
-                        };
-                        admitted.limit_and_route(&client, parts, body).await
-                    }
-                    Err(refusal) => {
-                        let mut response = refusal.answer(exchange);
-                        // A browser's script may read the refusal (a 401 telling it to log in).
-                        if let Some(cors) = &route.cors {
-                            let origin = cors.allowed_origin(&parts.headers);
-                            cors.response_fields(origin.as_ref(), response.headers_mut());
-                        }
-                        Ok(response)
-                    }
-                }
-            }));
-        }
         let admitted = Admitted {
             snapshot,
             route,
@@ -344,7 +294,7 @@ impl Proxy {
             host_value,
             location,
         };
-        admitted.limit_and_route(client, parts, body)
+        admitted.authenticate(client, parts, body)
     }
 }
 
@@ -360,6 +310,89 @@ struct Admitted {
 }
 
 impl Admitted {
+    /// Who the client is (Basic, then JWT; 401 with a challenge when not known), then forward
+    /// auth, then limits. A slow password hash is verified off the serving thread: only a
+    /// route with Basic auth, and only on a credential not seen before, waits for it.
+    #[inline(always)]
+    fn authenticate(
+        self,
+        client: &ClientInfo,
+        mut parts: http::request::Parts,
+        body: ClientBody,
+    ) -> Handling {
+        if let Some(auth) = &self.route.auth {
+            match auth.check_or_defer(&mut parts.headers) {
+                crate::auth::Step::Done(Ok(())) => {}
+                crate::auth::Step::Done(Err(denial)) => {
+                    return Handling::ready(self.unauthorized(denial));
+                }
+                crate::auth::Step::Deferred(deferred) => {
+                    let auth = Arc::clone(auth);
+                    let client = client.clone();
+                    return Handling::Pending(Box::pin(async move {
+                        let allowed = deferred.verify().await;
+                        match auth.after_basic(allowed, &mut parts.headers) {
+                            Ok(()) => self.forward_auth_then_limits(&client, parts, body).await,
+                            Err(denial) => Ok(self.unauthorized(denial)),
+                        }
+                    }));
+                }
+            }
+        }
+        self.forward_auth_then_limits(client, parts, body)
+    }
+
+    fn unauthorized(self, denial: crate::auth::Denial) -> Response<ResponseBody> {
+        let mut response = self
+            .exchange
+            .local(StatusCode::UNAUTHORIZED, denial.message);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, denial.challenge);
+        response
+    }
+
+    /// Forward auth, the one step that waits on the network before limits: only a route that
+    /// has it makes the request's future pending here.
+    #[inline(always)]
+    fn forward_auth_then_limits(
+        self,
+        client: &ClientInfo,
+        parts: http::request::Parts,
+        body: ClientBody,
+    ) -> Handling {
+        if let Some(auth) = &self.route.forward_auth {
+            let auth = Arc::clone(auth);
+            let client = client.clone();
+            let mut parts = parts;
+            return Handling::Pending(Box::pin(async move {
+                let checked = forward_auth::check(
+                    &auth,
+                    &client,
+                    &mut parts,
+                    &self.host_value,
+                    &self.request_id,
+                    &self.route.name,
+                )
+                .await;
+                match checked {
+                    Ok(()) => self.limit_and_route(&client, parts, body).await,
+                    Err(refusal) => {
+                        let route = Arc::clone(&self.route);
+                        let mut response = refusal.answer(self.exchange);
+                        // A browser's script may read the refusal (a 401 telling it to log in).
+                        if let Some(cors) = &route.cors {
+                            let origin = cors.allowed_origin(&parts.headers);
+                            cors.response_fields(origin.as_ref(), response.headers_mut());
+                        }
+                        Ok(response)
+                    }
+                }
+            }));
+        }
+        self.limit_and_route(client, parts, body)
+    }
+
     /// The route's limits, then the request routed on (at once, or after a limit's wait).
     #[inline(always)]
     fn limit_and_route(

@@ -286,6 +286,7 @@ impl Proxy {
         {
             return Handling::ready(exchange.cors_preflight(cors, &parts.headers));
         }
+        let checks_who = route.auth.is_some() || route.forward_auth.is_some();
         let admitted = Admitted {
             snapshot,
             route,
@@ -294,6 +295,11 @@ impl Proxy {
             host_value,
             location,
         };
+        // A route that asks nobody who the client is goes straight on: each step passed
+        // through moves the request head once more.
+        if !checks_who {
+            return admitted.limit_and_route(client, parts, body);
+        }
         admitted.authenticate(client, parts, body)
     }
 }
@@ -313,7 +319,6 @@ impl Admitted {
     /// Who the client is (Basic, then JWT; 401 with a challenge when not known), then forward
     /// auth, then limits. A slow password hash is verified off the serving thread: only a
     /// route with Basic auth, and only on a credential not seen before, waits for it.
-    #[inline(always)]
     fn authenticate(
         self,
         client: &ClientInfo,
@@ -354,7 +359,6 @@ impl Admitted {
 
     /// Forward auth, the one step that waits on the network before limits: only a route that
     /// has it makes the request's future pending here.
-    #[inline(always)]
     fn forward_auth_then_limits(
         self,
         client: &ClientInfo,

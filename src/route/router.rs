@@ -10,8 +10,9 @@
 //!
 //! A route's other matchers (listener, methods, headers, query, client ranges) filter each
 //! candidate: one that fails them is passed over and the search goes on. Exact paths and
-//! prefixes are found without scanning (a hash map; a sorted list searched by bisection), and
-//! all regexes of a group run as one `RegexSet`.
+//! prefixes are found without scanning (a hash map; a sorted list searched by bisection); a
+//! group's regexes run as one `RegexSet` when they are few, else in order, each passed over by
+//! its literal prefix where it has one.
 
 use super::HostPattern;
 use crate::connection::client_address::IpRange;
@@ -166,6 +167,31 @@ pub struct Found<'a, T> {
     pub matched_by: MatchedBy,
 }
 
+/// The text a path must start with for `pattern` to match it, when the pattern is anchored at
+/// the start and begins with literal text (`^/users/(\d+)` → `/users/`): a regex route is
+/// passed over by one comparison on paths that do not start so, as most of many do not.
+fn required_prefix(pattern: &str) -> Option<String> {
+    use regex_syntax::hir::{HirKind, Look};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    if !matches!(parts.first()?.kind(), HirKind::Look(Look::Start)) {
+        return None;
+    }
+    let mut prefix = Vec::new();
+    for part in &parts[1..] {
+        match part.kind() {
+            HirKind::Literal(literal) => prefix.extend_from_slice(&literal.0),
+            _ => break,
+        }
+    }
+    String::from_utf8(prefix).ok().filter(|p| !p.is_empty())
+}
+
+/// Up to this many regexes in a group run as one `RegexSet`.
+const FEW_REGEXES: usize = 32;
+
 /// The routes of one host pattern.
 #[derive(Default)]
 struct Group {
@@ -176,6 +202,8 @@ struct Group {
     prefixes: Vec<(Box<str>, Vec<usize>)>,
     regexes: Option<RegexSet>,
     regex_routes: Vec<usize>,
+    /// What each regex route's path must start with, if known (`required_prefix`).
+    regex_prefixes: Vec<Option<String>>,
 }
 
 pub struct Router<T> {
@@ -242,6 +270,7 @@ impl<T> Router<T> {
                 }
                 PathPattern::Regex(regex) => {
                     routes.regex_routes.push(index);
+                    routes.regex_prefixes.push(required_prefix(regex.as_str()));
                     regex_sources[group].push(regex.as_str());
                 }
             }
@@ -346,9 +375,27 @@ impl<T> Router<T> {
             return Some(self.found(index, MatchedBy::Prefix));
         }
         if let Some(regexes) = &group.regexes {
-            for set_index in regexes.matches(path).iter() {
-                let index = group.regex_routes[set_index];
+            // A few regexes run as one set; many, one by one behind their literal prefixes
+            // (a set of hundreds outgrows the regex engine's fast automata).
+            let few = group.regex_routes.len() <= FEW_REGEXES;
+            let matched = few.then(|| regexes.matches(path));
+            for (at, &index) in group.regex_routes.iter().enumerate() {
                 let entry = &self.entries[index];
+                let PathPattern::Regex(regex) = &entry.path else {
+                    continue;
+                };
+                let fits = match &matched {
+                    Some(set) => set.matched(at),
+                    None => {
+                        group.regex_prefixes[at]
+                            .as_deref()
+                            .is_none_or(|p| path.starts_with(p))
+                            && regex.is_match(path)
+                    }
+                };
+                if !fits {
+                    continue;
+                }
                 if self.conditional[index] && entry.matchers.failure(request).is_some() {
                     continue;
                 }
@@ -550,6 +597,38 @@ mod tests {
         assert_eq!(
             by,
             MatchedBy::Regex(vec![Some("/users/42/orders".into()), Some("42".into())])
+        );
+    }
+
+    #[test]
+    fn literal_prefixes_of_anchored_regexes() {
+        assert_eq!(
+            required_prefix(r"^/users/(\d+)$").as_deref(),
+            Some("/users/")
+        );
+        assert_eq!(required_prefix(r"^/a\.b/x").as_deref(), Some("/a.b/x"));
+        assert_eq!(required_prefix(r"\.php$"), None);
+        // Case folds the letters, not the slash.
+        assert_eq!(required_prefix(r"(?i)^/users/").as_deref(), Some("/"));
+        assert_eq!(required_prefix(r"^/ab*"), Some("/a".into()));
+        assert_eq!(required_prefix(r"^(/a|/b)"), None);
+    }
+
+    #[test]
+    fn many_regexes_match_as_few_do() {
+        let mut specs = vec![on("*", prefix("/"))];
+        for i in 0..100 {
+            specs.push(on("*", regex(&format!(r"^/s{i}/u/(\d+)$"))));
+        }
+        specs.push(on("*", regex(r"(?i)\.PNG$")));
+        let r = router(specs);
+        assert_eq!(pick(&r, "/s57/u/9"), Some(58));
+        assert_eq!(pick(&r, "/s57/u/x"), Some(0));
+        assert_eq!(pick(&r, "/s5/u/1.png"), Some(101));
+        let (_, by) = Req::new("x").find(&r, "/s99/u/42").unwrap();
+        assert_eq!(
+            by,
+            MatchedBy::Regex(vec![Some("/s99/u/42".into()), Some("42".into())])
         );
     }
 

@@ -1979,6 +1979,14 @@ impl Translator {
         // Response headers.
         let mut set = Vec::new();
         for (name, value, always, hl) in s.add_header.iter().flatten() {
+            if value.contains('$') {
+                self.note(
+                    hl,
+                    "add_header",
+                    format!("{name}: gatehouse's response header values are literal; a value with variables is left out"),
+                );
+                continue;
+            }
             match translate_vars(value, captures, &self.splits) {
                 Ok(v) => {
                     if !*always {
@@ -2922,6 +2930,21 @@ mod tests {
         let t = nginx_str(Path::new("/n/nginx.conf"), &text).unwrap();
         crate::config::load_str(Path::new("imported.toml"), &t.toml)
             .unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
+    }
+
+    #[test]
+    fn response_headers_with_variables_are_reported() {
+        let (t, reports) = import(
+            "events {}\nhttp { server { listen 8080; location / { add_header X-Host $host always; add_header X-Fixed 1 always; proxy_pass http://127.0.0.1:9000; } } }\n",
+        );
+        let set = &route(&t, "*", "/")["response_headers"]["set"];
+        assert!(set.get("X-Host").is_none(), "{set}");
+        assert_eq!(set["X-Fixed"].as_str(), Some("1"));
+        assert!(
+            reports.iter().any(|r| r
+                .contains("add_header: X-Host: gatehouse's response header values are literal")),
+            "{reports:?}"
+        );
     }
 
     #[test]

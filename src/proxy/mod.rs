@@ -533,6 +533,8 @@ const MAX_REROUTES: usize = 10;
 /// Picks the route for a request, running its rewrites and routing the new path again as
 /// they ask (nginx's `last`, or no flag). The path in `parts` is the final one; `sent_uri`
 /// keeps the target as sent once anything changed it.
+// Inlined into the handler: returning the choice through a call costs a copy of it.
+#[inline]
 fn choose_route(
     snapshot: &crate::snapshot::Snapshot,
     client: &ClientInfo,

@@ -416,6 +416,13 @@ impl<T> Router<T> {
     fn longest_prefix(&self, group: &Group, request: &RouteRequest<'_>) -> Option<usize> {
         let prefixes = &group.prefixes;
         let mut key = request.path;
+        // One prefix (the shipped config's `/`): no search.
+        if let [(only, routes)] = prefixes.as_slice() {
+            return key
+                .starts_with(only.as_ref())
+                .then(|| self.first_passing(routes, request))
+                .flatten();
+        }
         loop {
             // The greatest prefix ≤ key in byte order: if it is not a prefix of key, no prefix
             // of key is longer than what the two share, so the search goes on from there.

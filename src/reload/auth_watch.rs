@@ -3,18 +3,15 @@
 //! is logged), and each `jwks_url` is fetched over HTTPS every `refresh` (a failed fetch keeps
 //! the last good set and is tried again sooner).
 
-use super::file_watch::directory_of;
+use super::file_watch::WatchedFiles;
 use crate::auth::{AuthRegistry, JwtAuth, KeySource};
 use crate::config::UpstreamTlsConfig;
 use crate::tls::client::UpstreamTls;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use notify::Watcher;
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -30,39 +27,17 @@ pub fn spawn_file_watch(
     registry: Arc<AuthRegistry>,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
-    let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
-    let (mut watcher, mut arrivals) = super::file_watch::name_watcher(Arc::clone(&names))?;
+    let mut watched = WatchedFiles::new()?;
     let mut changes = registry.subscribe();
     Ok(tokio::spawn(async move {
-        let mut directories: HashSet<PathBuf> = HashSet::new();
         loop {
             changes.mark_unchanged();
             let files = registry.files();
-            *names.lock().unwrap_or_else(|p| p.into_inner()) = files
-                .iter()
-                .filter_map(|f| Path::new(f).file_name().map(|n| n.to_os_string()))
-                .collect();
-            let wanted: HashSet<PathBuf> = files.iter().map(|f| directory_of(f)).collect();
-            for gone in directories.difference(&wanted) {
-                let _ = watcher.unwatch(gone);
-            }
-            for new in wanted.difference(&directories) {
-                if let Err(e) = watcher.watch(new, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %new.display(), error = %e, "cannot watch an authentication file's directory; changes need a reload");
-                }
-            }
-            directories = wanted;
+            watched.follow(&files, "an authentication file");
             tokio::select! {
-                arrived = arrivals.recv() => {
-                    if arrived.is_none() {
+                arrived = watched.arrivals.recv() => {
+                    if arrived.is_none() || !watched.settle(debounce).await {
                         return;
-                    }
-                    loop {
-                        match tokio::time::timeout(debounce, arrivals.recv()).await {
-                            Ok(Some(())) => continue,
-                            Ok(None) => return,
-                            Err(_) => break,
-                        }
                     }
                     let registry = Arc::clone(&registry);
                     let _ = tokio::task::spawn_blocking(move || registry.reload_files()).await;

@@ -4,13 +4,9 @@
 //! listener's certificates are read again and swapped in for new handshakes only.
 
 use super::Reloader;
-use super::file_watch::directory_of;
-use notify::Watcher;
-use std::collections::HashSet;
-use std::ffi::OsString;
+use super::file_watch::WatchedFiles;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A hash of the files' contents: a change event that changed nothing does not reload.
@@ -28,10 +24,8 @@ pub fn spawn(
     reloader: Arc<Reloader>,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
-    let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
-    let (mut watcher, mut arrivals) = super::file_watch::name_watcher(Arc::clone(&names))?;
+    let mut watched = WatchedFiles::new()?;
     Ok(tokio::spawn(async move {
-        let mut directories: HashSet<PathBuf> = HashSet::new();
         loop {
             // Follow the files the listeners use now.
             let files = reloader.tls_files().await;
@@ -40,31 +34,11 @@ pub fn spawn(
             } else {
                 fingerprint(&files)
             };
-            *names.lock().unwrap_or_else(|p| p.into_inner()) = files
-                .iter()
-                .filter_map(|f| Path::new(f).file_name().map(|n| n.to_os_string()))
-                .collect();
-            let wanted: HashSet<PathBuf> = files.iter().map(|f| directory_of(f)).collect();
-            for gone in directories.difference(&wanted) {
-                let _ = watcher.unwatch(gone);
-            }
-            for new in wanted.difference(&directories) {
-                if let Err(e) = watcher.watch(new, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %new.display(), error = %e, "cannot watch certificate directory; rotation needs a reload");
-                }
-            }
-            directories = wanted;
+            watched.follow(&files, "a certificate");
             tokio::select! {
-                arrived = arrivals.recv() => {
-                    if arrived.is_none() {
+                arrived = watched.arrivals.recv() => {
+                    if arrived.is_none() || !watched.settle(debounce).await {
                         return;
-                    }
-                    loop {
-                        match tokio::time::timeout(debounce, arrivals.recv()).await {
-                            Ok(Some(())) => continue,
-                            Ok(None) => return,
-                            Err(_) => break,
-                        }
                     }
                     let now = fingerprint(&files);
                     if now != last {

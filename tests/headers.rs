@@ -512,3 +512,88 @@ async fn header_names_with_underscores_are_dropped_unless_allowed() {
         assert_eq!(underscored, expected, "allowed = {allowed}");
     }
 }
+
+/// An upstream on a raw socket that answers every request on a connection with `response`.
+async fn fixed_upstream(response: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while common::read_head(&mut stream).await.is_some() {
+                    if stream.write_all(response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Lines of `head` whose name is `name`, compared without case.
+fn lines_named<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.split("\r\n")
+        .filter(|line| {
+            line.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upstream_head_is_passed_on_in_its_own_case_with_gatehouses_fields() {
+    let upstream = fixed_upstream(
+        b"HTTP/1.1 200 OK\r\nServer: Up\r\nX-Request-Id: from-upstream\r\nVia: 1.1 origin\r\n\
+          Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\
+          X-Mixed-Case: Kept\r\nProxy-Connection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    let gatehouse = common::start_gatehouse(&common::simple_config(&[upstream], "")).await;
+    let mut stream = TcpStream::connect(gatehouse.listener_addrs[0])
+        .await
+        .unwrap();
+    for round in 0..2 {
+        stream
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-7\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = timeout(WAIT, common::read_head(&mut stream))
+            .await
+            .unwrap()
+            .expect("a response head");
+        while !got.ends_with(b"hi") {
+            let mut more = [0u8; 64];
+            let n = timeout(WAIT, stream.read(&mut more))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed mid-body");
+            got.extend_from_slice(&more[..n]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{round}: {head}");
+        // The upstream's fields in its own case and order.
+        assert!(head.contains("\r\nServer: Up\r\n"), "{head}");
+        assert!(head.contains("\r\nX-Mixed-Case: Kept\r\n"), "{head}");
+        assert_eq!(
+            lines_named(head, "date"),
+            ["Date: Sun, 06 Nov 1994 08:49:37 GMT"]
+        );
+        assert_eq!(lines_named(head, "content-length"), ["Content-Length: 2"]);
+        // Hop-by-hop fields stay on the upstream's side.
+        assert!(lines_named(head, "keep-alive").is_empty(), "{head}");
+        assert!(lines_named(head, "proxy-connection").is_empty(), "{head}");
+        assert!(lines_named(head, "connection").is_empty(), "{head}");
+        // gatehouse's request id replaces the upstream's; its Via joins the upstream's.
+        assert_eq!(
+            lines_named(head, "x-request-id"),
+            ["x-request-id: client-7"]
+        );
+        assert_eq!(
+            lines_named(head, "via"),
+            ["Via: 1.1 origin", "via: 1.1 gatehouse"]
+        );
+    }
+}

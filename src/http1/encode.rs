@@ -2,14 +2,16 @@
 //! client, into the connection's write buffer with one reservation and no formatting.
 //!
 //! Field names are written as the map holds them, which is lowercase for every name that came
-//! through `HeaderName` (HTTP/1.1 names are case-insensitive, so this is correct; keeping the
-//! sender's case would need the original bytes kept beside the map, and is not done).
+//! through `HeaderName` (HTTP/1.1 names are case-insensitive, so this is correct), except in a
+//! response head passed on from its raw bytes, which keeps the upstream's case.
 //! Values cannot hold CR or LF (`HeaderValue` refuses them), so nothing written here can split
 //! a head.
 
 use bytes::{BufMut, BytesMut};
 use http::header::HeaderMap;
 use http::{Method, StatusCode, Uri, Version};
+
+use super::RawFields;
 
 fn version_bytes(version: Version) -> &'static [u8] {
     if version == Version::HTTP_10 {
@@ -125,6 +127,52 @@ pub fn encode_response_head(
     dst.put_slice(b"\r\n");
 }
 
+/// Writes a response head from an upstream's fields kept as bytes ([`RawFields`]) and the
+/// fields a proxy adds (`added`): the upstream's end-to-end fields in their order and case
+/// (Content-Length only if `content_length`), leaving out any that `added` replaces, then
+/// `added`. Every added name replaces the upstream's fields of that name except Via, which a
+/// proxy appends to (RFC 9110 §7.6.3).
+pub fn encode_response_head_raw(
+    status: StatusCode,
+    version: Version,
+    raw: &RawFields,
+    content_length: bool,
+    added: &HeaderMap,
+    dst: &mut BytesMut,
+) {
+    // The names `added` replaces, gathered once: a proxy adds two or three.
+    let mut replacing: [&[u8]; 8] = [&[]; 8];
+    let mut count = 0;
+    for name in added.keys() {
+        let name = name.as_str().as_bytes();
+        if name != b"via" {
+            if let Some(slot) = replacing.get_mut(count) {
+                *slot = name;
+            }
+            count += 1;
+        }
+    }
+    let replaced = |name: &[u8]| {
+        if count > replacing.len() {
+            return !name.eq_ignore_ascii_case(b"via") && added.contains_key(name_str(name));
+        }
+        replacing[..count]
+            .iter()
+            .any(|added| added.len() == name.len() && added.eq_ignore_ascii_case(name))
+    };
+    dst.reserve(48 + HEAD_ROOM);
+    encode_status_line(status, version, dst);
+    raw.write_end_to_end(content_length, replaced, dst);
+    write_fields(added, dst);
+    dst.put_slice(b"\r\n");
+}
+
+/// A field name from a head as the `&str` a map lookup takes (names are tokens, so ASCII;
+/// anything else finds nothing).
+fn name_str(name: &[u8]) -> &str {
+    std::str::from_utf8(name).unwrap_or("")
+}
+
 /// The interim response a server sends to `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -219,5 +267,52 @@ mod tests {
             &dst[..],
             b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_raw_head_keeps_its_case_and_gives_way_to_added_fields() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nServer: Up\r\nVia: 1.0 origin\r\nX-Id: old\r\nKeep-Alive: 5\r\nContent-Length: 2\r\n\r\nhi"[..],
+        );
+        let Ok(crate::http1::Parsed::Complete(head)) = crate::http1::parse_response_keeping(
+            &mut buf,
+            &crate::http1::HeadConfig::default(),
+            &Method::GET,
+            true,
+        ) else {
+            panic!("not parsed");
+        };
+        let raw = head.raw.expect("kept as bytes");
+        let expected = "HTTP/1.1 200 OK\r\nServer: Up\r\nVia: 1.0 origin\r\nContent-Length: 2\r\n";
+        // Few added names (gathered up front) and many (looked up in the map): the same.
+        for extra in [0, 10] {
+            let mut added = map(&[("via", "1.1 gatehouse"), ("x-id", "new")]);
+            for i in 0..extra {
+                added.insert(
+                    http::HeaderName::from_bytes(format!("x-extra-{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            let mut dst = BytesMut::new();
+            encode_response_head_raw(
+                StatusCode::OK,
+                Version::HTTP_11,
+                &raw,
+                true,
+                &added,
+                &mut dst,
+            );
+            let text = String::from_utf8(dst.to_vec()).unwrap();
+            assert!(text.starts_with(expected), "{text}");
+            assert!(
+                text.contains("via: 1.1 gatehouse\r\nx-id: new\r\n"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("old") && !text.contains("Keep-Alive"),
+                "{text}"
+            );
+            assert!(text.ends_with("\r\n\r\n"));
+        }
     }
 }

@@ -59,15 +59,26 @@ pub(crate) struct ContentLength {
 impl ContentLength {
     pub(crate) fn add_line(&mut self, line: &[u8]) -> Result<(), HeadError> {
         self.lines += 1;
+        // The usual line, one number, without splitting a list.
+        if let Some(n) = parse_decimal(line) {
+            return self.add_value(n);
+        }
         for element in list_elements(line) {
             let n = parse_decimal(element).ok_or(HeadError::InvalidContentLength)?;
-            self.elements += 1;
-            match self.value {
-                Some(seen) if seen != n => return Err(HeadError::DifferingContentLengths),
-                _ => self.value = Some(n),
-            }
+            self.add_value(n)?;
         }
         Ok(())
+    }
+
+    fn add_value(&mut self, n: u64) -> Result<(), HeadError> {
+        self.elements += 1;
+        match self.value {
+            Some(seen) if seen != n => Err(HeadError::DifferingContentLengths),
+            _ => {
+                self.value = Some(n);
+                Ok(())
+            }
+        }
     }
 
     pub(crate) fn value(&self) -> Option<u64> {
@@ -167,6 +178,15 @@ impl ConnectionOptions {
     /// Notes the options of one Connection line; returns whether it held nothing but `close`
     /// and `keep-alive` (then `close` and `keep_alive` say all it said).
     pub(crate) fn add_line(&mut self, line: &[u8]) -> bool {
+        // The usual lines, told without splitting a list.
+        if line.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return true;
+        }
+        if line.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return true;
+        }
         let mut only_options = true;
         for element in list_elements(line) {
             if element.eq_ignore_ascii_case(b"close") {

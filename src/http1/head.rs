@@ -7,6 +7,7 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::fields::{ConnectionOptions, ContentLength, TransferEncoding, is_authority, is_tchar};
+use super::raw::{RawField, RawFields, RawName, classify};
 
 /// The most header fields a head may hold whatever [`HeadConfig::max_headers`] says: the
 /// parser keeps their positions on the stack.
@@ -183,8 +184,8 @@ impl HeadError {
 /// borrows the buffer) and building the map (which owns the frozen head).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FieldIndex {
-    name: (u32, u32),
-    value: (u32, u32),
+    pub(crate) name: (u32, u32),
+    pub(crate) value: (u32, u32),
 }
 
 pub(crate) type FieldIndices = [FieldIndex; MAX_HEADERS];
@@ -347,6 +348,54 @@ pub(crate) fn build_fields(
         map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok((map, facts))
+}
+
+/// The fields of a frozen response head kept as bytes ([`RawFields`]), judged by the same
+/// rules as [`build_fields`]. `None` when the fields must be edited beyond leaving out
+/// hop-by-hop ones, which a map does: a Connection line naming other fields, a Content-Length
+/// given more than once, transfer codings besides `chunked`.
+pub(crate) fn raw_fields(
+    head: &Bytes,
+    indices: &[FieldIndex],
+) -> Result<Option<(Box<RawFields>, FieldFacts)>, HeadError> {
+    let mut fields = Vec::with_capacity(indices.len());
+    let mut facts = FieldFacts::default();
+    let mut date = false;
+    for index in indices {
+        let name = head
+            .get(index.name.0 as usize..index.name.1 as usize)
+            .ok_or(HeadError::InvalidHeaderName)?;
+        let value = || {
+            head.get(index.value.0 as usize..index.value.1 as usize)
+                .ok_or(HeadError::InvalidHeaderValue)
+        };
+        // The same rules as `FieldFacts::observe`, for the names they read in a response.
+        let kind = classify(name);
+        match kind {
+            RawName::EndToEnd | RawName::HopByHop => {}
+            RawName::ContentLength => facts.content_length.add_line(value()?)?,
+            RawName::TransferEncoding => facts.transfer_encoding.add_line(value()?)?,
+            RawName::Connection => {
+                let value = value()?;
+                if !facts.connection.add_line(value) || value.trim_ascii().is_empty() {
+                    // It names fields to remove, which the map's hop-by-hop removal does.
+                    return Ok(None);
+                }
+            }
+            RawName::Date => date = true,
+            RawName::NeedsMap => return Ok(None),
+        }
+        fields.push(RawField::new(head, index.name, index.value, kind));
+    }
+    let te = &facts.transfer_encoding;
+    if facts.content_length.needs_merging() || (te.present() && te.other_codings()) {
+        return Ok(None);
+    }
+    let content_length = facts.content_length.value();
+    Ok(Some((
+        Box::new(RawFields::new(head.clone(), fields, content_length, date)),
+        facts,
+    )))
 }
 
 /// The names most heads carry, each with its lowercase spelling. Found by length and first

@@ -6,6 +6,7 @@
 //! - [`response`] reads an upstream's response head and decides its framing from the request.
 //! - [`body`] decodes Content-Length, chunked and read-until-close bodies, and encodes chunks.
 //! - [`encode`] writes request and response heads.
+//! - [`raw`] keeps a response head's fields as bytes, for passing them on unchanged.
 //!
 //! Parsing is incremental: call again with more bytes after [`Parsed::Partial`]. Heads are
 //! parsed by `httparse`; the judgement of what they mean lives here. `LIFECYCLE.md` beside this
@@ -17,6 +18,7 @@ mod fields;
 
 pub use fields::{cookie, has_underscore, is_valid_host, split_host_port};
 mod head;
+pub mod raw;
 pub mod request;
 pub mod response;
 
@@ -25,5 +27,6 @@ mod proptests;
 
 pub use body::{BodyError, BodyLimits, Decoder, Framing};
 pub use head::{HeadConfig, HeadError, MAX_HEADERS, Parsed};
+pub use raw::RawFields;
 pub use request::{Expectation, RequestHead, TargetForm, parse_request};
-pub use response::{ResponseHead, parse_response};
+pub use response::{ResponseHead, parse_response, parse_response_keeping};

@@ -8,8 +8,11 @@ use http::{Method, StatusCode, Version};
 use proptest::prelude::*;
 
 use super::body::{BodyLimits, Decoder, Framing, encode_chunk, encode_last_chunk};
-use super::encode::{encode_request_head, encode_response_head};
-use super::{HeadConfig, HeadError, MAX_HEADERS, Parsed, parse_request, parse_response};
+use super::encode::{encode_request_head, encode_response_head, encode_response_head_raw};
+use super::{
+    HeadConfig, HeadError, MAX_HEADERS, Parsed, parse_request, parse_response,
+    parse_response_keeping,
+};
 
 /// Pieces that heads and chunked bodies are made of, so random inputs reach deep into the
 /// parsers instead of failing on their first byte.
@@ -125,6 +128,12 @@ fn response_ish() -> impl Strategy<Value = Vec<u8>> {
         "Transfer-Encoding: gzip\r\n",
         "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
         "Connection: close\r\n",
+        "Connection: close, X-Secret\r\nX-Secret: 1\r\n",
+        "Keep-Alive: timeout=5\r\nconnection: Keep-Alive\r\n",
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Proxy-Connection: close\r\nTE: trailers\r\nTrailer: X-Sum\r\n",
+        "DATE: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 0\r\n",
+        "X-Tight:v\r\nX-Spaced:   v  \r\nX-Lf: v\nX-Empty:\r\nServer : up\r\n",
     ]);
     (status, framing, ordinary_fields()).prop_map(|(status, framing, fields)| {
         let mut s = format!("{status}\r\n{framing}");
@@ -537,5 +546,50 @@ proptest! {
         prop_assert_eq!(parsed.status, status);
         prop_assert_eq!(parsed.version, version);
         prop_assert_eq!(&parsed.headers, &headers);
+    }
+
+    /// A head kept as bytes says what the map says: the same verdict, framing and
+    /// connection reuse, and the same end-to-end fields, before and after being written out.
+    #[test]
+    fn raw_fields_agree_with_the_map(input in any_input(response_ish()), head in any::<bool>()) {
+        let method = if head { Method::HEAD } else { Method::GET };
+        let config = HeadConfig::default();
+        let mapped = parse_response(&mut BytesMut::from(&input[..]), &config, &method);
+        let kept = parse_response_keeping(&mut BytesMut::from(&input[..]), &config, &method, true);
+        match (mapped, kept) {
+            (Ok(Parsed::Complete(mapped)), Ok(Parsed::Complete(kept))) => {
+                prop_assert_eq!(mapped.status, kept.status);
+                prop_assert_eq!(mapped.version, kept.version);
+                prop_assert_eq!(mapped.framing, kept.framing);
+                prop_assert_eq!(mapped.head_len, kept.head_len);
+                prop_assert_eq!(mapped.keep_alive(), kept.keep_alive());
+                let Some(raw) = kept.raw else {
+                    prop_assert_eq!(&mapped.headers, &kept.headers);
+                    return Ok(());
+                };
+                prop_assert!(kept.headers.is_empty());
+                let mut end_to_end = mapped.headers.clone();
+                for name in mapped.headers.keys() {
+                    if crate::http1::raw::is_hop_by_hop(name.as_str().as_bytes()) {
+                        end_to_end.remove(name);
+                    }
+                }
+                prop_assert_eq!(&raw.to_map(), &end_to_end);
+                prop_assert_eq!(
+                    raw.content_length(),
+                    mapped.headers.get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                );
+                let mut written = BytesMut::new();
+                encode_response_head_raw(kept.status, kept.version, &raw, true, &HeaderMap::new(), &mut written);
+                let Ok(Parsed::Complete(again)) = parse_response(&mut written, &config, &Method::GET) else {
+                    return Err(TestCaseError::fail("written head not read back"));
+                };
+                prop_assert_eq!(&again.headers, &end_to_end);
+            }
+            (Ok(Parsed::Partial), Ok(Parsed::Partial)) => {}
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => return Err(TestCaseError::fail(format!("{a:?} against {b:?}"))),
+        }
     }
 }

@@ -12,8 +12,9 @@ use super::body::Framing;
 use super::fields::ConnectionOptions;
 use super::head::{
     FieldIndex, FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, RESPONSE_FIELDS_ROOM,
-    build_fields, diagnose_fields, index_fields, start_line, version_like,
+    build_fields, diagnose_fields, index_fields, raw_fields, start_line, version_like,
 };
+use super::raw::RawFields;
 
 /// A parsed response head. Header values share the head's bytes; a repeated identical
 /// Content-Length is held once; a Connection line of nothing but `close` and `keep-alive` is
@@ -30,6 +31,9 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// The number of bytes the head took in the buffer.
     pub head_len: usize,
+    /// The fields as bytes, when asked for and they need no editing: `headers` is then
+    /// empty.
+    pub raw: Option<Box<RawFields>>,
     connection: ConnectionOptions,
 }
 
@@ -73,6 +77,18 @@ pub fn parse_response(
     config: &HeadConfig,
     request_method: &Method,
 ) -> Result<Parsed<ResponseHead>, HeadError> {
+    parse_response_keeping(buf, config, request_method, false)
+}
+
+/// [`parse_response`], keeping a final head's fields as bytes ([`ResponseHead::raw`])
+/// instead of building the map when `keep_raw` is set and the fields need no editing but
+/// leaving out their hop-by-hop ones. Interim and 101 heads always get the map.
+pub fn parse_response_keeping(
+    buf: &mut BytesMut,
+    config: &HeadConfig,
+    request_method: &Method,
+    keep_raw: bool,
+) -> Result<Parsed<ResponseHead>, HeadError> {
     let mut indices: FieldIndices = [FieldIndex::default(); MAX_HEADERS];
     let (head_len, code, minor, fields) = {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -109,7 +125,18 @@ pub fn parse_response(
     };
     let head = buf.split_to(head_len.min(buf.len())).freeze();
     let indices = indices.get(..fields).unwrap_or_default();
-    let (headers, facts) = build_fields(&head, indices, false, RESPONSE_FIELDS_ROOM)?;
+    let kept = if keep_raw && !status.is_informational() {
+        raw_fields(&head, indices)?
+    } else {
+        None
+    };
+    let (headers, facts, raw) = match kept {
+        Some((raw, facts)) => (HeaderMap::new(), facts, Some(raw)),
+        None => {
+            let (headers, facts) = build_fields(&head, indices, false, RESPONSE_FIELDS_ROOM)?;
+            (headers, facts, None)
+        }
+    };
 
     let te = &facts.transfer_encoding;
     let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -148,6 +175,7 @@ pub fn parse_response(
         headers,
         framing,
         head_len: head.len(),
+        raw,
         connection: facts.connection,
     }))
 }
@@ -188,6 +216,65 @@ mod tests {
 
     fn framing(bytes: &[u8]) -> Framing {
         parse(bytes).unwrap().framing
+    }
+
+    fn keep(bytes: &[u8]) -> ResponseHead {
+        let mut buf = BytesMut::from(bytes);
+        match parse_response_keeping(&mut buf, &HeadConfig::default(), &Method::GET, true) {
+            Ok(Parsed::Complete(head)) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_head_is_kept_as_bytes_without_its_hop_by_hop_fields() {
+        let head = keep(
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+              Content-Length: 2\r\nX-Mixed-Case: v\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nhi",
+        );
+        assert!(head.headers.is_empty());
+        assert!(head.keep_alive());
+        let raw = head.raw.expect("kept");
+        assert_eq!(raw.content_length(), Some(2));
+        assert!(raw.has_date());
+        let fields: Vec<(&[u8], &[u8])> = raw.end_to_end(true).collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Server"[..], &b"up"[..]),
+                (b"Content-Length", b"2"),
+                (b"X-Mixed-Case", b"v"),
+                (b"Date", b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            ]
+        );
+        assert_eq!(
+            raw.end_to_end(false).count(),
+            3,
+            "Content-Length left out on request"
+        );
+    }
+
+    #[test]
+    fn heads_that_need_editing_get_a_map() {
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            let head = keep(bytes);
+            assert!(head.raw.is_none(), "{}", String::from_utf8_lossy(bytes));
+            assert!(!head.headers.is_empty());
+        }
+        // Refused as the map refuses.
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+        );
+        assert_eq!(
+            parse_response_keeping(&mut buf, &HeadConfig::default(), &Method::GET, true).err(),
+            Some(HeadError::DifferingContentLengths)
+        );
     }
 
     #[test]

@@ -84,6 +84,15 @@ impl ResponseBody {
         }
     }
 
+    /// The upstream response head's fields kept as bytes, once: the head to pass on, with
+    /// the response's own map holding only what gatehouse adds.
+    pub fn take_raw_fields(&mut self) -> Option<Box<crate::http1::RawFields>> {
+        match &mut self.kind {
+            ResponseKind::Upstream { body, .. } => body.take_raw(),
+            _ => None,
+        }
+    }
+
     /// Stores the body in a cache as it streams.
     pub fn set_fill(&mut self, fill: Fill) {
         if self.is_end_stream() {

@@ -155,7 +155,7 @@ async fn serve_through(
         use_cache_validators(&mut parts.headers, entry);
     }
     let request_time = SystemTime::now();
-    let sent = reply.send(parts, body).await;
+    let sent = reply.send(parts, body, false).await;
     let fetch = Fetch {
         cache: &cache,
         method: &method,
@@ -511,7 +511,7 @@ async fn bypass(
 ) -> Response {
     cache.metrics.count(CacheResult::Bypass);
     let method = parts.method.clone();
-    match reply.send(parts, body).await {
+    match reply.send(parts, body, false).await {
         Ok(forwarded) => {
             let status = forwarded.response.status();
             let targets = policy::invalidation_targets(
@@ -701,6 +701,7 @@ fn refresh_in_background(
                 Instant::now(),
                 &request_id,
                 None,
+                false,
             )
             .await;
             let Ok(forwarded) = result else {

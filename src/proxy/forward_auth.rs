@@ -133,6 +133,7 @@ async fn ask(
         Instant::now(),
         request_id,
         None,
+        false,
     )
     .await
     .map_err(|error: ForwardError| match server {

@@ -229,6 +229,7 @@ async fn exchange(mirror: &Mirror, head: Head, body: Bytes) -> bool {
         Instant::now(),
         &request_id,
         None,
+        false,
     )
     .await;
     let Ok(Forwarded {

@@ -978,10 +978,13 @@ pub(crate) struct Reply {
 
 impl Reply {
     /// Sends the request to the route's upstream, noting which server took it.
+    /// `keep_raw`: the upstream's response head may come back as bytes (see
+    /// `passes_head_on`).
     async fn send(
         &mut self,
         parts: http::request::Parts,
         body: RequestBody,
+        keep_raw: bool,
     ) -> Result<Forwarded, ForwardError> {
         let mut started = self.exchange.start;
         // A client that asked to be told to go on (`Expect: 100-continue`) is told so only
@@ -1016,8 +1019,24 @@ impl Reply {
             started,
             &self.request_id,
             self.interim.as_ref(),
+            keep_raw,
         )
         .await
+    }
+
+    /// Whether the upstream's response head goes to the client with nothing edited but its
+    /// hop-by-hop fields left out and gatehouse's own added: then it is passed on from its
+    /// bytes (`http1::RawFields`), with no map built. Not for HTTP/2 clients (hyper writes
+    /// their heads from a map), upgrades, or routes whose policies read or edit the
+    /// response's fields (cache, compression, CORS, response header rules).
+    fn passes_head_on(&self) -> bool {
+        let route = &self.route;
+        self.client_version != Version::HTTP_2
+            && self.client_upgrade.is_none()
+            && route.cache.is_none()
+            && route.compression.is_none()
+            && route.cors.is_none()
+            && route.response_headers.is_empty()
     }
 
     /// Forwards the request and answers with what the upstream says (or the failure).
@@ -1027,7 +1046,8 @@ impl Reply {
         body: RequestBody,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let interim = self.interim.clone();
-        let response = match self.send(parts, body).await {
+        let keep_raw = self.passes_head_on();
+        let response = match self.send(parts, body, keep_raw).await {
             Ok(forwarded) => self.answer_upstream(forwarded, None),
             Err(error) => self.failure(error),
         };
@@ -1377,6 +1397,7 @@ async fn forward(
     started: Instant,
     request_id: &HeaderValue,
     interim: Option<&InterimSink>,
+    keep_raw: bool,
 ) -> Result<Forwarded, ForwardError> {
     let retryable = is_idempotent(&parts.method);
     let replay = ReplayableHead::keep(&parts, &body, upstream, retryable);
@@ -1399,6 +1420,7 @@ async fn forward(
             attempt_start,
             request_id,
             interim,
+            keep_raw,
         )
         .await;
         record_verdict(server, claim.pass, &result);
@@ -1573,6 +1595,7 @@ async fn send_to_server(
     started: Instant,
     request_id: &HeaderValue,
     interim: Option<&InterimSink>,
+    keep_raw: bool,
 ) -> SendResult {
     // `started` (when the request arrived) stands for the send time on a pooled connection:
     // the difference is a few instructions, and it spares a clock read per request.
@@ -1633,7 +1656,7 @@ async fn send_to_server(
         } else {
             request.body().try_clone()
         };
-        let exchange = client::exchange(conn, &mut request, interim);
+        let exchange = client::exchange(conn, &mut request, interim, keep_raw);
         let failure = match tokio::time::timeout_at(deadline, exchange).await {
             Err(_elapsed) => {
                 server.metrics.timeout.inc();

@@ -380,6 +380,9 @@ async fn write_response<S: Io>(
     control: &ConnectionControl,
 ) -> Next {
     let (mut parts, mut body) = response.into_parts();
+    // An upstream's head passed on from its bytes: `parts.headers` holds only what
+    // gatehouse adds to it.
+    let mut raw = body.take_raw_fields();
     let mut status = parts.status;
     if status.is_informational()
         && !(status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some())
@@ -389,6 +392,7 @@ async fn write_response<S: Io>(
         tracing::debug!(%status, "an interim status as the final answer; answering 502");
         status = StatusCode::BAD_GATEWAY;
         parts.headers.clear();
+        raw = None;
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -401,14 +405,20 @@ async fn write_response<S: Io>(
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    if status.is_informational() || status == StatusCode::NO_CONTENT {
+    let length_allowed = !(status.is_informational() || status == StatusCode::NO_CONTENT);
+    if !length_allowed {
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| {
+            raw.as_ref()
+                .filter(|_| length_allowed)
+                .and_then(|raw| raw.content_length())
+        });
     // A request body not read to its end by now leaves the connection unusable (what
     // follows cannot be told apart from it), so the client is told it closes.
     let body_read = matches!(lock(wire).body, BodyRead::Done);
@@ -440,7 +450,7 @@ async fn write_response<S: Io>(
             headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         }
     }
-    if !headers.contains_key(header::DATE) {
+    if !headers.contains_key(header::DATE) && !raw.as_ref().is_some_and(|raw| raw.has_date()) {
         headers.insert(header::DATE, date::now());
     }
     // Interim responses still queued go first; none may follow once the head is on its way.
@@ -462,7 +472,17 @@ async fn write_response<S: Io>(
         Version::HTTP_11
     };
     out.clear();
-    http1::encode::encode_response_head(status, version, headers, out);
+    match &raw {
+        Some(raw) => http1::encode::encode_response_head_raw(
+            status,
+            version,
+            raw,
+            length_allowed,
+            headers,
+            out,
+        ),
+        None => http1::encode::encode_response_head(status, version, headers, out),
+    }
 
     if switching {
         if write_out(wire, out).await.is_err() {

@@ -24,6 +24,14 @@ impl UpstreamBody {
         }
     }
 
+    /// An HTTP/1.1 response head's fields kept as bytes, once (`http1::exchange`).
+    pub fn take_raw(&mut self) -> Option<Box<crate::http1::RawFields>> {
+        match self {
+            UpstreamBody::Http1(body) => body.take_raw(),
+            UpstreamBody::Http2(_) => None,
+        }
+    }
+
     /// The HTTP/1.1 connection, once the body has ended and the connection may carry another
     /// request.
     pub fn take_reusable(&mut self) -> Option<Box<Connection>> {

@@ -265,10 +265,12 @@ impl Connection {
         method: &Method,
         interim: Option<&InterimSink>,
         received: &mut bool,
+        keep_raw: bool,
     ) -> Poll<Result<http1::ResponseHead, Error>> {
         loop {
             if !self.buf.is_empty() {
-                match http1::parse_response(&mut self.buf, &RESPONSE_HEAD, method) {
+                match http1::parse_response_keeping(&mut self.buf, &RESPONSE_HEAD, method, keep_raw)
+                {
                     Ok(Parsed::Complete(head)) if head.is_interim() => {
                         // 100 Continue is the server's own business: the client got (or
                         // gets) its own from gatehouse when its body is read.
@@ -372,11 +374,14 @@ impl std::fmt::Display for Failure {
 /// Sends `request` on `conn` and reads the final response head, passing interim responses on
 /// to `interim`. The request's body is read through its `Body` implementation; a body that is
 /// to be sent again on failure must be copied before (`RequestBody::try_clone`). The
-/// response's body owns the connection.
+/// response's body owns the connection. With `keep_raw`, a response head that needs no
+/// editing comes with an empty map and its fields as bytes in the body
+/// (`Http1Body::take_raw`), for a caller that passes it on as it is.
 pub async fn exchange(
     mut conn: Box<Connection>,
     request: &mut Request<RequestBody>,
     interim: Option<&InterimSink>,
+    keep_raw: bool,
 ) -> Result<Response<Http1Body>, Failure> {
     conn.read_size.reset();
     let mut outgoing = conn.encode_head(request);
@@ -400,7 +405,7 @@ pub async fn exchange(
                 Poll::Pending => {}
             }
         }
-        let head = conn.poll_head(cx, &method, interim, &mut received);
+        let head = conn.poll_head(cx, &method, interim, &mut received, keep_raw);
         match (head, write_error.take()) {
             (Poll::Ready(Ok(head)), _) => Poll::Ready(Ok(head)),
             (Poll::Pending, None) => Poll::Pending,
@@ -447,7 +452,9 @@ pub async fn exchange(
     conn.decoder = Decoder::new(head.framing, BodyLimits::default());
     // The codec left room in the map for the fields the proxy and a cache add.
     let headers = head.headers;
-    let mut response = Response::new(Http1Body::new(conn, reusable));
+    let mut body = Http1Body::new(conn, reusable);
+    body.raw = head.raw;
+    let mut response = Response::new(body);
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = headers;
@@ -476,6 +483,8 @@ pub struct Http1Body {
     trailers: Option<Box<HeaderMap>>,
     /// The error that ended the body, handed out at the next poll (see `fail`).
     failed: Option<BoxError>,
+    /// The response head's fields, when kept as bytes (see `exchange`).
+    raw: Option<Box<http1::RawFields>>,
 }
 
 impl Http1Body {
@@ -486,6 +495,7 @@ impl Http1Body {
             upgrade: false,
             trailers: None,
             failed: None,
+            raw: None,
         }
     }
 
@@ -496,6 +506,7 @@ impl Http1Body {
             upgrade: true,
             trailers: None,
             failed: None,
+            raw: None,
         }
     }
 
@@ -505,6 +516,11 @@ impl Http1Body {
             return None;
         }
         self.conn.take().map(Connection::into_upgraded)
+    }
+
+    /// The response head's fields kept as bytes, once (see `exchange`).
+    pub fn take_raw(&mut self) -> Option<Box<http1::RawFields>> {
+        self.raw.take()
     }
 
     /// The connection, once the body has ended cleanly and it may carry another request.

@@ -326,6 +326,57 @@ async fn silent_upstream_is_504_at_response_timeout() {
 }
 
 #[tokio::test]
+async fn a_reused_upstream_connection_times_out_from_its_own_request() {
+    // One connection: the first request is answered after 200 ms, the second never. Each
+    // request's response_timeout counts from that request, on the same connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if common::read_head(&mut stream).await.is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                // The second request is read and never answered.
+                let _ = common::read_head(&mut stream).await;
+                let _ = common::read_head(&mut stream).await;
+            });
+        }
+    });
+    let running = start(&[addr], "response_timeout = \"300ms\"\nretries = 0").await;
+    let mut client = common::Client::connect(running.listener_addrs[0]).await;
+    assert_eq!(client.get("/first").await.status, StatusCode::OK);
+
+    let started = Instant::now();
+    let reply = client.get("/second").await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "timed out from the first request's start: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_millis(300) + FAST, "{elapsed:?}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the pooled connection was reused"
+    );
+}
+
+#[tokio::test]
 async fn every_server_at_max_connections_is_an_immediate_503_with_retry_after() {
     // One server allowed one request at a time; the first request is parked upstream.
     let upstream = HeldUpstream::start().await;

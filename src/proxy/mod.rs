@@ -1656,18 +1656,18 @@ async fn send_to_server(
         } else {
             request.body().try_clone()
         };
-        let exchange = client::exchange(conn, &mut request, interim, keep_raw);
-        let failure = match tokio::time::timeout_at(deadline, exchange).await {
-            Err(_elapsed) => {
-                server.metrics.timeout.inc();
-                return Err((ForwardError::Timeout, None));
-            }
-            Ok(Ok(response)) => {
+        let options = client::Options {
+            interim,
+            keep_raw,
+            deadline: Some(deadline),
+        };
+        let failure = match client::exchange(conn, &mut request, options).await {
+            Ok(response) => {
                 observe_response(server, response.status(), sent_at);
                 let pool_return = PoolReturn::new(generation, Arc::clone(server));
                 return Ok((response.map(UpstreamBody::Http1), Some(pool_return)));
             }
-            Ok(Err(failure)) => failure,
+            Err(failure) => failure,
         };
         match failure {
             Failure::Upstream {
@@ -1688,6 +1688,10 @@ async fn send_to_server(
                     error => ForwardError::Http1(error),
                 };
                 return Err((error, None));
+            }
+            Failure::Timeout => {
+                server.metrics.timeout.inc();
+                return Err((ForwardError::Timeout, None));
             }
             Failure::RequestBody(error) => {
                 if let Some(cause) = error.downcast_ref::<BodyTooLarge>() {

@@ -119,6 +119,10 @@ pub struct Connection {
     decoder: Decoder,
     /// Room to make for the next read.
     read_size: ReadSize,
+    /// The response timeout, one timer for the connection's whole life: moved later for each
+    /// request, which costs a compare-and-swap while it is registered, where a timer per
+    /// request is put into tokio's timer wheel and taken out again every time.
+    response_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Connection {
@@ -129,6 +133,7 @@ impl Connection {
             out: BytesMut::new(),
             decoder: Decoder::new(http1::Framing::Empty, BodyLimits::default()),
             read_size: ReadSize::default(),
+            response_timer: None,
         })
     }
 
@@ -349,6 +354,17 @@ pub enum Error {
     UnexpectedUpgrade,
 }
 
+/// How an exchange is run, beyond the request.
+#[derive(Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Where the upstream's interim (1xx) responses go.
+    pub interim: Option<&'a InterimSink>,
+    /// A response head that needs no editing may come as bytes (see `exchange`).
+    pub keep_raw: bool,
+    /// When the response head must have arrived ([`Failure::Timeout`] after).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
 /// Why an exchange failed.
 #[derive(Debug)]
 pub enum Failure {
@@ -360,6 +376,8 @@ pub enum Failure {
     },
     /// The request's own body could not be read (too large, or the client's stream failed).
     RequestBody(BoxError),
+    /// No response head by the deadline.
+    Timeout,
 }
 
 impl std::fmt::Display for Failure {
@@ -367,22 +385,34 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Upstream { error, .. } => write!(f, "{error}"),
             Failure::RequestBody(error) => write!(f, "request body: {error}"),
+            Failure::Timeout => f.write_str("response timeout"),
         }
     }
 }
 
 /// Sends `request` on `conn` and reads the final response head, passing interim responses on
-/// to `interim`. The request's body is read through its `Body` implementation; a body that is
-/// to be sent again on failure must be copied before (`RequestBody::try_clone`). The
-/// response's body owns the connection. With `keep_raw`, a response head that needs no
-/// editing comes with an empty map and its fields as bytes in the body
-/// (`Http1Body::take_raw`), for a caller that passes it on as it is.
+/// to `options.interim`, within `options.deadline`. The request's body is read through its
+/// `Body` implementation; a body that is to be sent again on failure must be copied before
+/// (`RequestBody::try_clone`). The response's body owns the connection. With
+/// `options.keep_raw`, a response head that needs no editing comes with an empty map and its
+/// fields as bytes in the body (`Http1Body::take_raw`), for a caller that passes it on as it
+/// is.
 pub async fn exchange(
     mut conn: Box<Connection>,
     request: &mut Request<RequestBody>,
-    interim: Option<&InterimSink>,
-    keep_raw: bool,
+    options: Options<'_>,
 ) -> Result<Response<Http1Body>, Failure> {
+    let Options {
+        interim,
+        keep_raw,
+        deadline,
+    } = options;
+    if let Some(deadline) = deadline {
+        match &mut conn.response_timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => conn.response_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
     conn.read_size.reset();
     let mut outgoing = conn.encode_head(request);
     let asked_upgrade = request.headers().contains_key(header::UPGRADE);
@@ -408,7 +438,18 @@ pub async fn exchange(
         let head = conn.poll_head(cx, &method, interim, &mut received, keep_raw);
         match (head, write_error.take()) {
             (Poll::Ready(Ok(head)), _) => Poll::Ready(Ok(head)),
-            (Poll::Pending, None) => Poll::Pending,
+            (Poll::Pending, None) => {
+                let timed_out = deadline.is_some()
+                    && conn
+                        .response_timer
+                        .as_mut()
+                        .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+                if timed_out {
+                    Poll::Ready(Err(Failure::Timeout))
+                } else {
+                    Poll::Pending
+                }
+            }
             (Poll::Ready(Err(error)), Some(write)) if !received => {
                 let error = match error {
                     Error::Closed | Error::Io(_) => Error::Io(write),

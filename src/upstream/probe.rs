@@ -77,7 +77,7 @@ pub async fn probe(
         // Each body is read (and dropped) so the server sees a complete exchange.
         let status = match sender {
             Sender::Http1(conn) => {
-                let response = http1::exchange(conn, &mut request, None, false)
+                let response = http1::exchange(conn, &mut request, http1::Options::default())
                     .await
                     .map_err(|e| format!("request failed: {e}"))?;
                 let status = response.status();

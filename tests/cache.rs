@@ -624,6 +624,101 @@ async fn expires_counts_from_date() {
     assert_eq!(origin.count("/dated-earlier"), 1);
 }
 
+/// `at` in RFC 850's obsolete format (`Sunday, 06-Nov-94 08:49:37 GMT`).
+fn rfc850_date(at: SystemTime) -> String {
+    // From IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    let fixdate = http_date(at);
+    let parts: Vec<&str> = fixdate.split(' ').collect();
+    let day = match parts[0] {
+        "Mon," => "Monday",
+        "Tue," => "Tuesday",
+        "Wed," => "Wednesday",
+        "Thu," => "Thursday",
+        "Fri," => "Friday",
+        "Sat," => "Saturday",
+        _ => "Sunday",
+    };
+    format!(
+        "{day}, {}-{}-{} {} GMT",
+        parts[1],
+        parts[2],
+        &parts[3][2..],
+        parts[4]
+    )
+}
+
+/// `at` in C's asctime format (`Sun Nov  6 08:49:37 1994`).
+fn asctime_date(at: SystemTime) -> String {
+    let fixdate = http_date(at);
+    let parts: Vec<&str> = fixdate.split(' ').collect();
+    let day: u32 = parts[1].parse().unwrap();
+    format!(
+        "{} {} {day:>2} {} {}",
+        &parts[0][..3],
+        parts[2],
+        parts[4],
+        parts[3]
+    )
+}
+
+#[tokio::test]
+async fn expires_and_conditionals_in_obsolete_date_formats_and_any_case() {
+    let origin = Origin::start(|seen| {
+        let now = SystemTime::now();
+        let in_a_minute = now + Duration::from_secs(60);
+        let expires = match seen.path.as_str() {
+            "/rfc850" => rfc850_date(in_a_minute),
+            "/asctime" => asctime_date(in_a_minute),
+            "/lower-utc" => http_date(in_a_minute)
+                .to_ascii_lowercase()
+                .replace("gmt", "utc"),
+            _ => "soon".to_owned(),
+        };
+        let modified = http_date(now - Duration::from_secs(3600));
+        ok_numbered(
+            seen,
+            &[
+                ("date", &http_date(now)),
+                ("expires", &expires),
+                ("last-modified", &modified),
+            ],
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for path in ["/rfc850", "/asctime", "/lower-utc"] {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        let hit = client.get(path).await;
+        assert_hit(&hit, &format!("{path} #1"));
+        assert!((58..=60).contains(&ttl(&hit)), "{path}: {}", describe(&hit));
+        assert_eq!(origin.count(path), 1, "{path}");
+    }
+    // An Expires that is no date at all is already expired.
+    assert_forwarded(&client.get("/garbage").await, "/garbage #1");
+    assert_forwarded(&client.get("/garbage").await, "/garbage #2");
+
+    // A client's If-Modified-Since in the obsolete formats is understood as well.
+    let now = SystemTime::now();
+    for since in [
+        rfc850_date(now),
+        asctime_date(now),
+        http_date(now).to_ascii_uppercase(),
+    ] {
+        let reply = get_with(&mut client, "/rfc850", &[("if-modified-since", &since)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_MODIFIED,
+            "{since}: {}",
+            describe(&reply)
+        );
+    }
+    let long_ago = rfc850_date(now - Duration::from_secs(7200));
+    let reply = get_with(&mut client, "/rfc850", &[("if-modified-since", &long_ago)]).await;
+    assert_hit(&reply, "/rfc850 #1");
+    assert_eq!(origin.count("/rfc850"), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation.
 

@@ -215,14 +215,13 @@ pub(super) fn field_members<'a>(
         .flat_map(|value| list_members(value.as_bytes()))
 }
 
-/// An HTTP-date (RFC 9110 §5.6.7), in any of its three accepted formats.
+/// An HTTP-date (RFC 9110 §5.6.7), in any of its three accepted formats (see `date`).
 pub(super) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
     date_bytes(value.as_bytes())
 }
 
 pub(super) fn date_bytes(value: &[u8]) -> Option<SystemTime> {
-    let text = std::str::from_utf8(value).ok()?;
-    httpdate::parse_http_date(text.trim()).ok()
+    super::date::parse(value)
 }
 
 /// The first line of a date-valued field. Dates contain commas, so their lines cannot be

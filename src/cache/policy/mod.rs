@@ -16,10 +16,11 @@
 //! - `Pragma` is ignored: RFC 9111 §5.4 deprecates it, and a Cache-Control field always
 //!   overrides it.
 //!
-//! The files, bottom up: `directives` reads the fields the others obey; `freshness`, `vary` and
+//! The files, bottom up: `date` reads HTTP-dates; `directives` reads the fields the others obey; `freshness`, `vary` and
 //! `validation` build on it; `storability` also asks `vary` and `validation`, and `range` asks
 //! `validation`. `invalidation` (cache keys) stands apart.
 
+mod date;
 mod directives;
 mod freshness;
 mod invalidation;

@@ -896,6 +896,71 @@ async fn vary_keeps_one_variant_per_accept_language_and_vary_star_is_never_store
 // Invalidation.
 
 #[tokio::test]
+async fn vary_on_preference_lists_matches_them_as_sets_with_weights_significant() {
+    let origin = Origin::start(|seen| {
+        let vary = if seen.path == "/custom" {
+            "X-Tenants"
+        } else {
+            "Accept-Language, Accept"
+        };
+        ok_numbered(seen, &[("cache-control", "max-age=60"), ("vary", vary)])
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    let first = [
+        ("accept-language", "en, fr"),
+        ("accept", "text/html, */*;q=0.8"),
+    ];
+    assert_forwarded(&get_with(&mut client, "/neg", &first).await, "/neg #1");
+    for same in [
+        [
+            ("accept-language", "FR,en"),
+            ("accept", "*/*; Q=0.80, Text/HTML"),
+        ],
+        [
+            ("accept-language", "fr , EN"),
+            ("accept", "text/html,*/*;q=0.8"),
+        ],
+        [
+            ("accept-language", "en, fr, en"),
+            ("accept", "*/*;q=0.8, text/html"),
+        ],
+    ] {
+        assert_hit(&get_with(&mut client, "/neg", &same).await, "/neg #1");
+    }
+    // Other weights are another preference: another variant.
+    let weighted = [
+        ("accept-language", "en;q=0.5, fr"),
+        ("accept", "text/html, */*;q=0.8"),
+    ];
+    assert_forwarded(&get_with(&mut client, "/neg", &weighted).await, "/neg #2");
+    let reweighted = [
+        ("accept-language", "fr, EN;Q=0.5"),
+        ("accept", "*/*;q=0.8, text/html"),
+    ];
+    assert_hit(&get_with(&mut client, "/neg", &reweighted).await, "/neg #2");
+    let fewer = [
+        ("accept-language", "en"),
+        ("accept", "text/html, */*;q=0.8"),
+    ];
+    assert_forwarded(&get_with(&mut client, "/neg", &fewer).await, "/neg #3");
+    assert_eq!(origin.count("/neg"), 3);
+
+    // A field of the application's own keeps its order.
+    let ab = [("x-tenants", "a, b")];
+    assert_forwarded(&get_with(&mut client, "/custom", &ab).await, "/custom #1");
+    assert_hit(
+        &get_with(&mut client, "/custom", &[("x-tenants", "a,b")]).await,
+        "/custom #1",
+    );
+    assert_forwarded(
+        &get_with(&mut client, "/custom", &[("x-tenants", "b, a")]).await,
+        "/custom #2",
+    );
+}
+
+#[tokio::test]
 async fn unsafe_methods_invalidate_the_uri_and_same_origin_location() {
     let origin = Origin::start(|seen| {
         if seen.method == Method::GET {

@@ -64,12 +64,10 @@ impl CachedResponse {
 
     /// Whether this variant was stored for a request like `request_headers` (RFC 9111 §4.1).
     pub fn matches(&self, request_headers: &HeaderMap) -> bool {
-        match &self.vary {
-            Vary::None => true,
-            Vary::Any => false,
-            vary => {
-                policy::vary_values(vary, request_headers).as_ref() == self.vary_values.as_ref()
-            }
+        match (&self.vary, &self.vary_values) {
+            (Vary::None, _) => true,
+            (vary, Some(values)) => policy::vary_matches(vary, values, request_headers),
+            (_, None) => false,
         }
     }
 }

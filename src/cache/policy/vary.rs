@@ -2,7 +2,7 @@
 //! request's values for them in normal form, and the comparison of the two.
 
 use super::directives::{field_members, list_members};
-use http::header::VARY;
+use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// §4.1 Vary.
@@ -39,7 +39,9 @@ pub fn vary(response_headers: &HeaderMap) -> Vary {
 ///
 /// Normal form: every line's list members, trimmed, empty ones dropped, joined by ", ". An
 /// absent field stays `None` and is distinct from an empty one (§4.1: absent only matches
-/// absent). A single line already in normal form is shared, not copied.
+/// absent). A single line already in normal form is shared, not copied. The preference fields
+/// (see [`is_preference_set`]) are further put in set form: members in canonical case and
+/// spacing, sorted, repeats dropped.
 pub fn vary_values(vary: &Vary, request_headers: &HeaderMap) -> Option<Vec<Option<HeaderValue>>> {
     match vary {
         Vary::None => Some(Vec::new()),
@@ -70,7 +72,11 @@ pub fn vary_matches(
                         (None, present) => !present,
                         (Some(_), false) => false,
                         (Some(stored), true) => {
+                            // Written as stored (the same client again): no normal form built.
                             list_members(stored.as_bytes()).eq(field_members(request_headers, name))
+                                || (is_preference_set(name)
+                                    && preference_set(request_headers, name).as_bytes()
+                                        == stored.as_bytes())
                         }
                     }
                 })
@@ -81,6 +87,11 @@ pub fn vary_matches(
 fn normalized_field(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
     let mut lines = headers.get_all(name).iter();
     let first = lines.next()?;
+    if is_preference_set(name) {
+        // Canonical members of valid values are valid; the fallback is unreachable in practice.
+        let set = preference_set(headers, name);
+        return Some(HeaderValue::from_bytes(set.as_bytes()).unwrap_or_else(|_| first.clone()));
+    }
     if lines.next().is_none() && is_normal_list(first.as_bytes()) {
         return Some(first.clone());
     }
@@ -93,6 +104,88 @@ fn normalized_field(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValu
     }
     // Members of valid values joined by ", " are valid; the fallback is unreachable in practice.
     Some(HeaderValue::from_bytes(&normal).unwrap_or_else(|_| first.clone()))
+}
+
+/// Whether two requests that list the same members of this field in another order, case or
+/// spacing may share a stored variant.
+///
+/// Only for the proactive-negotiation fields Accept, Accept-Encoding and Accept-Language
+/// (RFC 9110 §12.5): each member is an alternative carrying its own weight (`q`, §12.4.2),
+/// so the weights, not the order, state the preference; and their names are case-insensitive
+/// (media types §8.3.1, content codings §8.4.1, language tags RFC 4647 §2.1). For any other
+/// field nothing says order or case is meaningless — in Cookie, Origin, Authorization or an
+/// application's own field it can be the whole difference between two users' answers — so
+/// those are compared as written (whitespace around members aside, which §5.6.1 makes
+/// insignificant everywhere). A parameter value other than `q` keeps its case: a quoted
+/// media-type parameter may be case-sensitive.
+fn is_preference_set(name: &HeaderName) -> bool {
+    name == ACCEPT_LANGUAGE || name == ACCEPT_ENCODING || name == ACCEPT
+}
+
+/// A preference field's members in canonical form (see [`canonical_member`]), sorted, without
+/// repeats, joined by ", ".
+fn preference_set(headers: &HeaderMap, name: &HeaderName) -> String {
+    let mut members: Vec<String> = field_members(headers, name).map(canonical_member).collect();
+    members.sort_unstable();
+    members.dedup();
+    members.join(", ")
+}
+
+/// `Text/HTML ; Q=0.50 ;level=1` → `text/html;q=0.5;level=1`: the value lower-cased, spaces
+/// around `;` and `=` dropped, parameter names lower-cased, `q` written without trailing
+/// zeros; other parameter values (quoted strings may be case-sensitive) and the parameters'
+/// order kept.
+fn canonical_member(member: &[u8]) -> String {
+    let mut canonical = String::with_capacity(member.len());
+    for (i, piece) in split_outside_quotes(member, b';').enumerate() {
+        let piece = String::from_utf8_lossy(piece.trim_ascii());
+        if i == 0 {
+            canonical.push_str(&piece.to_ascii_lowercase());
+            continue;
+        }
+        if piece.is_empty() {
+            continue;
+        }
+        canonical.push(';');
+        let (name, value) = piece.split_once('=').unwrap_or((&piece, ""));
+        let name = name.trim_ascii().to_ascii_lowercase();
+        let value = value.trim_ascii();
+        canonical.push_str(&name);
+        canonical.push('=');
+        if name == "q" {
+            canonical.push_str(canonical_weight(value));
+        } else {
+            canonical.push_str(value);
+        }
+    }
+    canonical
+}
+
+/// `1.000` → `1`, `0.50` → `0.5`, `0.` → `0`: one weight, one spelling.
+fn canonical_weight(weight: &str) -> &str {
+    if weight.contains('.') {
+        weight.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        weight
+    }
+}
+
+/// Splits at `separator` except inside quoted strings (with their backslash escapes).
+fn split_outside_quotes(value: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    value.split(move |&b| {
+        if escaped {
+            escaped = false;
+            return false;
+        }
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            _ => return b == separator && !in_quotes,
+        }
+        false
+    })
 }
 
 /// Whether a value is already its members joined by ", ".
@@ -146,10 +239,10 @@ mod tests {
 
     #[test]
     fn vary_values_are_normalized() {
-        let vary = names(&["accept-encoding", "accept-language", "origin"]);
+        let vary = names(&["x-list", "accept-language", "origin"]);
         let request = headers(&[
-            ("accept-encoding", " gzip,br "),
-            ("accept-encoding", "zstd"),
+            ("x-list", " gzip,br "),
+            ("x-list", "zstd"),
             ("accept-language", ""),
         ]);
         assert_eq!(
@@ -161,16 +254,93 @@ mod tests {
             ])
         );
         // Written differently, the same request is the same variant.
-        let same = headers(&[
-            ("accept-encoding", "gzip, br, zstd"),
-            ("accept-language", " "),
-        ]);
+        let same = headers(&[("x-list", "gzip, br, zstd"), ("accept-language", " ")]);
         assert_eq!(vary_values(&vary, &request), vary_values(&vary, &same));
-        let other = headers(&[
-            ("accept-encoding", "br, gzip, zstd"),
-            ("accept-language", ""),
-        ]);
+        // Outside the preference fields, order is significant.
+        let other = headers(&[("x-list", "br, gzip, zstd"), ("accept-language", "")]);
         assert_ne!(vary_values(&vary, &request), vary_values(&vary, &other));
+    }
+
+    fn same_variant(name: &'static str, stored: &str, request: &[&str]) -> bool {
+        let vary = names(&[name]);
+        let stored = vary_values(&vary, &headers(&[(name, stored)])).unwrap();
+        let request: Vec<_> = request.iter().map(|line| (name, *line)).collect();
+        let request = headers(&request);
+        let matched = vary_matches(&vary, &stored, &request);
+        // Storing and looking up agree.
+        assert_eq!(
+            matched,
+            vary_values(&vary, &request).unwrap() == stored,
+            "{name}: {stored:?} / {request:?}"
+        );
+        matched
+    }
+
+    #[test]
+    fn preference_fields_are_compared_as_sets() {
+        for name in ["accept-language", "accept-encoding", "accept"] {
+            assert!(same_variant(name, "en, fr", &["FR,en"]), "{name}");
+            assert!(same_variant(name, "en, fr", &["fr", " EN "]), "{name}");
+            assert!(same_variant(name, "en, en, fr", &["fr, en"]), "{name}");
+            assert!(!same_variant(name, "en, fr", &["en"]), "{name}");
+            assert!(!same_variant(name, "en", &["en, fr"]), "{name}");
+            assert!(!same_variant(name, "en", &["de"]), "{name}");
+        }
+        assert_eq!(
+            vary_values(
+                &names(&["accept-language"]),
+                &headers(&[("accept-language", "FR-ch, fr;q=0.9, en;q=0.8, *;q=0.5")])
+            ),
+            Some(vec![Some(HeaderValue::from_static(
+                "*;q=0.5, en;q=0.8, fr-ch, fr;q=0.9"
+            ))])
+        );
+    }
+
+    #[test]
+    fn weights_stay_significant_in_one_spelling() {
+        let lang = "accept-language";
+        assert!(same_variant(lang, "en;q=0.5, fr", &["fr, en;q=0.5"]));
+        assert!(same_variant(lang, "en;q=0.5", &["EN ; Q=0.50"]));
+        assert!(same_variant(lang, "en;q=1", &["en;q=1.000"]));
+        assert!(same_variant(lang, "en;q=0", &["en;q=0.0"]));
+        assert!(!same_variant(lang, "en;q=0.5, fr", &["en, fr;q=0.5"]));
+        assert!(!same_variant(lang, "en;q=0.5", &["en;q=0.6"]));
+        assert!(
+            !same_variant(lang, "en;q=1", &["en"]),
+            "an explicit weight is compared as written, not as its default"
+        );
+    }
+
+    #[test]
+    fn media_type_parameters_keep_their_values() {
+        let accept = "accept";
+        assert!(same_variant(
+            accept,
+            "text/html;level=1, application/json",
+            &["Application/JSON, TEXT/html ; level=1"]
+        ));
+        assert!(!same_variant(
+            accept,
+            "text/html;foo=\"A\"",
+            &["text/html;foo=\"a\""]
+        ));
+        assert!(same_variant(
+            accept,
+            "text/html;foo=\"a;b, c\"",
+            &["text/html ; foo=\"a;b, c\""]
+        ));
+    }
+
+    #[test]
+    fn other_fields_keep_order_and_case() {
+        assert!(!same_variant("x-list", "a, b", &["b, a"]));
+        assert!(!same_variant(
+            "origin",
+            "https://a.example",
+            &["https://A.example"]
+        ));
+        assert!(same_variant("x-list", "a, b", &["a,b"]));
     }
 
     #[test]

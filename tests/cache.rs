@@ -846,6 +846,49 @@ async fn clients_own_conditional_request_is_answered_304_from_the_store() {
     );
 }
 
+#[tokio::test]
+async fn if_modified_since_is_answered_304_against_the_date_when_there_is_no_last_modified() {
+    let dated = http_date(SystemTime::now() - Duration::from_secs(10));
+    let date = dated.clone();
+    let origin = Origin::start(move |seen| {
+        ok_numbered(seen, &[("cache-control", "max-age=60"), ("date", &date)])
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    let first = client.get("/dated").await;
+    assert_forwarded(&first, "/dated #1");
+    assert_eq!(first.header("last-modified"), None);
+
+    let date = httpdate::parse_http_date(&dated).unwrap();
+    for since in [date, date + Duration::from_secs(5)] {
+        let since = http_date(since);
+        for method in ["GET", "HEAD"] {
+            let reply = send(
+                &mut client,
+                method,
+                "/dated",
+                &[("if-modified-since", &since)],
+                "",
+            )
+            .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_MODIFIED,
+                "{method} since {since}: {}",
+                describe(&reply)
+            );
+            assert!(reply.body.is_empty());
+            assert!(status_of(&reply).starts_with("gatehouse; hit"));
+            assert_eq!(reply.header("date"), Some(dated.as_str()));
+        }
+    }
+    // Older than the Date: the client's copy may be older than the stored one.
+    let before = http_date(date - Duration::from_secs(1));
+    let reply = get_with(&mut client, "/dated", &[("if-modified-since", &before)]).await;
+    assert_hit(&reply, "/dated #1");
+    assert_eq!(origin.count("/dated"), 1, "all answered from the store");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Variants.
 

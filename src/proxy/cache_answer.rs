@@ -32,7 +32,11 @@ pub fn respond(
     encoding: Option<&HitEncoding<'_>>,
 ) -> Response<ResponseBody> {
     let age = stored.freshness.current_age(now).as_secs();
-    let mut response = if policy::not_modified(request_headers, &stored.headers) {
+    let mut response = if policy::not_modified(
+        request_headers,
+        &stored.headers,
+        stored.freshness.response_time,
+    ) {
         let mut headers = HeaderMap::with_capacity(NOT_MODIFIED_FIELDS.len() + 2);
         for name in &NOT_MODIFIED_FIELDS {
             for value in stored.headers.get_all(name) {

@@ -8,6 +8,7 @@ use http::header::{
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::SystemTime;
 
 /// An entity tag (RFC 9110 §8.8.3), borrowed from its field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,13 +53,22 @@ pub(super) fn stored_etag(stored_headers: &HeaderMap) -> Option<EntityTag<'_>> {
         .and_then(|etag| EntityTag::parse(etag.as_bytes()))
 }
 
-/// §4.3.2: does the client's own conditional request match the stored response, so that 304 can be answered from the cache? If-None-Match (weak comparison, lists, `*`) takes precedence over If-Modified-Since (compared with the stored Last-Modified, else Date).
+/// §4.3.2: does the client's own conditional request match the stored response, so that 304 can be answered from the cache? If-None-Match (weak comparison, lists, `*`) takes precedence over If-Modified-Since (compared with the stored Last-Modified, else Date, else `received`: when the cache got it).
 ///
 /// `stored_headers` are those of a stored successful response: `*` matches because a current
 /// representation exists. The caller evaluates this only for GET and HEAD (RFC 9110 §13.1.3
 /// ignores If-Modified-Since otherwise). Malformed members of If-None-Match match nothing; an
 /// invalid If-Modified-Since, or one sent more than once, is ignored (§13.1.3).
-pub fn not_modified(request_headers: &HeaderMap, stored_headers: &HeaderMap) -> bool {
+///
+/// A stored response without Last-Modified is still "not modified since" a time at or after
+/// its Date: it is what the origin sent then, and the cache uses it as current (§4.3.2's
+/// second case), so telling the client its copy from that time is current says nothing new.
+/// An invalid Last-Modified or Date counts as absent.
+pub fn not_modified(
+    request_headers: &HeaderMap,
+    stored_headers: &HeaderMap,
+    received: SystemTime,
+) -> bool {
     // RFC 9110 §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
     if request_headers.contains_key(IF_NONE_MATCH) {
         let current = stored_etag(stored_headers);
@@ -76,9 +86,10 @@ pub fn not_modified(request_headers: &HeaderMap, stored_headers: &HeaderMap) -> 
     let Some(since) = http_date(since) else {
         return false;
     };
-    header_date(stored_headers, &LAST_MODIFIED)
+    let modified = header_date(stored_headers, &LAST_MODIFIED)
         .or_else(|| header_date(stored_headers, &DATE))
-        .is_some_and(|modified| modified <= since)
+        .unwrap_or(received);
+    modified <= since
 }
 
 /// The headers for revalidating a stored response with the origin (§4.3.1): If-None-Match with its ETag(s), else If-Modified-Since with its Last-Modified; empty if it has no validator.
@@ -154,10 +165,11 @@ pub fn refresh_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::policy::directives::fixtures::{T, date, headers};
+    use crate::cache::policy::directives::fixtures::{T, at, date, headers};
 
+    /// Whether a request matches a response stored at T + 200 (after every Date used here).
     fn matches(request: &[(&str, &str)], stored: &[(&str, &str)]) -> bool {
-        not_modified(&headers(request), &headers(stored))
+        not_modified(&headers(request), &headers(stored), at(T + 200))
     }
 
     #[test]
@@ -232,7 +244,27 @@ mod tests {
         let dated = [("date", &*date(T + 100))];
         assert!(matches(&[("if-modified-since", &date(T + 100))], &dated));
         assert!(!matches(&[("if-modified-since", &date(T + 99))], &dated));
-        assert!(!matches(&[("if-modified-since", &date(T))], &[]));
+        // Without either, the time it was stored.
+        assert!(!matches(&[("if-modified-since", &date(T + 199))], &[]));
+        assert!(matches(&[("if-modified-since", &date(T + 200))], &[]));
+        // An invalid Last-Modified or Date is passed over.
+        let invalid = [("last-modified", "recently"), ("date", &*date(T + 100))];
+        assert!(matches(&[("if-modified-since", &date(T + 100))], &invalid));
+        assert!(!matches(&[("if-modified-since", &date(T + 99))], &invalid));
+        let invalid_date = [("date", "today")];
+        assert!(!matches(
+            &[("if-modified-since", &date(T + 100))],
+            &invalid_date
+        ));
+        assert!(matches(
+            &[("if-modified-since", &date(T + 300))],
+            &invalid_date
+        ));
+        // Dates of other formats compare as the same instants.
+        assert!(matches(
+            &[("if-modified-since", "Tue Nov 14 22:14:59 2023")],
+            &[("date", "tuesday, 14-nov-23 22:14:59 GMT")]
+        ));
         // The obsolete date formats are accepted too.
         assert!(matches(
             &[("if-modified-since", "Sunday, 06-Nov-94 08:49:37 GMT")],

@@ -1708,6 +1708,60 @@ async fn cdn_cache_control_overrides_cache_control() {
 }
 
 #[tokio::test]
+async fn a_cdn_cache_control_of_the_wrong_shape_is_ignored_for_cache_control() {
+    let origin = Origin::start(|seen| {
+        let headers: &[(&str, &str)] = match seen.path.as_str() {
+            // A decimal max-age would allow storing; ignored, Cache-Control forbids it.
+            "/decimal" => &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60.0"),
+            ],
+            // A quoted number likewise.
+            "/string" => &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=\"60\""),
+            ],
+            // A no-store with a value is no Boolean: the whole field goes, max-age with it.
+            "/bad-flag" => &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=600, no-store=yes"),
+            ],
+            // Not a Dictionary at all.
+            _ => &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store;"),
+            ],
+        };
+        ok_numbered(seen, headers)
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for path in ["/decimal", "/string"] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(
+                status_of(&reply).ends_with("detail=no-store"),
+                "{path}: {}",
+                describe(&reply)
+            );
+        }
+    }
+    for path in ["/bad-flag", "/unparsable"] {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        let hit = client.get(path).await;
+        assert_hit(&hit, &format!("{path} #1"));
+        assert!(
+            ttl(&hit) <= 60,
+            "Cache-Control's max-age, not the ignored field's: {}",
+            describe(&hit)
+        );
+        assert_eq!(origin.count(path), 1);
+    }
+}
+
+#[tokio::test]
 async fn set_cookie_responses_are_stored_only_when_public() {
     let origin = Origin::start(|seen| {
         let cc = if seen.path == "/cookie-public" {

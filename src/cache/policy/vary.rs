@@ -75,8 +75,7 @@ pub fn vary_matches(
                             // Written as stored (the same client again): no normal form built.
                             list_members(stored.as_bytes()).eq(field_members(request_headers, name))
                                 || (is_preference_set(name)
-                                    && preference_set(request_headers, name).as_bytes()
-                                        == stored.as_bytes())
+                                    && preference_set(request_headers, name) == stored.as_bytes())
                         }
                     }
                 })
@@ -90,7 +89,7 @@ fn normalized_field(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValu
     if is_preference_set(name) {
         // Canonical members of valid values are valid; the fallback is unreachable in practice.
         let set = preference_set(headers, name);
-        return Some(HeaderValue::from_bytes(set.as_bytes()).unwrap_or_else(|_| first.clone()));
+        return Some(HeaderValue::from_bytes(&set).unwrap_or_else(|_| first.clone()));
     }
     if lines.next().is_none() && is_normal_list(first.as_bytes()) {
         return Some(first.clone());
@@ -124,50 +123,59 @@ fn is_preference_set(name: &HeaderName) -> bool {
 
 /// A preference field's members in canonical form (see [`canonical_member`]), sorted, without
 /// repeats, joined by ", ".
-fn preference_set(headers: &HeaderMap, name: &HeaderName) -> String {
-    let mut members: Vec<String> = field_members(headers, name).map(canonical_member).collect();
+fn preference_set(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
+    let mut members: Vec<Vec<u8>> = field_members(headers, name).map(canonical_member).collect();
     members.sort_unstable();
     members.dedup();
-    members.join(", ")
+    members.join(&b", "[..])
 }
 
 /// `Text/HTML ; Q=0.50 ;level=1` → `text/html;q=0.5;level=1`: the value lower-cased, spaces
 /// around `;` and `=` dropped, parameter names lower-cased, `q` written without trailing
 /// zeros; other parameter values (quoted strings may be case-sensitive) and the parameters'
-/// order kept.
-fn canonical_member(member: &[u8]) -> String {
-    let mut canonical = String::with_capacity(member.len());
+/// order kept. Bytes outside ASCII are kept as they are.
+fn canonical_member(member: &[u8]) -> Vec<u8> {
+    let mut canonical = Vec::with_capacity(member.len());
     for (i, piece) in split_outside_quotes(member, b';').enumerate() {
-        let piece = String::from_utf8_lossy(piece.trim_ascii());
+        let piece = piece.trim_ascii();
         if i == 0 {
-            canonical.push_str(&piece.to_ascii_lowercase());
+            canonical.extend(piece.iter().map(u8::to_ascii_lowercase));
             continue;
         }
         if piece.is_empty() {
             continue;
         }
-        canonical.push(';');
-        let (name, value) = piece.split_once('=').unwrap_or((&piece, ""));
-        let name = name.trim_ascii().to_ascii_lowercase();
+        canonical.push(b';');
+        let (name, value) = match piece.iter().position(|&b| b == b'=') {
+            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+            None => (piece, &b""[..]),
+        };
+        let name = name.trim_ascii();
+        canonical.extend(name.iter().map(u8::to_ascii_lowercase));
+        canonical.push(b'=');
         let value = value.trim_ascii();
-        canonical.push_str(&name);
-        canonical.push('=');
-        if name == "q" {
-            canonical.push_str(canonical_weight(value));
+        if name.eq_ignore_ascii_case(b"q") {
+            canonical.extend_from_slice(canonical_weight(value));
         } else {
-            canonical.push_str(value);
+            canonical.extend_from_slice(value);
         }
     }
     canonical
 }
 
 /// `1.000` → `1`, `0.50` → `0.5`, `0.` → `0`: one weight, one spelling.
-fn canonical_weight(weight: &str) -> &str {
-    if weight.contains('.') {
-        weight.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        weight
+fn canonical_weight(weight: &[u8]) -> &[u8] {
+    if !weight.contains(&b'.') {
+        return weight;
     }
+    let mut end = weight.len();
+    while end > 0 && weight[end - 1] == b'0' {
+        end -= 1;
+    }
+    if end > 0 && weight[end - 1] == b'.' {
+        end -= 1;
+    }
+    &weight[..end]
 }
 
 /// Splits at `separator` except inside quoted strings (with their backslash escapes).

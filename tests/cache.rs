@@ -1762,10 +1762,10 @@ async fn a_cdn_cache_control_of_the_wrong_shape_is_ignored_for_cache_control() {
 }
 
 #[tokio::test]
-async fn set_cookie_responses_are_stored_only_when_public() {
+async fn set_cookie_responses_are_never_stored_by_default_not_even_when_public() {
     let origin = Origin::start(|seen| {
         let cc = if seen.path == "/cookie-public" {
-            "public, max-age=60"
+            "public, s-maxage=60"
         } else {
             "max-age=60"
         };
@@ -1775,19 +1775,76 @@ async fn set_cookie_responses_are_stored_only_when_public() {
         )
     })
     .await;
-    let (_running, mut client) = start(&origin).await;
+    let (running, mut client) = start(&origin).await;
 
-    for n in 1..=2 {
-        let reply = client.get("/cookie").await;
-        assert_forwarded(&reply, &format!("/cookie #{n}"));
-        assert!(status_of(&reply).ends_with("detail=set-cookie"));
-        assert_eq!(reply.header("set-cookie"), Some("session=alice"));
+    for path in ["/cookie", "/cookie-public"] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(
+                status_of(&reply).ends_with("detail=set-cookie"),
+                "{}",
+                describe(&reply)
+            );
+            assert_eq!(reply.header("set-cookie"), Some("session=alice"));
+        }
+        assert_eq!(origin.count(path), 2);
     }
-    assert_eq!(origin.count("/cookie"), 2);
+    assert_eq!(cache_of(&running).store.entries(), 0);
+}
 
-    assert_forwarded(&client.get("/cookie-public").await, "/cookie-public #1");
-    assert_hit(&client.get("/cookie-public").await, "/cookie-public #1");
-    assert_eq!(origin.count("/cookie-public"), 1);
+#[tokio::test]
+async fn store_set_cookie_stores_them_with_their_cookies() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/private" => ok_numbered(
+            seen,
+            &[
+                ("cache-control", "private, max-age=60"),
+                ("set-cookie", "session=alice"),
+            ],
+        ),
+        _ => ok_numbered(
+            seen,
+            &[
+                ("cache-control", "max-age=60"),
+                ("set-cookie", "lb=server-1; Path=/"),
+                ("set-cookie", "consent=none"),
+            ],
+        ),
+    })
+    .await;
+    let cache = format!("{CACHE}\nstore_set_cookie = true");
+    let (_running, mut client) = start_with(&config_with(origin.addr, &cache, "")).await;
+
+    let first = client.get("/affinity").await;
+    assert_forwarded(&first, "/affinity #1");
+    assert!(
+        status_of(&first).ends_with("stored"),
+        "{}",
+        describe(&first)
+    );
+    for _ in 0..2 {
+        let hit = client.get("/affinity").await;
+        assert_hit(&hit, "/affinity #1");
+        let cookies: Vec<&str> = hit
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            cookies,
+            ["lb=server-1; Path=/", "consent=none"],
+            "stored and served with every cookie the origin set"
+        );
+    }
+    assert_eq!(origin.count("/affinity"), 1);
+    // The switch lifts the cookie rule only: private is still private.
+    for n in 1..=2 {
+        let reply = client.get("/private").await;
+        assert_forwarded(&reply, &format!("/private #{n}"));
+        assert!(status_of(&reply).ends_with("detail=private"));
+    }
 }
 
 #[tokio::test]

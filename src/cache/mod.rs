@@ -113,6 +113,7 @@ impl Cache {
                 } else {
                     HeaderName::from_bytes(field.as_bytes()).ok()
                 },
+                store_set_cookie: settings.store_set_cookie,
             },
             max_object_size: settings.max_object_size.0,
             store: Store::new(

@@ -553,6 +553,9 @@ pub struct CacheConfig {
     /// A targeted cache-control field (RFC 9213) for gatehouse, obeyed before
     /// CDN-Cache-Control and Cache-Control; "" for none.
     pub cache_control_field: Spanned<String>,
+    /// Store responses that set a cookie (kept with their Set-Cookie, replayed to everyone
+    /// served the stored response); off, they are never stored.
+    pub store_set_cookie: bool,
 }
 
 impl Default for CacheConfig {
@@ -564,6 +567,7 @@ impl Default for CacheConfig {
             stale_while_revalidate: ConfigDuration::from_secs(0),
             stale_if_error: ConfigDuration::from_secs(0),
             cache_control_field: Spanned::new(0..0, "Gatehouse-Cache-Control".into()),
+            store_set_cookie: false,
         }
     }
 }

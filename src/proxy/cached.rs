@@ -556,7 +556,8 @@ fn refresh(
     not_modified: &HeaderMap,
     received: Received,
 ) -> Arc<CachedResponse> {
-    let headers = policy::refresh_headers(&entry.headers, not_modified);
+    let headers =
+        policy::refresh_headers(&entry.headers, not_modified, cache.policy.store_set_cookie);
     Arc::new(CachedResponse {
         status: entry.status,
         freshness: policy::freshness(&headers, received, &cache.policy),

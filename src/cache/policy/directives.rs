@@ -240,6 +240,8 @@ pub struct PolicyConfig {
     pub stale_if_error: Duration,
     /// A gatehouse-specific targeted field (RFC 9213), e.g. "gatehouse-cache-control"; checked before CDN-Cache-Control, which is checked before Cache-Control.
     pub targeted_field: Option<HeaderName>,
+    /// Responses with Set-Cookie may be stored (with their cookies); see `storability`.
+    pub store_set_cookie: bool,
 }
 
 /// The directives gatehouse obeys on a response: the first targeted field present (the configured one, then CDN-Cache-Control) replaces Cache-Control entirely (RFC 9213 §2.1); otherwise Cache-Control.
@@ -556,6 +558,7 @@ pub(super) mod fixtures {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             targeted_field: None,
+            store_set_cookie: false,
         }
     }
 

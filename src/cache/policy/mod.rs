@@ -11,8 +11,8 @@
 //! pull apart, this errs towards not storing and towards revalidating. In particular:
 //! - qualified `no-cache="field"` and `private="field"` are treated as their unqualified forms,
 //!   as RFC 9111 §5.2.2.4 and §5.2.2.7 note most caches do; storing less is always allowed;
-//! - a response setting a cookie is not stored unless it is explicitly shareable (see
-//!   [`storability`]);
+//! - a response setting a cookie is not stored unless the cache is configured to store them
+//!   (see [`storability`]);
 //! - `Pragma` is ignored: RFC 9111 §5.4 deprecates it, and a Cache-Control field always
 //!   overrides it.
 //!

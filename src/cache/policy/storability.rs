@@ -26,7 +26,7 @@ pub enum NotStored {
     NoFreshness,
     /// `Vary: *`: no later request can be known to match.
     VaryStar,
-    /// It sets a cookie and is not explicitly shareable.
+    /// It sets a cookie and the cache does not store such responses (`store_set_cookie`).
     SetCookie,
     /// A 206: only full responses are stored.
     PartialContent,
@@ -69,12 +69,17 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
 /// - request or response no-store; response private (shared cache); request Authorization unless the response has public, s-maxage or must-revalidate (§3.5);
 /// - freshness: explicit freshness, or config.default_ttl > 0 (heuristic), or no-cache/must-revalidate with a validator (stored, always revalidated); else NoFreshness;
 /// - Vary: * → VaryStar;
-/// - Set-Cookie: a response carrying Set-Cookie is not stored unless it is explicitly `public` or has s-maxage.
+/// - Set-Cookie: a response carrying Set-Cookie is not stored unless the cache is configured to
+///   store such responses (`config.store_set_cookie`), whatever its directives say.
 ///
 /// Set-Cookie is a deliberate choice beyond RFC 9111, which lets a shared cache store such a
 /// response: storing one user's session cookie and replaying it to everyone else is the classic
-/// shared-cache leak, and origins that forget `private` on a login response are common. An
-/// origin that really means to share the response says so with `public` or `s-maxage`.
+/// shared-cache leak, and origins that forget `private` on a login response are common — as are
+/// frameworks that add `public` or `s-maxage` to every response, session cookie or not, so
+/// not even those are trusted to mean it. Where an operator knows the cookies of a cache's
+/// responses are the same for everyone (a load balancer's affinity cookie, a consent banner's),
+/// the switch stores them, Set-Cookie and all: nothing is stripped, since a response without
+/// the cookie its origin set would be a different response, silently.
 ///
 /// Also: a 304 is never stored (it is not a representation, only an update to one, §4.3.4);
 /// `public` alone does not make a non-heuristically-cacheable status storable (a shared error
@@ -116,7 +121,7 @@ pub fn storability(
     if request_headers.contains_key(AUTHORIZATION) && !(shareable || directives.must_revalidate) {
         return Err(NotStored::Authorization);
     }
-    if response_headers.contains_key(SET_COOKIE) && !shareable {
+    if response_headers.contains_key(SET_COOKIE) && !config.store_set_cookie {
         return Err(NotStored::SetCookie);
     }
     if vary(response_headers) == Vary::Any {
@@ -303,29 +308,37 @@ mod tests {
     }
 
     #[test]
-    fn responses_setting_cookies_are_stored_only_when_explicitly_shared() {
+    fn responses_setting_cookies_are_stored_only_when_the_cache_allows_it() {
         let cookie = ("set-cookie", "session=abc");
+        for cc in ["max-age=60", "public, max-age=60", "s-maxage=60"] {
+            assert_eq!(
+                store(Method::GET, &[], 200, &[("cache-control", cc), cookie]),
+                Err(NotStored::SetCookie),
+                "{cc}"
+            );
+        }
+        let allowing = PolicyConfig {
+            store_set_cookie: true,
+            ..config()
+        };
         assert_eq!(
-            store(Method::GET, &[], 200, &[MAX_AGE, cookie]),
-            Err(NotStored::SetCookie)
+            store_with(Method::GET, &[], 200, &[MAX_AGE, cookie], &allowing),
+            Ok(())
         );
+        // The switch lifts only the cookie rule.
         assert_eq!(
-            store(
+            store_with(
                 Method::GET,
                 &[],
                 200,
-                &[("cache-control", "public, max-age=60"), cookie]
+                &[("cache-control", "private, max-age=60"), cookie],
+                &allowing
             ),
-            Ok(())
+            Err(NotStored::Private)
         );
         assert_eq!(
-            store(
-                Method::GET,
-                &[],
-                200,
-                &[("cache-control", "s-maxage=60"), cookie]
-            ),
-            Ok(())
+            store_with(Method::GET, &[], 200, &[cookie], &allowing),
+            Err(NotStored::NoFreshness)
         );
     }
 

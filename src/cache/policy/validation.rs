@@ -121,7 +121,7 @@ pub(super) fn has_validator(headers: &HeaderMap) -> bool {
 /// Fields a stored response never takes from a 304: the framing (a 304 has no body, so its
 /// Content-Length, if any, is not the stored body's), and the hop-by-hop fields of RFC 9110
 /// §7.6.1 which §3.1 has caches drop before storing.
-fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap) -> bool {
+fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap, store_set_cookie: bool) -> bool {
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     let excluded = [
@@ -135,9 +135,9 @@ fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap) -> bool {
         UPGRADE,
         PROXY_AUTHENTICATE,
         PROXY_AUTHORIZATION,
-        SET_COOKIE,
     ];
     !excluded.contains(name)
+        && (store_set_cookie || name != SET_COOKIE)
         && !field_members(not_modified, &CONNECTION)
             .any(|listed| listed.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
@@ -145,13 +145,18 @@ fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap) -> bool {
 /// §4.3.4: the stored headers updated by a 304's headers (all fields of the 304 replace stored ones, except Content-Length and the framing fields; hop-by-hop excluded).
 ///
 /// Each field the 304 carries replaces every stored line of that name (§3.2). One more field is
-/// kept out: Set-Cookie. A cookie set on one client's revalidation must not be replayed to
-/// everyone the refreshed response is served to, for the reason given at `storability`;
-/// the stored response keeps whatever Set-Cookie it was stored with.
-pub fn refresh_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+/// kept out unless the cache stores cookies (`store_set_cookie`): Set-Cookie. A cookie set on
+/// one client's revalidation must not be replayed to everyone the refreshed response is served
+/// to, for the reason given at `storability`; the stored response keeps whatever Set-Cookie it
+/// was stored with. A cache told that its cookies are everyone's takes them like any field.
+pub fn refresh_headers(
+    stored: &HeaderMap,
+    not_modified: &HeaderMap,
+    store_set_cookie: bool,
+) -> HeaderMap {
     let mut refreshed = stored.clone();
     for name in not_modified.keys() {
-        if !kept_from_304(name, not_modified) {
+        if !kept_from_304(name, not_modified, store_set_cookie) {
             continue;
         }
         refreshed.remove(name);
@@ -333,7 +338,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("set-cookie", "someone-elses=1"),
         ]);
-        let refreshed = refresh_headers(&stored, &not_modified);
+        let refreshed = refresh_headers(&stored, &not_modified, false);
         let all = |name: &str| -> Vec<&str> {
             refreshed
                 .get_all(name)
@@ -355,5 +360,9 @@ mod tests {
         for absent in ["transfer-encoding", "connection", "x-hop", "keep-alive"] {
             assert!(all(absent).is_empty(), "{absent}");
         }
+        // A cache that stores cookies takes the 304's like any other field.
+        let refreshed = refresh_headers(&stored, &not_modified, true);
+        let cookies: Vec<_> = refreshed.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["someone-elses=1"]);
     }
 }

@@ -509,6 +509,57 @@ async fn no_store_and_private_responses_are_never_stored() {
 }
 
 #[tokio::test]
+async fn must_understand_stores_understood_statuses_despite_no_store() {
+    let origin = Origin::start(|seen| {
+        let understanding = "max-age=60, must-understand, no-store";
+        let (status, cc) = match seen.path.as_str() {
+            "/understood" => (200, understanding),
+            "/understood-404" => (404, understanding),
+            "/not-understood" => (299, understanding),
+            _ => (200, "max-age=60, no-store"),
+        };
+        respond(
+            status,
+            &[("cache-control", cc)],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for path in ["/understood", "/understood-404"] {
+        let first = client.get(path).await;
+        assert!(
+            status_of(&first).ends_with("stored"),
+            "{}",
+            describe(&first)
+        );
+        let hit = client.get(path).await;
+        assert!(
+            status_of(&hit).starts_with("gatehouse; hit"),
+            "{}",
+            describe(&hit)
+        );
+        assert_eq!(hit.text(), format!("{path} #1"));
+        assert_eq!(origin.count(path), 1);
+    }
+    for (path, detail) in [
+        ("/not-understood", "must-understand"),
+        ("/no-store-alone", "no-store"),
+    ] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(
+                status_of(&reply).ends_with(&format!("detail={detail}")),
+                "{}",
+                describe(&reply)
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn max_age_expires_and_the_next_request_goes_to_the_origin() {
     let origin = Origin::start(|seen| {
         ok(

@@ -652,6 +652,7 @@ fn not_stored_detail(reason: policy::NotStored) -> &'static str {
         VaryStar => "vary-star",
         SetCookie => "set-cookie",
         PartialContent => "partial-content",
+        MustUnderstand => "must-understand",
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Directives {
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
     pub immutable: bool,
+    /// §5.2.2.3: store only if the cache understands the status's caching requirements, and
+    /// then regardless of no-store.
+    pub must_understand: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     // request-only:
@@ -80,6 +83,7 @@ impl Directives {
             b"must-revalidate" => set_flag(&mut self.must_revalidate, argument, merge),
             b"proxy-revalidate" => set_flag(&mut self.proxy_revalidate, argument, merge),
             b"immutable" => set_flag(&mut self.immutable, argument, merge),
+            b"must-understand" => set_flag(&mut self.must_understand, argument, merge),
             b"only-if-cached" => set_flag(&mut self.only_if_cached, argument, merge),
             b"max-stale" => {
                 let value = match argument {
@@ -581,8 +585,8 @@ mod tests {
     fn every_directive_is_read() {
         let parsed = cache_control(&[
             "max-age=60, s-maxage=120, no-store, no-cache, private, public, must-revalidate, \
-             proxy-revalidate, immutable, stale-while-revalidate=30, stale-if-error=300, \
-             max-stale=5, min-fresh=10, only-if-cached",
+             proxy-revalidate, immutable, must-understand, stale-while-revalidate=30, \
+             stale-if-error=300, max-stale=5, min-fresh=10, only-if-cached",
         ]);
         assert_eq!(
             parsed,
@@ -596,6 +600,7 @@ mod tests {
                 must_revalidate: true,
                 proxy_revalidate: true,
                 immutable: true,
+                must_understand: true,
                 stale_while_revalidate: Some(30),
                 stale_if_error: Some(300),
                 max_stale: Some(Some(5)),
@@ -678,7 +683,7 @@ mod tests {
     #[test]
     fn unknown_directives_and_whitespace_are_tolerated() {
         let parsed = cache_control(&[
-            " , foo, bar=\"baz\", must-understand, a-very-long-unknown-directive-name=1, \
+            " , foo, bar=\"baz\", a-very-long-unknown-directive-name=1, \
              max-age = 7 ,, public ",
         ]);
         assert_eq!(

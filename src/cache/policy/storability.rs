@@ -30,6 +30,8 @@ pub enum NotStored {
     SetCookie,
     /// A 206: only full responses are stored.
     PartialContent,
+    /// `must-understand` on a status whose caching requirements gatehouse does not know.
+    MustUnderstand,
 }
 
 impl NotStored {
@@ -45,6 +47,7 @@ impl NotStored {
             NotStored::VaryStar => "vary-star",
             NotStored::SetCookie => "set-cookie",
             NotStored::PartialContent => "partial-content",
+            NotStored::MustUnderstand => "must-understand",
         }
     }
 }
@@ -63,9 +66,22 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// Final statuses whose caching requirements gatehouse implements, for `must-understand`
+/// (RFC 9111 §5.2.2.3): those RFC 9110 defines, which ask of a cache nothing beyond the general
+/// rules (explicit freshness, or heuristic freshness for the §15.1 list). Left out: 206 and
+/// 304, which have requirements of their own that this cache does not implement as storage
+/// (it stores only full responses, and a 304 only updates one), and the unused 305 and 306.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// RFC 9111 §3: may this response to this request be stored by a shared cache?
 /// - only GET (HEAD responses are not stored; HEAD is answered from a stored GET);
 /// - final status that is heuristically cacheable (200, 203, 204, 206 → NotStored::PartialContent since we store only full responses, 300, 301, 308, 404, 405, 410, 414, 501) or any status with explicit freshness (max-age/s-maxage/Expires) — 1xx never;
+/// - must-understand on a status gatehouse does not understand → MustUnderstand; on one it does, the response's no-store is ignored (§5.2.2.3: the origin sends no-store only for caches that do not implement must-understand);
 /// - request or response no-store; response private (shared cache); request Authorization unless the response has public, s-maxage or must-revalidate (§3.5);
 /// - freshness: explicit freshness, or config.default_ttl > 0 (heuristic), or no-cache/must-revalidate with a validator (stored, always revalidated); else NoFreshness;
 /// - Vary: * → VaryStar;
@@ -110,8 +126,14 @@ pub fn storability(
     {
         return Err(NotStored::Status);
     }
-    // §5.2.1.5: a request's no-store covers the response to it too.
-    if directives.no_store || Directives::parse(request_headers.get_all(CACHE_CONTROL)).no_store {
+    if directives.must_understand && !understood(status) {
+        return Err(NotStored::MustUnderstand);
+    }
+    // §5.2.2.3 (a cache that understands the status SHOULD ignore no-store beside
+    // must-understand); §5.2.1.5: a request's no-store covers the response to it too, and
+    // must-understand says nothing about the request.
+    let response_no_store = directives.no_store && !directives.must_understand;
+    if response_no_store || Directives::parse(request_headers.get_all(CACHE_CONTROL)).no_store {
         return Err(NotStored::NoStore);
     }
     if directives.private {
@@ -257,6 +279,73 @@ mod tests {
                 &[MAX_AGE]
             ),
             Err(NotStored::NoStore)
+        );
+    }
+
+    #[test]
+    fn must_understand_stores_an_understood_status_despite_no_store() {
+        let cc = |value| [("cache-control", value)];
+        let understanding = "max-age=60, must-understand, no-store";
+        for status in [200, 204, 301, 404, 410, 500] {
+            assert_eq!(
+                store(Method::GET, &[], status, &cc(understanding)),
+                Ok(()),
+                "{status}"
+            );
+        }
+        for status in [206, 299, 304, 306, 418, 599] {
+            let expected = if status == 206 {
+                Err(NotStored::PartialContent)
+            } else if status == 304 {
+                Err(NotStored::Status)
+            } else {
+                Err(NotStored::MustUnderstand)
+            };
+            assert_eq!(
+                store(Method::GET, &[], status, &cc(understanding)),
+                expected,
+                "{status}"
+            );
+        }
+        // An unknown status with explicit freshness is storable without must-understand.
+        assert_eq!(store(Method::GET, &[], 299, &cc("max-age=60")), Ok(()));
+        // Without must-understand no-store wins; the request's no-store always does.
+        assert_eq!(
+            store(Method::GET, &[], 200, &cc("max-age=60, no-store")),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            store(
+                Method::GET,
+                &[("cache-control", "no-store")],
+                200,
+                &cc(understanding)
+            ),
+            Err(NotStored::NoStore)
+        );
+        // must-understand lifts no-store only: private, freshness and the rest still hold.
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &cc("max-age=60, must-understand, no-store, private")
+            ),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            store(Method::GET, &[], 200, &cc("must-understand, no-store")),
+            Err(NotStored::NoFreshness)
+        );
+        // In a targeted field too.
+        assert_eq!(
+            store(
+                Method::GET,
+                &[],
+                200,
+                &[("cdn-cache-control", "max-age=60, must-understand, no-store")]
+            ),
+            Ok(())
         );
     }
 

@@ -1129,6 +1129,78 @@ async fn unsafe_methods_invalidate_the_uri_and_same_origin_location() {
 // ---------------------------------------------------------------------------------------------
 // Answers made from a stored response.
 
+/// An origin for POST reuse: a POST answers with `content_location` (if any) and max-age,
+/// a GET with a numbered body.
+async fn post_origin() -> Origin {
+    Origin::start(|seen| {
+        if seen.method == Method::POST {
+            let location = match seen.path.as_str() {
+                "/elsewhere" => "/orders/1",
+                "/no-freshness" | "/orders/7" => seen.path.as_str(),
+                _ => "",
+            };
+            let cc = if seen.path == "/no-freshness" {
+                "public"
+            } else {
+                "max-age=60"
+            };
+            let mut headers = vec![("cache-control", cc)];
+            if !location.is_empty() {
+                headers.push(("content-location", location));
+            }
+            ok(&headers, format!("posted {} #{}", seen.path, seen.nth))
+        } else {
+            ok_numbered(seen, &[("cache-control", "max-age=60")])
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_post_response_naming_its_target_answers_later_gets_when_configured() {
+    let origin = post_origin().await;
+    let cache = format!("{CACHE}\nstore_post_responses = true");
+    let (running, mut client) = start_with(&config_with(origin.addr, &cache, "")).await;
+
+    assert_forwarded(&client.get("/orders/7").await, "/orders/7 #1");
+    let posted = send(&mut client, "POST", "/orders/7", &[], "{}").await;
+    assert_eq!(posted.text(), "posted /orders/7 #2");
+    assert_eq!(
+        status_of(&posted),
+        "gatehouse; fwd=method; fwd-status=200; stored"
+    );
+    // The POST replaced the stored GET response with its own.
+    let hit = client.get("/orders/7").await;
+    assert_hit(&hit, "posted /orders/7 #2");
+    assert_eq!(hit.header("content-location"), Some("/orders/7"));
+    let head = send(&mut client, "HEAD", "/orders/7", &[], "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(status_of(&head).starts_with("gatehouse; hit"));
+    assert_eq!(origin.count("/orders/7"), 2, "one GET, one POST");
+
+    // Content-Location naming another resource, none, or no explicit freshness: not stored.
+    for path in ["/elsewhere", "/no-location", "/no-freshness"] {
+        let posted = send(&mut client, "POST", path, &[], "{}").await;
+        assert_eq!(status_of(&posted), "gatehouse; fwd=method", "{path}");
+        assert_forwarded(&client.get(path).await, &format!("{path} #2"));
+    }
+    assert_eq!(
+        cache_of(&running).store.entries(),
+        4,
+        "/orders/7 and the three GETs"
+    );
+}
+
+#[tokio::test]
+async fn post_responses_are_not_reused_without_the_switch() {
+    let origin = post_origin().await;
+    let (_running, mut client) = start(&origin).await;
+    let posted = send(&mut client, "POST", "/orders/7", &[], "{}").await;
+    assert_eq!(posted.text(), "posted /orders/7 #1");
+    assert_eq!(status_of(&posted), "gatehouse; fwd=method");
+    assert_forwarded(&client.get("/orders/7").await, "/orders/7 #2");
+}
+
 #[tokio::test]
 async fn head_is_answered_from_a_stored_get() {
     let origin = Origin::start(|_| ok(&[("cache-control", "max-age=60")], "hello, head")).await;

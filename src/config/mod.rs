@@ -556,6 +556,9 @@ pub struct CacheConfig {
     /// Store responses that set a cookie (kept with their Set-Cookie, replayed to everyone
     /// served the stored response); off, they are never stored.
     pub store_set_cookie: bool,
+    /// Store a POST's response for later GETs of its target (RFC 9110 §9.3.3) when it has
+    /// explicit freshness and a Content-Location naming that target.
+    pub store_post_responses: bool,
 }
 
 impl Default for CacheConfig {
@@ -568,6 +571,7 @@ impl Default for CacheConfig {
             stale_if_error: ConfigDuration::from_secs(0),
             cache_control_field: Spanned::new(0..0, "Gatehouse-Cache-Control".into()),
             store_set_cookie: false,
+            store_post_responses: false,
         }
     }
 }

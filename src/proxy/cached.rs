@@ -511,6 +511,9 @@ async fn bypass(
 ) -> Response {
     cache.metrics.count(CacheResult::Bypass);
     let method = parts.method.clone();
+    // What storing the response for GETs takes, kept only where the cache may do so.
+    let post = (method == Method::POST && cache.policy.store_post_responses)
+        .then(|| (parts.headers.clone(), SystemTime::now()));
     match reply.send(parts, body).await {
         Ok(forwarded) => {
             let status = forwarded.response.status();
@@ -538,14 +541,58 @@ async fn bypass(
                 cache.update_gauges();
                 tracing::debug!(cache = %cache.name, key, invalidated = ?targets, request_id = reply.request_id.to_str().unwrap_or("-"), "invalidated after an unsafe request");
             }
-            let mut response = reply.answer_upstream(forwarded, None);
-            response
-                .headers_mut()
-                .insert(cache_status_name(), cache_status("fwd=method"));
+            // After the invalidation above, which removed the target's older response.
+            let fill = post.and_then(|(request_headers, request_time)| {
+                let at = (host, target, key);
+                store_post_response(&cache, at, &forwarded, &request_headers, request_time)
+            });
+            let status = if fill.is_some() {
+                cache_status(&format!(
+                    "fwd=method; fwd-status={}; stored",
+                    status.as_u16()
+                ))
+            } else {
+                cache_status("fwd=method")
+            };
+            let mut response = reply.answer_upstream(forwarded, fill);
+            response.headers_mut().insert(cache_status_name(), status);
             response
         }
         Err(error) => reply.failure(error),
     }
+}
+
+/// RFC 9110 §9.3.3: the fill that stores a POST's response as its target's, for later GETs,
+/// when it may be.
+fn store_post_response(
+    cache: &Arc<Cache>,
+    (host, target, key): (&str, &Uri, &str),
+    forwarded: &Forwarded,
+    request_headers: &HeaderMap,
+    request_time: SystemTime,
+) -> Option<Fill> {
+    let response = &forwarded.response;
+    let names_target = policy::content_location_is_target(host, target, response.headers());
+    policy::post_storability(
+        request_headers,
+        response.status(),
+        response.headers(),
+        &cache.policy,
+        names_target,
+    )
+    .ok()?;
+    let received = Received {
+        request_time,
+        response_time: SystemTime::now(),
+    };
+    start_fill(
+        cache,
+        key.to_owned(),
+        None,
+        forwarded,
+        request_headers,
+        received,
+    )
 }
 
 /// A stored response refreshed by a 304 (RFC 9111 §4.3.4): its headers updated, its
@@ -641,19 +688,7 @@ fn serve_stale_on_error(
 }
 
 fn not_stored_detail(reason: policy::NotStored) -> &'static str {
-    use policy::NotStored::*;
-    match reason {
-        Method => "method",
-        Status => "status",
-        NoStore => "no-store",
-        Private => "private",
-        Authorization => "authorization",
-        NoFreshness => "no-freshness",
-        VaryStar => "vary-star",
-        SetCookie => "set-cookie",
-        PartialContent => "partial-content",
-        MustUnderstand => "must-understand",
-    }
+    reason.as_str()
 }
 
 /// Serves stale now and refreshes once in the background (RFC 5861 stale-while-revalidate):

@@ -246,6 +246,8 @@ pub struct PolicyConfig {
     pub targeted_field: Option<HeaderName>,
     /// Responses with Set-Cookie may be stored (with their cookies); see `storability`.
     pub store_set_cookie: bool,
+    /// POST responses may be stored for GETs of their target; see `post_storability`.
+    pub store_post_responses: bool,
 }
 
 /// The directives gatehouse obeys on a response: the first targeted field present (the configured one, then CDN-Cache-Control) replaces Cache-Control entirely (RFC 9213 §2.1); otherwise Cache-Control.
@@ -563,6 +565,7 @@ pub(super) mod fixtures {
             stale_if_error: Duration::ZERO,
             targeted_field: None,
             store_set_cookie: false,
+            store_post_responses: false,
         }
     }
 

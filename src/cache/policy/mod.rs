@@ -31,8 +31,8 @@ mod vary;
 
 pub use directives::{CDN_CACHE_CONTROL, Directives, PolicyConfig, response_directives};
 pub use freshness::{Freshness, Received, Usability, freshness, usability, usable_on_error};
-pub use invalidation::{cache_key, invalidation_targets};
+pub use invalidation::{cache_key, content_location_is_target, invalidation_targets};
 pub use range::byte_range;
-pub use storability::{NotStored, storability};
+pub use storability::{NotStored, post_storability, storability};
 pub use validation::{not_modified, refresh_headers, validators};
 pub use vary::{Vary, vary, vary_matches, vary_values};

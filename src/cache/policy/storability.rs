@@ -32,6 +32,8 @@ pub enum NotStored {
     PartialContent,
     /// `must-understand` on a status whose caching requirements gatehouse does not know.
     MustUnderstand,
+    /// A POST response whose Content-Location does not name the request's target.
+    ContentLocation,
 }
 
 impl NotStored {
@@ -48,6 +50,7 @@ impl NotStored {
             NotStored::SetCookie => "set-cookie",
             NotStored::PartialContent => "partial-content",
             NotStored::MustUnderstand => "must-understand",
+            NotStored::ContentLocation => "content-location",
         }
     }
 }
@@ -75,6 +78,50 @@ fn understood(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         200..=205 | 300..=303 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
+/// Whether the origin said how long the response stays fresh. §5.3: any Expires, even an
+/// invalid one (which means "already expired"), is explicit; a targeted field silences it.
+fn explicit_freshness(
+    directives: &Directives,
+    targeted: bool,
+    response_headers: &HeaderMap,
+) -> bool {
+    directives.s_maxage.is_some()
+        || directives.max_age.is_some()
+        || (!targeted && response_headers.contains_key(EXPIRES))
+}
+
+/// RFC 9110 §9.3.3: may the response to a POST be stored for later GET and HEAD requests of
+/// its target? Only where the cache is configured to (`config.store_post_responses`), with
+/// explicit freshness (`default_ttl` does not count: a heuristic is no origin's word that the
+/// answer to a POST is the resource's state), and with a Content-Location naming the target
+/// (`content_location_is_target`, from [`super::invalidation::content_location_is_target`]);
+/// then it must also pass every rule a GET response does ([`storability`]).
+pub fn post_storability(
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    response_headers: &HeaderMap,
+    config: &PolicyConfig,
+    content_location_is_target: bool,
+) -> Result<(), NotStored> {
+    if !config.store_post_responses {
+        return Err(NotStored::Method);
+    }
+    let (directives, targeted) = selected_directives(response_headers, config);
+    if !explicit_freshness(&directives, targeted, response_headers) {
+        return Err(NotStored::NoFreshness);
+    }
+    if !content_location_is_target {
+        return Err(NotStored::ContentLocation);
+    }
+    storability(
+        &Method::GET,
+        request_headers,
+        status,
+        response_headers,
+        config,
     )
 }
 
@@ -113,10 +160,7 @@ pub fn storability(
         return Err(NotStored::Method);
     }
     let (directives, targeted) = selected_directives(response_headers, config);
-    // §5.3: any Expires, even an invalid one (which means "already expired"), is explicit.
-    let explicit = directives.s_maxage.is_some()
-        || directives.max_age.is_some()
-        || (!targeted && response_headers.contains_key(EXPIRES));
+    let explicit = explicit_freshness(&directives, targeted, response_headers);
     if status == StatusCode::PARTIAL_CONTENT {
         return Err(NotStored::PartialContent);
     }
@@ -510,6 +554,73 @@ mod tests {
         );
         // An invalid Expires is explicit freshness, already expired (§5.3).
         assert_eq!(store(Method::GET, &[], 200, &[("expires", "0")]), Ok(()));
+    }
+
+    #[test]
+    fn post_responses_need_the_switch_explicit_freshness_and_their_own_location() {
+        let post = |config: &PolicyConfig, response: &[(&str, &str)], names_target: bool| {
+            post_storability(
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &headers(response),
+                config,
+                names_target,
+            )
+        };
+        let reusing = PolicyConfig {
+            store_post_responses: true,
+            ..config()
+        };
+        assert_eq!(post(&config(), &[MAX_AGE], true), Err(NotStored::Method));
+        assert_eq!(post(&reusing, &[MAX_AGE], true), Ok(()));
+        assert_eq!(post(&reusing, &[("expires", &date(T + 60))], true), Ok(()));
+        assert_eq!(
+            post(&reusing, &[MAX_AGE], false),
+            Err(NotStored::ContentLocation)
+        );
+        let heuristic = PolicyConfig {
+            default_ttl: secs(60),
+            ..reusing.clone()
+        };
+        assert_eq!(post(&heuristic, &[], true), Err(NotStored::NoFreshness));
+        assert_eq!(
+            post(&reusing, &[("cache-control", "public")], true),
+            Err(NotStored::NoFreshness)
+        );
+        // Then the rules of a GET response.
+        assert_eq!(
+            post(&reusing, &[("cache-control", "max-age=60, private")], true),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            post(&reusing, &[MAX_AGE, ("set-cookie", "a=b")], true),
+            Err(NotStored::SetCookie)
+        );
+        assert_eq!(
+            post_storability(
+                &headers(&[("authorization", "Bearer x")]),
+                StatusCode::OK,
+                &headers(&[MAX_AGE]),
+                &reusing,
+                true
+            ),
+            Err(NotStored::Authorization)
+        );
+        assert_eq!(
+            post_storability(
+                &HeaderMap::new(),
+                StatusCode::PARTIAL_CONTENT,
+                &headers(&[MAX_AGE]),
+                &reusing,
+                true
+            ),
+            Err(NotStored::PartialContent)
+        );
+        // A GET is judged by `storability`, whatever this switch.
+        assert_eq!(
+            store_with(Method::POST, &[], 200, &[MAX_AGE], &reusing),
+            Err(NotStored::Method)
+        );
     }
 
     #[test]

@@ -1499,6 +1499,88 @@ async fn stale_if_error_serves_stale_when_the_origin_is_gone() {
     );
 }
 
+/// How the raw origin of `stale_if_error_serves_stale_when_the_connection_breaks` fails once
+/// its responses are stored.
+const BREAKS: [&str; 3] = ["reset", "reset-mid-head", "close"];
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_connection_breaks() {
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // 0: answer; 1 + i: fail as BREAKS[i].
+    let mode = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(AtomicUsize::new(0));
+    let (origin_mode, origin_heads) = (Arc::clone(&mode), Arc::clone(&heads));
+    let origin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (mode, heads) = (Arc::clone(&origin_mode), Arc::clone(&origin_heads));
+            tokio::spawn(async move {
+                let Some(head) = common::read_head(&mut stream).await else {
+                    return;
+                };
+                heads.fetch_add(1, Ordering::SeqCst);
+                let linger = |stream: &tokio::net::TcpStream| {
+                    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                };
+                match mode.load(Ordering::SeqCst) {
+                    0 => {
+                        let cc = if head.starts_with(b"GET /sie ") {
+                            "max-age=0, stale-if-error=60"
+                        } else {
+                            "max-age=0"
+                        };
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncache-control: {cc}\r\ncontent-length: 4\r\n\
+                             connection: close\r\n\r\ngood"
+                        );
+                        let _ = stream.write_all(response.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    1 => linger(&stream),
+                    2 => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-le").await;
+                        let _ = stream.flush().await;
+                        linger(&stream);
+                    }
+                    _ => {
+                        let _ = stream.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    let (_running, mut client) = start_with(&config_with(addr, CACHE, "")).await;
+    assert_forwarded(&client.get("/sie").await, "good");
+    assert_forwarded(&client.get("/no-sie").await, "good");
+
+    for (i, how) in BREAKS.iter().enumerate() {
+        mode.store(i + 1, Ordering::SeqCst);
+        let before = heads.load(Ordering::SeqCst);
+        let reply = client.get("/sie").await;
+        assert!(
+            heads.load(Ordering::SeqCst) > before,
+            "{how}: the origin was asked first"
+        );
+        assert_eq!(reply.status, StatusCode::OK, "{how}: {}", describe(&reply));
+        assert_eq!(reply.text(), "good");
+        assert_eq!(
+            status_of(&reply),
+            "gatehouse; hit; fwd=stale; detail=stale-if-error",
+            "{how}"
+        );
+        let reply = client.get("/no-sie").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_GATEWAY,
+            "{how}, no stale-if-error: the failure shows: {}",
+            describe(&reply)
+        );
+    }
+    origin.abort();
+}
+
 #[tokio::test]
 async fn stale_if_error_serves_stale_instead_of_503_when_the_breaker_is_open() {
     let origin = Origin::start(|seen| match seen.path.as_str() {

@@ -1265,6 +1265,104 @@ async fn single_byte_range_is_answered_206_from_the_store() {
     assert!(origin.seen("/range")[0].header("range").is_none());
 }
 
+/// An origin serving `pattern(1000)` at every path, honouring a single `bytes=a-b` Range with
+/// a 206, and counting each answer by its status.
+async fn ranged_origin() -> Origin {
+    Origin::start(|seen| {
+        let body = pattern(1000);
+        let headers = [("cache-control", "max-age=60"), ("etag", "\"v1\"")];
+        let range = seen
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        match range {
+            Some((first, last)) => {
+                let content_range = format!("bytes {first}-{last}/1000");
+                let mut with_range = headers.to_vec();
+                with_range.push(("content-range", &content_range));
+                respond(206, &with_range, body.slice(first..=last))
+            }
+            None => ok(&headers, body),
+        }
+    })
+    .await
+}
+
+fn assert_partial(reply: &Reply, first: usize, last: usize, from_store: bool) {
+    assert_eq!(
+        reply.status,
+        StatusCode::PARTIAL_CONTENT,
+        "{first}-{last}: {}",
+        describe(reply)
+    );
+    assert_eq!(
+        reply.header("content-range"),
+        Some(format!("bytes {first}-{last}/1000").as_str())
+    );
+    assert_eq!(reply.body, pattern(1000).slice(first..=last));
+    assert_eq!(
+        status_of(reply).starts_with("gatehouse; hit"),
+        from_store,
+        "{first}-{last}: {}",
+        describe(reply)
+    );
+}
+
+#[tokio::test]
+async fn a_stored_206_answers_ranges_inside_it_and_never_a_whole_request() {
+    let origin = ranged_origin().await;
+    let (running, mut client) = start(&origin).await;
+    let range = |spec: &'static str| [("range", spec)];
+
+    let first = get_with(&mut client, "/video", &range("bytes=100-199")).await;
+    assert_partial(&first, 100, 199, false);
+    assert_eq!(
+        status_of(&first),
+        "gatehouse; fwd=miss; fwd-status=206; stored"
+    );
+    for (spec, a, b) in [
+        ("bytes=100-199", 100, 199),
+        ("bytes=150-160", 150, 160),
+        ("bytes=199-199", 199, 199),
+    ] {
+        let reply = get_with(&mut client, "/video", &range(spec)).await;
+        assert_partial(&reply, a, b, true);
+        assert!(status_of(&reply).ends_with("detail=partial"));
+        assert_eq!(reply.header("etag"), Some("\"v1\""));
+    }
+    assert_eq!(origin.count("/video"), 1);
+    let hits = requests(&running, "hit");
+
+    // Reaching outside the piece: the origin answers, and its piece replaces the stored one.
+    let outside = get_with(&mut client, "/video", &range("bytes=150-249")).await;
+    assert_partial(&outside, 150, 249, false);
+    assert_eq!(origin.count("/video"), 2);
+    assert_partial(
+        &get_with(&mut client, "/video", &range("bytes=200-249")).await,
+        200,
+        249,
+        true,
+    );
+    // A request for the whole never gets a piece; the full response then answers every range.
+    let whole = client.get("/video").await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", describe(&whole));
+    assert_eq!(whole.body, pattern(1000));
+    assert!(status_of(&whole).starts_with("gatehouse; fwd=miss"));
+    assert_eq!(origin.count("/video"), 3);
+    assert_partial(
+        &get_with(&mut client, "/video", &range("bytes=0-9")).await,
+        0,
+        9,
+        true,
+    );
+    let whole = client.get("/video").await;
+    assert!(status_of(&whole).starts_with("gatehouse; hit; ttl="));
+    assert_eq!(whole.body, pattern(1000));
+    assert_eq!(origin.count("/video"), 3);
+    assert!(requests(&running, "hit") > hits);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Coalescing.
 

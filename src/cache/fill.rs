@@ -5,7 +5,7 @@
 
 use super::Cache;
 use super::coalesce::{Landing, Leader};
-use super::policy::{Freshness, Vary};
+use super::policy::{Freshness, Piece, Vary};
 use super::store::CachedResponse;
 use crate::compress::Encoding;
 use bytes::{Bytes, BytesMut};
@@ -19,6 +19,8 @@ pub struct FillHead {
     pub freshness: Freshness,
     pub vary: Vary,
     pub vary_values: Option<Vec<Option<HeaderValue>>>,
+    /// A 206's range; its body must hold exactly those bytes to be stored.
+    pub piece: Option<Piece>,
 }
 
 pub struct Fill {
@@ -98,8 +100,9 @@ impl Fill {
         true
     }
 
-    /// The body is complete: store the response and release the waiters with it.
-    pub fn finish(self) -> Arc<CachedResponse> {
+    /// The body is complete: store the response and release the waiters with it (a 206 whose
+    /// body is not its Content-Range's length is not stored, and releases them empty-handed).
+    pub fn finish(self) -> Option<Arc<CachedResponse>> {
         let Fill {
             cache,
             key,
@@ -108,6 +111,11 @@ impl Fill {
             body,
             stored: landed,
         } = self;
+        if let Some(piece) = head.piece
+            && Some(body.len() as u64) != (piece.last - piece.first).checked_add(1)
+        {
+            return None;
+        }
         let stored = Arc::new(CachedResponse {
             status: head.status,
             headers: head.headers,
@@ -115,6 +123,7 @@ impl Fill {
             freshness: head.freshness,
             vary: head.vary,
             vary_values: head.vary_values,
+            piece: head.piece,
             encoded: Default::default(),
         });
         cache.store.insert(key, Arc::clone(&stored));
@@ -123,6 +132,6 @@ impl Fill {
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&stored)));
         }
-        stored
+        Some(stored)
     }
 }

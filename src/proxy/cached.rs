@@ -4,7 +4,7 @@
 //! background where the origin allows it, and invalidate after unsafe requests.
 
 use super::body::ResponseBody;
-use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
+use super::cache_answer::{cache_status, cache_status_name, hit_status, respond, respond_piece};
 use super::encode::{HitEncoding, Keep};
 use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
@@ -121,6 +121,8 @@ async fn serve_through(
         ) {
             return reply.answer_from_cache(answer);
         }
+    } else if let Some(answer) = answer_from_piece(&cache, &key, &parts, now) {
+        return reply.answer_from_cache(answer);
     } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
     {
         return only_if_cached_miss(reply, &cache);
@@ -209,6 +211,39 @@ fn answer_if_usable(
     ))
 }
 
+/// A 206 from a stored piece (RFC 9111 §3.3) for a GET whose single range lies inside it,
+/// while the piece is fresh. Conditional requests go on to the origin: a piece is not the whole
+/// representation a 304 would vouch for.
+fn answer_from_piece(
+    cache: &Cache,
+    key: &str,
+    parts: &http::request::Parts,
+    now: SystemTime,
+) -> Option<Response> {
+    if parts.method != Method::GET
+        || !parts.headers.contains_key(header::RANGE)
+        || parts.headers.contains_key(header::IF_NONE_MATCH)
+        || parts.headers.contains_key(header::IF_MODIFIED_SINCE)
+    {
+        return None;
+    }
+    let entry = cache.store.lookup_piece(key, &parts.headers)?;
+    let piece = entry.piece?;
+    if policy::usability(&entry.freshness, &parts.headers, now) != Usability::Fresh {
+        return None;
+    }
+    let range = policy::range_in_piece(&parts.headers, &entry.headers, piece)?;
+    cache.metrics.count(CacheResult::Hit);
+    let ttl = entry.freshness.ttl(now).as_secs();
+    Some(respond_piece(
+        &entry,
+        piece,
+        range,
+        now,
+        cache_status(&format!("hit; ttl={ttl}; detail=partial")),
+    ))
+}
+
 /// RFC 9111 §5.2.1.7: a client that accepts only a stored response, when there is none.
 fn only_if_cached_miss(reply: Reply, cache: &Cache) -> Response {
     cache.metrics.count(CacheResult::Miss);
@@ -241,7 +276,8 @@ async fn join_flight(
     key: &str,
     parts: &http::request::Parts,
 ) -> Flight {
-    if parts.method != Method::GET {
+    // A range request may bring back a piece, of no use to a request for the whole.
+    if parts.method != Method::GET || parts.headers.contains_key(header::RANGE) {
         return Flight::Alone;
     }
     let arrivals = match cache.coalescer.join(key) {
@@ -252,6 +288,7 @@ async fn join_flight(
     let patience = route.upstream.connect_timeout + route.upstream.response_timeout;
     if let Ok(Landing::Stored(entry)) =
         tokio::time::timeout(patience, coalesce::wait(arrivals)).await
+        && entry.piece.is_none()
         && entry.matches(&parts.headers)
     {
         return Flight::Collapsed(entry);
@@ -423,7 +460,18 @@ impl Fetch<'_> {
             "miss"
         };
         cache.metrics.count(CacheResult::Miss);
-        let storable = if *self.method == Method::GET {
+        let storable = if *self.method != Method::GET {
+            Err(policy::NotStored::Method)
+        } else if status == StatusCode::PARTIAL_CONTENT {
+            policy::partial_storability(
+                self.method,
+                self.request_headers,
+                status,
+                forwarded.response.headers(),
+                &cache.policy,
+            )
+            .map(Some)
+        } else {
             policy::storability(
                 self.method,
                 self.request_headers,
@@ -431,11 +479,10 @@ impl Fetch<'_> {
                 forwarded.response.headers(),
                 &cache.policy,
             )
-        } else {
-            Err(policy::NotStored::Method)
+            .map(|()| None)
         };
         match storable {
-            Ok(()) => {
+            Ok(piece) => {
                 let fill = start_fill(
                     cache,
                     key,
@@ -443,6 +490,7 @@ impl Fetch<'_> {
                     &forwarded,
                     self.request_headers,
                     received,
+                    piece,
                 );
                 let stored_note = if fill.is_some() {
                     "stored"
@@ -592,6 +640,7 @@ fn store_post_response(
         forwarded,
         request_headers,
         received,
+        None,
     )
 }
 
@@ -612,6 +661,7 @@ fn refresh(
         body: entry.body.clone(),
         vary: entry.vary.clone(),
         vary_values: entry.vary_values.clone(),
+        piece: entry.piece,
         encoded: CachedResponse::encoded_copies_of(entry),
     })
 }
@@ -623,6 +673,7 @@ fn start_fill(
     forwarded: &Forwarded,
     request_headers: &HeaderMap,
     received: Received,
+    piece: Option<policy::Piece>,
 ) -> Option<Fill> {
     let response_headers = forwarded.response.headers();
     let mut stored_headers = response_headers.clone();
@@ -640,6 +691,7 @@ fn start_fill(
         headers: stored_headers,
         vary,
         vary_values,
+        piece,
     };
     Fill::start(Arc::clone(cache), key, leader, head, expected_len)
 }
@@ -783,6 +835,7 @@ fn refresh_in_background(
                 &forwarded,
                 &request_headers,
                 received,
+                None,
             ) else {
                 release(forwarded);
                 return;

@@ -850,6 +850,11 @@ mod tests {
             fields.insert(CDN_CACHE_CONTROL, value.clone());
             fields.insert(http::header::VARY, value.clone());
             fields.insert(http::header::ACCEPT_LANGUAGE, value.clone());
+            fields.insert(http::header::CONTENT_RANGE, value.clone());
+            fields.insert(http::header::RANGE, value.clone());
+            if let Some(piece) = crate::cache::policy::content_range(&fields) {
+                let _ = crate::cache::policy::range_in_piece(&fields, &fields, piece);
+            }
             let _ = Directives::parse(fields.get_all(CACHE_CONTROL));
             let _ = response_directives(&fields, &config());
             let vary = crate::cache::policy::vary(&fields);

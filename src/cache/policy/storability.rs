@@ -2,6 +2,7 @@
 //! `detail=` reports it.
 
 use super::directives::{Directives, PolicyConfig, selected_directives};
+use super::range::{Piece, content_range};
 use super::validation::has_validator;
 use super::vary::{Vary, vary};
 use http::header::{AUTHORIZATION, CACHE_CONTROL, EXPIRES, SET_COOKIE};
@@ -28,7 +29,8 @@ pub enum NotStored {
     VaryStar,
     /// It sets a cookie and the cache does not store such responses (`store_set_cookie`).
     SetCookie,
-    /// A 206: only full responses are stored.
+    /// A 206 judged as a full response, or one that is not a single byte range (see
+    /// `partial_storability`).
     PartialContent,
     /// `must-understand` on a status whose caching requirements gatehouse does not know.
     MustUnderstand,
@@ -93,6 +95,39 @@ fn explicit_freshness(
         || (!targeted && response_headers.contains_key(EXPIRES))
 }
 
+/// RFC 9111 §3.3: may this 206 be stored as a piece of its representation, to answer later
+/// ranges inside it? It needs one `Content-Range` of bytes (a multipart/byteranges answer is
+/// not stored), and then whatever a full response to the same request would need. With
+/// `must-understand` it is not stored: the status's own requirements (combining pieces,
+/// §3.4) are not all implemented.
+pub fn partial_storability(
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    response_headers: &HeaderMap,
+    config: &PolicyConfig,
+) -> Result<Piece, NotStored> {
+    if status != StatusCode::PARTIAL_CONTENT {
+        return Err(NotStored::Status);
+    }
+    let piece = content_range(response_headers).ok_or(NotStored::PartialContent)?;
+    if selected_directives(response_headers, config)
+        .0
+        .must_understand
+    {
+        return Err(NotStored::MustUnderstand);
+    }
+    // 200 stands for 206: both are heuristically cacheable, and nothing else tells them apart.
+    storability(
+        method,
+        request_headers,
+        StatusCode::OK,
+        response_headers,
+        config,
+    )?;
+    Ok(piece)
+}
+
 /// RFC 9110 §9.3.3: may the response to a POST be stored for later GET and HEAD requests of
 /// its target? Only where the cache is configured to (`config.store_post_responses`), with
 /// explicit freshness (`default_ttl` does not count: a heuristic is no origin's word that the
@@ -127,7 +162,7 @@ pub fn post_storability(
 
 /// RFC 9111 §3: may this response to this request be stored by a shared cache?
 /// - only GET (HEAD responses are not stored; HEAD is answered from a stored GET);
-/// - final status that is heuristically cacheable (200, 203, 204, 206 → NotStored::PartialContent since we store only full responses, 300, 301, 308, 404, 405, 410, 414, 501) or any status with explicit freshness (max-age/s-maxage/Expires) — 1xx never;
+/// - final status that is heuristically cacheable (200, 203, 204, 206 → NotStored::PartialContent since a 206 is judged by `partial_storability`, 300, 301, 308, 404, 405, 410, 414, 501) or any status with explicit freshness (max-age/s-maxage/Expires) — 1xx never;
 /// - must-understand on a status gatehouse does not understand → MustUnderstand; on one it does, the response's no-store is ignored (§5.2.2.3: the origin sends no-store only for caches that do not implement must-understand);
 /// - request or response no-store; response private (shared cache); request Authorization unless the response has public, s-maxage or must-revalidate (§3.5);
 /// - freshness: explicit freshness, or config.default_ttl > 0 (heuristic), or no-cache/must-revalidate with a validator (stored, always revalidated); else NoFreshness;
@@ -620,6 +655,51 @@ mod tests {
         assert_eq!(
             store_with(Method::POST, &[], 200, &[MAX_AGE], &reusing),
             Err(NotStored::Method)
+        );
+    }
+
+    #[test]
+    fn a_206_with_one_byte_range_is_stored_as_a_piece() {
+        let partial = |response: &[(&str, &str)], status: u16| {
+            partial_storability(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::from_u16(status).unwrap(),
+                &headers(response),
+                &config(),
+            )
+        };
+        let range = ("content-range", "bytes 0-9/100");
+        assert_eq!(
+            partial(&[MAX_AGE, range], 206),
+            Ok(Piece {
+                first: 0,
+                last: 9,
+                complete_length: Some(100)
+            })
+        );
+        assert_eq!(partial(&[MAX_AGE, range], 200), Err(NotStored::Status));
+        assert_eq!(
+            partial(
+                &[
+                    MAX_AGE,
+                    ("content-type", "multipart/byteranges; boundary=x")
+                ],
+                206
+            ),
+            Err(NotStored::PartialContent)
+        );
+        assert_eq!(
+            partial(&[("cache-control", "max-age=60, no-store"), range], 206),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(partial(&[range], 206), Err(NotStored::NoFreshness));
+        assert_eq!(
+            partial(
+                &[("cache-control", "max-age=60, must-understand"), range],
+                206
+            ),
+            Err(NotStored::MustUnderstand)
         );
     }
 

@@ -75,7 +75,11 @@ pub fn vary_matches(
                             // Written as stored (the same client again): no normal form built.
                             list_members(stored.as_bytes()).eq(field_members(request_headers, name))
                                 || (is_preference_set(name)
-                                    && preference_set(request_headers, name) == stored.as_bytes())
+                                    && same_preference_set(
+                                        stored.as_bytes(),
+                                        request_headers,
+                                        name,
+                                    ))
                         }
                     }
                 })
@@ -124,43 +128,120 @@ fn is_preference_set(name: &HeaderName) -> bool {
 /// A preference field's members in canonical form (see [`canonical_member`]), sorted, without
 /// repeats, joined by ", ".
 fn preference_set(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
-    let mut members: Vec<Vec<u8>> = field_members(headers, name).map(canonical_member).collect();
+    let mut members: Vec<Vec<u8>> = field_members(headers, name)
+        .map(|member| {
+            let mut canonical = Vec::with_capacity(member.len());
+            write_canonical(member, &mut |bytes| canonical.extend_from_slice(bytes));
+            canonical
+        })
+        // `;` alone says nothing, and would vanish from the joined list anyway.
+        .filter(|canonical| !canonical.is_empty())
+        .collect();
     members.sort_unstable();
     members.dedup();
     members.join(&b", "[..])
 }
 
-/// `Text/HTML ; Q=0.50 ;level=1` → `text/html;q=0.5;level=1`: the value lower-cased, spaces
-/// around `;` and `=` dropped, parameter names lower-cased, `q` written without trailing
-/// zeros; other parameter values (quoted strings may be case-sensitive) and the parameters'
-/// order kept. Bytes outside ASCII are kept as they are.
-fn canonical_member(member: &[u8]) -> Vec<u8> {
-    let mut canonical = Vec::with_capacity(member.len());
+/// Whether the request's preference field is, as a set, the stored one (a [`preference_set`]):
+/// `preference_set(request) == stored` without building it, for lookups. Every request member
+/// is put in canonical form in a buffer on the stack and must be one of the stored members,
+/// and every stored member must be met. Members too long for the buffer, more stored members
+/// than the bit set holds, or quotes (an unbalanced one joins members once they are joined)
+/// take the long way.
+fn same_preference_set(stored: &[u8], headers: &HeaderMap, name: &HeaderName) -> bool {
+    let stored_members = list_members(stored).count();
+    if stored_members > 64 || stored.contains(&b'"') {
+        return preference_set(headers, name) == stored;
+    }
+    let mut met = 0u64;
+    for member in field_members(headers, name) {
+        let mut canonical = Scratch::default();
+        write_canonical(member, &mut |bytes| canonical.push(bytes));
+        let Some(canonical) = canonical.as_slice() else {
+            return preference_set(headers, name) == stored;
+        };
+        if canonical.is_empty() {
+            continue;
+        }
+        let Some(index) = list_members(stored).position(|s| s == canonical) else {
+            return false;
+        };
+        met |= 1 << index;
+    }
+    let all = match stored_members {
+        64 => u64::MAX,
+        n => (1u64 << n) - 1,
+    };
+    met == all
+}
+
+/// A canonical member built on the stack.
+struct Scratch {
+    bytes: [u8; 128],
+    len: usize,
+    overflowed: bool,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            bytes: [0; 128],
+            len: 0,
+            overflowed: false,
+        }
+    }
+}
+
+impl Scratch {
+    fn push(&mut self, bytes: &[u8]) {
+        match self.bytes.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        (!self.overflowed).then(|| &self.bytes[..self.len])
+    }
+}
+
+/// Writes a member's canonical form: `Text/HTML ; Q=0.50 ;level=1` → `text/html;q=0.5;level=1`,
+/// the value lower-cased, spaces around `;` and `=` dropped, parameter names lower-cased, `q`
+/// written without trailing zeros; other parameter values (quoted strings may be
+/// case-sensitive) and the parameters' order kept. Bytes outside ASCII are kept as they are.
+fn write_canonical(member: &[u8], put: &mut impl FnMut(&[u8])) {
+    let lower = |bytes: &[u8], put: &mut dyn FnMut(&[u8])| {
+        for byte in bytes {
+            put(&[byte.to_ascii_lowercase()]);
+        }
+    };
     for (i, piece) in split_outside_quotes(member, b';').enumerate() {
         let piece = piece.trim_ascii();
         if i == 0 {
-            canonical.extend(piece.iter().map(u8::to_ascii_lowercase));
+            lower(piece, put);
             continue;
         }
         if piece.is_empty() {
             continue;
         }
-        canonical.push(b';');
+        put(b";");
         let (name, value) = match piece.iter().position(|&b| b == b'=') {
             Some(eq) => (&piece[..eq], &piece[eq + 1..]),
             None => (piece, &b""[..]),
         };
         let name = name.trim_ascii();
-        canonical.extend(name.iter().map(u8::to_ascii_lowercase));
-        canonical.push(b'=');
+        lower(name, put);
+        put(b"=");
         let value = value.trim_ascii();
         if name.eq_ignore_ascii_case(b"q") {
-            canonical.extend_from_slice(canonical_weight(value));
+            put(canonical_weight(value));
         } else {
-            canonical.extend_from_slice(value);
+            put(value);
         }
     }
-    canonical
 }
 
 /// `1.000` → `1`, `0.50` → `0.5`, `0.` → `0`: one weight, one spelling.
@@ -338,6 +419,59 @@ mod tests {
             "text/html;foo=\"a;b, c\"",
             &["text/html ; foo=\"a;b, c\""]
         ));
+    }
+
+    #[test]
+    fn long_members_and_long_lists_are_compared_too() {
+        let long = format!("x-{}", "a".repeat(200));
+        let stored = format!("en, {long}");
+        let reordered = format!("{}, EN", long.to_uppercase());
+        assert!(same_variant("accept-language", &stored, &[&reordered]));
+        assert!(!same_variant("accept-language", &stored, &[&long]));
+        let many: Vec<String> = (0..70).map(|i| format!("l{i}")).collect();
+        let mut backwards = many.clone();
+        backwards.reverse();
+        assert!(same_variant(
+            "accept-language",
+            &many.join(", "),
+            &[&backwards.join(",")]
+        ));
+        assert!(!same_variant(
+            "accept-language",
+            &many.join(", "),
+            &[&backwards[1..].join(",")]
+        ));
+        // Exactly 64 stored members fill the bit set.
+        assert!(same_variant(
+            "accept-language",
+            &many[..64].join(", "),
+            &[&backwards[6..].join(",")]
+        ));
+        assert!(!same_variant(
+            "accept-language",
+            &many[..64].join(", "),
+            &[&backwards[7..].join(",")]
+        ));
+    }
+
+    proptest::proptest! {
+        /// The lookup's comparison agrees with comparing the stored forms, whatever the lists.
+        #[test]
+        fn lookups_agree_with_stored_forms(
+            stored in "[a-cA-C ;=q0-9.,\"]{0,24}",
+            request in "[a-cA-C ;=q0-9.,\"]{0,24}",
+        ) {
+            let name = HeaderName::from_static("accept");
+            let vary = Vary::Names(vec![name.clone()]);
+            let stored_request = headers(&[("accept", &stored)]);
+            let request = headers(&[("accept", &request)]);
+            let values = vary_values(&vary, &stored_request).unwrap();
+            proptest::prop_assert_eq!(
+                vary_matches(&vary, &values, &request),
+                vary_values(&vary, &request).unwrap() == values
+            );
+            proptest::prop_assert!(vary_matches(&vary, &values, &stored_request));
+        }
     }
 
     #[test]

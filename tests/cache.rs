@@ -1363,6 +1363,57 @@ async fn a_stored_206_answers_ranges_inside_it_and_never_a_whole_request() {
     assert!(requests(&running, "hit") > hits);
 }
 
+#[tokio::test]
+async fn pieces_with_one_strong_etag_combine_and_make_the_whole() {
+    let origin = ranged_origin().await;
+    let (_running, mut client) = start(&origin).await;
+    let range = |spec: &'static str| [("range", spec)];
+
+    for (spec, a, b) in [("bytes=0-99", 0, 99), ("bytes=100-499", 100, 499)] {
+        assert_partial(
+            &get_with(&mut client, "/film", &range(spec)).await,
+            a,
+            b,
+            false,
+        );
+    }
+    // Across the seam of the two pieces: one combined piece answers it.
+    assert_partial(
+        &get_with(&mut client, "/film", &range("bytes=50-150")).await,
+        50,
+        150,
+        true,
+    );
+    assert_eq!(origin.count("/film"), 2);
+    let whole = client.get("/film").await;
+    assert!(
+        status_of(&whole).starts_with("gatehouse; fwd=miss"),
+        "not whole yet"
+    );
+    assert_eq!(origin.count("/film"), 3);
+
+    // The last piece makes the whole representation: stored as a full 200.
+    for (spec, a, b) in [("bytes=0-599", 0, 599), ("bytes=600-999", 600, 999)] {
+        assert_partial(
+            &get_with(&mut client, "/tape", &range(spec)).await,
+            a,
+            b,
+            false,
+        );
+    }
+    let whole = client.get("/tape").await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", describe(&whole));
+    assert!(
+        status_of(&whole).starts_with("gatehouse; hit; ttl="),
+        "{}",
+        describe(&whole)
+    );
+    assert_eq!(whole.body, pattern(1000));
+    assert_eq!(whole.header("content-length"), Some("1000"));
+    assert_eq!(whole.header("content-range"), None);
+    assert_eq!(origin.count("/tape"), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Coalescing.
 

@@ -58,6 +58,40 @@ impl Stored {
     }
 }
 
+/// RFC 9111 §3.4: a new piece combined with the stored piece of its variant, when they may be
+/// (see `policy::combined`) and the result is not too large to store: the combined piece and
+/// its bytes, the new piece's where they overlap. The new response's fields go with it.
+fn combine_with_stored(
+    cache: &Cache,
+    key: &str,
+    head: &FillHead,
+    piece: Piece,
+    body: &Bytes,
+) -> Option<(Piece, Bytes)> {
+    let stored = cache
+        .store
+        .piece_of_variant(key, &head.vary, &head.vary_values)?;
+    let old = stored.piece?;
+    let whole = super::policy::combined(old, &stored.headers, piece, &head.headers)?;
+    let len = whole.last - whole.first + 1;
+    if len > cache.max_object_size {
+        return None;
+    }
+    let old_bytes = |from: u64, to: u64| {
+        let at = |position: u64| usize::try_from(position - old.first).ok();
+        stored.body.get(at(from)?..at(to)?)
+    };
+    let mut joined = BytesMut::with_capacity(usize::try_from(len).ok()?);
+    if old.first < piece.first {
+        joined.extend_from_slice(old_bytes(old.first, piece.first)?);
+    }
+    joined.extend_from_slice(body);
+    if old.last > piece.last {
+        joined.extend_from_slice(old_bytes(piece.last + 1, old.last + 1)?);
+    }
+    (joined.len() as u64 == len).then(|| (whole, joined.freeze()))
+}
+
 impl Fill {
     /// A fill for a response of `expected_len` bytes (if known); `None` when it is known to be
     /// too large to store.
@@ -116,10 +150,26 @@ impl Fill {
         {
             return None;
         }
+        let mut head = head;
+        let mut body = body.freeze();
+        if let Some(piece) = head.piece
+            && let Some((whole, joined)) = combine_with_stored(&cache, &key, &head, piece, &body)
+        {
+            head.piece = Some(whole);
+            body = joined;
+            if whole.is_whole() {
+                // §3.4: pieces that make the whole are the full response.
+                head.status = StatusCode::OK;
+                head.headers.remove(http::header::CONTENT_RANGE);
+                head.headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                head.piece = None;
+            }
+        }
         let stored = Arc::new(CachedResponse {
             status: head.status,
             headers: head.headers,
-            body: body.freeze(),
+            body,
             freshness: head.freshness,
             vary: head.vary,
             vary_values: head.vary_values,

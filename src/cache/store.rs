@@ -170,6 +170,22 @@ impl Store {
             .cloned()
     }
 
+    /// The stored piece of the variant with these Vary values, if any (to combine a new one
+    /// with).
+    pub fn piece_of_variant(
+        &self,
+        key: &str,
+        vary: &Vary,
+        vary_values: &Option<Vec<Option<HeaderValue>>>,
+    ) -> Option<Arc<CachedResponse>> {
+        let variants = self.entries.get(key)?;
+        variants
+            .list
+            .iter()
+            .find(|v| v.piece.is_some() && v.vary == *vary && v.vary_values == *vary_values)
+            .cloned()
+    }
+
     /// Stores a response, replacing the variant it matches (same Vary values), full or piece; a
     /// piece is not stored beside a full response of its variant, which answers every range.
     pub fn insert(&self, key: String, response: Arc<CachedResponse>) {

@@ -32,7 +32,7 @@ mod vary;
 pub use directives::{CDN_CACHE_CONTROL, Directives, PolicyConfig, response_directives};
 pub use freshness::{Freshness, Received, Usability, freshness, usability, usable_on_error};
 pub use invalidation::{cache_key, content_location_is_target, invalidation_targets};
-pub use range::{Piece, byte_range, content_range, range_in_piece};
+pub use range::{Piece, byte_range, combined, content_range, range_in_piece};
 pub use storability::{NotStored, partial_storability, post_storability, storability};
 pub use validation::{not_modified, refresh_headers, validators};
 pub use vary::{Vary, vary, vary_matches, vary_values};

@@ -142,6 +142,35 @@ pub fn content_range(response_headers: &HeaderMap) -> Option<Piece> {
     })
 }
 
+/// RFC 9111 §3.4: the piece two stored pieces of one variant make together, when they may be
+/// combined: both with the same strong ETag (a weak one, or none, could stand for different
+/// bytes), the same known complete length, and touching or overlapping. None otherwise.
+pub fn combined(
+    old: Piece,
+    old_headers: &HeaderMap,
+    new: Piece,
+    new_headers: &HeaderMap,
+) -> Option<Piece> {
+    let (old_tag, new_tag) = (stored_etag(old_headers)?, stored_etag(new_headers)?);
+    let length = old.complete_length?;
+    let apart = old.first > new.last.saturating_add(1) || new.first > old.last.saturating_add(1);
+    (old_tag.strong_eq(new_tag) && new.complete_length == Some(length) && !apart).then_some(Piece {
+        first: old.first.min(new.first),
+        last: old.last.max(new.last),
+        complete_length: Some(length),
+    })
+}
+
+impl Piece {
+    /// Whether the piece is the whole representation.
+    pub fn is_whole(&self) -> bool {
+        self.first == 0
+            && self
+                .complete_length
+                .is_some_and(|length| self.last.checked_add(1) == Some(length))
+    }
+}
+
 /// The absolute byte range of the request's single Range that lies wholly inside `piece`
 /// (a stored 206 with `stored_headers`), honouring If-Range; None when it cannot be answered
 /// from the piece alone (no or several ranges, a range reaching outside it, an open or suffix
@@ -334,6 +363,58 @@ mod tests {
             ])),
             None
         );
+    }
+
+    #[test]
+    fn pieces_with_one_strong_etag_that_touch_combine() {
+        let piece = |first, last| Piece {
+            first,
+            last,
+            complete_length: Some(100),
+        };
+        let strong = headers(&[("etag", "\"v1\"")]);
+        assert_eq!(
+            combined(piece(0, 9), &strong, piece(10, 19), &strong),
+            Some(piece(0, 19))
+        );
+        assert_eq!(
+            combined(piece(10, 49), &strong, piece(0, 19), &strong),
+            Some(piece(0, 49))
+        );
+        assert_eq!(
+            combined(piece(0, 99), &strong, piece(10, 19), &strong),
+            Some(piece(0, 99))
+        );
+        assert!(piece(0, 99).is_whole() && !piece(0, 98).is_whole());
+        assert_eq!(
+            combined(piece(0, 9), &strong, piece(11, 19), &strong),
+            None,
+            "a gap"
+        );
+        let other = headers(&[("etag", "\"v2\"")]);
+        let weak = headers(&[("etag", "W/\"v1\"")]);
+        assert_eq!(combined(piece(0, 9), &strong, piece(10, 19), &other), None);
+        assert_eq!(combined(piece(0, 9), &weak, piece(10, 19), &weak), None);
+        assert_eq!(
+            combined(
+                piece(0, 9),
+                &HeaderMap::new(),
+                piece(10, 19),
+                &HeaderMap::new()
+            ),
+            None
+        );
+        let unknown = Piece {
+            complete_length: None,
+            ..piece(10, 19)
+        };
+        assert_eq!(combined(piece(0, 9), &strong, unknown, &strong), None);
+        assert_eq!(combined(unknown, &strong, piece(0, 9), &strong), None);
+        let longer = Piece {
+            complete_length: Some(200),
+            ..piece(10, 19)
+        };
+        assert_eq!(combined(piece(0, 9), &strong, longer, &strong), None);
     }
 
     #[test]

@@ -422,6 +422,16 @@ mod tests {
     }
 
     #[test]
+    fn odd_lists_found_by_proptest() {
+        // An unbalanced quote joins the stored members once they are joined.
+        assert!(same_variant("accept", "1,#\"", &["1,#\""]));
+        assert!(same_variant("accept", "#\", 1", &["1, #\""]));
+        // A member that is only `;` says nothing.
+        assert!(same_variant("accept", ";", &[""]));
+        assert!(same_variant("accept", "en, ;", &["EN"]));
+    }
+
+    #[test]
     fn long_members_and_long_lists_are_compared_too() {
         let long = format!("x-{}", "a".repeat(200));
         let stored = format!("en, {long}");

@@ -1332,12 +1332,21 @@ async fn a_stored_206_answers_ranges_inside_it_and_never_a_whole_request() {
         assert_eq!(reply.header("etag"), Some("\"v1\""));
     }
     assert_eq!(origin.count("/video"), 1);
+    // A conditional range request is the origin's to judge.
+    let conditional = [("range", "bytes=150-160"), ("if-none-match", "\"v1\"")];
+    let reply = get_with(&mut client, "/video", &conditional).await;
+    assert!(
+        status_of(&reply).starts_with("gatehouse; fwd=miss"),
+        "{}",
+        describe(&reply)
+    );
+    assert_eq!(origin.count("/video"), 2);
     let hits = requests(&running, "hit");
 
-    // Reaching outside the piece: the origin answers, and its piece replaces the stored one.
+    // Reaching outside the piece: the origin answers, and its piece joins the stored one.
     let outside = get_with(&mut client, "/video", &range("bytes=150-249")).await;
     assert_partial(&outside, 150, 249, false);
-    assert_eq!(origin.count("/video"), 2);
+    assert_eq!(origin.count("/video"), 3);
     assert_partial(
         &get_with(&mut client, "/video", &range("bytes=200-249")).await,
         200,
@@ -1349,7 +1358,7 @@ async fn a_stored_206_answers_ranges_inside_it_and_never_a_whole_request() {
     assert_eq!(whole.status, StatusCode::OK, "{}", describe(&whole));
     assert_eq!(whole.body, pattern(1000));
     assert!(status_of(&whole).starts_with("gatehouse; fwd=miss"));
-    assert_eq!(origin.count("/video"), 3);
+    assert_eq!(origin.count("/video"), 4);
     assert_partial(
         &get_with(&mut client, "/video", &range("bytes=0-9")).await,
         0,
@@ -1359,7 +1368,7 @@ async fn a_stored_206_answers_ranges_inside_it_and_never_a_whole_request() {
     let whole = client.get("/video").await;
     assert!(status_of(&whole).starts_with("gatehouse; hit; ttl="));
     assert_eq!(whole.body, pattern(1000));
-    assert_eq!(origin.count("/video"), 3);
+    assert_eq!(origin.count("/video"), 4);
     assert!(requests(&running, "hit") > hits);
 }
 

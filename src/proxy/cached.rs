@@ -212,8 +212,8 @@ fn answer_if_usable(
 }
 
 /// A 206 from a stored piece (RFC 9111 §3.3) for a GET whose single range lies inside it,
-/// while the piece is fresh. Conditional requests go on to the origin: a piece is not the whole
-/// representation a 304 would vouch for.
+/// while the piece is fresh. Conditional requests (but If-Range, which `range_in_piece` weighs)
+/// go on to the origin: a piece is not the whole representation a 304 or 412 would judge.
 fn answer_from_piece(
     cache: &Cache,
     key: &str,
@@ -222,8 +222,14 @@ fn answer_from_piece(
 ) -> Option<Response> {
     if parts.method != Method::GET
         || !parts.headers.contains_key(header::RANGE)
-        || parts.headers.contains_key(header::IF_NONE_MATCH)
-        || parts.headers.contains_key(header::IF_MODIFIED_SINCE)
+        || [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|name| parts.headers.contains_key(name))
     {
         return None;
     }

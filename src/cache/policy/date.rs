@@ -12,11 +12,17 @@ const SECONDS_PER_DAY: i64 = 86_400;
 /// An HTTP-date in any of its three formats. A two-digit RFC 850 year is placed by the
 /// 50-year rule against the current clock.
 pub(super) fn parse(value: &[u8]) -> Option<SystemTime> {
-    parse_at(value, SystemTime::now())
+    parse_with(value, SystemTime::now)
 }
 
 /// `parse`, with the clock that places two-digit years given.
-pub(super) fn parse_at(value: &[u8], now: SystemTime) -> Option<SystemTime> {
+#[cfg(test)]
+fn parse_at(value: &[u8], now: SystemTime) -> Option<SystemTime> {
+    parse_with(value, || now)
+}
+
+/// `parse`, reading the clock only for an RFC 850 date (the others do not need it).
+fn parse_with(value: &[u8], now: impl FnOnce() -> SystemTime) -> Option<SystemTime> {
     let mut tokens = value
         .split(u8::is_ascii_whitespace)
         .filter(|t| !t.is_empty());
@@ -34,7 +40,7 @@ pub(super) fn parse_at(value: &[u8], now: SystemTime) -> Option<SystemTime> {
                 if parts.next().is_some() || year.len() != 2 {
                     return None;
                 }
-                let year = two_digit_year(number(year)?, now);
+                let year = two_digit_year(number(year)?, now());
                 Fields::new(day, month, year, tokens.next()?)?
             } else {
                 let (month, year) = (tokens.next()?, tokens.next()?);

@@ -2157,6 +2157,36 @@ async fn set_cookie_responses_are_never_stored_by_default_not_even_when_public()
 }
 
 #[tokio::test]
+async fn a_cookie_set_by_a_304_goes_to_the_client_that_caused_it_only() {
+    let origin = Origin::start(|seen| {
+        let headers = [("etag", "\"v1\""), ("cache-control", "max-age=0")];
+        match (seen.nth, seen.header("if-none-match")) {
+            (2, Some(_)) => {
+                let mut with_cookie = headers.to_vec();
+                with_cookie.push(("set-cookie", "visit=2"));
+                respond(304, &with_cookie, "")
+            }
+            (_, Some(_)) => respond(304, &headers, ""),
+            _ => ok(&headers, "body"),
+        }
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/visits").await, "body");
+    let second = client.get("/visits").await;
+    assert_revalidated_from_store(&second, "body");
+    assert_eq!(second.header("set-cookie"), Some("visit=2"));
+    let third = client.get("/visits").await;
+    assert_revalidated_from_store(&third, "body");
+    assert_eq!(
+        third.header("set-cookie"),
+        None,
+        "not stored, not replayed to the next client"
+    );
+    assert_eq!(origin.count("/visits"), 3);
+}
+
+#[tokio::test]
 async fn store_set_cookie_stores_them_with_their_cookies() {
     let origin = Origin::start(|seen| match seen.path.as_str() {
         "/private" => ok_numbered(

@@ -425,6 +425,19 @@ impl Fetch<'_> {
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&refreshed)));
         }
+        // Cookies the 304 set but the cache does not store are this client's alone: passed
+        // on to it, not dropped.
+        let own_cookies: Vec<HeaderValue> = if cache.policy.store_set_cookie {
+            Vec::new()
+        } else {
+            forwarded
+                .response
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect()
+        };
         release(forwarded);
         let response_time = received.response_time;
         let ttl = refreshed.freshness.ttl(response_time).as_secs();
@@ -438,7 +451,7 @@ impl Fetch<'_> {
             reply.accepted,
             Some(keep),
         );
-        let answer = respond(
+        let mut answer = respond(
             &refreshed,
             self.method,
             self.request_headers,
@@ -446,6 +459,9 @@ impl Fetch<'_> {
             status,
             encoding.as_ref(),
         );
+        for cookie in own_cookies {
+            answer.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         reply.answer_from_cache(answer)
     }
 

@@ -509,6 +509,57 @@ async fn no_store_and_private_responses_are_never_stored() {
 }
 
 #[tokio::test]
+async fn must_understand_stores_understood_statuses_despite_no_store() {
+    let origin = Origin::start(|seen| {
+        let understanding = "max-age=60, must-understand, no-store";
+        let (status, cc) = match seen.path.as_str() {
+            "/understood" => (200, understanding),
+            "/understood-404" => (404, understanding),
+            "/not-understood" => (299, understanding),
+            _ => (200, "max-age=60, no-store"),
+        };
+        respond(
+            status,
+            &[("cache-control", cc)],
+            format!("{} #{}", seen.path, seen.nth),
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for path in ["/understood", "/understood-404"] {
+        let first = client.get(path).await;
+        assert!(
+            status_of(&first).ends_with("stored"),
+            "{}",
+            describe(&first)
+        );
+        let hit = client.get(path).await;
+        assert!(
+            status_of(&hit).starts_with("gatehouse; hit"),
+            "{}",
+            describe(&hit)
+        );
+        assert_eq!(hit.text(), format!("{path} #1"));
+        assert_eq!(origin.count(path), 1);
+    }
+    for (path, detail) in [
+        ("/not-understood", "must-understand"),
+        ("/no-store-alone", "no-store"),
+    ] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(
+                status_of(&reply).ends_with(&format!("detail={detail}")),
+                "{}",
+                describe(&reply)
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn max_age_expires_and_the_next_request_goes_to_the_origin() {
     let origin = Origin::start(|seen| {
         ok(
@@ -622,6 +673,101 @@ async fn expires_counts_from_date() {
     }
     assert_eq!(origin.count("/expires-in-a-minute"), 1);
     assert_eq!(origin.count("/dated-earlier"), 1);
+}
+
+/// `at` in RFC 850's obsolete format (`Sunday, 06-Nov-94 08:49:37 GMT`).
+fn rfc850_date(at: SystemTime) -> String {
+    // From IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    let fixdate = http_date(at);
+    let parts: Vec<&str> = fixdate.split(' ').collect();
+    let day = match parts[0] {
+        "Mon," => "Monday",
+        "Tue," => "Tuesday",
+        "Wed," => "Wednesday",
+        "Thu," => "Thursday",
+        "Fri," => "Friday",
+        "Sat," => "Saturday",
+        _ => "Sunday",
+    };
+    format!(
+        "{day}, {}-{}-{} {} GMT",
+        parts[1],
+        parts[2],
+        &parts[3][2..],
+        parts[4]
+    )
+}
+
+/// `at` in C's asctime format (`Sun Nov  6 08:49:37 1994`).
+fn asctime_date(at: SystemTime) -> String {
+    let fixdate = http_date(at);
+    let parts: Vec<&str> = fixdate.split(' ').collect();
+    let day: u32 = parts[1].parse().unwrap();
+    format!(
+        "{} {} {day:>2} {} {}",
+        &parts[0][..3],
+        parts[2],
+        parts[4],
+        parts[3]
+    )
+}
+
+#[tokio::test]
+async fn expires_and_conditionals_in_obsolete_date_formats_and_any_case() {
+    let origin = Origin::start(|seen| {
+        let now = SystemTime::now();
+        let in_a_minute = now + Duration::from_secs(60);
+        let expires = match seen.path.as_str() {
+            "/rfc850" => rfc850_date(in_a_minute),
+            "/asctime" => asctime_date(in_a_minute),
+            "/lower-utc" => http_date(in_a_minute)
+                .to_ascii_lowercase()
+                .replace("gmt", "utc"),
+            _ => "soon".to_owned(),
+        };
+        let modified = http_date(now - Duration::from_secs(3600));
+        ok_numbered(
+            seen,
+            &[
+                ("date", &http_date(now)),
+                ("expires", &expires),
+                ("last-modified", &modified),
+            ],
+        )
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for path in ["/rfc850", "/asctime", "/lower-utc"] {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        let hit = client.get(path).await;
+        assert_hit(&hit, &format!("{path} #1"));
+        assert!((58..=60).contains(&ttl(&hit)), "{path}: {}", describe(&hit));
+        assert_eq!(origin.count(path), 1, "{path}");
+    }
+    // An Expires that is no date at all is already expired.
+    assert_forwarded(&client.get("/garbage").await, "/garbage #1");
+    assert_forwarded(&client.get("/garbage").await, "/garbage #2");
+
+    // A client's If-Modified-Since in the obsolete formats is understood as well.
+    let now = SystemTime::now();
+    for since in [
+        rfc850_date(now),
+        asctime_date(now),
+        http_date(now).to_ascii_uppercase(),
+    ] {
+        let reply = get_with(&mut client, "/rfc850", &[("if-modified-since", &since)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_MODIFIED,
+            "{since}: {}",
+            describe(&reply)
+        );
+    }
+    let long_ago = rfc850_date(now - Duration::from_secs(7200));
+    let reply = get_with(&mut client, "/rfc850", &[("if-modified-since", &long_ago)]).await;
+    assert_hit(&reply, "/rfc850 #1");
+    assert_eq!(origin.count("/rfc850"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -751,6 +897,49 @@ async fn clients_own_conditional_request_is_answered_304_from_the_store() {
     );
 }
 
+#[tokio::test]
+async fn if_modified_since_is_answered_304_against_the_date_when_there_is_no_last_modified() {
+    let dated = http_date(SystemTime::now() - Duration::from_secs(10));
+    let date = dated.clone();
+    let origin = Origin::start(move |seen| {
+        ok_numbered(seen, &[("cache-control", "max-age=60"), ("date", &date)])
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    let first = client.get("/dated").await;
+    assert_forwarded(&first, "/dated #1");
+    assert_eq!(first.header("last-modified"), None);
+
+    let date = httpdate::parse_http_date(&dated).unwrap();
+    for since in [date, date + Duration::from_secs(5)] {
+        let since = http_date(since);
+        for method in ["GET", "HEAD"] {
+            let reply = send(
+                &mut client,
+                method,
+                "/dated",
+                &[("if-modified-since", &since)],
+                "",
+            )
+            .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_MODIFIED,
+                "{method} since {since}: {}",
+                describe(&reply)
+            );
+            assert!(reply.body.is_empty());
+            assert!(status_of(&reply).starts_with("gatehouse; hit"));
+            assert_eq!(reply.header("date"), Some(dated.as_str()));
+        }
+    }
+    // Older than the Date: the client's copy may be older than the stored one.
+    let before = http_date(date - Duration::from_secs(1));
+    let reply = get_with(&mut client, "/dated", &[("if-modified-since", &before)]).await;
+    assert_hit(&reply, "/dated #1");
+    assert_eq!(origin.count("/dated"), 1, "all answered from the store");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Variants.
 
@@ -799,6 +988,71 @@ async fn vary_keeps_one_variant_per_accept_language_and_vary_star_is_never_store
 
 // ---------------------------------------------------------------------------------------------
 // Invalidation.
+
+#[tokio::test]
+async fn vary_on_preference_lists_matches_them_as_sets_with_weights_significant() {
+    let origin = Origin::start(|seen| {
+        let vary = if seen.path == "/custom" {
+            "X-Tenants"
+        } else {
+            "Accept-Language, Accept"
+        };
+        ok_numbered(seen, &[("cache-control", "max-age=60"), ("vary", vary)])
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    let first = [
+        ("accept-language", "en, fr"),
+        ("accept", "text/html, */*;q=0.8"),
+    ];
+    assert_forwarded(&get_with(&mut client, "/neg", &first).await, "/neg #1");
+    for same in [
+        [
+            ("accept-language", "FR,en"),
+            ("accept", "*/*; Q=0.80, Text/HTML"),
+        ],
+        [
+            ("accept-language", "fr , EN"),
+            ("accept", "text/html,*/*;q=0.8"),
+        ],
+        [
+            ("accept-language", "en, fr, en"),
+            ("accept", "*/*;q=0.8, text/html"),
+        ],
+    ] {
+        assert_hit(&get_with(&mut client, "/neg", &same).await, "/neg #1");
+    }
+    // Other weights are another preference: another variant.
+    let weighted = [
+        ("accept-language", "en;q=0.5, fr"),
+        ("accept", "text/html, */*;q=0.8"),
+    ];
+    assert_forwarded(&get_with(&mut client, "/neg", &weighted).await, "/neg #2");
+    let reweighted = [
+        ("accept-language", "fr, EN;Q=0.5"),
+        ("accept", "*/*;q=0.8, text/html"),
+    ];
+    assert_hit(&get_with(&mut client, "/neg", &reweighted).await, "/neg #2");
+    let fewer = [
+        ("accept-language", "en"),
+        ("accept", "text/html, */*;q=0.8"),
+    ];
+    assert_forwarded(&get_with(&mut client, "/neg", &fewer).await, "/neg #3");
+    assert_eq!(origin.count("/neg"), 3);
+
+    // A field of the application's own keeps its order.
+    let ab = [("x-tenants", "a, b")];
+    assert_forwarded(&get_with(&mut client, "/custom", &ab).await, "/custom #1");
+    assert_hit(
+        &get_with(&mut client, "/custom", &[("x-tenants", "a,b")]).await,
+        "/custom #1",
+    );
+    assert_forwarded(
+        &get_with(&mut client, "/custom", &[("x-tenants", "b, a")]).await,
+        "/custom #2",
+    );
+}
 
 #[tokio::test]
 async fn unsafe_methods_invalidate_the_uri_and_same_origin_location() {
@@ -875,6 +1129,78 @@ async fn unsafe_methods_invalidate_the_uri_and_same_origin_location() {
 // ---------------------------------------------------------------------------------------------
 // Answers made from a stored response.
 
+/// An origin for POST reuse: a POST answers with `content_location` (if any) and max-age,
+/// a GET with a numbered body.
+async fn post_origin() -> Origin {
+    Origin::start(|seen| {
+        if seen.method == Method::POST {
+            let location = match seen.path.as_str() {
+                "/elsewhere" => "/orders/1",
+                "/no-freshness" | "/orders/7" => seen.path.as_str(),
+                _ => "",
+            };
+            let cc = if seen.path == "/no-freshness" {
+                "public"
+            } else {
+                "max-age=60"
+            };
+            let mut headers = vec![("cache-control", cc)];
+            if !location.is_empty() {
+                headers.push(("content-location", location));
+            }
+            ok(&headers, format!("posted {} #{}", seen.path, seen.nth))
+        } else {
+            ok_numbered(seen, &[("cache-control", "max-age=60")])
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_post_response_naming_its_target_answers_later_gets_when_configured() {
+    let origin = post_origin().await;
+    let cache = format!("{CACHE}\nstore_post_responses = true");
+    let (running, mut client) = start_with(&config_with(origin.addr, &cache, "")).await;
+
+    assert_forwarded(&client.get("/orders/7").await, "/orders/7 #1");
+    let posted = send(&mut client, "POST", "/orders/7", &[], "{}").await;
+    assert_eq!(posted.text(), "posted /orders/7 #2");
+    assert_eq!(
+        status_of(&posted),
+        "gatehouse; fwd=method; fwd-status=200; stored"
+    );
+    // The POST replaced the stored GET response with its own.
+    let hit = client.get("/orders/7").await;
+    assert_hit(&hit, "posted /orders/7 #2");
+    assert_eq!(hit.header("content-location"), Some("/orders/7"));
+    let head = send(&mut client, "HEAD", "/orders/7", &[], "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(status_of(&head).starts_with("gatehouse; hit"));
+    assert_eq!(origin.count("/orders/7"), 2, "one GET, one POST");
+
+    // Content-Location naming another resource, none, or no explicit freshness: not stored.
+    for path in ["/elsewhere", "/no-location", "/no-freshness"] {
+        let posted = send(&mut client, "POST", path, &[], "{}").await;
+        assert_eq!(status_of(&posted), "gatehouse; fwd=method", "{path}");
+        assert_forwarded(&client.get(path).await, &format!("{path} #2"));
+    }
+    assert_eq!(
+        cache_of(&running).store.entries(),
+        4,
+        "/orders/7 and the three GETs"
+    );
+}
+
+#[tokio::test]
+async fn post_responses_are_not_reused_without_the_switch() {
+    let origin = post_origin().await;
+    let (_running, mut client) = start(&origin).await;
+    let posted = send(&mut client, "POST", "/orders/7", &[], "{}").await;
+    assert_eq!(posted.text(), "posted /orders/7 #1");
+    assert_eq!(status_of(&posted), "gatehouse; fwd=method");
+    assert_forwarded(&client.get("/orders/7").await, "/orders/7 #2");
+}
+
 #[tokio::test]
 async fn head_is_answered_from_a_stored_get() {
     let origin = Origin::start(|_| ok(&[("cache-control", "max-age=60")], "hello, head")).await;
@@ -937,6 +1263,164 @@ async fn single_byte_range_is_answered_206_from_the_store() {
     assert_eq!(unsatisfiable.header("content-range"), Some("bytes */10"));
     assert_eq!(origin.count("/range"), 1);
     assert!(origin.seen("/range")[0].header("range").is_none());
+}
+
+/// An origin serving `pattern(1000)` at every path, honouring a single `bytes=a-b` Range with
+/// a 206, and counting each answer by its status.
+async fn ranged_origin() -> Origin {
+    Origin::start(|seen| {
+        let body = pattern(1000);
+        let headers = [("cache-control", "max-age=60"), ("etag", "\"v1\"")];
+        let range = seen
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        match range {
+            Some((first, last)) => {
+                let content_range = format!("bytes {first}-{last}/1000");
+                let mut with_range = headers.to_vec();
+                with_range.push(("content-range", &content_range));
+                respond(206, &with_range, body.slice(first..=last))
+            }
+            None => ok(&headers, body),
+        }
+    })
+    .await
+}
+
+fn assert_partial(reply: &Reply, first: usize, last: usize, from_store: bool) {
+    assert_eq!(
+        reply.status,
+        StatusCode::PARTIAL_CONTENT,
+        "{first}-{last}: {}",
+        describe(reply)
+    );
+    assert_eq!(
+        reply.header("content-range"),
+        Some(format!("bytes {first}-{last}/1000").as_str())
+    );
+    assert_eq!(reply.body, pattern(1000).slice(first..=last));
+    assert_eq!(
+        status_of(reply).starts_with("gatehouse; hit"),
+        from_store,
+        "{first}-{last}: {}",
+        describe(reply)
+    );
+}
+
+#[tokio::test]
+async fn a_stored_206_answers_ranges_inside_it_and_never_a_whole_request() {
+    let origin = ranged_origin().await;
+    let (running, mut client) = start(&origin).await;
+    let range = |spec: &'static str| [("range", spec)];
+
+    let first = get_with(&mut client, "/video", &range("bytes=100-199")).await;
+    assert_partial(&first, 100, 199, false);
+    assert_eq!(
+        status_of(&first),
+        "gatehouse; fwd=miss; fwd-status=206; stored"
+    );
+    for (spec, a, b) in [
+        ("bytes=100-199", 100, 199),
+        ("bytes=150-160", 150, 160),
+        ("bytes=199-199", 199, 199),
+    ] {
+        let reply = get_with(&mut client, "/video", &range(spec)).await;
+        assert_partial(&reply, a, b, true);
+        assert!(status_of(&reply).ends_with("detail=partial"));
+        assert_eq!(reply.header("etag"), Some("\"v1\""));
+    }
+    assert_eq!(origin.count("/video"), 1);
+    // A conditional range request is the origin's to judge.
+    let conditional = [("range", "bytes=150-160"), ("if-none-match", "\"v1\"")];
+    let reply = get_with(&mut client, "/video", &conditional).await;
+    assert!(
+        status_of(&reply).starts_with("gatehouse; fwd=miss"),
+        "{}",
+        describe(&reply)
+    );
+    assert_eq!(origin.count("/video"), 2);
+    let hits = requests(&running, "hit");
+
+    // Reaching outside the piece: the origin answers, and its piece joins the stored one.
+    let outside = get_with(&mut client, "/video", &range("bytes=150-249")).await;
+    assert_partial(&outside, 150, 249, false);
+    assert_eq!(origin.count("/video"), 3);
+    assert_partial(
+        &get_with(&mut client, "/video", &range("bytes=200-249")).await,
+        200,
+        249,
+        true,
+    );
+    // A request for the whole never gets a piece; the full response then answers every range.
+    let whole = client.get("/video").await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", describe(&whole));
+    assert_eq!(whole.body, pattern(1000));
+    assert!(status_of(&whole).starts_with("gatehouse; fwd=miss"));
+    assert_eq!(origin.count("/video"), 4);
+    assert_partial(
+        &get_with(&mut client, "/video", &range("bytes=0-9")).await,
+        0,
+        9,
+        true,
+    );
+    let whole = client.get("/video").await;
+    assert!(status_of(&whole).starts_with("gatehouse; hit; ttl="));
+    assert_eq!(whole.body, pattern(1000));
+    assert_eq!(origin.count("/video"), 4);
+    assert!(requests(&running, "hit") > hits);
+}
+
+#[tokio::test]
+async fn pieces_with_one_strong_etag_combine_and_make_the_whole() {
+    let origin = ranged_origin().await;
+    let (_running, mut client) = start(&origin).await;
+    let range = |spec: &'static str| [("range", spec)];
+
+    for (spec, a, b) in [("bytes=0-99", 0, 99), ("bytes=100-499", 100, 499)] {
+        assert_partial(
+            &get_with(&mut client, "/film", &range(spec)).await,
+            a,
+            b,
+            false,
+        );
+    }
+    // Across the seam of the two pieces: one combined piece answers it.
+    assert_partial(
+        &get_with(&mut client, "/film", &range("bytes=50-150")).await,
+        50,
+        150,
+        true,
+    );
+    assert_eq!(origin.count("/film"), 2);
+    let whole = client.get("/film").await;
+    assert!(
+        status_of(&whole).starts_with("gatehouse; fwd=miss"),
+        "not whole yet"
+    );
+    assert_eq!(origin.count("/film"), 3);
+
+    // The last piece makes the whole representation: stored as a full 200.
+    for (spec, a, b) in [("bytes=0-599", 0, 599), ("bytes=600-999", 600, 999)] {
+        assert_partial(
+            &get_with(&mut client, "/tape", &range(spec)).await,
+            a,
+            b,
+            false,
+        );
+    }
+    let whole = client.get("/tape").await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", describe(&whole));
+    assert!(
+        status_of(&whole).starts_with("gatehouse; hit; ttl="),
+        "{}",
+        describe(&whole)
+    );
+    assert_eq!(whole.body, pattern(1000));
+    assert_eq!(whole.header("content-length"), Some("1000"));
+    assert_eq!(whole.header("content-range"), None);
+    assert_eq!(origin.count("/tape"), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1171,6 +1655,88 @@ async fn stale_if_error_serves_stale_when_the_origin_is_gone() {
         "no stale-if-error: the failure shows: {}",
         describe(&reply)
     );
+}
+
+/// How the raw origin of `stale_if_error_serves_stale_when_the_connection_breaks` fails once
+/// its responses are stored.
+const BREAKS: [&str; 3] = ["reset", "reset-mid-head", "close"];
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_connection_breaks() {
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // 0: answer; 1 + i: fail as BREAKS[i].
+    let mode = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(AtomicUsize::new(0));
+    let (origin_mode, origin_heads) = (Arc::clone(&mode), Arc::clone(&heads));
+    let origin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (mode, heads) = (Arc::clone(&origin_mode), Arc::clone(&origin_heads));
+            tokio::spawn(async move {
+                let Some(head) = common::read_head(&mut stream).await else {
+                    return;
+                };
+                heads.fetch_add(1, Ordering::SeqCst);
+                let linger = |stream: &tokio::net::TcpStream| {
+                    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                };
+                match mode.load(Ordering::SeqCst) {
+                    0 => {
+                        let cc = if head.starts_with(b"GET /sie ") {
+                            "max-age=0, stale-if-error=60"
+                        } else {
+                            "max-age=0"
+                        };
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncache-control: {cc}\r\ncontent-length: 4\r\n\
+                             connection: close\r\n\r\ngood"
+                        );
+                        let _ = stream.write_all(response.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    1 => linger(&stream),
+                    2 => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-le").await;
+                        let _ = stream.flush().await;
+                        linger(&stream);
+                    }
+                    _ => {
+                        let _ = stream.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    let (_running, mut client) = start_with(&config_with(addr, CACHE, "")).await;
+    assert_forwarded(&client.get("/sie").await, "good");
+    assert_forwarded(&client.get("/no-sie").await, "good");
+
+    for (i, how) in BREAKS.iter().enumerate() {
+        mode.store(i + 1, Ordering::SeqCst);
+        let before = heads.load(Ordering::SeqCst);
+        let reply = client.get("/sie").await;
+        assert!(
+            heads.load(Ordering::SeqCst) > before,
+            "{how}: the origin was asked first"
+        );
+        assert_eq!(reply.status, StatusCode::OK, "{how}: {}", describe(&reply));
+        assert_eq!(reply.text(), "good");
+        assert_eq!(
+            status_of(&reply),
+            "gatehouse; hit; fwd=stale; detail=stale-if-error",
+            "{how}"
+        );
+        let reply = client.get("/no-sie").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_GATEWAY,
+            "{how}, no stale-if-error: the failure shows: {}",
+            describe(&reply)
+        );
+    }
+    origin.abort();
 }
 
 #[tokio::test]
@@ -1505,10 +2071,64 @@ async fn cdn_cache_control_overrides_cache_control() {
 }
 
 #[tokio::test]
-async fn set_cookie_responses_are_stored_only_when_public() {
+async fn a_cdn_cache_control_of_the_wrong_shape_is_ignored_for_cache_control() {
+    let origin = Origin::start(|seen| {
+        let headers: &[(&str, &str)] = match seen.path.as_str() {
+            // A decimal max-age would allow storing; ignored, Cache-Control forbids it.
+            "/decimal" => &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60.0"),
+            ],
+            // A quoted number likewise.
+            "/string" => &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=\"60\""),
+            ],
+            // A no-store with a value is no Boolean: the whole field goes, max-age with it.
+            "/bad-flag" => &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=600, no-store=yes"),
+            ],
+            // Not a Dictionary at all.
+            _ => &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store;"),
+            ],
+        };
+        ok_numbered(seen, headers)
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+
+    for path in ["/decimal", "/string"] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(
+                status_of(&reply).ends_with("detail=no-store"),
+                "{path}: {}",
+                describe(&reply)
+            );
+        }
+    }
+    for path in ["/bad-flag", "/unparsable"] {
+        assert_forwarded(&client.get(path).await, &format!("{path} #1"));
+        let hit = client.get(path).await;
+        assert_hit(&hit, &format!("{path} #1"));
+        assert!(
+            ttl(&hit) <= 60,
+            "Cache-Control's max-age, not the ignored field's: {}",
+            describe(&hit)
+        );
+        assert_eq!(origin.count(path), 1);
+    }
+}
+
+#[tokio::test]
+async fn set_cookie_responses_are_never_stored_by_default_not_even_when_public() {
     let origin = Origin::start(|seen| {
         let cc = if seen.path == "/cookie-public" {
-            "public, max-age=60"
+            "public, s-maxage=60"
         } else {
             "max-age=60"
         };
@@ -1518,19 +2138,106 @@ async fn set_cookie_responses_are_stored_only_when_public() {
         )
     })
     .await;
-    let (_running, mut client) = start(&origin).await;
+    let (running, mut client) = start(&origin).await;
 
-    for n in 1..=2 {
-        let reply = client.get("/cookie").await;
-        assert_forwarded(&reply, &format!("/cookie #{n}"));
-        assert!(status_of(&reply).ends_with("detail=set-cookie"));
-        assert_eq!(reply.header("set-cookie"), Some("session=alice"));
+    for path in ["/cookie", "/cookie-public"] {
+        for n in 1..=2 {
+            let reply = client.get(path).await;
+            assert_forwarded(&reply, &format!("{path} #{n}"));
+            assert!(
+                status_of(&reply).ends_with("detail=set-cookie"),
+                "{}",
+                describe(&reply)
+            );
+            assert_eq!(reply.header("set-cookie"), Some("session=alice"));
+        }
+        assert_eq!(origin.count(path), 2);
     }
-    assert_eq!(origin.count("/cookie"), 2);
+    assert_eq!(cache_of(&running).store.entries(), 0);
+}
 
-    assert_forwarded(&client.get("/cookie-public").await, "/cookie-public #1");
-    assert_hit(&client.get("/cookie-public").await, "/cookie-public #1");
-    assert_eq!(origin.count("/cookie-public"), 1);
+#[tokio::test]
+async fn a_cookie_set_by_a_304_goes_to_the_client_that_caused_it_only() {
+    let origin = Origin::start(|seen| {
+        let headers = [("etag", "\"v1\""), ("cache-control", "max-age=0")];
+        match (seen.nth, seen.header("if-none-match")) {
+            (2, Some(_)) => {
+                let mut with_cookie = headers.to_vec();
+                with_cookie.push(("set-cookie", "visit=2"));
+                respond(304, &with_cookie, "")
+            }
+            (_, Some(_)) => respond(304, &headers, ""),
+            _ => ok(&headers, "body"),
+        }
+    })
+    .await;
+    let (_running, mut client) = start(&origin).await;
+    assert_forwarded(&client.get("/visits").await, "body");
+    let second = client.get("/visits").await;
+    assert_revalidated_from_store(&second, "body");
+    assert_eq!(second.header("set-cookie"), Some("visit=2"));
+    let third = client.get("/visits").await;
+    assert_revalidated_from_store(&third, "body");
+    assert_eq!(
+        third.header("set-cookie"),
+        None,
+        "not stored, not replayed to the next client"
+    );
+    assert_eq!(origin.count("/visits"), 3);
+}
+
+#[tokio::test]
+async fn store_set_cookie_stores_them_with_their_cookies() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/private" => ok_numbered(
+            seen,
+            &[
+                ("cache-control", "private, max-age=60"),
+                ("set-cookie", "session=alice"),
+            ],
+        ),
+        _ => ok_numbered(
+            seen,
+            &[
+                ("cache-control", "max-age=60"),
+                ("set-cookie", "lb=server-1; Path=/"),
+                ("set-cookie", "consent=none"),
+            ],
+        ),
+    })
+    .await;
+    let cache = format!("{CACHE}\nstore_set_cookie = true");
+    let (_running, mut client) = start_with(&config_with(origin.addr, &cache, "")).await;
+
+    let first = client.get("/affinity").await;
+    assert_forwarded(&first, "/affinity #1");
+    assert!(
+        status_of(&first).ends_with("stored"),
+        "{}",
+        describe(&first)
+    );
+    for _ in 0..2 {
+        let hit = client.get("/affinity").await;
+        assert_hit(&hit, "/affinity #1");
+        let cookies: Vec<&str> = hit
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            cookies,
+            ["lb=server-1; Path=/", "consent=none"],
+            "stored and served with every cookie the origin set"
+        );
+    }
+    assert_eq!(origin.count("/affinity"), 1);
+    // The switch lifts the cookie rule only: private is still private.
+    for n in 1..=2 {
+        let reply = client.get("/private").await;
+        assert_forwarded(&reply, &format!("/private #{n}"));
+        assert!(status_of(&reply).ends_with("detail=private"));
+    }
 }
 
 #[tokio::test]

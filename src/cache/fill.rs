@@ -5,7 +5,7 @@
 
 use super::Cache;
 use super::coalesce::{Landing, Leader};
-use super::policy::{Freshness, Vary};
+use super::policy::{Freshness, Piece, Vary};
 use super::store::CachedResponse;
 use crate::compress::Encoding;
 use bytes::{Bytes, BytesMut};
@@ -19,6 +19,8 @@ pub struct FillHead {
     pub freshness: Freshness,
     pub vary: Vary,
     pub vary_values: Option<Vec<Option<HeaderValue>>>,
+    /// A 206's range; its body must hold exactly those bytes to be stored.
+    pub piece: Option<Piece>,
 }
 
 pub struct Fill {
@@ -54,6 +56,40 @@ impl Stored {
             self.cache.store.reweigh(&self.key);
         }
     }
+}
+
+/// RFC 9111 §3.4: a new piece combined with the stored piece of its variant, when they may be
+/// (see `policy::combined`) and the result is not too large to store: the combined piece and
+/// its bytes, the new piece's where they overlap. The new response's fields go with it.
+fn combine_with_stored(
+    cache: &Cache,
+    key: &str,
+    head: &FillHead,
+    piece: Piece,
+    body: &Bytes,
+) -> Option<(Piece, Bytes)> {
+    let stored = cache
+        .store
+        .piece_of_variant(key, &head.vary, &head.vary_values)?;
+    let old = stored.piece?;
+    let whole = super::policy::combined(old, &stored.headers, piece, &head.headers)?;
+    let len = whole.last - whole.first + 1;
+    if len > cache.max_object_size {
+        return None;
+    }
+    let old_bytes = |from: u64, to: u64| {
+        let at = |position: u64| usize::try_from(position - old.first).ok();
+        stored.body.get(at(from)?..at(to)?)
+    };
+    let mut joined = BytesMut::with_capacity(usize::try_from(len).ok()?);
+    if old.first < piece.first {
+        joined.extend_from_slice(old_bytes(old.first, piece.first)?);
+    }
+    joined.extend_from_slice(body);
+    if old.last > piece.last {
+        joined.extend_from_slice(old_bytes(piece.last + 1, old.last + 1)?);
+    }
+    (joined.len() as u64 == len).then(|| (whole, joined.freeze()))
 }
 
 impl Fill {
@@ -98,8 +134,9 @@ impl Fill {
         true
     }
 
-    /// The body is complete: store the response and release the waiters with it.
-    pub fn finish(self) -> Arc<CachedResponse> {
+    /// The body is complete: store the response and release the waiters with it (a 206 whose
+    /// body is not its Content-Range's length is not stored, and releases them empty-handed).
+    pub fn finish(self) -> Option<Arc<CachedResponse>> {
         let Fill {
             cache,
             key,
@@ -108,13 +145,35 @@ impl Fill {
             body,
             stored: landed,
         } = self;
+        if let Some(piece) = head.piece
+            && Some(body.len() as u64) != (piece.last - piece.first).checked_add(1)
+        {
+            return None;
+        }
+        let mut head = head;
+        let mut body = body.freeze();
+        if let Some(piece) = head.piece
+            && let Some((whole, joined)) = combine_with_stored(&cache, &key, &head, piece, &body)
+        {
+            head.piece = Some(whole);
+            body = joined;
+            if whole.is_whole() {
+                // §3.4: pieces that make the whole are the full response.
+                head.status = StatusCode::OK;
+                head.headers.remove(http::header::CONTENT_RANGE);
+                head.headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                head.piece = None;
+            }
+        }
         let stored = Arc::new(CachedResponse {
             status: head.status,
             headers: head.headers,
-            body: body.freeze(),
+            body,
             freshness: head.freshness,
             vary: head.vary,
             vary_values: head.vary_values,
+            piece: head.piece,
             encoded: Default::default(),
         });
         cache.store.insert(key, Arc::clone(&stored));
@@ -123,6 +182,6 @@ impl Fill {
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&stored)));
         }
-        stored
+        Some(stored)
     }
 }

@@ -113,6 +113,8 @@ impl Cache {
                 } else {
                     HeaderName::from_bytes(field.as_bytes()).ok()
                 },
+                store_set_cookie: settings.store_set_cookie,
+                store_post_responses: settings.store_post_responses,
             },
             max_object_size: settings.max_object_size.0,
             store: Store::new(

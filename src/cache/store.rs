@@ -2,7 +2,7 @@
 //! S3-FIFO eviction) from primary key to the stored variants of that URI. Headers and bodies
 //! are shared `Bytes`, so serving a hit copies nothing.
 
-use super::policy::{self, Freshness, Vary};
+use super::policy::{self, Freshness, Piece, Vary};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus::IntCounter;
@@ -27,6 +27,9 @@ pub struct CachedResponse {
     pub vary: Vary,
     /// The request's values of the Vary fields when this variant was stored.
     pub vary_values: Option<Vec<Option<HeaderValue>>>,
+    /// For a stored 206: the bytes of the representation its body holds. Such an entry
+    /// answers only ranges inside it, never a request for the whole.
+    pub piece: Option<Piece>,
     /// The body compressed in each coding (`Encoding::index`) that a route served it in:
     /// the compressed answer that filled the entry, or made at the first hit in a coding,
     /// and kept for the next ones. Counted in the entry's weight once there
@@ -64,12 +67,10 @@ impl CachedResponse {
 
     /// Whether this variant was stored for a request like `request_headers` (RFC 9111 §4.1).
     pub fn matches(&self, request_headers: &HeaderMap) -> bool {
-        match &self.vary {
-            Vary::None => true,
-            Vary::Any => false,
-            vary => {
-                policy::vary_values(vary, request_headers).as_ref() == self.vary_values.as_ref()
-            }
+        match (&self.vary, &self.vary_values) {
+            (Vary::None, _) => true,
+            (vary, Some(values)) => policy::vary_matches(vary, values, request_headers),
+            (_, None) => false,
         }
     }
 }
@@ -145,19 +146,62 @@ impl Store {
         Self { entries }
     }
 
-    /// The stored variant for this request, if any.
+    /// The stored full response (variant) for this request, if any.
     pub fn lookup(&self, key: &str, request_headers: &HeaderMap) -> Option<Arc<CachedResponse>> {
         let variants = self.entries.get(key)?;
         variants
             .list
             .iter()
-            .find(|v| v.matches(request_headers))
+            .find(|v| v.piece.is_none() && v.matches(request_headers))
             .cloned()
     }
 
-    /// Stores a response, replacing the variant it matches (same Vary values).
+    /// The stored 206 (piece) for this request's variant, if any.
+    pub fn lookup_piece(
+        &self,
+        key: &str,
+        request_headers: &HeaderMap,
+    ) -> Option<Arc<CachedResponse>> {
+        let variants = self.entries.get(key)?;
+        variants
+            .list
+            .iter()
+            .find(|v| v.piece.is_some() && v.matches(request_headers))
+            .cloned()
+    }
+
+    /// The stored piece of the variant with these Vary values, if any (to combine a new one
+    /// with).
+    pub fn piece_of_variant(
+        &self,
+        key: &str,
+        vary: &Vary,
+        vary_values: &Option<Vec<Option<HeaderValue>>>,
+    ) -> Option<Arc<CachedResponse>> {
+        let variants = self.entries.get(key)?;
+        variants
+            .list
+            .iter()
+            .find(|v| v.piece.is_some() && v.vary == *vary && v.vary_values == *vary_values)
+            .cloned()
+    }
+
+    /// Stores a response, replacing the variant it matches (same Vary values), full or piece; a
+    /// piece is not stored beside a full response of its variant, which answers every range.
     pub fn insert(&self, key: String, response: Arc<CachedResponse>) {
-        let mut list: Vec<Arc<CachedResponse>> = match self.entries.get(key.as_str()) {
+        let existing = self.entries.get(key.as_str());
+        if response.piece.is_some()
+            && existing.as_ref().is_some_and(|variants| {
+                variants.list.iter().any(|v| {
+                    v.piece.is_none()
+                        && v.vary == response.vary
+                        && v.vary_values == response.vary_values
+                })
+            })
+        {
+            return;
+        }
+        let mut list: Vec<Arc<CachedResponse>> = match existing {
             // A new Vary list makes the old variants unreachable; drop them.
             Some(existing) => existing
                 .list
@@ -219,6 +263,61 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(piece: Option<Piece>, body: &'static str) -> Arc<CachedResponse> {
+        let now = std::time::SystemTime::now();
+        Arc::new(CachedResponse {
+            status: if piece.is_some() {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            },
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            freshness: Freshness {
+                lifetime: Duration::from_secs(60),
+                initial_age: Duration::ZERO,
+                response_time: now,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+                must_revalidate: false,
+                no_cache: false,
+            },
+            vary: Vary::None,
+            vary_values: Some(Vec::new()),
+            piece,
+            encoded: Default::default(),
+        })
+    }
+
+    #[test]
+    fn pieces_answer_only_piece_lookups_and_give_way_to_full_responses() {
+        let store = Store::new(1 << 20, 1 << 16, IntCounter::new("e", "e").unwrap());
+        let piece = Some(Piece {
+            first: 0,
+            last: 3,
+            complete_length: Some(10),
+        });
+        let headers = HeaderMap::new();
+        store.insert("k".into(), stored(piece, "0123"));
+        assert!(
+            store.lookup("k", &headers).is_none(),
+            "a piece is not the whole"
+        );
+        assert_eq!(store.lookup_piece("k", &headers).unwrap().body, "0123");
+
+        store.insert("k".into(), stored(None, "0123456789"));
+        assert_eq!(store.lookup("k", &headers).unwrap().body, "0123456789");
+        assert!(
+            store.lookup_piece("k", &headers).is_none(),
+            "replaced by the whole"
+        );
+
+        // A piece arriving later does not displace the full response.
+        store.insert("k".into(), stored(piece, "0123"));
+        assert_eq!(store.lookup("k", &headers).unwrap().body, "0123456789");
+        assert!(store.lookup_piece("k", &headers).is_none());
+    }
 
     #[test]
     fn shards_leave_room_for_the_largest_object() {

@@ -553,6 +553,12 @@ pub struct CacheConfig {
     /// A targeted cache-control field (RFC 9213) for gatehouse, obeyed before
     /// CDN-Cache-Control and Cache-Control; "" for none.
     pub cache_control_field: Spanned<String>,
+    /// Store responses that set a cookie (kept with their Set-Cookie, replayed to everyone
+    /// served the stored response); off, they are never stored.
+    pub store_set_cookie: bool,
+    /// Store a POST's response for later GETs of its target (RFC 9110 §9.3.3) when it has
+    /// explicit freshness and a Content-Location naming that target.
+    pub store_post_responses: bool,
 }
 
 impl Default for CacheConfig {
@@ -564,6 +570,8 @@ impl Default for CacheConfig {
             stale_while_revalidate: ConfigDuration::from_secs(0),
             stale_if_error: ConfigDuration::from_secs(0),
             cache_control_field: Spanned::new(0..0, "Gatehouse-Cache-Control".into()),
+            store_set_cookie: false,
+            store_post_responses: false,
         }
     }
 }

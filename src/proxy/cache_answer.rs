@@ -32,7 +32,11 @@ pub fn respond(
     encoding: Option<&HitEncoding<'_>>,
 ) -> Response<ResponseBody> {
     let age = stored.freshness.current_age(now).as_secs();
-    let mut response = if policy::not_modified(request_headers, &stored.headers) {
+    let mut response = if policy::not_modified(
+        request_headers,
+        &stored.headers,
+        stored.freshness.response_time,
+    ) {
         let mut headers = HeaderMap::with_capacity(NOT_MODIFIED_FIELDS.len() + 2);
         for name in &NOT_MODIFIED_FIELDS {
             for value in stored.headers.get_all(name) {
@@ -105,6 +109,43 @@ fn full_or_range(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A 206 of `range` (absolute positions, inside `piece`) from a stored piece.
+pub fn respond_piece(
+    stored: &CachedResponse,
+    piece: policy::Piece,
+    range: std::ops::RangeInclusive<u64>,
+    now: SystemTime,
+    cache_status: HeaderValue,
+) -> Response<ResponseBody> {
+    let (start, end) = (*range.start(), *range.end());
+    let mut headers = stored.headers.clone();
+    let content_range = match piece.complete_length {
+        Some(length) => format!("bytes {start}-{end}/{length}"),
+        None => format!("bytes {start}-{end}/*"),
+    };
+    headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&content_range)
+            .unwrap_or_else(|_| HeaderValue::from_static("bytes */0")),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+    let offset = |position: u64| usize::try_from(position - piece.first).unwrap_or(usize::MAX);
+    let body = stored
+        .body
+        .get(offset(start)..=offset(end))
+        .map(|bytes| stored.body.slice_ref(bytes))
+        .unwrap_or_default();
+    headers.insert(
+        header::AGE,
+        HeaderValue::from(stored.freshness.current_age(now).as_secs()),
+    );
+    headers.insert(cache_status_name(), cache_status);
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.headers_mut() = headers;
     response
 }

@@ -4,7 +4,7 @@
 //! background where the origin allows it, and invalidate after unsafe requests.
 
 use super::body::ResponseBody;
-use super::cache_answer::{cache_status, cache_status_name, hit_status, respond};
+use super::cache_answer::{cache_status, cache_status_name, hit_status, respond, respond_piece};
 use super::encode::{HitEncoding, Keep};
 use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
@@ -121,6 +121,8 @@ async fn serve_through(
         ) {
             return reply.answer_from_cache(answer);
         }
+    } else if let Some(answer) = answer_from_piece(&cache, &key, &parts, now) {
+        return reply.answer_from_cache(answer);
     } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
     {
         return only_if_cached_miss(reply, &cache);
@@ -209,6 +211,45 @@ fn answer_if_usable(
     ))
 }
 
+/// A 206 from a stored piece (RFC 9111 §3.3) for a GET whose single range lies inside it,
+/// while the piece is fresh. Conditional requests (but If-Range, which `range_in_piece` weighs)
+/// go on to the origin: a piece is not the whole representation a 304 or 412 would judge.
+fn answer_from_piece(
+    cache: &Cache,
+    key: &str,
+    parts: &http::request::Parts,
+    now: SystemTime,
+) -> Option<Response> {
+    if parts.method != Method::GET
+        || !parts.headers.contains_key(header::RANGE)
+        || [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|name| parts.headers.contains_key(name))
+    {
+        return None;
+    }
+    let entry = cache.store.lookup_piece(key, &parts.headers)?;
+    let piece = entry.piece?;
+    if policy::usability(&entry.freshness, &parts.headers, now) != Usability::Fresh {
+        return None;
+    }
+    let range = policy::range_in_piece(&parts.headers, &entry.headers, piece)?;
+    cache.metrics.count(CacheResult::Hit);
+    let ttl = entry.freshness.ttl(now).as_secs();
+    Some(respond_piece(
+        &entry,
+        piece,
+        range,
+        now,
+        cache_status(&format!("hit; ttl={ttl}; detail=partial")),
+    ))
+}
+
 /// RFC 9111 §5.2.1.7: a client that accepts only a stored response, when there is none.
 fn only_if_cached_miss(reply: Reply, cache: &Cache) -> Response {
     cache.metrics.count(CacheResult::Miss);
@@ -241,7 +282,8 @@ async fn join_flight(
     key: &str,
     parts: &http::request::Parts,
 ) -> Flight {
-    if parts.method != Method::GET {
+    // A range request may bring back a piece, of no use to a request for the whole.
+    if parts.method != Method::GET || parts.headers.contains_key(header::RANGE) {
         return Flight::Alone;
     }
     let arrivals = match cache.coalescer.join(key) {
@@ -252,6 +294,7 @@ async fn join_flight(
     let patience = route.upstream.connect_timeout + route.upstream.response_timeout;
     if let Ok(Landing::Stored(entry)) =
         tokio::time::timeout(patience, coalesce::wait(arrivals)).await
+        && entry.piece.is_none()
         && entry.matches(&parts.headers)
     {
         return Flight::Collapsed(entry);
@@ -382,6 +425,19 @@ impl Fetch<'_> {
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&refreshed)));
         }
+        // Cookies the 304 set but the cache does not store are this client's alone: passed
+        // on to it, not dropped.
+        let own_cookies: Vec<HeaderValue> = if cache.policy.store_set_cookie {
+            Vec::new()
+        } else {
+            forwarded
+                .response
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect()
+        };
         release(forwarded);
         let response_time = received.response_time;
         let ttl = refreshed.freshness.ttl(response_time).as_secs();
@@ -395,7 +451,7 @@ impl Fetch<'_> {
             reply.accepted,
             Some(keep),
         );
-        let answer = respond(
+        let mut answer = respond(
             &refreshed,
             self.method,
             self.request_headers,
@@ -403,6 +459,9 @@ impl Fetch<'_> {
             status,
             encoding.as_ref(),
         );
+        for cookie in own_cookies {
+            answer.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         reply.answer_from_cache(answer)
     }
 
@@ -423,7 +482,18 @@ impl Fetch<'_> {
             "miss"
         };
         cache.metrics.count(CacheResult::Miss);
-        let storable = if *self.method == Method::GET {
+        let storable = if *self.method != Method::GET {
+            Err(policy::NotStored::Method)
+        } else if status == StatusCode::PARTIAL_CONTENT {
+            policy::partial_storability(
+                self.method,
+                self.request_headers,
+                status,
+                forwarded.response.headers(),
+                &cache.policy,
+            )
+            .map(Some)
+        } else {
             policy::storability(
                 self.method,
                 self.request_headers,
@@ -431,11 +501,10 @@ impl Fetch<'_> {
                 forwarded.response.headers(),
                 &cache.policy,
             )
-        } else {
-            Err(policy::NotStored::Method)
+            .map(|()| None)
         };
         match storable {
-            Ok(()) => {
+            Ok(piece) => {
                 let fill = start_fill(
                     cache,
                     key,
@@ -443,6 +512,7 @@ impl Fetch<'_> {
                     &forwarded,
                     self.request_headers,
                     received,
+                    piece,
                 );
                 let stored_note = if fill.is_some() {
                     "stored"
@@ -511,6 +581,9 @@ async fn bypass(
 ) -> Response {
     cache.metrics.count(CacheResult::Bypass);
     let method = parts.method.clone();
+    // What storing the response for GETs takes, kept only where the cache may do so.
+    let post = (method == Method::POST && cache.policy.store_post_responses)
+        .then(|| (parts.headers.clone(), SystemTime::now()));
     match reply.send(parts, body, false).await {
         Ok(forwarded) => {
             let status = forwarded.response.status();
@@ -538,14 +611,59 @@ async fn bypass(
                 cache.update_gauges();
                 tracing::debug!(cache = %cache.name, key, invalidated = ?targets, request_id = reply.request_id.to_str().unwrap_or("-"), "invalidated after an unsafe request");
             }
-            let mut response = reply.answer_upstream(forwarded, None);
-            response
-                .headers_mut()
-                .insert(cache_status_name(), cache_status("fwd=method"));
+            // After the invalidation above, which removed the target's older response.
+            let fill = post.and_then(|(request_headers, request_time)| {
+                let at = (host, target, key);
+                store_post_response(&cache, at, &forwarded, &request_headers, request_time)
+            });
+            let status = if fill.is_some() {
+                cache_status(&format!(
+                    "fwd=method; fwd-status={}; stored",
+                    status.as_u16()
+                ))
+            } else {
+                cache_status("fwd=method")
+            };
+            let mut response = reply.answer_upstream(forwarded, fill);
+            response.headers_mut().insert(cache_status_name(), status);
             response
         }
         Err(error) => reply.failure(error),
     }
+}
+
+/// RFC 9110 §9.3.3: the fill that stores a POST's response as its target's, for later GETs,
+/// when it may be.
+fn store_post_response(
+    cache: &Arc<Cache>,
+    (host, target, key): (&str, &Uri, &str),
+    forwarded: &Forwarded,
+    request_headers: &HeaderMap,
+    request_time: SystemTime,
+) -> Option<Fill> {
+    let response = &forwarded.response;
+    let names_target = policy::content_location_is_target(host, target, response.headers());
+    policy::post_storability(
+        request_headers,
+        response.status(),
+        response.headers(),
+        &cache.policy,
+        names_target,
+    )
+    .ok()?;
+    let received = Received {
+        request_time,
+        response_time: SystemTime::now(),
+    };
+    start_fill(
+        cache,
+        key.to_owned(),
+        None,
+        forwarded,
+        request_headers,
+        received,
+        None,
+    )
 }
 
 /// A stored response refreshed by a 304 (RFC 9111 §4.3.4): its headers updated, its
@@ -556,7 +674,8 @@ fn refresh(
     not_modified: &HeaderMap,
     received: Received,
 ) -> Arc<CachedResponse> {
-    let headers = policy::refresh_headers(&entry.headers, not_modified);
+    let headers =
+        policy::refresh_headers(&entry.headers, not_modified, cache.policy.store_set_cookie);
     Arc::new(CachedResponse {
         status: entry.status,
         freshness: policy::freshness(&headers, received, &cache.policy),
@@ -564,6 +683,7 @@ fn refresh(
         body: entry.body.clone(),
         vary: entry.vary.clone(),
         vary_values: entry.vary_values.clone(),
+        piece: entry.piece,
         encoded: CachedResponse::encoded_copies_of(entry),
     })
 }
@@ -575,6 +695,7 @@ fn start_fill(
     forwarded: &Forwarded,
     request_headers: &HeaderMap,
     received: Received,
+    piece: Option<policy::Piece>,
 ) -> Option<Fill> {
     let response_headers = forwarded.response.headers();
     let mut stored_headers = response_headers.clone();
@@ -592,6 +713,7 @@ fn start_fill(
         headers: stored_headers,
         vary,
         vary_values,
+        piece,
     };
     Fill::start(Arc::clone(cache), key, leader, head, expected_len)
 }
@@ -640,18 +762,7 @@ fn serve_stale_on_error(
 }
 
 fn not_stored_detail(reason: policy::NotStored) -> &'static str {
-    use policy::NotStored::*;
-    match reason {
-        Method => "method",
-        Status => "status",
-        NoStore => "no-store",
-        Private => "private",
-        Authorization => "authorization",
-        NoFreshness => "no-freshness",
-        VaryStar => "vary-star",
-        SetCookie => "set-cookie",
-        PartialContent => "partial-content",
-    }
+    reason.as_str()
 }
 
 /// Serves stale now and refreshes once in the background (RFC 5861 stale-while-revalidate):
@@ -747,6 +858,7 @@ fn refresh_in_background(
                 &forwarded,
                 &request_headers,
                 received,
+                None,
             ) else {
                 release(forwarded);
                 return;

@@ -27,6 +27,9 @@ pub struct Directives {
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
     pub immutable: bool,
+    /// §5.2.2.3: store only if the cache understands the status's caching requirements, and
+    /// then regardless of no-store.
+    pub must_understand: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     // request-only:
@@ -80,6 +83,7 @@ impl Directives {
             b"must-revalidate" => set_flag(&mut self.must_revalidate, argument, merge),
             b"proxy-revalidate" => set_flag(&mut self.proxy_revalidate, argument, merge),
             b"immutable" => set_flag(&mut self.immutable, argument, merge),
+            b"must-understand" => set_flag(&mut self.must_understand, argument, merge),
             b"only-if-cached" => set_flag(&mut self.only_if_cached, argument, merge),
             b"max-stale" => {
                 let value = match argument {
@@ -215,14 +219,13 @@ pub(super) fn field_members<'a>(
         .flat_map(|value| list_members(value.as_bytes()))
 }
 
-/// An HTTP-date (RFC 9110 §5.6.7), in any of its three accepted formats.
+/// An HTTP-date (RFC 9110 §5.6.7), in any of its three accepted formats (see `date`).
 pub(super) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
     date_bytes(value.as_bytes())
 }
 
 pub(super) fn date_bytes(value: &[u8]) -> Option<SystemTime> {
-    let text = std::str::from_utf8(value).ok()?;
-    httpdate::parse_http_date(text.trim()).ok()
+    super::date::parse(value)
 }
 
 /// The first line of a date-valued field. Dates contain commas, so their lines cannot be
@@ -241,6 +244,10 @@ pub struct PolicyConfig {
     pub stale_if_error: Duration,
     /// A gatehouse-specific targeted field (RFC 9213), e.g. "gatehouse-cache-control"; checked before CDN-Cache-Control, which is checked before Cache-Control.
     pub targeted_field: Option<HeaderName>,
+    /// Responses with Set-Cookie may be stored (with their cookies); see `storability`.
+    pub store_set_cookie: bool,
+    /// POST responses may be stored for GETs of their target; see `post_storability`.
+    pub store_post_responses: bool,
 }
 
 /// The directives gatehouse obeys on a response: the first targeted field present (the configured one, then CDN-Cache-Control) replaces Cache-Control entirely (RFC 9213 §2.1); otherwise Cache-Control.
@@ -281,11 +288,10 @@ fn targeted_directives(headers: &HeaderMap, name: &HeaderName) -> Option<Directi
         };
         while !cursor.at_end() {
             let key = cursor.key()?;
-            let argument = if cursor.eat(b'=') {
+            let (argument, item) = if cursor.eat(b'=') {
                 if cursor.peek() == Some(b'(') {
-                    // No cache directive takes a list: present, with no usable value.
                     cursor.inner_list()?;
-                    Argument::Value(b"")
+                    (Argument::Value(b""), Item::InnerList)
                 } else {
                     let argument = cursor.bare_item()?;
                     cursor.parameters()?;
@@ -293,8 +299,11 @@ fn targeted_directives(headers: &HeaderMap, name: &HeaderName) -> Option<Directi
                 }
             } else {
                 cursor.parameters()?;
-                Argument::Absent
+                (Argument::Absent, Item::Boolean)
             };
+            if !value_fits(key, argument, item) {
+                return None;
+            }
             directives.apply(key, argument, Merge::LastWins);
             members += 1;
             cursor.skip_ows();
@@ -311,6 +320,46 @@ fn targeted_directives(headers: &HeaderMap, name: &HeaderName) -> Option<Directi
         }
     }
     (members > 0).then_some(directives)
+}
+
+/// The type of a Dictionary member's value (RFC 8941 §3.3, RFC 9651 Dates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item {
+    Integer,
+    Decimal,
+    String,
+    Token,
+    ByteSequence,
+    Boolean,
+    Date,
+    InnerList,
+}
+
+/// Whether a known directive's value has the type its Cache-Control meaning implies; unknown
+/// directives take any.
+///
+/// RFC 9213 §2.1 infers the types (delta-seconds are non-negative Integers, argument-less
+/// directives Booleans) and asks caches not to consume values that violate them, since coercing
+/// one (a decimal max-age read as an integer) is where caches would part ways. The field is
+/// then ignored as a whole, like one that does not parse: keeping the rest of it would obey
+/// the origin only in part (a `max-age` kept while the malformed `no-store` beside it is
+/// dropped), while Cache-Control still says what the origin meant for caches in general.
+/// `no-cache` and `private` may also carry field names (a String, a Token or an Inner List),
+/// their qualified forms, read as unqualified like Cache-Control's.
+fn value_fits(key: &[u8], argument: Argument<'_>, item: Item) -> bool {
+    match key {
+        b"max-age" | b"s-maxage" | b"stale-while-revalidate" | b"stale-if-error" => {
+            item == Item::Integer
+                && matches!(argument, Argument::Value(digits) if !digits.starts_with(b"-"))
+        }
+        b"no-cache" | b"private" => matches!(
+            item,
+            Item::Boolean | Item::String | Item::Token | Item::InnerList
+        ),
+        b"no-store" | b"public" | b"must-revalidate" | b"proxy-revalidate" | b"immutable"
+        | b"must-understand" | b"no-transform" => item == Item::Boolean,
+        _ => true,
+    }
 }
 
 /// Just enough of an RFC 8941 parser to validate a Dictionary and read cache directives
@@ -362,17 +411,21 @@ impl<'a> SfCursor<'a> {
         }))
     }
 
-    /// §4.2.3.1 (plus RFC 9651 Dates), as the argument it gives a directive.
-    fn bare_item(&mut self) -> Option<Argument<'a>> {
+    /// §4.2.3.1 (plus RFC 9651 Dates), as the argument it gives a directive, and its type.
+    fn bare_item(&mut self) -> Option<(Argument<'a>, Item)> {
         match self.peek()? {
-            b'-' | b'0'..=b'9' => self.number().map(Argument::Value),
-            b'"' => self.string().map(Argument::Value),
+            b'-' | b'0'..=b'9' => self
+                .number()
+                .map(|(number, item)| (Argument::Value(number), item)),
+            b'"' => self
+                .string()
+                .map(|string| (Argument::Value(string), Item::String)),
             b'?' => {
                 self.pos += 1;
                 if self.eat(b'0') {
-                    Some(Argument::False)
+                    Some((Argument::False, Item::Boolean))
                 } else if self.eat(b'1') {
-                    Some(Argument::Absent)
+                    Some((Argument::Absent, Item::Boolean))
                 } else {
                     None
                 }
@@ -380,31 +433,39 @@ impl<'a> SfCursor<'a> {
             b':' => {
                 self.pos += 1;
                 let bytes = self.take_while(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
-                self.eat(b':').then_some(Argument::Value(bytes))
+                self.eat(b':')
+                    .then_some((Argument::Value(bytes), Item::ByteSequence))
             }
             b'@' => {
                 self.pos += 1;
-                self.number().map(Argument::Value)
+                match self.number()? {
+                    (seconds, Item::Integer) => Some((Argument::Value(seconds), Item::Date)),
+                    _ => None,
+                }
             }
-            b if b.is_ascii_alphabetic() || b == b'*' => Some(Argument::Value(
-                self.take_while(|b| is_tchar(b) || b == b':' || b == b'/'),
+            b if b.is_ascii_alphabetic() || b == b'*' => Some((
+                Argument::Value(self.take_while(|b| is_tchar(b) || b == b':' || b == b'/')),
+                Item::Token,
             )),
             _ => None,
         }
     }
 
     /// §4.2.4: an Integer (at most 15 digits) or a Decimal (12.3 digits at most).
-    fn number(&mut self) -> Option<&'a [u8]> {
+    fn number(&mut self) -> Option<(&'a [u8], Item)> {
         let start = self.pos;
         self.eat(b'-');
         let integer = self.take_while(|b| b.is_ascii_digit()).len();
-        let valid = if self.eat(b'.') {
+        let (valid, item) = if self.eat(b'.') {
             let fraction = self.take_while(|b| b.is_ascii_digit()).len();
-            (1..=12).contains(&integer) && (1..=3).contains(&fraction)
+            (
+                (1..=12).contains(&integer) && (1..=3).contains(&fraction),
+                Item::Decimal,
+            )
         } else {
-            (1..=15).contains(&integer)
+            ((1..=15).contains(&integer), Item::Integer)
         };
-        valid.then(|| &self.input[start..self.pos])
+        valid.then(|| (&self.input[start..self.pos], item))
     }
 
     /// §4.2.5: the inside of a String, escapes left in place.
@@ -503,6 +564,8 @@ pub(super) mod fixtures {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             targeted_field: None,
+            store_set_cookie: false,
+            store_post_responses: false,
         }
     }
 
@@ -525,8 +588,8 @@ mod tests {
     fn every_directive_is_read() {
         let parsed = cache_control(&[
             "max-age=60, s-maxage=120, no-store, no-cache, private, public, must-revalidate, \
-             proxy-revalidate, immutable, stale-while-revalidate=30, stale-if-error=300, \
-             max-stale=5, min-fresh=10, only-if-cached",
+             proxy-revalidate, immutable, must-understand, stale-while-revalidate=30, \
+             stale-if-error=300, max-stale=5, min-fresh=10, only-if-cached",
         ]);
         assert_eq!(
             parsed,
@@ -540,6 +603,7 @@ mod tests {
                 must_revalidate: true,
                 proxy_revalidate: true,
                 immutable: true,
+                must_understand: true,
                 stale_while_revalidate: Some(30),
                 stale_if_error: Some(300),
                 max_stale: Some(Some(5)),
@@ -622,7 +686,7 @@ mod tests {
     #[test]
     fn unknown_directives_and_whitespace_are_tolerated() {
         let parsed = cache_control(&[
-            " , foo, bar=\"baz\", must-understand, a-very-long-unknown-directive-name=1, \
+            " , foo, bar=\"baz\", a-very-long-unknown-directive-name=1, \
              max-age = 7 ,, public ",
         ]);
         assert_eq!(
@@ -729,9 +793,97 @@ mod tests {
             "max-age=10;foo=bar;baz, x=(a \"b\" 1);y, s=\"str\", t=tok/en:1, b=:aGk=:, d=1.5",
         );
         assert_eq!(parsed.max_age, Some(10));
-        // Negative or decimal numbers are valid syntax but no delta-seconds.
-        let parsed = directive("max-age=-5, s-maxage=1.5, must-revalidate");
-        assert_eq!((parsed.max_age, parsed.s_maxage), (None, None));
-        assert!(parsed.must_revalidate);
+    }
+
+    #[test]
+    fn a_targeted_field_with_a_value_of_the_wrong_type_is_ignored_whole() {
+        for wrong in [
+            // Negative and decimal numbers are valid syntax, but no delta-seconds.
+            "max-age=-5, must-revalidate",
+            "s-maxage=1.5",
+            "max-age=60, stale-if-error=-1",
+            "max-age=\"60\"",
+            "max-age=sixty",
+            "max-age=?1",
+            "max-age=(60)",
+            "max-age=:YQ==:",
+            "max-age=@60",
+            "max-age=60, no-store=1",
+            "max-age=60, no-store=\"yes\"",
+            "max-age=60, public=(a)",
+            "max-age=60, must-revalidate=tok",
+            "max-age=60, must-understand=1",
+        ] {
+            let response = headers(&[
+                ("cdn-cache-control", wrong),
+                ("cache-control", "max-age=5, private"),
+            ]);
+            assert_eq!(
+                response_directives(&response, &config()),
+                Directives {
+                    max_age: Some(5),
+                    private: true,
+                    ..Directives::default()
+                },
+                "{wrong:?}: Cache-Control applies"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Cache-Control and targeted fields come from origins: no bytes may panic the parsers.
+        #[test]
+        fn field_parsers_never_panic(
+            value in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"=,;\"\\()?:@*-. \t0123456789".to_vec()),
+                    0x20u8..=0xff,
+                ],
+                0..48,
+            ),
+        ) {
+            let Ok(value) = HeaderValue::from_bytes(&value) else {
+                return Ok(());
+            };
+            let mut fields = HeaderMap::new();
+            fields.insert(CACHE_CONTROL, value.clone());
+            fields.insert(CDN_CACHE_CONTROL, value.clone());
+            fields.insert(http::header::VARY, value.clone());
+            fields.insert(http::header::ACCEPT_LANGUAGE, value.clone());
+            fields.insert(http::header::CONTENT_RANGE, value.clone());
+            fields.insert(http::header::RANGE, value.clone());
+            if let Some(piece) = crate::cache::policy::content_range(&fields) {
+                let _ = crate::cache::policy::range_in_piece(&fields, &fields, piece);
+            }
+            let _ = Directives::parse(fields.get_all(CACHE_CONTROL));
+            let _ = response_directives(&fields, &config());
+            let vary = crate::cache::policy::vary(&fields);
+            let _ = crate::cache::policy::vary_values(&vary, &fields);
+            let accept_language = crate::cache::policy::Vary::Names(vec![http::header::ACCEPT_LANGUAGE]);
+            if let Some(values) = crate::cache::policy::vary_values(&accept_language, &fields) {
+                proptest::prop_assert!(crate::cache::policy::vary_matches(&accept_language, &values, &fields));
+            }
+        }
+    }
+
+    #[test]
+    fn values_of_the_right_type_are_used() {
+        let directive =
+            |value: &str| response_directives(&headers(&[("cdn-cache-control", value)]), &config());
+        assert_eq!(directive("max-age=0").max_age, Some(0));
+        assert_eq!(
+            directive("max-age=999999999999999").max_age,
+            Some(1 << 31),
+            "clamped like delta-seconds"
+        );
+        assert!(directive("no-store=?1").no_store);
+        assert!(!directive("no-store=?0, max-age=5").no_store);
+        // The qualified forms of no-cache and private, read as unqualified.
+        assert!(directive("no-cache=(\"set-cookie\" \"x-user\")").no_cache);
+        assert!(directive("private=\"set-cookie\"").private);
+        assert!(directive("private=set-cookie").private);
+        // Unknown directives take any type, request directives too.
+        let parsed = directive("x=1.5, y=\"s\", z=(1 2), d=@1, max-stale=?1, max-age=7");
+        assert_eq!(parsed.max_age, Some(7));
     }
 }

@@ -300,6 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn expires_and_date_in_obsolete_formats_and_any_case() {
+        // T is Tue, 14 Nov 2023 22:13:20 GMT.
+        let dated = ("date", "tuesday, 14-nov-23 22:13:20 utc");
+        assert_eq!(
+            lifetime(&[dated, ("expires", "Tue Nov 14 22:14:20 2023")]),
+            secs(60)
+        );
+        assert_eq!(
+            lifetime(&[dated, ("expires", "TUE, 14 NOV 2023 22:15:20 UTC")]),
+            secs(120)
+        );
+    }
+
+    #[test]
     fn past_or_invalid_expires_means_already_stale() {
         assert_eq!(
             lifetime(&[("date", &date(T)), ("expires", &date(T - 10))]),

@@ -45,6 +45,30 @@ pub fn invalidation_targets(
     targets
 }
 
+/// RFC 9110 §9.3.3: whether the response's Content-Location names the request's own target,
+/// resolved against it as §4.4 resolves it for invalidation (same origin, dot segments removed,
+/// fragment dropped). One Content-Location only: two could name two resources.
+pub fn content_location_is_target(
+    request_host: &str,
+    request_uri: &Uri,
+    response_headers: &HeaderMap,
+) -> bool {
+    let path = request_uri.path();
+    if !path.starts_with('/') {
+        return false;
+    }
+    let mut lines = response_headers.get_all(CONTENT_LOCATION).iter();
+    let (Some(value), None) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let Some(reference) = value.to_str().ok().filter(|r| !r.trim().is_empty()) else {
+        return false;
+    };
+    let query = request_uri.query();
+    resolve_same_origin(reference, request_host, path, query)
+        .is_some_and(|key| key == key_with_query(request_host, path, query))
+}
+
 /// The cache key of `reference` resolved against the target, if it is on the same origin.
 fn resolve_same_origin(
     reference: &str,
@@ -191,6 +215,51 @@ pub fn cache_key(host: &str, path_and_query: &str) -> String {
 mod tests {
     use super::*;
     use crate::cache::policy::directives::fixtures::headers;
+
+    // ---- Content-Location of a POST ----
+
+    fn names_target(uri: &str, content_location: &[&str]) -> bool {
+        let fields: Vec<_> = content_location
+            .iter()
+            .map(|value| ("content-location", *value))
+            .collect();
+        content_location_is_target("Example.com", &uri.parse().unwrap(), &headers(&fields))
+    }
+
+    #[test]
+    fn content_location_names_the_target_when_it_resolves_to_it() {
+        for same in [
+            "/orders/7",
+            "http://example.com/orders/7",
+            "https://EXAMPLE.com:443/orders/7",
+            "//example.com/orders/7",
+            "7",
+            "./7",
+            "../orders/7",
+            "/orders/x/../7#top",
+        ] {
+            assert!(names_target("/orders/7", &[same]), "{same}");
+        }
+        assert!(names_target("/search?q=a", &["/search?q=a"]));
+        for other in [
+            "/orders/8",
+            "/orders/7/",
+            "/Orders/7",
+            "http://other.example/orders/7",
+            "ftp://example.com/orders/7",
+            "/orders/7?x=1",
+            "",
+            " ",
+        ] {
+            assert!(!names_target("/orders/7", &[other]), "{other:?}");
+        }
+        assert!(!names_target("/orders/7", &[]));
+        assert!(
+            !names_target("/orders/7", &["/orders/7", "/orders/7"]),
+            "two fields are not one location"
+        );
+        assert!(!names_target("/search?q=a", &["/search?q=b"]));
+    }
 
     // ---- Invalidation ----
 

@@ -11,15 +11,16 @@
 //! pull apart, this errs towards not storing and towards revalidating. In particular:
 //! - qualified `no-cache="field"` and `private="field"` are treated as their unqualified forms,
 //!   as RFC 9111 §5.2.2.4 and §5.2.2.7 note most caches do; storing less is always allowed;
-//! - a response setting a cookie is not stored unless it is explicitly shareable (see
-//!   [`storability`]);
+//! - a response setting a cookie is not stored unless the cache is configured to store them
+//!   (see [`storability`]);
 //! - `Pragma` is ignored: RFC 9111 §5.4 deprecates it, and a Cache-Control field always
 //!   overrides it.
 //!
-//! The files, bottom up: `directives` reads the fields the others obey; `freshness`, `vary` and
+//! The files, bottom up: `date` reads HTTP-dates; `directives` reads the fields the others obey; `freshness`, `vary` and
 //! `validation` build on it; `storability` also asks `vary` and `validation`, and `range` asks
 //! `validation`. `invalidation` (cache keys) stands apart.
 
+mod date;
 mod directives;
 mod freshness;
 mod invalidation;
@@ -30,8 +31,8 @@ mod vary;
 
 pub use directives::{CDN_CACHE_CONTROL, Directives, PolicyConfig, response_directives};
 pub use freshness::{Freshness, Received, Usability, freshness, usability, usable_on_error};
-pub use invalidation::{cache_key, invalidation_targets};
-pub use range::byte_range;
-pub use storability::{NotStored, storability};
+pub use invalidation::{cache_key, content_location_is_target, invalidation_targets};
+pub use range::{Piece, byte_range, combined, content_range, range_in_piece};
+pub use storability::{NotStored, partial_storability, post_storability, storability};
 pub use validation::{not_modified, refresh_headers, validators};
 pub use vary::{Vary, vary, vary_matches, vary_values};

@@ -1,10 +1,11 @@
 //! A single byte range of a stored full response (RFC 9110 §14), honouring If-Range; every
-//! other Range request is answered with the full representation.
+//! other Range request is answered with the full representation. Also the piece a stored 206
+//! holds (its Content-Range, §14.4) and the ranges it can answer alone (RFC 9111 §3.3).
 
 use super::directives::{date_bytes, digits_saturating, header_date, list_members};
 use super::validation::{EntityTag, stored_etag};
 use http::HeaderMap;
-use http::header::{DATE, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::header::{CONTENT_RANGE, DATE, IF_RANGE, LAST_MODIFIED, RANGE};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -103,6 +104,109 @@ pub fn byte_range(
     })
 }
 
+/// The bytes a stored 206 holds: `first..=last` of a representation of `complete_length`
+/// bytes (None when the origin wrote `*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub first: u64,
+    pub last: u64,
+    pub complete_length: Option<u64>,
+}
+
+/// RFC 9110 §14.4: a 206's one `Content-Range: bytes first-last/complete` (or `/*`), or None
+/// (absent, repeated, another unit, an unsatisfied-range form, last before first, or last past
+/// the complete length). A multipart/byteranges 206 has none and is not a piece.
+pub fn content_range(response_headers: &HeaderMap) -> Option<Piece> {
+    let mut lines = response_headers.get_all(CONTENT_RANGE).iter();
+    let (Some(value), None) = (lines.next(), lines.next()) else {
+        return None;
+    };
+    let value = value.to_str().ok()?.trim();
+    let (unit, rest) = value.split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let (range, complete) = rest.trim_start().split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let first = digits_saturating(first.as_bytes())?;
+    let last = digits_saturating(last.as_bytes())?;
+    let complete_length = match complete {
+        "*" => None,
+        length => Some(digits_saturating(length.as_bytes())?),
+    };
+    let fits = complete_length.is_none_or(|length| last < length);
+    (first <= last && fits).then_some(Piece {
+        first,
+        last,
+        complete_length,
+    })
+}
+
+/// RFC 9111 §3.4: the piece two stored pieces of one variant make together, when they may be
+/// combined: both with the same strong ETag (a weak one, or none, could stand for different
+/// bytes), the same known complete length, and touching or overlapping. None otherwise.
+pub fn combined(
+    old: Piece,
+    old_headers: &HeaderMap,
+    new: Piece,
+    new_headers: &HeaderMap,
+) -> Option<Piece> {
+    let (old_tag, new_tag) = (stored_etag(old_headers)?, stored_etag(new_headers)?);
+    let length = old.complete_length?;
+    let apart = old.first > new.last.saturating_add(1) || new.first > old.last.saturating_add(1);
+    (old_tag.strong_eq(new_tag) && new.complete_length == Some(length) && !apart).then_some(Piece {
+        first: old.first.min(new.first),
+        last: old.last.max(new.last),
+        complete_length: Some(length),
+    })
+}
+
+impl Piece {
+    /// Whether the piece is the whole representation.
+    pub fn is_whole(&self) -> bool {
+        self.first == 0
+            && self
+                .complete_length
+                .is_some_and(|length| self.last.checked_add(1) == Some(length))
+    }
+}
+
+/// The absolute byte range of the request's single Range that lies wholly inside `piece`
+/// (a stored 206 with `stored_headers`), honouring If-Range; None when it cannot be answered
+/// from the piece alone (no or several ranges, a range reaching outside it, an open or suffix
+/// range whose end the piece cannot place, a false If-Range, an unsatisfiable range — the
+/// origin answers all of those).
+pub fn range_in_piece(
+    request_headers: &HeaderMap,
+    stored_headers: &HeaderMap,
+    piece: Piece,
+) -> Option<RangeInclusive<u64>> {
+    let spec = single_byte_range(request_headers)?;
+    if !if_range_holds(request_headers, stored_headers) {
+        return None;
+    }
+    let end = piece.complete_length.map(|length| length.checked_sub(1));
+    let (first, last) = match spec {
+        RangeSpec::From { first, last } => {
+            let last = match (last, end) {
+                (Some(last), Some(Some(end))) => last.min(end),
+                (Some(last), None) => last,
+                (None, Some(Some(end))) => end,
+                _ => return None,
+            };
+            (first, last)
+        }
+        RangeSpec::Suffix(length) => {
+            let complete = piece.complete_length?;
+            if length == 0 || complete == 0 {
+                return None;
+            }
+            (complete - length.min(complete), complete - 1)
+        }
+    };
+    (piece.first <= first && first <= last && last <= piece.last).then_some(first..=last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +301,172 @@ mod tests {
             ),
             Some(Err(()))
         );
+    }
+
+    proptest::proptest! {
+        /// Content-Range and Range come from outside: any shape of them neither panics nor
+        /// yields a range reaching outside the stored piece.
+        #[test]
+        fn pieces_never_answer_outside_themselves(
+            content_range_value in "[Bb]ytes [0-9]{1,21}-[0-9]{1,21}/([0-9]{1,21}|\\*)",
+            range in "bytes=[0-9]{0,21}-[0-9]{0,21}",
+        ) {
+            let response = headers(&[("content-range", &content_range_value)]);
+            if let Some(piece) = content_range(&response) {
+                let request = headers(&[("range", &range)]);
+                if let Some(answer) = range_in_piece(&request, &response, piece) {
+                    proptest::prop_assert!(piece.first <= *answer.start());
+                    proptest::prop_assert!(answer.start() <= answer.end());
+                    proptest::prop_assert!(*answer.end() <= piece.last);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn content_range_of_a_206() {
+        let piece = |value: &str| content_range(&headers(&[("content-range", value)]));
+        assert_eq!(
+            piece("bytes 0-99/1000"),
+            Some(Piece {
+                first: 0,
+                last: 99,
+                complete_length: Some(1000)
+            })
+        );
+        assert_eq!(
+            piece("Bytes 10-10/*"),
+            Some(Piece {
+                first: 10,
+                last: 10,
+                complete_length: None
+            })
+        );
+        for invalid in [
+            "bytes */1000",
+            "bytes 5-4/1000",
+            "bytes 0-1000/1000",
+            "items 0-1/2",
+            "bytes 0-1",
+            "bytes -1-2/3",
+            "bytes 0-99/lots",
+            "bytes=0-99/1000",
+            "",
+        ] {
+            assert_eq!(piece(invalid), None, "{invalid:?}");
+        }
+        assert_eq!(content_range(&HeaderMap::new()), None);
+        assert_eq!(
+            content_range(&headers(&[
+                ("content-range", "bytes 0-1/2"),
+                ("content-range", "bytes 0-1/2")
+            ])),
+            None
+        );
+    }
+
+    #[test]
+    fn pieces_with_one_strong_etag_that_touch_combine() {
+        let piece = |first, last| Piece {
+            first,
+            last,
+            complete_length: Some(100),
+        };
+        let strong = headers(&[("etag", "\"v1\"")]);
+        assert_eq!(
+            combined(piece(0, 9), &strong, piece(10, 19), &strong),
+            Some(piece(0, 19))
+        );
+        assert_eq!(
+            combined(piece(10, 49), &strong, piece(0, 19), &strong),
+            Some(piece(0, 49))
+        );
+        assert_eq!(
+            combined(piece(0, 99), &strong, piece(10, 19), &strong),
+            Some(piece(0, 99))
+        );
+        assert!(piece(0, 99).is_whole() && !piece(0, 98).is_whole());
+        assert_eq!(
+            combined(piece(0, 9), &strong, piece(11, 19), &strong),
+            None,
+            "a gap"
+        );
+        let other = headers(&[("etag", "\"v2\"")]);
+        let weak = headers(&[("etag", "W/\"v1\"")]);
+        assert_eq!(combined(piece(0, 9), &strong, piece(10, 19), &other), None);
+        assert_eq!(combined(piece(0, 9), &weak, piece(10, 19), &weak), None);
+        assert_eq!(
+            combined(
+                piece(0, 9),
+                &HeaderMap::new(),
+                piece(10, 19),
+                &HeaderMap::new()
+            ),
+            None
+        );
+        let unknown = Piece {
+            complete_length: None,
+            ..piece(10, 19)
+        };
+        assert_eq!(combined(piece(0, 9), &strong, unknown, &strong), None);
+        assert_eq!(combined(unknown, &strong, piece(0, 9), &strong), None);
+        let longer = Piece {
+            complete_length: Some(200),
+            ..piece(10, 19)
+        };
+        assert_eq!(combined(piece(0, 9), &strong, longer, &strong), None);
+    }
+
+    #[test]
+    fn ranges_inside_a_piece() {
+        let piece = Piece {
+            first: 100,
+            last: 199,
+            complete_length: Some(1000),
+        };
+        let within = |spec: &str, piece| {
+            range_in_piece(&headers(&[("range", spec)]), &HeaderMap::new(), piece)
+        };
+        assert_eq!(within("bytes=100-199", piece), Some(100..=199));
+        assert_eq!(within("bytes=150-160", piece), Some(150..=160));
+        assert_eq!(within("bytes=99-150", piece), None);
+        assert_eq!(within("bytes=150-200", piece), None);
+        assert_eq!(within("bytes=150-", piece), None, "runs to byte 999");
+        assert_eq!(within("bytes=-10", piece), None, "the last ten bytes");
+        assert_eq!(within("bytes=0-1,150-160", piece), None);
+        let tail = Piece {
+            first: 900,
+            last: 999,
+            complete_length: Some(1000),
+        };
+        assert_eq!(within("bytes=950-", tail), Some(950..=999));
+        assert_eq!(within("bytes=-10", tail), Some(990..=999));
+        assert_eq!(within("bytes=950-5000", tail), Some(950..=999));
+        assert_eq!(
+            within("bytes=1000-", tail),
+            None,
+            "unsatisfiable: the origin says so"
+        );
+        assert_eq!(within("bytes=-0", tail), None);
+        let unknown_length = Piece {
+            complete_length: None,
+            ..tail
+        };
+        assert_eq!(within("bytes=950-960", unknown_length), Some(950..=960));
+        assert_eq!(within("bytes=950-", unknown_length), None);
+        assert_eq!(within("bytes=-10", unknown_length), None);
+        assert_eq!(
+            range_in_piece(&HeaderMap::new(), &HeaderMap::new(), piece),
+            None
+        );
+        // If-Range against the piece's own validator.
+        let stored = headers(&[("etag", "\"p1\"")]);
+        let request = |tag: &str| headers(&[("range", "bytes=150-160"), ("if-range", tag)]);
+        assert_eq!(
+            range_in_piece(&request("\"p1\""), &stored, piece),
+            Some(150..=160)
+        );
+        assert_eq!(range_in_piece(&request("\"p2\""), &stored, piece), None);
     }
 
     #[test]

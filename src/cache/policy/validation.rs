@@ -8,6 +8,7 @@ use http::header::{
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::SystemTime;
 
 /// An entity tag (RFC 9110 §8.8.3), borrowed from its field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,13 +53,22 @@ pub(super) fn stored_etag(stored_headers: &HeaderMap) -> Option<EntityTag<'_>> {
         .and_then(|etag| EntityTag::parse(etag.as_bytes()))
 }
 
-/// §4.3.2: does the client's own conditional request match the stored response, so that 304 can be answered from the cache? If-None-Match (weak comparison, lists, `*`) takes precedence over If-Modified-Since (compared with the stored Last-Modified, else Date).
+/// §4.3.2: does the client's own conditional request match the stored response, so that 304 can be answered from the cache? If-None-Match (weak comparison, lists, `*`) takes precedence over If-Modified-Since (compared with the stored Last-Modified, else Date, else `received`: when the cache got it).
 ///
 /// `stored_headers` are those of a stored successful response: `*` matches because a current
 /// representation exists. The caller evaluates this only for GET and HEAD (RFC 9110 §13.1.3
 /// ignores If-Modified-Since otherwise). Malformed members of If-None-Match match nothing; an
 /// invalid If-Modified-Since, or one sent more than once, is ignored (§13.1.3).
-pub fn not_modified(request_headers: &HeaderMap, stored_headers: &HeaderMap) -> bool {
+///
+/// A stored response without Last-Modified is still "not modified since" a time at or after
+/// its Date: it is what the origin sent then, and the cache uses it as current (§4.3.2's
+/// second case), so telling the client its copy from that time is current says nothing new.
+/// An invalid Last-Modified or Date counts as absent.
+pub fn not_modified(
+    request_headers: &HeaderMap,
+    stored_headers: &HeaderMap,
+    received: SystemTime,
+) -> bool {
     // RFC 9110 §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
     if request_headers.contains_key(IF_NONE_MATCH) {
         let current = stored_etag(stored_headers);
@@ -76,9 +86,10 @@ pub fn not_modified(request_headers: &HeaderMap, stored_headers: &HeaderMap) -> 
     let Some(since) = http_date(since) else {
         return false;
     };
-    header_date(stored_headers, &LAST_MODIFIED)
+    let modified = header_date(stored_headers, &LAST_MODIFIED)
         .or_else(|| header_date(stored_headers, &DATE))
-        .is_some_and(|modified| modified <= since)
+        .unwrap_or(received);
+    modified <= since
 }
 
 /// The headers for revalidating a stored response with the origin (§4.3.1): If-None-Match with its ETag(s), else If-Modified-Since with its Last-Modified; empty if it has no validator.
@@ -110,7 +121,7 @@ pub(super) fn has_validator(headers: &HeaderMap) -> bool {
 /// Fields a stored response never takes from a 304: the framing (a 304 has no body, so its
 /// Content-Length, if any, is not the stored body's), and the hop-by-hop fields of RFC 9110
 /// §7.6.1 which §3.1 has caches drop before storing.
-fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap) -> bool {
+fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap, store_set_cookie: bool) -> bool {
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     let excluded = [
@@ -124,9 +135,9 @@ fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap) -> bool {
         UPGRADE,
         PROXY_AUTHENTICATE,
         PROXY_AUTHORIZATION,
-        SET_COOKIE,
     ];
     !excluded.contains(name)
+        && (store_set_cookie || name != SET_COOKIE)
         && !field_members(not_modified, &CONNECTION)
             .any(|listed| listed.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
@@ -134,13 +145,18 @@ fn kept_from_304(name: &HeaderName, not_modified: &HeaderMap) -> bool {
 /// §4.3.4: the stored headers updated by a 304's headers (all fields of the 304 replace stored ones, except Content-Length and the framing fields; hop-by-hop excluded).
 ///
 /// Each field the 304 carries replaces every stored line of that name (§3.2). One more field is
-/// kept out: Set-Cookie. A cookie set on one client's revalidation must not be replayed to
-/// everyone the refreshed response is served to, for the reason given at `storability`;
-/// the stored response keeps whatever Set-Cookie it was stored with.
-pub fn refresh_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+/// kept out unless the cache stores cookies (`store_set_cookie`): Set-Cookie. A cookie set on
+/// one client's revalidation must not be replayed to everyone the refreshed response is served
+/// to, for the reason given at `storability`; the stored response keeps whatever Set-Cookie it
+/// was stored with. A cache told that its cookies are everyone's takes them like any field.
+pub fn refresh_headers(
+    stored: &HeaderMap,
+    not_modified: &HeaderMap,
+    store_set_cookie: bool,
+) -> HeaderMap {
     let mut refreshed = stored.clone();
     for name in not_modified.keys() {
-        if !kept_from_304(name, not_modified) {
+        if !kept_from_304(name, not_modified, store_set_cookie) {
             continue;
         }
         refreshed.remove(name);
@@ -154,10 +170,11 @@ pub fn refresh_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::policy::directives::fixtures::{T, date, headers};
+    use crate::cache::policy::directives::fixtures::{T, at, date, headers};
 
+    /// Whether a request matches a response stored at T + 200 (after every Date used here).
     fn matches(request: &[(&str, &str)], stored: &[(&str, &str)]) -> bool {
-        not_modified(&headers(request), &headers(stored))
+        not_modified(&headers(request), &headers(stored), at(T + 200))
     }
 
     #[test]
@@ -232,7 +249,27 @@ mod tests {
         let dated = [("date", &*date(T + 100))];
         assert!(matches(&[("if-modified-since", &date(T + 100))], &dated));
         assert!(!matches(&[("if-modified-since", &date(T + 99))], &dated));
-        assert!(!matches(&[("if-modified-since", &date(T))], &[]));
+        // Without either, the time it was stored.
+        assert!(!matches(&[("if-modified-since", &date(T + 199))], &[]));
+        assert!(matches(&[("if-modified-since", &date(T + 200))], &[]));
+        // An invalid Last-Modified or Date is passed over.
+        let invalid = [("last-modified", "recently"), ("date", &*date(T + 100))];
+        assert!(matches(&[("if-modified-since", &date(T + 100))], &invalid));
+        assert!(!matches(&[("if-modified-since", &date(T + 99))], &invalid));
+        let invalid_date = [("date", "today")];
+        assert!(!matches(
+            &[("if-modified-since", &date(T + 100))],
+            &invalid_date
+        ));
+        assert!(matches(
+            &[("if-modified-since", &date(T + 300))],
+            &invalid_date
+        ));
+        // Dates of other formats compare as the same instants.
+        assert!(matches(
+            &[("if-modified-since", "Tue Nov 14 22:14:59 2023")],
+            &[("date", "tuesday, 14-nov-23 22:14:59 GMT")]
+        ));
         // The obsolete date formats are accepted too.
         assert!(matches(
             &[("if-modified-since", "Sunday, 06-Nov-94 08:49:37 GMT")],
@@ -301,7 +338,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("set-cookie", "someone-elses=1"),
         ]);
-        let refreshed = refresh_headers(&stored, &not_modified);
+        let refreshed = refresh_headers(&stored, &not_modified, false);
         let all = |name: &str| -> Vec<&str> {
             refreshed
                 .get_all(name)
@@ -323,5 +360,9 @@ mod tests {
         for absent in ["transfer-encoding", "connection", "x-hop", "keep-alive"] {
             assert!(all(absent).is_empty(), "{absent}");
         }
+        // A cache that stores cookies takes the 304's like any other field.
+        let refreshed = refresh_headers(&stored, &not_modified, true);
+        let cookies: Vec<_> = refreshed.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["someone-elses=1"]);
     }
 }

@@ -57,7 +57,7 @@ pub struct RateLimitConfig {
 }
 
 /// `on_redis_error`: a shared limit's decision while Redis is unavailable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRedisError {
     /// Count in this process alone, at the same rate (the cluster then admits up to the

@@ -195,4 +195,17 @@ mod tests {
             route.hash(&source("192.0.2.2", &bob))
         );
     }
+
+    #[test]
+    fn the_stable_hash_is_the_same_in_every_process_and_keys_apart() {
+        let headers = HeaderMap::new();
+        let one = RequestKey::new(vec![KeyPart::ClientIp], 128);
+        let other = RequestKey::new(vec![KeyPart::ClientIp], 128);
+        let a = source("192.0.2.1", &headers);
+        let b = source("192.0.2.2", &headers);
+        assert_eq!(one.stable_hash(&a), other.stable_hash(&a));
+        assert_ne!(one.stable_hash(&a), one.stable_hash(&b));
+        // Pinned: a change would split the count of replicas running different builds.
+        assert_eq!(one.stable_hash(&a), Some(2_907_734_265_163_623_537));
+    }
 }

@@ -72,6 +72,18 @@ impl Breaker {
         self.state
     }
 
+    /// Whether `admit` would let a call out at `now` (closed, or open with the backoff over:
+    /// the call would be the probe), without changing anything.
+    pub fn would_admit(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::HalfOpen => false,
+            BreakerState::Open => self
+                .opened_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.backoff),
+        }
+    }
+
     /// Whether a call may go out at `now`. Past the backoff, the first caller becomes the
     /// probe (half-open) and the others keep waiting for its result.
     pub fn admit(&mut self, now: Instant) -> bool {
@@ -155,6 +167,8 @@ mod tests {
         let t = Instant::now();
         breaker.failure(t);
         assert!(!breaker.admit(t + 50 * MS));
+        assert!(!breaker.would_admit(t + 50 * MS));
+        assert!(breaker.would_admit(t + 100 * MS));
         // The probe, and nobody else while it is out.
         assert!(breaker.admit(t + 100 * MS));
         assert_eq!(breaker.state(), BreakerState::HalfOpen);

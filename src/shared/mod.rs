@@ -130,14 +130,13 @@ impl Redis {
         format!("{}{key}", self.settings.key_prefix.get_ref())
     }
 
-    /// Whether a call would be sent now (the breaker is not open); a caller with a cheaper
-    /// answer of its own may skip building the call.
+    /// Whether a call would be sent now (the breaker is closed, or due to probe); a caller
+    /// with an answer of its own decides at once when not, without building the call.
     pub fn available(&self) -> bool {
-        self.lock().breaker.state() == BreakerState::Closed
+        self.lock().breaker.would_admit(Instant::now())
     }
 
-    /// Sends one command (or a `redis::pipe()` turned into one with `Pipeline::query_async`
-    /// semantics by the caller), bounded by the timeout and the breaker.
+    /// Sends one command, bounded by the timeout and the breaker.
     pub async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, CallError> {
         self.call(|mut manager| async move { command.query_async(&mut manager).await })
             .await

@@ -1,6 +1,6 @@
-//! The Redis client crate chosen by measurement: the `redis` crate (tokio, ConnectionManager)
-//! against `fred`, each against a real redis-server on loopback (started here by PID, on a
-//! free port, killed at the end). Figures: one EVALSHA round trip (a GCRA step, as the shared
+//! The Redis client's round trips against a real redis-server on loopback (started here by
+//! PID, on a free port, killed at the end). `fred` was measured beside it by the same loops
+//! when the client was chosen (benches/README.md has both sets of figures). Figures: one EVALSHA round trip (a GCRA step, as the shared
 //! rate limits send), 100 EVALSHAs pipelined, and 64 EVALSHAs in flight at once from
 //! concurrent tasks (what many requests of one process do). A timed loop, not criterion: a
 //! round trip on loopback is what is measured, and the figures go into benches/README.md.
@@ -123,68 +123,6 @@ async fn redis_crate(url: &str) {
     report("redis: 64 tasks in flight (per call)", concurrent);
 }
 
-async fn fred_crate(url: &str) {
-    use fred::prelude::*;
-    use fred::types::{ClusterHash, CustomCommand};
-    let config = Config::from_url(url).expect("url");
-    let client = Builder::from_config(config).build().expect("client");
-    client.init().await.expect("connect");
-    let sha: String = client.script_load(SCRIPT).await.expect("load");
-    let mut one = Vec::new();
-    let mut piped = Vec::new();
-    let mut concurrent = Vec::new();
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        for i in 0..SEQUENTIAL {
-            let _: i64 = client
-                .evalsha(&sha, vec![format!("k{}", i % 16)], vec![i as i64])
-                .await
-                .expect("evalsha");
-        }
-        one.push(start.elapsed().as_secs_f64() * 1e6 / SEQUENTIAL as f64);
-
-        let start = Instant::now();
-        for _ in 0..BATCHES {
-            let pipe = client.pipeline();
-            for i in 0..PIPELINED {
-                let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::FirstKey, false);
-                let args: Vec<Value> = vec![
-                    sha.as_str().into(),
-                    1i64.into(),
-                    format!("k{}", i % 16).into(),
-                    (i as i64).into(),
-                ];
-                let _: () = pipe.custom(evalsha, args).await.expect("queue");
-            }
-            let _: Vec<i64> = pipe.all().await.expect("pipeline");
-        }
-        piped.push(start.elapsed().as_secs_f64() * 1e6 / BATCHES as f64);
-
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for t in 0..CONCURRENT {
-            let client = client.clone();
-            let sha = sha.clone();
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..SEQUENTIAL / CONCURRENT {
-                    let _: i64 = client
-                        .evalsha(&sha, vec![format!("k{}", t % 16)], vec![t as i64])
-                        .await
-                        .expect("evalsha");
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.expect("task");
-        }
-        let done = (SEQUENTIAL / CONCURRENT) * CONCURRENT;
-        concurrent.push(start.elapsed().as_secs_f64() * 1e6 / done as f64);
-    }
-    report("fred: one EVALSHA round trip", one);
-    report("fred: 100 EVALSHAs pipelined (per batch)", piped);
-    report("fred: 64 tasks in flight (per call)", concurrent);
-}
-
 fn main() {
     let (_server, url) = start_redis();
     // One thread, as one per-core worker of gatehouse sends its requests' calls.
@@ -195,7 +133,6 @@ fn main() {
     runtime.block_on(async {
         for _ in 0..2 {
             redis_crate(&url).await;
-            fred_crate(&url).await;
         }
     });
 }

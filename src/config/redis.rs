@@ -100,3 +100,37 @@ pub(super) fn validate(redis: &RedisConfig, at: &Locator<'_>, errors: &mut Vec<C
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_redis_url("redis://127.0.0.1:6379").is_ok());
+        assert!(check_redis_url("redis://user:pw@cache.internal:6380/2").is_ok());
+        assert!(check_redis_url("redis://[::1]:6379").is_ok());
+        for bad in [
+            "127.0.0.1:6379",
+            "http://127.0.0.1:6379",
+            "rediss://127.0.0.1:6379",
+            "redis://127.0.0.1:notaport",
+            "redis+unix:///tmp/redis.sock",
+        ] {
+            assert!(check_redis_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn no_url_text_panics_the_check(text in "redis://[ -~]{0,40}") {
+            let _ = check_redis_url(&text);
+        }
+
+        #[test]
+        fn no_bytes_panic_the_check(text in any::<String>()) {
+            let _ = check_redis_url(&text);
+        }
+    }
+}

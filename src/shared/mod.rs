@@ -348,4 +348,67 @@ mod tests {
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
+
+    fn settings(url: &str) -> RedisConfig {
+        RedisConfig {
+            url: toml::Spanned::new(0..0, url.into()),
+            ..RedisConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_connection_while_redis_settings_stay() {
+        let metrics = Metrics::new().unwrap();
+        let registry = RedisRegistry::new();
+        assert!(
+            registry
+                .get_or_create(&RedisConfig::default(), &metrics)
+                .unwrap()
+                .is_none()
+        );
+        let first = registry
+            .get_or_create(&settings("redis://127.0.0.1:1"), &metrics)
+            .unwrap()
+            .unwrap();
+        let again = registry
+            .get_or_create(&settings("redis://127.0.0.1:1"), &metrics)
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let moved = registry
+            .get_or_create(&settings("redis://127.0.0.1:2"), &metrics)
+            .unwrap()
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &moved));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_calls_then_opens_the_breaker() {
+        let metrics = Metrics::new().unwrap();
+        // Bound, never listening: connections are refused.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        let redis = Redis::new(&settings(&format!("redis://127.0.0.1:{port}")), &metrics).unwrap();
+        for _ in 0..3 {
+            let answer: Result<String, _> = redis.query(&cmd("PING")).await;
+            assert!(matches!(
+                answer,
+                Err(CallError::Failed(_) | CallError::Timeout)
+            ));
+        }
+        assert!(!redis.available());
+        let answer: Result<String, _> = redis.query(&cmd("PING")).await;
+        assert_eq!(answer, Err(CallError::BreakerOpen));
+        let status = redis.status();
+        assert_eq!(
+            (status.breaker, status.outages, status.connected),
+            ("open", 1, false)
+        );
+        assert_eq!(metrics.shared.breaker_state.get(), 1);
+        assert_eq!(metrics.shared.outages.get(), 1);
+    }
 }

@@ -247,13 +247,7 @@ async fn redis_killed_and_restarted_under_load_fails_no_request() {
         seen[0].len()
     );
     // Sharing resumed: the limit's keys are in the restarted Redis.
-    let keys = redis
-        .command(&["KEYS", "gatehouse:limit:api:*"])
-        .expect("redis answers");
-    assert!(
-        !keys.starts_with("*0"),
-        "no shared keys after the restart: {keys}"
-    );
+    assert!(shared_keys(&redis) > 0, "no shared keys after the restart");
     let log = process.all_lines_so_far().await.join("\n");
     assert_eq!(
         log.matches("Redis unavailable").count(),
@@ -385,4 +379,64 @@ shared = true
         .expect_err("invalid")
         .to_string();
     assert!(errors.contains("set [redis] url"), "{errors}");
+}
+
+/// Keys the shared limit `api` holds in `redis`.
+fn shared_keys(redis: &RedisServer) -> usize {
+    let reply = redis
+        .command(&["KEYS", "gatehouse:limit:api:*"])
+        .expect("redis answers");
+    // `*N\r\n...`: an array of N keys.
+    reply
+        .strip_prefix('*')
+        .and_then(|rest| rest.split("\r\n").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an array: {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_a_shared_limit_to_another_redis_and_back_to_local() {
+    let first = RedisServer::start();
+    let second = RedisServer::start();
+    let upstream = TestUpstream::named("app").await;
+    let limit = "rate = \"10/s\"\nburst = 5\nkey = \"header:x-client\"";
+    let running = common::start_gatehouse(&config(upstream.addr, &first.url(), limit)).await;
+    let proxy = running.listener_addrs[0];
+    let mut client = Client::connect(proxy).await;
+    let mut send = async |name: &str| {
+        let reply = client
+            .send(
+                http::Request::get("/")
+                    .header("host", "test")
+                    .header("x-client", name)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    };
+    send("a").await;
+    assert_eq!((shared_keys(&first), shared_keys(&second)), (1, 0));
+
+    let path = std::path::Path::new("test.toml");
+    let report = running
+        .reloader
+        .reload_text("test", path, &config(upstream.addr, &second.url(), limit))
+        .await;
+    assert!(report.ok, "{:?}", report.errors);
+    send("b").await;
+    assert_eq!((shared_keys(&first), shared_keys(&second)), (1, 1));
+
+    // Shared no more, and no [redis]: counted in the process, nothing written.
+    let local = config(upstream.addr, "", &format!("{limit}\n"))
+        .replace("shared = true\n", "")
+        .replace("[redis]\nurl = \"\"", "[redis]");
+    let report = running.reloader.reload_text("test", path, &local).await;
+    assert!(report.ok, "{:?}", report.errors);
+    send("c").await;
+    assert_eq!((shared_keys(&first), shared_keys(&second)), (1, 1));
+    let status = status(running.admin_addr.expect("admin")).await;
+    assert!(status["redis"].is_null(), "{status}");
+    assert_eq!(status["limits"]["api"]["shared"], false, "{status}");
+    running.shutdown().await;
 }

@@ -27,9 +27,7 @@ impl SharedMetrics {
                 "gatehouse_shared_call_duration_seconds",
                 "Time of the calls sent to Redis, answered or not.",
             )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            ]),
+            .buckets(super::LATENCY_BUCKETS.to_vec()),
         )?;
         let breaker_state = IntGauge::new(
             "gatehouse_shared_breaker_state",

@@ -322,7 +322,13 @@ impl RedisRegistry {
     ) -> Result<Option<Arc<Redis>>, String> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if !settings.enabled() {
-            *current = None;
+            if current.take().is_some() {
+                // No connection, no breaker: not left showing the last one's state.
+                metrics
+                    .shared
+                    .breaker_state
+                    .set(BreakerState::Closed.gauge());
+            }
             return Ok(None);
         }
         if let Some(existing) = current.as_ref()

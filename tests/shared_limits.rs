@@ -440,3 +440,43 @@ async fn a_reload_moves_a_shared_limit_to_another_redis_and_back_to_local() {
     assert_eq!(status["limits"]["api"]["shared"], false, "{status}");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_error_decides_while_redis_is_unreachable() {
+    let unreachable = common::refused_addr().await;
+    let upstream = TestUpstream::named("app").await;
+    for (choice, expected) in [
+        // The process's own count: one a minute.
+        ("local", [200, 429, 429, 429, 429, 429]),
+        ("allow", [200; 6]),
+        ("deny", [429; 6]),
+    ] {
+        let limit = format!("rate = \"1/m\"\nkey = \"route\"\non_redis_error = \"{choice}\"");
+        let running = common::start_gatehouse(&config(
+            upstream.addr,
+            &format!("redis://{unreachable}"),
+            &limit,
+        ))
+        .await;
+        let mut client = Client::connect(running.listener_addrs[0]).await;
+        let mut seen = Vec::new();
+        for _ in 0..expected.len() {
+            let started = Instant::now();
+            let reply = client.get("/").await;
+            assert!(started.elapsed() < Duration::from_millis(250), "{choice}");
+            seen.push(reply.status.as_u16());
+        }
+        assert_eq!(seen, expected, "on_redis_error = {choice:?}");
+        let text = metrics(running.admin_addr.expect("admin")).await;
+        assert_eq!(
+            sample(
+                &text,
+                "gatehouse_shared_limit_decisions_total",
+                &[("limit", "api"), ("via", "fallback")]
+            ),
+            6.0,
+            "{choice}: {text}"
+        );
+        running.shutdown().await;
+    }
+}

@@ -294,10 +294,9 @@ struct Progress {
 enum Step {
     Next,
     Done(Decision),
-    /// Its local rate admitted the request (`due_in`, `tat` as it said); its shared count
-    /// needs a call.
+    /// A shared limit needs a call; `verdict` and `tat` are what its local count said.
     Ask {
-        due_in: u64,
+        verdict: Verdict,
         tat: u64,
     },
 }
@@ -342,7 +341,7 @@ impl RouteLimits {
             match self.step(index, key, now, who, &mut progress, &key_of) {
                 Step::Next => {}
                 Step::Done(decision) => return decision,
-                Step::Ask { due_in, tat } => {
+                Step::Ask { verdict, tat } => {
                     // The keys of every limit, taken now: the rest of the decision runs
                     // after the call, without the request's head.
                     let keys: Vec<Option<u64>> =
@@ -358,7 +357,7 @@ impl RouteLimits {
                     return Decision::Ask(Box::pin(async move {
                         limits
                             .after_call(
-                                index, now, due_in, tat, progress, keys, stables, client, route,
+                                index, now, verdict, tat, progress, keys, stables, client, route,
                             )
                             .await
                     }));
@@ -374,7 +373,7 @@ impl RouteLimits {
         &self,
         index: usize,
         now: u64,
-        due_in: u64,
+        verdict: Verdict,
         tat: u64,
         mut progress: Progress,
         keys: Vec<Option<u64>>,
@@ -394,30 +393,26 @@ impl RouteLimits {
         };
         let stable = stables.get(index).copied().flatten().unwrap_or(key);
         let answer = shared.ask(key, stable, now).await;
-        let refused = match answer {
+        let step = match answer {
             Ok(LeaseStep::Refuse { retry_in }) => {
                 shared.via.redis.inc();
-                Some(retry_in)
+                if matches!(verdict, Verdict::Admit { .. }) {
+                    pace.table.refund(&pace.gcra, key);
+                }
+                self.refused(index, retry_in, now, who, &mut progress, &key_of)
             }
             Ok(_) => {
                 shared.via.redis.inc();
-                None
+                self.admitted_by_cluster(index, verdict, tat, now, &mut progress);
+                Step::Next
             }
             Err(_) => {
                 shared.via.fallback.inc();
-                (shared.on_error == OnRedisError::Deny).then_some(NANOS_PER_SEC)
+                self.without_redis(index, key, verdict, tat, now, who, &mut progress, &key_of)
             }
         };
-        match refused {
-            Some(retry_in) => {
-                pace.table.refund(&pace.gcra, key);
-                if let Step::Done(decision) =
-                    self.refused(index, retry_in, now, who, &mut progress, &key_of)
-                {
-                    return decision;
-                }
-            }
-            None => self.admitted_by_rate(index, due_in, tat, now, &mut progress),
+        if let Step::Done(decision) = step {
+            return decision;
         }
         for next in index + 1..self.limiters.len() {
             let Some(key) = key_of(next) else {
@@ -426,13 +421,13 @@ impl RouteLimits {
             match self.step(next, key, now, who, &mut progress, &key_of) {
                 Step::Next => {}
                 Step::Done(decision) => return decision,
-                Step::Ask { due_in, tat } => {
+                Step::Ask { verdict, tat } => {
                     // A second shared limit on the route: its call goes out now, after the
                     // first (each bounded by the timeout).
                     return Box::pin(self.after_call(
                         next,
                         now,
-                        due_in,
+                        verdict,
                         tat,
                         progress,
                         keys.clone(),
@@ -487,41 +482,96 @@ impl RouteLimits {
             return Step::Next;
         };
         let (verdict, tat) = pace.table.check(&pace.gcra, key, now);
+        if let Some(shared) = &limiter.shared {
+            return match shared.take(key, now) {
+                LeaseStep::Admit => {
+                    shared.via.lease.inc();
+                    self.admitted_by_cluster(index, verdict, tat, now, progress);
+                    Step::Next
+                }
+                LeaseStep::Refuse { retry_in } => {
+                    shared.via.refused_locally.inc();
+                    if matches!(verdict, Verdict::Admit { .. }) {
+                        pace.table.refund(&pace.gcra, key);
+                    }
+                    self.refused(index, retry_in, now, who, progress, key_of)
+                }
+                LeaseStep::Ask if shared.redis.available() => Step::Ask { verdict, tat },
+                LeaseStep::Ask => {
+                    // The breaker is open: decided at once, without a call.
+                    shared.via.fallback.inc();
+                    self.without_redis(index, key, verdict, tat, now, who, progress, key_of)
+                }
+            };
+        }
         match verdict {
             Verdict::Admit { wait: due_in, .. } => {
-                if let Some(shared) = &limiter.shared {
-                    match shared.take(key, now) {
-                        LeaseStep::Admit => shared.via.lease.inc(),
-                        LeaseStep::Refuse { retry_in } => {
-                            shared.via.refused_locally.inc();
-                            pace.table.refund(&pace.gcra, key);
-                            return self.refused(index, retry_in, now, who, progress, key_of);
-                        }
-                        LeaseStep::Ask if shared.redis.available() => {
-                            return Step::Ask { due_in, tat };
-                        }
-                        LeaseStep::Ask => {
-                            // The breaker is open: decided at once, without a call.
-                            shared.via.fallback.inc();
-                            if shared.on_error == OnRedisError::Deny {
-                                pace.table.refund(&pace.gcra, key);
-                                return self.refused(
-                                    index,
-                                    NANOS_PER_SEC,
-                                    now,
-                                    who,
-                                    progress,
-                                    key_of,
-                                );
-                            }
-                        }
-                    }
-                }
                 self.admitted_by_rate(index, due_in, tat, now, progress);
                 Step::Next
             }
             Verdict::Refuse { retry_in } => {
                 self.refused(index, retry_in, now, who, progress, key_of)
+            }
+        }
+    }
+
+    /// Redis (or quota leased from it) admitted a request of a shared limit, whatever this
+    /// process's own count said.
+    fn admitted_by_cluster(
+        &self,
+        index: usize,
+        verdict: Verdict,
+        tat: u64,
+        now: u64,
+        progress: &mut Progress,
+    ) {
+        match verdict {
+            Verdict::Admit { wait, .. } => self.admitted_by_rate(index, wait, tat, now, progress),
+            // Not in this process's count: nothing to give back if a later limit refuses.
+            Verdict::Refuse { .. } => {
+                let limiter = &self.limiters[index];
+                limiter.outcomes.allowed.inc();
+                if let Some(pace) = &limiter.pace
+                    && limiter.advertises()
+                {
+                    let reset = pace.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
+                    push_state(&mut progress.state, &limiter.name, 0, reset);
+                }
+            }
+        }
+    }
+
+    /// A shared limit without Redis: `on_redis_error` decides.
+    #[allow(clippy::too_many_arguments)]
+    fn without_redis(
+        &self,
+        index: usize,
+        key: u64,
+        verdict: Verdict,
+        tat: u64,
+        now: u64,
+        who: Who<'_>,
+        progress: &mut Progress,
+        key_of: &dyn Fn(usize) -> Option<u64>,
+    ) -> Step {
+        let limiter = &self.limiters[index];
+        let on_error = limiter
+            .shared
+            .as_ref()
+            .map_or(OnRedisError::Local, |s| s.on_error);
+        match (on_error, verdict) {
+            (OnRedisError::Local, Verdict::Refuse { retry_in }) => {
+                self.refused(index, retry_in, now, who, progress, key_of)
+            }
+            (OnRedisError::Local | OnRedisError::Allow, _) => {
+                self.admitted_by_cluster(index, verdict, tat, now, progress);
+                Step::Next
+            }
+            (OnRedisError::Deny, _) => {
+                if let (Some(pace), Verdict::Admit { .. }) = (&limiter.pace, verdict) {
+                    pace.table.refund(&pace.gcra, key);
+                }
+                self.refused(index, NANOS_PER_SEC, now, who, progress, key_of)
             }
         }
     }

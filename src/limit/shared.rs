@@ -5,9 +5,8 @@
 //! Per key, a replica holds a *lease*: cells the script admitted for it in one call (up to
 //! `batch`), spent by its next requests, dropped after `LEASE_TTL` (so that a replica cannot
 //! hoard a burst). A refusal from Redis is remembered until its retry time, so that a key
-//! over its rate costs no call either. The local GCRA of the same rate runs first: a replica
-//! never admits more than the rate on its own, and it is what `on_redis_error = "local"` falls
-//! back to.
+//! over its rate costs no call either. Redis decides; the process also counts the same rate
+//! on its own (its requests only), which is what `on_redis_error = "local"` falls back to.
 //!
 //! Redis keeps one number per key, its TAT in microseconds of Redis's own clock (TIME), so
 //! replicas' clocks need not agree.

@@ -210,6 +210,27 @@ impl Redis {
         }
     }
 
+    /// Connects in the background when there is a runtime to do it on, so that the first
+    /// calls find the connection made rather than spend their timeout making it. A failure
+    /// here is not a call: the first calls try again, and they count.
+    fn warm_up(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let redis = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let Some(redis) = redis.upgrade() else {
+                return;
+            };
+            let connect_timeout = redis.settings.connect_timeout.0;
+            let _ = tokio::time::timeout(
+                connect_timeout,
+                redis.manager.get_or_try_init(|| redis.connect()),
+            )
+            .await;
+        });
+    }
+
     async fn connect(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout.0))
@@ -337,6 +358,7 @@ impl RedisRegistry {
             return Ok(Some(Arc::clone(existing)));
         }
         let redis = Arc::new(Redis::new(settings, metrics)?);
+        redis.warm_up();
         *current = Some(Arc::clone(&redis));
         Ok(Some(redis))
     }

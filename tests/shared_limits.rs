@@ -198,6 +198,14 @@ async fn two_processes_admit_the_shared_rate_between_them_not_twice_it() {
             )
         };
         let without_call = via("lease") + via("refused_locally");
+        eprintln!(
+            "lease {} redis {} refused_locally {} fallback {}; calls {}",
+            via("lease"),
+            via("redis"),
+            via("refused_locally"),
+            via("fallback"),
+            sample(&text, "gatehouse_shared_calls_total", &[("outcome", "ok")])
+        );
         assert!(via("redis") > 0.0, "{text}");
         assert!(
             without_call > via("redis"),

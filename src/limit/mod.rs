@@ -489,6 +489,19 @@ impl RouteLimits {
                     self.admitted_by_cluster(index, verdict, tat, now, progress);
                     Step::Next
                 }
+                LeaseStep::AdmitAndRefill => {
+                    shared.via.lease.inc();
+                    self.admitted_by_cluster(index, verdict, tat, now, progress);
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        let limiter = Arc::clone(limiter);
+                        runtime.spawn(async move {
+                            if let Some(shared) = &limiter.shared {
+                                shared.refill(key, now_nanos()).await;
+                            }
+                        });
+                    }
+                    Step::Next
+                }
                 LeaseStep::Refuse { retry_in } => {
                     shared.via.refused_locally.inc();
                     if matches!(verdict, Verdict::Admit { .. }) {

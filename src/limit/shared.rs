@@ -4,7 +4,8 @@
 //!
 //! Per key, a replica holds a *lease*: cells the script admitted for it in one call (up to
 //! `batch`), spent by its next requests, dropped after `LEASE_TTL` (so that a replica cannot
-//! hoard a burst). A refusal from Redis is remembered until its retry time, so that a key
+//! hoard a burst). When half of a lease is spent, a call in the background tops it up, so that
+//! a key in steady use finds cells ready and its requests wait on no call. A refusal from Redis is remembered until its retry time, so that a key
 //! over its rate costs no call either. Redis decides; the process also counts the same rate
 //! on its own (its requests only), which is what `on_redis_error = "local"` falls back to.
 //!
@@ -53,6 +54,9 @@ pub enum LeaseStep {
     },
     /// Nothing leased: one call decides.
     Ask,
+    /// Admitted from the lease, which is half spent: the caller tops it up in the background
+    /// (`refill`).
+    AdmitAndRefill,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -60,6 +64,10 @@ struct Lease {
     cells: u32,
     expires: u64,
     refused_until: u64,
+    /// The key as Redis knows it (from the call that made the lease).
+    stable: u64,
+    /// A top-up call is out.
+    refilling: bool,
 }
 
 #[derive(Default)]
@@ -167,6 +175,10 @@ impl SharedPace {
         };
         if lease.cells > 0 && now < lease.expires {
             lease.cells -= 1;
+            if self.batch >= 2 && lease.cells <= self.batch / 2 && !lease.refilling {
+                lease.refilling = true;
+                return LeaseStep::AdmitAndRefill;
+            }
             return LeaseStep::Admit;
         }
         if now < lease.refused_until {
@@ -197,7 +209,7 @@ impl SharedPace {
         let lease = shard.entry(key).or_default();
         match step {
             LeaseStep::Refuse { retry_in } => {
-                lease.refused_until = now.saturating_add(retry_in);
+                lease.refused_until = now.saturating_add(self.hold(retry_in));
             }
             _ => {
                 let extra = u32::try_from(granted - 1).unwrap_or(0);
@@ -209,7 +221,67 @@ impl SharedPace {
                 lease.refused_until = 0;
             }
         }
+        lease.stable = stable;
+        // A top-up that never ran (no runtime) must not stop the next one.
+        lease.refilling = false;
         Ok(step)
+    }
+
+    /// Tops up the lease of `key` (after `take` said `AdmitAndRefill`): every cell granted is
+    /// leased. A refusal is remembered for when the cells left run out.
+    pub async fn refill(&self, key: u64, now: u64) {
+        let stable = {
+            let shard = self.shard(key);
+            match shard.get(&key) {
+                Some(lease) => lease.stable,
+                None => return,
+            }
+        };
+        let redis_key = format!("{}{stable:016x}", self.key_prefix);
+        let answer: Result<(i64, i64), CallError> = self
+            .redis
+            .script(
+                &self.script,
+                &[&redis_key],
+                &[self.interval_us, self.tolerance_us, i64::from(self.batch)],
+            )
+            .await;
+        let mut shard = self.shard(key);
+        let Some(lease) = shard.get_mut(&key) else {
+            return;
+        };
+        lease.refilling = false;
+        // An error is counted and logged by the connection; the next call tries again.
+        if let Ok((granted, micros)) = answer {
+            match apply_answer(granted, micros) {
+                LeaseStep::Refuse { retry_in } => {
+                    lease.refused_until = now.saturating_add(self.hold(retry_in));
+                }
+                _ => {
+                    if now >= lease.expires {
+                        lease.cells = 0;
+                    }
+                    let granted = u32::try_from(granted).unwrap_or(0);
+                    lease.cells = lease.cells.saturating_add(granted);
+                    lease.expires = now.saturating_add(LEASE_TTL);
+                }
+            }
+        }
+    }
+
+    /// How long a refusal from Redis is taken as the answer for the key. With batches, at
+    /// least one batch's worth of time: asking as soon as one cell fits makes every admission
+    /// of a key over its rate a call, while waiting a batch lets the cells gather (within the
+    /// burst, which a batch never exceeds, so none is lost) and come in one call.
+    fn hold(&self, retry_in: u64) -> u64 {
+        if self.batch < 2 {
+            return retry_in;
+        }
+        let batch_time = u64::try_from(self.interval_us)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(1_000)
+            .saturating_mul(u64::from(self.batch));
+        retry_in.max(batch_time)
     }
 
     /// Keys with a lease or a refusal remembered.
@@ -259,32 +331,75 @@ mod tests {
     }
 
     #[test]
+    fn a_half_spent_lease_asks_for_a_top_up_once() {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let settings = crate::config::RedisConfig {
+            url: toml::Spanned::new(0..0, "redis://127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let redis = Arc::new(Redis::new(&settings, &metrics).unwrap());
+        let via = |v: &str| metrics.shared.limit_decisions.with_label_values(&["t", v]);
+        let via = Via {
+            lease: via("lease"),
+            redis: via("redis"),
+            refused_locally: via("refused_locally"),
+            fallback: via("fallback"),
+        };
+        // 1000/s with a burst of 9: batches of 10.
+        let pace = SharedPace::new("t", redis, OnRedisError::Local, 1_000_000, 9, 100, via);
+        assert_eq!(pace.batch, 10);
+        let now = 5_000_000_000;
+        assert_eq!(pace.take(7, now), LeaseStep::Ask);
+        // What a call granting 10 leaves: 9 cells for the next requests.
+        pace.shard(7).insert(
+            7,
+            Lease {
+                cells: 9,
+                expires: now + LEASE_TTL,
+                ..Lease::default()
+            },
+        );
+        let steps: Vec<_> = (0..10).map(|_| pace.take(7, now)).collect();
+        use LeaseStep::{Admit, AdmitAndRefill, Ask};
+        assert_eq!(
+            steps,
+            [
+                Admit,
+                Admit,
+                Admit,
+                AdmitAndRefill,
+                Admit,
+                Admit,
+                Admit,
+                Admit,
+                Admit,
+                Ask
+            ]
+        );
+        // Expired cells are not spent.
+        pace.shard(7).insert(
+            7,
+            Lease {
+                cells: 9,
+                expires: now,
+                ..Lease::default()
+            },
+        );
+        assert_eq!(pace.take(7, now), LeaseStep::Ask);
+    }
+
+    #[test]
     fn making_room_keeps_live_leases() {
+        let lease = |cells, expires, refused_until| Lease {
+            cells,
+            expires,
+            refused_until,
+            ..Lease::default()
+        };
         let mut shard = Shard::default();
-        shard.insert(
-            1,
-            Lease {
-                cells: 2,
-                expires: 100,
-                refused_until: 0,
-            },
-        );
-        shard.insert(
-            2,
-            Lease {
-                cells: 0,
-                expires: 100,
-                refused_until: 0,
-            },
-        );
-        shard.insert(
-            3,
-            Lease {
-                cells: 0,
-                expires: 0,
-                refused_until: 200,
-            },
-        );
+        shard.insert(1, lease(2, 100, 0));
+        shard.insert(2, lease(0, 100, 0));
+        shard.insert(3, lease(0, 0, 200));
         make_room(&mut shard, 50);
         let mut left: Vec<_> = shard.keys().copied().collect();
         left.sort_unstable();

@@ -75,7 +75,8 @@ struct Health {
 pub struct Redis {
     settings: RedisConfig,
     client: redis::Client,
-    /// Made on the first call (so that gatehouse starts while Redis is down), then kept: it
+    /// Made in the background when loaded, or by the first call if that failed (gatehouse starts
+    /// while Redis is down), then kept: it
     /// reconnects in the background after the connection drops.
     manager: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     health: Mutex<Health>,
@@ -83,7 +84,7 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// A client for validated `settings`; nothing is connected until the first call.
+    /// A client for validated `settings`; nothing is connected yet.
     pub fn new(settings: &RedisConfig, metrics: &Metrics) -> Result<Self, String> {
         let client = redis::Client::open(settings.url.get_ref().as_str())
             .map_err(|e| format!("redis.url: {e}"))?;

@@ -75,9 +75,8 @@ struct Health {
 pub struct Redis {
     settings: RedisConfig,
     client: redis::Client,
-    /// Made in the background when loaded, or by the first call if that failed (gatehouse starts
-    /// while Redis is down), then kept: it
-    /// reconnects in the background after the connection drops.
+    /// Made in the background when loaded, or by the first call if that failed (gatehouse
+    /// starts while Redis is down), then kept: it reconnects by itself after it drops.
     manager: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     health: Mutex<Health>,
     outcomes: Outcomes,

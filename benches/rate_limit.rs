@@ -33,6 +33,8 @@ fn settings(max_keys: usize) -> RateLimitConfig {
         ipv6_prefix: 128,
         max_keys,
         headers: false,
+        shared: Spanned::new(0..0, false),
+        on_redis_error: Default::default(),
     }
 }
 
@@ -42,7 +44,8 @@ fn key(i: u64) -> u64 {
 
 fn per_request(c: &mut Criterion) {
     let metrics = Metrics::new().expect("metrics registry");
-    let limiter = Arc::new(RateLimiter::new("bench", &settings(100_000), &metrics).expect("limit"));
+    let limiter =
+        Arc::new(RateLimiter::new("bench", &settings(100_000), &metrics, None).expect("limit"));
     let limits = RouteLimits::new(vec![limiter]);
     let headers = HeaderMap::new();
     let mut i = 0u32;

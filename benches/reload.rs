@@ -47,12 +47,13 @@ fn reload(c: &mut Criterion) {
     let servers = ServerRegistry::new();
     let caches = CacheRegistry::new();
     let limiters = gatehouse::limit::LimiterRegistry::new();
+    let redis = gatehouse::shared::RedisRegistry::new();
     let addresses = AddressBook::new();
     let ids = HashMap::from([("public".to_owned(), 0)]);
     let auth = gatehouse::auth::AuthRegistry::new();
     let warm = config::load_str(path, &text).expect("valid config");
     Snapshot::compile(
-        warm, &servers, &addresses, &caches, &limiters, &metrics, &ids, &auth,
+        warm, &servers, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth,
     )
     .expect("compiles");
 
@@ -65,7 +66,7 @@ fn reload(c: &mut Criterion) {
         b.iter(|| {
             let config = config::load_str(path, black_box(&text)).expect("valid");
             Snapshot::compile(
-                config, &servers, &addresses, &caches, &limiters, &metrics, &ids, &auth,
+                config, &servers, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth,
             )
             .expect("compiles")
         })

@@ -5,7 +5,7 @@
 //!
 //! Modules sit in layers and import only from below (checked by `tests/layers.rs`, which holds
 //! the table): vocabulary without imports (`certs`, `compress`, `connection`, `http1`, `request_body`,
-//! `route`, …); `config` and `metrics`; `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
+//! `route`, …); `config` and `metrics`; `shared` (the Redis connection replicas share state through); `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
 //! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`. The demo backend stands apart.
 
 pub mod admin;
@@ -32,6 +32,7 @@ pub mod request_body;
 pub mod route;
 pub mod routes_tool;
 pub mod server;
+pub mod shared;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;

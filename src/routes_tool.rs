@@ -49,6 +49,7 @@ impl Routes {
             &AddressBook::new(),
             &CacheRegistry::new(),
             &LimiterRegistry::new(),
+            &crate::shared::RedisRegistry::new(),
             &metrics,
             &listeners,
             &crate::auth::AuthRegistry::new(),

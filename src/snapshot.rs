@@ -12,6 +12,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::rewrite::Rewrite;
 use crate::route::template::Template;
 use crate::route::{HostPattern, Matchers, PathPattern, RouteEntry, Router};
+use crate::shared::{Redis, RedisRegistry};
 use crate::upstream::discovery::AddressBook;
 use crate::upstream::split::{CacheSide, Chooser, Mirror, Pick, PickOn, Split};
 use crate::upstream::{ServerRegistry, Upstream};
@@ -105,6 +106,8 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     /// Who may use the admin listener's state-changing endpoints (the token file as read).
     pub admin_writes: crate::policy::admin_auth::AdminWrites,
+    /// `[redis]`: the server replicas share state through, if one is configured.
+    pub redis: Option<Arc<Redis>>,
 }
 
 impl Snapshot {
@@ -117,6 +120,7 @@ impl Snapshot {
         addresses: &AddressBook,
         caches: &CacheRegistry,
         limiters: &LimiterRegistry,
+        redis: &RedisRegistry,
         metrics: &Metrics,
         listener_ids: &HashMap<String, usize>,
         auth: &crate::auth::AuthRegistry,
@@ -125,6 +129,7 @@ impl Snapshot {
         // that the snapshot in force shares, which a failed reload must leave alone.
         let admin_writes = crate::policy::admin_auth::AdminWrites::compile(&config.admin)
             .map_err(|e| format!("admin: {e}"))?;
+        let redis = redis.get_or_create(&config.redis, metrics)?;
         let mut tls = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let settings = crate::upstream::pool::Transport::upstream_tls(upstream)
@@ -192,7 +197,7 @@ impl Snapshot {
                     .ok_or_else(|| format!("route names a missing limit {:?}", limit.get_ref()))?;
                 route_limiters.push(
                     limiters
-                        .get_or_create(limit.get_ref(), settings, metrics)
+                        .get_or_create(limit.get_ref(), settings, metrics, redis.as_ref())
                         .map_err(|e| format!("limit {}: {e}", limit.get_ref()))?,
                 );
             }
@@ -372,6 +377,7 @@ impl Snapshot {
             config,
             loaded_at: SystemTime::now(),
             admin_writes,
+            redis,
         })
     }
 }

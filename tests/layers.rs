@@ -33,6 +33,8 @@ const LAYERS: &[&[&str]] = &[
     &["route"],
     // The config (with its own parsers and located errors) and the metric families.
     &["config", "metrics"],
+    // State shared between replicas: the Redis connection, its timeout and breaker.
+    &["shared"],
     // Header rules, TLS settings, per-server health state and breakers, cache policy and store,
     // rate limits, the pure edge policies (admin writes, CORS, forward auth's decisions).
     &["cache", "headers", "health", "limit", "policy", "tls"],

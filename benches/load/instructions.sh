@@ -16,9 +16,13 @@
 # `location ~` + `rewrite ... break`), SCENARIO=basic checks Basic credentials against an
 # htpasswd file ({SHA}; nginx's auth_basic), SCENARIO=jwt verifies an HS256 bearer token
 # (gatehouse only: nginx has no JWT outside its paid edition; nginx runs the plain proxy).
+# SCENARIO=limit passes a per-process rate limit by client address that admits everything
+# (nginx `limit_req` with the same rate and burst); SCENARIO=shared-limit the same limit with
+# `shared = true`, counted in a redis-server this script starts on 127.0.0.1:18190 (nginx runs
+# its per-process limit_req: it has no shared one).
 #
 # KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
-# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
+# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt|limit|shared-limit] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
@@ -101,11 +105,30 @@ PY
 secret_file = \"$WORK/jwt-secret\"
 algorithms = [\"HS256\"]"
 fi
+NGINX_ZONE="" GATEHOUSE_TOP=""
+if [ "$SCENARIO" = limit ] || [ "$SCENARIO" = shared-limit ]; then
+    NGINX_ZONE="limit_req_zone \$binary_remote_addr zone=all:10m rate=1000000r/s;"
+    NGINX_ROUTE="limit_req zone=all burst=100000 nodelay;"
+    GATEHOUSE_ROUTE='limits = ["all"]'
+    GATEHOUSE_ROUTE_SECTION='[limit.all]
+rate = "1000000/s"
+burst = 100000
+nodelay = true
+headers = false'
+fi
+if [ "$SCENARIO" = shared-limit ]; then
+    command -v redis-server >/dev/null || { echo "missing redis-server: apt-get install redis-server" >&2; exit 1; }
+    redis-server --port 18190 --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
+    GATEHOUSE_TOP='[redis]
+url = "redis://127.0.0.1:18190"'
+    GATEHOUSE_ROUTE_SECTION="$GATEHOUSE_ROUTE_SECTION
+shared = true"
+fi
 cat > "$WORK/nginx.conf" <<CONF
 daemon off; master_process off; worker_processes 1; error_log $WORK/nginx-error.log warn; pid $WORK/nginx.pid;
 events { worker_connections 1024; }
 http { access_log off;
-  upstream app { server 127.0.0.1:18101; keepalive 512; } $NGINX_CACHE_ZONE
+  upstream app { server 127.0.0.1:18101; keepalive 512; } $NGINX_CACHE_ZONE $NGINX_ZONE
   server { listen 127.0.0.1:18180$NGINX_LISTEN_HTTP2; keepalive_requests 1000000; http2_max_requests 1000000;
     location / { $NGINX_CACHE $NGINX_ROUTE proxy_pass $NGINX_UPSTREAM; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
@@ -118,6 +141,7 @@ level = "warn"
 access = "off"
 [admin]
 bind = ""
+$GATEHOUSE_TOP
 [[listener]]
 name = "bench"
 bind = "127.0.0.1:18181"

@@ -64,6 +64,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             "reload" => store(section(&locator, whole(), errors), &mut config.reload),
             "demo" => store(section(&locator, whole(), errors), &mut config.demo),
             "resolver" => store(section(&locator, whole(), errors), &mut config.resolver),
+            "redis" => store(section(&locator, whole(), errors), &mut config.redis),
             "listener" => {
                 let Some(items) = array_of_tables(&locator, "listener", value, errors) else {
                     gaps.listeners.unnamed = true;

@@ -17,6 +17,7 @@ pub mod location;
 mod rate_limit;
 mod real_ip;
 mod redirect;
+mod redis;
 mod split;
 mod tls;
 mod units;
@@ -34,8 +35,10 @@ pub use errors::{ConfigError, ConfigErrors, line_column};
 pub use forward_auth::ForwardAuthConfig;
 pub use load::{load_file, load_str};
 pub use location::{ErrorPageConfig, FieldMatchConfig, ReturnConfig, RewriteConfig};
+pub use rate_limit::OnRedisError;
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
 pub use redirect::RedirectTemplate;
+pub use redis::{RedisConfig, check_redis_url};
 pub use split::{MirrorConfig, PickUpstreamConfig, SplitConfig, parse_split_by};
 pub use tls::{check_alpn, tls_server_name, tls_versions};
 pub use units::{ByteSize, ConfigDuration, parse_duration, parse_size};
@@ -76,6 +79,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     pub demo: DemoConfig,
     pub resolver: ResolverConfig,
+    /// `[redis]`: the server replicas share state through; off when its url is empty.
+    pub redis: RedisConfig,
 }
 
 /// `[resolver]`: the DNS servers that resolve upstream servers given by name (nginx's

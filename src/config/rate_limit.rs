@@ -47,6 +47,31 @@ pub struct RateLimitConfig {
     /// on the responses of the routes that use this limit.
     #[serde(default = "default_true")]
     pub headers: bool,
+    /// Count this limit across every replica of gatehouse, in `[redis]`, rather than per
+    /// process.
+    #[serde(default = "default_false")]
+    pub shared: Spanned<bool>,
+    /// What a shared limit does while Redis cannot be reached or does not answer in time.
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+}
+
+/// `on_redis_error`: a shared limit's decision while Redis is unavailable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Count in this process alone, at the same rate (the cluster then admits up to the
+    /// rate times the number of replicas).
+    #[default]
+    Local,
+    /// Let every request through.
+    Allow,
+    /// Refuse every request (429).
+    Deny,
+}
+
+fn default_false() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }
 
 fn default_key() -> Spanned<KeyList> {

@@ -412,8 +412,9 @@ pub(super) fn validate(
         }
     }
 
+    super::redis::validate(&config.redis, at, errors);
     for (name, limit) in &config.rate_limits {
-        check_rate_limit(name, limit, at, errors);
+        check_rate_limit(name, limit, config.redis.enabled(), at, errors);
     }
     for (name, cors) in &config.cors {
         super::cors::validate(name, cors, at, errors);
@@ -478,10 +479,31 @@ pub(super) fn validate(
 fn check_rate_limit(
     name: &str,
     limit: &super::RateLimitConfig,
+    redis_enabled: bool,
     at: &Locator<'_>,
     errors: &mut Vec<ConfigError>,
 ) {
     let lkey = |k: &str| format!("limit.{name}.{k}");
+    if *limit.shared.get_ref() {
+        let span = if limit.shared.span() == (0..0) {
+            at.span_of(&["limit", name, "shared"])
+        } else {
+            limit.shared.span()
+        };
+        let mut problem =
+            |message: &str| errors.push(at.error(span.clone(), lkey("shared"), message));
+        if !redis_enabled {
+            problem("a shared limit counts in Redis: set [redis] url");
+        }
+        if limit.rate.is_none() {
+            problem("only a rate is shared (concurrency is counted per process): set rate");
+        }
+        if !limit.nodelay {
+            problem(
+                "a shared limit answers at once within its burst (replicas cannot space requests out to one clock): set nodelay = true",
+            );
+        }
+    }
     match &limit.rate {
         Some(rate) => {
             if let Err(message) = super::Rate::parse(rate.get_ref()) {

@@ -33,7 +33,18 @@ impl RequestKey {
     /// The request's key, or `None` when every part of it is empty (a missing header or
     /// cookie): such requests are not limited, as in nginx.
     pub fn hash(&self, source: &KeySource<'_>) -> Option<u64> {
-        let mut hasher = self.secret.build_hasher();
+        self.hash_with(source, self.secret.build_hasher())
+    }
+
+    /// The key as every process computes it (no secret): what a shared limit names its key
+    /// by in Redis. SHA-1 (not for secrecy: a hash that stays the same across builds and
+    /// machines).
+    pub fn stable_hash(&self, source: &KeySource<'_>) -> Option<u64> {
+        self.hash_with(source, StableHasher(sha1::Sha1::default()))
+    }
+
+    #[inline(always)]
+    fn hash_with<H: Hasher>(&self, source: &KeySource<'_>, mut hasher: H) -> Option<u64> {
         let mut empty = true;
         for (index, part) in self.parts.iter().enumerate() {
             // Parts are told apart, so that ("ab", "c") and ("a", "bc") differ.
@@ -70,6 +81,29 @@ impl RequestKey {
             }
         }
         (!empty).then(|| hasher.finish())
+    }
+}
+
+/// SHA-1 behind `Hasher`, with integers written little-endian whatever the machine.
+struct StableHasher(sha1::Sha1);
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        use sha1::Digest as _;
+        let digest = self.0.clone().finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        use sha1::Digest as _;
+        self.0.update(bytes);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write(&(n as u64).to_le_bytes());
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.write(&n.to_le_bytes());
     }
 }
 
@@ -160,5 +194,18 @@ mod tests {
             route.hash(&source("192.0.2.1", &alice)),
             route.hash(&source("192.0.2.2", &bob))
         );
+    }
+
+    #[test]
+    fn the_stable_hash_is_the_same_in_every_process_and_keys_apart() {
+        let headers = HeaderMap::new();
+        let one = RequestKey::new(vec![KeyPart::ClientIp], 128);
+        let other = RequestKey::new(vec![KeyPart::ClientIp], 128);
+        let a = source("192.0.2.1", &headers);
+        let b = source("192.0.2.2", &headers);
+        assert_eq!(one.stable_hash(&a), other.stable_hash(&a));
+        assert_ne!(one.stable_hash(&a), one.stable_hash(&b));
+        // Pinned: a change would split the count of replicas running different builds.
+        assert_eq!(one.stable_hash(&a), Some(2_907_734_265_163_623_537));
     }
 }

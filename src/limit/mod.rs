@@ -6,6 +6,7 @@
 mod gcra;
 mod in_flight;
 mod key;
+pub mod shared;
 mod table;
 
 pub use gcra::{Gcra, Verdict};
@@ -13,12 +14,17 @@ pub use in_flight::{InFlightGuard, InFlightTable};
 pub use key::{KeySource, RequestKey};
 pub use table::KeyTable;
 
-use crate::config::{KeyPart, Rate, RateLimitConfig};
+use crate::config::{KeyPart, OnRedisError, Rate, RateLimitConfig};
 use crate::metrics::Metrics;
+use crate::shared::Redis;
 use http::HeaderValue;
 use prometheus::IntCounter;
+use shared::{LeaseStep, SharedPace};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -40,6 +46,8 @@ pub struct RateLimiter {
     key: RequestKey,
     pace: Option<Pace>,
     in_flight: Option<Arc<InFlightTable>>,
+    /// `shared = true`: the rate counted in Redis too.
+    shared: Option<SharedPace>,
     outcomes: Outcomes,
     log: LogThrottle,
 }
@@ -60,8 +68,13 @@ struct Outcomes {
 }
 
 impl RateLimiter {
-    /// Compiles a validated `[limit.NAME]`.
-    pub fn new(name: &str, settings: &RateLimitConfig, metrics: &Metrics) -> Result<Self, String> {
+    /// Compiles a validated `[limit.NAME]`; a shared one counts in `redis`.
+    pub fn new(
+        name: &str,
+        settings: &RateLimitConfig,
+        metrics: &Metrics,
+        redis: Option<&Arc<Redis>>,
+    ) -> Result<Self, String> {
         let pace = match &settings.rate {
             Some(rate) => {
                 let rate = Rate::parse(rate.get_ref())?;
@@ -87,7 +100,30 @@ impl RateLimiter {
             .map(|part| KeyPart::parse(part))
             .collect::<Result<Vec<_>, _>>()?;
         let outcome = |o: &str| metrics.rate_limit_requests.with_label_values(&[name, o]);
+        let shared = match (*settings.shared.get_ref(), &pace, redis) {
+            (false, _, _) => None,
+            (true, Some(pace), Some(redis)) => {
+                let via = |v: &str| metrics.shared.limit_decisions.with_label_values(&[name, v]);
+                Some(SharedPace::new(
+                    name,
+                    Arc::clone(redis),
+                    settings.on_redis_error,
+                    pace.gcra.interval(),
+                    settings.burst,
+                    settings.max_keys,
+                    shared::Via {
+                        lease: via("lease"),
+                        redis: via("redis"),
+                        refused_locally: via("refused_locally"),
+                        fallback: via("fallback"),
+                    },
+                ))
+            }
+            (true, None, _) => return Err("a shared limit needs a rate".into()),
+            (true, _, None) => return Err("a shared limit counts in Redis: set [redis] url".into()),
+        };
         Ok(Self {
+            shared,
             name: name.into(),
             settings: settings.clone(),
             key: RequestKey::new(parts, settings.ipv6_prefix),
@@ -106,6 +142,19 @@ impl RateLimiter {
 
     pub fn settings(&self) -> &RateLimitConfig {
         &self.settings
+    }
+
+    /// Whether it counts across replicas, in Redis.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    fn uses(&self, redis: Option<&Arc<Redis>>) -> bool {
+        match (&self.shared, redis) {
+            (Some(shared), Some(redis)) => Arc::ptr_eq(&shared.redis, redis),
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
     }
 
     /// Keys remembered now (for /status): those the rate tracks, else those with requests in
@@ -156,9 +205,9 @@ impl RateLimiter {
 }
 
 /// The limits of one route, in the order it names them.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RouteLimits {
-    limiters: Vec<Arc<RateLimiter>>,
+    limiters: Arc<[Arc<RateLimiter>]>,
     /// `RateLimit-Policy` for the limits that advertise themselves; none if none does.
     policy: Option<HeaderValue>,
 }
@@ -178,8 +227,11 @@ pub struct Held {
     pub in_flight: Vec<InFlightGuard>,
 }
 
+/// A decision that waits on one call to Redis (a shared limit with nothing leased for the
+/// key); it never waits longer than `[redis] timeout`.
+pub type PendingDecision = Pin<Box<dyn Future<Output = Decision> + Send>>;
+
 /// What a route's limits decide for one request.
-#[derive(Debug)]
 pub enum Decision {
     /// Go on, after `wait` (zero unless a limit without `nodelay` spaces requests out),
     /// keeping `held` until the exchange ends.
@@ -194,6 +246,59 @@ pub enum Decision {
         retry_after: Option<u64>,
         held: Option<Box<Held>>,
     },
+    /// A shared limit asks Redis first; the future is the decision.
+    Ask(PendingDecision),
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pass { wait, held } => f
+                .debug_struct("Pass")
+                .field("wait", wait)
+                .field("held", held)
+                .finish(),
+            Self::Reject {
+                limit,
+                retry_after,
+                held,
+            } => f
+                .debug_struct("Reject")
+                .field("limit", limit)
+                .field("retry_after", retry_after)
+                .field("held", held)
+                .finish(),
+            Self::Ask(_) => f.write_str("Ask"),
+        }
+    }
+}
+
+/// Who a request is, for the log lines of refusals.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    client: IpAddr,
+    route: &'a str,
+}
+
+/// A decision under way over a route's limits.
+#[derive(Default)]
+struct Progress {
+    wait: u64,
+    /// Which rates counted this request, to give it back if a later limit refuses it.
+    admitted: u64,
+    in_flight: Vec<InFlightGuard>,
+    state: String,
+}
+
+/// What one limit says of a request.
+enum Step {
+    Next,
+    Done(Decision),
+    /// A shared limit needs a call; `verdict` and `tat` are what its local count said.
+    Ask {
+        verdict: Verdict,
+        tat: u64,
+    },
 }
 
 impl RouteLimits {
@@ -206,7 +311,10 @@ impl RouteLimits {
         let policy = (!items.is_empty())
             .then(|| HeaderValue::from_str(&items.join(", ")).ok())
             .flatten();
-        Self { limiters, policy }
+        Self {
+            limiters: limiters.into(),
+            policy,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -220,98 +328,342 @@ impl RouteLimits {
     /// Checks a request against every limit of the route at `now` (nanoseconds of
     /// `now_nanos`). A request refused by one limit is not counted by the others.
     pub fn decide(&self, source: &KeySource<'_>, now: u64) -> Decision {
-        let mut wait = 0u64;
-        // Which rates counted this request, to give it back if a later limit refuses it.
-        let mut admitted = 0u64;
-        let mut in_flight = Vec::new();
-        let mut state = String::new();
+        let who = Who {
+            client: source.client,
+            route: source.route,
+        };
+        let mut progress = Progress::default();
+        let key_of = |index: usize| self.limiters.get(index).and_then(|l| l.key.hash(source));
         for (index, limiter) in self.limiters.iter().enumerate() {
             let Some(key) = limiter.key.hash(source) else {
                 continue;
             };
-            let dry_run = limiter.settings.dry_run;
-            if let Some(table) = &limiter.in_flight {
-                match table.try_acquire(key, limiter.settings.concurrency) {
-                    Some(guard) => in_flight.push(guard),
-                    None if dry_run => {
-                        limiter.outcomes.dry_run_rejected.inc();
-                        limiter.log.note(now, || {
-                            tracing::info!(limit = %limiter.name, client = %source.client, route = source.route, "concurrency limit exceeded (dry run: request let through)")
-                        });
-                    }
-                    None => {
-                        limiter.outcomes.rejected_concurrency.inc();
-                        limiter.log.note(now, || {
-                            tracing::warn!(limit = %limiter.name, client = %source.client, route = source.route, "concurrency limit exceeded: 429")
-                        });
-                        self.refund(admitted, source);
-                        return Decision::Reject {
-                            limit: Arc::clone(&limiter.name),
-                            retry_after: None,
-                            held: self.held(&state, Vec::new()),
-                        };
-                    }
-                }
-            }
-            let Some(pace) = &limiter.pace else {
-                limiter.outcomes.allowed.inc();
-                continue;
-            };
-            let (verdict, tat) = pace.table.check(&pace.gcra, key, now);
-            match verdict {
-                Verdict::Admit { wait: due_in, .. } => {
-                    if index < 64 {
-                        admitted |= 1 << index;
-                    }
-                    if due_in > 0 && !limiter.settings.nodelay && !dry_run {
-                        wait = wait.max(due_in);
-                        limiter.outcomes.delayed.inc();
-                    } else {
-                        limiter.outcomes.allowed.inc();
-                    }
-                    if limiter.advertises() {
-                        let remaining = pace.gcra.remaining(tat, now);
-                        let reset = pace.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
-                        push_state(&mut state, &limiter.name, remaining, reset);
-                    }
-                }
-                Verdict::Refuse { retry_in } => {
-                    let retry_after = retry_in.div_ceil(NANOS_PER_SEC).max(1);
-                    if dry_run {
-                        limiter.outcomes.dry_run_rejected.inc();
-                        limiter.log.note(now, || {
-                            tracing::info!(limit = %limiter.name, client = %source.client, route = source.route, "rate limit exceeded (dry run: request let through)")
-                        });
-                        continue;
-                    }
-                    limiter.outcomes.rejected.inc();
-                    limiter.log.note(now, || {
-                        tracing::warn!(limit = %limiter.name, client = %source.client, route = source.route, retry_after, "rate limit exceeded: 429")
-                    });
-                    self.refund(admitted, source);
-                    let mut state = String::new();
-                    if limiter.advertises() {
-                        push_state(&mut state, &limiter.name, 0, retry_after);
-                    }
-                    return Decision::Reject {
-                        limit: Arc::clone(&limiter.name),
-                        retry_after: Some(retry_after),
-                        held: self.held(&state, Vec::new()),
-                    };
+            match self.step(index, key, now, who, &mut progress, &key_of) {
+                Step::Next => {}
+                Step::Done(decision) => return decision,
+                Step::Ask { verdict, tat } => {
+                    // The keys of every limit, taken now: the rest of the decision runs
+                    // after the call, without the request's head.
+                    let keys: Vec<Option<u64>> =
+                        self.limiters.iter().map(|l| l.key.hash(source)).collect();
+                    let stables: Vec<Option<u64>> = self
+                        .limiters
+                        .iter()
+                        .map(|l| l.shared.as_ref().and_then(|_| l.key.stable_hash(source)))
+                        .collect();
+                    let limits = self.clone();
+                    let route: Arc<str> = source.route.into();
+                    let client = source.client;
+                    return Decision::Ask(Box::pin(async move {
+                        limits
+                            .after_call(
+                                index, now, verdict, tat, progress, keys, stables, client, route,
+                            )
+                            .await
+                    }));
                 }
             }
         }
-        Decision::Pass {
-            wait: Duration::from_nanos(wait),
-            held: self.held(&state, in_flight),
+        self.pass(progress)
+    }
+
+    /// The shared limit at `index` asks Redis, then the limits after it decide.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_call(
+        &self,
+        index: usize,
+        now: u64,
+        verdict: Verdict,
+        tat: u64,
+        mut progress: Progress,
+        keys: Vec<Option<u64>>,
+        stables: Vec<Option<u64>>,
+        client: IpAddr,
+        route: Arc<str>,
+    ) -> Decision {
+        let who = Who {
+            client,
+            route: &route,
+        };
+        let key_of = |i: usize| keys.get(i).copied().flatten();
+        let limiter = &self.limiters[index];
+        let (Some(pace), Some(shared), Some(key)) = (&limiter.pace, &limiter.shared, key_of(index))
+        else {
+            return self.pass(progress);
+        };
+        let stable = stables.get(index).copied().flatten().unwrap_or(key);
+        let answer = shared.ask(key, stable, now).await;
+        let step = match answer {
+            Ok(LeaseStep::Refuse { retry_in }) => {
+                shared.via.redis.inc();
+                if matches!(verdict, Verdict::Admit { .. }) {
+                    pace.table.refund(&pace.gcra, key);
+                }
+                self.refused(index, retry_in, now, who, &mut progress, &key_of)
+            }
+            Ok(_) => {
+                shared.via.redis.inc();
+                self.admitted_by_cluster(index, verdict, tat, now, &mut progress);
+                Step::Next
+            }
+            Err(_) => {
+                shared.via.fallback.inc();
+                self.without_redis(index, key, verdict, tat, now, who, &mut progress, &key_of)
+            }
+        };
+        if let Step::Done(decision) = step {
+            return decision;
+        }
+        for next in index + 1..self.limiters.len() {
+            let Some(key) = key_of(next) else {
+                continue;
+            };
+            match self.step(next, key, now, who, &mut progress, &key_of) {
+                Step::Next => {}
+                Step::Done(decision) => return decision,
+                Step::Ask { verdict, tat } => {
+                    // A second shared limit on the route: its call goes out now, after the
+                    // first (each bounded by the timeout).
+                    return Box::pin(self.after_call(
+                        next,
+                        now,
+                        verdict,
+                        tat,
+                        progress,
+                        keys.clone(),
+                        stables.clone(),
+                        client,
+                        Arc::clone(&route),
+                    ))
+                    .await;
+                }
+            }
+        }
+        self.pass(progress)
+    }
+
+    /// One limit's say on a request of `key`.
+    fn step(
+        &self,
+        index: usize,
+        key: u64,
+        now: u64,
+        who: Who<'_>,
+        progress: &mut Progress,
+        key_of: &dyn Fn(usize) -> Option<u64>,
+    ) -> Step {
+        let limiter = &self.limiters[index];
+        let dry_run = limiter.settings.dry_run;
+        if let Some(table) = &limiter.in_flight {
+            match table.try_acquire(key, limiter.settings.concurrency) {
+                Some(guard) => progress.in_flight.push(guard),
+                None if dry_run => {
+                    limiter.outcomes.dry_run_rejected.inc();
+                    limiter.log.note(now, || {
+                        tracing::info!(limit = %limiter.name, client = %who.client, route = who.route, "concurrency limit exceeded (dry run: request let through)")
+                    });
+                }
+                None => {
+                    limiter.outcomes.rejected_concurrency.inc();
+                    limiter.log.note(now, || {
+                        tracing::warn!(limit = %limiter.name, client = %who.client, route = who.route, "concurrency limit exceeded: 429")
+                    });
+                    self.refund(progress.admitted, key_of);
+                    return Step::Done(Decision::Reject {
+                        limit: Arc::clone(&limiter.name),
+                        retry_after: None,
+                        held: self.held(&progress.state, Vec::new()),
+                    });
+                }
+            }
+        }
+        let Some(pace) = &limiter.pace else {
+            limiter.outcomes.allowed.inc();
+            return Step::Next;
+        };
+        let (verdict, tat) = pace.table.check(&pace.gcra, key, now);
+        if let Some(shared) = &limiter.shared {
+            return match shared.take(key, now) {
+                LeaseStep::Admit => {
+                    shared.via.lease.inc();
+                    self.admitted_by_cluster(index, verdict, tat, now, progress);
+                    Step::Next
+                }
+                LeaseStep::AdmitAndRefill => {
+                    shared.via.lease.inc();
+                    self.admitted_by_cluster(index, verdict, tat, now, progress);
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        let limiter = Arc::clone(limiter);
+                        runtime.spawn(async move {
+                            if let Some(shared) = &limiter.shared {
+                                shared.refill(key, now_nanos()).await;
+                            }
+                        });
+                    }
+                    Step::Next
+                }
+                LeaseStep::Refuse { retry_in } => {
+                    shared.via.refused_locally.inc();
+                    if matches!(verdict, Verdict::Admit { .. }) {
+                        pace.table.refund(&pace.gcra, key);
+                    }
+                    self.refused(index, retry_in, now, who, progress, key_of)
+                }
+                LeaseStep::Ask if shared.redis.available() => Step::Ask { verdict, tat },
+                LeaseStep::Ask => {
+                    // The breaker is open: decided at once, without a call.
+                    shared.via.fallback.inc();
+                    self.without_redis(index, key, verdict, tat, now, who, progress, key_of)
+                }
+            };
+        }
+        match verdict {
+            Verdict::Admit { wait: due_in, .. } => {
+                self.admitted_by_rate(index, due_in, tat, now, progress);
+                Step::Next
+            }
+            Verdict::Refuse { retry_in } => {
+                self.refused(index, retry_in, now, who, progress, key_of)
+            }
         }
     }
 
-    fn refund(&self, admitted: u64, source: &KeySource<'_>) {
+    /// Redis (or quota leased from it) admitted a request of a shared limit, whatever this
+    /// process's own count said.
+    fn admitted_by_cluster(
+        &self,
+        index: usize,
+        verdict: Verdict,
+        tat: u64,
+        now: u64,
+        progress: &mut Progress,
+    ) {
+        match verdict {
+            Verdict::Admit { wait, .. } => self.admitted_by_rate(index, wait, tat, now, progress),
+            // Not in this process's count: nothing to give back if a later limit refuses.
+            Verdict::Refuse { .. } => {
+                let limiter = &self.limiters[index];
+                limiter.outcomes.allowed.inc();
+                if let Some(pace) = &limiter.pace
+                    && limiter.advertises()
+                {
+                    let reset = pace.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
+                    push_state(&mut progress.state, &limiter.name, 0, reset);
+                }
+            }
+        }
+    }
+
+    /// A shared limit without Redis: `on_redis_error` decides.
+    #[allow(clippy::too_many_arguments)]
+    fn without_redis(
+        &self,
+        index: usize,
+        key: u64,
+        verdict: Verdict,
+        tat: u64,
+        now: u64,
+        who: Who<'_>,
+        progress: &mut Progress,
+        key_of: &dyn Fn(usize) -> Option<u64>,
+    ) -> Step {
+        let limiter = &self.limiters[index];
+        let on_error = limiter
+            .shared
+            .as_ref()
+            .map_or(OnRedisError::Local, |s| s.on_error);
+        match (on_error, verdict) {
+            (OnRedisError::Local, Verdict::Refuse { retry_in }) => {
+                self.refused(index, retry_in, now, who, progress, key_of)
+            }
+            (OnRedisError::Local | OnRedisError::Allow, _) => {
+                self.admitted_by_cluster(index, verdict, tat, now, progress);
+                Step::Next
+            }
+            (OnRedisError::Deny, _) => {
+                if let (Some(pace), Verdict::Admit { .. }) = (&limiter.pace, verdict) {
+                    pace.table.refund(&pace.gcra, key);
+                }
+                self.refused(index, NANOS_PER_SEC, now, who, progress, key_of)
+            }
+        }
+    }
+
+    fn admitted_by_rate(
+        &self,
+        index: usize,
+        due_in: u64,
+        tat: u64,
+        now: u64,
+        progress: &mut Progress,
+    ) {
+        let limiter = &self.limiters[index];
+        let Some(pace) = &limiter.pace else {
+            return;
+        };
+        if index < 64 {
+            progress.admitted |= 1 << index;
+        }
+        if due_in > 0 && !limiter.settings.nodelay && !limiter.settings.dry_run {
+            progress.wait = progress.wait.max(due_in);
+            limiter.outcomes.delayed.inc();
+        } else {
+            limiter.outcomes.allowed.inc();
+        }
+        if limiter.advertises() {
+            let remaining = pace.gcra.remaining(tat, now);
+            let reset = pace.gcra.reset_in(tat, now).div_ceil(NANOS_PER_SEC);
+            push_state(&mut progress.state, &limiter.name, remaining, reset);
+        }
+    }
+
+    /// The rate of the limit at `index` refused the request (a dry run lets it through).
+    fn refused(
+        &self,
+        index: usize,
+        retry_in: u64,
+        now: u64,
+        who: Who<'_>,
+        progress: &mut Progress,
+        key_of: &dyn Fn(usize) -> Option<u64>,
+    ) -> Step {
+        let limiter = &self.limiters[index];
+        let retry_after = retry_in.div_ceil(NANOS_PER_SEC).max(1);
+        if limiter.settings.dry_run {
+            limiter.outcomes.dry_run_rejected.inc();
+            limiter.log.note(now, || {
+                tracing::info!(limit = %limiter.name, client = %who.client, route = who.route, "rate limit exceeded (dry run: request let through)")
+            });
+            return Step::Next;
+        }
+        limiter.outcomes.rejected.inc();
+        limiter.log.note(now, || {
+            tracing::warn!(limit = %limiter.name, client = %who.client, route = who.route, retry_after, "rate limit exceeded: 429")
+        });
+        self.refund(progress.admitted, key_of);
+        let mut state = String::new();
+        if limiter.advertises() {
+            push_state(&mut state, &limiter.name, 0, retry_after);
+        }
+        Step::Done(Decision::Reject {
+            limit: Arc::clone(&limiter.name),
+            retry_after: Some(retry_after),
+            held: self.held(&state, Vec::new()),
+        })
+    }
+
+    fn pass(&self, progress: Progress) -> Decision {
+        Decision::Pass {
+            wait: Duration::from_nanos(progress.wait),
+            held: self.held(&progress.state, progress.in_flight),
+        }
+    }
+
+    fn refund(&self, admitted: u64, key_of: &dyn Fn(usize) -> Option<u64>) {
         for (index, limiter) in self.limiters.iter().enumerate().take(64) {
             if admitted & (1 << index) != 0
                 && let Some(pace) = &limiter.pace
-                && let Some(key) = limiter.key.hash(source)
+                && let Some(key) = key_of(index)
             {
                 pace.table.refund(&pace.gcra, key);
             }
@@ -377,14 +729,16 @@ impl LimiterRegistry {
         name: &str,
         settings: &RateLimitConfig,
         metrics: &Metrics,
+        redis: Option<&Arc<Redis>>,
     ) -> Result<Arc<RateLimiter>, String> {
         let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = limiters.get(name)
             && existing.settings == *settings
+            && existing.uses(redis)
         {
             return Ok(Arc::clone(existing));
         }
-        let limiter = Arc::new(RateLimiter::new(name, settings, metrics)?);
+        let limiter = Arc::new(RateLimiter::new(name, settings, metrics, redis)?);
         limiters.insert(name.to_owned(), Arc::clone(&limiter));
         Ok(limiter)
     }
@@ -427,10 +781,12 @@ mod tests {
             ipv6_prefix: 128,
             max_keys: 1_000,
             headers: true,
+            shared: Spanned::new(0..0, false),
+            on_redis_error: Default::default(),
         };
         tweak(&mut settings);
         let metrics = Metrics::new().unwrap();
-        Arc::new(RateLimiter::new(name, &settings, &metrics).unwrap())
+        Arc::new(RateLimiter::new(name, &settings, &metrics, None).unwrap())
     }
 
     fn from<'a>(client: &str, headers: &'a HeaderMap) -> KeySource<'a> {
@@ -494,6 +850,7 @@ mod tests {
                 Decision::Reject { retry_after, .. } => {
                     waits.push(-(retry_after.unwrap_or(0) as i64))
                 }
+                Decision::Ask(_) => panic!("no shared limit here"),
             }
         }
         assert_eq!(waits, [0, 100, 200, -1]);
@@ -588,12 +945,18 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let registry = LimiterRegistry::new();
         let settings = limiter("x", "1/s", 0, |_| {}).settings().clone();
-        let first = registry.get_or_create("x", &settings, &metrics).unwrap();
-        let again = registry.get_or_create("x", &settings, &metrics).unwrap();
+        let first = registry
+            .get_or_create("x", &settings, &metrics, None)
+            .unwrap();
+        let again = registry
+            .get_or_create("x", &settings, &metrics, None)
+            .unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         let mut changed = settings.clone();
         changed.burst = 5;
-        let other = registry.get_or_create("x", &changed, &metrics).unwrap();
+        let other = registry
+            .get_or_create("x", &changed, &metrics, None)
+            .unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
         registry.retain(|name| name != "x");
         assert!(registry.all().is_empty());

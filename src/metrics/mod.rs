@@ -2,6 +2,7 @@
 //! process; the snapshot resolves labelled handles when it is compiled so that the request path
 //! only increments counters it already holds.
 
+pub mod shared;
 pub mod tls;
 pub mod traffic;
 
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub tls: tls::TlsMetrics,
     /// Traffic splits and mirrors.
     pub traffic: traffic::TrafficMetrics,
+    /// State shared between replicas through Redis.
+    pub shared: shared::SharedMetrics,
     pub dns_resolutions: IntCounterVec,
     /// CORS preflights answered at the edge, by route and outcome (allowed, denied).
     pub cors_preflights: IntCounterVec,
@@ -308,6 +311,7 @@ impl Metrics {
         registry.register(Box::new(closed_connections.clone()))?;
         let tls = tls::TlsMetrics::register(&registry)?;
         let traffic = traffic::TrafficMetrics::register(&registry)?;
+        let shared = shared::SharedMetrics::register(&registry)?;
         let dns_resolutions = IntCounterVec::new(
             Opts::new(
                 "gatehouse_dns_resolutions_total",
@@ -387,6 +391,7 @@ impl Metrics {
             config_info,
             tls,
             traffic,
+            shared,
             dns_resolutions,
             cors_preflights,
             forward_auth_requests,

@@ -146,7 +146,11 @@ pub fn explain(
         policies.push(format!("forward_auth: {}", auth.policy.name));
     }
     for limit in route.rate_limits.limiters() {
-        policies.push(format!("limit: {}", limit.name));
+        if limit.is_shared() {
+            policies.push(format!("limit: {} (shared in Redis)", limit.name));
+        } else {
+            policies.push(format!("limit: {}", limit.name));
+        }
     }
     let location = LocationState {
         captures: chosen.captures,

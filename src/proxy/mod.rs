@@ -405,6 +405,65 @@ impl Admitted {
         parts: http::request::Parts,
         body: ClientBody,
     ) -> Handling {
+        if self.route.rate_limits.is_empty() {
+            return self.route_on(client, parts, body, std::time::Duration::ZERO);
+        }
+        let source = KeySource {
+            client: client.addr.ip(),
+            headers: &parts.headers,
+            route: &self.route.name,
+        };
+        let decision = self.route.rate_limits.decide(&source, limit::now_nanos());
+        self.limited(client, parts, body, decision)
+    }
+
+    /// What the route's limits decided: a 429, or on (a shared limit may ask Redis first).
+    fn limited(
+        mut self,
+        client: &ClientInfo,
+        parts: http::request::Parts,
+        body: ClientBody,
+        decision: Decision,
+    ) -> Handling {
+        match decision {
+            Decision::Reject {
+                retry_after, held, ..
+            } => {
+                self.exchange.limits = held;
+                let mut response = self.exchange.local(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "over a limit of this route; retry later",
+                );
+                if let Some(seconds) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                Handling::ready(response)
+            }
+            Decision::Pass { wait, held } => {
+                self.exchange.limits = held;
+                self.route_on(client, parts, body, wait)
+            }
+            Decision::Ask(pending) => {
+                let client = client.clone();
+                Handling::Pending(Box::pin(async move {
+                    let decision = pending.await;
+                    self.limited(&client, parts, body, decision).await
+                }))
+            }
+        }
+    }
+
+    /// The request routed on, at once or after `wait` (a limit's spacing).
+    #[inline(always)]
+    fn route_on(
+        self,
+        client: &ClientInfo,
+        parts: http::request::Parts,
+        body: ClientBody,
+        wait: std::time::Duration,
+    ) -> Handling {
         let Admitted {
             snapshot,
             route,
@@ -413,35 +472,6 @@ impl Admitted {
             host_value,
             location,
         } = self;
-        let mut wait = std::time::Duration::ZERO;
-        if !route.rate_limits.is_empty() {
-            let source = KeySource {
-                client: client.addr.ip(),
-                headers: &parts.headers,
-                route: &route.name,
-            };
-            match route.rate_limits.decide(&source, limit::now_nanos()) {
-                Decision::Reject {
-                    retry_after, held, ..
-                } => {
-                    exchange.limits = held;
-                    let mut response = exchange.local(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "over a limit of this route; retry later",
-                    );
-                    if let Some(seconds) = retry_after {
-                        response
-                            .headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-                    }
-                    return Handling::ready(response);
-                }
-                Decision::Pass { wait: due_in, held } => {
-                    exchange.limits = held;
-                    wait = due_in;
-                }
-            }
-        }
         if let Some(answer) = &route.answer {
             let view = RequestView {
                 method: &parts.method,

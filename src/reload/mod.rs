@@ -179,6 +179,8 @@ pub struct Reloader {
     caches: Arc<CacheRegistry>,
     /// Rate limiters, kept across reloads that leave their settings alone.
     limiters: Arc<LimiterRegistry>,
+    /// The Redis connection, kept across reloads that leave `[redis]` alone.
+    redis: Arc<crate::shared::RedisRegistry>,
     /// Basic and JWT authentication state (users, key sets), kept across reloads.
     auth: Arc<crate::auth::AuthRegistry>,
     metrics: Arc<Metrics>,
@@ -255,6 +257,7 @@ impl Reloader {
             listeners.id(name);
         }
         let limiters = Arc::new(LimiterRegistry::new());
+        let redis = Arc::new(crate::shared::RedisRegistry::new());
         let auth = Arc::new(crate::auth::AuthRegistry::new());
         let snapshot = Snapshot::compile(
             config,
@@ -262,6 +265,7 @@ impl Reloader {
             &addresses,
             &caches,
             &limiters,
+            &redis,
             &metrics,
             &listeners.ids,
             &auth,
@@ -275,6 +279,7 @@ impl Reloader {
             registry,
             caches,
             limiters,
+            redis,
             auth,
             metrics,
             addresses,
@@ -569,10 +574,11 @@ impl Reloader {
             Arc::clone(&self.limiters),
             Arc::clone(&self.metrics),
         );
+        let redis = Arc::clone(&self.redis);
         let auth = Arc::clone(&self.auth);
         tokio::task::spawn_blocking(move || {
             Snapshot::compile(
-                config, &registry, &addresses, &caches, &limiters, &metrics, &ids, &auth,
+                config, &registry, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth,
             )
         })
         .await

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod process;
+pub mod redis;
 
 use bytes::Bytes;
 use gatehouse::app::Running;

@@ -1,0 +1,60 @@
+//! The metric families of state shared between replicas through Redis: calls by outcome,
+//! their latency, the connection's breaker, outages, and the shared rate limits' decisions
+//! taken without Redis.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct SharedMetrics {
+    pub calls: IntCounterVec,
+    pub call_duration: Histogram,
+    /// 0 closed, 1 open, 2 half-open (one probe let through).
+    pub breaker_state: IntGauge,
+    pub outages: IntCounter,
+    pub limit_decisions: IntCounterVec,
+}
+
+impl SharedMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_shared_calls_total",
+                "Calls to Redis, by outcome (ok; error: Redis or the connection failed; timeout: no answer within [redis] timeout; breaker_open: not sent, the breaker is open).",
+            ),
+            &["outcome"],
+        )?;
+        let call_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gatehouse_shared_call_duration_seconds",
+                "Time of the calls sent to Redis, answered or not.",
+            )
+            .buckets(super::LATENCY_BUCKETS.to_vec()),
+        )?;
+        let breaker_state = IntGauge::new(
+            "gatehouse_shared_breaker_state",
+            "The Redis connection's breaker: 0 closed, 1 open, 2 half-open.",
+        )?;
+        let outages = IntCounter::new(
+            "gatehouse_shared_outages_total",
+            "Times the Redis connection's breaker opened.",
+        )?;
+        let limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_shared_limit_decisions_total",
+                "Decisions of shared rate limits, by how they were taken (lease: from quota leased earlier, no call; redis: after one call; refused_locally: a refusal known without a call; fallback: Redis unavailable, on_redis_error decided).",
+            ),
+            &["limit", "via"],
+        )?;
+        registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(call_duration.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
+        registry.register(Box::new(outages.clone()))?;
+        registry.register(Box::new(limit_decisions.clone()))?;
+        Ok(Self {
+            calls,
+            call_duration,
+            breaker_state,
+            outages,
+            limit_decisions,
+        })
+    }
+}

@@ -1668,7 +1668,9 @@ async fn send_to_server(
                     request_id,
                     may_resend: !fresh_connection,
                 };
-                match attempt.send(sender, request).await {
+                // Boxed: hyper's HTTP/2 request future is over a kilobyte, and inline it would
+                // sit in every request's forwarding future, HTTP/1.1 ones included.
+                match Box::pin(attempt.send(sender, request)).await {
                     Ok(result) => return result,
                     Err(unsent) => {
                         request = unsent;

@@ -10,6 +10,7 @@ use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
+use crate::cache::shared::Purge;
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
 use crate::compress::Encoding;
@@ -147,6 +148,25 @@ async fn serve_through(
         Flight::Alone => None,
     };
 
+    // A local miss: the other replicas may have it (one Redis call, bounded by its timeout;
+    // any failure is a miss). Followers of the flight are served what the leader finds.
+    if stored.is_none()
+        && let Some(tier) = &cache.shared
+        && let Some(entry) = tier.lookup(&key, &parts.headers).await
+    {
+        let now = SystemTime::now();
+        if policy::usability(&entry.freshness, &parts.headers, now) == Usability::Fresh {
+            let entry = Arc::new(entry);
+            cache.store.insert(key.clone(), Arc::clone(&entry));
+            cache.update_gauges();
+            if let Some(leader) = leader {
+                leader.land(Landing::Stored(Arc::clone(&entry)));
+            }
+            let answer = answer_shared(&cache, &reply, &key, &entry, &parts, now);
+            return reply.answer_from_cache(answer);
+        }
+    }
+
     // The client's own request: what Vary, storability and the answer are judged by. The
     // copy sent upstream may carry the cache's validators instead of the client's.
     let request_headers = parts.headers.clone();
@@ -209,6 +229,37 @@ fn answer_if_usable(
         status,
         encoding.as_ref(),
     ))
+}
+
+/// The answer from a fresh response found in the shared tier (now stored locally too).
+fn answer_shared(
+    cache: &Cache,
+    reply: &Reply,
+    key: &str,
+    entry: &CachedResponse,
+    parts: &http::request::Parts,
+    now: SystemTime,
+) -> Response {
+    cache.metrics.count(CacheResult::Hit);
+    let ttl = entry.freshness.ttl(now).as_secs();
+    let status = cache_status(&format!("hit; ttl={ttl}; detail=shared"));
+    let keep = Keep {
+        store: &cache.store,
+        key,
+    };
+    let encoding = HitEncoding::of(
+        reply.route.compression.as_deref(),
+        reply.accepted,
+        Some(keep),
+    );
+    respond(
+        entry,
+        &parts.method,
+        &parts.headers,
+        now,
+        status,
+        encoding.as_ref(),
+    )
 }
 
 /// A 206 from a stored piece (RFC 9111 §3.3) for a GET whose single range lies inside it,
@@ -420,6 +471,9 @@ impl Fetch<'_> {
         let cache = self.cache;
         cache.metrics.count(CacheResult::Revalidated);
         let refreshed = refresh(cache, entry, forwarded.response.headers(), received);
+        if let Some(tier) = &cache.shared {
+            tier.write(&key, &refreshed);
+        }
         cache.store.insert(key.clone(), Arc::clone(&refreshed));
         cache.update_gauges();
         if let Some(leader) = leader {
@@ -595,18 +649,23 @@ async fn bypass(
                 forwarded.response.headers(),
             );
             if !targets.is_empty() {
+                let mut invalidated = Vec::new();
                 for target_key in &targets {
                     match &reply.route.cache_side {
-                        None => {
-                            cache.store.invalidate(target_key);
-                        }
+                        None => invalidated.push(target_key.clone()),
                         // What one side changed, the others' copies show as well.
-                        Some(side) => {
-                            for upstream in side.all.iter() {
-                                cache.store.invalidate(&side_key(target_key, upstream));
-                            }
-                        }
+                        Some(side) => invalidated.extend(
+                            side.all
+                                .iter()
+                                .map(|upstream| side_key(target_key, upstream)),
+                        ),
                     }
+                }
+                for key in &invalidated {
+                    cache.store.invalidate(key);
+                }
+                if let Some(tier) = &cache.shared {
+                    tier.purge(invalidated.into_iter().map(Purge::Key).collect());
                 }
                 cache.update_gauges();
                 tracing::debug!(cache = %cache.name, key, invalidated = ?targets, request_id = reply.request_id.to_str().unwrap_or("-"), "invalidated after an unsafe request");
@@ -825,6 +884,9 @@ fn refresh_in_background(
             let status = forwarded.response.status();
             if status == StatusCode::NOT_MODIFIED {
                 let refreshed = refresh(&cache, &entry, forwarded.response.headers(), received);
+                if let Some(tier) = &cache.shared {
+                    tier.write(leader.key(), &refreshed);
+                }
                 cache
                     .store
                     .insert(leader.key().to_owned(), Arc::clone(&refreshed));

@@ -475,3 +475,78 @@ shared = true
         panic!("{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_reach_the_other_replica_again_after_redis_restarts() {
+    let _serial = SERIAL.lock().await;
+    let mut redis = RedisServer::start();
+    let origin = origin().await;
+    let text = config(origin.addr, &redis.url(), "");
+    let a = common::start_gatehouse(&text).await;
+    let b = common::start_gatehouse(&text).await;
+    wait_subscribed(&b).await;
+    redis.kill();
+    let deadline = Instant::now() + common::WAIT;
+    while status(&b).await["caches"]["c"]["shared"]["subscribed"] == true {
+        assert!(Instant::now() < deadline, "the subscription outlived Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.restart();
+    wait_subscribed(&a).await;
+    wait_subscribed(&b).await;
+
+    let mut to_a = Client::connect(a.listener_addrs[0]).await;
+    let mut to_b = Client::connect(b.listener_addrs[0]).await;
+    get(&mut to_b, "/r").await;
+    assert!(cache_status(&get(&mut to_b, "/r").await).contains("hit"));
+    // B's copy in Redis too, before the purge (a write still on its way could land after it).
+    wait_metrics(&b, "the write to Redis", |t| writes(t) == 1.0).await;
+    let posted = send(&mut to_a, "DELETE", "/r").await;
+    assert_eq!(posted.status, StatusCode::OK);
+    wait_metrics(&b, "the purge received", |t| {
+        sample(
+            t,
+            "gatehouse_shared_cache_purges_total",
+            &[("cache", "c"), ("direction", "received")],
+        ) >= 1.0
+    })
+    .await;
+    let fetched = get(&mut to_b, "/r").await;
+    // The origin's third answer for /r (the DELETE was its second).
+    assert_eq!(fetched.text(), "/r #3", "{}", cache_status(&fetched));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_the_shared_tier_on_and_off() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    let shared = config(origin.addr, &redis.url(), "");
+    let local = shared.replace("shared = true", "shared = false");
+    let running = common::start_gatehouse(&local).await;
+    let mut client = Client::connect(running.listener_addrs[0]).await;
+    get(&mut client, "/before").await;
+    assert!(status(&running).await["caches"]["c"]["shared"].is_null());
+
+    let path = std::path::Path::new("test.toml");
+    let report = running.reloader.reload_text("test", path, &shared).await;
+    assert!(report.ok, "{:?}", report.errors);
+    get(&mut client, "/after").await;
+    wait_metrics(&running, "the write to Redis", |t| writes(t) == 1.0).await;
+    let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
+    assert!(keys.starts_with(":1"), "one entry in Redis: {keys:?}");
+    assert_eq!(
+        status(&running).await["caches"]["c"]["shared"]["max_object"],
+        1024 * 1024
+    );
+
+    let report = running.reloader.reload_text("test", path, &local).await;
+    assert!(report.ok, "{:?}", report.errors);
+    get(&mut client, "/later").await;
+    assert!(status(&running).await["caches"]["c"]["shared"].is_null());
+    let text = metrics(&running).await;
+    assert_eq!(writes(&text), 1.0, "{text}");
+    running.shutdown().await;
+}

@@ -214,19 +214,33 @@ impl SharedTier {
             for purge in purges {
                 // Deleted before it is announced: a replica that drops its copy on the
                 // message and misses again must not find the old one in Redis.
-                let deleted = match &purge {
-                    Purge::Key(key) => tier
+                // Each step is tried twice: the first call on a connection that broke since
+                // the last one fails while it reconnects, and a purge is worth the second.
+                let mut deleted = false;
+                for _ in 0..2 {
+                    deleted = match &purge {
+                        Purge::Key(key) => tier
+                            .redis
+                            .query::<i64>(cmd("DEL").arg(tier.redis_key(key)))
+                            .await
+                            .is_ok(),
+                        Purge::Prefix(prefix) => tier.delete_prefix(prefix).await,
+                    };
+                    if deleted {
+                        break;
+                    }
+                }
+                let mut published = false;
+                for _ in 0..2 {
+                    published = tier
                         .redis
-                        .query::<i64>(cmd("DEL").arg(tier.redis_key(key)))
+                        .query::<i64>(cmd("PUBLISH").arg(&tier.channel).arg(purge.encode()))
                         .await
-                        .is_ok(),
-                    Purge::Prefix(prefix) => tier.delete_prefix(prefix).await,
-                };
-                let published = tier
-                    .redis
-                    .query::<i64>(cmd("PUBLISH").arg(&tier.channel).arg(purge.encode()))
-                    .await
-                    .is_ok();
+                        .is_ok();
+                    if published {
+                        break;
+                    }
+                }
                 if !(deleted && published) {
                     completed = false;
                     tracing::warn!(channel = %tier.channel, ?purge, "shared cache purge not completed in Redis");

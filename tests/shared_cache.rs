@@ -53,7 +53,7 @@ shared = true
 }
 
 /// An origin answering `path #n` (n counting that path's requests), fresh for a minute and
-/// already 30 s old; `/big/…` answers 4 KiB.
+/// already 30 s old; `/big/…` answers 4 KiB, `/lang…` varies by Accept-Language.
 async fn origin() -> TestUpstream {
     let counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
     TestUpstream::with_responder(
@@ -66,16 +66,26 @@ async fn origin() -> TestUpstream {
                 *n += 1;
                 *n
             };
+            let language = request
+                .headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
             let body = if path.starts_with("/big/") {
                 Bytes::from(vec![b'x'; 4096])
+            } else if path.starts_with("/lang") {
+                Bytes::from(format!("{path} #{n} {language}"))
             } else {
                 Bytes::from(format!("{path} #{n}"))
             };
-            Response::builder()
+            let mut response = Response::builder()
                 .header("cache-control", "max-age=60")
-                .header("age", "30")
-                .body(Full::new(body))
-                .unwrap()
+                .header("age", "30");
+            if path.starts_with("/lang") {
+                response = response.header("vary", "accept-language");
+            }
+            response.body(Full::new(body)).unwrap()
         }),
     )
     .await
@@ -277,6 +287,53 @@ async fn a_response_fetched_through_one_replica_is_a_shared_hit_through_the_othe
     b.shutdown().await;
 }
 
+async fn get_in(client: &mut Client, path: &str, language: &str) -> Reply {
+    client
+        .send(
+            Request::get(path)
+                .header("host", HOST)
+                .header("accept-language", language)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_variant_of_a_uri_is_shared_on_its_own() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    let text = config(origin.addr, &redis.url(), "");
+    let a = common::start_gatehouse(&text).await;
+    let b = common::start_gatehouse(&text).await;
+    let mut to_a = Client::connect(a.listener_addrs[0]).await;
+    let mut to_b = Client::connect(b.listener_addrs[0]).await;
+
+    assert_eq!(get_in(&mut to_a, "/lang", "fr").await.text(), "/lang #1 fr");
+    assert_eq!(get_in(&mut to_a, "/lang", "en").await.text(), "/lang #2 en");
+    wait_metrics(&a, "the writes to Redis", |t| writes(t) == 2.0).await;
+
+    for (language, body) in [("en", "/lang #2 en"), ("fr", "/lang #1 fr")] {
+        let reply = get_in(&mut to_b, "/lang", language).await;
+        assert_eq!(reply.text(), body);
+        assert!(
+            cache_status(&reply).contains("detail=shared"),
+            "{language}: {}",
+            cache_status(&reply)
+        );
+    }
+    // A variant nobody fetched yet is a miss in both tiers.
+    let de = get_in(&mut to_b, "/lang", "de").await;
+    assert_eq!(de.text(), "/lang #3 de", "{}", cache_status(&de));
+    assert_eq!(origin_count(&origin, "/lang"), 3);
+    // One Redis key for the URI, all its variants in it: one DEL purges them all.
+    let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
+    assert!(keys.starts_with(":1"), "{keys:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_or_an_unsafe_request_on_one_replica_is_honoured_by_the_other() {
     let _serial = SERIAL.lock().await;
@@ -335,6 +392,42 @@ async fn a_purge_or_an_unsafe_request_on_one_replica_is_honoured_by_the_other() 
         1.0,
         "{text}"
     );
+
+    // A prefix purge: scanned for in Redis, dropped on every replica.
+    for path in ["/p/y", "/p/z"] {
+        get(&mut to_a, path).await;
+    }
+    wait_metrics(&a, "the writes to Redis", |t| writes(t) == 4.0).await;
+    for path in ["/p/y", "/p/z"] {
+        assert!(cache_status(&get(&mut to_b, path).await).contains("detail=shared"));
+    }
+    let body = serde_json::json!({ "prefix": format!("http://{HOST}/p/") }).to_string();
+    let reply = admin
+        .send(
+            Request::post("/cache/purge")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    wait_metrics(&b, "the prefix purge received", |t| {
+        sample(
+            t,
+            "gatehouse_shared_cache_purges_total",
+            &[("cache", "c"), ("direction", "received")],
+        ) >= 3.0
+    })
+    .await;
+    for path in ["/p/y", "/p/z"] {
+        let fetched = get(&mut to_b, path).await;
+        assert_eq!(
+            fetched.text(),
+            format!("{path} #2"),
+            "{}",
+            cache_status(&fetched)
+        );
+    }
 
     // A POST to /q through B invalidates A's copy (and Redis's).
     let posted = send(&mut to_b, "POST", "/q").await;

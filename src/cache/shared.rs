@@ -1,7 +1,8 @@
 //! The shared tier of a cache (`[cache.NAME] shared = true`): a second level in the `[redis]`
 //! server that every replica reads on a local miss before the origin, writes in the
 //! background with what it stores locally, and purges everywhere at once through a pub/sub
-//! channel that every replica listens on. Redis failing or hanging makes a local miss, never
+//! channel that every replica listens on. A URI's variants are one Redis hash, so that one
+//! DEL purges them all. Redis failing or hanging makes a local miss, never
 //! an error: every call is bounded by `[redis] timeout` and its breaker.
 
 use super::policy::{self, Freshness};
@@ -16,6 +17,36 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The first byte of an encoded entry; another version is read as a miss.
 const FORMAT: u8 = 1;
+
+/// A URI's entries are one Redis hash (deleted at once by a purge): this field holds the Vary
+/// field names of the last response written ("" for none), and each variant is a field named
+/// by its request's Vary values (`variant_field`).
+const VARY_FIELD: &str = "vary";
+/// Variants kept per URI; a write past them starts the URI's hash afresh.
+const MAX_VARIANTS: i64 = 16;
+/// KEYS[1] the URI's hash; ARGV: Vary names, the variant's field, the entry, its lifetime in
+/// ms, the most variants. The hash lives as long as its longest-lived variant; a variant
+/// past its own use is judged unusable on reading.
+const WRITE_VARIANT: &str = r"
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[5]) then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'vary', ARGV[1], ARGV[2], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+";
+
+/// The hash field of a variant: its request's Vary values, each length-prefixed (or absent).
+fn variant_field(values: &Option<Vec<Option<HeaderValue>>>) -> Vec<u8> {
+    let mut field = b"v".to_vec();
+    for value in values.iter().flatten() {
+        match value {
+            None => field.extend_from_slice(&u32::MAX.to_be_bytes()),
+            Some(value) => put_bytes(&mut field, value.as_bytes()),
+        }
+    }
+    field
+}
 
 /// What a purge message asks every replica to drop from its own store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,18 +173,18 @@ impl SharedTier {
         format!("{}{key}", self.key_prefix)
     }
 
-    /// The entry the other replicas stored for this request, if there is one it may use;
-    /// one GET, and `None` whenever Redis does not answer in time.
+    /// The entry the other replicas stored for this request, if there is one it may use:
+    /// one call for a response without Vary, a second one for the request's variant of one
+    /// with Vary; `None` whenever Redis does not answer in time.
     pub async fn lookup(&self, key: &str, request_headers: &HeaderMap) -> Option<CachedResponse> {
         if !self.redis.available() {
             self.metrics.error.inc();
             return None;
         }
-        let answer: Result<Option<Vec<u8>>, _> =
-            self.redis.query(cmd("GET").arg(self.redis_key(key))).await;
-        let found = match answer {
+        let key = self.redis_key(key);
+        let found = match self.find(&key, request_headers).await {
             Ok(found) => found,
-            Err(_) => {
+            Err(()) => {
                 self.metrics.error.inc();
                 return None;
             }
@@ -168,6 +199,35 @@ impl SharedTier {
         entry
     }
 
+    /// The stored bytes of the request's variant under `key`, if any.
+    async fn find(&self, key: &str, request_headers: &HeaderMap) -> Result<Option<Vec<u8>>, ()> {
+        let plain = variant_field(&Some(Vec::new()));
+        let (names, entry): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .redis
+            .query(cmd("HMGET").arg(key).arg(VARY_FIELD).arg(&plain))
+            .await
+            .map_err(|_| ())?;
+        let Some(names) = names else {
+            return Ok(None);
+        };
+        if names.is_empty() {
+            return Ok(entry);
+        }
+        let Ok(names) = HeaderValue::from_bytes(&names) else {
+            return Ok(None);
+        };
+        let mut vary = HeaderMap::new();
+        vary.insert(http::header::VARY, names);
+        let values = policy::vary_values(&policy::vary(&vary), request_headers);
+        if values.is_none() {
+            return Ok(None);
+        }
+        self.redis
+            .query(cmd("HGET").arg(key).arg(variant_field(&values)))
+            .await
+            .map_err(|_| ())
+    }
+
     /// Writes a locally stored response to Redis in the background, for as long as it may be
     /// used (fresh, then stale-while-revalidate or stale-if-error); too large, a piece, or
     /// already past use, it stays local.
@@ -175,6 +235,16 @@ impl SharedTier {
         if entry.piece.is_some() || entry.body.len() as u64 > self.max_object {
             return;
         }
+        let names = match &entry.vary {
+            policy::Vary::None => String::new(),
+            policy::Vary::Names(names) => names
+                .iter()
+                .map(HeaderName::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            // Matches no request: never used again.
+            policy::Vary::Any => return,
+        };
         let Some(expires_in) = time_to_keep(&entry.freshness, SystemTime::now()) else {
             return;
         };
@@ -191,12 +261,22 @@ impl SharedTier {
             let millis = u64::try_from(expires_in.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1);
-            let answer: Result<(), _> = tier
+            let answer: Result<i64, _> = tier
                 .redis
-                .query(cmd("SET").arg(key).arg(value).arg("PX").arg(millis))
+                .query(
+                    cmd("EVAL")
+                        .arg(WRITE_VARIANT)
+                        .arg(1)
+                        .arg(key)
+                        .arg(names)
+                        .arg(variant_field(&entry.vary_values))
+                        .arg(value)
+                        .arg(millis)
+                        .arg(MAX_VARIANTS),
+                )
                 .await;
             match answer {
-                Ok(()) => tier.metrics.writes.inc(),
+                Ok(_) => tier.metrics.writes.inc(),
                 Err(_) => tier.metrics.write_errors.inc(),
             }
         });
@@ -653,6 +733,26 @@ mod tests {
         assert_eq!(Purge::decode(b"x y"), None);
         assert_eq!(Purge::decode(b"k"), None);
         assert_eq!(glob_escaped("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn variants_have_fields_of_their_own() {
+        let fr = Some(vec![Some(HeaderValue::from_static("fr"))]);
+        let en = Some(vec![Some(HeaderValue::from_static("en"))]);
+        let absent = Some(vec![None]);
+        let fields = [
+            variant_field(&Some(Vec::new())),
+            variant_field(&fr),
+            variant_field(&en),
+            variant_field(&absent),
+        ];
+        for (i, a) in fields.iter().enumerate() {
+            assert_ne!(a.as_slice(), VARY_FIELD.as_bytes());
+            for b in &fields[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(variant_field(&fr), variant_field(&fr.clone()));
     }
 
     proptest! {

@@ -64,7 +64,7 @@ impl SharedMetrics {
         let cache_purges = IntCounterVec::new(
             Opts::new(
                 "gatehouse_shared_cache_purges_total",
-                "Shared cache purges, by direction (sent: deleted in Redis and published to the replicas; received: a replica's purge applied to the local store).",
+                "Shared cache purges, by direction (sent: purges of one URL, its keys, or a prefix, deleted in Redis and published to the replicas; received: messages of a replica, one per key or prefix, applied to the local store).",
             ),
             &["cache", "direction"],
         )?;

@@ -259,11 +259,32 @@ async fn a_response_fetched_through_one_replica_is_a_shared_hit_through_the_othe
     );
     assert!(age(&local) >= shared_age);
 
+    // only-if-cached is answered from the shared tier too.
+    wait_metrics(&a, "the write to Redis", |t| writes(t) == 1.0).await;
+    get(&mut to_a, "/cached-only").await;
+    wait_metrics(&a, "the write to Redis", |t| writes(t) == 2.0).await;
+    let only = to_b
+        .send(
+            Request::get("/cached-only")
+                .header("host", HOST)
+                .header("cache-control", "only-if-cached")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(only.status, StatusCode::OK, "{}", cache_status(&only));
+    assert!(
+        cache_status(&only).contains("detail=shared"),
+        "{}",
+        cache_status(&only)
+    );
+
     // A miss in both tiers looks in Redis once, then goes to the origin.
     let missed = get(&mut to_b, "/other").await;
     assert_eq!(missed.text(), "/other #1");
     let text = metrics(&b).await;
     assert_eq!(lookups(&text, "miss"), 1.0, "{text}");
+    assert_eq!(lookups(&text, "hit"), 2.0, "{text}");
 
     // Larger than shared_max_object: cached on A, never written to Redis, so B asks the origin.
     let big = get(&mut to_a, "/big/1").await;
@@ -277,11 +298,15 @@ async fn a_response_fetched_through_one_replica_is_a_shared_hit_through_the_othe
     );
     assert_eq!(origin_count(&origin, "/big/1"), 2);
     let text = metrics(&a).await;
-    assert_eq!(writes(&text), 1.0, "/page, not /big/1: {text}");
+    assert_eq!(
+        writes(&text),
+        2.0,
+        "/page and /cached-only, not /big/1: {text}"
+    );
 
     let status = status(&b).await;
     let tier = &status["caches"]["c"]["shared"];
-    assert_eq!(tier["hits"], 1, "{status}");
+    assert_eq!(tier["hits"], 2, "{status}");
     assert_eq!(tier["max_object"], 1024, "{status}");
     a.shutdown().await;
     b.shutdown().await;

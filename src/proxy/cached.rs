@@ -126,6 +126,11 @@ async fn serve_through(
         return reply.answer_from_cache(answer);
     } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
     {
+        // The shared tier is a cache too: only-if-cached may be answered from it.
+        if let Some(entry) = fresh_from_shared_tier(&cache, &key, &parts).await {
+            let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
+            return reply.answer_from_cache(answer);
+        }
         return only_if_cached_miss(reply, &cache);
     }
 
@@ -148,23 +153,16 @@ async fn serve_through(
         Flight::Alone => None,
     };
 
-    // A local miss: the other replicas may have it (one Redis call, bounded by its timeout;
-    // any failure is a miss). Followers of the flight are served what the leader finds.
+    // A local miss: the other replicas may have it (bounded by Redis's timeout; any failure
+    // is a miss). Followers of the flight are served what the leader finds.
     if stored.is_none()
-        && let Some(tier) = &cache.shared
-        && let Some(entry) = tier.lookup(&key, &parts.headers).await
+        && let Some(entry) = fresh_from_shared_tier(&cache, &key, &parts).await
     {
-        let now = SystemTime::now();
-        if policy::usability(&entry.freshness, &parts.headers, now) == Usability::Fresh {
-            let entry = Arc::new(entry);
-            cache.store.insert(key.clone(), Arc::clone(&entry));
-            cache.update_gauges();
-            if let Some(leader) = leader {
-                leader.land(Landing::Stored(Arc::clone(&entry)));
-            }
-            let answer = answer_shared(&cache, &reply, &key, &entry, &parts, now);
-            return reply.answer_from_cache(answer);
+        if let Some(leader) = leader {
+            leader.land(Landing::Stored(Arc::clone(&entry)));
         }
+        let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
+        return reply.answer_from_cache(answer);
     }
 
     // The client's own request: what Vary, storability and the answer are judged by. The
@@ -231,16 +229,34 @@ fn answer_if_usable(
     ))
 }
 
-/// The answer from a fresh response found in the shared tier (now stored locally too).
+/// A fresh response for this request from the shared tier, if the cache has one and it
+/// holds one; stored locally as well.
+async fn fresh_from_shared_tier(
+    cache: &Cache,
+    key: &str,
+    parts: &http::request::Parts,
+) -> Option<Arc<CachedResponse>> {
+    let tier = cache.shared.as_ref()?;
+    let entry = tier.lookup(key, &parts.headers).await?;
+    if policy::usability(&entry.freshness, &parts.headers, SystemTime::now()) != Usability::Fresh {
+        return None;
+    }
+    let entry = Arc::new(entry);
+    cache.store.insert(key.to_owned(), Arc::clone(&entry));
+    cache.update_gauges();
+    Some(entry)
+}
+
+/// The answer from a fresh response found in the shared tier.
 fn answer_shared(
     cache: &Cache,
     reply: &Reply,
     key: &str,
     entry: &CachedResponse,
     parts: &http::request::Parts,
-    now: SystemTime,
 ) -> Response {
     cache.metrics.count(CacheResult::Hit);
+    let now = SystemTime::now();
     let ttl = entry.freshness.ttl(now).as_secs();
     let status = cache_status(&format!("hit; ttl={ttl}; detail=shared"));
     let keep = Keep {

@@ -338,6 +338,7 @@ impl Snapshot {
                             format!("route names a missing cache {:?}", name.get_ref())
                         })?,
                         metrics,
+                        redis.as_ref(),
                     )),
                     None => None,
                 },

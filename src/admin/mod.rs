@@ -284,6 +284,22 @@ async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<Respo
             cache.store.purge_prefix(&key)
         };
         cache.update_gauges();
+        // The other replicas drop their copies too (and Redis its own), in the background.
+        if let Some(tier) = &cache.shared {
+            let purges = if exact {
+                std::iter::once(key.clone())
+                    .chain(
+                        upstream_names
+                            .iter()
+                            .map(|upstream| crate::proxy::side_key(&key, upstream)),
+                    )
+                    .map(crate::cache::shared::Purge::Key)
+                    .collect()
+            } else {
+                vec![crate::cache::shared::Purge::Prefix(key.clone())]
+            };
+            tier.purge(purges);
+        }
     }
     tracing::info!(target = %target, exact, purged, "cache purge");
     json_response(StatusCode::OK, &json!({ "purged": purged }))
@@ -672,6 +688,7 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "max_object_size": cache.max_object_size,
                     "fetches_in_flight": cache.coalescer.flights(),
                     "requests": cache.metrics.totals(),
+                    "shared": cache.shared.as_ref().map(|tier| tier.status()),
                 }),
             )
         })

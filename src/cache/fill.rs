@@ -176,6 +176,9 @@ impl Fill {
             piece: head.piece,
             encoded: Default::default(),
         });
+        if let Some(tier) = &cache.shared {
+            tier.write(&key, &stored);
+        }
         cache.store.insert(key, Arc::clone(&stored));
         cache.update_gauges();
         let _ = landed.set(Arc::clone(&stored));

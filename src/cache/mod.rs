@@ -7,14 +7,17 @@
 pub mod coalesce;
 pub mod fill;
 pub mod policy;
+pub mod shared;
 pub mod store;
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
+use crate::shared::Redis;
 use coalesce::Coalescer;
 use http::HeaderName;
 use policy::PolicyConfig;
 use prometheus::{IntCounter, IntGauge};
+use shared::{Purge, SharedTier, SharedTierMetrics};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use store::Store;
@@ -94,14 +97,57 @@ pub struct Cache {
     pub settings: CacheConfig,
     pub policy: PolicyConfig,
     pub max_object_size: u64,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub coalescer: Arc<Coalescer>,
     pub metrics: CacheMetrics,
+    /// `shared = true`: the tier in `[redis]` behind the local store.
+    pub shared: Option<Arc<SharedTier>>,
 }
 
 impl Cache {
-    pub fn new(name: &str, settings: &CacheConfig, metrics: &Metrics) -> Self {
+    /// The cache `name`; its shared tier (when `settings.shared`) lives in `redis`.
+    pub fn new(
+        name: &str,
+        settings: &CacheConfig,
+        metrics: &Metrics,
+        redis: Option<&Arc<Redis>>,
+    ) -> Self {
         let field = settings.cache_control_field.get_ref();
+        let store = Arc::new(Store::new(
+            settings.max_size.0,
+            settings.max_object_size.0,
+            metrics.cache_evictions.with_label_values(&[name]),
+        ));
+        let cache_metrics = CacheMetrics::new(metrics, name);
+        let shared = match redis {
+            Some(redis) if *settings.shared.get_ref() => {
+                let (store, bytes, entries) = (
+                    Arc::clone(&store),
+                    cache_metrics.bytes.clone(),
+                    cache_metrics.entries.clone(),
+                );
+                let on_purge = move |purge: Purge| {
+                    match purge {
+                        Purge::Key(key) => {
+                            store.invalidate(&key);
+                        }
+                        Purge::Prefix(prefix) => {
+                            store.purge_prefix(&prefix);
+                        }
+                    }
+                    bytes.set(store.bytes() as i64);
+                    entries.set(store.entries() as i64);
+                };
+                Some(Arc::new(SharedTier::new(
+                    Arc::clone(redis),
+                    name,
+                    settings.shared_max_object.0,
+                    SharedTierMetrics::new(metrics, name),
+                    Box::new(on_purge),
+                )))
+            }
+            _ => None,
+        };
         Self {
             name: name.into(),
             policy: PolicyConfig {
@@ -117,13 +163,10 @@ impl Cache {
                 store_post_responses: settings.store_post_responses,
             },
             max_object_size: settings.max_object_size.0,
-            store: Store::new(
-                settings.max_size.0,
-                settings.max_object_size.0,
-                metrics.cache_evictions.with_label_values(&[name]),
-            ),
+            store,
             coalescer: Coalescer::new(),
-            metrics: CacheMetrics::new(metrics, name),
+            metrics: cache_metrics,
+            shared,
             settings: settings.clone(),
         }
     }
@@ -151,14 +194,23 @@ impl CacheRegistry {
         name: &str,
         settings: &CacheConfig,
         metrics: &Metrics,
+        redis: Option<&Arc<Redis>>,
     ) -> Arc<Cache> {
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = caches.get(name)
             && existing.settings == *settings
+            && match (
+                &existing.shared,
+                redis.filter(|_| *settings.shared.get_ref()),
+            ) {
+                (None, None) => true,
+                (Some(tier), Some(redis)) => tier.uses(Some(redis)),
+                _ => false,
+            }
         {
             return Arc::clone(existing);
         }
-        let cache = Arc::new(Cache::new(name, settings, metrics));
+        let cache = Arc::new(Cache::new(name, settings, metrics, redis));
         caches.insert(name.to_owned(), Arc::clone(&cache));
         cache
     }

@@ -564,6 +564,11 @@ pub struct CacheConfig {
     /// Store a POST's response for later GETs of its target (RFC 9110 §9.3.3) when it has
     /// explicit freshness and a Content-Location naming that target.
     pub store_post_responses: bool,
+    /// A second tier in `[redis]`, shared by the replicas: looked in on a local miss before
+    /// the origin, written with what is stored locally, purged everywhere at once.
+    pub shared: Spanned<bool>,
+    /// Larger responses are kept in this replica's memory only.
+    pub shared_max_object: ByteSize,
 }
 
 impl Default for CacheConfig {
@@ -577,6 +582,8 @@ impl Default for CacheConfig {
             cache_control_field: Spanned::new(0..0, "Gatehouse-Cache-Control".into()),
             store_set_cookie: false,
             store_post_responses: false,
+            shared: Spanned::new(0..0, false),
+            shared_max_object: ByteSize::mib(1),
         }
     }
 }

@@ -410,6 +410,18 @@ pub(super) fn validate(
                 format!("{field:?} is not a valid header name"),
             ));
         }
+        if *cache.shared.get_ref() && !config.redis.enabled() {
+            let span = if cache.shared.span() == (0..0) {
+                at.span_of(&["cache", name, "shared"])
+            } else {
+                cache.shared.span()
+            };
+            errors.push(at.error(
+                span,
+                ckey("shared"),
+                "the shared tier is kept in Redis: set [redis] url",
+            ));
+        }
     }
 
     super::redis::validate(&config.redis, at, errors);

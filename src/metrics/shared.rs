@@ -1,6 +1,6 @@
 //! The metric families of state shared between replicas through Redis: calls by outcome,
 //! their latency, the connection's breaker, outages, and the shared rate limits' decisions
-//! taken without Redis.
+//! taken without Redis, and the shared cache tier's lookups, writes and purges.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -11,6 +11,9 @@ pub struct SharedMetrics {
     pub breaker_state: IntGauge,
     pub outages: IntCounter,
     pub limit_decisions: IntCounterVec,
+    pub cache_lookups: IntCounterVec,
+    pub cache_writes: IntCounterVec,
+    pub cache_purges: IntCounterVec,
 }
 
 impl SharedMetrics {
@@ -44,6 +47,30 @@ impl SharedMetrics {
             ),
             &["limit", "via"],
         )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_shared_cache_lookups_total",
+                "Local cache misses looked up in the shared tier, by outcome (hit; miss; error: Redis failed, timed out or its breaker is open, and the request went on as a miss).",
+            ),
+            &["cache", "outcome"],
+        )?;
+        let cache_writes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_shared_cache_writes_total",
+                "Locally stored responses written to the shared tier, by outcome (ok; error).",
+            ),
+            &["cache", "outcome"],
+        )?;
+        let cache_purges = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_shared_cache_purges_total",
+                "Shared cache purges, by direction (sent: purges of one URL, its keys, or a prefix, deleted in Redis and published to the replicas; received: messages of a replica, one per key or prefix, applied to the local store).",
+            ),
+            &["cache", "direction"],
+        )?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(cache_writes.clone()))?;
+        registry.register(Box::new(cache_purges.clone()))?;
         registry.register(Box::new(calls.clone()))?;
         registry.register(Box::new(call_duration.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
@@ -55,6 +82,9 @@ impl SharedMetrics {
             breaker_state,
             outages,
             limit_decisions,
+            cache_lookups,
+            cache_writes,
+            cache_purges,
         })
     }
 }

@@ -10,6 +10,7 @@ use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
+use crate::cache::shared::Purge;
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
 use crate::compress::Encoding;
@@ -125,6 +126,11 @@ async fn serve_through(
         return reply.answer_from_cache(answer);
     } else if policy::Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached
     {
+        // The shared tier is a cache too: only-if-cached may be answered from it.
+        if let Some(entry) = fresh_from_shared_tier(&cache, &key, &parts).await {
+            let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
+            return reply.answer_from_cache(answer);
+        }
         return only_if_cached_miss(reply, &cache);
     }
 
@@ -146,6 +152,18 @@ async fn serve_through(
         }
         Flight::Alone => None,
     };
+
+    // A local miss: the other replicas may have it (bounded by Redis's timeout; any failure
+    // is a miss). Followers of the flight are served what the leader finds.
+    if stored.is_none()
+        && let Some(entry) = fresh_from_shared_tier(&cache, &key, &parts).await
+    {
+        if let Some(leader) = leader {
+            leader.land(Landing::Stored(Arc::clone(&entry)));
+        }
+        let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
+        return reply.answer_from_cache(answer);
+    }
 
     // The client's own request: what Vary, storability and the answer are judged by. The
     // copy sent upstream may carry the cache's validators instead of the client's.
@@ -209,6 +227,55 @@ fn answer_if_usable(
         status,
         encoding.as_ref(),
     ))
+}
+
+/// A fresh response for this request from the shared tier, if the cache has one and it
+/// holds one; stored locally as well.
+async fn fresh_from_shared_tier(
+    cache: &Cache,
+    key: &str,
+    parts: &http::request::Parts,
+) -> Option<Arc<CachedResponse>> {
+    let tier = cache.shared.as_ref()?;
+    let entry = tier.lookup(key, &parts.headers).await?;
+    if policy::usability(&entry.freshness, &parts.headers, SystemTime::now()) != Usability::Fresh {
+        return None;
+    }
+    let entry = Arc::new(entry);
+    cache.store.insert(key.to_owned(), Arc::clone(&entry));
+    cache.update_gauges();
+    Some(entry)
+}
+
+/// The answer from a fresh response found in the shared tier.
+fn answer_shared(
+    cache: &Cache,
+    reply: &Reply,
+    key: &str,
+    entry: &CachedResponse,
+    parts: &http::request::Parts,
+) -> Response {
+    cache.metrics.count(CacheResult::Hit);
+    let now = SystemTime::now();
+    let ttl = entry.freshness.ttl(now).as_secs();
+    let status = cache_status(&format!("hit; ttl={ttl}; detail=shared"));
+    let keep = Keep {
+        store: &cache.store,
+        key,
+    };
+    let encoding = HitEncoding::of(
+        reply.route.compression.as_deref(),
+        reply.accepted,
+        Some(keep),
+    );
+    respond(
+        entry,
+        &parts.method,
+        &parts.headers,
+        now,
+        status,
+        encoding.as_ref(),
+    )
 }
 
 /// A 206 from a stored piece (RFC 9111 §3.3) for a GET whose single range lies inside it,
@@ -420,6 +487,9 @@ impl Fetch<'_> {
         let cache = self.cache;
         cache.metrics.count(CacheResult::Revalidated);
         let refreshed = refresh(cache, entry, forwarded.response.headers(), received);
+        if let Some(tier) = &cache.shared {
+            tier.write(&key, &refreshed);
+        }
         cache.store.insert(key.clone(), Arc::clone(&refreshed));
         cache.update_gauges();
         if let Some(leader) = leader {
@@ -595,18 +665,23 @@ async fn bypass(
                 forwarded.response.headers(),
             );
             if !targets.is_empty() {
+                let mut invalidated = Vec::new();
                 for target_key in &targets {
                     match &reply.route.cache_side {
-                        None => {
-                            cache.store.invalidate(target_key);
-                        }
+                        None => invalidated.push(target_key.clone()),
                         // What one side changed, the others' copies show as well.
-                        Some(side) => {
-                            for upstream in side.all.iter() {
-                                cache.store.invalidate(&side_key(target_key, upstream));
-                            }
-                        }
+                        Some(side) => invalidated.extend(
+                            side.all
+                                .iter()
+                                .map(|upstream| side_key(target_key, upstream)),
+                        ),
                     }
+                }
+                for key in &invalidated {
+                    cache.store.invalidate(key);
+                }
+                if let Some(tier) = &cache.shared {
+                    tier.purge(invalidated.into_iter().map(Purge::Key).collect());
                 }
                 cache.update_gauges();
                 tracing::debug!(cache = %cache.name, key, invalidated = ?targets, request_id = reply.request_id.to_str().unwrap_or("-"), "invalidated after an unsafe request");
@@ -825,6 +900,9 @@ fn refresh_in_background(
             let status = forwarded.response.status();
             if status == StatusCode::NOT_MODIFIED {
                 let refreshed = refresh(&cache, &entry, forwarded.response.headers(), received);
+                if let Some(tier) = &cache.shared {
+                    tier.write(leader.key(), &refreshed);
+                }
                 cache
                     .store
                     .insert(leader.key().to_owned(), Arc::clone(&refreshed));

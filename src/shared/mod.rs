@@ -163,6 +163,12 @@ impl Redis {
         .await
     }
 
+    /// A connection of its own for SUBSCRIBE (a subscribed connection sends nothing else);
+    /// the caller bounds the wait and subscribes again when it ends.
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
     async fn call<T, F, Fut>(&self, send: F) -> Result<T, CallError>
     where
         F: FnOnce(redis::aio::ConnectionManager) -> Fut,

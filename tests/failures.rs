@@ -377,6 +377,64 @@ async fn a_reused_upstream_connection_times_out_from_its_own_request() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_never_stops_sending_interim_responses_is_cut_at_the_response_timeout() {
+    // An upstream that answers with 102 Processing as fast as it can and never with a final
+    // response: the reads of the exchange use up the task's budget on every turn, and the
+    // timeout must still come.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if common::read_head(&mut stream).await.is_none() {
+                    return;
+                }
+                let flood = b"HTTP/1.1 102 Processing\r\n\r\n".repeat(64);
+                let until = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < until {
+                    if stream.write_all(&flood).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let running = start(&[addr], "response_timeout = \"300ms\"\nretries = 0").await;
+    let started = Instant::now();
+    let mut client = TcpStream::connect(running.listener_addrs[0]).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let found = timeout(Duration::from_millis(300) + FAST, async {
+        loop {
+            use tokio::io::AsyncReadExt;
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    // Only the tail can hold the final head; keep the buffer small.
+                    if seen.windows(12).any(|w| w == b"HTTP/1.1 504") {
+                        return true;
+                    }
+                    let keep = seen.len().saturating_sub(16);
+                    seen.drain(..keep);
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "no 504 within the timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn every_server_at_max_connections_is_an_immediate_503_with_retry_after() {
     // One server allowed one request at a time; the first request is parked upstream.
     let upstream = HeldUpstream::start().await;

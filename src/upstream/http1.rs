@@ -443,7 +443,7 @@ pub async fn exchange(
                     && conn
                         .response_timer
                         .as_mut()
-                        .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+                        .is_some_and(|timer| timer_fired(timer, cx));
                 if timed_out {
                     Poll::Ready(Err(Failure::Timeout))
                 } else {
@@ -500,6 +500,20 @@ pub async fn exchange(
     *response.version_mut() = head.version;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// Whether the response timer has fired. A task whose reads and writes above used up its
+/// cooperative budget would be told Pending by the timer too, every time, while an upstream
+/// that never stops sending (interim responses in a loop) kept it busy: as tokio's own
+/// `timeout` does, the timer is then polled outside the budget.
+fn timer_fired(timer: &mut Pin<Box<tokio::time::Sleep>>, cx: &mut Context<'_>) -> bool {
+    if tokio::task::coop::has_budget_remaining() {
+        timer.as_mut().poll(cx).is_ready()
+    } else {
+        std::pin::pin!(tokio::task::coop::unconstrained(timer.as_mut()))
+            .poll(cx)
+            .is_ready()
+    }
 }
 
 /// Whether the request's Connection field holds `close`.

@@ -324,6 +324,99 @@ async fn get_in(client: &mut Client, path: &str, language: &str) -> Reply {
         .await
 }
 
+/// How many entry keys cache `c` has in Redis, as Redis answers (`:N`): the claims on origin
+/// fetches, given back in the background once each entry is written, are not counted.
+fn entry_keys(redis: &RedisServer) -> String {
+    redis
+        .command(&[
+            "EVAL",
+            "return #redis.call('KEYS', ARGV[1])",
+            "0",
+            "*cache:c:*",
+        ])
+        .unwrap_or_default()
+}
+
+/// An origin that answers after 200 ms, `/nostore` with `no-store` and the rest fresh for a
+/// minute, with the paths it was asked for.
+async fn slow_origin() -> (TestUpstream, Arc<std::sync::Mutex<Vec<String>>>) {
+    let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&asked);
+    let upstream = TestUpstream::with_handler(
+        "slow",
+        Arc::new(move |request| {
+            let path = request.uri().path().to_owned();
+            log.lock().unwrap().push(path.clone());
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let policy = if path == "/nostore" {
+                    "no-store"
+                } else {
+                    "max-age=60"
+                };
+                Response::builder()
+                    .header("cache-control", policy)
+                    .body(Full::new(Bytes::from(path)))
+                    .unwrap()
+            })
+        }),
+    )
+    .await;
+    (upstream, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_missing_one_key_at_once_fetch_it_from_the_origin_once() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let (origin, asked) = slow_origin().await;
+    let count = |path: &str| asked.lock().unwrap().iter().filter(|p| *p == path).count();
+    let text = config(origin.addr, &redis.url(), "");
+    let a = common::start_gatehouse(&text).await;
+    let b = common::start_gatehouse(&text).await;
+    let mut to_a = Client::connect(a.listener_addrs[0]).await;
+    let mut to_b = Client::connect(b.listener_addrs[0]).await;
+
+    // Both miss at once (the origin takes 200 ms): one fetches, the other waits for its entry.
+    let (from_a, from_b) = tokio::join!(get(&mut to_a, "/once"), get(&mut to_b, "/once"));
+    for reply in [&from_a, &from_b] {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "/once");
+    }
+    assert_eq!(count("/once"), 1, "the origin asked once");
+    let statuses = [cache_status(&from_a), cache_status(&from_b)];
+    assert!(
+        statuses.iter().any(|s| s.contains("detail=shared")),
+        "one answered from the other's fetch: {statuses:?}"
+    );
+    let claims = |text: &str, outcome: &str| {
+        sample(
+            text,
+            "gatehouse_shared_cache_fetch_claims_total",
+            &[("cache", "c"), ("outcome", outcome)],
+        )
+    };
+    let (ma, mb) = (metrics(&a).await, metrics(&b).await);
+    assert_eq!(claims(&ma, "won") + claims(&mb, "won"), 1.0, "{ma}\n{mb}");
+    assert_eq!(claims(&ma, "lost") + claims(&mb, "lost"), 1.0);
+
+    // A response that is not stored gives its claim back at once: the replica that waited
+    // fetches it itself then, not after waiting out the claim (1 s).
+    let started = Instant::now();
+    let (from_a, from_b) = tokio::join!(get(&mut to_a, "/nostore"), get(&mut to_b, "/nostore"));
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (from_a.status, from_b.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(count("/nostore"), 2);
+    assert!(
+        elapsed < Duration::from_millis(1000),
+        "the waiting replica waited out the claim: {elapsed:?}"
+    );
+    drop(redis);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_variant_of_a_uri_is_shared_on_its_own() {
     let _serial = SERIAL.lock().await;
@@ -352,8 +445,9 @@ async fn each_variant_of_a_uri_is_shared_on_its_own() {
     let de = get_in(&mut to_b, "/lang", "de").await;
     assert_eq!(de.text(), "/lang #3 de", "{}", cache_status(&de));
     assert_eq!(origin_count(&origin, "/lang"), 3);
-    // One Redis key for the URI, all its variants in it: one DEL purges them all.
-    let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
+    // One Redis key for the URI, all its variants in it: one DEL purges them all (beside
+    // it, only the claims on fetches, given back once each entry is written).
+    let keys = entry_keys(&redis);
     assert!(keys.starts_with(":1"), "{keys:?}");
     a.shutdown().await;
     b.shutdown().await;
@@ -667,7 +761,7 @@ async fn a_reload_turns_the_shared_tier_on_and_off() {
     assert!(report.ok, "{:?}", report.errors);
     get(&mut client, "/after").await;
     wait_metrics(&running, "the write to Redis", |t| writes(t) == 1.0).await;
-    let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
+    let keys = entry_keys(&redis);
     assert!(keys.starts_with(":1"), "one entry in Redis: {keys:?}");
     assert_eq!(
         status(&running).await["caches"]["c"]["shared"]["max_object"],

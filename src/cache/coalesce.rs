@@ -27,6 +27,8 @@ pub struct Leader {
     coalescer: Arc<Coalescer>,
     key: String,
     landing: watch::Sender<Option<Landing>>,
+    /// Run when the flight ends, landed or not (e.g. giving back a claim held in Redis).
+    on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 pub enum Joined {
@@ -56,6 +58,7 @@ impl Coalescer {
             coalescer: Arc::clone(self),
             key: key.to_owned(),
             landing,
+            on_end: None,
         })
     }
 
@@ -74,6 +77,11 @@ impl Leader {
         &self.key
     }
 
+    /// Has `end` run when the flight ends, however it ends.
+    pub fn on_end(&mut self, end: impl FnOnce() + Send + Sync + 'static) {
+        self.on_end = Some(Box::new(end));
+    }
+
     /// Ends the flight, telling every waiter how it went.
     pub fn land(self, landing: Landing) {
         let _ = self.landing.send(Some(landing));
@@ -83,6 +91,9 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
+        if let Some(end) = self.on_end.take() {
+            end();
+        }
         self.coalescer.lock().remove(&self.key);
         // A leader dropped without landing (error, abandoned body) releases its waiters.
         self.landing.send_if_modified(|landing| {

@@ -11,8 +11,9 @@ use crate::shared::{Redis, cmd};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounter;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The first byte of an encoded entry; another version is read as a miss.
@@ -27,6 +28,27 @@ const MAX_VARIANTS: i64 = 16;
 /// KEYS[1] the URI's hash; ARGV: Vary names, the variant's field, the entry, its lifetime in
 /// ms, the most variants. The hash lives as long as its longest-lived variant; a variant
 /// past its own use is judged unusable on reading.
+/// Deletes a fetch claim only if it is still the one this replica made (it may have expired
+/// and been made by another since).
+const RELEASE_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// How often a replica waiting for another's fetch looks for its entry.
+const CLAIM_POLL: Duration = Duration::from_millis(10);
+
+/// What claiming a key's origin fetch among the replicas came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This replica fetches; the others wait for its entry.
+    Mine,
+    /// Another replica is fetching it.
+    Theirs,
+    /// Redis did not answer: fetch.
+    Unknown,
+}
+
 const WRITE_VARIANT: &str = r"
 if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[5]) then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'vary', ARGV[1], ARGV[2], ARGV[3])
@@ -83,6 +105,8 @@ pub struct SharedTierMetrics {
     pub write_errors: IntCounter,
     pub purges_sent: IntCounter,
     pub purges_received: IntCounter,
+    pub claims_won: IntCounter,
+    pub claims_lost: IntCounter,
 }
 
 impl SharedTierMetrics {
@@ -91,6 +115,7 @@ impl SharedTierMetrics {
         let lookup = |o: &str| shared.cache_lookups.with_label_values(&[cache, o]);
         let write = |o: &str| shared.cache_writes.with_label_values(&[cache, o]);
         let purge = |d: &str| shared.cache_purges.with_label_values(&[cache, d]);
+        let claim = |o: &str| shared.cache_fetch_claims.with_label_values(&[cache, o]);
         Self {
             hit: lookup("hit"),
             miss: lookup("miss"),
@@ -99,6 +124,8 @@ impl SharedTierMetrics {
             write_errors: write("error"),
             purges_sent: purge("sent"),
             purges_received: purge("received"),
+            claims_won: claim("won"),
+            claims_lost: claim("lost"),
         }
     }
 }
@@ -123,6 +150,10 @@ pub struct SharedTier {
     /// Where this cache's entries live: `[redis] key_prefix`, `cache:`, the cache's name.
     key_prefix: String,
     channel: String,
+    /// Where the claims on keys' origin fetches live.
+    claim_prefix: String,
+    /// The claims this replica holds, by key, with the token each was made with.
+    claims: Mutex<HashMap<String, u64>>,
     pub max_object: u64,
     pub metrics: SharedTierMetrics,
     subscribed: Arc<AtomicBool>,
@@ -142,6 +173,7 @@ impl SharedTier {
     ) -> Self {
         let key_prefix = redis.key(&format!("cache:{name}:"));
         let channel = redis.key(&format!("cache-purge:{name}"));
+        let claim_prefix = redis.key(&format!("cache-fetch:{name}:"));
         let (stop, stopped) = tokio::sync::watch::channel(());
         let subscribed = Arc::new(AtomicBool::new(false));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -158,6 +190,8 @@ impl SharedTier {
             redis,
             key_prefix,
             channel,
+            claim_prefix,
+            claims: Mutex::new(HashMap::new()),
             max_object,
             metrics,
             subscribed,
@@ -199,6 +233,101 @@ impl SharedTier {
         entry
     }
 
+    /// Claims the one origin fetch of `key` among the replicas, for at most `hold` (SET NX
+    /// PX): of several replicas missing the same key at once, one fetches and the others
+    /// wait for its entry ([`SharedTier::wait_for`]).
+    pub async fn claim_fetch(&self, key: &str, hold: Duration) -> Claim {
+        if !self.redis.available() {
+            return Claim::Unknown;
+        }
+        let token = fastrand::u64(..);
+        let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let answer: Result<Option<String>, _> = self
+            .redis
+            .query(
+                cmd("SET")
+                    .arg(format!("{}{key}", self.claim_prefix))
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis),
+            )
+            .await;
+        match answer {
+            Ok(Some(_)) => {
+                if let Ok(mut claims) = self.claims.lock() {
+                    claims.insert(key.to_owned(), token);
+                }
+                self.metrics.claims_won.inc();
+                Claim::Mine
+            }
+            Ok(None) => {
+                self.metrics.claims_lost.inc();
+                Claim::Theirs
+            }
+            Err(_) => Claim::Unknown,
+        }
+    }
+
+    /// Gives back this replica's claim on `key`, if it holds one, in the background.
+    pub fn release_fetch(self: &Arc<Self>, key: &str) {
+        let Some(token) = self.take_claim(key) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tier = Arc::clone(self);
+            let key = key.to_owned();
+            runtime.spawn(async move { tier.release_claim(&key, token).await });
+        }
+    }
+
+    fn take_claim(&self, key: &str) -> Option<u64> {
+        self.claims.lock().ok()?.remove(key)
+    }
+
+    async fn release_claim(&self, key: &str, token: u64) {
+        let _: Result<i64, _> = self
+            .redis
+            .query(
+                cmd("EVAL")
+                    .arg(RELEASE_CLAIM)
+                    .arg(1)
+                    .arg(format!("{}{key}", self.claim_prefix))
+                    .arg(token),
+            )
+            .await;
+    }
+
+    /// Waits, at most `patience`, for the replica that claimed `key` to write its entry: the
+    /// entry once it is there; `None` once the claim is given back or expires without one
+    /// (the response was not stored, or the fetch failed), or Redis stops answering.
+    pub async fn wait_for(
+        &self,
+        key: &str,
+        request_headers: &HeaderMap,
+        patience: Duration,
+    ) -> Option<CachedResponse> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let (entry_key, claim_key) = (self.redis_key(key), format!("{}{key}", self.claim_prefix));
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(CLAIM_POLL.min(left)).await;
+            let found = self.find(&entry_key, request_headers).await.ok()?;
+            if let Some(entry) = found
+                .and_then(|bytes| decode(&bytes, SystemTime::now()))
+                .filter(|entry| entry.matches(request_headers))
+            {
+                self.metrics.hit.inc();
+                return Some(entry);
+            }
+            let claimed: i64 = self.redis.query(cmd("EXISTS").arg(&claim_key)).await.ok()?;
+            if claimed == 0 || tokio::time::Instant::now() >= deadline {
+                self.metrics.miss.inc();
+                return None;
+            }
+        }
+    }
+
     /// The stored bytes of the request's variant under `key`, if any.
     async fn find(&self, key: &str, request_headers: &HeaderMap) -> Result<Option<Vec<u8>>, ()> {
         let plain = variant_field(&Some(Vec::new()));
@@ -232,8 +361,27 @@ impl SharedTier {
     /// used (fresh, then stale-while-revalidate or stale-if-error); too large, a piece, or
     /// already past use, it stays local.
     pub fn write(self: &Arc<Self>, key: &str, entry: &Arc<CachedResponse>) {
+        // A claim on this key's fetch is given back once the entry is in Redis, so that the
+        // replicas waiting for it find it there; at once if it will not be written.
+        let claim = self.take_claim(key);
+        if !self.spawn_write(key, entry, claim)
+            && let Some(token) = claim
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (tier, key) = (Arc::clone(self), key.to_owned());
+            runtime.spawn(async move { tier.release_claim(&key, token).await });
+        }
+    }
+
+    /// Starts writing `entry`; false when it stays local.
+    fn spawn_write(
+        self: &Arc<Self>,
+        key: &str,
+        entry: &Arc<CachedResponse>,
+        claim: Option<u64>,
+    ) -> bool {
         if entry.piece.is_some() || entry.body.len() as u64 > self.max_object {
-            return;
+            return false;
         }
         let names = match &entry.vary {
             policy::Vary::None => String::new(),
@@ -243,21 +391,39 @@ impl SharedTier {
                 .collect::<Vec<_>>()
                 .join(", "),
             // Matches no request: never used again.
-            policy::Vary::Any => return,
+            policy::Vary::Any => return false,
         };
         let Some(expires_in) = time_to_keep(&entry.freshness, SystemTime::now()) else {
-            return;
+            return false;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+            return false;
         };
-        let (tier, entry, key) = (Arc::clone(self), Arc::clone(entry), self.redis_key(key));
+        let (tier, entry) = (Arc::clone(self), Arc::clone(entry));
+        let (plain_key, key) = (key.to_owned(), self.redis_key(key));
         runtime.spawn(async move {
+            tier.write_now(&key, &entry, names, expires_in).await;
+            if let Some(token) = claim {
+                tier.release_claim(&plain_key, token).await;
+            }
+        });
+        true
+    }
+
+    async fn write_now(
+        &self,
+        key: &str,
+        entry: &CachedResponse,
+        names: String,
+        expires_in: Duration,
+    ) {
+        let tier = self;
+        {
             if !tier.redis.available() {
                 tier.metrics.write_errors.inc();
                 return;
             }
-            let value = encode(&entry, SystemTime::now());
+            let value = encode(entry, SystemTime::now());
             let millis = u64::try_from(expires_in.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1);
@@ -279,7 +445,7 @@ impl SharedTier {
                 Ok(_) => tier.metrics.writes.inc(),
                 Err(_) => tier.metrics.write_errors.inc(),
             }
-        });
+        }
     }
 
     /// Removes `purges` from Redis and tells every replica (this one included) to drop

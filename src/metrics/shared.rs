@@ -1,6 +1,6 @@
 //! The metric families of state shared between replicas through Redis: calls by outcome,
 //! their latency, the connection's breaker, outages, and the shared rate limits' decisions
-//! taken without Redis, and the shared cache tier's lookups, writes and purges.
+//! taken without Redis, and the shared cache tier's lookups, writes, purges and fetch claims.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -14,6 +14,7 @@ pub struct SharedMetrics {
     pub cache_lookups: IntCounterVec,
     pub cache_writes: IntCounterVec,
     pub cache_purges: IntCounterVec,
+    pub cache_fetch_claims: IntCounterVec,
 }
 
 impl SharedMetrics {
@@ -68,6 +69,14 @@ impl SharedMetrics {
             ),
             &["cache", "direction"],
         )?;
+        let cache_fetch_claims = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_shared_cache_fetch_claims_total",
+                "Claims on a key's origin fetch among the replicas, on a miss in both tiers, by outcome (won: this replica fetches; lost: another was fetching, and this one waited for its entry).",
+            ),
+            &["cache", "outcome"],
+        )?;
+        registry.register(Box::new(cache_fetch_claims.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(cache_writes.clone()))?;
         registry.register(Box::new(cache_purges.clone()))?;
@@ -85,6 +94,7 @@ impl SharedMetrics {
             cache_lookups,
             cache_writes,
             cache_purges,
+            cache_fetch_claims,
         })
     }
 }

@@ -10,7 +10,7 @@ use super::{ForwardError, Forwarded, Reply, forward};
 use crate::cache::coalesce::{self, Joined, Landing, Leader};
 use crate::cache::fill::{Fill, FillHead};
 use crate::cache::policy::{self, Received, Usability};
-use crate::cache::shared::Purge;
+use crate::cache::shared::{Claim, Purge};
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
 use crate::compress::Encoding;
@@ -23,6 +23,10 @@ use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+/// The longest a replica waits for another's origin fetch of a key both missed, before
+/// fetching it itself (less when the route's upstream would time out sooner).
+const SHARED_FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Conditional and range fields of the client's own, replaced by the cache's when it
 /// revalidates (the client's validators are for the client's cache, not ours).
@@ -164,6 +168,32 @@ async fn serve_through(
         let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
         return reply.answer_from_cache(answer);
     }
+    // A miss in both tiers: of the replicas missing it at once, one goes to the origin and
+    // the others wait, briefly, for its entry in the shared tier.
+    let leader = match (leader, &cache.shared) {
+        (Some(mut leader), Some(tier)) if stored.is_none() => {
+            let patience = SHARED_FETCH_WAIT
+                .min(reply.route.upstream.connect_timeout + reply.route.upstream.response_timeout);
+            match tier.claim_fetch(&key, patience).await {
+                Claim::Mine => {
+                    let (tier, claimed) = (Arc::clone(tier), key.clone());
+                    leader.on_end(move || tier.release_fetch(&claimed));
+                }
+                Claim::Theirs => {
+                    if let Some(entry) = tier.wait_for(&key, &parts.headers, patience).await
+                        && let Some(entry) = keep_if_fresh(&cache, &key, &parts, entry)
+                    {
+                        leader.land(Landing::Stored(Arc::clone(&entry)));
+                        let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
+                        return reply.answer_from_cache(answer);
+                    }
+                }
+                Claim::Unknown => {}
+            }
+            Some(leader)
+        }
+        (leader, _) => leader,
+    };
 
     // The client's own request: what Vary, storability and the answer are judged by. The
     // copy sent upstream may carry the cache's validators instead of the client's.
@@ -238,6 +268,16 @@ async fn fresh_from_shared_tier(
 ) -> Option<Arc<CachedResponse>> {
     let tier = cache.shared.as_ref()?;
     let entry = tier.lookup(key, &parts.headers).await?;
+    keep_if_fresh(cache, key, parts, entry)
+}
+
+/// An entry from the shared tier, stored locally, if this request may use it as it is.
+fn keep_if_fresh(
+    cache: &Cache,
+    key: &str,
+    parts: &http::request::Parts,
+    entry: CachedResponse,
+) -> Option<Arc<CachedResponse>> {
     if policy::usability(&entry.freshness, &parts.headers, SystemTime::now()) != Usability::Fresh {
         return None;
     }

@@ -337,8 +337,8 @@ fn entry_keys(redis: &RedisServer) -> String {
         .unwrap_or_default()
 }
 
-/// An origin that answers after 200 ms, `/nostore` with `no-store` and the rest fresh for a
-/// minute, with the paths it was asked for.
+/// An origin that answers after 200 ms, `/nostore` with `no-store`, `/short` fresh for a
+/// second and the rest for a minute, with the paths it was asked for.
 async fn slow_origin() -> (TestUpstream, Arc<std::sync::Mutex<Vec<String>>>) {
     let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let log = Arc::clone(&asked);
@@ -349,10 +349,10 @@ async fn slow_origin() -> (TestUpstream, Arc<std::sync::Mutex<Vec<String>>>) {
             log.lock().unwrap().push(path.clone());
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let policy = if path == "/nostore" {
-                    "no-store"
-                } else {
-                    "max-age=60"
+                let policy = match path.as_str() {
+                    "/nostore" => "no-store",
+                    "/short" => "max-age=1",
+                    _ => "max-age=60",
                 };
                 Response::builder()
                     .header("cache-control", policy)
@@ -414,6 +414,25 @@ async fn replicas_missing_one_key_at_once_fetch_it_from_the_origin_once() {
         elapsed < Duration::from_millis(1000),
         "the waiting replica waited out the claim: {elapsed:?}"
     );
+
+    // Both replicas hold a copy that goes stale at the same moment: one refreshes it, the
+    // other takes the refreshed one from the shared tier.
+    get(&mut to_a, "/short").await;
+    let first = get(&mut to_b, "/short").await;
+    assert!(
+        cache_status(&first).contains("detail=shared"),
+        "{}",
+        cache_status(&first)
+    );
+    assert_eq!(count("/short"), 1);
+    // Past its second of freshness (whole seconds: Age and max-age have no finer grain).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (from_a, from_b) = tokio::join!(get(&mut to_a, "/short"), get(&mut to_b, "/short"));
+    assert_eq!(
+        (from_a.status, from_b.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(count("/short"), 2, "refreshed once for both replicas");
     drop(redis);
 }
 

@@ -55,6 +55,9 @@ class Origin(http.server.ThreadingHTTPServer):
         self.max_age = max_age
         super().__init__(("127.0.0.1", 0), OriginHandler)
 
+    def handle_error(self, request, client_address):
+        pass
+
 
 class OriginHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

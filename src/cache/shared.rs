@@ -298,14 +298,16 @@ impl SharedTier {
             .await;
     }
 
-    /// Waits, at most `patience`, for the replica that claimed `key` to write its entry: the
-    /// entry once it is there; `None` once the claim is given back or expires without one
+    /// Waits, at most `patience`, for the replica that claimed `key` to write an entry this
+    /// request can use (`usable`: one already there may be the stale copy being refreshed):
+    /// the entry once it is there; `None` once the claim is given back or expires without one
     /// (the response was not stored, or the fetch failed), or Redis stops answering.
     pub async fn wait_for(
         &self,
         key: &str,
         request_headers: &HeaderMap,
         patience: Duration,
+        usable: impl Fn(&CachedResponse) -> bool,
     ) -> Option<CachedResponse> {
         let deadline = tokio::time::Instant::now() + patience;
         let (entry_key, claim_key) = (self.redis_key(key), format!("{}{key}", self.claim_prefix));
@@ -315,7 +317,7 @@ impl SharedTier {
             let found = self.find(&entry_key, request_headers).await.ok()?;
             if let Some(entry) = found
                 .and_then(|bytes| decode(&bytes, SystemTime::now()))
-                .filter(|entry| entry.matches(request_headers))
+                .filter(|entry| entry.matches(request_headers) && usable(entry))
             {
                 self.metrics.hit.inc();
                 return Some(entry);

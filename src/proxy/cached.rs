@@ -157,21 +157,20 @@ async fn serve_through(
         Flight::Alone => None,
     };
 
-    // A local miss: the other replicas may have it (bounded by Redis's timeout; any failure
-    // is a miss). Followers of the flight are served what the leader finds.
-    if stored.is_none()
-        && let Some(entry) = fresh_from_shared_tier(&cache, &key, &parts).await
-    {
+    // A local miss, or a stored response to revalidate: the other replicas may have a fresh
+    // one (bounded by Redis's timeout; any failure is a miss). Followers of the flight are
+    // served what the leader finds.
+    if let Some(entry) = fresh_from_shared_tier(&cache, &key, &parts).await {
         if let Some(leader) = leader {
             leader.land(Landing::Stored(Arc::clone(&entry)));
         }
         let answer = answer_shared(&cache, &reply, &key, &entry, &parts);
         return reply.answer_from_cache(answer);
     }
-    // A miss in both tiers: of the replicas missing it at once, one goes to the origin and
-    // the others wait, briefly, for its entry in the shared tier.
+    // Nothing fresh in either tier: of the replicas missing it (or holding it stale) at once,
+    // one goes to the origin and the others wait, briefly, for its entry in the shared tier.
     let leader = match (leader, &cache.shared) {
-        (Some(mut leader), Some(tier)) if stored.is_none() => {
+        (Some(mut leader), Some(tier)) => {
             let patience = SHARED_FETCH_WAIT
                 .min(reply.route.upstream.connect_timeout + reply.route.upstream.response_timeout);
             match tier.claim_fetch(&key, patience).await {
@@ -180,7 +179,11 @@ async fn serve_through(
                     leader.on_end(move || tier.release_fetch(&claimed));
                 }
                 Claim::Theirs => {
-                    if let Some(entry) = tier.wait_for(&key, &parts.headers, patience).await
+                    let fresh = |entry: &CachedResponse| {
+                        policy::usability(&entry.freshness, &parts.headers, SystemTime::now())
+                            == Usability::Fresh
+                    };
+                    if let Some(entry) = tier.wait_for(&key, &parts.headers, patience, fresh).await
                         && let Some(entry) = keep_if_fresh(&cache, &key, &parts, entry)
                     {
                         leader.land(Landing::Stored(Arc::clone(&entry)));

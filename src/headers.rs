@@ -43,6 +43,8 @@ pub struct HeaderScan {
     fixed_hop_by_hop: u8,
     connection: bool,
     forwarded_for: bool,
+    /// X-Forwarded-Proto or X-Forwarded-Host, which gatehouse replaces.
+    forwarded_other: bool,
     /// A name with `_` (see `remove_underscored`).
     pub underscored: bool,
 }
@@ -69,6 +71,8 @@ impl HeaderScan {
                 scan.connection = true;
             } else if *name == X_FORWARDED_FOR {
                 scan.forwarded_for = true;
+            } else if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+                scan.forwarded_other = true;
             } else if let Some(i) = FIXED_HOP_BY_HOP.iter().position(|fixed| *fixed == name) {
                 scan.fixed_hop_by_hop |= 1 << i;
             } else if underscores {
@@ -213,6 +217,68 @@ pub fn add_forwarded(
     }
 }
 
+/// The fields gatehouse adds to a request it forwards when the client sent none of those they
+/// replace: X-Forwarded-For, -Proto and -Host, and Via. They are kept beside the request's map
+/// until it is sent: an HTTP/1.1 upstream gets them written after the client's fields
+/// (`write`), which spares the four hashed inserts a map costs; anything else that needs the
+/// request whole gets them put in its map (`apply`), as `add_forwarded` and `add_via` would.
+#[derive(Clone, Debug)]
+pub struct ForwardingFields {
+    forwarded_for: HeaderValue,
+    proto: &'static HeaderValue,
+    host: Option<HeaderValue>,
+    via: &'static HeaderValue,
+}
+
+impl ForwardingFields {
+    /// The fields for a request from `client`, or `None` when the request carries fields they
+    /// would have to replace or extend: then `add_forwarded` edits its map.
+    pub fn kept_apart(
+        scan: &HeaderScan,
+        client: &HeaderValue,
+        host: Option<&HeaderValue>,
+        https: bool,
+        version: http::Version,
+    ) -> Option<Self> {
+        if scan.forwarded_for || scan.forwarded_other {
+            return None;
+        }
+        Some(Self {
+            forwarded_for: client.clone(),
+            proto: if https { &PROTO_HTTPS } else { &PROTO_HTTP },
+            host: host.cloned(),
+            via: via_value(version),
+        })
+    }
+
+    /// Puts the fields in `headers`: the same map `add_forwarded` and `add_via` make.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(&X_FORWARDED_FOR, self.forwarded_for);
+        headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
+        if let Some(host) = self.host {
+            headers.insert(&X_FORWARDED_HOST, host);
+        }
+        headers.append(header::VIA, self.via.clone());
+    }
+
+    /// Writes the fields as HTTP/1.1 field lines. A Via the client sent comes before, so the
+    /// list reads as it would joined in a map.
+    pub fn write(&self, dst: &mut bytes::BytesMut) {
+        let mut line = |name: &HeaderName, value: &HeaderValue| {
+            dst.extend_from_slice(name.as_str().as_bytes());
+            dst.extend_from_slice(b": ");
+            dst.extend_from_slice(value.as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        };
+        line(&X_FORWARDED_FOR, &self.forwarded_for);
+        line(&X_FORWARDED_PROTO, self.proto);
+        if let Some(host) = &self.host {
+            line(&X_FORWARDED_HOST, host);
+        }
+        line(&header::VIA, self.via);
+    }
+}
+
 /// Why a request's host cannot be trusted; each is answered 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostError {
@@ -325,12 +391,15 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
 
 /// Appends this hop to Via (RFC 9110 §7.6.3).
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
-    let via = match version {
+    headers.append(header::VIA, via_value(version).clone());
+}
+
+fn via_value(version: http::Version) -> &'static HeaderValue {
+    match version {
         http::Version::HTTP_2 => &VIA_HTTP_2,
         http::Version::HTTP_10 => &VIA_HTTP_1_0,
         _ => &VIA_HTTP_1_1,
-    };
-    headers.append(header::VIA, via.clone());
+    }
 }
 
 /// Process-unique request ids: a random prefix chosen at start and a counter, as 24 hex digits.
@@ -423,6 +492,57 @@ impl HeaderEdits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarding_fields_written_as_lines_say_what_the_map_edits_say() {
+        let client = HeaderValue::from_static("192.0.2.1");
+        let host = HeaderValue::from_static("shop.example");
+        for https in [false, true] {
+            let request = headers(&[("host", "shop.example"), ("via", "1.0 edge")]);
+            let scan = HeaderScan::of(&request);
+            let fields = ForwardingFields::kept_apart(
+                &scan,
+                &client,
+                Some(&host),
+                https,
+                http::Version::HTTP_11,
+            )
+            .expect("nothing to replace");
+            let mut edited = request.clone();
+            add_forwarded(&mut edited, &scan, &client, Some(&host), https);
+            add_via(&mut edited, http::Version::HTTP_11);
+            let mut applied = request.clone();
+            fields.clone().apply(&mut applied);
+            assert_eq!(applied, edited);
+
+            // The lines read back after the request's own give the same fields.
+            let mut lines = bytes::BytesMut::new();
+            fields.write(&mut lines);
+            let mut read_back = request.clone();
+            for line in std::str::from_utf8(&lines)
+                .unwrap()
+                .split_terminator("\r\n")
+            {
+                let (name, value) = line.split_once(": ").unwrap();
+                read_back.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            assert_eq!(read_back, edited);
+        }
+    }
+
+    #[test]
+    fn forwarding_fields_stay_in_the_map_when_the_client_sent_some() {
+        let client = HeaderValue::from_static("192.0.2.1");
+        for sent in ["x-forwarded-for", "X-Forwarded-Proto", "x-forwarded-host"] {
+            let scan = HeaderScan::of(&headers(&[(sent, "x")]));
+            let kept =
+                ForwardingFields::kept_apart(&scan, &client, None, false, http::Version::HTTP_11);
+            assert!(kept.is_none(), "{sent}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -495,7 +495,11 @@ async fn get_is_retried_on_the_live_server_after_a_connect_failure() {
             started.elapsed()
         );
     }
-    assert_eq!(live.received().len(), N);
+    let received = live.received();
+    assert_eq!(received.len(), N);
+    for recorded in &received {
+        assert_forwarding_fields_once(&recorded.headers);
+    }
 
     // Round robin moves on at every pick, a retry included, so after the first request every
     // request starts on the dead server: N - 1 or N retries.
@@ -622,7 +626,26 @@ async fn an_idempotent_request_with_a_small_body_is_retried_after_a_broken_conne
     assert_eq!(received.len(), 2);
     for recorded in received {
         assert_eq!(recorded.body, body, "the body is sent again whole");
+        assert_forwarding_fields_once(&recorded.headers);
     }
+}
+
+/// A request sent again carries gatehouse's forwarding fields once, as the first try did.
+fn assert_forwarding_fields_once(headers: &http::HeaderMap) {
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+    ] {
+        assert_eq!(
+            headers.get_all(name).iter().count(),
+            1,
+            "one {name} line: {headers:?}"
+        );
+    }
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["via"], "1.1 gatehouse");
 }
 
 #[tokio::test]

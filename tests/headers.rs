@@ -145,8 +145,10 @@ async fn forwarding_headers_are_added_and_host_is_kept() {
     client.get("/fresh").await;
     let fresh = &upstream.received()[1];
     assert_eq!(values(&fresh.headers, "x-forwarded-for"), ["127.0.0.1"]);
-    let via = values(&fresh.headers, "via").join(", ");
-    assert!(via.contains("gatehouse"), "{via}");
+    assert_eq!(values(&fresh.headers, "x-forwarded-proto"), ["http"]);
+    let listener = gatehouse.listener_addrs[0].to_string();
+    assert_eq!(values(&fresh.headers, "x-forwarded-host"), [listener]);
+    assert_eq!(values(&fresh.headers, "via"), ["1.1 gatehouse"]);
 
     // The response tells the client too.
     let reply = client.get("/again").await;

@@ -913,6 +913,15 @@ async fn grpc_style_h2_request_with_trailers_passes_end_to_end() {
         assert_eq!(request.version, Version::HTTP_2);
         assert_eq!(request.headers["te"], "trailers");
         assert_eq!(request.headers["x-forwarded-proto"], "https");
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "via",
+        ] {
+            assert_eq!(request.headers.get_all(name).iter().count(), 1, "{name}");
+        }
+        assert_eq!(request.headers["via"], "2 gatehouse");
     }
     running.shutdown().await;
 }

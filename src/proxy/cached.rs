@@ -926,6 +926,7 @@ fn refresh_in_background(
                 &mut chosen,
                 head,
                 body,
+                None,
                 key,
                 Instant::now(),
                 &request_id,

@@ -17,7 +17,32 @@ use std::time::{Instant, SystemTime};
 
 /// One request/response exchange, finished when its response body is: it then counts the
 /// request, observes its duration, writes the access log line and ends the in-flight count.
-pub(crate) struct Exchange {
+// Boxed once when the request begins: it travels by value from the handler through the
+// forwarding future into the response body, and each of those moves would otherwise copy
+// the whole record.
+pub(crate) struct Exchange(Box<ExchangeState>);
+
+impl Exchange {
+    pub(crate) fn new(state: ExchangeState) -> Self {
+        Self(Box::new(state))
+    }
+}
+
+impl std::ops::Deref for Exchange {
+    type Target = ExchangeState;
+
+    fn deref(&self) -> &ExchangeState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Exchange {
+    fn deref_mut(&mut self) -> &mut ExchangeState {
+        &mut self.0
+    }
+}
+
+pub(crate) struct ExchangeState {
     pub(crate) start: Instant,
     pub(crate) method: Method,
     /// The path (with the query for the combined format); empty when the access log is off.
@@ -43,7 +68,7 @@ pub(crate) struct Exchange {
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-impl Exchange {
+impl ExchangeState {
     pub(crate) fn server_name(&self) -> &str {
         self.server.as_deref().unwrap_or("-")
     }
@@ -133,7 +158,7 @@ impl AccessRecord<'_> {
     }
 }
 
-impl Exchange {
+impl ExchangeState {
     /// Counts the request, observes its duration, writes the access log line and ends the
     /// in-flight count; called once, when the response body is finished or abandoned.
     pub(crate) fn complete(&mut self, bytes_sent: u64, finished: bool, now: Instant) {

@@ -129,6 +129,7 @@ async fn ask(
         &mut server,
         check,
         RequestBody::Empty,
+        None,
         key,
         Instant::now(),
         request_id,

@@ -225,6 +225,7 @@ async fn exchange(mirror: &Mirror, head: Head, body: Bytes) -> bool {
         &mut chosen,
         parts,
         body,
+        None,
         key,
         Instant::now(),
         &request_id,

@@ -372,137 +372,142 @@ enum Sending {
     UntilClose,
 }
 
-async fn write_response<S: Io>(
-    wire: &SharedWire<S>,
-    out: &mut BytesMut,
+// A plain fn returning an async block, not an `async fn`: an async fn keeps each argument
+// twice in its future and copies it once more when first polled.
+#[allow(clippy::manual_async_fn)]
+fn write_response<'a, S: Io>(
+    wire: &'a SharedWire<S>,
+    out: &'a mut BytesMut,
     response: Response<ResponseBody>,
     mut asked: Asked,
-    control: &ConnectionControl,
-) -> Next {
-    let (mut parts, mut body) = response.into_parts();
-    // An upstream's head passed on from its bytes: `parts.headers` holds only what
-    // gatehouse adds to it.
-    let mut raw = body.take_raw_fields();
-    let mut status = parts.status;
-    if status.is_informational()
-        && !(status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some())
-    {
-        // A 1xx is never a final answer, and a switch nobody asked for must not be agreed
-        // to: the client would take what follows for another protocol (RFC 9110 §15.2).
-        tracing::debug!(%status, "an interim status as the final answer; answering 502");
-        status = StatusCode::BAD_GATEWAY;
-        parts.headers.clear();
-        raw = None;
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        asked.keep_alive = false;
-        body = ResponseBody::empty();
-    }
-    parts.status = status;
-    let headers = &mut parts.headers;
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
-    let no_body = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let length_allowed = !(status.is_informational() || status == StatusCode::NO_CONTENT);
-    if !length_allowed {
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::TRANSFER_ENCODING);
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .or_else(|| {
-            raw.as_ref()
-                .filter(|_| length_allowed)
-                .and_then(|raw| raw.content_length())
-        });
-    // A request body not read to its end by now leaves the connection unusable (what
-    // follows cannot be told apart from it), so the client is told it closes.
-    let body_read = matches!(lock(wire).body, BodyRead::Done);
-    let mut keep_alive = asked.keep_alive && !switching && body_read && !control.is_closing();
-    let sending = if asked.head || no_body {
-        Sending::Nothing
-    } else if let Some(len) = declared {
-        Sending::Length(len)
-    } else if let Some(len) = body.size_hint().exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        Sending::Length(len)
-    } else if asked.version == Version::HTTP_11 {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        Sending::Chunked
-    } else {
-        keep_alive = false;
-        Sending::UntilClose
-    };
-    if sending != Sending::Chunked {
-        headers.remove(header::TRANSFER_ENCODING);
-    }
-    if !switching {
-        if !keep_alive {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        } else if asked.version == Version::HTTP_10 {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    control: &'a ConnectionControl,
+) -> impl Future<Output = Next> + 'a {
+    async move {
+        let (mut parts, mut body) = response.into_parts();
+        // An upstream's head passed on from its bytes: `parts.headers` holds only what
+        // gatehouse adds to it.
+        let mut raw = body.take_raw_fields();
+        let mut status = parts.status;
+        if status.is_informational()
+            && !(status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some())
+        {
+            // A 1xx is never a final answer, and a switch nobody asked for must not be agreed
+            // to: the client would take what follows for another protocol (RFC 9110 §15.2).
+            tracing::debug!(%status, "an interim status as the final answer; answering 502");
+            status = StatusCode::BAD_GATEWAY;
+            parts.headers.clear();
+            raw = None;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            asked.keep_alive = false;
+            body = ResponseBody::empty();
         }
-    }
-    if !headers.contains_key(header::DATE) && !raw.as_ref().is_some_and(|raw| raw.has_date()) {
-        headers.insert(header::DATE, date::now());
-    }
-    // Interim responses still queued go first; none may follow once the head is on its way.
-    let flushed = poll_fn(|cx| {
-        let mut wire = lock(wire);
-        let polled = Pin::new(&mut wire.io).poll_flush(cx);
-        if polled.is_ready() {
-            wire.responding = true;
+        parts.status = status;
+        let headers = &mut parts.headers;
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
+        let no_body = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let length_allowed = !(status.is_informational() || status == StatusCode::NO_CONTENT);
+        if !length_allowed {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::TRANSFER_ENCODING);
         }
-        polled
-    })
-    .await;
-    if flushed.is_err() {
-        return Next::Close(CloseReason::Error);
-    }
-    let version = if asked.version == Version::HTTP_10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    out.clear();
-    match &raw {
-        Some(raw) => http1::encode::encode_response_head_raw(
-            status,
-            version,
-            raw,
-            length_allowed,
-            headers,
-            out,
-        ),
-        None => http1::encode::encode_response_head(status, version, headers, out),
-    }
-
-    if switching {
-        if write_out(wire, out).await.is_err() {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| {
+                raw.as_ref()
+                    .filter(|_| length_allowed)
+                    .and_then(|raw| raw.content_length())
+            });
+        // A request body not read to its end by now leaves the connection unusable (what
+        // follows cannot be told apart from it), so the client is told it closes.
+        let body_read = matches!(lock(wire).body, BodyRead::Done);
+        let mut keep_alive = asked.keep_alive && !switching && body_read && !control.is_closing();
+        let sending = if asked.head || no_body {
+            Sending::Nothing
+        } else if let Some(len) = declared {
+            Sending::Length(len)
+        } else if let Some(len) = body.size_hint().exact() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            Sending::Length(len)
+        } else if asked.version == Version::HTTP_11 {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Sending::Chunked
+        } else {
+            keep_alive = false;
+            Sending::UntilClose
+        };
+        if sending != Sending::Chunked {
+            headers.remove(header::TRANSFER_ENCODING);
+        }
+        if !switching {
+            if !keep_alive {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            } else if asked.version == Version::HTTP_10 {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            }
+        }
+        if !headers.contains_key(header::DATE) && !raw.as_ref().is_some_and(|raw| raw.has_date()) {
+            headers.insert(header::DATE, date::now());
+        }
+        // Interim responses still queued go first; none may follow once the head is on its way.
+        let flushed = poll_fn(|cx| {
+            let mut wire = lock(wire);
+            let polled = Pin::new(&mut wire.io).poll_flush(cx);
+            if polled.is_ready() {
+                wire.responding = true;
+            }
+            polled
+        })
+        .await;
+        if flushed.is_err() {
             return Next::Close(CloseReason::Error);
         }
-        // The rest of the connection belongs to the upgraded protocol.
-        let read_ahead = std::mem::take(&mut lock(wire).read_buf).freeze();
-        let upgraded = Upgraded::new(Box::new(WireIo(Arc::clone(wire))), read_ahead);
-        if let Some(sender) = asked.upgrade.take() {
-            let _ = sender.send(upgraded);
+        let version = if asked.version == Version::HTTP_10 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        out.clear();
+        match &raw {
+            Some(raw) => http1::encode::encode_response_head_raw(
+                status,
+                version,
+                raw,
+                length_allowed,
+                headers,
+                out,
+            ),
+            None => http1::encode::encode_response_head(status, version, headers, out),
         }
-        drop(body);
-        return Next::Close(CloseReason::Upgraded);
-    }
 
-    match send_body(wire, out, &mut body, sending).await {
-        Ok(()) if keep_alive => Next::KeepAlive,
-        // Closed as asked (a drain, an idle close) or as the client or the framing wanted.
-        Ok(()) => Next::Close(control.close_reason().unwrap_or(CloseReason::Client)),
-        Err(reason) => Next::Close(reason),
+        if switching {
+            if write_out(wire, out).await.is_err() {
+                return Next::Close(CloseReason::Error);
+            }
+            // The rest of the connection belongs to the upgraded protocol.
+            let read_ahead = std::mem::take(&mut lock(wire).read_buf).freeze();
+            let upgraded = Upgraded::new(Box::new(WireIo(Arc::clone(wire))), read_ahead);
+            if let Some(sender) = asked.upgrade.take() {
+                let _ = sender.send(upgraded);
+            }
+            drop(body);
+            return Next::Close(CloseReason::Upgraded);
+        }
+
+        match send_body(wire, out, &mut body, sending).await {
+            Ok(()) if keep_alive => Next::KeepAlive,
+            // Closed as asked (a drain, an idle close) or as the client or the framing wanted.
+            Ok(()) => Next::Close(control.close_reason().unwrap_or(CloseReason::Client)),
+            Err(reason) => Next::Close(reason),
+        }
     }
 }
 

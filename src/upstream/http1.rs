@@ -13,6 +13,7 @@
 use crate::connection::InterimSink;
 use crate::connection::read::{self, ReadSize};
 use crate::connection::upgrade::Upgraded;
+use crate::headers::ForwardingFields;
 use crate::http1::{self, BodyError, BodyLimits, Decoder, HeadConfig, HeadError, Parsed};
 use crate::request_body::{BoxError, RequestBody};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -166,7 +167,11 @@ impl Connection {
     /// Writes the request head, with the body's framing decided as hyper's client decides
     /// it: a Content-Length or Transfer-Encoding already there is kept, a body that is
     /// already over gets none, one of known size a Content-Length, the rest is chunked.
-    fn encode_head(&mut self, request: &Request<RequestBody>) -> Outgoing {
+    fn encode_head(
+        &mut self,
+        request: &Request<RequestBody>,
+        fields: Option<&ForwardingFields>,
+    ) -> Outgoing {
         let headers = request.headers();
         let body = request.body();
         let (outgoing, added) = if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -189,17 +194,22 @@ impl Connection {
             headers,
             out,
         );
-        if let Some(length) = added {
+        if added.is_some() || fields.is_some() {
             // In place of the head's empty line, which follows again.
             out.truncate(out.len() - 2);
-            match length {
-                Some(len) => {
+            if let Some(fields) = fields {
+                fields.write(out);
+            }
+            match added {
+                Some(Some(len)) => {
                     out.put_slice(b"content-length: ");
                     put_decimal(len, out);
-                    out.put_slice(b"\r\n\r\n");
+                    out.put_slice(b"\r\n");
                 }
-                None => out.put_slice(b"transfer-encoding: chunked\r\n\r\n"),
+                Some(None) => out.put_slice(b"transfer-encoding: chunked\r\n"),
+                None => {}
             }
+            out.put_slice(b"\r\n");
         }
         outgoing
     }
@@ -363,6 +373,8 @@ pub struct Options<'a> {
     pub keep_raw: bool,
     /// When the response head must have arrived ([`Failure::Timeout`] after).
     pub deadline: Option<tokio::time::Instant>,
+    /// Forwarding fields not in the request's map, written after its fields.
+    pub fields: Option<&'a ForwardingFields>,
 }
 
 /// Why an exchange failed.
@@ -406,6 +418,7 @@ pub async fn exchange(
         interim,
         keep_raw,
         deadline,
+        fields,
     } = options;
     if let Some(deadline) = deadline {
         match &mut conn.response_timer {
@@ -414,7 +427,7 @@ pub async fn exchange(
         }
     }
     conn.read_size.reset();
-    let mut outgoing = conn.encode_head(request);
+    let mut outgoing = conn.encode_head(request, fields);
     let asked_upgrade = request.headers().contains_key(header::UPGRADE);
     let close = asks_to_close(request.headers());
     let method = request.method().clone();

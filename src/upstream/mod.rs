@@ -211,6 +211,13 @@ impl Upstream {
 
     /// The hash of what this upstream balances `request` (from `client`, if any) by: `None`
     /// unless it hashes, or when the request lacks the key.
+    /// Whether the hashing key is a request header.
+    pub fn hashes_by_header(&self) -> bool {
+        self.hashing
+            .as_ref()
+            .is_some_and(|hashing| matches!(hashing.key, crate::config::HashKey::Header(_)))
+    }
+
     pub fn key_hash(
         &self,
         request: &http::request::Parts,

@@ -57,6 +57,11 @@ impl HeaderScan {
         Self::scan(headers, true)
     }
 
+    /// Whether a TE field is there.
+    pub fn has_te(&self) -> bool {
+        self.fixed_hop_by_hop & 1 != 0
+    }
+
     /// A response's scan: names with `_` matter only in what goes to a back-end, so they are
     /// not looked for (a look at every name's letters).
     pub fn of_response(headers: &HeaderMap) -> Self {
@@ -222,12 +227,17 @@ pub fn add_forwarded(
 /// until it is sent: an HTTP/1.1 upstream gets them written after the client's fields
 /// (`write`), which spares the four hashed inserts a map costs; anything else that needs the
 /// request whole gets them put in its map (`apply`), as `add_forwarded` and `add_via` would.
+/// They are kept apart only for a request whose hop-by-hop fields are gone from its map (no
+/// upgrade) and that nothing else edits, so a writer that has them knows the map holds no
+/// Connection, Upgrade or Transfer-Encoding field.
 #[derive(Clone, Debug)]
 pub struct ForwardingFields {
     forwarded_for: HeaderValue,
     proto: &'static HeaderValue,
     host: Option<HeaderValue>,
     via: &'static HeaderValue,
+    /// The request id gatehouse made, when the client sent none.
+    request_id: Option<HeaderValue>,
 }
 
 impl ForwardingFields {
@@ -239,6 +249,7 @@ impl ForwardingFields {
         host: Option<&HeaderValue>,
         https: bool,
         version: http::Version,
+        request_id: Option<HeaderValue>,
     ) -> Option<Self> {
         if scan.forwarded_for || scan.forwarded_other {
             return None;
@@ -248,6 +259,7 @@ impl ForwardingFields {
             proto: if https { &PROTO_HTTPS } else { &PROTO_HTTP },
             host: host.cloned(),
             via: via_value(version),
+            request_id,
         })
     }
 
@@ -259,23 +271,28 @@ impl ForwardingFields {
             headers.insert(&X_FORWARDED_HOST, host);
         }
         headers.append(header::VIA, self.via.clone());
+        if let Some(id) = self.request_id {
+            headers.insert(&X_REQUEST_ID, id);
+        }
     }
 
     /// Writes the fields as HTTP/1.1 field lines. A Via the client sent comes before, so the
     /// list reads as it would joined in a map.
     pub fn write(&self, dst: &mut bytes::BytesMut) {
-        let mut line = |name: &HeaderName, value: &HeaderValue| {
-            dst.extend_from_slice(name.as_str().as_bytes());
-            dst.extend_from_slice(b": ");
+        let mut line = |name_colon: &[u8], value: &HeaderValue| {
+            dst.extend_from_slice(name_colon);
             dst.extend_from_slice(value.as_bytes());
             dst.extend_from_slice(b"\r\n");
         };
-        line(&X_FORWARDED_FOR, &self.forwarded_for);
-        line(&X_FORWARDED_PROTO, self.proto);
+        line(b"x-forwarded-for: ", &self.forwarded_for);
+        line(b"x-forwarded-proto: ", self.proto);
         if let Some(host) = &self.host {
-            line(&X_FORWARDED_HOST, host);
+            line(b"x-forwarded-host: ", host);
         }
-        line(&header::VIA, self.via);
+        line(b"via: ", self.via);
+        if let Some(id) = &self.request_id {
+            line(b"x-request-id: ", id);
+        }
     }
 }
 
@@ -402,9 +419,10 @@ fn via_value(version: http::Version) -> &'static HeaderValue {
     }
 }
 
-/// Process-unique request ids: a random prefix chosen at start and a counter, as 24 hex digits.
+/// Process-unique request ids: a random prefix chosen at start and a counter, as 32 hex digits.
 pub struct RequestIds {
-    prefix: u64,
+    /// The prefix's 16 hex digits, written once.
+    prefix: [u8; 16],
     counter: AtomicU64,
 }
 
@@ -416,8 +434,10 @@ impl Default for RequestIds {
 
 impl RequestIds {
     pub fn new() -> Self {
+        let mut prefix = [0u8; 16];
+        hex_into(fastrand::u64(..), &mut prefix);
         Self {
-            prefix: fastrand::u64(..),
+            prefix,
             counter: AtomicU64::new(fastrand::u64(..u64::from(u32::MAX))),
         }
     }
@@ -426,7 +446,7 @@ impl RequestIds {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut out = [0u8; 32];
         let (prefix, count) = out.split_at_mut(16);
-        hex_into(self.prefix, prefix);
+        prefix.copy_from_slice(&self.prefix);
         hex_into(n, count);
         // SAFETY: lowercase hex digits only, all of which a header value may hold (checking
         // them again would cost every request that brings no id of its own).
@@ -506,11 +526,16 @@ mod tests {
                 Some(&host),
                 https,
                 http::Version::HTTP_11,
+                Some(HeaderValue::from_static("0123456789abcdef01234567")),
             )
             .expect("nothing to replace");
             let mut edited = request.clone();
             add_forwarded(&mut edited, &scan, &client, Some(&host), https);
             add_via(&mut edited, http::Version::HTTP_11);
+            edited.insert(
+                &X_REQUEST_ID,
+                HeaderValue::from_static("0123456789abcdef01234567"),
+            );
             let mut applied = request.clone();
             fields.clone().apply(&mut applied);
             assert_eq!(applied, edited);
@@ -538,8 +563,14 @@ mod tests {
         let client = HeaderValue::from_static("192.0.2.1");
         for sent in ["x-forwarded-for", "X-Forwarded-Proto", "x-forwarded-host"] {
             let scan = HeaderScan::of(&headers(&[(sent, "x")]));
-            let kept =
-                ForwardingFields::kept_apart(&scan, &client, None, false, http::Version::HTTP_11);
+            let kept = ForwardingFields::kept_apart(
+                &scan,
+                &client,
+                None,
+                false,
+                http::Version::HTTP_11,
+                None,
+            );
             assert!(kept.is_none(), "{sent}");
         }
     }

@@ -129,9 +129,9 @@ pub fn encode_response_head(
 
 /// Writes a response head from an upstream's fields kept as bytes ([`RawFields`]) and the
 /// fields a proxy adds (`added`): the upstream's end-to-end fields in their order and case
-/// (Content-Length only if `content_length`), leaving out any that `added` replaces, then
-/// `added`. Every added name replaces the upstream's fields of that name except Via, which a
-/// proxy appends to (RFC 9110 §7.6.3).
+/// (Content-Length only if `content_length`), leaving out any that `added` or the kept head's
+/// own added fields replace, then those, then `added`. Every name in `added` replaces the
+/// upstream's fields of that name except Via, which a proxy appends to (RFC 9110 §7.6.3).
 pub fn encode_response_head_raw(
     status: StatusCode,
     version: Version,
@@ -153,6 +153,9 @@ pub fn encode_response_head_raw(
         }
     }
     let replaced = |name: &[u8]| {
+        if raw.replaces(name) {
+            return true;
+        }
         if count > replacing.len() {
             return !name.eq_ignore_ascii_case(b"via") && added.contains_key(name_str(name));
         }
@@ -163,6 +166,7 @@ pub fn encode_response_head_raw(
     dst.reserve(48 + HEAD_ROOM);
     encode_status_line(status, version, dst);
     raw.write_end_to_end(content_length, replaced, dst);
+    raw.write_added(dst);
     write_fields(added, dst);
     dst.put_slice(b"\r\n");
 }
@@ -266,6 +270,44 @@ mod tests {
         assert_eq!(
             &dst[..],
             b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn fields_added_to_a_raw_head_replace_or_extend_the_upstreams() {
+        static X_ID: http::HeaderName = http::HeaderName::from_static("x-id");
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nVia: 1.0 origin\r\nX-ID: old\r\nx-id: older\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        let Ok(crate::http1::Parsed::Complete(head)) = crate::http1::parse_response_keeping(
+            &mut buf,
+            &crate::http1::HeadConfig::default(),
+            &Method::GET,
+            true,
+        ) else {
+            panic!("not parsed");
+        };
+        let mut raw = head.raw.expect("kept as bytes");
+        raw.add(
+            &http::header::VIA,
+            HeaderValue::from_static("1.1 gatehouse"),
+            false,
+        );
+        raw.add(&X_ID, HeaderValue::from_static("new"), true);
+        let mut dst = BytesMut::new();
+        let limit = map(&[("ratelimit", "r=1")]);
+        encode_response_head_raw(
+            StatusCode::OK,
+            Version::HTTP_11,
+            &raw,
+            true,
+            &limit,
+            &mut dst,
+        );
+        assert_eq!(
+            String::from_utf8(dst.to_vec()).unwrap(),
+            "HTTP/1.1 200 OK\r\nVia: 1.0 origin\r\nContent-Length: 0\r\n\
+             via: 1.1 gatehouse\r\nx-id: new\r\nratelimit: r=1\r\n\r\n"
         );
     }
 

@@ -6,6 +6,7 @@
 //! edit the fields asks for the map at parse time instead (`parse_response_keeping`).
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
 
 /// What a response field's name means to a head kept as bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,18 @@ pub struct RawFields {
     fields: Vec<RawField>,
     content_length: Option<u64>,
     date: bool,
+    /// Fields the proxy adds, written after the upstream's (see [`RawFields::add`]).
+    added: Vec<AddedField>,
+}
+
+/// A field added to a kept head: a short list beside the bytes costs less than the map a
+/// proxy would otherwise build for two or three fields.
+#[derive(Debug)]
+struct AddedField {
+    name: &'static HeaderName,
+    value: HeaderValue,
+    /// The upstream's fields of this name are left out.
+    replaces: bool,
 }
 
 impl RawFields {
@@ -106,6 +119,37 @@ impl RawFields {
             fields,
             content_length,
             date,
+            added: Vec::new(),
+        }
+    }
+
+    /// Adds `name: value` after the upstream's fields. With `replaces`, the upstream's fields
+    /// of that name are left out (X-Request-Id); without, the new line extends them (Via).
+    pub fn add(&mut self, name: &'static HeaderName, value: HeaderValue, replaces: bool) {
+        if self.added.capacity() == 0 {
+            self.added.reserve_exact(3);
+        }
+        self.added.push(AddedField {
+            name,
+            value,
+            replaces,
+        });
+    }
+
+    /// Whether an added field replaces the upstream's fields named `name` (any case).
+    pub(crate) fn replaces(&self, name: &[u8]) -> bool {
+        self.added.iter().any(|added| {
+            added.replaces && added.name.as_str().as_bytes().eq_ignore_ascii_case(name)
+        })
+    }
+
+    /// Writes the added fields as `name: value CRLF` lines.
+    pub(crate) fn write_added(&self, dst: &mut BytesMut) {
+        for added in &self.added {
+            dst.put_slice(added.name.as_str().as_bytes());
+            dst.put_slice(b": ");
+            dst.put_slice(added.value.as_bytes());
+            dst.put_slice(b"\r\n");
         }
     }
 

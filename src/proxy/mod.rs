@@ -127,15 +127,27 @@ impl Proxy {
         parts: &mut http::request::Parts,
         snapshot: &Arc<crate::snapshot::Snapshot>,
         connection: RequestInFlight,
-    ) -> (Exchange, HeaderValue) {
+    ) -> (Exchange, RequestId) {
         let start = Instant::now();
         let request_id = match parts.headers.get(&X_REQUEST_ID) {
-            Some(id) if headers::acceptable_request_id(id) => id.clone(),
-            _ => {
+            Some(id) if headers::acceptable_request_id(id) => RequestId {
+                value: id.clone(),
+                in_request: true,
+            },
+            // One the client sent that is not kept is replaced at once.
+            Some(_) => {
                 let id = self.request_ids.next();
                 parts.headers.insert(&X_REQUEST_ID, id.clone());
-                id
+                RequestId {
+                    value: id,
+                    in_request: true,
+                }
             }
+            // A new one goes in the request when it is forwarded (`Routed::handle`).
+            None => RequestId {
+                value: self.request_ids.next(),
+                in_request: false,
+            },
         };
         let exchange = Exchange::new(ExchangeState {
             start,
@@ -162,7 +174,7 @@ impl Proxy {
             snapshot: Arc::clone(snapshot),
             route: None,
             server: None,
-            request_id: request_id.clone(),
+            request_id: request_id.value.clone(),
             in_flight: None,
             connection,
             limits: None,
@@ -195,7 +207,9 @@ impl Proxy {
             }
         };
         let mut response = respond(&parts, &host);
-        response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, request_id.value);
         exchange.status = response.status();
         response.body_mut().set_completion(exchange);
         Handling::ready(response)
@@ -217,7 +231,13 @@ impl Proxy {
     ) -> Handling {
         let snapshot = self.snapshot.load_full();
         let (mut parts, body) = request.into_parts();
-        let (mut exchange, request_id) = self.begin(client, &mut parts, &snapshot, connection);
+        let (
+            mut exchange,
+            RequestId {
+                value: request_id,
+                in_request: id_in_request,
+            },
+        ) = self.begin(client, &mut parts, &snapshot, connection);
 
         let host_value = match headers::request_host(&parts) {
             Ok(host) => host,
@@ -292,6 +312,7 @@ impl Proxy {
             route,
             exchange,
             request_id,
+            id_in_request,
             host_value,
             location,
         };
@@ -310,6 +331,8 @@ struct Admitted {
     route: Arc<Route>,
     exchange: Exchange,
     request_id: HeaderValue,
+    /// The request's X-Request-Id field is `request_id` already.
+    id_in_request: bool,
     host_value: HeaderValue,
     /// What routing learnt beyond the route, if anything.
     location: Option<Box<LocationState>>,
@@ -469,6 +492,7 @@ impl Admitted {
             route,
             mut exchange,
             request_id,
+            id_in_request,
             host_value,
             location,
         } = self;
@@ -504,6 +528,7 @@ impl Admitted {
             route,
             exchange,
             request_id,
+            id_in_request,
             host_value,
             location,
         };
@@ -525,6 +550,8 @@ struct Routed {
     route: Arc<Route>,
     exchange: Exchange,
     request_id: HeaderValue,
+    /// The request's X-Request-Id field is `request_id` already.
+    id_in_request: bool,
     host_value: HeaderValue,
     /// What routing learnt beyond the route, when there is anything (boxed: most requests
     /// have nothing to carry).
@@ -774,15 +801,19 @@ impl Routed {
             route,
             exchange,
             request_id,
+            id_in_request,
             host_value,
             location,
         } = self;
-        let too_large = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|length| length > route.max_body_bytes);
+        // A request without a body (the codec found no framing for one) has no length to
+        // look up.
+        let too_large = !matches!(body, ClientBody::Empty)
+            && parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|length| length > route.max_body_bytes);
         if too_large {
             return Handling::ready(exchange.local(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -822,17 +853,7 @@ impl Routed {
             return Handling::ready(reply.answer_from_cache(response));
         }
 
-        // Header values with variables read the request as the client sent it.
-        let templated = if route.header_templates.is_empty() {
-            Vec::new()
-        } else {
-            templated_headers(&route, &parts, client, &host_value, location.as_deref())
-        };
-        // Rewrite the request head for the upstream, in place.
         let scan = HeaderScan::of(&parts.headers);
-        if scan.underscored && !snapshot.limits.underscores_in_headers {
-            headers::remove_underscored(&mut parts.headers);
-        }
         let asks_websocket = headers::is_websocket_upgrade(&parts.headers, &scan);
         let client_upgrade = if asks_websocket {
             let own = parts.extensions.remove::<UpgradeSlot>();
@@ -845,16 +866,37 @@ impl Routed {
         } else {
             None
         };
+        // The request id gatehouse made goes upstream: beside the map with the forwarding
+        // fields when they wait there, in the map otherwise (before anything reads it). An
+        // upgrade keeps its Connection and Upgrade fields, which the upstream codec reads in
+        // the map: its request stays whole there.
+        let late_id = (!id_in_request).then(|| request_id.clone());
+        let waits = sends_head_as_routed(&route) && client_upgrade.is_none();
+        if !waits && let Some(id) = &late_id {
+            parts.headers.insert(&X_REQUEST_ID, id.clone());
+        }
+        // Header values with variables read the request as the client sent it.
+        let templated = if route.header_templates.is_empty() {
+            Vec::new()
+        } else {
+            templated_headers(&route, &parts, client, &host_value, location.as_deref())
+        };
+        // Rewrite the request head for the upstream, in place.
+        if scan.underscored && !snapshot.limits.underscores_in_headers {
+            headers::remove_underscored(&mut parts.headers);
+        }
         // Only a connection that can be handed over may ask the upstream to switch: an
         // HTTP/1.0 request (RFC 9110 §7.8) or an HTTP/2 one has its Upgrade removed, as any
         // other hop-by-hop field.
         let websocket = client_upgrade.is_some();
         // gRPC to an HTTP/2 upstream needs `TE: trailers`, hop-by-hop as it is, passed on.
-        if parts.headers.get(header::TE).is_some_and(|te| {
-            te.as_bytes()
-                .windows(8)
-                .any(|w| w.eq_ignore_ascii_case(b"trailers"))
-        }) {
+        if scan.has_te()
+            && parts.headers.get(header::TE).is_some_and(|te| {
+                te.as_bytes()
+                    .windows(8)
+                    .any(|w| w.eq_ignore_ascii_case(b"trailers"))
+            })
+        {
             parts
                 .extensions
                 .insert(crate::upstream::pool::AcceptsTrailers);
@@ -862,18 +904,22 @@ impl Routed {
         headers::remove_hop_by_hop(&mut parts.headers, &scan, websocket);
         // X-Forwarded-* and Via wait beside the map for a route that reads and edits nothing
         // of the request on its way (see `ForwardingFields`).
-        let late_fields = if sends_head_as_routed(&route) {
+        let late_fields = if waits {
             ForwardingFields::kept_apart(
                 &scan,
                 &client.forwarded_for,
                 Some(&host_value),
                 client.https,
                 parts.version,
+                late_id.clone(),
             )
         } else {
             None
         };
         if late_fields.is_none() {
+            if waits && let Some(id) = late_id {
+                parts.headers.insert(&X_REQUEST_ID, id);
+            }
             // Room for what is added below (X-Forwarded-*, Via) in one growth.
             parts.headers.reserve(4);
             headers::add_forwarded(
@@ -892,7 +938,11 @@ impl Routed {
             // The host routed by goes upstream: an absolute-form target's authority replaces
             // the client's Host (RFC 9112 §3.2.2), and HTTP/2's :authority becomes one.
             None => {
-                if parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST) {
+                // An HTTP/1.x request without an authority was routed by its one Host field.
+                if parts.uri.authority().is_some()
+                    || (parts.version == Version::HTTP_2
+                        && !parts.headers.contains_key(header::HOST))
+                {
                     parts.headers.insert(header::HOST, host_value.clone());
                 }
             }
@@ -1005,6 +1055,12 @@ impl Future for Handling {
             Handling::Pending(future) => future.as_mut().poll(cx),
         }
     }
+}
+
+/// A request's id, and whether the request's own X-Request-Id field holds it.
+struct RequestId {
+    value: HeaderValue,
+    in_request: bool,
 }
 
 /// What a request needs once it has been routed and rewritten, to turn what comes back (an
@@ -1145,12 +1201,21 @@ impl Reply {
         } else {
             None
         };
-        let (mut parts, upstream_body) = response.into_parts();
+        let (mut parts, mut upstream_body) = response.into_parts();
         let keep_upgrade = upgrade_upstream.is_some() && self.client_upgrade.is_some();
         let scan = HeaderScan::of_response(&parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers, &scan, keep_upgrade);
-        headers::add_via(&mut parts.headers, Version::HTTP_11);
-        parts.headers.insert(&X_REQUEST_ID, self.request_id);
+        match upstream_body.raw_mut() {
+            // A head passed on from its bytes takes gatehouse's fields beside them.
+            Some(raw) => {
+                raw.add(&header::VIA, headers::VIA_HTTP_1_1.clone(), false);
+                raw.add(&X_REQUEST_ID, self.request_id, true);
+            }
+            None => {
+                headers::add_via(&mut parts.headers, Version::HTTP_11);
+                parts.headers.insert(&X_REQUEST_ID, self.request_id);
+            }
+        }
         self.exchange.add_limit_fields(&mut parts.headers);
         if let Some(cors) = &self.route.cors {
             cors.response_fields(self.cors_origin.as_ref(), &mut parts.headers);

@@ -24,6 +24,14 @@ impl UpstreamBody {
         }
     }
 
+    /// The HTTP/1.1 response head's fields kept as bytes, if they were, to add to.
+    pub fn raw_mut(&mut self) -> Option<&mut crate::http1::RawFields> {
+        match self {
+            UpstreamBody::Http1(body) => body.raw_mut(),
+            UpstreamBody::Http2(_) => None,
+        }
+    }
+
     /// An HTTP/1.1 response head's fields kept as bytes, once (`http1::exchange`).
     pub fn take_raw(&mut self) -> Option<Box<crate::http1::RawFields>> {
         match self {

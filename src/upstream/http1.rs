@@ -174,7 +174,11 @@ impl Connection {
     ) -> Outgoing {
         let headers = request.headers();
         let body = request.body();
-        let (outgoing, added) = if headers.contains_key(header::TRANSFER_ENCODING) {
+        // A request with its forwarding fields apart has no Transfer-Encoding field, and one
+        // with no body needs no framing field looked up: a Content-Length it has is zero.
+        let (outgoing, added) = if fields.is_some() && body.is_end_stream() {
+            (Outgoing::Done, None)
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
             (Outgoing::Chunked, None)
         } else if headers.contains_key(header::CONTENT_LENGTH) {
             (Outgoing::Raw, None)
@@ -428,8 +432,14 @@ pub async fn exchange(
     }
     conn.read_size.reset();
     let mut outgoing = conn.encode_head(request, fields);
-    let asked_upgrade = request.headers().contains_key(header::UPGRADE);
-    let close = asks_to_close(request.headers());
+    // A request with its forwarding fields apart has no hop-by-hop field in its map.
+    let (asked_upgrade, close) = match fields {
+        Some(_) => (false, false),
+        None => (
+            request.headers().contains_key(header::UPGRADE),
+            asks_to_close(request.headers()),
+        ),
+    };
     let method = request.method().clone();
     let body = request.body_mut();
     let mut received = false;
@@ -587,6 +597,10 @@ impl Http1Body {
     }
 
     /// The response head's fields kept as bytes, once (see `exchange`).
+    pub fn raw_mut(&mut self) -> Option<&mut http1::RawFields> {
+        self.raw.as_deref_mut()
+    }
+
     pub fn take_raw(&mut self) -> Option<Box<http1::RawFields>> {
         self.raw.take()
     }

@@ -9,7 +9,8 @@ use crate::compress::{Encoding, negotiate};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE,
-    DATE, ETAG, LAST_MODIFIED, VARY,
+    DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    RANGE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::fmt::Write as _;
@@ -117,21 +118,36 @@ pub fn answer(
     if shape.varies {
         headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
-    // The validators as the cache's rules read them; Date lets If-Range trust a
-    // Last-Modified at least a second old as strong (RFC 9110 §8.8.2.2).
-    let mut current = headers.clone();
-    current.insert(DATE, http_date(now));
     let empty = |status: StatusCode, headers: HeaderMap| Answer {
         status,
         headers,
         parts: Vec::new(),
         len: 0,
     };
-    if precondition_failed(request, &current) {
-        return empty(StatusCode::PRECONDITION_FAILED, headers);
-    }
-    if not_modified(request, &current, now) {
-        return empty(StatusCode::NOT_MODIFIED, headers);
+    // The validators as the cache's rules read them, for a request that asks anything of
+    // them (most do not); Date lets If-Range trust a Last-Modified at least a second old as
+    // strong (RFC 9110 §8.8.2.2).
+    let conditional = [
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        RANGE,
+    ]
+    .iter()
+    .any(|name| request.contains_key(name));
+    let current = conditional.then(|| {
+        let mut current = headers.clone();
+        current.insert(DATE, http_date(now));
+        current
+    });
+    if let Some(current) = &current {
+        if precondition_failed(request, current) {
+            return empty(StatusCode::PRECONDITION_FAILED, headers);
+        }
+        if not_modified(request, current, now) {
+            return empty(StatusCode::NOT_MODIFIED, headers);
+        }
     }
     headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(encoding) = file.encoding {
@@ -139,10 +155,11 @@ pub fn answer(
     }
     headers.insert(CONTENT_TYPE, file.content_type.clone());
     // §14.2: only GET has range semantics.
-    let ranges = if *method == Method::GET {
-        byte_ranges(request, &current, file.len, shape.max_ranges)
-    } else {
-        None
+    let ranges = match &current {
+        Some(current) if *method == Method::GET => {
+            byte_ranges(request, current, file.len, shape.max_ranges)
+        }
+        _ => None,
     };
     match ranges {
         None => Answer {

@@ -1,6 +1,7 @@
-//! The filesystem side of serving files: opening a path under the root and checking what was
-//! opened (a regular file or a directory, still under the root once every symbolic link is
-//! followed), and the body that streams a file's ranges in bounded chunks.
+//! The filesystem side of serving files: opening a path under the root so that no resolution
+//! leaves it (`openat2` with RESOLVE_BENEATH, else a check of the opened file's real path),
+//! telling a regular file from a directory or anything else, and the body that streams a
+//! file's ranges in bounded chunks.
 //!
 //! Opening and `fstat` run on the serving thread, as nginx's do: they are answered from the
 //! kernel's caches for the files a site serves. Bodies up to one chunk are read there too, in
@@ -13,14 +14,16 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
+use std::ffi::CString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::task::JoinHandle;
 
@@ -30,11 +33,37 @@ pub struct OpenFile {
     pub meta: Metadata,
 }
 
+/// The served directory: its canonical path (no symbolic link in it, so that the real path
+/// of anything opened under it starts with it) and the directory itself, held open to open
+/// files beneath it.
+pub struct Root {
+    path: PathBuf,
+    dir: File,
+}
+
+impl Root {
+    /// Opens a configured root.
+    pub fn open(root: &str) -> Result<Self, String> {
+        let path = std::fs::canonicalize(root).map_err(|e| format!("files.root {root:?}: {e}"))?;
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&path)
+            .map_err(|e| format!("files.root {root:?}: {e}"))?;
+        Ok(Self { path, dir })
+    }
+}
+
+/// Whether the kernel has `openat2` (Linux 5.6) and lets this process call it; set to false
+/// at the first ENOSYS (or a filter's EPERM), after which files are opened and then checked.
+static OPENAT2: AtomicBool = AtomicBool::new(true);
+
+const OPEN_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+
 /// The root as the disk has it.
 pub struct Disk<'a> {
-    /// Canonical (no symbolic link in it), so that the real path of anything opened under it
-    /// starts with it.
-    pub root: &'a Path,
+    pub root: &'a Root,
     pub symlinks_outside_root: bool,
 }
 
@@ -42,24 +71,16 @@ impl Filesystem for Disk<'_> {
     type File = OpenFile;
 
     fn probe(&self, relative: &str) -> Probe<OpenFile> {
-        let path = self.root.join(relative);
-        // Non-blocking: opening a FIFO someone left in the root must not wait for a writer.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&path);
-        let file = match opened {
+        let file = match self.open(relative) {
             Ok(file) => file,
-            Err(error) => {
+            Err(Opening::Outside) => return Probe::Refused(StatusCode::NOT_FOUND),
+            Err(Opening::Failed(error)) => {
                 return match error.kind() {
                     io::ErrorKind::PermissionDenied => Probe::Refused(StatusCode::FORBIDDEN),
                     _ => Probe::Missing,
                 };
             }
         };
-        if !self.symlinks_outside_root && !self.under_root(&file) {
-            return Probe::Refused(StatusCode::NOT_FOUND);
-        }
         let Ok(meta) = file.metadata() else {
             return Probe::Missing;
         };
@@ -73,25 +94,87 @@ impl Filesystem for Disk<'_> {
     }
 }
 
+enum Opening {
+    /// What the path leads to lies outside the root.
+    Outside,
+    Failed(io::Error),
+}
+
 impl Disk<'_> {
+    /// Opens `relative` under the root: where the kernel can, in one `openat2` that refuses any
+    /// resolution leaving the root (RESOLVE_BENEATH); a path it refuses (an absolute symbolic
+    /// link, which may still land inside) is opened as usual and checked by its real path.
+    // Non-blocking: opening a FIFO someone left in the root must not wait for a writer.
+    fn open(&self, relative: &str) -> Result<File, Opening> {
+        if self.symlinks_outside_root {
+            return self.open_plain(&self.root.path.join(relative));
+        }
+        if OPENAT2.load(Ordering::Relaxed) {
+            match self.open_beneath(relative) {
+                Ok(file) => return Ok(file),
+                Err(error) => match error.raw_os_error() {
+                    Some(libc::EXDEV | libc::ELOOP) => {}
+                    Some(libc::ENOSYS | libc::EPERM) => OPENAT2.store(false, Ordering::Relaxed),
+                    _ => return Err(Opening::Failed(error)),
+                },
+            }
+        }
+        self.open_checked(relative)
+    }
+
+    /// Opens `relative` following every link, then checks where it landed.
+    fn open_checked(&self, relative: &str) -> Result<File, Opening> {
+        let file = self.open_plain(&self.root.path.join(relative))?;
+        if self.under_root(&file) {
+            Ok(file)
+        } else {
+            Err(Opening::Outside)
+        }
+    }
+
+    fn open_plain(&self, path: &Path) -> Result<File, Opening> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(Opening::Failed)
+    }
+
+    fn open_beneath(&self, relative: &str) -> io::Result<File> {
+        let relative = if relative.is_empty() { "." } else { relative };
+        let path = CString::new(relative).map_err(io::Error::other)?;
+        // SAFETY: `open_how` is plain data; zeroed, then its fields set.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = OPEN_FLAGS as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: the directory descriptor is open for as long as `self.root` lives, the path
+        // is NUL-terminated, and `how` is a valid `open_how` of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.root.dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
     /// Whether the file opened is under the root: its real path, read from the descriptor
     /// itself, so that nothing can swap a link between the check and the read.
     fn under_root(&self, file: &File) -> bool {
         let link = format!("/proc/self/fd/{}", file.as_raw_fd());
         match std::fs::read_link(link) {
-            Ok(real) => real.starts_with(self.root),
+            Ok(real) => real.starts_with(&self.root.path),
             Err(_) => false,
         }
     }
-}
-
-/// The canonical form of a configured root.
-pub fn canonical_root(root: &str) -> Result<PathBuf, String> {
-    let canonical = std::fs::canonicalize(root).map_err(|e| format!("files.root {root:?}: {e}"))?;
-    if !canonical.is_dir() {
-        return Err(format!("files.root {root:?} is not a directory"));
-    }
-    Ok(canonical)
 }
 
 /// The body's bytes read now, in one piece (for bodies up to a chunk).
@@ -255,8 +338,11 @@ mod tests {
         std::fs::write(dir.join("secret"), "s").unwrap();
         std::os::unix::fs::symlink(dir.join("secret"), root.join("out")).unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("in")).unwrap();
+        std::os::unix::fs::symlink("../root/a.txt", root.join("relative-in")).unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("relative-out")).unwrap();
+        let opened = Root::open(root.to_str().unwrap()).unwrap();
         let disk = Disk {
-            root: &root,
+            root: &opened,
             symlinks_outside_root: false,
         };
         assert!(matches!(disk.probe("a.txt"), Probe::File(_)));
@@ -265,12 +351,25 @@ mod tests {
         assert!(matches!(disk.probe(""), Probe::Dir));
         assert!(matches!(disk.probe("nope"), Probe::Missing));
         assert!(matches!(disk.probe("a.txt/x"), Probe::Missing));
-        assert!(matches!(
-            disk.probe("out"),
-            Probe::Refused(StatusCode::NOT_FOUND)
-        ));
+        assert!(matches!(disk.probe("relative-in"), Probe::File(_)));
+        for out in ["out", "relative-out"] {
+            assert!(matches!(
+                disk.probe(out),
+                Probe::Refused(StatusCode::NOT_FOUND)
+            ));
+        }
+        // Where openat2 is missing, the check by real path gives the same answers.
+        for (path, inside) in [
+            ("a.txt", true),
+            ("in", true),
+            ("relative-in", true),
+            ("out", false),
+            ("relative-out", false),
+        ] {
+            assert_eq!(disk.open_checked(path).is_ok(), inside, "{path}");
+        }
         let following = Disk {
-            root: &root,
+            root: &opened,
             symlinks_outside_root: true,
         };
         assert!(matches!(following.probe("out"), Probe::File(_)));

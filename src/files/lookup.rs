@@ -63,7 +63,7 @@ pub fn lookup<FS: Filesystem>(fs: &FS, rules: &Rules<'_>, uri: &str) -> Found<FS
         Err(refusal) => return Found::Status(refusal.into()),
     };
     if rules.try_files.is_empty() {
-        return default_lookup(fs, rules, uri, request);
+        return default_lookup(fs, rules, uri, &request);
     }
     let last = rules.try_files.len() - 1;
     for (i, entry) in rules.try_files.iter().enumerate() {
@@ -83,7 +83,7 @@ pub fn lookup<FS: Filesystem>(fs: &FS, rules: &Rules<'_>, uri: &str) -> Found<FS
         let found = match fs.probe(&candidate) {
             Probe::File(file) if !dir => Some(Found::File {
                 file,
-                relative: candidate,
+                relative: candidate.into_owned(),
             }),
             Probe::Dir if dir => Some(index(fs, rules, &candidate)),
             Probe::Refused(status) => Some(Found::Status(status)),
@@ -116,16 +116,16 @@ fn default_lookup<FS: Filesystem>(
     fs: &FS,
     rules: &Rules<'_>,
     uri: &str,
-    request: String,
+    request: &str,
 ) -> Found<FS::File> {
-    match fs.probe(&request) {
+    match fs.probe(request) {
         // `/file.txt/` names no directory (nginx: ENOTDIR, 404).
         Probe::File(_) if uri.ends_with('/') => Found::Status(StatusCode::NOT_FOUND),
         Probe::File(file) => Found::File {
             file,
-            relative: request,
+            relative: request.to_owned(),
         },
-        Probe::Dir if uri.ends_with('/') => index(fs, rules, &request),
+        Probe::Dir if uri.ends_with('/') => index(fs, rules, request),
         Probe::Dir => Found::AddSlash,
         Probe::Missing => Found::Status(StatusCode::NOT_FOUND),
         Probe::Refused(status) => Found::Status(status),

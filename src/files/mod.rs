@@ -21,12 +21,11 @@ use crate::config::{FilesConfig, TryEntry, try_entries};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use lookup::{Filesystem, Found, Probe, Rules};
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 /// A route's `files`, compiled.
 pub struct Files {
-    root: PathBuf,
+    root: disk::Root,
     index: Vec<String>,
     try_files: Vec<TryEntry>,
     hidden: bool,
@@ -100,7 +99,7 @@ impl Files {
             _ => None,
         };
         Ok(Self {
-            root: disk::canonical_root(config.root.get_ref())?,
+            root: disk::Root::open(config.root.get_ref())?,
             index: config.index.get_ref().clone(),
             try_files,
             hidden: config.hidden,

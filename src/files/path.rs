@@ -17,6 +17,8 @@
 //!
 //! Decoding once means `%252e%252e` is the literal name `%2e%2e`, not `..`.
 
+use std::borrow::Cow;
+
 /// Why a path is not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -35,14 +37,14 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// The request path percent-decoded once.
-pub fn decode(path: &str) -> Result<String, Refusal> {
+/// The request path percent-decoded once (borrowed when it has no escape).
+pub fn decode(path: &str) -> Result<Cow<'_, str>, Refusal> {
     let bytes = path.as_bytes();
     if !bytes.contains(&b'%') {
         if bytes.iter().any(|&b| b == b'\\' || b < 0x20 || b == 0x7f) {
             return Err(Refusal::BadPath);
         }
-        return Ok(path.to_owned());
+        return Ok(Cow::Borrowed(path));
     }
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -69,7 +71,9 @@ pub fn decode(path: &str) -> Result<String, Refusal> {
     if decoded.iter().any(|&b| b == b'\\' || b < 0x20 || b == 0x7f) {
         return Err(Refusal::BadPath);
     }
-    String::from_utf8(decoded).map_err(|_| Refusal::BadPath)
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| Refusal::BadPath)
 }
 
 /// Characters that look like, or fold (NFKC) into, a dot or a separator.
@@ -87,11 +91,15 @@ const CONFUSABLE: &[char] = &[
 ];
 
 /// A decoded path (as `decode` gives, or a `try_files` entry with `$uri` filled in) as a path
-/// relative to the root: `a/b/c`, empty for the root itself. Empty and `.` segments go.
-pub fn relative(decoded: &str, hidden: bool) -> Result<String, Refusal> {
-    let mut relative = String::with_capacity(decoded.len());
-    for segment in decoded.split('/') {
+/// relative to the root: `a/b/c`, empty for the root itself. Empty and `.` segments go
+/// (borrowed when there are none but the leading and trailing ones).
+pub fn relative(decoded: &str, hidden: bool) -> Result<Cow<'_, str>, Refusal> {
+    let trimmed = decoded.strip_prefix('/').unwrap_or(decoded);
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let mut normal = true;
+    for segment in trimmed.split('/') {
         if segment.is_empty() || segment == "." {
+            normal = false;
             continue;
         }
         if segment == ".." || segment.contains(['\\', '\0']) {
@@ -100,12 +108,21 @@ pub fn relative(decoded: &str, hidden: bool) -> Result<String, Refusal> {
         if (!hidden && segment.starts_with('.')) || segment.contains(CONFUSABLE) {
             return Err(Refusal::Hidden);
         }
+    }
+    if normal || trimmed.is_empty() {
+        return Ok(Cow::Borrowed(trimmed));
+    }
+    let mut relative = String::with_capacity(trimmed.len());
+    for segment in trimmed.split('/') {
+        if segment.is_empty() || segment == "." {
+            continue;
+        }
         if !relative.is_empty() {
             relative.push('/');
         }
         relative.push_str(segment);
     }
-    Ok(relative)
+    Ok(Cow::Owned(relative))
 }
 
 #[cfg(test)]
@@ -114,7 +131,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn resolve(path: &str) -> Result<String, Refusal> {
-        relative(&decode(path)?, false)
+        relative(&decode(path)?, false).map(Cow::into_owned)
     }
 
     #[test]
@@ -167,7 +184,10 @@ mod tests {
 
     #[test]
     fn hidden_names_are_served_when_allowed() {
-        assert_eq!(relative("/.well-known/x", true), Ok(".well-known/x".into()));
+        assert_eq!(relative("/.well-known/x", true).unwrap(), ".well-known/x");
+        assert_eq!(relative("/docs/", false).unwrap(), "docs");
+        assert_eq!(relative("//", false).unwrap(), "");
+        assert_eq!(relative("/a/./b//", false).unwrap(), "a/b");
         assert_eq!(relative("/../x", true), Err(Refusal::BadPath));
     }
 

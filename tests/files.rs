@@ -171,6 +171,48 @@ async fn content_types_validators_and_head() {
 }
 
 #[tokio::test]
+async fn answers_are_counted_per_route_and_go_over_http2() {
+    let site = Site::new();
+    let config = format!(
+        "{}\n[[route]]\nname = \"site\"\npath_prefix = \"/\"\nfiles = {{ root = \"{}\", chunk_size = \"4KiB\" }}\n",
+        HEAD.replace("bind = \"\"", "bind = \"127.0.0.1:0\""),
+        site.root().display()
+    );
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(site.root().join("streamed.bin"), &content).unwrap();
+    let gatehouse = common::start_gatehouse(&config).await;
+    let addr = gatehouse.listener_addrs[0];
+    let admin = gatehouse.admin_addr.unwrap();
+    assert_eq!(get(addr, "/digits.txt").await.status, 200);
+    assert_eq!(get(addr, "/nope").await.status, 404);
+    let reply = common::get_h2(addr, "/digits.txt").await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.text().as_str()),
+        (200, "0123456789")
+    );
+    let reply = common::get_h2(addr, "/streamed.bin").await;
+    assert!(reply.body == content[..], "a streamed file over HTTP/2");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = common::get(admin, "/metrics").await.text();
+        let count = |code: &str| {
+            common::metric_sample(
+                &text,
+                "gatehouse_http_requests_total",
+                &[("route", "site"), ("code", code)],
+            )
+        };
+        if count("200") == Some(3.0) && count("404") == Some(1.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gatehouse.shutdown().await;
+}
+
+#[tokio::test]
 async fn conditional_requests_answer_304_and_412() {
     let site = Site::new();
     let gatehouse = common::start_gatehouse(&files_route(&site.root(), "")).await;

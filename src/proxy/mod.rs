@@ -497,6 +497,13 @@ impl Admitted {
         if let Some(files) = &route.files
             && let Some(served) = files::serve(files, &parts)
         {
+            if !wait.is_zero() {
+                // Spaced out to the limit's rate, as a forwarded request would be.
+                return Handling::Pending(Box::pin(async move {
+                    tokio::time::sleep(wait).await;
+                    Ok(files::respond(exchange, served, &parts))
+                }));
+            }
             return Handling::ready(files::respond(exchange, served, &parts));
         }
         // A route with a split hands the request to the side it chooses (its upstream,

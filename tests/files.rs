@@ -213,6 +213,43 @@ async fn answers_are_counted_per_route_and_go_over_http2() {
 }
 
 #[tokio::test]
+async fn a_routes_cors_and_response_headers_apply_to_files() {
+    let site = Site::new();
+    let config = format!(
+        "{HEAD}\n[cors.web]\norigins = [\"https://app.example\"]\n\n[[route]]\npath_prefix = \"/\"\ncors = \"web\"\nresponse_headers = {{ set = {{ \"x-frame-options\" = \"DENY\" }} }}\nfiles = {{ root = \"{}\" }}\n",
+        site.root().display()
+    );
+    let gatehouse = common::start_gatehouse(&config).await;
+    let addr = gatehouse.listener_addrs[0];
+    let reply = send(
+        addr,
+        "GET",
+        "/digits.txt",
+        &[("origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+    let reply = send(
+        addr,
+        "GET",
+        "/digits.txt",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+    assert_eq!(
+        get(addr, "/nope").await.header("x-frame-options"),
+        Some("DENY")
+    );
+    gatehouse.shutdown().await;
+}
+
+#[tokio::test]
 async fn conditional_requests_answer_304_and_412() {
     let site = Site::new();
     let gatehouse = common::start_gatehouse(&files_route(&site.root(), "")).await;

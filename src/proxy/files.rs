@@ -34,6 +34,16 @@ pub(super) fn respond(
             let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.headers_mut() = headers;
+            // A browser's script on another origin may read the file where the route's CORS
+            // allows it.
+            if let Some(cors) = exchange
+                .route
+                .as_ref()
+                .and_then(|route| route.cors.as_ref())
+            {
+                let origin = cors.allowed_origin(&parts.headers);
+                cors.response_fields(origin.as_ref(), response.headers_mut());
+            }
             exchange.made(response)
         }
         Served::AddSlash => {

@@ -250,6 +250,78 @@ async fn a_routes_cors_and_response_headers_apply_to_files() {
 }
 
 #[tokio::test]
+async fn small_files_kept_in_memory_answer_alike_and_are_looked_at_again() {
+    let site = Site::new();
+    let gatehouse = common::start_gatehouse(&files_route(
+        &site.root(),
+        ", memory_cache = \"1MiB\", revalidate_after = \"200ms\", precompressed = [\"br\", \"gzip\"]",
+    ))
+    .await;
+    let addr = gatehouse.listener_addrs[0];
+    for _ in 0..2 {
+        let reply = get(addr, "/digits.txt").await;
+        assert_eq!(reply.text(), "0123456789");
+        assert_eq!(reply.header("content-length"), Some("10"));
+        let tag = reply.header("etag").unwrap().to_owned();
+        assert_eq!(
+            send(addr, "GET", "/digits.txt", &[("if-none-match", &tag)])
+                .await
+                .status,
+            304
+        );
+        let ranged = send(addr, "GET", "/digits.txt", &[("range", "bytes=1-2,-1")]).await;
+        assert_eq!(ranged.status, 206);
+        assert!(
+            ranged.text().contains("\r\n\r\n12\r\n") && ranged.text().contains("\r\n\r\n9\r\n")
+        );
+        let head = send(addr, "HEAD", "/digits.txt", &[]).await;
+        assert!(head.body.is_empty());
+        assert_eq!(head.header("content-length"), Some("10"));
+        // Each set of codings a client takes finds its own file.
+        let br = send(addr, "GET", "/app.js", &[("accept-encoding", "br")]).await;
+        assert_eq!(br.text(), "brotli bytes");
+        let plain = get(addr, "/app.js").await;
+        assert_eq!(plain.text(), "console.log('identity')");
+        assert_eq!(get(addr, "/").await.text(), "<h1>app shell</h1>");
+    }
+    // A change on disk is served once the entry is due for a look at the disk.
+    std::fs::write(site.root().join("digits.txt"), "abcdefghij").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if get(addr, "/digits.txt").await.text() == "abcdefghij" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(site.root().join("digits.txt")).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while get(addr, "/digits.txt").await.status != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removal was never seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gatehouse.shutdown().await;
+
+    // Within the window the disk is not looked at: what was read is what is served.
+    let gatehouse = common::start_gatehouse(&files_route(
+        &site.root(),
+        ", memory_cache = \"1MiB\", revalidate_after = \"1h\"",
+    ))
+    .await;
+    let addr = gatehouse.listener_addrs[0];
+    assert_eq!(get(addr, "/style.css").await.text(), "body { color: red }");
+    std::fs::write(site.root().join("style.css"), "body { color: blue }").unwrap();
+    assert_eq!(get(addr, "/style.css").await.text(), "body { color: red }");
+    gatehouse.shutdown().await;
+}
+
+#[tokio::test]
 async fn conditional_requests_answer_304_and_412() {
     let site = Site::new();
     let gatehouse = common::start_gatehouse(&files_route(&site.root(), "")).await;

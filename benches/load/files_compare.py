@@ -8,7 +8,10 @@ wrk runs on core 1. nginx serves with its defaults for a static site (`sendfile 
 open_file_cache). Rounds alternate nginx and gatehouse so that the machine's noise hits both
 alike.
 
-Scenarios: a 1 KiB file and a 1 MiB file, wrk at --connections keep-alive connections.
+Scenarios: a 1 KiB file and a 1 MiB file, wrk at --connections keep-alive connections; then
+the 1 KiB file from gatehouse's `memory_cache`, and as a hit of gatehouse's proxy cache (a
+route caching what its own second listener serves), each beside nginx's plain 1 KiB file:
+what a small hot file costs against what a cache hit costs, in the same run.
 For each: req/s, p99 and CPU-seconds per 100k requests (utime + stime from /proc), medians of
 --rounds rounds, and the gatehouse/nginx ratios. Then one 1 GiB sparse file is fetched from
 each (curl to /dev/null) while the server's resident set is sampled: its peak growth.
@@ -57,14 +60,14 @@ events {{ worker_connections 4096; }}
 http {{ access_log off; sendfile on; tcp_nopush on;
   types {{ text/plain txt; application/octet-stream bin; }}
   server {{ listen 127.0.0.1:{port} backlog=4096; keepalive_requests 1000000;
-    location / {{ root {work}/www; }}
+    location / {{ root {work}/www; add_header Cache-Control "public, max-age=3600"; }}
   }}
 }}
 """)
     return subprocess.Popen(["taskset", "-c", "0", compare.nginx_bin(), "-c", str(conf), "-p", str(work)])
 
 
-def start_gatehouse(work: Path, binary: Path, port: int):
+def start_gatehouse(work: Path, binary: Path, port: int, origin_port: int):
     conf = work / "gatehouse.toml"
     conf.write_text(f"""
 [process]
@@ -77,9 +80,30 @@ bind = ""
 [[listener]]
 name = "bench"
 bind = "127.0.0.1:{port}"
+[[listener]]
+name = "origin"
+bind = "127.0.0.1:{origin_port}"
+[upstream.self]
+servers = ["127.0.0.1:{origin_port}"]
+keepalive = 512
+[cache.c]
+max_size = "64MiB"
+# The same files kept in memory (memory_cache), and as proxy-cache hits: what a small file
+# costs against what a cache hit costs, in the same process.
+[[route]]
+listener = "bench"
+path_prefix = "/hot/"
+strip_prefix = true
+files = {{ root = "{work}/www", cache_control = "public, max-age=3600", memory_cache = "16MiB" }}
+[[route]]
+listener = "bench"
+path_prefix = "/cached/"
+strip_prefix = true
+upstream = "self"
+cache = "c"
 [[route]]
 path_prefix = "/"
-files = {{ root = "{work}/www" }}
+files = {{ root = "{work}/www", cache_control = "public, max-age=3600" }}
 """)
     return subprocess.Popen(["taskset", "-c", "0", str(binary), "run", "--config", str(conf)])
 
@@ -145,23 +169,31 @@ def main():
     # nginx's workers run as an unprivileged user: they must be able to read the files.
     work.chmod(0o755)
     write_site(work / "www")
-    nginx_port, gatehouse_port = free_port(), free_port()
+    nginx_port, gatehouse_port, origin_port = free_port(), free_port(), free_port()
     procs = []
     try:
         nginx = start_nginx(work, nginx_port)
         procs.append(nginx)
-        gatehouse = start_gatehouse(work, binary, gatehouse_port)
+        gatehouse = start_gatehouse(work, binary, gatehouse_port, origin_port)
         procs.append(gatehouse)
-        for port in (nginx_port, gatehouse_port):
+        for port in (nginx_port, gatehouse_port, origin_port):
             compare.wait_ready_path(port, "/1k.txt")
         servers = {"nginx": (nginx_port, compare.process_tree(nginx.pid)),
                    "gatehouse": (gatehouse_port, [gatehouse.pid])}
-        for name, path in [("1 KiB file", "/1k.txt"), ("1 MiB file", "/1m.bin")]:
+        scenarios = [
+            ("1 KiB file", "/1k.txt", "/1k.txt"),
+            ("1 MiB file", "/1m.bin", "/1m.bin"),
+            ("1 KiB file; gatehouse with memory_cache", "/1k.txt", "/hot/1k.txt"),
+            ("1 KiB file; gatehouse answering proxy-cache hits", "/1k.txt", "/cached/1k.txt"),
+        ]
+        for name, nginx_path, gatehouse_path in scenarios:
+            paths = {"nginx": nginx_path, "gatehouse": gatehouse_path}
             results = {"nginx": [], "gatehouse": []}
             for _ in range(args.rounds):
                 for server, (port, pids) in servers.items():
-                    results[server].append(wrk(port, path, pids, args.duration, args.connections))
-            report(f"{name} {path}", results)
+                    results[server].append(
+                        wrk(port, paths[server], pids, args.duration, args.connections))
+            report(f"{name} (nginx {nginx_path}, gatehouse {gatehouse_path})", results)
         print("\n1 GiB sparse file, fetched once with curl: peak growth of the resident set")
         for server, (port, pids) in servers.items():
             growth, seconds = peak_rss_growth(port, pids)

@@ -3,7 +3,7 @@
 //! a bad entry is reported with its place when the config is checked.
 
 use super::location::Located;
-use super::{ByteSize, RouteConfig};
+use super::{ByteSize, ConfigDuration, RouteConfig};
 use serde::Deserialize;
 use std::ops::Range;
 use toml::Spanned;
@@ -43,6 +43,22 @@ pub struct FilesConfig {
     /// of this size.
     #[serde(default = "default_chunk")]
     pub chunk_size: ByteSize,
+    /// Keep files up to `chunk_size` in memory, up to this much in all (nginx's
+    /// `open_file_cache`, with the content); off (0) by default.
+    #[serde(default = "no_memory_cache")]
+    pub memory_cache: ByteSize,
+    /// How long a file kept in memory is served before the disk is looked at again (nginx's
+    /// `open_file_cache_valid`): a file changed on disk may be served as it was for this long.
+    #[serde(default = "default_revalidate")]
+    pub revalidate_after: ConfigDuration,
+}
+
+fn no_memory_cache() -> ByteSize {
+    ByteSize(0)
+}
+
+fn default_revalidate() -> ConfigDuration {
+    ConfigDuration::from_secs(1)
 }
 
 fn default_index() -> Spanned<Vec<String>> {

@@ -9,6 +9,7 @@
 
 mod answer;
 mod disk;
+mod hot;
 mod lookup;
 mod path;
 
@@ -21,7 +22,7 @@ use crate::config::{FilesConfig, TryEntry, try_entries};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use lookup::{Filesystem, Found, Probe, Rules};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// A route's `files`, compiled.
 pub struct Files {
@@ -34,6 +35,8 @@ pub struct Files {
     cache_control: Option<HeaderValue>,
     max_ranges: usize,
     chunk_size: usize,
+    /// Small files kept in memory, when the route asks for it.
+    hot: Option<hot::HotFiles>,
     /// What of the request's path names the root: the route's prefix when it strips it
     /// (nginx's `alias`), with what replaces it.
     prefix: Option<(String, String)>,
@@ -108,6 +111,8 @@ impl Files {
             cache_control,
             max_ranges: *config.max_ranges.get_ref() as usize,
             chunk_size: usize::try_from(config.chunk_size.0).unwrap_or(64 << 10),
+            hot: (config.memory_cache.0 > 0)
+                .then(|| hot::HotFiles::new(config.memory_cache.0, config.revalidate_after.0)),
             prefix,
         })
     }
@@ -151,6 +156,21 @@ impl Files {
             Ok(uri) => uri,
             Err(refusal) => return Served::Status(refusal.into()),
         };
+        let offers_precompressed = self.precompressed.iter().any(Option::is_some);
+        let wanted = if offers_precompressed {
+            answer::wanted_encodings(request, &self.precompressed)
+        } else {
+            Vec::new()
+        };
+        let remembered = self
+            .hot
+            .as_ref()
+            .map(|hot| (hot, codings_key(&wanted), Instant::now()));
+        if let Some((hot, key, now)) = &remembered
+            && let Some(file) = hot.get(&uri, *key, *now)
+        {
+            return self.answer_bytes(method, request, &file.facts, &file.bytes);
+        }
         let disk = disk::Disk {
             root: &self.root,
             symlinks_outside_root: self.symlinks_outside_root,
@@ -171,14 +191,12 @@ impl Files {
             HeaderValue::from_static,
         );
         let mut encoding = None;
-        if self.precompressed.iter().any(Option::is_some) {
-            for wanted in answer::wanted_encodings(request, &self.precompressed) {
-                let sibling = format!("{relative}{}", answer::sibling_suffix(wanted));
-                if let Probe::File(file) = disk.probe(&sibling) {
-                    opened = file;
-                    encoding = Some(wanted);
-                    break;
-                }
+        for wanted in wanted {
+            let sibling = format!("{relative}{}", answer::sibling_suffix(wanted));
+            if let Probe::File(file) = disk.probe(&sibling) {
+                opened = file;
+                encoding = Some(wanted);
+                break;
             }
         }
         let facts = answer::FileFacts {
@@ -187,30 +205,30 @@ impl Files {
             content_type,
             encoding,
         };
-        let shape = answer::Shape {
-            cache_control: self.cache_control.as_ref(),
-            varies: self.precompressed.iter().any(Option::is_some),
-            max_ranges: self.max_ranges,
-        };
-        let boundary = if request.contains_key(http::header::RANGE) {
-            format!("{:016x}", fastrand::u64(..))
-        } else {
-            String::new()
-        };
-        let mut answer = answer::answer(
-            method,
-            request,
-            &facts,
-            &shape,
-            SystemTime::now(),
-            &boundary,
-        );
-        // A 304 says nothing of the length (RFC 9110 §8.6: it would have to be the 200's).
-        if answer.status != StatusCode::NOT_MODIFIED {
-            answer
-                .headers
-                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(answer.len));
+        if let Some((hot, key, now)) = remembered
+            && facts.len <= self.chunk_size as u64
+        {
+            let whole = whole_file(facts.len);
+            let bytes = match disk::read_parts(&opened.file, &whole, facts.len) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    tracing::warn!(file = %relative, %error, "reading a file failed");
+                    return Served::Status(StatusCode::INTERNAL_SERVER_ERROR);
+                }
+            };
+            let served = self.answer_bytes(method, request, &facts, &bytes);
+            hot.insert(
+                &uri,
+                key,
+                hot::HotFile {
+                    facts,
+                    bytes,
+                    checked: now,
+                },
+            );
+            return served;
         }
+        let answer = self.answer(method, request, &facts);
         let body = if *method == Method::HEAD || answer.parts.is_empty() {
             Body::Bytes(Bytes::new())
         } else if answer.len <= self.chunk_size as u64 {
@@ -234,5 +252,82 @@ impl Files {
             headers: answer.headers,
             body,
         }
+    }
+
+    /// The answer's head for the file, with its Content-Length.
+    fn answer(
+        &self,
+        method: &Method,
+        request: &HeaderMap,
+        facts: &answer::FileFacts,
+    ) -> answer::Answer {
+        let shape = answer::Shape {
+            cache_control: self.cache_control.as_ref(),
+            varies: self.precompressed.iter().any(Option::is_some),
+            max_ranges: self.max_ranges,
+        };
+        let boundary = if request.contains_key(http::header::RANGE) {
+            format!("{:016x}", fastrand::u64(..))
+        } else {
+            String::new()
+        };
+        let mut answer =
+            answer::answer(method, request, facts, &shape, SystemTime::now(), &boundary);
+        // A 304 says nothing of the length (RFC 9110 §8.6: it would have to be the 200's).
+        if answer.status != StatusCode::NOT_MODIFIED {
+            answer
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(answer.len));
+        }
+        answer
+    }
+
+    /// The answer for a file whose bytes are all in memory.
+    fn answer_bytes(
+        &self,
+        method: &Method,
+        request: &HeaderMap,
+        facts: &answer::FileFacts,
+        bytes: &Bytes,
+    ) -> Served {
+        let answer = self.answer(method, request, facts);
+        let slice = |range: &std::ops::RangeInclusive<u64>| {
+            let (start, end) = (*range.start() as usize, *range.end() as usize);
+            bytes.slice(start.min(bytes.len())..(end + 1).min(bytes.len()))
+        };
+        let body = match answer.parts.as_slice() {
+            _ if *method == Method::HEAD => Bytes::new(),
+            [] => Bytes::new(),
+            [Part::File(range)] => slice(range),
+            parts => {
+                let mut body = bytes::BytesMut::with_capacity(answer.len as usize);
+                for part in parts {
+                    match part {
+                        Part::Text(text) => body.extend_from_slice(text),
+                        Part::File(range) => body.extend_from_slice(&slice(range)),
+                    }
+                }
+                body.freeze()
+            }
+        };
+        Served::File {
+            status: answer.status,
+            headers: answer.headers,
+            body: Body::Bytes(body),
+        }
+    }
+}
+
+/// The precompressed codings a request takes, in its order, two bits each.
+fn codings_key(wanted: &[Encoding]) -> u8 {
+    wanted
+        .iter()
+        .fold(0u8, |key, encoding| key << 2 | (encoding.index() as u8 + 1))
+}
+
+fn whole_file(len: u64) -> Vec<Part> {
+    match len.checked_sub(1) {
+        Some(last) => vec![Part::File(0..=last)],
+        None => Vec::new(),
     }
 }

@@ -5,7 +5,9 @@
 //! under the root or refuses it, `lookup` applies `index` and `try_files` over a filesystem
 //! trait, `answer` decides validators, conditional requests, ranges and the precompressed
 //! sibling (with the cache's RFC 9110 rules). `disk` is the only file that touches the
-//! filesystem.
+//! filesystem; `hot` keeps small files in memory for a route that asks for it. A route's
+//! `Files` is compiled with each snapshot: a reload opens the root anew and starts with an
+//! empty `hot`.
 
 mod answer;
 mod disk;

@@ -322,6 +322,30 @@ async fn small_files_kept_in_memory_answer_alike_and_are_looked_at_again() {
 }
 
 #[tokio::test]
+async fn a_reload_moves_the_root_and_a_missing_root_keeps_the_old_one() {
+    let first = Site::new();
+    let second = Site::new();
+    std::fs::write(second.root().join("digits.txt"), "9876543210").unwrap();
+    let path = first.dir.join("gatehouse.toml");
+    std::fs::write(&path, files_route(&first.root(), "")).unwrap();
+    let running = gatehouse::app::Running::start_file(&path).await.unwrap();
+    let addr = running.listener_addrs[0];
+    assert_eq!(get(addr, "/digits.txt").await.text(), "0123456789");
+
+    std::fs::write(&path, files_route(&second.root(), "")).unwrap();
+    let report = serde_json::to_value(running.reloader.reload("test").await).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(get(addr, "/digits.txt").await.text(), "9876543210");
+
+    std::fs::write(&path, files_route(&first.dir.join("gone"), "")).unwrap();
+    let report = serde_json::to_value(running.reloader.reload("test").await).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(report.to_string().contains("files.root"), "{report}");
+    assert_eq!(get(addr, "/digits.txt").await.text(), "9876543210");
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn conditional_requests_answer_304_and_412() {
     let site = Site::new();
     let gatehouse = common::start_gatehouse(&files_route(&site.root(), "")).await;

@@ -18,6 +18,7 @@ pub mod compress;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod files;
 pub mod headers;
 pub mod health;
 pub mod http1;

@@ -42,6 +42,8 @@ pub struct Route {
     pub rewrites: Vec<Rewrite>,
     /// The answer it gives at the edge, if any.
     pub answer: Option<Answer>,
+    /// The directory it serves, if it serves files.
+    pub files: Option<Arc<crate::files::Files>>,
     /// Its own error pages (the snapshot's apply after them).
     pub error_pages: Vec<ErrorPage>,
     /// Request header values with variables, set after `request_headers`.
@@ -273,6 +275,26 @@ impl Snapshot {
             .map_err(|(i, e)| format!("route {name}: access[{i}]: {e}"))?;
             let mirror = compile_mirror(route, &name, &upstreams, metrics)?;
             let route_auth = compile_auth(route, &config, auth, &name, metrics)?;
+            let files = match &route.files {
+                Some(files) => Some(Arc::new(
+                    crate::files::Files::compile(
+                        files,
+                        &crate::files::PathMapping {
+                            prefix: match &path {
+                                PathPattern::Prefix { prefix, .. } => prefix,
+                                _ => "",
+                            },
+                            strip_prefix: route.strip_prefix,
+                            replace_prefix: route
+                                .replace_prefix
+                                .as_ref()
+                                .map(|r| r.get_ref().as_str()),
+                        },
+                    )
+                    .map_err(|e| format!("route {name}: {e}"))?,
+                )),
+                None => None,
+            };
             let compiled = Route {
                 split: None,
                 cache_side: None,
@@ -301,7 +323,10 @@ impl Snapshot {
                     // A route with nowhere to forward to (its rewrites redirect, or route the
                     // request elsewhere) answers what is left 404, as nginx's location with
                     // no proxy_pass finds no file.
-                    None if route.primary_upstream().is_none() && route.split.is_empty() => {
+                    None if route.primary_upstream().is_none()
+                        && route.split.is_empty()
+                        && route.files.is_none() =>
+                    {
                         Some(Answer {
                             status: http::StatusCode::NOT_FOUND,
                             location: None,
@@ -311,6 +336,7 @@ impl Snapshot {
                     }
                     answer => answer,
                 },
+                files,
                 error_pages: location::error_pages(&route.error_page, "error_page")
                     .map_err(located)?,
                 header_templates: location::header_templates(route, &capture_names)
@@ -560,6 +586,7 @@ fn route_side(
         rewrites: route.rewrites.clone(),
         // Answered before the split's choice.
         answer: None,
+        files: None,
         error_pages: route.error_pages.clone(),
         header_templates: route.header_templates.clone(),
         set_host: route.set_host.clone(),

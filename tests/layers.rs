@@ -38,6 +38,9 @@ const LAYERS: &[&[&str]] = &[
     // Header rules, TLS settings, per-server health state and breakers, cache policy and store,
     // rate limits, the pure edge policies (admin writes, CORS, forward auth's decisions).
     &["cache", "headers", "health", "limit", "policy", "tls"],
+    // Static files: path safety, index and try_files, conditional and range answers (with
+    // the cache's rules), the file body.
+    &["files"],
     // Servers, pools, balancers, the active prober, DNS discovery.
     &["upstream"],
     // Compiling a config into what the request path needs.

@@ -117,7 +117,7 @@ fn the_shipped_routing_cases_hold_and_a_wrong_one_fails() {
         "{stdout}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(stdout.contains("routes ok: 14 case(s)"), "{stdout}");
+    assert!(stdout.contains("routes ok: 16 case(s)"), "{stdout}");
 
     let dir = std::env::temp_dir().join(format!("gatehouse-routes-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -597,6 +597,10 @@ pub fn status_json(state: &AdminState) -> serde_json::Value {
                     "status": a.status.get_ref(),
                     "location": a.location.as_ref().map(|l| l.get_ref().as_str()),
                 })),
+                "files": r.files.as_ref().map(|f| json!({
+                    "root": f.root.get_ref(),
+                    "try_files": f.try_files.as_ref().map(|t| t.get_ref()),
+                })),
                 "replace_prefix": r.replace_prefix.as_ref().map(|p| p.get_ref().as_str()),
                 "upstream": r.primary_upstream().map(|u| u.get_ref()),
                 "strip_prefix": r.strip_prefix,

@@ -10,6 +10,7 @@ mod bad_keys;
 mod compression;
 mod cors;
 mod errors;
+mod files;
 mod forward_auth;
 mod gaps;
 mod load;
@@ -32,6 +33,7 @@ pub use auth::{
 pub use compression::CompressionConfig;
 pub use cors::{CorsConfig, OriginPattern};
 pub use errors::{ConfigError, ConfigErrors, line_column};
+pub use files::{FilesConfig, PathPiece, TryEntry, parse_try_entry, try_entries};
 pub use forward_auth::ForwardAuthConfig;
 pub use load::{load_file, load_str};
 pub use location::{ErrorPageConfig, FieldMatchConfig, ReturnConfig, RewriteConfig};
@@ -357,6 +359,9 @@ pub struct RouteConfig {
     /// Answer at the edge instead of forwarding (nginx `return`).
     #[serde(default, rename = "return")]
     pub answer: Option<ReturnConfig>,
+    /// Serve a directory instead of forwarding (nginx `root`, `index`, `try_files`).
+    #[serde(default)]
+    pub files: Option<FilesConfig>,
     /// Bodies for the answers gatehouse makes itself on this route, before the global ones.
     #[serde(default)]
     pub error_page: Vec<ErrorPageConfig>,

@@ -138,11 +138,15 @@ pub(super) fn validate(
             key("upstream"),
             "a route with [[route.split]] sends to the split's upstreams: remove `upstream`, or make it one side of the split",
         )),
-        (None, true) if route.answer.is_none() && route.rewrite.is_empty() => errors.push(at.error(
+        (None, true)
+            if route.answer.is_none() && route.files.is_none() && route.rewrite.is_empty() =>
+        {
+            errors.push(at.error(
             at.span_of_item(&["route"], index),
             key("upstream"),
-            "the route needs an `upstream` (or a [[route.split]], a `return`, or rewrites that redirect)",
-        )),
+            "the route needs an `upstream` (or a [[route.split]], a `return`, `files`, or rewrites that redirect)",
+            ))
+        }
         (None, true) => {}
         (None, false) => {}
     }

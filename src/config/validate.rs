@@ -103,6 +103,7 @@ pub(super) fn validate(
         super::split::validate(route, i, config, gaps, at, errors);
         let mut location_errors = Vec::new();
         super::location::check(route, &mut location_errors);
+        super::files::check(route, &mut location_errors);
         for (span, field, message) in location_errors {
             errors.push(at.error(span, key(&field), message));
         }

@@ -32,6 +32,8 @@ enum ResponseKind {
         pool_return: Option<PoolReturn>,
     },
     Full(Option<Bytes>),
+    /// A file's ranges, read in chunks as they go out (boxed: most bodies are not files).
+    File(Box<crate::files::FileBody>),
     /// Another response body (its pool return and cache fill inside it, seeing the identity
     /// bytes) going through an encoder; this one counts what the client is sent.
     Compressed(Box<CompressedBody<ResponseBody>>),
@@ -50,6 +52,16 @@ impl ResponseBody {
 
     pub fn empty() -> Self {
         Self::full(Bytes::new())
+    }
+
+    /// A file streamed from disk.
+    pub fn file(body: crate::files::FileBody) -> Self {
+        Self {
+            kind: ResponseKind::File(Box::new(body)),
+            bytes_sent: 0,
+            completion: None,
+            fill: None,
+        }
     }
 
     pub fn upstream(body: UpstreamBody, pool_return: Option<PoolReturn>) -> Self {
@@ -150,6 +162,9 @@ impl Body for ResponseBody {
         let polled = match &mut this.kind {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseKind::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ResponseKind::File(body) => Pin::new(body.as_mut())
+                .poll_frame(cx)
+                .map_err(BoxError::from),
             ResponseKind::Compressed(body) => {
                 Pin::new(body.as_mut())
                     .poll_frame(cx)
@@ -203,6 +218,7 @@ impl Body for ResponseBody {
         match &self.kind {
             ResponseKind::Full(bytes) => bytes.is_none(),
             ResponseKind::Upstream { body, .. } => body.is_end_stream(),
+            ResponseKind::File(body) => body.is_end_stream(),
             ResponseKind::Compressed(body) => body.is_end_stream(),
         }
     }
@@ -213,6 +229,7 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseKind::Upstream { body, .. } => body.size_hint(),
+            ResponseKind::File(body) => body.size_hint(),
             ResponseKind::Compressed(body) => body.size_hint(),
         }
     }

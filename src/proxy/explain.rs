@@ -162,6 +162,27 @@ pub fn explain(
         explanation.outcome = answer(edge_answer.status, rendered, "the route's return");
         return explanation;
     }
+    if let Some(files) = &route.files {
+        // What the disk answers now, by the handler's own lookup.
+        let served = files.serve(&parts.method, parts.uri.path(), &parts.headers);
+        let outcome = match served {
+            crate::files::Served::Upstream => None,
+            crate::files::Served::File { status, .. } => Some((status, None)),
+            crate::files::Served::AddSlash => Some((
+                StatusCode::MOVED_PERMANENTLY,
+                Some(format!("{}/", parts.uri.path())),
+            )),
+            crate::files::Served::Status(status) => Some((status, None)),
+            crate::files::Served::MethodNotAllowed => Some((StatusCode::METHOD_NOT_ALLOWED, None)),
+        };
+        match outcome {
+            Some((status, location)) => {
+                explanation.outcome = answer(status, location, "the route's files");
+                return explanation;
+            }
+            None => policies.push("files: try_files falls back to the upstream".to_owned()),
+        }
+    }
     let mut route = route;
     if let Some(split) = &route.split {
         let side = std::sync::Arc::clone(split.choose(&parts, client.addr.ip()));

@@ -44,6 +44,19 @@ impl Exchange {
         response
     }
 
+    /// A response made for this exchange elsewhere (a file), with the fields every answer
+    /// gatehouse makes carries, accounted for as this exchange when its body is finished.
+    pub(crate) fn made(mut self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+        self.status = response.status();
+        let headers = response.headers_mut();
+        headers.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
+        headers.insert(&X_REQUEST_ID, self.request_id.clone());
+        self.add_limit_fields(headers);
+        self.add_route_fields(headers);
+        response.body_mut().set_completion(self);
+        response
+    }
+
     /// The route's `response_headers` on an answer gatehouse makes itself for it (as nginx's
     /// `add_header … always`: HSTS on a 401 too).
     fn add_route_fields(&self, headers: &mut http::HeaderMap) {

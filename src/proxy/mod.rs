@@ -9,6 +9,7 @@ mod cors_answer;
 mod encode;
 mod exchange;
 pub mod explain;
+mod files;
 mod forward_auth;
 mod mirror;
 
@@ -514,6 +515,20 @@ impl Admitted {
             return Handling::ready(answer_at_edge(
                 exchange, answer, &view, &parts.uri, captures,
             ));
+        }
+        // A route that serves files answers here, unless `try_files … @NAME` sends the
+        // request on to its upstream.
+        if let Some(files) = &route.files
+            && let Some(served) = files::serve(files, &parts)
+        {
+            if !wait.is_zero() {
+                // Spaced out to the limit's rate, as a forwarded request would be.
+                return Handling::Pending(Box::pin(async move {
+                    tokio::time::sleep(wait).await;
+                    Ok(files::respond(exchange, served, &parts))
+                }));
+            }
+            return Handling::ready(files::respond(exchange, served, &parts));
         }
         // A route with a split hands the request to the side it chooses (its upstream,
         // metrics and cache key from here on).

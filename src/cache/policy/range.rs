@@ -18,23 +18,22 @@ enum RangeSpec {
     Suffix(u64),
 }
 
-/// A Range header asking for exactly one byte range, or None (absent, several ranges, other
-/// units, or invalid syntax, all of which a server answers with the full representation).
-fn single_byte_range(request_headers: &HeaderMap) -> Option<RangeSpec> {
+/// The range-set of a Range header with the `bytes` unit, or None (absent, sent more than
+/// once, another unit, no `=`).
+fn byte_range_set(request_headers: &HeaderMap) -> Option<&[u8]> {
     let mut lines = request_headers.get_all(RANGE).iter();
     let (Some(range), None) = (lines.next(), lines.next()) else {
         return None;
     };
     let (unit, set) = range.to_str().ok()?.split_once('=')?;
     // §14.1: range units are case-insensitive.
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
-        return None;
-    }
-    let mut specs = list_members(set.as_bytes());
-    let spec = specs.next()?;
-    if specs.next().is_some() {
-        return None;
-    }
+    unit.trim()
+        .eq_ignore_ascii_case("bytes")
+        .then_some(set.as_bytes())
+}
+
+/// One member of a range-set, or None when it is invalid.
+fn range_spec(spec: &[u8]) -> Option<RangeSpec> {
     let dash = spec.iter().position(|&b| b == b'-')?;
     let (first, last) = (spec[..dash].trim_ascii(), spec[dash + 1..].trim_ascii());
     if first.is_empty() {
@@ -50,6 +49,32 @@ fn single_byte_range(request_headers: &HeaderMap) -> Option<RangeSpec> {
         first,
         last: Some(last),
     })
+}
+
+/// A Range header asking for exactly one byte range, or None (absent, several ranges, other
+/// units, or invalid syntax, all of which a server answers with the full representation).
+fn single_byte_range(request_headers: &HeaderMap) -> Option<RangeSpec> {
+    let mut specs = list_members(byte_range_set(request_headers)?);
+    let spec = specs.next()?;
+    if specs.next().is_some() {
+        return None;
+    }
+    range_spec(spec)
+}
+
+/// `spec` placed in a representation of `len` bytes, or None when it is unsatisfiable: a
+/// last position past the end is clamped, as is a suffix longer than the representation
+/// (§14.1.2); a first position at or past the end, a zero-length suffix, or any range of an
+/// empty representation is unsatisfiable (§14.1.1).
+fn satisfiable(spec: RangeSpec, len: u64) -> Option<RangeInclusive<u64>> {
+    let end = len.checked_sub(1)?;
+    match spec {
+        RangeSpec::From { first, last } if first <= end => {
+            Some(first..=last.map_or(end, |last| last.min(end)))
+        }
+        RangeSpec::Suffix(length) if length > 0 => Some(len - length.min(len)..=end),
+        _ => None,
+    }
 }
 
 /// RFC 9110 §13.1.5: does If-Range (if any) allow a partial response?
@@ -94,14 +119,52 @@ pub fn byte_range(
     if !if_range_holds(request_headers, stored_headers) {
         return None;
     }
-    let end = len.checked_sub(1);
-    Some(match (spec, end) {
-        (RangeSpec::From { first, last }, Some(end)) if first <= end => {
-            Ok(first..=last.map_or(end, |last| last.min(end)))
+    Some(satisfiable(spec, len).ok_or(()))
+}
+
+/// RFC 9110 §14: the byte ranges of a representation of `len` bytes that a Range header asks
+/// for, one or several, honouring If-Range like [`byte_range`]. None → serve 200 full
+/// (absent, any invalid member, other units, more than `max_ranges` members, a false
+/// If-Range); Some(Err(())) → 416 (no member satisfiable); Some(Ok(ranges)) → 206, the
+/// satisfiable members in ascending order with overlapping or touching ones merged.
+///
+/// §14.3 lets a server coalesce ranges in any order, and ignore a set of many ranges: both
+/// keep a request for thousands of one-byte pieces from costing a part header each.
+pub fn byte_ranges(
+    request_headers: &HeaderMap,
+    stored_headers: &HeaderMap,
+    len: u64,
+    max_ranges: usize,
+) -> Option<Result<Vec<RangeInclusive<u64>>, ()>> {
+    let set = byte_range_set(request_headers)?;
+    let mut ranges = Vec::new();
+    let mut members = 0;
+    for member in list_members(set) {
+        members += 1;
+        if members > max_ranges {
+            return None;
         }
-        (RangeSpec::Suffix(length), Some(end)) if length > 0 => Ok(len - length.min(len)..=end),
-        _ => Err(()),
-    })
+        if let Some(range) = satisfiable(range_spec(member)?, len) {
+            ranges.push(range);
+        }
+    }
+    if members == 0 || !if_range_holds(request_headers, stored_headers) {
+        return None;
+    }
+    if ranges.is_empty() {
+        return Some(Err(()));
+    }
+    ranges.sort_by_key(|range| *range.start());
+    let mut merged: Vec<RangeInclusive<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if *range.start() <= last.end().saturating_add(1) => {
+                *last = *last.start()..=(*last.end()).max(*range.end());
+            }
+            _ => merged.push(range),
+        }
+    }
+    Some(Ok(merged))
 }
 
 /// The bytes a stored 206 holds: `first..=last` of a representation of `complete_length`
@@ -488,5 +551,67 @@ mod tests {
         assert_eq!(check(&date(T), &weak), None, "Date within a second: weak");
         assert_eq!(check(&date(T), &[("last-modified", &*last_modified)]), None);
         assert_eq!(check(&date(T), &[("etag", "\"v1\"")]), None);
+    }
+
+    fn ranges(spec: &str, len: u64) -> Option<Result<Vec<RangeInclusive<u64>>, ()>> {
+        byte_ranges(&headers(&[("range", spec)]), &headers(&[]), len, 16)
+    }
+
+    #[test]
+    fn several_byte_ranges() {
+        assert_eq!(ranges("bytes=0-1,5-6", 10), Some(Ok(vec![0..=1, 5..=6])));
+        assert_eq!(ranges("bytes=-2, 0-0", 10), Some(Ok(vec![0..=0, 8..=9])));
+        assert_eq!(ranges("bytes=0-99", 1000), Some(Ok(vec![0..=99])));
+        // Overlapping and touching ranges merge; unsatisfiable members drop out.
+        assert_eq!(ranges("bytes=0-4,2-6,7-8", 10), Some(Ok(vec![0..=8])));
+        assert_eq!(ranges("bytes=0-1,50-60", 10), Some(Ok(vec![0..=1])));
+        assert_eq!(ranges("bytes=50-60,70-", 10), Some(Err(())));
+        assert_eq!(ranges("bytes=0-1", 0), Some(Err(())));
+    }
+
+    #[test]
+    fn several_ranges_served_in_full() {
+        for spec in [
+            "bytes=0-1,x",
+            "bytes=5-1,0-0",
+            "items=0-1,2-3",
+            "bytes=",
+            "bytes=,",
+        ] {
+            assert_eq!(ranges(spec, 10), None, "{spec}");
+        }
+        let many = format!("bytes={}", vec!["0-0"; 17].join(","));
+        assert_eq!(ranges(&many, 10), None, "more members than allowed");
+        let stored = headers(&[("etag", "\"v1\"")]);
+        let request = headers(&[("range", "bytes=0-1,4-5"), ("if-range", "\"v2\"")]);
+        assert_eq!(byte_ranges(&request, &stored, 10, 16), None);
+        let request = headers(&[("range", "bytes=0-1,4-5"), ("if-range", "\"v1\"")]);
+        assert_eq!(
+            byte_ranges(&request, &stored, 10, 16),
+            Some(Ok(vec![0..=1, 4..=5]))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn several_ranges_stay_inside_sorted_and_apart(
+            value in "(bytes|BYTES|x)=[-0-9, ]{0,40}",
+            len in 0u64..50,
+        ) {
+            let Ok(value) = http::HeaderValue::from_str(&value) else {
+                return Ok(());
+            };
+            let mut request = HeaderMap::new();
+            request.insert(RANGE, value);
+            if let Some(Ok(ranges)) = byte_ranges(&request, &HeaderMap::new(), len, 8) {
+                proptest::prop_assert!(!ranges.is_empty());
+                for pair in ranges.windows(2) {
+                    proptest::prop_assert!(pair[0].end().saturating_add(1) < *pair[1].start());
+                }
+                for range in &ranges {
+                    proptest::prop_assert!(range.start() <= range.end() && *range.end() < len);
+                }
+            }
+        }
     }
 }

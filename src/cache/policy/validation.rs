@@ -4,8 +4,9 @@
 
 use super::directives::{field_members, header_date, http_date};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::SystemTime;
@@ -90,6 +91,37 @@ pub fn not_modified(
         .or_else(|| header_date(stored_headers, &DATE))
         .unwrap_or(received);
     modified <= since
+}
+
+/// RFC 9110 §13.2.2 steps 1 and 2: whether If-Match, or else If-Unmodified-Since, fails for
+/// the current representation whose validators are in `current_headers` (412 Precondition
+/// Failed when true).
+///
+/// If-Match compares strongly (§13.1.1): a weak tag never matches, and `*` matches because a
+/// current representation exists. Malformed members match nothing. If-Unmodified-Since is
+/// ignored when If-Match is present, when it is invalid or sent more than once, and when the
+/// representation has no Last-Modified (§13.1.4).
+pub fn precondition_failed(request_headers: &HeaderMap, current_headers: &HeaderMap) -> bool {
+    if request_headers.contains_key(IF_MATCH) {
+        let current = stored_etag(current_headers);
+        return !field_members(request_headers, &IF_MATCH).any(|member| {
+            member == b"*"
+                || EntityTag::parse(member)
+                    .zip(current)
+                    .is_some_and(|(tag, current)| tag.strong_eq(current))
+        });
+    }
+    let mut since_lines = request_headers.get_all(IF_UNMODIFIED_SINCE).iter();
+    let (Some(since), None) = (since_lines.next(), since_lines.next()) else {
+        return false;
+    };
+    let (Some(since), Some(modified)) = (
+        http_date(since),
+        header_date(current_headers, &LAST_MODIFIED),
+    ) else {
+        return false;
+    };
+    modified > since
 }
 
 /// The headers for revalidating a stored response with the origin (§4.3.1): If-None-Match with its ETag(s), else If-Modified-Since with its Last-Modified; empty if it has no validator.
@@ -364,5 +396,43 @@ mod tests {
         let refreshed = refresh_headers(&stored, &not_modified, true);
         let cookies: Vec<_> = refreshed.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["someone-elses=1"]);
+    }
+
+    fn fails(request: &[(&str, &str)], current: &[(&str, &str)]) -> bool {
+        precondition_failed(&headers(request), &headers(current))
+    }
+
+    #[test]
+    fn if_match_uses_strong_comparison() {
+        let strong = [("etag", "\"v1\"")];
+        let weak = [("etag", "W/\"v1\"")];
+        assert!(!fails(&[("if-match", "\"v1\"")], &strong));
+        assert!(!fails(&[("if-match", "\"v0\", \"v1\"")], &strong));
+        assert!(!fails(&[("if-match", "*")], &strong));
+        assert!(fails(&[("if-match", "\"v2\"")], &strong));
+        assert!(fails(&[("if-match", "W/\"v1\"")], &strong));
+        assert!(fails(&[("if-match", "\"v1\"")], &weak));
+        assert!(fails(&[("if-match", "v1")], &strong));
+        assert!(!fails(&[], &strong));
+    }
+
+    #[test]
+    fn if_unmodified_since_against_last_modified() {
+        let current = [("last-modified", date(T))];
+        let current = [(current[0].0, current[0].1.as_str())];
+        assert!(!fails(&[("if-unmodified-since", &date(T))], &current));
+        assert!(!fails(&[("if-unmodified-since", &date(T + 10))], &current));
+        assert!(fails(&[("if-unmodified-since", &date(T - 10))], &current));
+        assert!(!fails(&[("if-unmodified-since", "garbage")], &current));
+        assert!(!fails(&[("if-unmodified-since", &date(T - 10))], &[]));
+        // If-Match present: If-Unmodified-Since is not evaluated.
+        let both = [("etag", "\"v1\""), current[0]];
+        assert!(!fails(
+            &[
+                ("if-match", "\"v1\""),
+                ("if-unmodified-since", &date(T - 10))
+            ],
+            &both
+        ));
     }
 }

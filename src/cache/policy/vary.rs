@@ -245,8 +245,10 @@ fn write_canonical(member: &[u8], put: &mut impl FnMut(&[u8])) {
 }
 
 /// `1.000` → `1`, `0.50` → `0.5`, `0.` → `0`: one weight, one spelling.
+/// Anything but digits and a dot is not a weight (§12.4.2) and is kept as written: trimming
+/// it could leave an edge that list splitting trims again.
 fn canonical_weight(weight: &[u8]) -> &[u8] {
-    if !weight.contains(&b'.') {
+    if !weight.contains(&b'.') || !weight.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
         return weight;
     }
     let mut end = weight.len();

@@ -33,7 +33,10 @@ for every measured run B's metrics are read before and after, and the counts of 
 hits and misses, local cache hits and coalesced requests are printed beside wrk's count of
 requests (a few more on gatehouse's side: requests completed while wrk was stopping).
 Printed per case: req/s and p99 (medians of the rounds), gatehouse's and Redis's CPU-seconds
-per 100k requests, and the ratios of req/s and p99 to the local hit.
+per 100k requests, and the ratios of req/s and p99 to the local hit. Each run also prints the
+cores that other processes on the machine kept busy meanwhile (all busy time in /proc/stat
+less this benchmark's processes): on a shared machine, runs where that is not near zero are
+not comparable.
 
 Usage: benches/load/shared_hit.py [--binary PATH] [--rounds 3] [--duration 10]
        [--connections 64] [--urls 10000]
@@ -46,6 +49,7 @@ import argparse
 import http.client
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -244,7 +248,20 @@ def counted(before: dict, after: dict) -> dict:
     return moved
 
 
-def wrk(port: int, prefix: str, args, work: Path, gatehouse_pid: int, redis_pid: int, admin: int):
+def children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy (every core), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / compare.CLK_TCK
+
+
+def wrk(port: int, prefix: str, args, work: Path, gatehouse_pid: int, redis_pid: int, admin: int,
+        origin_pids: list):
     script = work / f"urls-{prefix.strip('/')}.lua"
     script.write_text(
         f'math.randomseed({os.getpid()})\n'
@@ -258,11 +275,17 @@ def wrk(port: int, prefix: str, args, work: Path, gatehouse_pid: int, redis_pid:
     # it expires (1 s here), and the next request for the key waits for it: let them expire.
     time.sleep(CLAIM_EXPIRY + 0.5)
     before = metrics(admin)
-    cpu_before = compare.cpu_seconds([gatehouse_pid]), compare.cpu_seconds([redis_pid])
+    ours = [gatehouse_pid, redis_pid] + origin_pids
+    cpu_before = (compare.cpu_seconds([gatehouse_pid]), compare.cpu_seconds([redis_pid]),
+                  compare.cpu_seconds(ours), children_seconds(), busy_seconds())
     out = subprocess.run(base + [f"-d{args.duration}s", "--latency", url], check=True,
                          capture_output=True, text=True).stdout
-    cpu_after = compare.cpu_seconds([gatehouse_pid]), compare.cpu_seconds([redis_pid])
+    cpu_after = (compare.cpu_seconds([gatehouse_pid]), compare.cpu_seconds([redis_pid]),
+                 compare.cpu_seconds(ours), children_seconds(), busy_seconds())
     after = metrics(admin)
+    # What the rest of the machine took meanwhile (a shared machine): busy time less this
+    # benchmark's processes (wrk's counted when it is reaped).
+    others = (cpu_after[4] - cpu_before[4]) - (cpu_after[2] - cpu_before[2]) - (cpu_after[3] - cpu_before[3])
     requests, rps, p99, errors = compare.parse_wrk(out)
     return {
         "rps": rps,
@@ -271,6 +294,7 @@ def wrk(port: int, prefix: str, args, work: Path, gatehouse_pid: int, redis_pid:
         "errors": errors,
         "gatehouse cpu": (cpu_after[0] - cpu_before[0]) / requests * 100_000,
         "redis cpu": (cpu_after[1] - cpu_before[1]) / requests * 100_000,
+        "others cpu": others / args.duration,
         "counted": counted(before, after),
     }
 
@@ -293,7 +317,8 @@ def main() -> None:
     procs = []
     try:
         origin_port, redis_port = free_port(), free_port()
-        procs.append(start_origin(work, origin_port))
+        origin = start_origin(work, origin_port)
+        procs.append(origin)
         redis = start_redis(redis_port)
         procs.append(redis)
         wait_port(origin_port)
@@ -336,11 +361,13 @@ def main() -> None:
         results = {name: [] for name, _ in CASES}
         for round_no in range(1, args.rounds + 1):
             for name, prefix in CASES:
-                run = wrk(b_port, prefix, args, work, replica_b.pid, redis.pid, b_admin)
+                run = wrk(b_port, prefix, args, work, replica_b.pid, redis.pid, b_admin,
+                          compare.process_tree(origin.pid))
                 results[name].append(run)
                 counts = ", ".join(f"{k} {v}" for k, v in run["counted"].items())
                 print(f"round {round_no} {name:10s} {run['rps']:9.0f} req/s  p99 {run['p99']:6.2f} ms  "
-                      f"errors {run['errors']}  wrk requests {run['requests']}  gatehouse counted: {counts}",
+                      f"errors {run['errors']}  others' CPU {run['others cpu']:.2f} cores  "
+                      f"wrk requests {run['requests']}  gatehouse counted: {counts}",
                       flush=True)
 
         print(f"\nmedians of {args.rounds} rounds, {args.duration} s each, {args.connections} connections, "

@@ -5,7 +5,7 @@ One gatehouse process (one worker, core 0) is measured; the origin (nginx, one w
 redis-server and wrk share core 1. Every case picks its URL at random out of --urls per
 request (a wrk Lua script), so that concurrent requests rarely share a key and the cache's
 coalescing of concurrent misses does not stand in for the work measured. Cases, each for
---rounds rounds of --duration seconds (after a 2 s warm-up), alternating:
+--rounds rounds of --duration seconds (after a 2 s warm-up), in turn within each round:
 
   local hit    /local/N through cache `roomy` (64 MiB, shared = true): every URL was
                fetched once before the rounds, so each request is a hit in the local tier,
@@ -21,6 +21,8 @@ coalescing of concurrent misses does not stand in for the work measured. Cases, 
                small local tier over many URLs still hits locally part of the time. The
                difference from an ordinary shared hit is that B's store turns the entry
                away instead of keeping it (the same insert call, no eviction of another).
+               The few requests that arrive while another for the same URL is being looked
+               up join it (counted as coalesced) and are served the entry it found.
   miss         /miss/N through the same shared cache `tiny`; the origin answers `no-store`:
                a local miss, a shared-tier miss (HMGET), the claim of the origin fetch among
                replicas (SET NX PX) and its release, and the origin request. What a miss

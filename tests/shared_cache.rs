@@ -2,7 +2,8 @@
 //! and a real redis-server (started by PID on a free loopback port): a response fetched
 //! through one is a shared-tier hit through the other with its age carried on, the origin
 //! asked once; purges and unsafe requests on one replica are honoured by the other; Redis
-//! killed under load fails no request; a hanging Redis holds no request past its timeout.
+//! killed under load fails no request; a hanging Redis holds no request past its timeout; a
+//! claim on an origin fetch whose answer never came back is given back.
 
 mod common;
 
@@ -433,6 +434,119 @@ async fn replicas_missing_one_key_at_once_fetch_it_from_the_origin_once() {
         (StatusCode::OK, StatusCode::OK)
     );
     assert_eq!(count("/short"), 2, "refreshed once for both replicas");
+    drop(redis);
+}
+
+/// Whether Redis holds a claim on the origin fetch of `path` (cache `c`, host HOST).
+fn claimed(redis: &RedisServer, path: &str) -> bool {
+    let key = format!("gatehouse:cache-fetch:c:{HOST}{path}");
+    match redis.command(&["EXISTS", &key]).as_deref() {
+        Some(":1\r\n") => true,
+        Some(":0\r\n") => false,
+        other => panic!("EXISTS {key}: {other:?}"),
+    }
+}
+
+/// Holds Redis's writes (a claim is one; reads, such as the lookup before it, go on) for
+/// `millis`, as a Redis too busy to answer within `redis.timeout` would.
+fn pause_writes(redis: &RedisServer, millis: u32) {
+    let reply = redis.command(&["CLIENT", "PAUSE", &millis.to_string(), "WRITE"]);
+    assert_eq!(reply.as_deref(), Some("+OK\r\n"));
+}
+
+/// Waits for Redis's writes to go through again, then for `path`'s claim to be gone within
+/// `bound`; the time that took.
+fn claim_gone_within(redis: &RedisServer, path: &str, bound: Duration) -> Duration {
+    // A write of one's own waits for the pause to end, behind those made before it.
+    let deadline = Instant::now() + common::WAIT;
+    while redis.command(&["SET", "pause-over", "1"]).as_deref() != Some("+OK\r\n") {
+        assert!(Instant::now() < deadline, "Redis's writes never resumed");
+    }
+    let resumed = Instant::now();
+    while claimed(redis, path) {
+        assert!(
+            resumed.elapsed() < bound,
+            "the claim on {path} was still held {bound:?} after Redis resumed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    resumed.elapsed()
+}
+
+/// Redis may set a claim whose answer never reaches the replica: the call timed out, or the
+/// request was dropped with its client. Such a claim is given back, so the next replica to
+/// miss the key fetches it at once instead of waiting the claim out (1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_never_came_back_is_given_back() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let (origin, asked) = slow_origin().await;
+    let count = |path: &str| asked.lock().unwrap().iter().filter(|p| *p == path).count();
+    let text = config(origin.addr, &redis.url(), "");
+    let a = common::start_gatehouse(&text).await;
+    let b = common::start_gatehouse(&text).await;
+    let mut to_a = Client::connect(a.listener_addrs[0]).await;
+    let mut to_b = Client::connect(b.listener_addrs[0]).await;
+    // Well under the claim's second, and the test's margin above Redis catching up.
+    let bound = Duration::from_millis(500);
+
+    // The claim times out (redis.timeout is 100 ms) while Redis holds it; A fetches anyway.
+    pause_writes(&redis, 500);
+    let reply = get(&mut to_a, "/nostore").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text_a = metrics(&a).await;
+    assert!(
+        sample(
+            &text_a,
+            "gatehouse_shared_calls_total",
+            &[("outcome", "timeout")]
+        ) >= 1.0,
+        "the claim did not time out:\n{text_a}"
+    );
+    claim_gone_within(&redis, "/nostore", bound);
+    let started = Instant::now();
+    let reply = get(&mut to_b, "/nostore").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "B waited out A's claim: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(count("/nostore"), 2);
+
+    // The client goes away while its request's claim waits in Redis.
+    pause_writes(&redis, 500);
+    let mut gone = common::send_raw(
+        a.listener_addrs[0],
+        format!("GET /nostore-gone HTTP/1.1\r\nhost: {HOST}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let deadline = Instant::now() + common::WAIT;
+    while count("/nostore-gone") == 0 && lookups(&metrics(&a).await, "miss") < 2.0 {
+        assert!(Instant::now() < deadline, "A never looked the key up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::io::AsyncWriteExt::shutdown(&mut gone).await.ok();
+    drop(gone);
+    claim_gone_within(&redis, "/nostore-gone", bound);
+    let started = Instant::now();
+    let reply = get(&mut to_b, "/nostore-gone").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "B waited out A's claim: {:?}",
+        started.elapsed()
+    );
+    let text_b = metrics(&b).await;
+    assert_eq!(
+        sample(
+            &text_b,
+            "gatehouse_shared_cache_fetch_claims_total",
+            &[("cache", "c"), ("outcome", "lost")],
+        ),
+        0.0,
+        "{text_b}"
+    );
     drop(redis);
 }
 

@@ -144,6 +144,23 @@ pub struct SharedTierStatus {
     pub purges_received: u64,
 }
 
+/// A claim sent to Redis whose answer has not come back: given back when dropped so, since
+/// Redis may have set it all the same.
+struct UnansweredClaim<'a> {
+    tier: &'a Arc<SharedTier>,
+    key: &'a str,
+    /// `None` once the answer came back.
+    token: Option<u64>,
+}
+
+impl Drop for UnansweredClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.tier.release_in_background(self.key, token);
+        }
+    }
+}
+
 /// One cache's tier in Redis.
 pub struct SharedTier {
     redis: Arc<Redis>,
@@ -236,12 +253,21 @@ impl SharedTier {
     /// Claims the one origin fetch of `key` among the replicas, for at most `hold` (SET NX
     /// PX): of several replicas missing the same key at once, one fetches and the others
     /// wait for its entry ([`SharedTier::wait_for`]).
-    pub async fn claim_fetch(&self, key: &str, hold: Duration) -> Claim {
+    pub async fn claim_fetch(self: &Arc<Self>, key: &str, hold: Duration) -> Claim {
         if !self.redis.available() {
             return Claim::Unknown;
         }
         let token = fastrand::u64(..);
         let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Redis may set the claim although its answer never comes back here: the call timed
+        // out, or the request was dropped when its client went away. Unless the answer says
+        // otherwise, the claim is given back; else every replica missing the key would wait
+        // for a fetch nobody makes, until the claim expires.
+        let mut unanswered = UnansweredClaim {
+            tier: self,
+            key,
+            token: Some(token),
+        };
         let answer: Result<Option<String>, _> = self
             .redis
             .query(
@@ -255,6 +281,7 @@ impl SharedTier {
             .await;
         match answer {
             Ok(Some(_)) => {
+                unanswered.token = None;
                 if let Ok(mut claims) = self.claims.lock() {
                     claims.insert(key.to_owned(), token);
                 }
@@ -262,6 +289,7 @@ impl SharedTier {
                 Claim::Mine
             }
             Ok(None) => {
+                unanswered.token = None;
                 self.metrics.claims_lost.inc();
                 Claim::Theirs
             }
@@ -271,9 +299,12 @@ impl SharedTier {
 
     /// Gives back this replica's claim on `key`, if it holds one, in the background.
     pub fn release_fetch(self: &Arc<Self>, key: &str) {
-        let Some(token) = self.take_claim(key) else {
-            return;
-        };
+        if let Some(token) = self.take_claim(key) {
+            self.release_in_background(key, token);
+        }
+    }
+
+    fn release_in_background(self: &Arc<Self>, key: &str, token: u64) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let tier = Arc::clone(self);
             let key = key.to_owned();

@@ -74,23 +74,53 @@ else
     echo "no docker compose plugin here; the compose-spec schema alone checks the file"
 fi
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker/docker-compose.yml
-# What the schema cannot see: the services and mounts the README promises.
-"$VENV/bin/python" - docker/docker-compose.yml <<'EOF'
-import sys, yaml
+# What the schema cannot see: the services and mounts the README promises, and the Redis the
+# two replicas share (the config's [redis] url names the compose service; Prometheus scrapes
+# both replicas).
+"$VENV/bin/python" - docker/docker-compose.yml docker/gatehouse/gatehouse.toml docker/prometheus/prometheus.yml <<'EOF'
+import sys, tomllib, urllib.parse, yaml
 with open(sys.argv[1]) as f:
     compose = yaml.safe_load(f)
+with open(sys.argv[2], "rb") as f:
+    config = tomllib.load(f)
+with open(sys.argv[3]) as f:
+    prometheus = yaml.safe_load(f)
 services = compose["services"]
-for name in ["gatehouse", "backend-1", "backend-2", "backend-3", "prometheus", "grafana"]:
+for name in ["gatehouse-a", "gatehouse-b", "redis", "backend-1", "backend-2", "backend-3", "prometheus", "grafana"]:
     assert name in services, f"service {name} missing"
-assert "8080:8080" in services["gatehouse"]["ports"], "gatehouse must publish 8080"
-assert "./gatehouse:/etc/gatehouse:ro" in services["gatehouse"]["volumes"]
-assert "gatehouse-admin-token" in services["gatehouse"]["secrets"], "the admin token secret"
+assert "gatehouse" not in services, "the replicas are gatehouse-a and gatehouse-b"
+published = {"gatehouse-a": ("8080:8080", "127.0.0.1:9090:9090"), "gatehouse-b": ("8081:8080", "127.0.0.1:9092:9090")}
+for name, ports in published.items():
+    replica = services[name]
+    for port in ports:
+        assert port in replica["ports"], f"{name} must publish {port}"
+    assert replica["command"] == ["run", "--config", "/etc/gatehouse/gatehouse.toml"], replica["command"]
+    assert "./gatehouse:/etc/gatehouse:ro" in replica["volumes"]
+    assert "gatehouse-admin-token" in replica["secrets"], "the admin token secret"
+    assert replica["read_only"] is True and "no-new-privileges:true" in replica["security_opt"]
+    assert replica["depends_on"]["redis"]["condition"] == "service_healthy", name
+    for i in (1, 2, 3):
+        assert f"backend-{i}" in replica["depends_on"], (name, i)
 assert "gatehouse-admin-token" in compose["secrets"]
 for i in (1, 2, 3):
     backend = services[f"backend-{i}"]
     assert backend["command"][0] == "demo-backend", backend["command"]
     assert "orders" in backend["networks"]["default"]["aliases"]
-print("compose services and mounts: ok")
+redis = services["redis"]
+assert redis["image"].rsplit("/", 1)[-1].startswith("redis:7"), redis["image"]
+assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"]), redis["healthcheck"]
+assert "ports" not in redis, "Redis has no password: it stays on the compose network"
+url = urllib.parse.urlsplit(config["redis"]["url"])
+assert url.scheme == "redis" and url.hostname == "redis" and url.port == 6379, config["redis"]["url"]
+assert config["cache"] and all(cache.get("shared") is True for cache in config["cache"].values())
+for name, limit in config.get("limit", {}).items():
+    if "rate" in limit:
+        assert limit.get("shared") is True, f"limit {name} must be shared across the replicas"
+targets = [t for job in prometheus["scrape_configs"] if job["job_name"] == "gatehouse"
+           for c in job["static_configs"] for t in c["targets"]]
+assert sorted(targets) == ["gatehouse-a:9090", "gatehouse-b:9090"], targets
+assert set(services["prometheus"]["depends_on"]) == {"gatehouse-a", "gatehouse-b"}
+print("compose services, mounts, Redis and scrape targets: ok")
 EOF
 
 step "docker/k8s against the Kubernetes schemas"
@@ -98,7 +128,7 @@ step "docker/k8s against the Kubernetes schemas"
 
 # What the issue asks of the manifests, beyond their schema.
 "$VENV/bin/python" - docker/k8s <<'EOF'
-import pathlib, re, sys, tomllib, yaml
+import pathlib, re, sys, tomllib, urllib.parse, yaml
 docs = {}
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
     for doc in yaml.safe_load_all(path.read_text()):
@@ -137,7 +167,35 @@ assert monitor["kind"] == "ServiceMonitor"
 admin = docs[("Service", "gatehouse-admin")]
 assert monitor["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items()
 assert monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in admin["spec"]["ports"]]
-print("manifests: probes, grace period, security context, services, ServiceMonitor: ok")
+# Redis, shared by the replicas: the ConfigMap names its Service by DNS name, the cache uses
+# it, and it runs as carefully as gatehouse itself.
+redis = docs[("Deployment", "redis")]
+assert redis["spec"]["replicas"] == 1, "a second Redis pod would be a second, separate cache"
+redis_pod = redis["spec"]["template"]["spec"]
+redis_container = redis_pod["containers"][0]
+assert redis_container["image"].rsplit("/", 1)[-1].startswith("redis:7"), redis_container["image"]
+assert "readinessProbe" in redis_container and "livenessProbe" in redis_container
+assert redis_container["resources"]["requests"] and redis_container["resources"]["limits"]
+assert redis_pod["securityContext"]["runAsNonRoot"] is True
+redis_security = redis_container["securityContext"]
+assert redis_security["readOnlyRootFilesystem"] is True and redis_security["allowPrivilegeEscalation"] is False
+service = docs[("Service", "redis")]
+assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+[service_port] = service["spec"]["ports"]
+assert service_port["targetPort"] in [p["name"] for p in redis_container["ports"]]
+url = urllib.parse.urlsplit(config["redis"]["url"])
+assert url.scheme == "redis" and url.hostname == "redis.default.svc.cluster.local", config["redis"]["url"]
+assert url.port == service_port["port"], (url.port, service_port)
+assert config["cache"] and all(cache.get("shared") is True for cache in config["cache"].values())
+assert any(route.get("cache") in config["cache"] for route in config["route"]), "no route uses the cache"
+for name, limit in config.get("limit", {}).items():
+    if "rate" in limit:
+        assert limit.get("shared") is True, f"limit {name} must be shared across the replicas"
+policy = docs[("NetworkPolicy", "redis")]
+assert policy["spec"]["podSelector"]["matchLabels"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+assert allowed.items() <= deployment["spec"]["template"]["metadata"]["labels"].items(), allowed
+print("manifests: probes, grace period, security context, services, ServiceMonitor, Redis: ok")
 EOF
 
 step "docker/Dockerfile (hadolint)"

@@ -1482,49 +1482,48 @@ pub(crate) struct Forwarded {
     in_flight: crate::upstream::InFlight,
 }
 
-/// The head of a request kept to send it again on another server after the first attempt
-/// failed in flight: only for idempotent requests whose body is empty or was read whole
-/// before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible at all (a
-/// cloned header map costs a few hundred instructions).
+/// A request kept to send it again on another server after an HTTP/2 attempt failed in
+/// flight (hyper's client takes the request; gatehouse's HTTP/1.1 codec hands it back, so
+/// HTTP/1.1 attempts copy nothing): only for idempotent requests whose body is empty or was
+/// read whole before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible
+/// at all (a cloned header map costs a few hundred instructions).
 struct ReplayableHead {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
-    fields: Option<ForwardingFields>,
     /// Empty, or read whole before the first attempt.
     body: RequestBody,
 }
 
+/// The request of a failed HTTP/1.1 attempt, with its body again, to send once more: the
+/// codec took only its body.
+fn handed_back(
+    mut request: Request<RequestBody>,
+    body: Option<RequestBody>,
+) -> Option<Request<RequestBody>> {
+    *request.body_mut() = body?;
+    Some(request)
+}
+
 impl ReplayableHead {
-    /// A copy of the head (and of a body read whole) when a retry after a failure in flight
-    /// is possible at all.
-    fn keep(
-        parts: &http::request::Parts,
-        body: &RequestBody,
-        fields: Option<&ForwardingFields>,
-        upstream: &Upstream,
-        retryable: bool,
-    ) -> Option<Self> {
-        if !retryable || upstream.retries == 0 || upstream.servers.len() < 2 {
-            return None;
-        }
+    /// A copy of the request (its head, and its body if it was read whole) for an attempt
+    /// that consumes it; `None` when its body cannot be sent twice.
+    fn keep(request: &Request<RequestBody>) -> Option<Self> {
         Some(Self {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            fields: fields.cloned(),
-            body: body.try_clone()?,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+            body: request.body().try_clone()?,
         })
     }
 
-    fn request(&self) -> (Request<RequestBody>, Option<ForwardingFields>) {
-        let body = self.body.try_clone().unwrap_or(RequestBody::Empty);
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
+    fn request(self) -> Request<RequestBody> {
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers.clone();
-        (request, self.fields.clone())
+        *request.headers_mut() = self.headers;
+        request
     }
 }
 
@@ -1557,7 +1556,9 @@ fn forward<'a>(
 ) -> impl Future<Output = Result<Forwarded, ForwardError>> + Send + 'a {
     async move {
         let retryable = is_idempotent(&parts.method);
-        let replay = ReplayableHead::keep(&parts, &body, fields.as_ref(), upstream, retryable);
+        // Whether a request that met a failure in flight may go again (to another server):
+        // each attempt then hands it back, if its body can be sent twice.
+        let replayable = retryable && upstream.retries > 0 && upstream.servers.len() >= 2;
         let mut request = Request::from_parts(parts, body);
         // The forwarding fields not yet in `request`'s map.
         let mut fields = fields;
@@ -1577,6 +1578,7 @@ fn forward<'a>(
                 upstream,
                 request,
                 &mut fields,
+                replayable,
                 attempt_start,
                 request_id,
                 interim,
@@ -1598,7 +1600,7 @@ fn forward<'a>(
             // A retry needs the request again and a server not tried yet; otherwise the client
             // gets this server's failure (502/504), not a misleading "no server available".
             let again = (retryable && retries < upstream.retries)
-                .then(|| request_again(&error, unsent, fields.take(), replay.as_ref()))
+                .then(|| request_again(&error, unsent, fields.take()))
                 .flatten();
             let next = again.and_then(|again| {
                 claim_server(upstream, &mut tried, key, started, panic).map(|next| (again, next))
@@ -1709,19 +1711,19 @@ fn record_verdict(
 /// The request to send again after `error`: the one that never left (a failed connect), or a
 /// copy of a replayable one after a broken connection or a timeout; `None` when the error is
 /// not worth a retry or nothing can be sent again.
-/// `fields` are the unsent request's forwarding fields not yet in its map.
+/// `unsent` is the request as the attempt handed it back: one that never left (a failed
+/// connect), or one that may be sent again after a broken connection or a timeout (see
+/// `send_to_server`); `fields` are its forwarding fields not yet in its map.
 fn request_again(
     error: &ForwardError,
     unsent: Option<Request<RequestBody>>,
     fields: Option<ForwardingFields>,
-    replay: Option<&ReplayableHead>,
 ) -> Option<(Request<RequestBody>, Option<ForwardingFields>)> {
-    let unsent = unsent.map(|request| (request, fields));
     match error {
-        ForwardError::Connect(_) => unsent,
-        ForwardError::Timeout | ForwardError::Upstream(_) | ForwardError::Http1(_) => {
-            unsent.or_else(|| replay.map(ReplayableHead::request))
-        }
+        ForwardError::Connect(_)
+        | ForwardError::Timeout
+        | ForwardError::Upstream(_)
+        | ForwardError::Http1(_) => unsent.map(|request| (request, fields)),
         _ => None,
     }
 }
@@ -1759,6 +1761,7 @@ fn send_to_server<'a>(
     upstream: &'a Upstream,
     mut request: Request<RequestBody>,
     fields: &'a mut Option<ForwardingFields>,
+    replayable: bool,
     started: Instant,
     request_id: &'a HeaderValue,
     interim: Option<&'a InterimSink>,
@@ -1812,7 +1815,21 @@ fn send_to_server<'a>(
                     };
                     // Boxed: hyper's HTTP/2 request future is over a kilobyte, and inline it would
                     // sit in every request's forwarding future, HTTP/1.1 ones included.
+                    // hyper takes the request: a copy is kept to send again, if it may be.
+                    let replay = if replayable {
+                        ReplayableHead::keep(&request)
+                    } else {
+                        None
+                    };
                     match Box::pin(attempt.send(sender, request)).await {
+                        Ok(Err((error, None)))
+                            if matches!(
+                                error,
+                                ForwardError::Timeout | ForwardError::Upstream(_)
+                            ) =>
+                        {
+                            return Err((error, replay.map(|replay| replay.request())));
+                        }
                         Ok(result) => return result,
                         Err(unsent) => {
                             request = unsent;
@@ -1829,6 +1846,12 @@ fn send_to_server<'a>(
                 None
             } else {
                 request.body().try_clone()
+            };
+            // The body again, for a request handed back after a failure in flight.
+            let again = if replayable {
+                request.body().try_clone()
+            } else {
+                None
             };
             let options = client::Options {
                 interim,
@@ -1862,11 +1885,11 @@ fn send_to_server<'a>(
                         ) => ForwardError::AmbiguousFraming,
                         error => ForwardError::Http1(error),
                     };
-                    return Err((error, None));
+                    return Err((error, handed_back(request, again)));
                 }
                 Failure::Timeout => {
                     server.metrics.timeout.inc();
-                    return Err((ForwardError::Timeout, None));
+                    return Err((ForwardError::Timeout, handed_back(request, again)));
                 }
                 Failure::RequestBody(error) => {
                     if let Some(cause) = error.downcast_ref::<BodyTooLarge>() {

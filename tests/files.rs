@@ -6,10 +6,7 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Client, Reply, TestUpstream, WAIT};
-use http::Request;
-use http_body_util::Full;
+use common::{Reply, TestUpstream, WAIT};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,17 +15,7 @@ use tokio::net::TcpStream;
 
 const SECRET: &str = "TOP-SECRET-BESIDE-THE-ROOT";
 
-const HEAD: &str = r#"
-[admin]
-bind = ""
-
-[log]
-access = "off"
-
-[[listener]]
-name = "public"
-bind = "127.0.0.1:0"
-"#;
+const HEAD: &str = common::ONE_LISTENER;
 
 /// A directory of its own for one test, removed when dropped: `root/` is served, `secret.txt`
 /// sits beside it.
@@ -82,17 +69,7 @@ fn files_route(root: &Path, extra: &str) -> String {
 }
 
 async fn send(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(target)
-        .header("host", "site.example");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    Client::connect(addr)
-        .await
-        .send(request.body(Full::new(Bytes::new())).unwrap())
-        .await
+    common::send_to_host(addr, "site.example", method, target, headers).await
 }
 
 async fn get(addr: SocketAddr, target: &str) -> Reply {

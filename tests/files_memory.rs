@@ -7,17 +7,7 @@ mod common;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const HEAD: &str = r#"
-[admin]
-bind = ""
-
-[log]
-access = "off"
-
-[[listener]]
-name = "public"
-bind = "127.0.0.1:0"
-"#;
+const HEAD: &str = common::ONE_LISTENER;
 
 /// The resident set of this process, in KiB.
 fn rss_kib() -> u64 {

@@ -6,42 +6,22 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Client, Reply, TestUpstream};
-use http::{Request, Response};
+use common::{Reply, TestUpstream};
+use http::Response;
 use http_body_util::Full;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HEAD: &str = r#"
-[admin]
-bind = ""
-
-[log]
-access = "off"
-
-[[listener]]
-name = "public"
-bind = "127.0.0.1:0"
-"#;
+const HEAD: &str = common::ONE_LISTENER;
 
 fn upstream(name: &str, server: SocketAddr) -> String {
     format!("\n[upstream.{name}]\nservers = [\"{server}\"]\n")
 }
 
 async fn send(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(target)
-        .header("host", "shop.example.com");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    Client::connect(addr)
-        .await
-        .send(request.body(Full::new(Bytes::new())).unwrap())
-        .await
+    common::send_to_host(addr, "shop.example.com", method, target, headers).await
 }
 
 async fn get(addr: SocketAddr, target: &str) -> Reply {

@@ -273,12 +273,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn fields_added_to_a_raw_head_replace_or_extend_the_upstreams() {
-        static X_ID: http::HeaderName = http::HeaderName::from_static("x-id");
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 200 OK\r\nVia: 1.0 origin\r\nX-ID: old\r\nx-id: older\r\nContent-Length: 0\r\n\r\n"[..],
-        );
+    /// A response head read with its fields kept as bytes.
+    fn kept_head(bytes: &[u8]) -> Box<RawFields> {
+        let mut buf = BytesMut::from(bytes);
         let Ok(crate::http1::Parsed::Complete(head)) = crate::http1::parse_response_keeping(
             &mut buf,
             &crate::http1::HeadConfig::default(),
@@ -287,7 +284,15 @@ mod tests {
         ) else {
             panic!("not parsed");
         };
-        let mut raw = head.raw.expect("kept as bytes");
+        head.raw.expect("kept as bytes")
+    }
+
+    #[test]
+    fn fields_added_to_a_raw_head_replace_or_extend_the_upstreams() {
+        static X_ID: http::HeaderName = http::HeaderName::from_static("x-id");
+        let mut raw = kept_head(
+            b"HTTP/1.1 200 OK\r\nVia: 1.0 origin\r\nX-ID: old\r\nx-id: older\r\nContent-Length: 0\r\n\r\n",
+        );
         raw.add(
             &http::header::VIA,
             HeaderValue::from_static("1.1 gatehouse"),
@@ -313,18 +318,9 @@ mod tests {
 
     #[test]
     fn a_raw_head_keeps_its_case_and_gives_way_to_added_fields() {
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 200 OK\r\nServer: Up\r\nVia: 1.0 origin\r\nX-Id: old\r\nKeep-Alive: 5\r\nContent-Length: 2\r\n\r\nhi"[..],
+        let raw = kept_head(
+            b"HTTP/1.1 200 OK\r\nServer: Up\r\nVia: 1.0 origin\r\nX-Id: old\r\nKeep-Alive: 5\r\nContent-Length: 2\r\n\r\nhi",
         );
-        let Ok(crate::http1::Parsed::Complete(head)) = crate::http1::parse_response_keeping(
-            &mut buf,
-            &crate::http1::HeadConfig::default(),
-            &Method::GET,
-            true,
-        ) else {
-            panic!("not parsed");
-        };
-        let raw = head.raw.expect("kept as bytes");
         let expected = "HTTP/1.1 200 OK\r\nServer: Up\r\nVia: 1.0 origin\r\nContent-Length: 2\r\n";
         // Few added names (gathered up front) and many (looked up in the map): the same.
         for extra in [0, 10] {

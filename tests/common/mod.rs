@@ -365,6 +365,41 @@ impl Client {
     }
 }
 
+/// The start of a config with one public listener on an ephemeral port, no admin listener
+/// and no access log: tests add routes and upstreams after it.
+pub const ONE_LISTENER: &str = r#"
+[admin]
+bind = ""
+
+[log]
+access = "off"
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+"#;
+
+/// A one-off request for `host` on a new connection, with an empty body.
+pub async fn send_to_host(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Client::connect(addr)
+        .await
+        .send(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+}
+
 /// A one-off GET on a new connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     Client::connect(addr).await.get(path).await

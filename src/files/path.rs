@@ -17,6 +17,7 @@
 //!
 //! Decoding once means `%252e%252e` is the literal name `%2e%2e`, not `..`.
 
+use crate::route::escaped_byte;
 use std::borrow::Cow;
 
 /// Why a path is not served.
@@ -26,15 +27,6 @@ pub enum Refusal {
     BadPath,
     /// The path names something that is never served: 404, as if it were not there.
     Hidden,
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// The request path percent-decoded once (borrowed when it has no escape).
@@ -51,16 +43,7 @@ pub fn decode(path: &str) -> Result<Cow<'_, str>, Refusal> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let (Some(high), Some(low)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) else {
-                return Err(Refusal::BadPath);
-            };
-            let byte = high << 4 | low;
-            if byte == b'/' || byte == b'\\' || byte == 0 {
-                return Err(Refusal::BadPath);
-            }
+            let byte = escaped_byte(bytes, i).map_err(|_| Refusal::BadPath)?;
             decoded.push(byte);
             i += 3;
         } else {

@@ -7,6 +7,7 @@ pub mod rewrite;
 mod router;
 pub mod template;
 
+pub(crate) use normalize::escaped_byte;
 pub use normalize::{PathError, normalize_path};
 pub use router::{
     Found, MatchedBy, Matchers, PathPattern, RouteEntry, RouteRequest, Router, ValueMatch,

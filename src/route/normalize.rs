@@ -31,6 +31,23 @@ impl PathError {
     }
 }
 
+/// The byte the escape `%XY` starting at `bytes[i]` stands for. Not two hex digits is
+/// `BadEscape`; `/`, `\` and NUL are `AmbiguousEscape`: no path may hide a separator or a NUL
+/// in an escape, whatever reads it next.
+pub(crate) fn escaped_byte(bytes: &[u8], i: usize) -> Result<u8, PathError> {
+    let (Some(high), Some(low)) = (
+        bytes.get(i + 1).copied().and_then(hex),
+        bytes.get(i + 2).copied().and_then(hex),
+    ) else {
+        return Err(PathError::BadEscape);
+    };
+    let value = high << 4 | low;
+    if matches!(value, b'/' | b'\\' | 0) {
+        return Err(PathError::AmbiguousEscape);
+    }
+    Ok(value)
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -77,16 +94,7 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
             i += 1;
             continue;
         }
-        let (Some(high), Some(low)) = (
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) else {
-            return Err(PathError::BadEscape);
-        };
-        let value = high << 4 | low;
-        if matches!(value, b'/' | b'\\' | 0) {
-            return Err(PathError::AmbiguousEscape);
-        }
+        let value = escaped_byte(bytes, i)?;
         if is_unreserved(value) {
             decoded.push(value);
         } else {

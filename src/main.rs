@@ -14,6 +14,12 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: gatehouse::allocator::Mimalloc = gatehouse::allocator::Mimalloc;
 
+// Runs as the process is loaded, before Rust's runtime allocates anything.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = gatehouse::allocator::commit_arenas_on_demand;
+
 const DEFAULT_CONFIG: &str = "config/gatehouse.toml";
 
 #[derive(Parser)]

@@ -491,6 +491,77 @@ async fn index_files_directories_and_the_default_lookup() {
 }
 
 #[tokio::test]
+async fn directories_without_an_index_are_listed_where_the_route_says_so() {
+    let site = Site::new();
+    let root = site.root();
+    std::fs::write(root.join("empty/report <1>.txt"), "twelve bytes").unwrap();
+    std::fs::create_dir(root.join("empty/nested")).unwrap();
+    std::fs::write(root.join("empty/.hidden"), "no").unwrap();
+    std::os::unix::fs::symlink(site.dir.join("secret.txt"), root.join("empty/leak.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("digits.txt"), root.join("empty/digits.txt")).unwrap();
+    let gatehouse = common::start_gatehouse(&files_route(&root, ", listing = \"html\"")).await;
+    let addr = gatehouse.listener_addrs[0];
+
+    let reply = get(addr, "/empty/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let page = reply.text();
+    assert!(page.contains("<title>Index of /empty/</title>"), "{page}");
+    let nested = page.find("<a href=\"nested/\">nested/</a>").expect(&page);
+    let report = page
+        .find("<a href=\"report%20%3C1%3E.txt\">report &lt;1&gt;.txt</a></td><td>")
+        .expect(&page);
+    let digits = page
+        .find("<a href=\"digits.txt\">digits.txt</a>")
+        .expect(&page);
+    assert!(
+        nested < digits && digits < report,
+        "directories first, then by name"
+    );
+    assert!(page.contains("<td>12</td>") && page.contains("<td>10</td>"));
+    for absent in [".hidden", "leak.txt", SECRET] {
+        assert!(!page.contains(absent), "{absent} listed: {page}");
+    }
+    // A listed link is served, and a listing's HEAD has its length without the body.
+    assert_eq!(
+        get(addr, "/empty/report%20%3C1%3E.txt").await.text(),
+        "twelve bytes"
+    );
+    let head = send(addr, "HEAD", "/empty/", &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(page.len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    // A directory with an index still serves it; one without the slash is redirected.
+    assert_eq!(get(addr, "/docs/").await.text(), "docs index");
+    assert_eq!(get(addr, "/empty").await.status, 301);
+    gatehouse.shutdown().await;
+
+    let gatehouse = common::start_gatehouse(&files_route(&root, ", listing = \"json\"")).await;
+    let reply = get(gatehouse.listener_addrs[0], "/empty/nested/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.text(), "[]");
+    let reply = get(gatehouse.listener_addrs[0], "/empty/").await;
+    let listed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["name"].as_str())
+        .collect();
+    assert_eq!(names, ["nested", "digits.txt", "report <1>.txt"]);
+    assert_eq!(listed[0]["type"], "directory");
+    assert_eq!(listed[2]["size"], 12);
+    gatehouse.shutdown().await;
+}
+
+#[tokio::test]
 async fn try_files_serves_a_single_page_app() {
     let site = Site::new();
     let gatehouse = common::start_gatehouse(&files_route(
@@ -763,6 +834,13 @@ fn bad_files_settings_are_reported_with_their_place() {
         (
             "files = { root = \"/no/such/dir\" }".to_owned(),
             "cannot read",
+        ),
+        (
+            format!(
+                "files = {{ root = \"{}\", listing = \"xml\" }}",
+                root.display()
+            ),
+            "unknown listing format",
         ),
         (
             format!("files = {{ root = \"{}\", hiden = true }}", root.display()),

@@ -24,6 +24,10 @@ pub struct FilesConfig {
     /// Serve files and directories whose name starts with `.` (refused with 404 by default).
     #[serde(default)]
     pub hidden: bool,
+    /// List a directory that has no index file (nginx's `autoindex`): `"html"` or `"json"`
+    /// (nginx's `autoindex_format`); off by default, when such a directory is 403.
+    #[serde(default)]
+    pub listing: Option<Spanned<String>>,
     /// Follow symbolic links that lead out of `root` (refused with 404 by default; nginx's
     /// `disable_symlinks` is the other way round).
     #[serde(default)]
@@ -244,6 +248,18 @@ pub fn check(route: &RouteConfig, errors: &mut Vec<Located>) {
                 format!("unknown coding {coding:?}; expected \"br\", \"zstd\" or \"gzip\""),
             ));
         }
+    }
+    if let Some(listing) = &files.listing
+        && !matches!(listing.get_ref().as_str(), "html" | "json")
+    {
+        errors.push(located(
+            listing.span(),
+            "listing",
+            format!(
+                "unknown listing format {:?}; expected \"html\" or \"json\" (or leave listing out)",
+                listing.get_ref()
+            ),
+        ));
     }
     if let Some(value) = &files.cache_control
         && http::HeaderValue::from_str(value.get_ref()).is_err()

@@ -9,6 +9,7 @@
 //! holds up only its own response and a 1 GiB file costs one chunk of memory.
 
 use super::answer::Part;
+use super::listing::Entry;
 use super::lookup::{Filesystem, Probe};
 use bytes::Bytes;
 use http::StatusCode;
@@ -25,6 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 use tokio::task::JoinHandle;
 
 /// A file opened for serving, with what `fstat` said of it.
@@ -94,6 +96,10 @@ impl Filesystem for Disk<'_> {
     }
 }
 
+/// The most entries one listing shows: a directory with more is listed up to here and says
+/// so, so that one request cannot build an answer without bound.
+pub const MAX_LISTED: usize = 10_000;
+
 enum Opening {
     /// What the path leads to lies outside the root.
     Outside,
@@ -120,6 +126,58 @@ impl Disk<'_> {
             }
         }
         self.open_checked(relative)
+    }
+
+    /// The entries of the directory at `relative` as a listing shows them, and whether some
+    /// were left out past [`MAX_LISTED`]. Left out too: names that are not UTF-8 (no request
+    /// could name them), hidden names unless `hidden`, anything but files and directories, and
+    /// links that serving would refuse to follow (a link is listed as what it leads to).
+    pub fn list(&self, relative: &str, hidden: bool) -> io::Result<(Vec<Entry>, bool)> {
+        let dir = self.open(relative).map_err(|opening| match opening {
+            Opening::Outside => io::Error::from(io::ErrorKind::NotFound),
+            Opening::Failed(error) => error,
+        })?;
+        // Read through the descriptor just opened (and checked), not by the path again.
+        let items = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+        let mut entries = Vec::new();
+        for item in items {
+            let Ok(item) = item else { continue };
+            let Ok(name) = item.file_name().into_string() else {
+                continue;
+            };
+            if !hidden && name.starts_with('.') {
+                continue;
+            }
+            if entries.len() == MAX_LISTED {
+                return Ok((entries, true));
+            }
+            let Ok(kind) = item.file_type() else { continue };
+            let meta = if kind.is_symlink() {
+                let child = if relative.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{relative}/{name}")
+                };
+                match self.open(&child).map(|file| file.metadata()) {
+                    Ok(Ok(meta)) => meta,
+                    _ => continue,
+                }
+            } else {
+                match item.metadata() {
+                    Ok(meta) => meta,
+                    Err(_) => continue,
+                }
+            };
+            if meta.is_dir() || meta.is_file() {
+                entries.push(Entry {
+                    name,
+                    dir: meta.is_dir(),
+                    len: meta.len(),
+                    modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                });
+            }
+        }
+        Ok((entries, false))
     }
 
     /// Opens `relative` following every link, then checks where it landed.

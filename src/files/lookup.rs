@@ -34,6 +34,8 @@ pub enum Found<F> {
     Status(StatusCode),
     /// `@NAME`: forward the request to the route's upstream.
     Upstream,
+    /// A directory without an index file, on a route that lists directories.
+    Listing { relative: String },
 }
 
 /// How a route looks files up.
@@ -43,6 +45,8 @@ pub struct Rules<'a> {
     /// `/`; a redirect to add the `/` to a directory's path).
     pub try_files: &'a [TryEntry],
     pub hidden: bool,
+    /// List a directory that has no index file (else 403, as nginx's `autoindex off`).
+    pub listing: bool,
 }
 
 impl From<Refusal> for StatusCode {
@@ -132,8 +136,8 @@ fn default_lookup<FS: Filesystem>(
     }
 }
 
-/// A directory's first index file; 403 when it has none (listings are not offered, as
-/// nginx's `autoindex off`).
+/// A directory's first index file; when it has none, its listing where the route offers one,
+/// else 403 (nginx's `autoindex off`).
 fn index<FS: Filesystem>(fs: &FS, rules: &Rules<'_>, dir: &str) -> Found<FS::File> {
     for name in rules.index {
         let path = if dir.is_empty() {
@@ -152,7 +156,13 @@ fn index<FS: Filesystem>(fs: &FS, rules: &Rules<'_>, dir: &str) -> Found<FS::Fil
             Probe::Dir | Probe::Missing => {}
         }
     }
-    Found::Status(StatusCode::FORBIDDEN)
+    if rules.listing {
+        Found::Listing {
+            relative: dir.to_owned(),
+        }
+    } else {
+        Found::Status(StatusCode::FORBIDDEN)
+    }
 }
 
 #[cfg(test)]
@@ -201,16 +211,22 @@ mod tests {
             Found::AddSlash => "301".into(),
             Found::Status(status) => status.as_u16().to_string(),
             Found::Upstream => "upstream".into(),
+            Found::Listing { relative } => format!("listing of {relative:?}"),
         }
     }
 
     fn look(try_files: &[&str], uri: &str) -> String {
+        look_listing(try_files, uri, false)
+    }
+
+    fn look_listing(try_files: &[&str], uri: &str, listing: bool) -> String {
         let index = vec!["index.html".to_owned()];
         let try_files = entries(try_files);
         let rules = Rules {
             index: &index,
             try_files: &try_files,
             hidden: false,
+            listing,
         };
         describe(lookup(&tree(), &rules, uri))
     }
@@ -256,5 +272,21 @@ mod tests {
         assert_eq!(look(&["$uri", "@backend"], "/app.js"), "app (app.js)");
         assert_eq!(look(&["$uri", "$uri.html", "@backend"], "/"), "upstream");
         assert_eq!(look(&["$uri", "/missing.html"], "/x"), "404");
+    }
+
+    #[test]
+    fn a_directory_without_an_index_is_listed_only_where_the_route_says_so() {
+        assert_eq!(look_listing(&[], "/empty/", true), "listing of \"empty\"");
+        assert_eq!(look_listing(&[], "/", true), "root index (index.html)");
+        assert_eq!(
+            look_listing(&[], "/docs/", true),
+            "docs index (docs/index.html)"
+        );
+        assert_eq!(look_listing(&[], "/empty", true), "301");
+        assert_eq!(
+            look_listing(&["$uri", "$uri/", "=404"], "/empty", true),
+            "listing of \"empty\""
+        );
+        assert_eq!(look_listing(&[], "/empty/", false), "403");
     }
 }

@@ -12,6 +12,7 @@
 mod answer;
 mod disk;
 mod hot;
+mod listing;
 mod lookup;
 mod path;
 
@@ -32,6 +33,7 @@ pub struct Files {
     index: Vec<String>,
     try_files: Vec<TryEntry>,
     hidden: bool,
+    listing: Option<listing::Format>,
     symlinks_outside_root: bool,
     precompressed: [Option<Encoding>; 3],
     cache_control: Option<HeaderValue>,
@@ -96,6 +98,13 @@ impl Files {
             ),
             None => None,
         };
+        let listing = match &config.listing {
+            Some(name) => Some(
+                listing::Format::parse(name.get_ref())
+                    .ok_or_else(|| format!("files.listing: unknown format {:?}", name.get_ref()))?,
+            ),
+            None => None,
+        };
         let prefix = match (mapping.strip_prefix, mapping.replace_prefix) {
             (_, Some(replacement)) => Some((mapping.prefix.to_owned(), replacement.to_owned())),
             (true, None) if mapping.prefix.len() > 1 => {
@@ -108,6 +117,7 @@ impl Files {
             index: config.index.get_ref().clone(),
             try_files,
             hidden: config.hidden,
+            listing,
             symlinks_outside_root: config.symlinks_outside_root,
             precompressed,
             cache_control,
@@ -181,12 +191,14 @@ impl Files {
             index: &self.index,
             try_files: &self.try_files,
             hidden: self.hidden,
+            listing: self.listing.is_some(),
         };
         let (mut opened, relative) = match lookup::lookup(&disk, &rules, &uri) {
             Found::File { file, relative } => (file, relative),
             Found::AddSlash => return Served::AddSlash,
             Found::Status(status) => return Served::Status(status),
             Found::Upstream => return Served::Upstream,
+            Found::Listing { relative } => return self.list(method, &disk, &relative, path),
         };
         let content_type = mime_guess::from_path(&relative).first_raw().map_or(
             HeaderValue::from_static("application/octet-stream"),
@@ -253,6 +265,45 @@ impl Files {
             status: answer.status,
             headers: answer.headers,
             body,
+        }
+    }
+
+    /// The listing of the directory at `relative`, asked for at `path`.
+    fn list(&self, method: &Method, disk: &disk::Disk<'_>, relative: &str, path: &str) -> Served {
+        let Some(format) = self.listing else {
+            return Served::Status(StatusCode::FORBIDDEN);
+        };
+        let (mut entries, truncated) = match disk.list(relative, self.hidden) {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(directory = %relative, %error, "listing a directory failed");
+                return Served::Status(match error.kind() {
+                    std::io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+                    std::io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                });
+            }
+        };
+        listing::sort(&mut entries);
+        let title = decode(path).unwrap_or(std::borrow::Cow::Borrowed(path));
+        let body = listing::render(format, &title, &entries, truncated);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Some(cache_control) = &self.cache_control {
+            headers.insert(http::header::CACHE_CONTROL, cache_control.clone());
+        }
+        Served::File {
+            status: StatusCode::OK,
+            headers,
+            body: Body::Bytes(if *method == Method::HEAD {
+                Bytes::new()
+            } else {
+                body
+            }),
         }
     }
 

@@ -571,7 +571,11 @@ async fn try_files_serves_a_single_page_app() {
     .await;
     let addr = gatehouse.listener_addrs[0];
     assert_eq!(get(addr, "/style.css").await.text(), "body { color: red }");
-    assert_eq!(get(addr, "/docs").await.text(), "docs index");
+    assert_eq!(get(addr, "/docs/").await.text(), "docs index");
+    // `$uri/` finds the directory; as in nginx, its path gets the slash first.
+    let reply = get(addr, "/docs").await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.header("location"), Some("/docs/"));
     for path in ["/orders/42", "/settings", "/"] {
         let reply = get(addr, path).await;
         assert_eq!(reply.status, 200, "{path}");

@@ -12,7 +12,7 @@
 //!     `rewrite`, `return`, `forward_auth`;
 //! (d) `return`, `slash_redirect`, `basic_auth`;
 //! (e) `split`, `split_by`, `mirror`.
-//! (b), (c) and (f) use only keys of today's build and pass.
+//! (b), (c), (f) and (g) use only keys of today's build and pass.
 
 mod common;
 
@@ -396,6 +396,22 @@ async fn ask(addr: SocketAddr, tls: bool, case: &Case) -> Seen {
     }
 }
 
+/// The files a corpus config may serve: `__DIR__/www` and `__DIR__/media`.
+fn write_site(dir: &Path) {
+    for (path, content) in [
+        ("www/index.html", "<h1>the app shell</h1>\n"),
+        ("www/style.css", "body { margin: 0 }\n"),
+        ("www/docs/index.html", "<h1>docs</h1>\n"),
+        ("www/downloads/report.txt", "quarterly numbers\n"),
+        ("www/api/openapi.json", "{\"openapi\": \"3.1.0\"}\n"),
+        ("media/logo.txt", "a logo, in words\n"),
+    ] {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
 /// Runs one corpus file in both and compares every case.
 async fn compare(
     file: &str,
@@ -438,6 +454,7 @@ async fn compare(
         "staff:$apr1$gatehse$EFDZWyJfZv2AZDOEUGyPB1\n",
     )
     .unwrap();
+    write_site(&dir.0);
     let conf = dir.0.join("nginx.conf");
     std::fs::write(&conf, &text).unwrap();
 
@@ -693,6 +710,37 @@ async fn f_tls_termination_in_front_of_one_service() {
         &[
             get("PORT_HTTPS", "/", "localhost").seen(&["x-forwarded-proto", "x-tls"]),
             get("PORT_HTTPS", "/deep/path?q=1", "other.example").seen(&["x-tls"]),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn g_static_files_a_single_page_app_a_listing_and_an_api_fallback() {
+    let h = "site.example.com";
+    let file = [
+        "content-type",
+        "content-length",
+        "last-modified",
+        "cache-control",
+    ];
+    compare(
+        "g_static_files.conf",
+        &["app"],
+        &[("PORT_HTTP", false)],
+        &[
+            get("PORT_HTTP", "/", h).response(&file),
+            get("PORT_HTTP", "/style.css", h).response(&file),
+            get("PORT_HTTP", "/orders/42", h).response(&file),
+            get("PORT_HTTP", "/docs", h),
+            get("PORT_HTTP", "/docs/", h).response(&file),
+            get("PORT_HTTP", "/downloads/report.txt", h).response(&file),
+            // Listed by both (the pages differ; gatehouse says its charset).
+            get("PORT_HTTP", "/downloads/", h),
+            get("PORT_HTTP", "/media/logo.txt", h).response(&file),
+            get("PORT_HTTP", "/media/missing.txt", h),
+            get("PORT_HTTP", "/api/openapi.json", h).response(&file),
+            get("PORT_HTTP", "/api/orders?page=2", h),
         ],
     )
     .await;

@@ -78,10 +78,14 @@ pub fn lookup<FS: Filesystem>(fs: &FS, rules: &Rules<'_>, uri: &str) -> Found<FS
             TryEntry::Upstream(_) => return Found::Upstream,
             TryEntry::Path { pieces, dir } => (pieces, *dir),
         };
-        let candidate = fill(pieces, uri);
+        let filled = fill(pieces, uri);
+        // nginx tests a directory entry without its last `/`, and what it found is then served
+        // as that path: `$uri/` of `/docs/` is the directory's index, of `/docs` a redirect to
+        // add the slash.
+        let names_dir_path = dir && (filled == "/" || filled[..filled.len() - 1].ends_with('/'));
         // A filled-in entry is checked like a request path: `$uri.html` of `/` is the hidden
         // `.html`, which does not match.
-        let Ok(candidate) = relative(&candidate, rules.hidden) else {
+        let Ok(candidate) = relative(&filled, rules.hidden) else {
             continue;
         };
         let found = match fs.probe(&candidate) {
@@ -89,7 +93,8 @@ pub fn lookup<FS: Filesystem>(fs: &FS, rules: &Rules<'_>, uri: &str) -> Found<FS
                 file,
                 relative: candidate.into_owned(),
             }),
-            Probe::Dir if dir => Some(index(fs, rules, &candidate)),
+            Probe::Dir if dir && names_dir_path => Some(index(fs, rules, &candidate)),
+            Probe::Dir if dir => Some(Found::AddSlash),
             Probe::Refused(status) => Some(Found::Status(status)),
             _ => None,
         };
@@ -249,9 +254,10 @@ mod tests {
     fn try_files_for_a_single_page_app() {
         let spa = ["$uri", "$uri/", "/index.html"];
         assert_eq!(look(&spa, "/app.js"), "app (app.js)");
-        assert_eq!(look(&spa, "/docs"), "docs index (docs/index.html)");
+        assert_eq!(look(&spa, "/docs/"), "docs index (docs/index.html)");
+        assert_eq!(look(&spa, "/docs"), "301", "as nginx: the slash is added");
         assert_eq!(look(&spa, "/orders/42"), "root index (index.html)");
-        assert_eq!(look(&spa, "/empty"), "403");
+        assert_eq!(look(&spa, "/empty/"), "403");
         assert_eq!(
             look(&spa, "/.git/config"),
             "404",
@@ -284,7 +290,7 @@ mod tests {
         );
         assert_eq!(look_listing(&[], "/empty", true), "301");
         assert_eq!(
-            look_listing(&["$uri", "$uri/", "=404"], "/empty", true),
+            look_listing(&["$uri", "$uri/", "=404"], "/empty/", true),
             "listing of \"empty\""
         );
         assert_eq!(look_listing(&[], "/empty/", false), "403");

@@ -72,7 +72,14 @@ struct Settings {
     real_ip_recursive: Option<bool>,
     mirror: Option<Vec<(String, Loc)>>,
     default_type: Option<String>,
+    /// `root`, or `alias` (then `alias` is true): where files are served from.
     root: Option<String>,
+    alias: Option<bool>,
+    index: Option<Vec<String>>,
+    try_files: Option<(Vec<String>, Loc)>,
+    autoindex: Option<bool>,
+    autoindex_format: Option<(String, Loc)>,
+    expires: Option<(Vec<String>, Loc)>,
 }
 
 macro_rules! inherit {
@@ -119,7 +126,13 @@ impl Settings {
             real_ip_recursive,
             mirror,
             default_type,
-            root
+            root,
+            alias,
+            index,
+            try_files,
+            autoindex,
+            autoindex_format,
+            expires
         );
         out
     }
@@ -250,20 +263,18 @@ fn report(reports: &mut Vec<Report>, d: &Directive, why: impl Into<String>) {
     });
 }
 
-/// Directives about serving files, which a proxy does not do.
-const FILE_SERVING: &[&str] = &[
-    "root",
-    "alias",
-    "index",
-    "try_files",
-    "autoindex",
-    "expires",
-    "sendfile",
-    "tcp_nopush",
+/// Directives about serving files that gatehouse decides for itself, with what it does.
+const FILE_SERVING: &[(&str, &str)] = &[(
     "open_file_cache",
-    "types",
-    "etag",
-];
+    "files.memory_cache keeps small files' contents, files.revalidate_after how long",
+)];
+
+fn file_serving_note(name: &str) -> Option<&'static str> {
+    FILE_SERVING
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+}
 
 /// Directives whose effect gatehouse has built in: translated by doing nothing.
 const INHERENT: &[(&str, &str)] = &[
@@ -293,6 +304,16 @@ const INHERENT: &[(&str, &str)] = &[
         "proxy_pass_request_body",
         "gatehouse passes the request's body",
     ),
+    ("sendfile", "gatehouse reads files in chunks itself"),
+    (
+        "tcp_nopush",
+        "gatehouse writes a file's head with its first bytes",
+    ),
+    (
+        "types",
+        "gatehouse types files by their extension, from a built-in table like mime.types",
+    ),
+    ("etag", "gatehouse sends an ETag with files"),
 ];
 
 impl Translator {
@@ -443,11 +464,8 @@ impl Translator {
                     "no equivalent: gatehouse's access log formats are text, json and combined",
                 ),
                 _ => {
-                    if FILE_SERVING.contains(&d.name.as_str()) {
-                        if d.name == "root" {
-                            own.root = d.args.first().map(|r| self.path(r));
-                        }
-                        self.report(d, "gatehouse does not serve files");
+                    if let Some(why) = file_serving_note(&d.name) {
+                        self.report(d, format!("no equivalent: {why}"));
                     } else if !self.setting(d, &mut own) {
                         self.report(d, "no equivalent in gatehouse");
                     }
@@ -789,8 +807,13 @@ impl Translator {
             "default_type" => own.default_type = Some(first.clone()),
             "root" | "alias" => {
                 own.root = Some(self.path(&first));
-                return false;
+                own.alias = Some(d.name == "alias");
             }
+            "index" => own.index = Some(a.clone()),
+            "try_files" => own.try_files = Some((a.clone(), d.loc.clone())),
+            "autoindex" => own.autoindex = Some(first == "on"),
+            "autoindex_format" => own.autoindex_format = Some((first.clone(), d.loc.clone())),
+            "expires" => own.expires = Some((a.clone(), d.loc.clone())),
             other => return INHERENT.iter().any(|(n, _)| *n == other),
         }
         true
@@ -844,11 +867,8 @@ impl Translator {
                     "no equivalent: gatehouse's own answers say `Server: gatehouse`, without a version; upstream responses keep theirs",
                 ),
                 _ => {
-                    if FILE_SERVING.contains(&x.name.as_str()) {
-                        if x.name == "root" || x.name == "alias" {
-                            own.root = x.args.first().map(|r| self.path(r));
-                        }
-                        self.report(x, "gatehouse does not serve files");
+                    if let Some(why) = file_serving_note(&x.name) {
+                        self.report(x, format!("no equivalent: {why}"));
                     } else if !self.setting(x, &mut own) {
                         self.report(x, "no equivalent in gatehouse");
                     }
@@ -1043,12 +1063,9 @@ impl Translator {
                     }
                 }
                 _ => {
-                    let known = self.setting(x, &mut own);
-                    if FILE_SERVING.contains(&x.name.as_str()) {
-                        if x.name != "root" && x.name != "alias" || me.proxy_pass.is_some() {
-                            self.report(x, "gatehouse does not serve files");
-                        }
-                    } else if !known {
+                    if let Some(why) = file_serving_note(&x.name) {
+                        self.report(x, format!("no equivalent: {why}"));
+                    } else if !self.setting(x, &mut own) {
                         self.report(x, "no equivalent in gatehouse");
                     }
                 }
@@ -1487,6 +1504,10 @@ impl Translator {
             loc: l.loc.clone(),
         };
         if let Matcher::Named(n) = &l.matcher {
+            if ends_a_try_files(server, n) {
+                // Translated with the routes whose try_files ends at it.
+                return None;
+            }
             self.report(&at("location"), format!("{n}: named locations are reached by internal redirects (error_page, try_files), which gatehouse has no equivalent for"));
             return None;
         }
@@ -1503,20 +1524,19 @@ impl Translator {
             }
             return None;
         }
-        if l.proxy_pass.is_none() && l.ret.is_none() && !l.rewrites.iter().any(is_redirect_rewrite)
-        {
-            if self.servers_reference(server, l) {
-                // An error page's file: used by the routes whose error_page names it.
-                return None;
-            }
-            self.report(
-                &at("location"),
-                format!(
-                    "{}: serves files (no proxy_pass or return); gatehouse does not serve files",
-                    l.source
-                ),
-            );
+        let serves_files = l.proxy_pass.is_none()
+            && l.ret.is_none()
+            && !l.rewrites.iter().any(is_redirect_rewrite);
+        if serves_files && self.servers_reference(server, l) {
+            // An error page's file: used by the routes whose error_page names it.
             return None;
+        }
+        if !serves_files && let Some((_, try_loc)) = &l.settings.try_files {
+            self.note(
+                try_loc,
+                "try_files",
+                "not translated in a location that proxies: files are served by locations without proxy_pass",
+            );
         }
         let s = &l.settings;
         let mut d = Draft {
@@ -1586,13 +1606,145 @@ impl Translator {
             if let Some(t) = self.ret(ret, s, &captures) {
                 d.subtables.push(t);
             }
-        } else if let Some((target, pass_loc)) = &l.proxy_pass
-            && !self.proxy_pass(server, l, target, pass_loc, break_rewrite, &mut d)
-        {
+        } else if let Some((target, pass_loc)) = &l.proxy_pass {
+            if !self.proxy_pass(server, l, target, pass_loc, break_rewrite, &mut d) {
+                return None;
+            }
+        } else if serves_files && !self.files(server, l, &mut d) {
             return None;
         }
         self.common(server, l, &captures, &mut d);
         Some(d)
+    }
+
+    /// A location that serves files (nginx's `root` or `alias`, `index`, `try_files`,
+    /// `autoindex`, `expires`) as the route's `files`; false (reported) where it cannot be
+    /// said the same way.
+    fn files(&mut self, server: &Server, l: &Location, d: &mut Draft) -> bool {
+        let s = &l.settings;
+        let at = |name: &str| Directive {
+            name: name.into(),
+            args: vec![],
+            block: None,
+            loc: l.loc.clone(),
+        };
+        // nginx's default root is `html` under its prefix.
+        let root = s.root.clone().unwrap_or_else(|| self.path("html"));
+        if root.contains('$') {
+            self.report(
+                &at("root"),
+                format!(
+                    "{}: variables in root or alias are not translated",
+                    l.source
+                ),
+            );
+            return false;
+        }
+        let mut pairs = vec![("root".to_owned(), emit::string(&root))];
+        if s.alias == Some(true) {
+            match &l.matcher {
+                Matcher::Prefix { .. } => d.body.push(("strip_prefix".into(), "true".into())),
+                _ => {
+                    self.report(&at("alias"), format!("{}: alias is translated in prefix locations only (here it names the file itself or uses captures)", l.source));
+                    return false;
+                }
+            }
+        }
+        if let Some(index) = &s.index {
+            if let Some(bad) = index.iter().find(|n| n.contains(['/', '$'])) {
+                self.report(&at("index"), format!("{bad}: index files are translated as names in the directory (no paths, no variables)"));
+                return false;
+            }
+            pairs.push(("index".into(), emit::strings(index)));
+        }
+        if let Some((entries, try_loc)) = &s.try_files {
+            let mut out = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.iter().enumerate() {
+                let last = i + 1 == entries.len();
+                let entry = match entry.strip_prefix('@') {
+                    Some(name) if last => match self.named_upstream(server, name, try_loc, d) {
+                        Some(upstream) => format!("@{upstream}"),
+                        None => return false,
+                    },
+                    _ => entry.clone(),
+                };
+                if let Err(why) = crate::config::parse_try_entry(&entry, last) {
+                    self.note(
+                        try_loc,
+                        "try_files",
+                        format!("{why}; the location is not translated"),
+                    );
+                    return false;
+                }
+                out.push(entry);
+            }
+            pairs.push(("try_files".into(), emit::strings(&out)));
+        }
+        if s.autoindex == Some(true) {
+            let format = match &s.autoindex_format {
+                None => "html",
+                Some((f, _)) if f == "html" || f == "json" => f.as_str(),
+                Some((f, format_loc)) => {
+                    self.note(
+                        format_loc,
+                        "autoindex_format",
+                        format!("{f}: listings are html or json; html is used"),
+                    );
+                    "html"
+                }
+            };
+            pairs.push(("listing".into(), emit::string(format)));
+        }
+        if let Some((args, expires_loc)) = &s.expires {
+            match expires_cache_control(args) {
+                Ok(Some(value)) => pairs.push(("cache_control".into(), emit::string(&value))),
+                Ok(None) => {}
+                Err(why) => self.note(expires_loc, "expires", why),
+            }
+        }
+        d.comments.push(format!("{}: serves files", l.loc));
+        d.body.push(("files".into(), emit::inline(&pairs)));
+        true
+    }
+
+    /// The upstream of the named location `@name` that ends a `try_files`: its proxy_pass,
+    /// set as the route's upstream.
+    fn named_upstream(
+        &mut self,
+        server: &Server,
+        name: &str,
+        at: &Loc,
+        d: &mut Draft,
+    ) -> Option<String> {
+        let named = server
+            .locations
+            .iter()
+            .find(|o| o.matcher == Matcher::Named(format!("@{name}")))
+            .cloned();
+        let Some(named) = named else {
+            self.note(
+                at,
+                "try_files",
+                format!("@{name}: no such named location in the server"),
+            );
+            return None;
+        };
+        let Some((target, pass_loc)) = &named.proxy_pass else {
+            self.note(
+                at,
+                "try_files",
+                format!("@{name}: only a named location that proxies is translated"),
+            );
+            return None;
+        };
+        if !self.proxy_pass(server, &named, target, pass_loc, false, d) {
+            return None;
+        }
+        d.comments.push(format!(
+            "{}: what try_files does not find goes to location @{name}'s upstream, with this route's settings",
+            named.loc
+        ));
+        d.upstream.clone()
     }
 
     fn servers_reference(&self, server: &Server, l: &Location) -> bool {
@@ -2304,6 +2456,78 @@ impl Translator {
     }
 }
 
+/// Whether some location's `try_files` ends at the named location `name` (`@x`).
+fn ends_a_try_files(server: &Server, name: &str) -> bool {
+    server.locations.iter().any(|o| {
+        o.settings
+            .try_files
+            .as_ref()
+            .and_then(|(entries, _)| entries.last())
+            .is_some_and(|last| last == name)
+    })
+}
+
+/// The Cache-Control that nginx's `expires` sends with files: `expires 30d` is `max-age=2592000`,
+/// `max` ten years, `epoch` and negative times `no-cache`, `off` nothing. `modified` and `@`
+/// times (relative to the file or the time of day) have no equivalent.
+fn expires_cache_control(args: &[String]) -> Result<Option<String>, String> {
+    let [time] = args else {
+        return Err("expires with `modified` or two arguments is not translated".into());
+    };
+    let time = time.as_str();
+    match time {
+        "off" => return Ok(None),
+        "max" => return Ok(Some("max-age=315360000".into())),
+        "epoch" => return Ok(Some("no-cache".into())),
+        _ => {}
+    }
+    if time.starts_with('@') {
+        return Err(format!("{time}: a time of day has no equivalent"));
+    }
+    let (negative, magnitude) = match time.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, time.strip_prefix('+').unwrap_or(time)),
+    };
+    let seconds = nginx_seconds(magnitude).ok_or_else(|| format!("{time}: not a time"))?;
+    Ok(Some(if negative || seconds == 0 {
+        "no-cache".into()
+    } else {
+        format!("max-age={seconds}")
+    }))
+}
+
+/// nginx's time syntax (`1h30m`, `30d`, `90`): seconds.
+fn nginx_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            'M' => 2_592_000,
+            'y' => 31_536_000,
+            _ => return None,
+        };
+        let n: u64 = number.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        total = total.checked_add(number.parse().ok()?)?;
+    }
+    Some(total)
+}
+
 /// Sets `name` in an ordered header list (names compared without case); true if it replaced
 /// a value already there.
 fn put(set: &mut Vec<(String, String)>, name: &str, value: String) -> bool {
@@ -2570,6 +2794,7 @@ fn regex_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::nginx_str;
+    use super::expires_cache_control;
     use std::path::Path;
 
     fn import(text: &str) -> (toml::Table, Vec<String>) {
@@ -2894,14 +3119,14 @@ mod tests {
     fn untranslatable_directives_are_reported_with_their_place() {
         let t = nginx_str(
             Path::new("/n/nginx.conf"),
-            "user www;\nhttp {\n map $a $b { default 1; }\n server {\n  listen 80;\n  location / {\n   root /srv;\n  }\n  location /p { proxy_pass http://127.0.0.1:1; sub_filter a b; if ($x) { return 403; } }\n }\n}\n",
+            "user www;\nhttp {\n map $a $b { default 1; }\n server {\n  listen 80;\n  location / {\n   root /srv; open_file_cache max=10;\n  }\n  location /p { proxy_pass http://127.0.0.1:1; sub_filter a b; if ($x) { return 403; } }\n }\n}\n",
         )
         .unwrap();
         let lines: Vec<String> = t.reports.iter().map(ToString::to_string).collect();
         for expected in [
             "/n/nginx.conf:1: user: ",
             "/n/nginx.conf:3: map: ",
-            "/n/nginx.conf:6: location: /: serves files",
+            "/n/nginx.conf:7: open_file_cache: no equivalent",
             "/n/nginx.conf:9: sub_filter: ",
             "/n/nginx.conf:9: if: ",
         ] {
@@ -2910,6 +3135,92 @@ mod tests {
                 "{expected} missing in {lines:#?}"
             );
         }
+    }
+
+    #[test]
+    fn file_serving_locations_become_files_routes() {
+        let (t, reports) = import(&server(
+            "root /srv/site;\n index index.html index.htm;\n\
+             location / { try_files $uri $uri/ /index.html; expires 1h; }\n\
+             location /assets/ { alias /srv/assets/; autoindex on; autoindex_format json; expires max; }\n\
+             location /app/ { try_files $uri @backend; }\n\
+             location @backend { proxy_pass http://b; }\n\
+             location /bad/ { try_files $uri $args =404; }\n\
+             location = /exact.txt { alias /srv/x.txt; }\n\
+             location /api/ { root /ignored; proxy_pass http://b/; }",
+        ));
+        let strings = |value: &toml::Value| -> Vec<String> {
+            value
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let root = route(&t, "*", "/");
+        let files = &root["files"];
+        assert_eq!(files["root"].as_str(), Some("/srv/site"));
+        assert_eq!(strings(&files["index"]), ["index.html", "index.htm"]);
+        assert_eq!(
+            strings(&files["try_files"]),
+            ["$uri", "$uri/", "/index.html"]
+        );
+        assert_eq!(files["cache_control"].as_str(), Some("max-age=3600"));
+        assert!(files.get("listing").is_none());
+        assert!(root.get("upstream").is_none());
+
+        let assets = route(&t, "*", "/assets/");
+        assert_eq!(assets["strip_prefix"].as_bool(), Some(true));
+        assert_eq!(assets["files"]["root"].as_str(), Some("/srv/assets/"));
+        assert_eq!(assets["files"]["listing"].as_str(), Some("json"));
+        assert_eq!(
+            assets["files"]["cache_control"].as_str(),
+            Some("max-age=315360000")
+        );
+
+        let app = route(&t, "*", "/app/");
+        assert_eq!(app["upstream"].as_str(), Some("b"));
+        assert_eq!(strings(&app["files"]["try_files"]), ["$uri", "@b"]);
+
+        let api = route(&t, "*", "/api/");
+        assert!(api.get("files").is_none(), "a proxying location proxies");
+        assert!(
+            !routes(&t)
+                .iter()
+                .any(
+                    |r| r.get("path_prefix").and_then(|p| p.as_str()) == Some("/bad/")
+                        || r.get("path_exact").is_some()
+                ),
+            "{t:#?}"
+        );
+        for expected in [
+            "only variable a try_files entry may use is $uri",
+            "alias is translated in prefix locations only",
+        ] {
+            assert!(
+                reports.iter().any(|r| r.contains(expected)),
+                "{expected} not in {reports:#?}"
+            );
+        }
+        assert!(
+            !reports.iter().any(|r| r.contains("@backend")),
+            "a named location try_files ends at is translated: {reports:#?}"
+        );
+    }
+
+    #[test]
+    fn expires_becomes_cache_control() {
+        let one = |arg: &str| expires_cache_control(&[arg.to_owned()]);
+        assert_eq!(one("30d"), Ok(Some("max-age=2592000".into())));
+        assert_eq!(one("1h30m"), Ok(Some("max-age=5400".into())));
+        assert_eq!(one("+90"), Ok(Some("max-age=90".into())));
+        assert_eq!(one("max"), Ok(Some("max-age=315360000".into())));
+        assert_eq!(one("-1"), Ok(Some("no-cache".into())));
+        assert_eq!(one("epoch"), Ok(Some("no-cache".into())));
+        assert_eq!(one("off"), Ok(None));
+        assert!(one("@15h").is_err());
+        assert!(one("soon").is_err());
+        assert!(expires_cache_control(&["modified".into(), "+1h".into()]).is_err());
     }
 
     #[test]

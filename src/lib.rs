@@ -36,5 +36,6 @@ pub mod server;
 pub mod shared;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod workers;

@@ -14,7 +14,8 @@ const LAYERS: &[&[&str]] = &[
     // Vocabulary with no imports from the crate: allocator, password files and tokens (auth),
     // certificate files, compression
     // (codings, Accept-Encoding, the encoded body), the HTTP/1.1
-    // codec, the request body, connection control, log setup, the per-core workers; the demo
+    // codec, the request body, connection control, log setup, the per-core workers, trace
+    // context and span export; the demo
     // backend stands apart and uses none of the rest.
     &[
         "allocator",
@@ -26,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
         "http1",
         "logging",
         "request_body",
+        "trace",
         "workers",
     ],
     // Routing: path normal form, matchers, the compiled router, rewrites and templates (the

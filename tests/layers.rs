@@ -15,21 +15,21 @@ const LAYERS: &[&[&str]] = &[
     // certificate files, compression
     // (codings, Accept-Encoding, the encoded body), the HTTP/1.1
     // codec, the request body, connection control, log setup, the per-core workers, trace
-    // context and span export; the demo
-    // backend stands apart and uses none of the rest.
+    // context and span export.
     &[
         "allocator",
         "auth",
         "certs",
         "compress",
         "connection",
-        "demo",
         "http1",
         "logging",
         "request_body",
         "trace",
         "workers",
     ],
+    // The demo backend: an order API apart from the proxy, which takes part in traces.
+    &["demo"],
     // Routing: path normal form, matchers, the compiled router, rewrites and templates (the
     // config checks its patterns with these parsers).
     &["route"],

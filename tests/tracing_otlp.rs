@@ -670,3 +670,53 @@ async fn tracing_reloads_its_ratio_and_endpoint() {
     assert!(first.of_trace(&trace_id).is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const EXAMPLE: &str = include_str!("../config/examples/tracing.toml");
+
+#[test]
+fn the_example_checks_as_shipped() {
+    let config = gatehouse::config::load_str(std::path::Path::new("tracing.toml"), EXAMPLE)
+        .unwrap_or_else(|e| panic!("config/examples/tracing.toml does not check:\n{e}"));
+    assert_eq!(config.listeners[0].bind.get_ref(), "127.0.0.1:8080");
+    assert_eq!(config.admin.bind.get_ref(), "127.0.0.1:9090");
+    assert_eq!(config.tracing.endpoint.get_ref(), "http://127.0.0.1:4318");
+    assert_eq!(*config.tracing.ratio.get_ref(), 1.0);
+}
+
+/// The example on free ports, exporting to `receiver`: one trace holds the client's span,
+/// gatehouse's SERVER and CLIENT spans and the order API's SERVER span, in that line.
+#[tokio::test]
+async fn the_example_traces_client_to_gatehouse_to_the_order_api() {
+    let receiver = Receiver::start().await;
+    let mut toml = EXAMPLE
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        .replace("127.0.0.1:4318", &receiver.addr.to_string());
+    for port in ["8001", "8002", "8003"] {
+        toml = toml.replace(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", common::unclaimed_port()),
+        );
+    }
+    let running = start(&toml).await;
+    let header = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let reply = get_with(&running, "/orders", &[("traceparent", &header)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let spans = receiver.wait_trace(&unhex(CALLER_TRACE), 3).await;
+    let of = |service: &str, kind: SpanKind| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|r| r.service == service && r.span.kind == kind as i32)
+            .map(|r| r.span.clone())
+            .collect()
+    };
+    let edge = &of("gatehouse", SpanKind::Server)[0];
+    let attempt = &of("gatehouse", SpanKind::Client)[0];
+    let api = &of("order-api", SpanKind::Server)[0];
+    assert_eq!(edge.parent_span_id, unhex(CALLER_SPAN));
+    assert_eq!(attempt.parent_span_id, edge.span_id);
+    assert_eq!(api.parent_span_id, attempt.span_id);
+    assert_eq!(text(api, "http.route"), "/orders");
+    assert_eq!(int(api, "http.response.status_code"), 200);
+}

@@ -35,6 +35,16 @@ pub struct Tracing {
     pub exporter: Arc<Exporter>,
 }
 
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracing")
+            .field("ratio", &self.ratio)
+            .field("tracecontext", &self.tracecontext)
+            .field("b3", &self.b3)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Keeps the one exporter across reloads, so that its queue, task and connection stay.
 #[derive(Default)]
 pub struct TraceRegistry {

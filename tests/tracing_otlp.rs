@@ -720,3 +720,26 @@ async fn the_example_traces_client_to_gatehouse_to_the_order_api() {
     assert_eq!(text(api, "http.route"), "/orders");
     assert_eq!(int(api, "http.response.status_code"), 200);
 }
+
+#[test]
+fn bad_tracing_settings_name_their_file_line_and_column() {
+    let text = "[tracing]\nendpoint = \"https://collector:4318\"\nratio = 1.5\npropagation = [\"tracecontext\", \"jaeger\"]\nheaders = { \"bad name\" = \"x\" }\n";
+    let errors = gatehouse::config::load_str(std::path::Path::new("t.toml"), text)
+        .expect_err("invalid")
+        .to_string();
+    for want in [
+        "t.toml:2:12: tracing.endpoint:",
+        "t.toml:3:9: tracing.ratio: must be between 0 and 1",
+        "t.toml:4:32: tracing.propagation[1]: unknown propagation format \"jaeger\"",
+        "t.toml:5:26: tracing.headers.bad name:",
+    ] {
+        assert!(errors.contains(want), "{want:?} not in:\n{errors}");
+    }
+    let unknown = gatehouse::config::load_str(
+        std::path::Path::new("t.toml"),
+        "[tracing]\nendpont = \"http://127.0.0.1:4318\"\n",
+    )
+    .expect_err("unknown key")
+    .to_string();
+    assert!(unknown.contains("t.toml:2:1"), "{unknown}");
+}

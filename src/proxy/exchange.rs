@@ -160,7 +160,7 @@ impl AccessRecord<'_> {
                 bytes = self.bytes,
                 complete = self.complete,
                 request_id = self.request_id.to_str().unwrap_or("-"),
-                trace_id = self.trace_id.unwrap_or("-"),
+                trace_id = self.trace_id,
             ),
         }
     }

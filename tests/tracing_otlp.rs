@@ -668,6 +668,21 @@ async fn tracing_reloads_its_ratio_and_endpoint() {
     );
     second.wait_trace(&trace_id, 2).await;
     assert!(first.of_trace(&trace_id).is_empty());
+
+    std::fs::write(
+        &path,
+        config(&[upstream.addr], "", second.addr, "ratio = 0.0"),
+    )
+    .unwrap();
+    let report = serde_json::to_value(running.reloader.reload("test").await).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(get_with(&running, "/3", &[]).await.status, StatusCode::OK);
+    let (_, _, sampled) = traceparent(
+        upstream.received()[2].headers["traceparent"]
+            .to_str()
+            .unwrap(),
+    );
+    assert!(!sampled, "ratio 0 after the reload");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -742,4 +757,70 @@ fn bad_tracing_settings_name_their_file_line_and_column() {
     .expect_err("unknown key")
     .to_string();
     assert!(unknown.contains("t.toml:2:1"), "{unknown}");
+}
+
+/// A collector that takes connections and requests but never answers.
+async fn hanging_collector() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&posts);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        std::future::pending::<()>().await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, posts)
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_slows_no_request() {
+    let (collector, posts) = hanging_collector().await;
+    let upstream = TestUpstream::named("app").await;
+    let running = start(&config(&[upstream.addr], "", collector, "")).await;
+
+    let mut client = Client::connect(running.listener_addrs[0]).await;
+    // The first export hangs from here on; every request after it must still be quick.
+    assert_eq!(client.get("/first").await.status, StatusCode::OK);
+    let deadline = Instant::now() + WAIT;
+    while posts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no export reached the collector");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..100 {
+        let started = Instant::now();
+        assert_eq!(client.get(&format!("/{i}")).await.status, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "request {i} took {:?} while the collector hangs",
+            started.elapsed()
+        );
+    }
+    // The export that hangs gives up (after 5 s) and its spans are counted dropped.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dropped = metric_sample(
+            &running.metrics.render(),
+            "gatehouse_tracing_spans_dropped_total",
+            &[],
+        )
+        .unwrap_or(0.0);
+        if dropped >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dropped span counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

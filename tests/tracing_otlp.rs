@@ -424,11 +424,20 @@ async fn a_retried_request_has_a_client_span_per_attempt() {
 #[tokio::test]
 async fn a_cache_hit_has_no_client_span() {
     let receiver = Receiver::start().await;
+    // /cached is fresh for a minute; /etag must be revalidated each time (304 from the origin).
     let upstream = TestUpstream::with_responder(
         "app",
-        Arc::new(|_| {
+        Arc::new(|seen| {
+            let revalidating = seen.headers.get("if-none-match").is_some();
+            let (status, max_age) = match seen.uri.path() {
+                "/etag" if revalidating => (StatusCode::NOT_MODIFIED, "max-age=0"),
+                "/etag" => (StatusCode::OK, "max-age=0"),
+                _ => (StatusCode::OK, "max-age=60"),
+            };
             Response::builder()
-                .header("cache-control", "max-age=60")
+                .status(status)
+                .header("cache-control", max_age)
+                .header("etag", "\"v1\"")
                 .body(Full::new(Bytes::from_static(b"stored")))
                 .unwrap()
         }),
@@ -458,6 +467,21 @@ async fn a_cache_hit_has_no_client_span() {
     let server = &of_kind(&second, SpanKind::Server)[0];
     assert_eq!(text(server, "gatehouse.cache.outcome"), "hit");
     assert_eq!(int(server, "http.response.status_code"), 200);
+
+    // A stored response revalidated with the origin: a CLIENT span (the 304), and the cache
+    // answered.
+    let stored = "00000000000000000000000000000c03";
+    let revalidated = "00000000000000000000000000000c04";
+    for trace in [stored, revalidated] {
+        let header = format!("00-{trace}-{CALLER_SPAN}-01");
+        let reply = get_with(&running, "/etag", &[("traceparent", &header)]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let spans = receiver.wait_trace(&unhex(revalidated), 2).await;
+    let client = &of_kind(&spans, SpanKind::Client)[0];
+    assert_eq!(int(client, "http.response.status_code"), 304);
+    let server = &of_kind(&spans, SpanKind::Server)[0];
+    assert_eq!(text(server, "gatehouse.cache.outcome"), "revalidated");
 }
 
 #[tokio::test]

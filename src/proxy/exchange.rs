@@ -235,7 +235,7 @@ impl ExchangeState {
                 attributes.push(("gatehouse.route", route.name.to_string().into()));
                 attributes.push(("gatehouse.upstream", route.upstream.name.to_string().into()));
                 if route.cache.is_some() {
-                    let outcome = if trace.cache_hit { "hit" } else { "miss" };
+                    let outcome = trace.cache_outcome.unwrap_or("miss");
                     attributes.push(("gatehouse.cache.outcome", outcome.into()));
                 }
                 if !route.rate_limits.is_empty() {

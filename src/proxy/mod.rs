@@ -1327,8 +1327,10 @@ impl Reply {
 
     /// The client's response from a stored one (built by `cache_answer`).
     fn answer_from_cache(mut self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
-        if let Some(trace) = &mut self.exchange.trace {
-            trace.cache_hit = true;
+        if let Some(trace) = &mut self.exchange.trace
+            && trace.sampled
+        {
+            trace.cache_outcome = Some(cache_outcome(response.headers()));
         }
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id);
@@ -1732,6 +1734,22 @@ fn attempt_end(result: &SendResult) -> AttemptEnd {
         ForwardError::BodyTooLarge => "body_too_large",
         ForwardError::ClientBody => "client_body",
     })
+}
+
+/// What a stored response's Cache-Status says of how the cache answered: fresh, after a 304
+/// from the upstream, or stale in place of an upstream that failed.
+fn cache_outcome(headers: &http::HeaderMap) -> &'static str {
+    let status = headers
+        .get(cache_answer::cache_status_name())
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    let has = |part: &[u8]| status.windows(part.len()).any(|w| w == part);
+    if has(b"stale-if-error") {
+        "stale"
+    } else if has(b"fwd-status=304") {
+        "revalidated"
+    } else {
+        "hit"
+    }
 }
 
 /// A server that took a request: its in-flight count and, outside panic mode, its breaker's

@@ -110,7 +110,7 @@ impl Tracing {
             b3: self.b3,
             start,
             start_unix_nanos: if sampled { unix_nanos_now() } else { 0 },
-            cache_hit: false,
+            cache_outcome: None,
             attributes: Vec::new(),
             attempts: Vec::new(),
         }
@@ -147,8 +147,8 @@ pub struct RequestTrace {
     b3: bool,
     start: Instant,
     start_unix_nanos: u64,
-    /// The response came from the cache.
-    pub cache_hit: bool,
+    /// How the cache answered (`hit`, `revalidated`, `stale`), when it did; `None` is a miss.
+    pub cache_outcome: Option<&'static str>,
     /// The SERVER span's attributes, gathered as the request goes (sampled requests only).
     pub attributes: Vec<Attribute>,
     attempts: Vec<Attempt>,

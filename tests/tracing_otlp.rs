@@ -848,3 +848,123 @@ async fn a_collector_that_never_answers_slows_no_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn access_and_rate_limit_decisions_are_span_attributes() {
+    let receiver = Receiver::start().await;
+    let upstream = TestUpstream::named("app").await;
+    let toml = config(&[upstream.addr], "", receiver.addr, "").replace(
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\nlimits = [\"per_ip\"]\n\n\
+         [[route]]\npath_prefix = \"/private/\"\nupstream = \"app\"\naccess = [\"deny all\"]\n",
+    ) + "\n[limit.per_ip]\nrate = \"1/m\"\n";
+    let running = start(&toml).await;
+
+    let traces = [
+        ("00000000000000000000000000000d01", "/open", StatusCode::OK),
+        (
+            "00000000000000000000000000000d02",
+            "/open",
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            "00000000000000000000000000000d03",
+            "/private/x",
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (trace, path, status) in traces {
+        let header = format!("00-{trace}-{CALLER_SPAN}-01");
+        let reply = get_with(&running, path, &[("traceparent", &header)]).await;
+        assert_eq!(reply.status, status, "{path}");
+    }
+    let passed = receiver.wait_trace(&unhex(traces[0].0), 2).await;
+    let server = &of_kind(&passed, SpanKind::Server)[0];
+    assert_eq!(text(server, "gatehouse.rate_limit.decision"), "passed");
+    let rejected = receiver.wait_trace(&unhex(traces[1].0), 1).await;
+    assert_eq!(
+        rejected.len(),
+        1,
+        "a rejected request goes nowhere: {rejected:#?}"
+    );
+    assert_eq!(
+        text(&rejected[0].span, "gatehouse.rate_limit.decision"),
+        "rejected"
+    );
+    assert_eq!(int(&rejected[0].span, "http.response.status_code"), 429);
+    let denied = receiver.wait_trace(&unhex(traces[2].0), 1).await;
+    assert_eq!(denied.len(), 1);
+    assert_eq!(text(&denied[0].span, "gatehouse.access.decision"), "denied");
+    assert_eq!(text(&denied[0].span, "http.route"), "/private/");
+}
+
+/// `gatehouse_tracing_spans_dropped_total` as the admin listener at `admin` exposes it.
+async fn dropped_on(admin: SocketAddr) -> f64 {
+    let metrics = common::get(admin, "/metrics").await.text();
+    metric_sample(&metrics, "gatehouse_tracing_spans_dropped_total", &[]).unwrap_or(0.0)
+}
+
+/// Polls the admin listener until `want` spans are counted dropped.
+async fn wait_dropped(admin: SocketAddr, want: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dropped = dropped_on(admin).await;
+        if dropped == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dropped} spans dropped after {WAIT:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_outage_is_logged_once() {
+    let collector = refused_addr().await;
+    let upstream = TestUpstream::named("app").await;
+    let (proxy_port, admin_port) = (common::unclaimed_port(), common::unclaimed_port());
+    let text = format!(
+        "[log]\nlevel = \"info\"\naccess = \"off\"\n\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n\n\
+         [[listener]]\nname = \"public\"\nbind = \"127.0.0.1:{proxy_port}\"\n\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n\n\
+         [upstream.app]\nservers = [\"{}\"]\n\n[tracing]\nendpoint = \"http://{collector}\"\n",
+        upstream.addr
+    );
+    let mut process = common::process::Process::spawn(&text, "tracing-outage");
+    let (proxy, admin) = (
+        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
+        SocketAddr::from(([127, 0, 0, 1], admin_port)),
+    );
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(admin).await.is_err()
+        || tokio::net::TcpStream::connect(proxy).await.is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "gatehouse did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two waves of exports, each failing: one line for the outage, not one per batch.
+    let mut client = Client::connect(proxy).await;
+    for wave in 1..=2 {
+        for i in 0..10 {
+            assert_eq!(
+                client.get(&format!("/{wave}/{i}")).await.status,
+                StatusCode::OK
+            );
+        }
+        wait_dropped(admin, f64::from(wave * 20)).await;
+    }
+    process.sigterm();
+    let status = process.exit_by(Instant::now() + WAIT).await;
+    assert!(status.success());
+    let lines = process.all_lines().await;
+    let outage_lines = lines
+        .lines()
+        .filter(|l| l.contains("span export failed"))
+        .count();
+    assert_eq!(outage_lines, 1, "{lines}");
+}

@@ -968,3 +968,40 @@ async fn a_collector_outage_is_logged_once() {
         .count();
     assert_eq!(outage_lines, 1, "{lines}");
 }
+
+#[tokio::test]
+async fn a_mirrored_copy_is_a_child_of_the_server_span() {
+    let receiver = Receiver::start().await;
+    let main = TestUpstream::named("main").await;
+    let shadow = TestUpstream::named("shadow").await;
+    let toml = config(&[main.addr], "", receiver.addr, "").replace(
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n\n[route.mirror]\nupstream = \"shadow\"\n",
+    ) + &format!("\n[upstream.shadow]\nservers = [\"{}\"]\n", shadow.addr);
+    let running = start(&toml).await;
+    let header = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    assert_eq!(
+        get_with(&running, "/m", &[("traceparent", &header)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let spans = receiver.wait_trace(&unhex(CALLER_TRACE), 2).await;
+    let server = &of_kind(&spans, SpanKind::Server)[0];
+    let client = &of_kind(&spans, SpanKind::Client)[0];
+    let deadline = Instant::now() + WAIT;
+    while shadow.received().is_empty() {
+        assert!(Instant::now() < deadline, "the shadow got no copy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let copy = &shadow.received()[0];
+    let (trace_id, parent, _) = traceparent(copy.headers["traceparent"].to_str().unwrap());
+    assert_eq!(trace_id, unhex(CALLER_TRACE));
+    assert_eq!(
+        parent, server.span_id,
+        "the copy hangs under gatehouse's SERVER span"
+    );
+    let (_, main_parent, _) =
+        traceparent(main.received()[0].headers["traceparent"].to_str().unwrap());
+    assert_eq!(main_parent, client.span_id);
+}

@@ -1041,7 +1041,21 @@ impl Routed {
         // A copy for the route's mirror is kept as the body streams, never holding it.
         let body = match &route.mirror {
             None => body,
-            Some(mirror) => mirror::tee(mirror, &parts, body, client.addr.ip()),
+            Some(mirror) => {
+                // The copy is a child of this request's SERVER span, not of the caller's span
+                // (each attempt of the request itself names its own CLIENT span later).
+                if let Some(trace) = &exchange.trace {
+                    parts.headers.insert(
+                        &crate::trace::TRACEPARENT,
+                        crate::trace::context::traceparent(
+                            &trace.trace_id,
+                            &trace.span_id,
+                            trace.sampled,
+                        ),
+                    );
+                }
+                mirror::tee(mirror, &parts, body, client.addr.ip())
+            }
         };
         let body = RequestBody::client(body, route.max_body_bytes, &route.metrics.received_bytes);
         // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2), and hyper's HTTP/2

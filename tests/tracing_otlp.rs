@@ -1005,3 +1005,22 @@ async fn a_mirrored_copy_is_a_child_of_the_server_span() {
         traceparent(main.received()[0].headers["traceparent"].to_str().unwrap());
     assert_eq!(main_parent, client.span_id);
 }
+
+#[tokio::test]
+async fn an_http2_client_is_traced_as_such() {
+    let receiver = Receiver::start().await;
+    let upstream = TestUpstream::named("app").await;
+    let running = start(&config(&[upstream.addr], "", receiver.addr, "")).await;
+    let reply = common::get_h2(running.listener_addrs[0], "/h2-client").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let (trace_id, parent, _) = traceparent(
+        upstream.received()[0].headers["traceparent"]
+            .to_str()
+            .unwrap(),
+    );
+    let spans = receiver.wait_trace(&trace_id, 2).await;
+    let server = &of_kind(&spans, SpanKind::Server)[0];
+    assert_eq!(text(server, "network.protocol.version"), "2");
+    assert_eq!(text(server, "url.path"), "/h2-client");
+    assert_eq!(of_kind(&spans, SpanKind::Client)[0].span_id, parent);
+}

@@ -38,6 +38,8 @@ struct Receiver {
     spans: Arc<Mutex<Vec<Received>>>,
     /// Bodies that did not decode, or posts to another path (both must stay empty).
     rejected: Arc<Mutex<Vec<String>>>,
+    /// The `x-api-key` of each export (empty when it had none).
+    api_keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -46,18 +48,30 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let spans: Arc<Mutex<Vec<Received>>> = Arc::default();
         let rejected: Arc<Mutex<Vec<String>>> = Arc::default();
+        let api_keys: Arc<Mutex<Vec<String>>> = Arc::default();
         let (kept, refused) = (Arc::clone(&spans), Arc::clone(&rejected));
+        let keys = Arc::clone(&api_keys);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (kept, refused) = (Arc::clone(&kept), Arc::clone(&refused));
+                let keys = Arc::clone(&keys);
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let (kept, refused) = (Arc::clone(&kept), Arc::clone(&refused));
+                        let keys = Arc::clone(&keys);
                         async move {
                             let (parts, body) = request.into_parts();
+                            keys.lock().unwrap().push(
+                                parts
+                                    .headers
+                                    .get("x-api-key")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned(),
+                            );
                             let body = body.collect().await.map(|b| b.to_bytes());
                             let content_type = parts
                                 .headers
@@ -93,6 +107,7 @@ impl Receiver {
             addr,
             spans,
             rejected,
+            api_keys,
         }
     }
 
@@ -679,7 +694,12 @@ async fn tracing_reloads_its_ratio_and_endpoint() {
 
     std::fs::write(
         &path,
-        config(&[upstream.addr], "", second.addr, "ratio = 1.0"),
+        config(
+            &[upstream.addr],
+            "",
+            second.addr,
+            "ratio = 1.0\nheaders = { \"x-api-key\" = \"k2\" }",
+        ),
     )
     .unwrap();
     let report = serde_json::to_value(running.reloader.reload("test").await).unwrap();
@@ -692,6 +712,12 @@ async fn tracing_reloads_its_ratio_and_endpoint() {
     );
     second.wait_trace(&trace_id, 2).await;
     assert!(first.of_trace(&trace_id).is_empty());
+    assert!(first.api_keys.lock().unwrap().iter().all(String::is_empty));
+    let keys = second.api_keys.lock().unwrap().clone();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k == "k2"),
+        "the reloaded headers go with every export: {keys:?}"
+    );
 
     std::fs::write(
         &path,

@@ -51,9 +51,10 @@ fn reload(c: &mut Criterion) {
     let addresses = AddressBook::new();
     let ids = HashMap::from([("public".to_owned(), 0)]);
     let auth = gatehouse::auth::AuthRegistry::new();
+    let traces = gatehouse::trace::TraceRegistry::new();
     let warm = config::load_str(path, &text).expect("valid config");
     Snapshot::compile(
-        warm, &servers, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth,
+        warm, &servers, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth, &traces,
     )
     .expect("compiles");
 
@@ -67,6 +68,7 @@ fn reload(c: &mut Criterion) {
             let config = config::load_str(path, black_box(&text)).expect("valid");
             Snapshot::compile(
                 config, &servers, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth,
+                &traces,
             )
             .expect("compiles")
         })

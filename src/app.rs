@@ -61,6 +61,42 @@ fn bind(what: impl Into<String>, addr: SocketAddr) -> Result<tokio::net::TcpList
     })
 }
 
+/// The demo backends' tracing: `[tracing]` as configured, every request the proxy sampled
+/// exported under the service name `order-api`.
+fn demo_tracing(
+    config: &crate::config::TracingConfig,
+    traces: &crate::trace::TraceRegistry,
+    metrics: &Metrics,
+) -> Option<crate::trace::Tracing> {
+    if !config.enabled() {
+        return None;
+    }
+    let endpoint = crate::config::parse_tracing_endpoint(config.endpoint.get_ref()).ok()?;
+    let headers = config
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                http::HeaderName::try_from(name.as_str()).ok()?,
+                http::HeaderValue::try_from(value.get_ref().as_str()).ok()?,
+            ))
+        })
+        .collect();
+    let target = crate::trace::export::Target {
+        authority: endpoint.authority,
+        path: endpoint.path,
+        headers,
+        service_name: "order-api".into(),
+    };
+    let exporter = traces.get_or_create(Some(target), &metrics.tracing_spans_dropped)?;
+    Some(crate::trace::Tracing {
+        ratio: *config.ratio.get_ref(),
+        tracecontext: true,
+        b3: false,
+        exporter,
+    })
+}
+
 impl Running {
     /// Starts from a config already loaded, without a file to reload from.
     pub async fn start(config: Config) -> Result<Self, StartError> {
@@ -92,6 +128,8 @@ impl Running {
         let store = Arc::new(OrderStore::new());
         let mut demo_addrs = Vec::new();
         let mut tasks = Vec::new();
+        // The demo backends export under their own name, to the endpoint at start.
+        let demo_traces = crate::trace::TraceRegistry::new();
         for (i, entry) in config.demo.backends.iter().enumerate() {
             let entry = entry.get_ref();
             let addr = parse_bind(&entry.addr).map_err(StartError::Config)?;
@@ -103,6 +141,9 @@ impl Running {
                 Arc::clone(&store),
                 Faults::new(entry.latency.0, entry.error_rate),
             );
+            if let Some(tracing) = demo_tracing(&config.tracing, &demo_traces, &metrics) {
+                backend.trace_to(tracing);
+            }
             let mut watch = demo_drain.watch();
             tasks.push(tokio::spawn(async move {
                 let stop = async move { watch.signalled().await };

@@ -5,8 +5,8 @@
 //!
 //! Modules sit in layers and import only from below (checked by `tests/layers.rs`, which holds
 //! the table): vocabulary without imports (`certs`, `compress`, `connection`, `http1`, `request_body`,
-//! `route`, …); `config` and `metrics`; `shared` (the Redis connection replicas share state through); `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
-//! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`. The demo backend stands apart.
+//! `trace`, …); the demo backend (which takes part in traces); `route`; `config` and `metrics`; `shared` (the Redis connection replicas share state through); `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
+//! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`.
 
 pub mod admin;
 pub mod allocator;
@@ -36,5 +36,6 @@ pub mod server;
 pub mod shared;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod workers;

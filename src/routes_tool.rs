@@ -53,6 +53,7 @@ impl Routes {
             &metrics,
             &listeners,
             &crate::auth::AuthRegistry::new(),
+            &crate::trace::TraceRegistry::new(),
         )?;
         Ok(Self {
             snapshot,

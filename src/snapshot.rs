@@ -110,6 +110,8 @@ pub struct Snapshot {
     pub admin_writes: crate::policy::admin_auth::AdminWrites,
     /// `[redis]`: the server replicas share state through, if one is configured.
     pub redis: Option<Arc<Redis>>,
+    /// `[tracing]`, when configured: the one check a request makes when it is not.
+    pub tracing: Option<crate::trace::Tracing>,
 }
 
 impl Snapshot {
@@ -126,6 +128,7 @@ impl Snapshot {
         metrics: &Metrics,
         listener_ids: &HashMap<String, usize>,
         auth: &crate::auth::AuthRegistry,
+        traces: &crate::trace::TraceRegistry,
     ) -> Result<Self, String> {
         // Everything that can fail is read first: compiling an upstream configures servers
         // that the snapshot in force shares, which a failed reload must leave alone.
@@ -394,8 +397,12 @@ impl Snapshot {
         };
         let error_pages = location::error_pages(&config.error_pages, "error_page")
             .map_err(|(_, key, message)| format!("{key}: {message}"))?;
+        let router = Router::new(entries)?;
+        // Last, after everything that can fail: the exporter is shared with the snapshot in
+        // force, which a failed reload must leave exporting where it did.
+        let tracing = compile_tracing(&config.tracing, traces, metrics)?;
         Ok(Self {
-            router: Router::new(entries)?,
+            router,
             error_pages,
             upstreams,
             limits,
@@ -405,8 +412,44 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             admin_writes,
             redis,
+            tracing,
         })
     }
+}
+
+/// `[tracing]` as the request path reads it, with the exporter kept across reloads.
+fn compile_tracing(
+    config: &crate::config::TracingConfig,
+    traces: &crate::trace::TraceRegistry,
+    metrics: &Metrics,
+) -> Result<Option<crate::trace::Tracing>, String> {
+    let target = if config.enabled() {
+        let endpoint = crate::config::parse_tracing_endpoint(config.endpoint.get_ref())
+            .map_err(|e| format!("tracing.endpoint: {e}"))?;
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            let name = http::HeaderName::try_from(name.as_str())
+                .map_err(|e| format!("tracing.headers.{name}: {e}"))?;
+            let value = HeaderValue::try_from(value.get_ref().as_str())
+                .map_err(|e| format!("tracing.headers.{name}: {e}"))?;
+            headers.push((name, value));
+        }
+        Some(crate::trace::export::Target {
+            authority: endpoint.authority,
+            path: endpoint.path,
+            headers,
+            service_name: config.service_name.get_ref().clone(),
+        })
+    } else {
+        None
+    };
+    let exporter = traces.get_or_create(target, &metrics.tracing_spans_dropped);
+    Ok(exporter.map(|exporter| crate::trace::Tracing {
+        ratio: *config.ratio.get_ref(),
+        tracecontext: config.reads_tracecontext(),
+        b3: config.reads_b3(),
+        exporter,
+    }))
 }
 
 /// The route's own copy of its upstream's settings when it sets timeouts or retries of its

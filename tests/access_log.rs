@@ -243,3 +243,61 @@ async fn a_failed_request_logs_its_upstream_server_reason_and_request_id() {
         .expect("the access line carries the same request id");
     assert_eq!(access["status"], 502);
 }
+
+/// With `[tracing]`, the access line names the request's trace id beside its request id, in
+/// the JSON and the text format alike.
+async fn traced_access_line(access: &str) -> String {
+    let upstream = TestUpstream::named("app").await;
+    // Spans are dropped (nobody listens there); the log does not depend on the export.
+    let collector = common::refused_addr().await;
+    let text = config(upstream.addr, access)
+        + &format!("\n[tracing]\nendpoint = \"http://{collector}\"\n");
+    let mut process = Process::spawn(&text, &format!("access-traced-{access}"));
+    let proxy = if access == "json" {
+        process.addr_logged("listening").await
+    } else {
+        let deadline = Instant::now() + common::WAIT;
+        loop {
+            let lines = process.all_lines_so_far().await;
+            if let Some(addr) = text_listening_addr(&lines) {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "no listening line: {lines:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let request = http::Request::get("/api/orders")
+        .header("host", "example.test")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let mut client = common::Client::connect(proxy).await;
+    assert_eq!(client.send(request).await.status, 200);
+    process.sigterm();
+    let status = process.exit_by(Instant::now() + common::WAIT).await;
+    assert!(status.success());
+    let all = process.all_lines().await;
+    all.lines()
+        .find(|l| l.contains("gatehouse::access"))
+        .unwrap_or_else(|| panic!("no access line: {all}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_id_is_logged_beside_the_request_id() {
+    let json = traced_access_line("json").await;
+    let line: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{json}"
+    );
+    assert!(line["request_id"].is_string(), "{json}");
+    let text = traced_access_line("text").await;
+    assert!(
+        text.contains("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+        "{text}"
+    );
+}

@@ -14,20 +14,22 @@ const LAYERS: &[&[&str]] = &[
     // Vocabulary with no imports from the crate: allocator, password files and tokens (auth),
     // certificate files, compression
     // (codings, Accept-Encoding, the encoded body), the HTTP/1.1
-    // codec, the request body, connection control, log setup, the per-core workers; the demo
-    // backend stands apart and uses none of the rest.
+    // codec, the request body, connection control, log setup, the per-core workers, trace
+    // context and span export.
     &[
         "allocator",
         "auth",
         "certs",
         "compress",
         "connection",
-        "demo",
         "http1",
         "logging",
         "request_body",
+        "trace",
         "workers",
     ],
+    // The demo backend: an order API apart from the proxy, which takes part in traces.
+    &["demo"],
     // Routing: path normal form, matchers, the compiled router, rewrites and templates (the
     // config checks its patterns with these parsers).
     &["route"],

@@ -65,6 +65,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             "demo" => store(section(&locator, whole(), errors), &mut config.demo),
             "resolver" => store(section(&locator, whole(), errors), &mut config.resolver),
             "redis" => store(section(&locator, whole(), errors), &mut config.redis),
+            "tracing" => store(section(&locator, whole(), errors), &mut config.tracing),
             "listener" => {
                 let Some(items) = array_of_tables(&locator, "listener", value, errors) else {
                     gaps.listeners.unnamed = true;
@@ -188,7 +189,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             other => errors.push(locator.error(
                 key.span(),
                 other.to_string(),
-                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, forward_auth, basic_auth, jwt, error_page, reload, demo, resolver",
+                "unknown section; expected one of process, log, admin, listener, route, upstream, cache, compression, limit, limits, cors, forward_auth, basic_auth, jwt, error_page, reload, demo, resolver, redis, tracing",
             )),
         }
     }

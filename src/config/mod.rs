@@ -15,6 +15,7 @@ mod forward_auth;
 mod gaps;
 mod load;
 pub mod location;
+mod otel;
 mod rate_limit;
 mod real_ip;
 mod redirect;
@@ -37,6 +38,7 @@ pub use files::{FilesConfig, PathPiece, TryEntry, parse_try_entry, try_entries};
 pub use forward_auth::ForwardAuthConfig;
 pub use load::{load_file, load_str};
 pub use location::{ErrorPageConfig, FieldMatchConfig, ReturnConfig, RewriteConfig};
+pub use otel::{TracingConfig, TracingEndpoint, parse_tracing_endpoint};
 pub use rate_limit::OnRedisError;
 pub use rate_limit::{KeyList, KeyPart, Rate, RateLimitConfig};
 pub use redirect::RedirectTemplate;
@@ -83,6 +85,8 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// `[redis]`: the server replicas share state through; off when its url is empty.
     pub redis: RedisConfig,
+    /// `[tracing]`: W3C trace context and OpenTelemetry spans; off when its endpoint is empty.
+    pub tracing: TracingConfig,
 }
 
 /// `[resolver]`: the DNS servers that resolve upstream servers given by name (nginx's

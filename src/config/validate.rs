@@ -426,6 +426,7 @@ pub(super) fn validate(
     }
 
     super::redis::validate(&config.redis, at, errors);
+    super::otel::validate(&config.tracing, at, errors);
     for (name, limit) in &config.rate_limits {
         check_rate_limit(name, limit, config.redis.enabled(), at, errors);
     }

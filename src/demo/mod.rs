@@ -67,6 +67,9 @@ pub struct DemoBackend {
     /// Requests to `/orders` and `/orders/{id}` (any method, any answer) since start; not
     /// health checks nor `/_demo/*`. Reported by `GET /_demo/stats`.
     requests: AtomicU64,
+    /// Where its SERVER spans go, when tracing is configured: it continues the trace the
+    /// proxy sends, so that one trace shows client, proxy and order API.
+    tracing: std::sync::OnceLock<crate::trace::Tracing>,
 }
 
 impl DemoBackend {
@@ -76,7 +79,13 @@ impl DemoBackend {
             store,
             faults,
             requests: AtomicU64::new(0),
+            tracing: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Exports this backend's SERVER spans with `tracing` (set once, before serving).
+    pub fn trace_to(&self, tracing: crate::trace::Tracing) {
+        let _ = self.tracing.set(tracing);
     }
 
     /// Order requests received so far (see `GET /_demo/stats`).
@@ -205,6 +214,51 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The order API's SERVER span for one request.
+fn export_span(
+    tracing: &crate::trace::Tracing,
+    mut trace: crate::trace::RequestTrace,
+    parts: &Parts,
+    status: StatusCode,
+) {
+    use crate::trace::span::Value;
+    let route = match Route::of(parts.uri.path()) {
+        Route::Health => "/healthz",
+        Route::Faults => "/_demo/faults",
+        Route::Stats => "/_demo/stats",
+        Route::Orders => "/orders",
+        Route::Order(_) => "/orders/{id}",
+        Route::Unknown => "",
+    };
+    let attributes = &mut trace.attributes;
+    attributes.push(("http.request.method", Value::from(parts.method.to_string())));
+    attributes.push(("url.path", Value::from(parts.uri.path().to_owned())));
+    attributes.push(("url.scheme", Value::from("http")));
+    if !route.is_empty() {
+        attributes.push(("http.route", Value::from(route)));
+    }
+    attributes.push((
+        "http.response.status_code",
+        Value::Int(i64::from(status.as_u16())),
+    ));
+    let error = status.is_server_error();
+    if error {
+        attributes.push(("error.type", Value::from(status.as_str().to_owned())));
+    }
+    let name = if route.is_empty() {
+        parts.method.to_string()
+    } else {
+        format!("{} {route}", parts.method)
+    };
+    let spans = trace.finish(
+        name,
+        parts.method.as_str(),
+        error,
+        std::time::Instant::now(),
+    );
+    tracing.exporter.submit(spans);
+}
+
 impl OrderApi {
     fn new(backend: Arc<DemoBackend>) -> io::Result<Self> {
         let served_by = HeaderValue::from_str(&backend.name).map_err(|_| {
@@ -229,8 +283,17 @@ impl OrderApi {
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Reply {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let traced = self.backend.tracing.get().map(|tracing| {
+            let trace = tracing.begin(&mut parts.headers, std::time::Instant::now());
+            (tracing, trace)
+        });
         let mut reply = self.dispatch(&parts, body).await;
+        if let Some((tracing, trace)) = traced
+            && trace.sampled
+        {
+            export_span(tracing, trace, &parts, reply.status());
+        }
         let headers = reply.headers_mut();
         headers.insert(SERVED_BY, self.served_by.clone());
         headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub cors_preflights: IntCounterVec,
     /// Forward-auth decisions, by route and outcome (allowed, denied, error, cached).
     pub forward_auth_requests: IntCounterVec,
+    /// Spans not exported: the queue to the collector was full, or an export failed.
+    pub tracing_spans_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -320,6 +322,11 @@ impl Metrics {
             &["upstream", "result"],
         )?;
         registry.register(Box::new(dns_resolutions.clone()))?;
+        let tracing_spans_dropped = IntCounter::new(
+            "gatehouse_tracing_spans_dropped_total",
+            "Spans not exported: the queue to the collector was full (a slow or dead collector), or the export failed.",
+        )?;
+        registry.register(Box::new(tracing_spans_dropped.clone()))?;
         let upstream_hash_picks = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_hash_picks_total",
@@ -395,6 +402,7 @@ impl Metrics {
             dns_resolutions,
             cors_preflights,
             forward_auth_requests,
+            tracing_spans_dropped,
         })
     }
 

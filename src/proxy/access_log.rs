@@ -19,6 +19,8 @@ pub(crate) struct CombinedLine<'a> {
     pub referer: Option<&'a HeaderValue>,
     pub user_agent: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
+    /// The request's trace id, when it has a trace: quoted after the request id.
+    pub trace_id: Option<&'a str>,
 }
 
 impl CombinedLine<'_> {
@@ -45,6 +47,11 @@ impl CombinedLine<'_> {
         line.push_str("\" \"");
         escape_into(&mut line, self.request_id.as_bytes());
         line.push('"');
+        if let Some(trace_id) = self.trace_id {
+            line.push_str(" \"");
+            escape_into(&mut line, trace_id.as_bytes());
+            line.push('"');
+        }
         line
     }
 }
@@ -101,6 +108,7 @@ mod tests {
             referer,
             user_agent,
             request_id: &HeaderValue::from_static("3f2a"),
+            trace_id: None,
         }
         .render()
     }
@@ -136,11 +144,32 @@ mod tests {
             referer: None,
             user_agent: None,
             request_id: &HeaderValue::from_static("-"),
+            trace_id: None,
         }
         .render();
         assert_eq!(
             rendered,
             "192.0.2.7 - - [01/Jan/1970:00:00:00 +0000] \"-\" 400 0 \"-\" \"-\" \"-\""
+        );
+    }
+
+    #[test]
+    fn a_trace_id_follows_the_request_id() {
+        let rendered = CombinedLine {
+            client: "192.0.2.7".parse().unwrap(),
+            time: UNIX_EPOCH,
+            request: None,
+            status: 400,
+            body_bytes_sent: 0,
+            referer: None,
+            user_agent: None,
+            request_id: &HeaderValue::from_static("3f2a"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        }
+        .render();
+        assert!(
+            rendered.ends_with(" \"3f2a\" \"4bf92f3577b34da6a3ce929d0e0e4736\""),
+            "{rendered}"
         );
     }
 

@@ -924,6 +924,7 @@ fn refresh_in_background(
             let result = forward(
                 &route.upstream,
                 &mut chosen,
+                None,
                 head,
                 body,
                 None,

@@ -7,6 +7,7 @@ use crate::config::AccessLogFormat;
 use crate::connection::RequestInFlight;
 use crate::limit::{Held, LimitFields};
 use crate::snapshot::{Route, Snapshot};
+use crate::trace::RequestTrace;
 use crate::upstream::InFlight;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
@@ -63,6 +64,8 @@ pub(crate) struct ExchangeState {
     /// What the route's limits gave the request: fields for the response, places in
     /// concurrency limits given back when the exchange ends.
     pub(crate) limits: Option<Box<Held>>,
+    /// The request's trace, when the snapshot has tracing configured.
+    pub(crate) trace: Option<Box<RequestTrace>>,
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -99,6 +102,7 @@ pub(crate) fn record_rejected_head(snapshot: &Snapshot, client: IpAddr, status: 
         bytes: 0,
         complete: true,
         request_id: &HeaderValue::from_static("-"),
+        trace_id: None,
         referer_and_agent: (None, None),
     }
     .write(snapshot.access_log);
@@ -116,6 +120,8 @@ struct AccessRecord<'a> {
     bytes: u64,
     complete: bool,
     request_id: &'a HeaderValue,
+    /// The request's trace id (hex), when it has a trace.
+    trace_id: Option<&'a str>,
     referer_and_agent: (Option<&'a HeaderValue>, Option<&'a HeaderValue>),
 }
 
@@ -136,6 +142,7 @@ impl AccessRecord<'_> {
                     referer: self.referer_and_agent.0,
                     user_agent: self.referer_and_agent.1,
                     request_id: self.request_id,
+                    trace_id: self.trace_id,
                 }
                 .render();
                 tracing::info!(target: "gatehouse::access", "{line}");
@@ -153,6 +160,7 @@ impl AccessRecord<'_> {
                 bytes = self.bytes,
                 complete = self.complete,
                 request_id = self.request_id.to_str().unwrap_or("-"),
+                trace_id = self.trace_id,
             ),
         }
     }
@@ -171,6 +179,15 @@ impl ExchangeState {
         metrics.duration.observe(elapsed.as_secs_f64());
         metrics.sent_bytes.inc_by(bytes_sent);
         self.in_flight = None;
+        let trace_id = match self.trace.take() {
+            Some(trace) => {
+                let trace_id = (self.snapshot.access_log != AccessLogFormat::Off)
+                    .then(|| trace.trace_id_hex());
+                self.export_trace(*trace, now);
+                trace_id
+            }
+            None => None,
+        };
         if self.snapshot.access_log == AccessLogFormat::Off {
             return;
         }
@@ -188,8 +205,56 @@ impl ExchangeState {
             bytes: bytes_sent,
             complete: finished,
             request_id: &self.request_id,
+            trace_id: trace_id.as_deref(),
             referer_and_agent,
         }
         .write(self.snapshot.access_log);
+    }
+
+    /// Hands the request's spans to the exporter, if it is sampled: the SERVER span with what
+    /// the request met on its way (route, status, cache, limits, access), and its attempts.
+    fn export_trace(&self, mut trace: RequestTrace, now: Instant) {
+        let Some(tracing) = &self.snapshot.tracing else {
+            return;
+        };
+        if !trace.sampled {
+            return;
+        }
+        let status = self.status.as_u16();
+        let attributes = &mut trace.attributes;
+        attributes.push(("http.response.status_code", i64::from(status).into()));
+        let name = match &self.route {
+            Some(route) => {
+                let template = if route.path.is_empty() {
+                    route.path_prefix.clone()
+                } else {
+                    route.path.clone()
+                };
+                let name = format!("{} {template}", self.method);
+                attributes.push(("http.route", template.into()));
+                attributes.push(("gatehouse.route", route.name.to_string().into()));
+                attributes.push(("gatehouse.upstream", route.upstream.name.to_string().into()));
+                if route.cache.is_some() {
+                    let outcome = trace.cache_outcome.unwrap_or("miss");
+                    attributes.push(("gatehouse.cache.outcome", outcome.into()));
+                }
+                if !route.rate_limits.is_empty() {
+                    let decision = if status == 429 { "rejected" } else { "passed" };
+                    attributes.push(("gatehouse.rate_limit.decision", decision.into()));
+                }
+                if !route.access.is_empty() {
+                    let decision = if status == 403 { "denied" } else { "allowed" };
+                    attributes.push(("gatehouse.access.decision", decision.into()));
+                }
+                name
+            }
+            None => self.method.to_string(),
+        };
+        let error = status >= 500;
+        if error {
+            attributes.push(("error.type", status.to_string().into()));
+        }
+        let spans = trace.finish(name, self.method.as_str(), error, now);
+        tracing.exporter.submit(spans);
     }
 }

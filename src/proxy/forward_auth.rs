@@ -127,6 +127,7 @@ async fn ask(
     let forwarded = forward(
         upstream,
         &mut server,
+        None,
         check,
         RequestBody::Empty,
         None,

@@ -223,6 +223,7 @@ async fn exchange(mirror: &Mirror, head: Head, body: Bytes) -> bool {
     let sent = forward(
         upstream,
         &mut chosen,
+        None,
         parts,
         body,
         None,

@@ -26,6 +26,7 @@ use crate::route::rewrite::{self, Rewritten};
 use crate::route::template::{Context as Variables, RequestView};
 use crate::route::{MatchedBy, RouteRequest, host_without_port, normalize_path};
 use crate::snapshot::{Route, SharedSnapshot};
+use crate::trace::{AttemptEnd, RequestTrace};
 use crate::upstream::balancer::Tried;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::http1::{self as client, Failure};
@@ -150,6 +151,14 @@ impl Proxy {
                 in_request: false,
             },
         };
+        // One branch when tracing is off.
+        let trace = snapshot.tracing.as_ref().map(|tracing| {
+            let mut trace = Box::new(tracing.begin(&mut parts.headers, start));
+            if trace.sampled {
+                request_attributes(&mut trace.attributes, client, parts);
+            }
+            trace
+        });
         let exchange = Exchange::new(ExchangeState {
             start,
             method: parts.method.clone(),
@@ -179,6 +188,7 @@ impl Proxy {
             in_flight: None,
             connection,
             limits: None,
+            trace,
         });
         (exchange, request_id)
     }
@@ -323,6 +333,50 @@ impl Proxy {
             return admitted.limit_and_route(client, parts, body);
         }
         admitted.authenticate(client, parts, body)
+    }
+}
+
+/// The SERVER span's attributes that the request head gives (OpenTelemetry's HTTP server
+/// semantic conventions).
+fn request_attributes(
+    attributes: &mut Vec<crate::trace::span::Attribute>,
+    client: &ClientInfo,
+    parts: &http::request::Parts,
+) {
+    use crate::trace::span::Value;
+    attributes.push(("http.request.method", Value::from(parts.method.to_string())));
+    attributes.push(("url.path", Value::from(parts.uri.path().to_owned())));
+    attributes.push((
+        "url.scheme",
+        Value::from(if client.https { "https" } else { "http" }),
+    ));
+    let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    if let Some(host) = host {
+        attributes.push((
+            "server.address",
+            Value::from(host_without_port(host).to_owned()),
+        ));
+    }
+    attributes.push(("client.address", Value::from(client.addr.ip().to_string())));
+    let version = match parts.version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        Version::HTTP_09 => "0.9",
+        _ => "1.1",
+    };
+    attributes.push(("network.protocol.version", Value::from(version)));
+    if let Some(agent) = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(("user_agent.original", Value::from(agent.to_owned())));
     }
 }
 
@@ -987,7 +1041,21 @@ impl Routed {
         // A copy for the route's mirror is kept as the body streams, never holding it.
         let body = match &route.mirror {
             None => body,
-            Some(mirror) => mirror::tee(mirror, &parts, body, client.addr.ip()),
+            Some(mirror) => {
+                // The copy is a child of this request's SERVER span, not of the caller's span
+                // (each attempt of the request itself names its own CLIENT span later).
+                if let Some(trace) = &exchange.trace {
+                    parts.headers.insert(
+                        &crate::trace::TRACEPARENT,
+                        crate::trace::context::traceparent(
+                            &trace.trace_id,
+                            &trace.span_id,
+                            trace.sampled,
+                        ),
+                    );
+                }
+                mirror::tee(mirror, &parts, body, client.addr.ip())
+            }
         };
         let body = RequestBody::client(body, route.max_body_bytes, &route.metrics.received_bytes);
         // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2), and hyper's HTTP/2
@@ -1145,9 +1213,11 @@ impl Reply {
                 .route
                 .upstream
                 .key_hash(&parts, Some(self.exchange.client));
+            let exchange = &mut *self.exchange;
             forward(
                 &self.route.upstream,
-                &mut self.exchange.server,
+                &mut exchange.server,
+                exchange.trace.as_deref_mut(),
                 parts,
                 body,
                 self.late_fields.take(),
@@ -1271,6 +1341,11 @@ impl Reply {
 
     /// The client's response from a stored one (built by `cache_answer`).
     fn answer_from_cache(mut self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+        if let Some(trace) = &mut self.exchange.trace
+            && trace.sampled
+        {
+            trace.cache_outcome = Some(cache_outcome(response.headers()));
+        }
         let headers = response.headers_mut();
         headers.insert(&X_REQUEST_ID, self.request_id);
         self.exchange.add_limit_fields(headers);
@@ -1545,6 +1620,7 @@ async fn interim_written(interim: Option<InterimSink>) {
 fn forward<'a>(
     upstream: &'a Upstream,
     chosen: &'a mut Option<Arc<str>>,
+    mut trace: Option<&'a mut RequestTrace>,
     parts: http::request::Parts,
     body: RequestBody,
     fields: Option<ForwardingFields>,
@@ -1573,6 +1649,10 @@ fn forward<'a>(
         loop {
             let server = &upstream.servers[claim.index];
             *chosen = Some(Arc::clone(&server.addr));
+            // Each attempt is a CLIENT span of its own, the parent of what the server does.
+            if let Some(trace) = trace.as_mut() {
+                trace.start_attempt(&server.addr, retries + 1, request.headers_mut());
+            }
             let result = send_to_server(
                 server,
                 upstream,
@@ -1585,6 +1665,9 @@ fn forward<'a>(
                 keep_raw,
             )
             .await;
+            if let Some(trace) = trace.as_mut() {
+                trace.end_attempt(attempt_end(&result));
+            }
             record_verdict(server, claim.pass, &result);
             record_reachability(server, &result);
             let (error, unsent) = match result {
@@ -1625,6 +1708,61 @@ fn forward<'a>(
             (request, fields) = again;
             claim = next;
         }
+    }
+}
+
+/// How an attempt ended, for its CLIENT span: the status, or the failure's `error.type`.
+fn attempt_end(result: &SendResult) -> AttemptEnd {
+    let error = match result {
+        Ok((response, _)) => return AttemptEnd::Status(response.status().as_u16()),
+        Err((error, _)) => error,
+    };
+    let is_reset = |kind: std::io::ErrorKind| {
+        matches!(
+            kind,
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionAborted
+        )
+    };
+    AttemptEnd::Error(match error {
+        ForwardError::Connect(ConnectError::Timeout) => "connect_timeout",
+        ForwardError::Connect(ConnectError::Io(e))
+            if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            "connection_refused"
+        }
+        ForwardError::Connect(ConnectError::Tls(_)) => "tls_error",
+        ForwardError::Connect(_) => "connect_error",
+        ForwardError::Timeout => "timeout",
+        ForwardError::Http1(client::Error::Closed) => "connection_reset",
+        ForwardError::Http1(client::Error::Io(e)) if is_reset(e.kind()) => "connection_reset",
+        ForwardError::Upstream(e) if e.is_closed() || e.is_incomplete_message() => {
+            "connection_reset"
+        }
+        ForwardError::Http1(_) | ForwardError::Upstream(_) | ForwardError::AmbiguousFraming => {
+            "invalid_response"
+        }
+        ForwardError::NoServer(_) => "no_server",
+        ForwardError::BodyTooLarge => "body_too_large",
+        ForwardError::ClientBody => "client_body",
+    })
+}
+
+/// What a stored response's Cache-Status says of how the cache answered: fresh, after a 304
+/// from the upstream, or stale in place of an upstream that failed.
+fn cache_outcome(headers: &http::HeaderMap) -> &'static str {
+    let status = headers
+        .get(cache_answer::cache_status_name())
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    let has = |part: &[u8]| status.windows(part.len()).any(|w| w == part);
+    if has(b"stale-if-error") {
+        "stale"
+    } else if has(b"fwd-status=304") {
+        "revalidated"
+    } else {
+        "hit"
     }
 }
 

@@ -183,6 +183,8 @@ pub struct Reloader {
     redis: Arc<crate::shared::RedisRegistry>,
     /// Basic and JWT authentication state (users, key sets), kept across reloads.
     auth: Arc<crate::auth::AuthRegistry>,
+    /// The span exporter, kept across reloads (its endpoint follows `[tracing]`).
+    traces: Arc<crate::trace::TraceRegistry>,
     metrics: Arc<Metrics>,
     /// Addresses of servers given by name, and the resolver that refreshes them.
     addresses: Arc<AddressBook>,
@@ -259,6 +261,7 @@ impl Reloader {
         let limiters = Arc::new(LimiterRegistry::new());
         let redis = Arc::new(crate::shared::RedisRegistry::new());
         let auth = Arc::new(crate::auth::AuthRegistry::new());
+        let traces = Arc::new(crate::trace::TraceRegistry::new());
         let snapshot = Snapshot::compile(
             config,
             &registry,
@@ -269,6 +272,7 @@ impl Reloader {
             &metrics,
             &listeners.ids,
             &auth,
+            &traces,
         )?;
         let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
@@ -281,6 +285,7 @@ impl Reloader {
             limiters,
             redis,
             auth,
+            traces,
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
@@ -576,9 +581,11 @@ impl Reloader {
         );
         let redis = Arc::clone(&self.redis);
         let auth = Arc::clone(&self.auth);
+        let traces = Arc::clone(&self.traces);
         tokio::task::spawn_blocking(move || {
             Snapshot::compile(
                 config, &registry, &addresses, &caches, &limiters, &redis, &metrics, &ids, &auth,
+                &traces,
             )
         })
         .await

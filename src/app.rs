@@ -82,19 +82,9 @@ fn demo_tracing(
             ))
         })
         .collect();
-    let target = crate::trace::export::Target {
-        authority: endpoint.authority,
-        path: endpoint.path,
-        headers,
-        service_name: "order-api".into(),
-    };
+    let target = demo::export_target(endpoint, headers);
     let exporter = traces.get_or_create(Some(target), &metrics.tracing_spans_dropped)?;
-    Some(crate::trace::Tracing {
-        ratio: *config.ratio.get_ref(),
-        tracecontext: true,
-        b3: false,
-        exporter,
-    })
+    Some(demo::tracing(*config.ratio.get_ref(), exporter))
 }
 
 impl Running {

@@ -72,6 +72,10 @@ enum Command {
         /// The name sent in `x-served-by`.
         #[arg(long, default_value = "backend-1")]
         name: String,
+        /// Export the backend's SERVER spans over OTLP/HTTP to this collector (e.g.
+        /// http://jaeger:4318), as service `order-api`, continuing the proxy's trace.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
     },
     /// Write a self-signed certificate (cert.pem, key.pem) for development.
     Cert {
@@ -144,7 +148,11 @@ fn main() -> ExitCode {
             client,
             listener.as_deref(),
         ),
-        Command::DemoBackend { bind, name } => demo_backend(&bind, name),
+        Command::DemoBackend {
+            bind,
+            name,
+            otlp_endpoint,
+        } => demo_backend(&bind, name, otlp_endpoint.as_deref()),
         Command::Cert { hosts, out } => cert(&hosts, &out),
         Command::Import { from, file, strict } => import(from, &file, strict),
     }
@@ -433,12 +441,22 @@ async fn wait_for_shutdown_signal() -> &'static str {
     }
 }
 
-fn demo_backend(bind: &str, name: String) -> ExitCode {
+fn demo_backend(bind: &str, name: String, otlp_endpoint: Option<&str>) -> ExitCode {
     init_logging("info", AccessLogFormat::Text);
     let addr = match config::parse_bind(bind) {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("--bind: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let export_to = match otlp_endpoint
+        .map(config::parse_tracing_endpoint)
+        .transpose()
+    {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            eprintln!("--otlp-endpoint: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -465,6 +483,14 @@ fn demo_backend(bind: &str, name: String) -> ExitCode {
         let store = Arc::new(gatehouse::demo::OrderStore::new());
         let faults = gatehouse::demo::Faults::new(std::time::Duration::ZERO, 0.0);
         let backend = gatehouse::demo::DemoBackend::new(name.clone(), store, faults);
+        if let Some(endpoint) = export_to {
+            // No metrics listener here: spans dropped on the way are counted in vain.
+            let dropped = prometheus::IntCounter::new("spans_dropped", "spans dropped")
+                .unwrap_or_else(|_| unreachable!("a valid metric name"));
+            let target = gatehouse::demo::export_target(endpoint, Vec::new());
+            let exporter = Arc::new(gatehouse::trace::export::Exporter::new(target, dropped));
+            backend.trace_to(gatehouse::demo::tracing(1.0, exporter));
+        }
         tracing::info!(%addr, name, "demo backend listening");
         match gatehouse::demo::serve(listener, backend, async {
             let _ = wait_for_shutdown_signal().await;

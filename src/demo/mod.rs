@@ -72,6 +72,34 @@ pub struct DemoBackend {
     tracing: std::sync::OnceLock<crate::trace::Tracing>,
 }
 
+/// The service name the demo backends export their spans under.
+pub const SERVICE_NAME: &str = "order-api";
+
+/// Where a demo backend's spans go: the collector at `endpoint` (with `headers` on every
+/// export) under [`SERVICE_NAME`].
+pub fn export_target(
+    endpoint: crate::config::TracingEndpoint,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> crate::trace::export::Target {
+    crate::trace::export::Target {
+        authority: endpoint.authority,
+        path: endpoint.path,
+        headers,
+        service_name: SERVICE_NAME.into(),
+    }
+}
+
+/// A demo backend's tracing: the caller's `traceparent` continued (the proxy's), new traces
+/// sampled at `ratio`.
+pub fn tracing(ratio: f64, exporter: Arc<crate::trace::export::Exporter>) -> crate::trace::Tracing {
+    crate::trace::Tracing {
+        ratio,
+        tracecontext: true,
+        b3: false,
+        exporter,
+    }
+}
+
 impl DemoBackend {
     pub fn new(name: impl Into<String>, store: Arc<OrderStore>, faults: Arc<Faults>) -> Arc<Self> {
         Arc::new(Self {

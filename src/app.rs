@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::reload::{Reloader, config_hash};
 use crate::server::{self, Drain};
 use crate::snapshot::SharedSnapshot;
+use crate::tls::challenge::AcmeChallenges;
 use crate::upstream::ServerRegistry;
 use crate::upstream::discovery::{self, AddressBook, Resolver};
 use std::io;
@@ -130,6 +131,15 @@ impl Running {
             .resolve_unknown(&resolver, &config, &metrics)
             .await;
 
+        let challenges = AcmeChallenges::default();
+        let acme_listeners: Vec<(String, crate::config::AcmeConfig)> = config
+            .listeners
+            .iter()
+            .filter_map(|listener| {
+                let acme = listener.tls.as_ref()?.acme.clone()?;
+                Some((listener.name.get_ref().clone(), acme))
+            })
+            .collect();
         let reloader = Reloader::start(
             config,
             hash,
@@ -139,9 +149,37 @@ impl Running {
             Arc::clone(&metrics),
             addresses,
             resolver,
+            challenges.clone(),
         )
         .map_err(StartError::Config)?;
         tasks.push(tokio::spawn(discovery::refresh_loop(Arc::clone(&reloader))));
+        // ACME certificates are kept from the start on; a certificate stored by any of them
+        // is put in service by reading the listeners' certificates again.
+        if !acme_listeners.is_empty() {
+            let stored = Arc::new(tokio::sync::Notify::new());
+            for (listener, acme) in acme_listeners {
+                tasks.push(
+                    crate::acme::Manager {
+                        metrics: metrics.acme.listener(&listener),
+                        listener,
+                        acme,
+                        challenges: challenges.clone(),
+                        stored: Arc::clone(&stored),
+                    }
+                    .spawn(),
+                );
+            }
+            let reloader = Arc::clone(&reloader);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    stored.notified().await;
+                    let report = reloader.reload_certificates("acme").await;
+                    if !report.ok {
+                        tracing::warn!(errors = ?report.errors, "ACME: the new certificate could not be put in service");
+                    }
+                }
+            }));
+        }
         let listener_addrs = reloader
             .listener_addrs()
             .await

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// TLS handshakes and certificate expiry.
     pub tls: tls::TlsMetrics,
+    pub acme: tls::AcmeMetrics,
     /// Traffic splits and mirrors.
     pub traffic: traffic::TrafficMetrics,
     /// State shared between replicas through Redis.
@@ -310,6 +311,7 @@ impl Metrics {
         registry.register(Box::new(accepted_connections.clone()))?;
         registry.register(Box::new(closed_connections.clone()))?;
         let tls = tls::TlsMetrics::register(&registry)?;
+        let acme = tls::AcmeMetrics::register(&registry)?;
         let traffic = traffic::TrafficMetrics::register(&registry)?;
         let shared = shared::SharedMetrics::register(&registry)?;
         let dns_resolutions = IntCounterVec::new(
@@ -390,6 +392,7 @@ impl Metrics {
             config_last_success,
             config_info,
             tls,
+            acme,
             traffic,
             shared,
             dns_resolutions,

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{self, Drain, Listener, ListenerSettings, SharedSettings};
 use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::tls::challenge::AcmeChallenges;
 use crate::upstream::ServerRegistry;
 use crate::upstream::discovery::{
     AddressBook, NameReport, Rediscover, Resolver, names_by_upstream,
@@ -187,6 +188,8 @@ pub struct Reloader {
     /// Addresses of servers given by name, and the resolver that refreshes them.
     addresses: Arc<AddressBook>,
     resolver: Mutex<Resolver>,
+    /// ACME challenge answers the listeners serve while an order is pending.
+    challenges: AcmeChallenges,
     listeners: tokio::sync::Mutex<Listeners>,
     status: Mutex<ReloadStatus>,
     /// Woken when the set of certificate files in use may have changed (a config reload).
@@ -239,9 +242,10 @@ impl Reloader {
         metrics: Arc<Metrics>,
         addresses: Arc<AddressBook>,
         resolver: Resolver,
+        challenges: AcmeChallenges,
     ) -> Result<Arc<Self>, String> {
         let mut listeners = Listeners::default();
-        let built = build_settings(&config, &HashMap::new(), &metrics)
+        let built = build_settings(&config, &HashMap::new(), &metrics, &challenges)
             .map_err(|errors| errors.join("\n"))?;
         let certificates = install_settings(&mut listeners.settings, built, &metrics);
         let mut bound = Vec::new();
@@ -284,6 +288,7 @@ impl Reloader {
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
+            challenges,
             listeners: tokio::sync::Mutex::new(Listeners::default()),
             tls_files_changed: tokio::sync::Notify::new(),
             certificates: Mutex::new(certificates),
@@ -510,9 +515,12 @@ impl Reloader {
     ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
         let (config, metrics) = (config.clone(), Arc::clone(&self.metrics));
         let current = listeners.current_settings();
-        tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
-            .await
-            .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
+        let challenges = self.challenges.clone();
+        tokio::task::spawn_blocking(move || {
+            build_settings(&config, &current, &metrics, &challenges)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
     }
 
     /// The resolver `config` asks for: the one in service when its settings are the same,
@@ -726,13 +734,22 @@ fn build_settings(
     config: &Config,
     current: &HashMap<String, Arc<ListenerSettings>>,
     metrics: &Metrics,
+    challenges: &AcmeChallenges,
 ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
     let mut built = Vec::new();
     let mut errors = Vec::new();
+    let answers_http01 = config.listeners.iter().any(|listener| {
+        listener
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.acme.as_ref())
+            .is_some_and(|acme| !acme.tls_alpn())
+    });
     for listener in &config.listeners {
         let name = listener.name.get_ref();
         let previous = current.get(name).map(Arc::as_ref);
-        match ListenerSettings::build(listener, previous, &metrics.tls) {
+        match ListenerSettings::build(listener, previous, &metrics.tls, challenges, answers_http01)
+        {
             Ok(settings) => built.push((name.clone(), settings)),
             Err(e) => errors.push(format!("listener {name:?}: {e}")),
         }
@@ -802,10 +819,12 @@ impl Reloader {
         let config = self.snapshot.load().config.clone();
         let current = listeners.current_settings();
         let metrics = Arc::clone(&self.metrics);
-        let built =
-            tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
-                .await
-                .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]));
+        let challenges = self.challenges.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            build_settings(&config, &current, &metrics, &challenges)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]));
         let built = match built {
             Ok(built) => built,
             Err(errors) => return self.failed(trigger, errors),

@@ -132,14 +132,6 @@ impl Running {
             .await;
 
         let challenges = AcmeChallenges::default();
-        let acme_listeners: Vec<(String, crate::config::AcmeConfig)> = config
-            .listeners
-            .iter()
-            .filter_map(|listener| {
-                let acme = listener.tls.as_ref()?.acme.clone()?;
-                Some((listener.name.get_ref().clone(), acme))
-            })
-            .collect();
         let reloader = Reloader::start(
             config,
             hash,
@@ -153,33 +145,19 @@ impl Running {
         )
         .map_err(StartError::Config)?;
         tasks.push(tokio::spawn(discovery::refresh_loop(Arc::clone(&reloader))));
-        // ACME certificates are kept from the start on; a certificate stored by any of them
-        // is put in service by reading the listeners' certificates again.
-        if !acme_listeners.is_empty() {
-            let stored = Arc::new(tokio::sync::Notify::new());
-            for (listener, acme) in acme_listeners {
-                tasks.push(
-                    crate::acme::Manager {
-                        metrics: metrics.acme.listener(&listener),
-                        listener,
-                        acme,
-                        challenges: challenges.clone(),
-                        stored: Arc::clone(&stored),
-                    }
-                    .spawn(),
-                );
-            }
-            let reloader = Arc::clone(&reloader);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    stored.notified().await;
-                    let report = reloader.reload_certificates("acme").await;
-                    if !report.ok {
-                        tracing::warn!(errors = ?report.errors, "ACME: the new certificate could not be put in service");
-                    }
+        // A certificate stored by an ACME task is put in service by reading the listeners'
+        // certificates again.
+        let stored = reloader.acme.stored();
+        let acme_reloader = Arc::clone(&reloader);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                stored.notified().await;
+                let report = acme_reloader.reload_certificates("acme").await;
+                if !report.ok {
+                    tracing::warn!(errors = ?report.errors, "ACME: the new certificate could not be put in service");
                 }
-            }));
-        }
+            }
+        }));
         let listener_addrs = reloader
             .listener_addrs()
             .await
@@ -267,6 +245,7 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         self.admin_state.ready.store(false, Ordering::Relaxed);
         let grace = self.snapshot.load().limits.shutdown_grace;
+        self.reloader.acme.stop();
         let drained = self.reloader.drain_all(grace).await;
         if !drained {
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");

@@ -511,6 +511,94 @@ async fn with_the_directory_down_the_stored_certificate_stays_and_failures_back_
     running.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_state_directory_order_once_and_answer_for_each_other() {
+    let dir = temp_dir("replicas");
+    // Pebble validates on replica A's ports; replica B listens elsewhere.
+    let (ports_a, ports_b) = (Ports::new(), Ports::new());
+    let pebble = Pebble::start(&dir, ports_a.plain, ports_a.secure, None);
+    let state = dir.join("state");
+    let root = pebble.root().await;
+
+    // Another replica is ordering: B waits for it, and meanwhile has no certificate to serve.
+    let held = gatehouse::acme::store::StateLock::acquire(
+        &state.display().to_string(),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
+    let b = start(&config(
+        &ports_b,
+        &pebble.directory,
+        &pebble.https_ca,
+        &state,
+        "",
+    ))
+    .await;
+    let watch_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            orders(&b, "started"),
+            0.0,
+            "no order while the lock is held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = served_certificate(ports_b.secure_addr(), &root).await;
+    assert!(refused.is_err(), "no certificate yet: the handshake fails");
+
+    // Whichever replica gets the lock orders; Pebble's check reaches A, which answers from
+    // the state directory if B ordered. The other finds the certificate stored.
+    let a = start(&config(
+        &ports_a,
+        &pebble.directory,
+        &pebble.https_ca,
+        &state,
+        "",
+    ))
+    .await;
+    drop(held);
+    let from_a = wait_for_certificate(ports_a.secure_addr(), &root).await;
+    let from_b = wait_for_certificate(ports_b.secure_addr(), &root).await;
+    assert_eq!(serial(&from_a), serial(&from_b));
+    let sum = |result: &str| orders(&a, result) + orders(&b, result);
+    assert_eq!(sum("started"), 1.0, "one order for both replicas");
+    assert_eq!(sum("succeeded"), 1.0);
+    assert_eq!(sum("failed"), 0.0);
+    let leftovers = std::fs::read_dir(state.join("http-01")).map_or(0, |d| d.count());
+    assert_eq!(
+        leftovers, 0,
+        "the shared answers are removed after the order"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_an_acme_listener_orders_its_certificate() {
+    let dir = temp_dir("reload");
+    let ports = Ports::new();
+    let pebble = Pebble::start(&dir, ports.plain, ports.secure, None);
+    let state = dir.join("state");
+    let root = pebble.root().await;
+    let full = config(&ports, &pebble.directory, &pebble.https_ca, &state, "");
+    // The same config without the TLS listener.
+    let start_at = full.find("[[listener]]\nname = \"secure\"").unwrap();
+    let end_at = full.find("[[route]]").unwrap();
+    let plain_only = format!("{}{}", &full[..start_at], &full[end_at..]);
+    let running = start(&plain_only).await;
+    assert_eq!(orders(&running, "started"), 0.0);
+
+    let report = running
+        .reloader
+        .reload_text("test", Path::new("acme.toml"), &full)
+        .await;
+    assert!(report.ok, "{:?}", report.errors);
+    wait_for_certificate(ports.secure_addr(), &root).await;
+    assert_eq!(orders(&running, "succeeded"), 1.0);
+    running.shutdown().await;
+}
+
 #[test]
 fn acme_config_errors_name_their_place() {
     let toml = r#"[[listener]]

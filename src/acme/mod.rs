@@ -11,14 +11,16 @@ pub mod schedule;
 pub mod store;
 
 use crate::certs::CertInfo;
-use crate::config::AcmeConfig;
+use crate::config::{AcmeConfig, Config};
 use crate::metrics::tls::AcmeOrderMetrics;
-use crate::tls::challenge::AcmeChallenges;
+use crate::tls::challenge::{AcmeChallenges, http01_file};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -36,6 +38,77 @@ const ORDER_POLLING: RetryPolicy = RetryPolicy::new()
     .initial_delay(Duration::from_millis(250))
     .backoff(1.5)
     .timeout(Duration::from_secs(90));
+
+/// The ACME tasks of a process, one per listener with an `acme` section, matched to the
+/// config in force: a reload that adds, changes or removes a listener's `acme` starts, replaces
+/// or stops its task; one that leaves it alone leaves the task (and an order under way) alone.
+pub struct AcmeKeeper {
+    challenges: AcmeChallenges,
+    metrics: Arc<crate::metrics::tls::AcmeMetrics>,
+    /// Notified when any task stores a different certificate.
+    stored: Arc<Notify>,
+    tasks: std::sync::Mutex<HashMap<String, (AcmeConfig, JoinHandle<()>)>>,
+}
+
+impl AcmeKeeper {
+    pub fn new(challenges: AcmeChallenges, metrics: Arc<crate::metrics::tls::AcmeMetrics>) -> Self {
+        Self {
+            challenges,
+            metrics,
+            stored: Arc::new(Notify::new()),
+            tasks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Woken when a task has stored a different certificate: the listeners should read
+    /// theirs again.
+    pub fn stored(&self) -> Arc<Notify> {
+        Arc::clone(&self.stored)
+    }
+
+    /// Starts, replaces and stops tasks to match `config`'s listeners.
+    pub fn follow(&self, config: &Config) {
+        let wanted: HashMap<&str, &AcmeConfig> = config
+            .listeners
+            .iter()
+            .filter_map(|listener| {
+                let acme = listener.tls.as_ref()?.acme.as_ref()?;
+                Some((listener.name.get_ref().as_str(), acme))
+            })
+            .collect();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|listener, (acme, task)| {
+            // `Spanned` compares values only: moving the section in the file changes nothing.
+            let keep = wanted.get(listener.as_str()) == Some(&&*acme);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (listener, acme) in wanted {
+            if tasks.contains_key(listener) {
+                continue;
+            }
+            let task = Manager {
+                listener: listener.to_owned(),
+                acme: acme.clone(),
+                challenges: self.challenges.clone(),
+                metrics: self.metrics.listener(listener),
+                stored: Arc::clone(&self.stored),
+            }
+            .spawn();
+            tasks.insert(listener.to_owned(), (acme.clone(), task));
+        }
+    }
+
+    /// Stops every task (at shutdown); an order under way is abandoned, its answers withdrawn.
+    pub fn stop(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, (_, task)) in tasks.drain() {
+            task.abort();
+        }
+    }
+}
 
 /// One listener's ACME certificate, kept by a background task.
 pub struct Manager {
@@ -213,6 +286,7 @@ impl Manager {
             challenges: self.challenges.clone(),
             tokens: Vec::new(),
             names: Vec::new(),
+            files: Vec::new(),
         };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -235,6 +309,13 @@ impl Manager {
                 self.challenges
                     .add_http01(&challenge.token, key_authorization.as_str());
                 pending.tokens.push(challenge.token.clone());
+                // Replicas sharing the state directory answer too: the directory's validation
+                // may reach any of them through the load balancer.
+                let shared =
+                    http01_file(Path::new(self.acme.state_dir.get_ref()), &challenge.token);
+                store::write_private(&shared, key_authorization.as_str().as_bytes())
+                    .map_err(|e| format!("{}: {e}", shared.display()))?;
+                pending.files.push(shared);
             }
             challenge
                 .set_ready()
@@ -277,6 +358,7 @@ struct PendingAnswers {
     challenges: AcmeChallenges,
     tokens: Vec<String>,
     names: Vec<String>,
+    files: Vec<std::path::PathBuf>,
 }
 
 impl Drop for PendingAnswers {
@@ -286,6 +368,9 @@ impl Drop for PendingAnswers {
         }
         for name in &self.names {
             self.challenges.remove_tls_alpn(name);
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
         }
     }
 }

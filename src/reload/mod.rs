@@ -9,6 +9,7 @@ pub mod auth_watch;
 pub mod cert_watch;
 mod file_watch;
 
+use crate::acme::AcmeKeeper;
 use crate::cache::CacheRegistry;
 use crate::config::{self, Config, parse_bind};
 use crate::limit::LimiterRegistry;
@@ -190,6 +191,8 @@ pub struct Reloader {
     resolver: Mutex<Resolver>,
     /// ACME challenge answers the listeners serve while an order is pending.
     challenges: AcmeChallenges,
+    /// The tasks that keep ACME certificates, following the config in force.
+    pub acme: AcmeKeeper,
     listeners: tokio::sync::Mutex<Listeners>,
     status: Mutex<ReloadStatus>,
     /// Woken when the set of certificate files in use may have changed (a config reload).
@@ -276,6 +279,7 @@ impl Reloader {
         )?;
         let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
+        let acme = AcmeKeeper::new(challenges.clone(), Arc::clone(&metrics.acme));
         let reloader = Arc::new(Self {
             path,
             snapshot,
@@ -288,6 +292,7 @@ impl Reloader {
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
+            acme,
             challenges,
             listeners: tokio::sync::Mutex::new(Listeners::default()),
             tls_files_changed: tokio::sync::Notify::new(),
@@ -303,6 +308,7 @@ impl Reloader {
             }),
         });
         reloader.metrics.set_config_info(&text_hash);
+        reloader.acme.follow(&reloader.snapshot.load().config);
         reloader.serve_bound(&mut listeners, bound);
         // Nobody else holds the lock yet.
         if let Ok(mut slot) = reloader.listeners.try_lock() {
@@ -496,6 +502,7 @@ impl Reloader {
             .map(|l| (l.name.get_ref().clone(), l.bind.get_ref().clone()))
             .collect();
         let shutdown_grace = snapshot.limits.shutdown_grace;
+        self.acme.follow(&snapshot.config);
         self.install(snapshot);
         let certificates = install_settings(&mut listeners.settings, settings, &self.metrics);
         *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
@@ -738,18 +745,27 @@ fn build_settings(
 ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
     let mut built = Vec::new();
     let mut errors = Vec::new();
-    let answers_http01 = config.listeners.iter().any(|listener| {
-        listener
-            .tls
-            .as_ref()
-            .and_then(|tls| tls.acme.as_ref())
-            .is_some_and(|acme| !acme.tls_alpn())
-    });
+    // Plain listeners answer HTTP-01 while some listener orders with it.
+    let mut http01_state_dirs: Vec<PathBuf> = config
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.tls.as_ref()?.acme.as_ref())
+        .filter(|acme| !acme.tls_alpn())
+        .map(|acme| PathBuf::from(acme.state_dir.get_ref()))
+        .collect();
+    http01_state_dirs.sort();
+    http01_state_dirs.dedup();
+    let http01_state_dirs: Arc<[PathBuf]> = http01_state_dirs.into();
     for listener in &config.listeners {
         let name = listener.name.get_ref();
         let previous = current.get(name).map(Arc::as_ref);
-        match ListenerSettings::build(listener, previous, &metrics.tls, challenges, answers_http01)
-        {
+        match ListenerSettings::build(
+            listener,
+            previous,
+            &metrics.tls,
+            challenges,
+            &http01_state_dirs,
+        ) {
             Ok(settings) => built.push((name.clone(), settings)),
             Err(e) => errors.push(format!("listener {name:?}: {e}")),
         }

@@ -271,7 +271,7 @@ async fn serve_one<S: Io>(
     let acme_answer = settings
         .acme_http
         .as_ref()
-        .and_then(|challenges| super::acme_answer(challenges, request.uri().path()));
+        .and_then(|answers| super::acme_answer(answers, request.uri().path()));
     let handling = match (&settings.redirect, acme_answer) {
         (_, Some(answer)) => {
             connection

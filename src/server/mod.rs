@@ -408,8 +408,8 @@ async fn serve_hyper<S: Io>(
         } else {
             std::borrow::Cow::Borrowed(&client)
         };
-        if let Some(challenges) = &settings.acme_http
-            && let Some(answer) = acme_answer(challenges, request.uri().path())
+        if let Some(answers) = &settings.acme_http
+            && let Some(answer) = acme_answer(answers, request.uri().path())
         {
             return proxy.answer_locally(&client, request, in_flight, |_, _| answer);
         }
@@ -463,13 +463,13 @@ async fn serve_hyper<S: Io>(
 /// The key authorization of a pending HTTP-01 challenge, answered before routing and before
 /// a redirect to HTTPS. Only a path under the well-known prefix looks at the pending tokens.
 fn acme_answer(
-    challenges: &crate::tls::challenge::AcmeChallenges,
+    answers: &crate::tls::challenge::Http01Answers,
     path: &str,
 ) -> Option<hyper::Response<crate::proxy::body::ResponseBody>> {
     if !path.starts_with(crate::tls::challenge::HTTP01_PREFIX) {
         return None;
     }
-    let key_authorization = challenges.http01_answer(path)?;
+    let key_authorization = answers.answer(path)?;
     let mut response = crate::proxy::local_response(http::StatusCode::OK, "");
     *response.body_mut() = crate::proxy::body::ResponseBody::full(key_authorization);
     response.headers_mut().insert(

@@ -7,7 +7,7 @@ use super::real_ip::RealIp;
 use crate::config::ListenerConfig;
 use crate::config::RedirectTemplate;
 use crate::limit::{InFlightGuard, InFlightTable};
-use crate::tls::challenge::AcmeChallenges;
+use crate::tls::challenge::{AcmeChallenges, Http01Answers};
 use crate::tls::{ListenerTls, TlsMetrics};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -28,7 +28,7 @@ pub struct ListenerSettings {
     /// `max_connections_per_client`, when set.
     pub per_client: Option<ClientConnections>,
     /// HTTP-01 answers, on a plain-HTTP listener while some listener orders by ACME with it.
-    pub acme_http: Option<AcmeChallenges>,
+    pub acme_http: Option<Http01Answers>,
 }
 
 /// The connections each client holds open on a listener. The counts outlive the settings
@@ -60,7 +60,7 @@ impl ListenerSettings {
         previous: Option<&ListenerSettings>,
         metrics: &TlsMetrics,
         challenges: &AcmeChallenges,
-        answers_http01: bool,
+        http01_state_dirs: &Arc<[std::path::PathBuf]>,
     ) -> Result<Self, String> {
         let name = config.name.get_ref();
         let tls = match &config.tls {
@@ -102,7 +102,12 @@ impl ListenerSettings {
             hsts,
             real_ip: RealIp::build(config)?,
             per_client,
-            acme_http: (answers_http01 && config.tls.is_none()).then(|| challenges.clone()),
+            acme_http: (!http01_state_dirs.is_empty() && config.tls.is_none()).then(|| {
+                Http01Answers {
+                    challenges: challenges.clone(),
+                    state_dirs: Arc::clone(http01_state_dirs),
+                }
+            }),
         })
     }
 }

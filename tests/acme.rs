@@ -640,3 +640,46 @@ servers = ["127.0.0.1:1"]
         .to_string();
     assert!(errors.contains("not both"), "{errors}");
 }
+
+#[test]
+fn the_readme_example_and_the_shipped_one_pass_the_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split_once("### Certificates from ACME (Let's Encrypt)")
+        .expect("the README section")
+        .1;
+    let example = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a toml example in the section")
+        .0;
+    // The shipped config's commented ACME listener, uncommented (without its private CA file).
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/gatehouse.toml"
+    ))
+    .unwrap();
+    let block: String = shipped
+        .split_once("# [[listener]]\n# name = \"public\"")
+        .expect("the shipped ACME example")
+        .1
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with('#'))
+        .filter(|line| !line.starts_with("#  ") && !line.contains("directory_ca"))
+        .map(|line| format!("{}\n", line.trim_start_matches("# ")))
+        .collect();
+    let shipped_example = format!(
+        "[[listener]]\nname = \"public\"\n{}",
+        block.replace("0.0.0.0:443", "127.0.0.1:0")
+    );
+    for example in [example.to_owned(), shipped_example] {
+        let text = format!(
+            "[admin]\nbind = \"\"\n{example}\n[[route]]\nupstream = \"app\"\n\n[upstream.app]\nservers = [\"127.0.0.1:1\"]\n"
+        );
+        if let Err(errors) = gatehouse::config::load_str(Path::new("example.toml"), &text) {
+            panic!("{text}\n{errors}");
+        }
+    }
+}

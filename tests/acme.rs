@@ -62,6 +62,17 @@ impl Pebble {
     /// Validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port` of 127.0.0.1;
     /// certificates live `validity` seconds (Pebble's default, five years, when `None`).
     fn start(dir: &Path, http_port: u16, tls_port: u16, validity: Option<u64>) -> Self {
+        Self::start_at(dir, unclaimed_port(), http_port, tls_port, validity)
+    }
+
+    /// The same, with the directory on `listen` (a directory started afresh on the same URL).
+    fn start_at(
+        dir: &Path,
+        listen: u16,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<u64>,
+    ) -> Self {
         let pebble = binary("pebble");
         let challtestsrv = binary("pebble-challtestsrv");
         let key = rcgen::KeyPair::generate().unwrap();
@@ -85,7 +96,7 @@ impl Pebble {
             .spawn()
             .expect("start pebble-challtestsrv");
 
-        let (listen, management) = (unclaimed_port(), unclaimed_port());
+        let management = unclaimed_port();
         let validity = validity.map_or(String::new(), |secs| {
             format!(",\n    \"certificateValidityPeriod\": {secs}")
         });
@@ -596,6 +607,53 @@ async fn a_reload_that_adds_an_acme_listener_orders_its_certificate() {
     assert!(report.ok, "{:?}", report.errors);
     wait_for_certificate(ports.secure_addr(), &root).await;
     assert_eq!(orders(&running, "succeeded"), 1.0);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_directory_no_longer_knows_is_replaced() {
+    let dir = temp_dir("account");
+    let ports = Ports::new();
+    let listen = unclaimed_port();
+    let mut first_directory = Pebble::start_at(&dir, listen, ports.plain, ports.secure, None);
+    let state = dir.join("state");
+    let toml = config(
+        &ports,
+        &first_directory.directory,
+        &first_directory.https_ca,
+        &state,
+        "",
+    );
+    let first_root = first_directory.root().await;
+    let running = start(&toml).await;
+    wait_for_certificate(ports.secure_addr(), &first_root).await;
+    running.shutdown().await;
+    first_directory.stop();
+
+    // A directory started afresh at the same URL knows no account; the certificate is gone
+    // too, so an order is due at once.
+    let directory = Pebble::start_at(&dir, listen, ports.plain, ports.secure, None);
+    let root = directory.root().await;
+    std::fs::remove_dir_all(state.join(DOMAIN)).unwrap();
+    let toml = config(
+        &ports,
+        &directory.directory,
+        &directory.https_ca,
+        &state,
+        "",
+    );
+    let running = start(&toml).await;
+    wait_for_certificate(ports.secure_addr(), &root).await;
+    assert_eq!(
+        orders(&running, "failed"),
+        1.0,
+        "the order with the old account"
+    );
+    assert_eq!(
+        orders(&running, "succeeded"),
+        1.0,
+        "then one with a new account"
+    );
     running.shutdown().await;
 }
 

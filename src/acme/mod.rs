@@ -110,6 +110,9 @@ impl AcmeKeeper {
     }
 }
 
+/// The problem type of a request signed by an account the directory does not know.
+const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
 /// One listener's ACME certificate, kept by a background task.
 pub struct Manager {
     pub listener: String,
@@ -196,6 +199,9 @@ impl Manager {
                         took_ms = started.elapsed().as_millis() as u64,
                         "ACME order succeeded; certificate stored"
                     );
+                    // A certificate due again at once (a renew_at near 0, a lifetime of
+                    // seconds) must not make a loop of orders.
+                    tokio::time::sleep(self.acme.retry.0).await;
                 }
                 Err(e) => {
                     drop(lock);
@@ -272,10 +278,23 @@ impl Manager {
             .iter()
             .map(|domain| Identifier::Dns(domain.clone()))
             .collect();
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| format!("new order: {e}"))?;
+        let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
+            Ok(order) => order,
+            Err(e) => {
+                if let instant_acme::Error::Api(problem) = &e
+                    && problem.r#type.as_deref() == Some(ACCOUNT_GONE)
+                {
+                    // The directory no longer knows the stored account (deactivated, or a
+                    // test directory started afresh): the next attempt creates a new one.
+                    let path = store::account_path(
+                        self.acme.state_dir.get_ref(),
+                        self.acme.directory.get_ref(),
+                    );
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(format!("new order: {e}"));
+            }
+        };
         let kind = if self.acme.tls_alpn() {
             ChallengeType::TlsAlpn01
         } else {

@@ -848,6 +848,8 @@ impl Reloader {
         let certificates = install_settings(&mut listeners.settings, built, &self.metrics);
         *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
         drop(listeners);
+        // The files in use may be new (an ACME certificate stored for the first time).
+        self.tls_files_changed.notify_one();
         tracing::info!(trigger, "certificates reloaded");
         ReloadReport {
             ok: true,

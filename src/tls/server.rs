@@ -75,6 +75,9 @@ impl ListenerTls {
             let (cert, key) = (acme.cert_path(), acme.key_path());
             let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
             if std::path::Path::new(cert.as_ref()).exists() {
+                // Watched like configured files: a replica sharing the state directory may
+                // store the next one.
+                files.extend([cert.to_string(), key.to_string()]);
                 match certs::load_pair(&cert, &key, now) {
                     Ok(loaded) => {
                         keys.push((loaded.key, loaded.info.names.clone()));

@@ -270,7 +270,7 @@ impl Ports {
     }
 }
 
-/// A plain listener (HTTP-01 is answered there) and a TLS listener with its certificate from
+/// A plain listener redirecting to HTTPS (HTTP-01 is answered there) and a TLS listener with its certificate from
 /// `directory`; `extra` adds keys to the `acme` table.
 fn config(ports: &Ports, directory: &str, ca: &Path, state_dir: &Path, extra: &str) -> String {
     format!(
@@ -280,6 +280,9 @@ bind = ""
 [[listener]]
 name = "plain"
 bind = "127.0.0.1:{plain}"
+# Challenges are answered before the redirect: followed, it would reach a TLS listener
+# without a certificate yet, and validation would fail.
+redirect_https = "https://{{host}}:{secure}{{path}}"
 
 [[listener]]
 name = "secure"
@@ -367,14 +370,14 @@ async fn http01_issues_a_certificate_served_at_once_that_chains_to_the_directory
     );
     assert_eq!(expiry, Some(parsed.validity().not_after.timestamp() as f64));
 
-    // The challenge answer is gone once the order is over: the well-known path is routed
-    // like any other (here to an upstream that is down).
+    // The challenge answer is gone once the order is over: the well-known path is
+    // redirected like any other.
     let reply = common::get(
         SocketAddr::from(([127, 0, 0, 1], ports.plain)),
         "/.well-known/acme-challenge/anything",
     )
     .await;
-    assert_ne!(reply.status, http::StatusCode::OK);
+    assert_eq!(reply.status, http::StatusCode::PERMANENT_REDIRECT);
     running.shutdown().await;
 }
 

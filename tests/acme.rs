@@ -38,14 +38,34 @@ fn binary(name: &str) -> PathBuf {
         })
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A folder for one test's files, removed at its end unless the test failed (then it is kept
+/// for its logs: pebble.log is there).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "acme-{name}-{}-{}",
         std::process::id(),
         fastrand::u32(..)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// Pebble and its DNS (pebble-challtestsrv answering every name with 127.0.0.1), killed by
@@ -700,6 +720,24 @@ servers = ["127.0.0.1:1"]
         .expect_err("invalid")
         .to_string();
     assert!(errors.contains("not both"), "{errors}");
+
+    // Neither: the error is at the listener.
+    let neither = format!(
+        "[admin]\nbind = \"\"\n\n{}",
+        toml.replace(
+            "tls = { acme = { directory = \"ftp://x\", contact = [\"ops@example.com\"], domains = [\"not a name\"], challenge = \"dns-01\", renew_at = 1.5 } }",
+            "tls = { min_version = \"1.3\" }",
+        )
+    );
+    let errors = gatehouse::config::load_str(Path::new("acme.toml"), &neither)
+        .expect_err("invalid")
+        .to_string();
+    let line = errors
+        .lines()
+        .find(|line| line.contains("tls.certs"))
+        .unwrap_or_else(|| panic!("{errors}"));
+    assert!(line.starts_with("acme.toml:4:"), "{line}");
+    assert!(line.contains("or tls.acme"), "{line}");
 }
 
 #[test]

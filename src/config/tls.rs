@@ -143,9 +143,14 @@ pub(super) fn validate(
             }
         }
         let Some(tls) = &listener.tls else { continue };
+        // `certs` left out has no place of its own: the listener's is given.
+        let certs_at = match tls.certs.span() {
+            span if span.is_empty() => at.span_of_item(&["listener"], i),
+            span => span,
+        };
         match (&tls.acme, tls.certs.get_ref().is_empty()) {
             (None, true) => errors.push(at.error(
-                tls.certs.span(),
+                certs_at,
                 key("tls.certs"),
                 "no certificate; give at least one { cert = \"...\", key = \"...\" }, or tls.acme",
             )),

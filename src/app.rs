@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::reload::{Reloader, config_hash};
 use crate::server::{self, Drain};
 use crate::snapshot::SharedSnapshot;
+use crate::tls::challenge::AcmeChallenges;
 use crate::upstream::ServerRegistry;
 use crate::upstream::discovery::{self, AddressBook, Resolver};
 use std::io;
@@ -161,6 +162,7 @@ impl Running {
             .resolve_unknown(&resolver, &config, &metrics)
             .await;
 
+        let challenges = AcmeChallenges::default();
         let reloader = Reloader::start(
             config,
             hash,
@@ -170,9 +172,23 @@ impl Running {
             Arc::clone(&metrics),
             addresses,
             resolver,
+            challenges.clone(),
         )
         .map_err(StartError::Config)?;
         tasks.push(tokio::spawn(discovery::refresh_loop(Arc::clone(&reloader))));
+        // A certificate stored by an ACME task is put in service by reading the listeners'
+        // certificates again.
+        let stored = reloader.acme.stored();
+        let acme_reloader = Arc::clone(&reloader);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                stored.notified().await;
+                let report = acme_reloader.reload_certificates("acme").await;
+                if !report.ok {
+                    tracing::warn!(errors = ?report.errors, "ACME: the new certificate could not be put in service");
+                }
+            }
+        }));
         let listener_addrs = reloader
             .listener_addrs()
             .await
@@ -260,6 +276,7 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         self.admin_state.ready.store(false, Ordering::Relaxed);
         let grace = self.snapshot.load().limits.shutdown_grace;
+        self.reloader.acme.stop();
         let drained = self.reloader.drain_all(grace).await;
         if !drained {
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");

@@ -27,6 +27,8 @@ pub struct CertInfo {
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// Where it comes from: "file" (configured files) or "acme" (ordered by gatehouse).
+    pub source: &'static str,
 }
 
 impl CertInfo {
@@ -173,5 +175,6 @@ pub fn inspect(path: &str, der: &CertificateDer<'_>, now: SystemTime) -> Result<
         names,
         not_before,
         not_after,
+        source: "file",
     })
 }

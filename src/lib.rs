@@ -8,6 +8,7 @@
 //! `trace`, …); the demo backend (which takes part in traces); `route`; `config` and `metrics`; `shared` (the Redis connection replicas share state through); `headers`, `tls`, `health`, `cache`, `limit`; `upstream`;
 //! `snapshot`; `proxy`; `server`; `reload`; `admin`; `app`.
 
+pub mod acme;
 pub mod admin;
 pub mod allocator;
 pub mod app;

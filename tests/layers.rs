@@ -45,6 +45,9 @@ const LAYERS: &[&[&str]] = &[
     &["files"],
     // Servers, pools, balancers, the active prober, DNS discovery.
     &["upstream"],
+    // Certificates ordered from an ACME directory (it fills the challenge answers that `tls`
+    // holds for the listeners).
+    &["acme"],
     // Compiling a config into what the request path needs.
     &["snapshot"],
     // One request, from its head to its response.

@@ -22,6 +22,8 @@ const ADDED_BY_ISSUE_6_OR_8: &[&str] = &[
     "gatehouse_tls_handshake_duration_seconds",
     "gatehouse_tls_certificate_expiry_timestamp_seconds",
     "gatehouse_dns_resolutions_total",
+    // Only with a listener whose certificate comes from ACME.
+    "gatehouse_acme_orders_total",
 ];
 
 struct Setup {

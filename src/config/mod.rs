@@ -260,7 +260,11 @@ fn default_proxy_protocol() -> Spanned<bool> {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsConfig {
     /// Certificate chains with their keys; SNI picks one by its DNS names, the first is the default.
+    #[serde(default = "no_certs")]
     pub certs: Spanned<Vec<CertKeyConfig>>,
+    /// A certificate obtained and renewed from an ACME directory (RFC 8555) instead of files.
+    #[serde(default)]
+    pub acme: Option<AcmeConfig>,
     /// The oldest TLS version accepted: "1.2" or "1.3".
     #[serde(default = "default_tls_min_version")]
     pub min_version: Spanned<String>,
@@ -278,6 +282,89 @@ pub struct ListenerTlsConfig {
 pub struct CertKeyConfig {
     pub cert: Spanned<String>,
     pub key: Spanned<String>,
+}
+
+fn no_certs() -> Spanned<Vec<CertKeyConfig>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+/// `tls = { acme = { ... } }`: one certificate for `domains`, ordered from `directory`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The ACME directory URL (Let's Encrypt's, or any RFC 8555 server's).
+    pub directory: Spanned<String>,
+    /// Contact URLs for the account (`"mailto:ops@example.com"`).
+    #[serde(default)]
+    pub contact: Vec<Spanned<String>>,
+    /// The DNS names the certificate is for; the first names its files.
+    pub domains: Spanned<Vec<String>>,
+    /// Where the account key and certificates are kept, shared by replicas.
+    #[serde(default = "default_acme_state_dir")]
+    pub state_dir: Spanned<String>,
+    /// A PEM CA bundle to trust for the directory's own HTTPS, instead of the system's roots.
+    #[serde(default)]
+    pub directory_ca: Option<Spanned<String>>,
+    /// How the directory checks control of the names: "http-01" or "tls-alpn-01".
+    #[serde(default = "default_acme_challenge")]
+    pub challenge: Spanned<String>,
+    /// The fraction of a certificate's lifetime after which it is renewed.
+    #[serde(default = "default_acme_renew_at")]
+    pub renew_at: Spanned<f64>,
+    /// The first wait after a failed order; each failure in a row doubles it, up to a day.
+    #[serde(default = "default_acme_retry")]
+    pub retry: ConfigDuration,
+}
+
+impl AcmeConfig {
+    /// The folder of this certificate's files in the state directory.
+    pub fn cert_dir(&self) -> std::path::PathBuf {
+        let first = self
+            .domains
+            .get_ref()
+            .first()
+            .map_or("default", String::as_str);
+        // A wildcard's `*` is kept out of file names.
+        let safe: String = first
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        std::path::Path::new(self.state_dir.get_ref()).join(safe)
+    }
+
+    pub fn cert_path(&self) -> std::path::PathBuf {
+        self.cert_dir().join("cert.pem")
+    }
+
+    pub fn key_path(&self) -> std::path::PathBuf {
+        self.cert_dir().join("key.pem")
+    }
+
+    pub fn tls_alpn(&self) -> bool {
+        self.challenge.get_ref() == "tls-alpn-01"
+    }
+}
+
+fn default_acme_state_dir() -> Spanned<String> {
+    Spanned::new(0..0, "/var/lib/gatehouse/acme".into())
+}
+
+fn default_acme_challenge() -> Spanned<String> {
+    Spanned::new(0..0, "http-01".into())
+}
+
+fn default_acme_renew_at() -> Spanned<f64> {
+    Spanned::new(0..0, 2.0 / 3.0)
+}
+
+fn default_acme_retry() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
 }
 
 fn default_tls_min_version() -> Spanned<String> {

@@ -2,8 +2,8 @@
 //! here, so `gatehouse check` and a reload report a bad, expired, mismatched or unreadable
 //! file at its place in the config; upstream CA and client certificate files likewise.
 
-use super::Config;
 use super::errors::{ConfigError, Locator};
+use super::{AcmeConfig, Config};
 use crate::certs::{self, PairError};
 use rustls::SupportedProtocolVersion;
 use rustls::pki_types::ServerName;
@@ -41,6 +41,82 @@ pub fn tls_server_name(name: &str) -> Result<ServerName<'static>, String> {
         .map_err(|_| format!("{name:?} is not a valid TLS server name"))
 }
 
+/// An ACME section's keys: nothing is fetched here, files are not required to exist yet.
+fn validate_acme(
+    acme: &AcmeConfig,
+    key: &dyn Fn(&str) -> String,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let directory = acme.directory.get_ref();
+    if !(directory.starts_with("https://") || directory.starts_with("http://"))
+        || directory.parse::<http::Uri>().is_err()
+    {
+        errors.push(at.error(
+            acme.directory.span(),
+            key("directory"),
+            "not an http(s) URL; e.g. \"https://acme-v02.api.letsencrypt.org/directory\"",
+        ));
+    }
+    for contact in &acme.contact {
+        if !contact.get_ref().starts_with("mailto:") {
+            errors.push(at.error(
+                contact.span(),
+                key("contact"),
+                "a contact is a mailto: URL, e.g. \"mailto:ops@example.com\"",
+            ));
+        }
+    }
+    if acme.domains.get_ref().is_empty() {
+        errors.push(at.error(
+            acme.domains.span(),
+            key("domains"),
+            "give at least one DNS name",
+        ));
+    }
+    for domain in acme.domains.get_ref() {
+        let bare = domain.strip_prefix("*.").unwrap_or(domain);
+        let valid =
+            matches!(ServerName::try_from(bare), Ok(ServerName::DnsName(_))) && bare.contains('.');
+        if !valid {
+            errors.push(at.error(
+                acme.domains.span(),
+                key("domains"),
+                format!("{domain:?} is not a DNS name a certificate can be ordered for"),
+            ));
+        } else if domain.starts_with("*.") {
+            errors.push(at.error(
+                acme.domains.span(),
+                key("domains"),
+                format!("{domain:?}: a wildcard needs the dns-01 challenge, which gatehouse does not answer"),
+            ));
+        }
+    }
+    if acme.state_dir.get_ref().is_empty() {
+        errors.push(at.error(acme.state_dir.span(), key("state_dir"), "give a directory"));
+    }
+    if let Some(ca) = &acme.directory_ca
+        && let Err(message) = certs::read_roots(ca.get_ref())
+    {
+        errors.push(at.error(ca.span(), key("directory_ca"), message));
+    }
+    if !matches!(acme.challenge.get_ref().as_str(), "http-01" | "tls-alpn-01") {
+        errors.push(at.error(
+            acme.challenge.span(),
+            key("challenge"),
+            "use \"http-01\" or \"tls-alpn-01\"",
+        ));
+    }
+    let renew_at = *acme.renew_at.get_ref();
+    if !(renew_at > 0.0 && renew_at < 1.0) {
+        errors.push(at.error(
+            acme.renew_at.span(),
+            key("renew_at"),
+            "a fraction of the lifetime between 0 and 1, e.g. 0.67",
+        ));
+    }
+}
+
 /// `listener_at` holds each listener's position in the file.
 pub(super) fn validate(
     config: &Config,
@@ -67,12 +143,26 @@ pub(super) fn validate(
             }
         }
         let Some(tls) = &listener.tls else { continue };
-        if tls.certs.get_ref().is_empty() {
-            errors.push(at.error(
+        // `certs` left out has no place of its own: the listener's is given.
+        let certs_at = match tls.certs.span() {
+            span if span.is_empty() => at.span_of_item(&["listener"], i),
+            span => span,
+        };
+        match (&tls.acme, tls.certs.get_ref().is_empty()) {
+            (None, true) => errors.push(at.error(
+                certs_at,
+                key("tls.certs"),
+                "no certificate; give at least one { cert = \"...\", key = \"...\" }, or tls.acme",
+            )),
+            (Some(_), false) => errors.push(at.error(
                 tls.certs.span(),
                 key("tls.certs"),
-                "no certificate; give at least one { cert = \"...\", key = \"...\" }",
-            ));
+                "give tls.certs or tls.acme, not both",
+            )),
+            (Some(acme), true) => {
+                validate_acme(acme, &|field| key(&format!("tls.acme.{field}")), at, errors)
+            }
+            (None, false) => {}
         }
         for (j, pair) in tls.certs.get_ref().iter().enumerate() {
             match certs::load_pair(pair.cert.get_ref(), pair.key.get_ref(), now) {

@@ -10,7 +10,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Bucket bounds in seconds, from 0.5 ms to 30 s: the range a proxy's latencies live in.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -53,6 +53,7 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// TLS handshakes and certificate expiry.
     pub tls: tls::TlsMetrics,
+    pub acme: Arc<tls::AcmeMetrics>,
     /// Traffic splits and mirrors.
     pub traffic: traffic::TrafficMetrics,
     /// State shared between replicas through Redis.
@@ -312,6 +313,7 @@ impl Metrics {
         registry.register(Box::new(accepted_connections.clone()))?;
         registry.register(Box::new(closed_connections.clone()))?;
         let tls = tls::TlsMetrics::register(&registry)?;
+        let acme = Arc::new(tls::AcmeMetrics::register(&registry)?);
         let traffic = traffic::TrafficMetrics::register(&registry)?;
         let shared = shared::SharedMetrics::register(&registry)?;
         let dns_resolutions = IntCounterVec::new(
@@ -397,6 +399,7 @@ impl Metrics {
             config_last_success,
             config_info,
             tls,
+            acme,
             traffic,
             shared,
             dns_resolutions,

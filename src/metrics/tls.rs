@@ -1,5 +1,5 @@
 //! The TLS metric families: handshakes by listener, version and result, their duration, and
-//! each certificate's expiry so Prometheus can alert before it.
+//! each certificate's expiry so Prometheus can alert before it; ACME orders by listener.
 
 use super::LATENCY_BUCKETS;
 use crate::certs::CertInfo;
@@ -78,6 +78,42 @@ impl TlsMetrics {
             self.certificate_expiry
                 .with_label_values(&[listener, info.primary_name()])
                 .set(info.not_after);
+        }
+    }
+}
+
+/// ACME orders, by listener: started, and how each ended.
+pub struct AcmeMetrics {
+    orders: IntCounterVec,
+}
+
+/// One listener's ACME handles.
+#[derive(Clone)]
+pub struct AcmeOrderMetrics {
+    pub started: IntCounter,
+    pub succeeded: IntCounter,
+    pub failed: IntCounter,
+}
+
+impl AcmeMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let orders = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_acme_orders_total",
+                "ACME certificate orders, by listener and result (started; then succeeded or failed).",
+            ),
+            &["listener", "result"],
+        )?;
+        registry.register(Box::new(orders.clone()))?;
+        Ok(Self { orders })
+    }
+
+    pub fn listener(&self, listener: &str) -> AcmeOrderMetrics {
+        let count = |result: &str| self.orders.with_label_values(&[listener, result]);
+        AcmeOrderMetrics {
+            started: count("started"),
+            succeeded: count("succeeded"),
+            failed: count("failed"),
         }
     }
 }

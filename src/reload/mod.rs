@@ -9,6 +9,7 @@ pub mod auth_watch;
 pub mod cert_watch;
 mod file_watch;
 
+use crate::acme::AcmeKeeper;
 use crate::cache::CacheRegistry;
 use crate::config::{self, Config, parse_bind};
 use crate::limit::LimiterRegistry;
@@ -16,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{self, Drain, Listener, ListenerSettings, SharedSettings};
 use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::tls::challenge::AcmeChallenges;
 use crate::upstream::ServerRegistry;
 use crate::upstream::discovery::{
     AddressBook, NameReport, Rediscover, Resolver, names_by_upstream,
@@ -189,6 +191,10 @@ pub struct Reloader {
     /// Addresses of servers given by name, and the resolver that refreshes them.
     addresses: Arc<AddressBook>,
     resolver: Mutex<Resolver>,
+    /// ACME challenge answers the listeners serve while an order is pending.
+    challenges: AcmeChallenges,
+    /// The tasks that keep ACME certificates, following the config in force.
+    pub acme: AcmeKeeper,
     listeners: tokio::sync::Mutex<Listeners>,
     status: Mutex<ReloadStatus>,
     /// Woken when the set of certificate files in use may have changed (a config reload).
@@ -241,9 +247,10 @@ impl Reloader {
         metrics: Arc<Metrics>,
         addresses: Arc<AddressBook>,
         resolver: Resolver,
+        challenges: AcmeChallenges,
     ) -> Result<Arc<Self>, String> {
         let mut listeners = Listeners::default();
-        let built = build_settings(&config, &HashMap::new(), &metrics)
+        let built = build_settings(&config, &HashMap::new(), &metrics, &challenges)
             .map_err(|errors| errors.join("\n"))?;
         let certificates = install_settings(&mut listeners.settings, built, &metrics);
         let mut bound = Vec::new();
@@ -276,6 +283,7 @@ impl Reloader {
         )?;
         let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
         let proxy = Proxy::new(Arc::clone(&snapshot));
+        let acme = AcmeKeeper::new(challenges.clone(), Arc::clone(&metrics.acme));
         let reloader = Arc::new(Self {
             path,
             snapshot,
@@ -289,6 +297,8 @@ impl Reloader {
             metrics,
             addresses,
             resolver: Mutex::new(resolver),
+            acme,
+            challenges,
             listeners: tokio::sync::Mutex::new(Listeners::default()),
             tls_files_changed: tokio::sync::Notify::new(),
             certificates: Mutex::new(certificates),
@@ -303,6 +313,7 @@ impl Reloader {
             }),
         });
         reloader.metrics.set_config_info(&text_hash);
+        reloader.acme.follow(&reloader.snapshot.load().config);
         reloader.serve_bound(&mut listeners, bound);
         // Nobody else holds the lock yet.
         if let Ok(mut slot) = reloader.listeners.try_lock() {
@@ -496,6 +507,7 @@ impl Reloader {
             .map(|l| (l.name.get_ref().clone(), l.bind.get_ref().clone()))
             .collect();
         let shutdown_grace = snapshot.limits.shutdown_grace;
+        self.acme.follow(&snapshot.config);
         self.install(snapshot);
         let certificates = install_settings(&mut listeners.settings, settings, &self.metrics);
         *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
@@ -515,9 +527,12 @@ impl Reloader {
     ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
         let (config, metrics) = (config.clone(), Arc::clone(&self.metrics));
         let current = listeners.current_settings();
-        tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
-            .await
-            .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
+        let challenges = self.challenges.clone();
+        tokio::task::spawn_blocking(move || {
+            build_settings(&config, &current, &metrics, &challenges)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
     }
 
     /// The resolver `config` asks for: the one in service when its settings are the same,
@@ -733,13 +748,31 @@ fn build_settings(
     config: &Config,
     current: &HashMap<String, Arc<ListenerSettings>>,
     metrics: &Metrics,
+    challenges: &AcmeChallenges,
 ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
     let mut built = Vec::new();
     let mut errors = Vec::new();
+    // Plain listeners answer HTTP-01 while some listener orders with it.
+    let mut http01_state_dirs: Vec<PathBuf> = config
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.tls.as_ref()?.acme.as_ref())
+        .filter(|acme| !acme.tls_alpn())
+        .map(|acme| PathBuf::from(acme.state_dir.get_ref()))
+        .collect();
+    http01_state_dirs.sort();
+    http01_state_dirs.dedup();
+    let http01_state_dirs: Arc<[PathBuf]> = http01_state_dirs.into();
     for listener in &config.listeners {
         let name = listener.name.get_ref();
         let previous = current.get(name).map(Arc::as_ref);
-        match ListenerSettings::build(listener, previous, &metrics.tls) {
+        match ListenerSettings::build(
+            listener,
+            previous,
+            &metrics.tls,
+            challenges,
+            &http01_state_dirs,
+        ) {
             Ok(settings) => built.push((name.clone(), settings)),
             Err(e) => errors.push(format!("listener {name:?}: {e}")),
         }
@@ -809,10 +842,12 @@ impl Reloader {
         let config = self.snapshot.load().config.clone();
         let current = listeners.current_settings();
         let metrics = Arc::clone(&self.metrics);
-        let built =
-            tokio::task::spawn_blocking(move || build_settings(&config, &current, &metrics))
-                .await
-                .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]));
+        let challenges = self.challenges.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            build_settings(&config, &current, &metrics, &challenges)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]));
         let built = match built {
             Ok(built) => built,
             Err(errors) => return self.failed(trigger, errors),
@@ -820,6 +855,8 @@ impl Reloader {
         let certificates = install_settings(&mut listeners.settings, built, &self.metrics);
         *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certificates;
         drop(listeners);
+        // The files in use may be new (an ACME certificate stored for the first time).
+        self.tls_files_changed.notify_one();
         tracing::info!(trigger, "certificates reloaded");
         ReloadReport {
             ok: true,

@@ -268,15 +268,24 @@ async fn serve_one<S: Io>(
     } else {
         Cow::Borrowed(&connection.client)
     };
-    let handling = match &settings.redirect {
-        Some(redirect) => {
+    let acme_answer = settings
+        .acme_http
+        .as_ref()
+        .and_then(|answers| super::acme_answer(answers, request.uri().path()));
+    let handling = match (&settings.redirect, acme_answer) {
+        (_, Some(answer)) => {
+            connection
+                .proxy
+                .answer_locally(&client, request, in_flight, |_, _| answer)
+        }
+        (Some(redirect), None) => {
             connection
                 .proxy
                 .answer_locally(&client, request, in_flight, |request, host| {
                     super::redirect_response(redirect, request, host)
                 })
         }
-        None => {
+        (None, None) => {
             let handling = connection.proxy.handle(&client, request, in_flight);
             match &settings.hsts {
                 Some(hsts) => handling.with_header(header::STRICT_TRANSPORT_SECURITY, hsts),

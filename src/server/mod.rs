@@ -258,6 +258,10 @@ async fn serve_connection(
                 Some(rustls::ProtocolVersion::TLSv1_2) => metrics.tls12.inc(),
                 _ => metrics.tls13.inc(),
             }
+            // A TLS-ALPN-01 validation ends with its handshake (RFC 8737 §3).
+            if stream.get_ref().1.alpn_protocol() == Some(crate::tls::challenge::ACME_TLS_ALPN) {
+                return connection.closed.count(CloseReason::Client);
+            }
             client.https = true;
             let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             serve_http(stream, client, settings, connection, alpn_h2).await;
@@ -404,6 +408,11 @@ async fn serve_hyper<S: Io>(
         } else {
             std::borrow::Cow::Borrowed(&client)
         };
+        if let Some(answers) = &settings.acme_http
+            && let Some(answer) = acme_answer(answers, request.uri().path())
+        {
+            return proxy.answer_locally(&client, request, in_flight, |_, _| answer);
+        }
         if let Some(redirect) = &settings.redirect {
             return proxy.answer_locally(&client, request, in_flight, |request, host| {
                 redirect_response(redirect, request, host)
@@ -449,6 +458,25 @@ async fn serve_hyper<S: Io>(
                 .unwrap_or(CloseReason::Error)
         }
     }
+}
+
+/// The key authorization of a pending HTTP-01 challenge, answered before routing and before
+/// a redirect to HTTPS. Only a path under the well-known prefix looks at the pending tokens.
+fn acme_answer(
+    answers: &crate::tls::challenge::Http01Answers,
+    path: &str,
+) -> Option<hyper::Response<crate::proxy::body::ResponseBody>> {
+    if !path.starts_with(crate::tls::challenge::HTTP01_PREFIX) {
+        return None;
+    }
+    let key_authorization = answers.answer(path)?;
+    let mut response = crate::proxy::local_response(http::StatusCode::OK, "");
+    *response.body_mut() = crate::proxy::body::ResponseBody::full(key_authorization);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
 }
 
 /// The 308 of a `redirect_https` listener, to the host the request was for.

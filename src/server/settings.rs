@@ -7,6 +7,7 @@ use super::real_ip::RealIp;
 use crate::config::ListenerConfig;
 use crate::config::RedirectTemplate;
 use crate::limit::{InFlightGuard, InFlightTable};
+use crate::tls::challenge::{AcmeChallenges, Http01Answers};
 use crate::tls::{ListenerTls, TlsMetrics};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -26,6 +27,8 @@ pub struct ListenerSettings {
     pub real_ip: Option<RealIp>,
     /// `max_connections_per_client`, when set.
     pub per_client: Option<ClientConnections>,
+    /// HTTP-01 answers, on a plain-HTTP listener while some listener orders by ACME with it.
+    pub acme_http: Option<Http01Answers>,
 }
 
 /// The connections each client holds open on a listener. The counts outlive the settings
@@ -56,12 +59,16 @@ impl ListenerSettings {
         config: &ListenerConfig,
         previous: Option<&ListenerSettings>,
         metrics: &TlsMetrics,
+        challenges: &AcmeChallenges,
+        http01_state_dirs: &Arc<[std::path::PathBuf]>,
     ) -> Result<Self, String> {
         let name = config.name.get_ref();
         let tls = match &config.tls {
             Some(tls) => {
                 let previous = previous.and_then(|p| p.tls.as_deref());
-                Some(Arc::new(ListenerTls::build(name, tls, previous, metrics)?))
+                Some(Arc::new(ListenerTls::build(
+                    name, tls, previous, metrics, challenges,
+                )?))
             }
             None => None,
         };
@@ -95,6 +102,12 @@ impl ListenerSettings {
             hsts,
             real_ip: RealIp::build(config)?,
             per_client,
+            acme_http: (!http01_state_dirs.is_empty() && config.tls.is_none()).then(|| {
+                Http01Answers {
+                    challenges: challenges.clone(),
+                    state_dirs: Arc::clone(http01_state_dirs),
+                }
+            }),
         })
     }
 }

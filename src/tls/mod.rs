@@ -4,6 +4,7 @@
 //! (Certificates are read by `crate::certs`, rotation is watched by `reload::cert_watch`, and
 //! the TLS metrics are `metrics::tls`.)
 
+pub mod challenge;
 pub mod client;
 pub mod generate;
 pub mod server;

@@ -2,6 +2,7 @@
 //! by SNI, versions, ALPN, client certificates), with the session cache and ticket keys
 //! carried over from the settings it replaces so that resumption survives a rotation.
 
+use super::challenge::{ACME_TLS_ALPN, AcmeChallenges, ChallengeResolver};
 use super::sni::SniResolver;
 use crate::certs::{self, CertInfo};
 use crate::config::ListenerTlsConfig;
@@ -55,6 +56,7 @@ impl ListenerTls {
         config: &ListenerTlsConfig,
         previous: Option<&ListenerTls>,
         metrics: &TlsMetrics,
+        challenges: &AcmeChallenges,
     ) -> Result<Self, String> {
         let now = SystemTime::now();
         let mut keys = Vec::new();
@@ -67,7 +69,29 @@ impl ListenerTls {
             certificates.push(loaded.info);
             files.extend([cert.clone(), key.clone()]);
         }
-        if keys.is_empty() {
+        if let Some(acme) = &config.acme {
+            // No certificate yet (or only an expired one): handshakes fail until the order in
+            // the background brings one, rather than serve a certificate nobody trusts.
+            let (cert, key) = (acme.cert_path(), acme.key_path());
+            let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+            if std::path::Path::new(cert.as_ref()).exists() {
+                // Watched like configured files: a replica sharing the state directory may
+                // store the next one.
+                files.extend([cert.to_string(), key.to_string()]);
+                match certs::load_pair(&cert, &key, now) {
+                    Ok(loaded) => {
+                        keys.push((loaded.key, loaded.info.names.clone()));
+                        certificates.push(CertInfo {
+                            source: "acme",
+                            ..loaded.info
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(listener, error = %e, "stored ACME certificate not served")
+                    }
+                }
+            }
+        } else if keys.is_empty() {
             return Err(format!("listener {listener:?}: tls.certs is empty"));
         }
         let client_ca = match &config.client_ca {
@@ -86,11 +110,20 @@ impl ListenerTls {
             }
             None => Arc::new(NoClientAuth),
         };
-        let mut server = ServerConfig::builder_with_provider(super::provider())
+        let server = ServerConfig::builder_with_provider(super::provider())
             .with_protocol_versions(crate::config::tls_versions(config.min_version.get_ref())?)
             .map_err(|e| format!("listener {listener:?}: {e}"))?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(SniResolver::new(keys)));
+            .with_client_cert_verifier(verifier);
+        let certs = SniResolver::new(keys);
+        let tls_alpn = config.acme.as_ref().is_some_and(|acme| acme.tls_alpn());
+        let mut server = if tls_alpn {
+            server.with_cert_resolver(Arc::new(ChallengeResolver {
+                certs,
+                challenges: challenges.clone(),
+            }))
+        } else {
+            server.with_cert_resolver(Arc::new(certs))
+        };
         for protocol in config.alpn.get_ref() {
             crate::config::check_alpn(protocol)?;
         }
@@ -100,6 +133,11 @@ impl ListenerTls {
             .iter()
             .map(|p| p.as_bytes().to_vec())
             .collect();
+        if tls_alpn {
+            // Offered last: only a client offering nothing else (the directory's validator)
+            // ends up with it.
+            server.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         // A resumed session skips client-certificate verification: after the client CA
         // changes (mTLS turned on, a CA withdrawn), sessions and tickets from before must not
         // let clients back in, so they are kept only while it stays the same.

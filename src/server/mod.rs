@@ -6,6 +6,7 @@
 
 mod drain;
 mod http1;
+pub mod http3;
 pub mod real_ip;
 pub mod settings;
 
@@ -410,8 +411,12 @@ async fn serve_hyper<S: Io>(
             });
         }
         let handling = proxy.handle(&client, request, in_flight);
-        match &settings.hsts {
+        let handling = match &settings.hsts {
             Some(hsts) => handling.with_header(http::header::STRICT_TRANSPORT_SECURITY, hsts),
+            None => handling,
+        };
+        match &settings.alt_svc {
+            Some(alt_svc) => handling.with_header(http::header::ALT_SVC, alt_svc),
             None => handling,
         }
     });

@@ -26,6 +26,9 @@ pub struct ListenerSettings {
     pub real_ip: Option<RealIp>,
     /// `max_connections_per_client`, when set.
     pub per_client: Option<ClientConnections>,
+    /// `Alt-Svc: h3=":PORT"; ma=86400`, added to the HTTP/1.1 and HTTP/2 responses of an
+    /// `http3` listener; built once here so that other listeners pay nothing.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// The connections each client holds open on a listener. The counts outlive the settings
@@ -51,17 +54,22 @@ impl ClientConnections {
 
 impl ListenerSettings {
     /// Builds a listener's settings, reading its certificates; `previous` (the settings being
-    /// replaced) passes its TLS session cache and ticket keys on.
+    /// replaced) passes its TLS session cache and ticket keys on. `port` is the port the
+    /// listener is bound to (what Alt-Svc names), once known.
     pub fn build(
         config: &ListenerConfig,
         previous: Option<&ListenerSettings>,
         metrics: &TlsMetrics,
+        port: Option<u16>,
     ) -> Result<Self, String> {
         let name = config.name.get_ref();
         let tls = match &config.tls {
             Some(tls) => {
                 let previous = previous.and_then(|p| p.tls.as_deref());
-                Some(Arc::new(ListenerTls::build(name, tls, previous, metrics)?))
+                let http3 = *config.http3.get_ref();
+                Some(Arc::new(ListenerTls::build(
+                    name, tls, previous, metrics, http3,
+                )?))
             }
             None => None,
         };
@@ -89,12 +97,23 @@ impl ListenerSettings {
                 secret: carried.map_or_else(RandomState::new, |c| c.secret.clone()),
             }
         });
+        let alt_svc = match (&tls, port) {
+            (Some(tls), Some(port)) if tls.quic.is_some() => Some(alt_svc(port)),
+            _ => None,
+        };
         Ok(Self {
             tls,
             redirect,
             hsts,
+            alt_svc,
             real_ip: RealIp::build(config)?,
             per_client,
         })
     }
+}
+
+/// The Alt-Svc value advertising HTTP/3 on `port` of the same host for a day (RFC 7838).
+pub fn alt_svc(port: u16) -> HeaderValue {
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+        .unwrap_or_else(|_| HeaderValue::from_static("clear"))
 }

@@ -1,0 +1,671 @@
+//! HTTP/3 end to end: an `http3` TLS listener served over QUIC on real UDP loopback sockets,
+//! driven by the h3 + h3-quinn client trusting the test's own CA. Forwarding, streamed bodies
+//! both ways, the cache, Alt-Svc on the TCP side, malformed requests, reload under load,
+//! certificate rotation, graceful shutdown, metrics and the config check.
+
+mod common;
+
+use bytes::{Buf, Bytes, BytesMut};
+use common::{HeldUpstream, TestUpstream, WAIT, metric_sample, start_gatehouse};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsConnector;
+
+// ---------------------------------------------------------------------------------------
+// A test CA, and certificates for localhost written as PEM files.
+
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+}
+
+struct Issued {
+    cert: String,
+    key: String,
+    der: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new(test: &str) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("h3-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("gatehouse h3 CA {test}"));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { ca, dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+
+    fn issue(&self, file: &str) -> Issued {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let issued = Issued {
+            cert: self.path(&format!("{file}.pem")),
+            key: self.path(&format!("{file}-key.pem")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        roots
+    }
+}
+
+/// One `http3` listener with `cert`, an admin listener, one route to `upstream` (`route_extra`
+/// added to the route, `extra` to the file).
+fn config(cert: &Issued, upstream: SocketAddr, route_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[log]
+access = "off"
+
+[[listener]]
+name = "quic"
+bind = "127.0.0.1:0"
+http3 = true
+tls = {{ certs = [ {{ cert = {:?}, key = {:?} }} ] }}
+
+[[route]]
+path_prefix = "/"
+upstream = "app"
+{route_extra}
+
+[upstream.app]
+servers = ["{upstream}"]
+
+{extra}
+"#,
+        cert.cert, cert.key
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// An HTTP/3 client: quinn + h3, trusting the test CA.
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+struct H3Client {
+    send: SendRequest,
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn h3_connect(addr: SocketAddr, roots: RootCertStore) -> Result<H3Client, String> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    // Every connection a full handshake, so that it shows the certificate in force.
+    tls.resumption = rustls::client::Resumption::disabled();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connecting = endpoint
+        .connect(addr, "localhost")
+        .map_err(|e| e.to_string())?;
+    let connection = timeout(WAIT, connecting)
+        .await
+        .map_err(|_| "QUIC handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    Ok(H3Client {
+        send,
+        connection,
+        _endpoint: endpoint,
+    })
+}
+
+/// What an HTTP/3 request got back.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn request(method: &str, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"))
+}
+
+impl H3Client {
+    /// Sends `request` with `body` sent in 16 KiB DATA frames, and reads the answer whole.
+    async fn send(&mut self, request: Request<()>, body: &[u8]) -> Result<Answer, String> {
+        let exchange = async {
+            let mut stream = self
+                .send
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            for chunk in body.chunks(16 * 1024) {
+                stream
+                    .send_data(Bytes::copy_from_slice(chunk))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            stream.finish().await.map_err(|e| e.to_string())?;
+            let response = stream.recv_response().await.map_err(|e| e.to_string())?;
+            let mut received = BytesMut::new();
+            while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
+                received.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            Ok(Answer {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body: received.freeze(),
+            })
+        };
+        timeout(WAIT, exchange)
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Answer, String> {
+        self.send(request("GET", path).body(()).unwrap(), b"").await
+    }
+
+    fn peer_certificate(&self) -> CertificateDer<'static> {
+        let identity = self.connection.peer_identity().expect("a server identity");
+        let chain = identity
+            .downcast::<Vec<CertificateDer<'static>>>()
+            .expect("a certificate chain");
+        chain[0].clone()
+    }
+}
+
+async fn metrics_of(running: &gatehouse::app::Running) -> String {
+    common::get(running.admin_addr.expect("admin"), "/metrics")
+        .await
+        .text()
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_over_http3_reaches_the_upstream_with_forwarding_fields_and_is_counted() {
+    let pki = Pki::new("get");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
+    let addr = running.listener_addrs[0];
+
+    let mut client = h3_connect(addr, pki.roots()).await.unwrap();
+    let answer = client.get("/hello?x=1").await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(&answer.body[..], b"app");
+    assert!(answer.header("x-request-id").is_some(), "a request id");
+    assert_eq!(
+        answer.header("alt-svc"),
+        None,
+        "no Alt-Svc over HTTP/3 itself"
+    );
+
+    let seen = app.received();
+    assert_eq!(seen.len(), 1);
+    let upstream = &seen[0];
+    assert_eq!(
+        upstream.uri.path_and_query().unwrap().as_str(),
+        "/hello?x=1"
+    );
+    let header = |name: &str| upstream.headers.get(name).map(|v| v.to_str().unwrap());
+    assert_eq!(header("x-forwarded-proto"), Some("https"));
+    assert_eq!(header("via"), Some("3 gatehouse"));
+    assert_eq!(header("host"), Some("localhost"));
+    assert_eq!(header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header("x-request-id"), answer.header("x-request-id"));
+
+    let metrics = metrics_of(&running).await;
+    let listener = [("listener", "quic")];
+    assert_eq!(
+        metric_sample(&metrics, "gatehouse_http3_requests_total", &listener),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_sample(&metrics, "gatehouse_http3_open_connections", &listener),
+        Some(1.0)
+    );
+    // Answered on the same path as every other request.
+    let answered: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gatehouse_http_requests_total{") && l.contains("code=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(answered >= 1.0, "metrics:\n{metrics}");
+
+    // The connection gauge falls when the client goes.
+    client.connection.close(quinn::VarInt::from_u32(0), b"done");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = metrics_of(&running).await;
+        if metric_sample(&metrics, "gatehouse_http3_open_connections", &listener) == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the HTTP/3 connection stayed counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+}
+
+/// An upstream that answers with the request's body, as received.
+async fn echo_upstream() -> TestUpstream {
+    TestUpstream::with_handler(
+        "echo",
+        Arc::new(|request| {
+            Box::pin(async move {
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                Response::new(Full::new(body))
+            })
+        }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mebibyte_streams_up_and_back_byte_for_byte() {
+    let pki = Pki::new("stream");
+    let cert = pki.issue("site");
+    let echo = echo_upstream().await;
+    let running = start_gatehouse(&config(&cert, echo.addr, "", "")).await;
+    let mut client = h3_connect(running.listener_addrs[0], pki.roots())
+        .await
+        .unwrap();
+    let sent: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    // With its length, and without (streamed to the upstream as it comes).
+    for length in [true, false] {
+        let mut head = request("POST", "/upload");
+        if length {
+            head = head.header("content-length", sent.len());
+        }
+        let answer = client.send(head.body(()).unwrap(), &sent).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "content-length: {length}");
+        assert_eq!(answer.body.len(), sent.len());
+        assert!(answer.body[..] == sent[..], "the body came back changed");
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_response_is_served_over_http3() {
+    let pki = Pki::new("cache");
+    let cert = pki.issue("site");
+    let origin = TestUpstream::with_responder(
+        "origin",
+        Arc::new(|_| {
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(Full::new(Bytes::from_static(b"stored")))
+                .unwrap()
+        }),
+    )
+    .await;
+    let cache = "[cache.c]\nmax_size = \"1MiB\"\nmax_object_size = \"64KiB\"\n";
+    let running = start_gatehouse(&config(&cert, origin.addr, "cache = \"c\"", cache)).await;
+    let mut client = h3_connect(running.listener_addrs[0], pki.roots())
+        .await
+        .unwrap();
+    let first = client.get("/page").await.unwrap();
+    assert_eq!(&first.body[..], b"stored");
+    let second = client.get("/page").await.unwrap();
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(&second.body[..], b"stored");
+    let status = second.header("cache-status").unwrap_or_default();
+    assert!(status.contains("hit"), "Cache-Status {status:?}");
+    assert_eq!(origin.received().len(), 1, "the second came from the cache");
+    running.shutdown().await;
+}
+
+/// One HTTPS request over TCP with ALPN `alpn`, HTTP/2 or HTTP/1.1.
+async fn tcp_get(addr: SocketAddr, roots: RootCertStore, alpn: &str) -> (http::Version, HeaderMap) {
+    let mut tls = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let stream = TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let get = Request::get("https://localhost/")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = if alpn == "h2" {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        sender.send_request(get).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender.send_request(get).await.unwrap()
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    (response.version(), response.headers().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_svc_advertises_http3_on_the_tcp_responses_of_that_listener_only() {
+    let pki = Pki::new("altsvc");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let other = format!(
+        "[[listener]]\nname = \"tcp-only\"\nbind = \"127.0.0.1:0\"\ntls = {{ certs = [ {{ cert = {:?}, key = {:?} }} ] }}\n",
+        cert.cert, cert.key
+    );
+    let running = start_gatehouse(&config(&cert, app.addr, "", &other)).await;
+    let (quic, tcp_only) = (running.listener_addrs[0], running.listener_addrs[1]);
+    let expected = format!("h3=\":{}\"; ma=86400", quic.port());
+    for (alpn, version) in [
+        ("h2", http::Version::HTTP_2),
+        ("http/1.1", http::Version::HTTP_11),
+    ] {
+        let (seen, headers) = tcp_get(quic, pki.roots(), alpn).await;
+        assert_eq!(seen, version);
+        assert_eq!(
+            headers.get("alt-svc").map(|v| v.to_str().unwrap()),
+            Some(expected.as_str()),
+            "{alpn}"
+        );
+        let (_, headers) = tcp_get(tcp_only, pki.roots(), alpn).await;
+        assert_eq!(
+            headers.get("alt-svc"),
+            None,
+            "{alpn} on a listener without http3"
+        );
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_connection_specific_field_is_refused_as_malformed() {
+    let pki = Pki::new("malformed");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
+    let mut client = h3_connect(running.listener_addrs[0], pki.roots())
+        .await
+        .unwrap();
+    for (name, value) in [
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+    ] {
+        let refused = client
+            .send(
+                request("GET", "/").header(name, value).body(()).unwrap(),
+                b"",
+            )
+            .await;
+        let error = match refused {
+            Ok(answer) => panic!("{name} answered {}", answer.status),
+            Err(error) => error,
+        };
+        assert!(
+            error.contains("H3_MESSAGE_ERROR") || error.contains("0x10e"),
+            "{name}: {error}"
+        );
+    }
+    assert!(app.received().is_empty(), "nothing malformed went upstream");
+    // TE: trailers is allowed, and the connection still serves.
+    let fine = client
+        .send(
+            request("GET", "/")
+                .header("te", "trailers")
+                .body(())
+                .unwrap(),
+            b"",
+        )
+        .await
+        .unwrap();
+    assert_eq!(fine.status, StatusCode::OK);
+    assert_eq!(app.received().len(), 1);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_http3_load_fail_no_request() {
+    let pki = Pki::new("reload");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let text = |n: usize| {
+        config(
+            &cert,
+            app.addr,
+            &format!("response_headers = {{ set = {{ \"x-generation\" = \"{n}\" }} }}"),
+            "",
+        )
+    };
+    let running = start_gatehouse(&text(0)).await;
+    let addr = running.listener_addrs[0];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (stop, ok, failures, roots) = (
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failures),
+            pki.roots(),
+        );
+        let mut client = h3_connect(addr, roots).await.unwrap();
+        load.push(tokio::spawn(async move {
+            // Bounded: stops when told, or after this many requests.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match client.get("/load").await {
+                    Ok(answer) if answer.status == StatusCode::OK => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(answer) => failures.lock().unwrap().push(answer.status.to_string()),
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    let path = Path::new("test.toml");
+    for generation in 1..=5 {
+        let before = ok.load(Ordering::Relaxed);
+        let report = running
+            .reloader
+            .reload_text("test", path, &text(generation))
+            .await;
+        assert!(report.ok, "reload {generation}: {:?}", report.errors);
+        // Requests keep being answered after each reload, by the new config.
+        let deadline = Instant::now() + WAIT;
+        while ok.load(Ordering::Relaxed) < before + 10 {
+            assert!(
+                Instant::now() < deadline,
+                "load stalled after reload {generation}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut client = h3_connect(addr, pki.roots()).await.unwrap();
+    let answer = client.get("/after").await.unwrap();
+    assert_eq!(answer.header("x-generation"), Some("5"));
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    assert!(ok.load(Ordering::Relaxed) >= 50);
+    running.shutdown().await;
+}
+
+fn replace_file(from: &str, to: &str) {
+    let aside = format!("{to}.new");
+    std::fs::copy(from, &aside).unwrap();
+    std::fs::rename(&aside, to).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_rotated_on_disk_is_shown_by_new_quic_connections() {
+    let pki = Pki::new("rotate");
+    let old = pki.issue("old");
+    let new = pki.issue("new");
+    let served = Issued {
+        cert: pki.path("served.pem"),
+        key: pki.path("served-key.pem"),
+        der: old.der.clone(),
+    };
+    replace_file(&old.cert, &served.cert);
+    replace_file(&old.key, &served.key);
+    let app = TestUpstream::named("app").await;
+    let running = start_gatehouse(&config(&served, app.addr, "", "")).await;
+    let addr = running.listener_addrs[0];
+    let mut before = h3_connect(addr, pki.roots()).await.unwrap();
+    assert!(before.peer_certificate() == old.der);
+
+    replace_file(&new.key, &served.key);
+    replace_file(&new.cert, &served.cert);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut fresh = h3_connect(addr, pki.roots()).await.unwrap();
+        if fresh.peer_certificate() == new.der {
+            assert_eq!(fresh.get("/").await.unwrap().status, StatusCode::OK);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new QUIC connections never saw the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The connection from before keeps serving.
+    assert_eq!(before.get("/").await.unwrap().status, StatusCode::OK);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_and_finishes_the_request_in_flight() {
+    let pki = Pki::new("shutdown");
+    let cert = pki.issue("site");
+    let held = HeldUpstream::start().await;
+    let running = start_gatehouse(&config(
+        &cert,
+        held.addr,
+        "",
+        "[limits]\nshutdown_grace = \"5s\"\n",
+    ))
+    .await;
+    let addr = running.listener_addrs[0];
+    let mut client = h3_connect(addr, pki.roots()).await.unwrap();
+    let connection = client.connection.clone();
+    // The client is handed back, kept open: dropping it would close the connection itself.
+    let in_flight = tokio::spawn(async move { (client.get("/slow").await, client) });
+    held.wait_arrival().await;
+
+    let shutdown = tokio::spawn(running.shutdown());
+    // New QUIC connections are refused once the drain has begun.
+    let deadline = Instant::now() + WAIT;
+    while h3_connect(addr, pki.roots()).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting QUIC connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned with a request in flight"
+    );
+    assert!(!in_flight.is_finished());
+
+    held.release_one();
+    let (answer, _client) = timeout(WAIT, in_flight).await.unwrap().unwrap();
+    let answer = answer.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(&answer.body[..], b"released");
+    let drained = timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown finishes once the request is done")
+        .unwrap();
+    assert!(drained, "everything drained");
+    // The connection was closed by the server, without error, once its request was answered.
+    match timeout(WAIT, connection.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(0x100),
+                "H3_NO_ERROR"
+            );
+        }
+        other => panic!("closed by {other}"),
+    }
+}
+
+#[test]
+fn http3_without_tls_is_a_config_error_naming_its_place() {
+    let text = "[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\nhttp3 = true\n\n[[route]]\nupstream = \"app\"\n\n[upstream.app]\nservers = [\"127.0.0.1:9\"]\n";
+    let error = match gatehouse::config::load_str(Path::new("h3.toml"), text) {
+        Ok(_) => panic!("http3 without tls accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("h3.toml:4:9"), "{error}");
+    assert!(error.contains("listener[0].http3"), "{error}");
+    assert!(error.contains("tls"), "{error}");
+}

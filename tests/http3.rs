@@ -669,3 +669,147 @@ fn http3_without_tls_is_a_config_error_naming_its_place() {
     assert!(error.contains("listener[0].http3"), "{error}");
     assert!(error.contains("tls"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_past_max_header_bytes_gets_431_and_an_idle_connection_is_closed() {
+    let pki = Pki::new("limits");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let limits = "[limits]\nmax_header_bytes = \"8KiB\"\nidle_timeout = \"400ms\"\n";
+    let running = start_gatehouse(&config(&cert, app.addr, "", limits)).await;
+    let mut client = h3_connect(running.listener_addrs[0], pki.roots())
+        .await
+        .unwrap();
+    let big = "x".repeat(12 * 1024);
+    let answer = client
+        .send(
+            request("GET", "/").header("x-big", big).body(()).unwrap(),
+            b"",
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let small = client.get("/").await.unwrap();
+    assert_eq!(small.status, StatusCode::OK, "the connection still serves");
+    assert_eq!(app.received().len(), 1);
+
+    // Then nothing: the server closes the connection after idle_timeout.
+    let started = Instant::now();
+    let closed = timeout(WAIT, client.connection.closed()).await.unwrap();
+    assert!(
+        matches!(closed, quinn::ConnectionError::TimedOut),
+        "closed by {closed}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_removed_by_a_reload_finishes_its_http3_request_then_closes() {
+    let pki = Pki::new("removed");
+    let cert = pki.issue("site");
+    let held = HeldUpstream::start().await;
+    let with_quic = config(&cert, held.addr, "", "");
+    let running = start_gatehouse(&with_quic).await;
+    let addr = running.listener_addrs[0];
+    let mut client = h3_connect(addr, pki.roots()).await.unwrap();
+    let connection = client.connection.clone();
+    let in_flight = tokio::spawn(async move { (client.get("/slow").await, client) });
+    held.wait_arrival().await;
+
+    // The same config with a plain listener in place of the HTTP/3 one.
+    let without = with_quic
+        .replace("name = \"quic\"", "name = \"plain\"")
+        .replace("http3 = true\n", "")
+        .lines()
+        .filter(|line| !line.starts_with("tls = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let report = running
+        .reloader
+        .reload_text("test", Path::new("test.toml"), &without)
+        .await;
+    assert!(report.ok, "{:?}", report.errors);
+    assert!(!in_flight.is_finished());
+    held.release_one();
+    let (answer, _client) = timeout(WAIT, in_flight).await.unwrap().unwrap();
+    let answer = answer.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(&answer.body[..], b"released");
+    match timeout(WAIT, connection.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(0x100),
+                "H3_NO_ERROR"
+            );
+        }
+        other => panic!("closed by {other}"),
+    }
+    // The port no longer takes QUIC connections.
+    let deadline = Instant::now() + WAIT;
+    while h3_connect(addr, pki.roots()).await.is_ok() {
+        assert!(Instant::now() < deadline, "still serving HTTP/3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Raw bytes on a request stream and on a unidirectional stream, frame by frame wrong: each
+/// ends as a stream or connection error, no panic, and the listener serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_streams_end_in_errors_never_a_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    let pki = Pki::new("fuzz");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
+    let addr = running.listener_addrs[0];
+
+    let mut cases: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x00, 0x01, 0x00],             // DATA before HEADERS
+        vec![0x01, 0x05, 0xff, 0xff, 0xff], // HEADERS with a broken field section
+        vec![0x01, 0x3f],                   // HEADERS longer than the stream
+        vec![0x04, 0x00],                   // SETTINGS on a request stream
+        vec![0x07, 0x01, 0x00],             // GOAWAY on a request stream
+        vec![0x21, 0x00, 0x01, 0x00],       // a reserved frame type, then nothing
+        vec![0xff; 64],                     // a varint as long as it gets
+        vec![0x01, 0x02, 0x00, 0x00],       // an empty field section: no pseudo-fields
+    ];
+    let mut rng = fastrand::Rng::with_seed(9114);
+    for _ in 0..24 {
+        let len = rng.usize(1..300);
+        cases.push((0..len).map(|_| rng.u8(..)).collect());
+    }
+    for (i, bytes) in cases.iter().enumerate() {
+        let client = h3_connect(addr, pki.roots()).await.unwrap();
+        let quic = client.connection.clone();
+        // On a request stream.
+        if let Ok((mut send, mut recv)) = quic.open_bi().await {
+            let _ = send.write_all(bytes).await;
+            let _ = send.finish();
+            let _ = timeout(WAIT, recv.read_to_end(64 * 1024)).await;
+        }
+        // On a unidirectional stream of an unknown or control type.
+        if let Ok(mut uni) = quic.open_uni().await {
+            let _ = uni.write_all(bytes).await;
+            let _ = uni.finish();
+        }
+        drop(client);
+        let mut check = h3_connect(addr, pki.roots()).await.unwrap();
+        let answer = check
+            .get("/")
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        assert_eq!(answer.status, StatusCode::OK, "case {i}");
+    }
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a panic while serving");
+    running.shutdown().await;
+}

@@ -260,6 +260,9 @@ async fn a_get_over_http3_reaches_the_upstream_with_forwarding_fields_and_is_cou
     assert_eq!(header("host"), Some("localhost"));
     assert_eq!(header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(header("x-request-id"), answer.header("x-request-id"));
+    // A GET's stream ends with its head: no body goes upstream.
+    assert_eq!(header("transfer-encoding"), None);
+    assert!(upstream.body.is_empty());
 
     let metrics = metrics_of(&running).await;
     let listener = [("listener", "quic")];

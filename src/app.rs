@@ -180,7 +180,9 @@ impl Running {
             _ => None,
         };
         if watch_config.watch {
-            match crate::reload::cert_watch::spawn(Arc::clone(&reloader), watch_config.debounce.0) {
+            match crate::reload::cert_watch::spawn(Arc::clone(&reloader), watch_config.debounce.0)
+                .await
+            {
                 Ok(task) => tasks.push(task),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch certificate files; reload to rotate them")

@@ -823,3 +823,72 @@ async fn malformed_streams_end_in_errors_never_a_panic() {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a panic while serving");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_dropped_at_the_head_timeout_and_clients_are_held_to_their_connections()
+{
+    let pki = Pki::new("silent");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let text = config(
+        &cert,
+        app.addr,
+        "",
+        "[limits]\nheader_read_timeout = \"300ms\"\n",
+    )
+    .replace(
+        "http3 = true\n",
+        "http3 = true\nmax_connections_per_client = 1\n",
+    );
+    let running = start_gatehouse(&text).await;
+    let addr = running.listener_addrs[0];
+    let mut client = h3_connect(addr, pki.roots()).await.unwrap();
+
+    // A request stream that starts a HEADERS frame and sends no more of it ends, without an
+    // answer, after the timeout.
+    let (mut send, mut recv) = client.connection.open_bi().await.unwrap();
+    send.write_all(&[0x01, 0x20]).await.unwrap();
+    let started = Instant::now();
+    let read = timeout(WAIT, recv.read_to_end(1024))
+        .await
+        .expect("the silent stream was ended");
+    assert!(
+        !matches!(read, Ok(ref bytes) if !bytes.is_empty()),
+        "{read:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(client.get("/").await.unwrap().status, StatusCode::OK);
+
+    // A second connection from the same client is closed at once.
+    let second = h3_connect(addr, pki.roots()).await;
+    let refused = match second {
+        Err(e) => e,
+        Ok(second) => match timeout(WAIT, second.connection.closed()).await.unwrap() {
+            quinn::ConnectionError::ApplicationClosed(close) => close.error_code.to_string(),
+            other => other.to_string(),
+        },
+    };
+    assert!(
+        refused.contains("263") || refused.contains("0x107") || refused.contains("EXCESSIVE"),
+        "{refused}"
+    );
+    // The first still serves; once it is gone, a new one is let in.
+    assert_eq!(client.get("/").await.unwrap().status, StatusCode::OK);
+    client.connection.close(quinn::VarInt::from_u32(0x100), b"");
+    drop(client);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(mut again) = h3_connect(addr, pki.roots()).await
+            && let Ok(answer) = again.get("/").await
+        {
+            assert_eq!(answer.status, StatusCode::OK);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client's place was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+}

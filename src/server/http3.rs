@@ -144,6 +144,7 @@ pub async fn serve(listener: QuicListener, proxy: Arc<Proxy>, drain: DrainWatch)
             open_connections: listener.open_connections.clone(),
             requests: listener.requests.clone(),
             drain: drain.clone(),
+            head_timeout: Duration::ZERO,
         };
         tokio::spawn(connection.serve(connecting));
     }
@@ -167,6 +168,8 @@ struct QuicConnection {
     open_connections: IntGauge,
     requests: IntCounter,
     drain: DrainWatch,
+    /// `limits.header_read_timeout`: how long a request stream may take to send its head.
+    head_timeout: Duration,
 }
 
 impl QuicConnection {
@@ -197,8 +200,26 @@ impl QuicConnection {
                 return;
             }
         };
+        // Held until the connection ends, as on TCP (a trusted proxy carries many clients).
+        let trusted = self
+            .settings
+            .real_ip
+            .as_ref()
+            .is_some_and(|real_ip| real_ip.reads_requests_from(self.client.peer.ip()));
+        let _client_place = match &self.settings.per_client {
+            Some(per_client) if !trusted => match per_client.admit(self.client.addr.ip()) {
+                Some(place) => Some(place),
+                None => {
+                    tracing::debug!(client = %self.client.addr, limit = per_client.limit, "QUIC connection refused: too many from this client");
+                    quic.close(H3_EXCESSIVE_LOAD, b"too many connections from this client");
+                    return;
+                }
+            },
+            _ => None,
+        };
         self.open_connections.inc();
         let limits = self.proxy.snapshot().load().limits;
+        self.head_timeout = limits.header_read_timeout;
         let built = h3::server::builder()
             .max_field_section_size(u64::try_from(limits.max_header_bytes).unwrap_or(u64::MAX))
             .build(h3_quinn::Connection::new(quic.clone()))
@@ -228,6 +249,7 @@ impl QuicConnection {
                             settings: Arc::clone(&self.settings),
                             client: self.client.clone(),
                             control: Arc::clone(&self.registration.control),
+                            head_timeout: self.head_timeout,
                         };
                         requests.spawn(request.serve(resolver));
                     }
@@ -264,8 +286,9 @@ impl QuicConnection {
     }
 }
 
-/// RFC 9114 §8.1: closing with no error.
+/// RFC 9114 §8.1: closing with no error, and for a peer generating excessive load.
 const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
+const H3_EXCESSIVE_LOAD: quinn::VarInt = quinn::VarInt::from_u32(0x107);
 /// How long a draining connection waits, once its requests are answered, before it closes.
 const LINGER_MIN: Duration = Duration::from_millis(100);
 const LINGER_MAX: Duration = Duration::from_secs(2);
@@ -281,15 +304,23 @@ struct Request {
     settings: Arc<ListenerSettings>,
     client: ClientInfo,
     control: Arc<connection::ConnectionControl>,
+    head_timeout: Duration,
 }
 
 impl Request {
     async fn serve(self, resolver: H3Resolver) {
-        let (request, mut stream) = match resolver.resolve_request().await {
-            Ok(resolved) => resolved,
+        // A stream that never sends its head would hold one of the connection's stream
+        // places until the connection goes idle.
+        let resolved = tokio::time::timeout(self.head_timeout, resolver.resolve_request()).await;
+        let (request, mut stream) = match resolved {
+            Ok(Ok(resolved)) => resolved,
             // h3 has answered (431) or reset the stream already.
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(client = %self.client.addr, error = %e, "HTTP/3 request refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %self.client.addr, "HTTP/3 request head timed out");
                 return;
             }
         };

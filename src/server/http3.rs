@@ -73,19 +73,21 @@ struct ConfigInForce {
 }
 
 impl ConfigInForce {
+    /// The server config in force, and whether it changed since the last call.
     fn current(
         &mut self,
         shared: &SharedSettings,
         proxy: &Proxy,
-    ) -> Option<Arc<quinn::ServerConfig>> {
+    ) -> (Option<Arc<quinn::ServerConfig>>, bool) {
         let settings = shared.load_full();
         let limits = proxy.snapshot().load().limits;
-        if !Arc::ptr_eq(&settings, &self.settings) || limits != self.limits {
+        let changed = !Arc::ptr_eq(&settings, &self.settings) || limits != self.limits;
+        if changed {
             self.config = server_config(&settings, &limits);
             self.settings = settings;
             self.limits = limits;
         }
-        self.config.clone()
+        (self.config.clone(), changed)
     }
 }
 
@@ -119,12 +121,15 @@ pub async fn serve(listener: QuicListener, proxy: Arc<Proxy>, drain: DrainWatch)
             () = stop.signalled() => break,
         };
         let Some(incoming) = incoming else { break };
-        let Some(config) = in_force.current(&listener.settings, &proxy) else {
+        let (config, changed) = in_force.current(&listener.settings, &proxy);
+        let Some(config) = config else {
             incoming.refuse();
             continue;
         };
         // New connections get the settings in force (a rotated certificate, new limits).
-        endpoint.0.set_server_config(Some((*config).clone()));
+        if changed {
+            endpoint.0.set_server_config(Some((*config).clone()));
+        }
         let connecting = match incoming.accept_with(config) {
             Ok(connecting) => connecting,
             Err(e) => {

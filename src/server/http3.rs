@@ -3,9 +3,9 @@
 //! alike; ALPN `h3`), serving each request stream through the same `Proxy::handle` as HTTP/1.1
 //! and HTTP/2. A drain sends GOAWAY and lets the requests in flight finish.
 //!
-//! Early data (0-RTT) is never accepted: quinn cannot say whether a request's bytes arrived
-//! in early data once the handshake has completed, so replay-safety could not be judged per
-//! request.
+//! Early data (0-RTT) is never accepted: quinn marks a stream opened in early data
+//! (`RecvStream::is_0rtt`), but h3-quinn keeps its streams to itself, so a request could not be
+//! told apart as replayable; every request follows a full handshake instead.
 
 use super::{DrainWatch, ListenerSettings, SharedSettings, redirect_response};
 use crate::connection::{self, Connections};
@@ -49,7 +49,7 @@ struct EndpointGuard(quinn::Endpoint);
 
 impl Drop for EndpointGuard {
     fn drop(&mut self) {
-        self.0.close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.0.close(H3_NO_ERROR, b"shutting down");
     }
 }
 
@@ -91,8 +91,8 @@ impl ConfigInForce {
     }
 }
 
-/// Accepts QUIC connections until `drain` signals shutdown; then refuses new ones, sends
-/// GOAWAY on each open connection and returns once they have finished.
+/// Accepts QUIC connections until `drain` signals shutdown; then each open connection sends
+/// GOAWAY and finishes its requests, and new ones are refused until this task is ended.
 pub async fn serve(listener: QuicListener, proxy: Arc<Proxy>, drain: DrainWatch) {
     let settings = listener.settings.load_full();
     let limits = proxy.snapshot().load().limits;

@@ -892,3 +892,56 @@ async fn a_silent_stream_is_dropped_at_the_head_timeout_and_clients_are_held_to_
     }
     running.shutdown().await;
 }
+
+/// The real binary: an HTTP/3 request is in the combined access log as `HTTP/3.0`, and
+/// SIGTERM drains the QUIC listener and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_http3_requests_and_exits_cleanly_on_sigterm() {
+    let pki = Pki::new("binary");
+    let cert = pki.issue("site");
+    let app = TestUpstream::named("app").await;
+    let text = config(&cert, app.addr, "", "")
+        .replace(
+            "access = \"off\"",
+            "access = \"combined\"\nlevel = \"info\"",
+        )
+        .replace("bind = \"127.0.0.1:0\"\n\n[log]", "bind = \"\"\n\n[log]");
+    let mut process = common::process::Process::spawn(&text, "h3-binary");
+    let deadline = Instant::now() + WAIT;
+    let addr = loop {
+        let lines = process.all_lines_so_far().await;
+        let found = lines
+            .iter()
+            .find(|l| l.contains("listening") && l.contains("listener=quic"))
+            .and_then(|l| {
+                let start = l.find("addr=")? + "addr=".len();
+                l[start..]
+                    .split_whitespace()
+                    .next()?
+                    .trim_matches('"')
+                    .parse::<SocketAddr>()
+                    .ok()
+            });
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no listening line: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut client = h3_connect(addr, pki.roots()).await.unwrap();
+    let answer = client.get("/logged?q=1").await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let request_id = answer.header("x-request-id").unwrap().to_owned();
+    process.sigterm();
+    let status = process.exit_by(std::time::Instant::now() + WAIT).await;
+    assert!(status.success(), "{status:?}");
+    let stdout = process.stdout_lines();
+    let line = stdout
+        .iter()
+        .find(|l| l.contains(&request_id))
+        .unwrap_or_else(|| panic!("no access line for {request_id}: {stdout:?}"));
+    assert!(
+        line.contains("\"GET /logged?q=1 HTTP/3.0\" 200 3"),
+        "{line}"
+    );
+}

@@ -945,3 +945,102 @@ async fn the_binary_logs_http3_requests_and_exits_cleanly_on_sigterm() {
         "{line}"
     );
 }
+
+/// An HTTP/2 cleartext origin answering like a gRPC service: the request body echoed, then
+/// trailers; it records the versions it was spoken to in.
+async fn grpc_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<http::Version>>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let versions = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&versions);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            seen.lock().unwrap().push(request.version());
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let frames = vec![
+                                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(body)),
+                                Ok(hyper::body::Frame::trailers(trailers)),
+                            ];
+                            let body = http_body_util::StreamBody::new(futures_stream(frames));
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .body(body)
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, versions)
+}
+
+/// The frames as a stream, one by one.
+fn futures_stream<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T> + Unpin {
+    struct Items<T>(std::collections::VecDeque<T>);
+    impl<T: Unpin> futures_core::Stream for Items<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.pop_front())
+        }
+    }
+    Items(items.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_style_call_over_http3_reaches_an_http2_upstream_with_trailers_back() {
+    let pki = Pki::new("grpc");
+    let cert = pki.issue("site");
+    let (origin, versions) = grpc_origin().await;
+    let text = config(&cert, origin, "", "").replace(
+        &format!("servers = [\"{origin}\"]\n"),
+        &format!("servers = [\"{origin}\"]\nhttp2 = true\n"),
+    );
+    let running = start_gatehouse(&text).await;
+    let mut client = h3_connect(running.listener_addrs[0], pki.roots())
+        .await
+        .unwrap();
+    let message = Bytes::from_static(b"\x00\x00\x00\x00\x05hello");
+    let call = async {
+        let request = request("POST", "/echo.Echo/Say")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut stream = client.send.send_request(request).await.unwrap();
+        stream.send_data(message.clone()).await.unwrap();
+        stream.finish().await.unwrap();
+        let response = stream.recv_response().await.unwrap();
+        let mut body = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        let trailers = stream.recv_trailers().await.unwrap();
+        (response, body.freeze(), trailers)
+    };
+    let (response, body, trailers) = timeout(WAIT, call).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    assert_eq!(body, message);
+    let trailers = trailers.expect("trailers arrive over HTTP/3");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(*versions.lock().unwrap(), [http::Version::HTTP_2]);
+    running.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! and each worker has a socket of its own), the accept loop, the TLS handshake on TLS
 //! listeners, then HTTP/1.1 served by the connection loop of `http1` and HTTP/2 (ALPN `h2`, or
 //! its preface on a cleartext connection) by hyper, with the configured limits, and draining
-//! connections on shutdown.
+//! connections on shutdown. An `http3` listener also serves HTTP/3 over QUIC (`http3`).
 
 mod drain;
 mod http1;

@@ -83,7 +83,7 @@ fn demo_tracing(
             ))
         })
         .collect();
-    let target = demo::export_target(endpoint, headers);
+    let target = demo::export_target(endpoint.authority, endpoint.path, headers);
     let exporter = traces.get_or_create(Some(target), &metrics.tracing_spans_dropped)?;
     Some(demo::tracing(*config.ratio.get_ref(), exporter))
 }
@@ -227,7 +227,9 @@ impl Running {
             _ => None,
         };
         if watch_config.watch {
-            match crate::reload::cert_watch::spawn(Arc::clone(&reloader), watch_config.debounce.0) {
+            match crate::reload::cert_watch::spawn(Arc::clone(&reloader), watch_config.debounce.0)
+                .await
+            {
                 Ok(task) => tasks.push(task),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch certificate files; reload to rotate them")

@@ -12,12 +12,13 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub static VIA_HTTP_1_0: HeaderValue = HeaderValue::from_static("1.0 gatehouse");
 pub static VIA_HTTP_1_1: HeaderValue = HeaderValue::from_static("1.1 gatehouse");
 pub static VIA_HTTP_2: HeaderValue = HeaderValue::from_static("2 gatehouse");
+pub static VIA_HTTP_3: HeaderValue = HeaderValue::from_static("3 gatehouse");
 static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
 static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
@@ -320,16 +321,16 @@ impl HostError {
     }
 }
 
-/// The host a request is for. An HTTP/2 request's `:authority` wins over a Host header, which
+/// The host a request is for. An HTTP/2 or HTTP/3 request's `:authority` wins over a Host header, which
 /// must agree with it; otherwise the one Host header. A Host header is checked even when the
 /// authority is used: a request with two, or with an invalid one, is rejected whatever else
 /// it says.
 ///
 /// An HTTP/1.x request was read by the codec (`http1::request`), which has already refused
 /// every Host this would refuse and put an absolute-form target's authority in Host: only its
-/// Host is looked up. HTTP/2 requests (hyper's) are judged here.
+/// Host is looked up. HTTP/2 requests (hyper's) and HTTP/3 ones (h3's) are judged here.
 pub fn request_host(parts: &http::request::Parts) -> Result<HeaderValue, HostError> {
-    if parts.version != http::Version::HTTP_2 {
+    if !matches!(parts.version, http::Version::HTTP_2 | http::Version::HTTP_3) {
         return match parts.headers.get(http::header::HOST) {
             Some(host) => Ok(host.clone()),
             None => Err(HostError::Missing),
@@ -414,6 +415,7 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
 fn via_value(version: http::Version) -> &'static HeaderValue {
     match version {
         http::Version::HTTP_2 => &VIA_HTTP_2,
+        http::Version::HTTP_3 => &VIA_HTTP_3,
         http::Version::HTTP_10 => &VIA_HTTP_1_0,
         _ => &VIA_HTTP_1_1,
     }

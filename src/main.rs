@@ -487,7 +487,8 @@ fn demo_backend(bind: &str, name: String, otlp_endpoint: Option<&str>) -> ExitCo
             // No metrics listener here: spans dropped on the way are counted in vain.
             let dropped = prometheus::IntCounter::new("spans_dropped", "spans dropped")
                 .unwrap_or_else(|_| unreachable!("a valid metric name"));
-            let target = gatehouse::demo::export_target(endpoint, Vec::new());
+            let target =
+                gatehouse::demo::export_target(endpoint.authority, endpoint.path, Vec::new());
             let exporter = Arc::new(gatehouse::trace::export::Exporter::new(target, dropped));
             backend.trace_to(gatehouse::demo::tracing(1.0, exporter));
         }

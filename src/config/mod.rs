@@ -214,6 +214,10 @@ pub struct ListenerConfig {
     /// Strict-Transport-Security value added to responses sent over TLS.
     #[serde(default)]
     pub hsts: Option<Spanned<String>>,
+    /// Also serve HTTP/3 (QUIC) on the same port over UDP, with the same certificates, and
+    /// advertise it with Alt-Svc on the HTTP/1.1 and HTTP/2 responses (needs `tls`).
+    #[serde(default = "default_http3")]
+    pub http3: Spanned<bool>,
     // --- The client's address behind load balancers ---
     /// Address ranges (`"10.0.0.0/8"`, `"::1/128"`, `"127.0.0.1"`) of the proxies and
     /// balancers believed when they say who their client is (nginx's `set_real_ip_from`).
@@ -249,6 +253,10 @@ pub enum RealIpHeader {
 
 fn default_real_ip_header() -> Spanned<RealIpHeader> {
     Spanned::new(0..0, RealIpHeader::XForwardedFor)
+}
+
+fn default_http3() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }
 
 fn default_proxy_protocol() -> Spanned<bool> {

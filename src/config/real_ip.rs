@@ -1,5 +1,5 @@
-//! Checks of a listener's client-address keys: every `trusted_proxies` entry is an address
-//! range, and `proxy_protocol` and `real_ip_header` make sense together.
+//! Checks of a listener's client-address keys (every `trusted_proxies` entry is an address
+//! range, and `proxy_protocol` and `real_ip_header` make sense together), and that `http3` has TLS.
 
 use super::errors::{ConfigError, Locator};
 use super::{Config, RealIpHeader};
@@ -25,6 +25,14 @@ pub(super) fn validate(
                     message,
                 )),
             }
+        }
+        if *listener.http3.get_ref() && listener.tls.is_none() {
+            errors.push(at.error(
+                listener.http3.span(),
+                key("http3"),
+                "HTTP/3 runs over QUIC, which is always encrypted: give this listener a tls \
+                 section (with its certificates), or remove http3",
+            ));
         }
         let header = *listener.real_ip_header.get_ref();
         let proxy_protocol = *listener.proxy_protocol.get_ref();

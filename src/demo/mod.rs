@@ -75,15 +75,16 @@ pub struct DemoBackend {
 /// The service name the demo backends export their spans under.
 pub const SERVICE_NAME: &str = "order-api";
 
-/// Where a demo backend's spans go: the collector at `endpoint` (with `headers` on every
-/// export) under [`SERVICE_NAME`].
+/// Where a demo backend's spans go: the collector at `authority` (`host:port`), POSTed to
+/// `path` with `headers`, under [`SERVICE_NAME`].
 pub fn export_target(
-    endpoint: crate::config::TracingEndpoint,
+    authority: String,
+    path: String,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
 ) -> crate::trace::export::Target {
     crate::trace::export::Target {
-        authority: endpoint.authority,
-        path: endpoint.path,
+        authority,
+        path,
         headers,
         service_name: SERVICE_NAME.into(),
     }

@@ -172,6 +172,8 @@ struct Listen {
     bind: String,
     ssl: bool,
     http2: bool,
+    /// `listen ... quic`: HTTP/3 on the same port (`http3 = true` on the TLS listener).
+    quic: bool,
     default: bool,
     proxy_protocol: bool,
     loc: Loc,
@@ -834,6 +836,7 @@ impl Translator {
         let mut location_directives = Vec::new();
         // nginx 1.25's `http2 on;` in a server, beside its listens.
         let mut http2_on = false;
+        let mut http3_off = false;
         for x in body {
             match x.name.as_str() {
                 "listen" => {
@@ -862,6 +865,9 @@ impl Translator {
                 "if" => self.report(x, "no equivalent: `if` blocks are not translated"),
                 "ssl" => self.report(x, "use `listen ... ssl`"),
                 "http2" => http2_on = x.args.first().is_some_and(|a| a == "on"),
+                "http3" => http3_off = x.args.first().is_some_and(|a| a == "off"),
+                // Alt-Svc for HTTP/3 is added by gatehouse itself on an http3 listener.
+                "add_header" if is_alt_svc_for_h3(&x.args) => {}
                 "server_tokens" => self.report(
                     x,
                     "no equivalent: gatehouse's own answers say `Server: gatehouse`, without a version; upstream responses keep theirs",
@@ -880,6 +886,7 @@ impl Translator {
                 bind: "0.0.0.0:80".into(),
                 ssl: false,
                 http2: false,
+                quic: false,
                 default: false,
                 proxy_protocol: false,
                 loc: d.loc.clone(),
@@ -888,6 +895,11 @@ impl Translator {
         if http2_on {
             for l in &mut server.listens {
                 l.http2 = true;
+            }
+        }
+        if http3_off {
+            for l in &mut server.listens {
+                l.quic = false;
             }
         }
         server.settings = http.merged(&own);
@@ -928,6 +940,7 @@ impl Translator {
             bind,
             ssl: false,
             http2: false,
+            quic: false,
             default: false,
             proxy_protocol: false,
             loc: d.loc.clone(),
@@ -936,6 +949,7 @@ impl Translator {
             match p.as_str() {
                 "ssl" => listen.ssl = true,
                 "http2" => listen.http2 = true,
+                "quic" => listen.quic = true,
                 "default_server" | "default" => listen.default = true,
                 "proxy_protocol" => listen.proxy_protocol = true,
                 "reuseport" => {}
@@ -1096,11 +1110,16 @@ impl Translator {
                         }
                         first.ssl |= l.ssl;
                         first.http2 |= l.http2;
+                        first.quic |= l.quic;
                         first.proxy_protocol |= l.proxy_protocol;
                     }
-                    None => listeners.push((listener_name(&l.bind, l.ssl), l.clone(), vec![i])),
+                    None => listeners.push((String::new(), l.clone(), vec![i])),
                 }
             }
+        }
+        // Named once merged: `listen 443 quic` may come before `listen 443 ssl`.
+        for (name, listen, _) in &mut listeners {
+            *name = listener_name(&listen.bind, listen.ssl);
         }
         let mut out = String::new();
         out.push_str("# Imported from nginx by `gatehouse import nginx`.\n# Each route's comment names the nginx location it comes from.\n\n");
@@ -1200,8 +1219,18 @@ impl Translator {
                     if !listen.http2 {
                         tls.push(("alpn".into(), emit::strings(&["http/1.1"])));
                     }
+                    if listen.quic {
+                        t.set("http3", "true".into());
+                    }
                     t.set("tls", emit::inline(&tls));
                 }
+            }
+            if listen.quic && !listen.ssl {
+                self.note(
+                    &listen.loc,
+                    "listen",
+                    "quic without `listen ... ssl` on the same address: gatehouse serves HTTP/3 beside a TLS listener (`http3 = true`), so none is served here",
+                );
             }
             t.write(&mut out);
         }
@@ -2585,6 +2614,13 @@ fn has_port(addr: &str) -> bool {
 }
 
 /// A stable listener name from its address: `http_8080`, `https_127_0_0_1_8443`.
+/// `add_header Alt-Svc 'h3=":PORT"; ...'`: what an http3 listener sends by itself.
+fn is_alt_svc_for_h3(args: &[String]) -> bool {
+    args.first()
+        .is_some_and(|name| name.eq_ignore_ascii_case("alt-svc"))
+        && args.get(1).is_some_and(|value| value.contains("h3="))
+}
+
 pub fn listener_name(bind: &str, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     let (addr, port) = bind.rsplit_once(':').unwrap_or((bind, ""));
@@ -2947,6 +2983,33 @@ mod tests {
             reports
                 .iter()
                 .any(|r| r.starts_with("/n/nginx.conf:10: location: @fallback")),
+            "{reports:?}"
+        );
+    }
+
+    #[test]
+    fn a_quic_listen_beside_an_ssl_one_is_http3_on_that_listener() {
+        let (t, reports) = import(
+            "http {\n upstream b { server 127.0.0.1:9000; }\n\
+             server { listen 8443 ssl; listen 8443 quic reuseport; http3 on; add_header Alt-Svc 'h3=\":8443\"; ma=86400'; ssl_certificate c.pem; ssl_certificate_key k.pem; location / { proxy_pass http://b; } }\n\
+             server { listen 9443 quic; listen 9443 ssl; http3 off; ssl_certificate c.pem; ssl_certificate_key k.pem; location / { proxy_pass http://b; } }\n}",
+        );
+        let listeners = t["listener"].as_array().unwrap();
+        assert_eq!(listeners.len(), 2, "{listeners:?}");
+        assert_eq!(listeners[0]["name"].as_str(), Some("https_8443"));
+        assert_eq!(listeners[0]["http3"].as_bool(), Some(true));
+        assert_eq!(listeners[1]["name"].as_str(), Some("https_9443"));
+        assert!(listeners[1].get("http3").is_none(), "http3 off");
+        assert!(
+            routes(&t)
+                .iter()
+                .all(|r| r.get("response_headers").is_none()),
+            "Alt-Svc is not copied: the listener sends it"
+        );
+        assert!(
+            !reports
+                .iter()
+                .any(|r| r.contains("quic") || r.contains("http3")),
             "{reports:?}"
         );
     }

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     pub accepted_connections: IntCounterVec,
     pub closed_connections: IntCounterVec,
+    /// HTTP/3 (QUIC) connections open and requests taken, by listener.
+    pub http3_open_connections: IntGaugeVec,
+    pub http3_requests: IntCounterVec,
     pub upstream_server_up: IntGaugeVec,
     pub circuit_breaker_state: IntGaugeVec,
     pub circuit_breaker_transitions: IntCounterVec,
@@ -170,6 +173,20 @@ impl Metrics {
                 "Client connections closed, by listener and reason (client, idle_timeout, header_timeout, stalled, shutdown, bad_request, tls_handshake, error, upgraded).",
             ),
             &["listener", "reason"],
+        )?;
+        let http3_open_connections = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_http3_open_connections",
+                "HTTP/3 (QUIC) client connections currently open, by listener.",
+            ),
+            &["listener"],
+        )?;
+        let http3_requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_http3_requests_total",
+                "Requests received over HTTP/3, by listener (their answers are counted in gatehouse_http_requests_total like every other request's).",
+            ),
+            &["listener"],
         )?;
         let upstream_server_up = IntGaugeVec::new(
             Opts::new(
@@ -312,6 +329,8 @@ impl Metrics {
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(accepted_connections.clone()))?;
         registry.register(Box::new(closed_connections.clone()))?;
+        registry.register(Box::new(http3_open_connections.clone()))?;
+        registry.register(Box::new(http3_requests.clone()))?;
         let tls = tls::TlsMetrics::register(&registry)?;
         let acme = Arc::new(tls::AcmeMetrics::register(&registry)?);
         let traffic = traffic::TrafficMetrics::register(&registry)?;
@@ -381,6 +400,8 @@ impl Metrics {
             open_connections,
             accepted_connections,
             closed_connections,
+            http3_open_connections,
+            http3_requests,
             upstream_server_up,
             circuit_breaker_state,
             circuit_breaker_transitions,

@@ -1009,7 +1009,7 @@ impl Routed {
             None => {
                 // An HTTP/1.x request without an authority was routed by its one Host field.
                 if parts.uri.authority().is_some()
-                    || (parts.version == Version::HTTP_2
+                    || (matches!(parts.version, Version::HTTP_2 | Version::HTTP_3)
                         && !parts.headers.contains_key(header::HOST))
                 {
                     parts.headers.insert(header::HOST, host_value.clone());
@@ -1233,12 +1233,12 @@ impl Reply {
 
     /// Whether the upstream's response head goes to the client with nothing edited but its
     /// hop-by-hop fields left out and gatehouse's own added: then it is passed on from its
-    /// bytes (`http1::RawFields`), with no map built. Not for HTTP/2 clients (hyper writes
-    /// their heads from a map), upgrades, or routes whose policies read or edit the
+    /// bytes (`http1::RawFields`), with no map built. Not for HTTP/2 and HTTP/3 clients (their
+    /// heads are written from a map), upgrades, or routes whose policies read or edit the
     /// response's fields (cache, compression, CORS, response header rules).
     fn passes_head_on(&self) -> bool {
         let route = &self.route;
-        self.client_version != Version::HTTP_2
+        !matches!(self.client_version, Version::HTTP_2 | Version::HTTP_3)
             && self.client_upgrade.is_none()
             && route.cache.is_none()
             && route.compression.is_none()

@@ -19,33 +19,38 @@ fn fingerprint(files: &[String]) -> u64 {
     hasher.finish()
 }
 
-/// Starts watching; the task follows config reloads (new files, new directories).
-pub fn spawn(
+/// Starts watching; the task follows config reloads (new files, new directories). The files
+/// are watched, and their contents fingerprinted, before this returns: a change made as soon
+/// as the listeners are serving is seen.
+pub async fn spawn(
     reloader: Arc<Reloader>,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     let mut watched = WatchedFiles::new()?;
+    let mut files = reloader.tls_files().await;
+    let mut last = fingerprint(&files);
+    watched.follow(&files, "a certificate");
     Ok(tokio::spawn(async move {
         loop {
-            // Follow the files the listeners use now.
-            let files = reloader.tls_files().await;
-            let last = if files.is_empty() {
-                0
-            } else {
-                fingerprint(&files)
-            };
-            watched.follow(&files, "a certificate");
             tokio::select! {
                 arrived = watched.arrivals.recv() => {
                     if arrived.is_none() || !watched.settle(debounce).await {
                         return;
                     }
+                    // Compared with what was seen at the last look, not read again after the
+                    // reload: a change landing while it runs is still a change next time.
                     let now = fingerprint(&files);
                     if now != last {
+                        last = now;
                         reloader.reload_certificates("certificate file change").await;
                     }
                 }
-                () = reloader.tls_files_changed.notified() => {}
+                () = reloader.tls_files_changed.notified() => {
+                    // Follow the files the listeners use now.
+                    files = reloader.tls_files().await;
+                    last = fingerprint(&files);
+                    watched.follow(&files, "a certificate");
+                }
             }
         }
     }))

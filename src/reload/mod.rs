@@ -37,8 +37,10 @@ struct ActiveListener {
     /// The bind address as written in the config (kept while it does not change).
     bind: String,
     addr: SocketAddr,
+    /// Serving HTTP/3 too (`http3`): a change of it rebinds the listener, as a change of bind does.
+    http3: bool,
     drain: Drain,
-    /// One accept loop per worker.
+    /// One accept loop per worker (and the QUIC endpoint's).
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -70,15 +72,21 @@ impl Listeners {
         for (i, listener) in config.listeners.iter().enumerate() {
             let name = listener.name.get_ref();
             let bind = listener.bind.get_ref();
-            if self.active.get(name).is_some_and(|a| a.bind == *bind) {
+            let http3 = *listener.http3.get_ref();
+            if self
+                .active
+                .get(name)
+                .is_some_and(|a| a.bind == *bind && a.http3 == http3)
+            {
                 continue;
             }
-            match bind_listener(name, bind) {
-                Ok((tcp, addr)) => fresh.push(BoundListener {
+            match bind_listener(name, bind, http3) {
+                Ok((tcp, addr, udp)) => fresh.push(BoundListener {
                     name: name.clone(),
                     bind: bind.clone(),
                     tcp,
                     addr,
+                    udp,
                 }),
                 Err(e) => {
                     let (line, column) = config::line_column(text, listener.bind.span().start);
@@ -92,13 +100,15 @@ impl Listeners {
         Ok(fresh)
     }
 
-    /// Stops the listeners not in `wanted` (name → bind) at the same bind: they stop accepting
-    /// and drain their connections for at most `grace`.
-    fn retire_unwanted(&mut self, wanted: &HashMap<String, String>, grace: Duration) {
+    /// Stops the listeners not in `wanted` (name → bind and http3) as they are: they stop
+    /// accepting and drain their connections for at most `grace`.
+    fn retire_unwanted(&mut self, wanted: &HashMap<String, (String, bool)>, grace: Duration) {
         let gone: Vec<String> = self
             .active
             .iter()
-            .filter(|(name, active)| wanted.get(*name) != Some(&active.bind))
+            .filter(|(name, active)| {
+                wanted.get(*name) != Some(&(active.bind.clone(), active.http3))
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -121,6 +131,8 @@ struct BoundListener {
     bind: String,
     tcp: tokio::net::TcpListener,
     addr: SocketAddr,
+    /// The UDP socket of an `http3` listener, on the same address.
+    udp: Option<std::net::UdpSocket>,
 }
 
 /// What /status shows about the configuration.
@@ -215,13 +227,28 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Binds a listener of the config; the error names it.
-fn bind_listener(name: &str, bind: &str) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+type Bound = (
+    tokio::net::TcpListener,
+    SocketAddr,
+    Option<std::net::UdpSocket>,
+);
+
+/// Binds a listener of the config (and its UDP port for HTTP/3, on the TCP side's address);
+/// the error names it.
+fn bind_listener(name: &str, bind: &str, http3: bool) -> Result<Bound, String> {
     let addr = parse_bind(bind)?;
     let tcp =
         server::bind(addr).map_err(|e| format!("cannot bind listener {name:?} on {addr}: {e}"))?;
     let bound = tcp.local_addr().unwrap_or(addr);
-    Ok((tcp, bound))
+    let udp =
+        if http3 {
+            Some(server::http3::bind_udp(bound).map_err(|e| {
+                format!("cannot bind listener {name:?} for HTTP/3 on UDP {bound}: {e}")
+            })?)
+        } else {
+            None
+        };
+    Ok((tcp, bound, udp))
 }
 
 /// Parses and checks config text as `gatehouse check` does, on the blocking pool.
@@ -250,21 +277,27 @@ impl Reloader {
         challenges: AcmeChallenges,
     ) -> Result<Arc<Self>, String> {
         let mut listeners = Listeners::default();
-        let built = build_settings(&config, &HashMap::new(), &metrics, &challenges)
-            .map_err(|errors| errors.join("\n"))?;
-        let certificates = install_settings(&mut listeners.settings, built, &metrics);
         let mut bound = Vec::new();
         for listener in &config.listeners {
             let name = listener.name.get_ref();
-            let (tcp, addr) = bind_listener(name, listener.bind.get_ref())?;
+            let http3 = *listener.http3.get_ref();
+            let (tcp, addr, udp) = bind_listener(name, listener.bind.get_ref(), http3)?;
             bound.push(BoundListener {
                 name: name.clone(),
                 bind: listener.bind.get_ref().clone(),
                 tcp,
                 addr,
+                udp,
             });
             listeners.id(name);
         }
+        let ports = bound
+            .iter()
+            .map(|b| (b.name.clone(), b.addr.port()))
+            .collect();
+        let built = build_settings(&config, &HashMap::new(), &metrics, &challenges, &ports)
+            .map_err(|errors| errors.join("\n"))?;
+        let certificates = install_settings(&mut listeners.settings, built, &metrics);
         let limiters = Arc::new(LimiterRegistry::new());
         let redis = Arc::new(crate::shared::RedisRegistry::new());
         let auth = Arc::new(crate::auth::AuthRegistry::new());
@@ -356,12 +389,17 @@ impl Reloader {
     fn serve_listener(
         &self,
         id: usize,
-        name: &str,
-        bind: String,
-        tcp: tokio::net::TcpListener,
-        addr: SocketAddr,
+        bound: BoundListener,
         settings: SharedSettings,
     ) -> ActiveListener {
+        let BoundListener {
+            name,
+            bind,
+            tcp,
+            addr,
+            udp,
+        } = bound;
+        let name = name.as_str();
         let drain = Drain::new();
         let closed = Arc::new(server::ClosedConnections::new(
             &self.metrics.closed_connections,
@@ -399,12 +437,33 @@ impl Reloader {
                 }
             }
         }
+        // One QUIC endpoint, on this runtime: the datagrams of one connection must all reach
+        // the endpoint that holds it, which several sockets on the port would not ensure.
+        let http3 = udp.is_some();
+        if let Some(udp) = udp {
+            tasks.push(tokio::spawn(server::http3::serve(
+                server::http3::QuicListener {
+                    index: id,
+                    name: name.to_owned(),
+                    udp,
+                    settings: Arc::clone(&settings),
+                    open_connections: self
+                        .metrics
+                        .http3_open_connections
+                        .with_label_values(&[name]),
+                    requests: self.metrics.http3_requests.with_label_values(&[name]),
+                },
+                Arc::clone(&self.proxy),
+                drain.watch(),
+            )));
+        }
         // Logged once every worker's socket is bound: from here on the address takes
         // connections on each of them.
-        tracing::info!(listener = %name, addr = %addr, "listening");
+        tracing::info!(listener = %name, addr = %addr, http3, "listening");
         ActiveListener {
             bind,
             addr,
+            http3,
             drain,
             tasks,
         }
@@ -487,7 +546,11 @@ impl Reloader {
             listeners.id(&bound.name);
         }
         // Listener TLS first: certificates that fail to load fail the reload, old ones serve on.
-        let settings = self.build_listener_settings(&config, listeners).await?;
+        let mut ports = listeners.ports();
+        ports.extend(fresh.iter().map(|b| (b.name.clone(), b.addr.port())));
+        let settings = self
+            .build_listener_settings(&config, listeners, ports)
+            .await?;
         // Names the new config adds are resolved now, so their servers serve from the start.
         let resolver = self.resolver_for(&config).map_err(in_file)?;
         self.addresses
@@ -500,11 +563,14 @@ impl Reloader {
 
         // Nothing below fails: the new config goes into service.
         *self.resolver.lock().unwrap_or_else(|p| p.into_inner()) = resolver;
-        let wanted: HashMap<String, String> = snapshot
+        let wanted: HashMap<String, (String, bool)> = snapshot
             .config
             .listeners
             .iter()
-            .map(|l| (l.name.get_ref().clone(), l.bind.get_ref().clone()))
+            .map(|l| {
+                let at = (l.bind.get_ref().clone(), *l.http3.get_ref());
+                (l.name.get_ref().clone(), at)
+            })
             .collect();
         let shutdown_grace = snapshot.limits.shutdown_grace;
         self.acme.follow(&snapshot.config);
@@ -524,12 +590,13 @@ impl Reloader {
         &self,
         config: &Config,
         listeners: &Listeners,
+        ports: HashMap<String, u16>,
     ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
         let (config, metrics) = (config.clone(), Arc::clone(&self.metrics));
         let current = listeners.current_settings();
         let challenges = self.challenges.clone();
         tokio::task::spawn_blocking(move || {
-            build_settings(&config, &current, &metrics, &challenges)
+            build_settings(&config, &current, &metrics, &challenges, &ports)
         })
         .await
         .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]))
@@ -547,16 +614,11 @@ impl Reloader {
 
     /// Starts serving listeners bound earlier.
     fn serve_bound(&self, listeners: &mut Listeners, bound: Vec<BoundListener>) {
-        for BoundListener {
-            name,
-            bind,
-            tcp,
-            addr,
-        } in bound
-        {
+        for bound in bound {
+            let name = bound.name.clone();
             let id = listeners.id(&name);
             let settings = listeners.settings_of(&name);
-            let active = self.serve_listener(id, &name, bind, tcp, addr, settings);
+            let active = self.serve_listener(id, bound, settings);
             listeners.active.insert(name, active);
         }
     }
@@ -734,6 +796,14 @@ impl Listeners {
         Arc::clone(self.settings.entry(name.to_owned()).or_default())
     }
 
+    /// The port each listener in service is bound to.
+    fn ports(&self) -> HashMap<String, u16> {
+        self.active
+            .iter()
+            .map(|(name, active)| (name.clone(), active.addr.port()))
+            .collect()
+    }
+
     fn current_settings(&self) -> HashMap<String, Arc<ListenerSettings>> {
         self.settings
             .iter()
@@ -743,12 +813,13 @@ impl Listeners {
 }
 
 /// Builds every listener's settings from `config`, reading its certificates; `current`
-/// passes each listener's TLS session state on.
+/// passes each listener's TLS session state on; `ports` holds the bound port of each.
 fn build_settings(
     config: &Config,
     current: &HashMap<String, Arc<ListenerSettings>>,
     metrics: &Metrics,
     challenges: &AcmeChallenges,
+    ports: &HashMap<String, u16>,
 ) -> Result<Vec<(String, ListenerSettings)>, Vec<String>> {
     let mut built = Vec::new();
     let mut errors = Vec::new();
@@ -766,12 +837,14 @@ fn build_settings(
     for listener in &config.listeners {
         let name = listener.name.get_ref();
         let previous = current.get(name).map(Arc::as_ref);
+        let port = ports.get(name).copied();
         match ListenerSettings::build(
             listener,
             previous,
             &metrics.tls,
             challenges,
             &http01_state_dirs,
+            port,
         ) {
             Ok(settings) => built.push((name.clone(), settings)),
             Err(e) => errors.push(format!("listener {name:?}: {e}")),
@@ -841,10 +914,11 @@ impl Reloader {
         let mut listeners = self.listeners.lock().await;
         let config = self.snapshot.load().config.clone();
         let current = listeners.current_settings();
+        let ports = listeners.ports();
         let metrics = Arc::clone(&self.metrics);
         let challenges = self.challenges.clone();
         let built = tokio::task::spawn_blocking(move || {
-            build_settings(&config, &current, &metrics, &challenges)
+            build_settings(&config, &current, &metrics, &challenges, &ports)
         })
         .await
         .unwrap_or_else(|e| Err(vec![format!("listener settings failed: {e}")]));

@@ -287,8 +287,12 @@ async fn serve_one<S: Io>(
         }
         (None, None) => {
             let handling = connection.proxy.handle(&client, request, in_flight);
-            match &settings.hsts {
+            let handling = match &settings.hsts {
                 Some(hsts) => handling.with_header(header::STRICT_TRANSPORT_SECURITY, hsts),
+                None => handling,
+            };
+            match &settings.alt_svc {
+                Some(alt_svc) => handling.with_header(header::ALT_SVC, alt_svc),
                 None => handling,
             }
         }

@@ -2,10 +2,11 @@
 //! and each worker has a socket of its own), the accept loop, the TLS handshake on TLS
 //! listeners, then HTTP/1.1 served by the connection loop of `http1` and HTTP/2 (ALPN `h2`, or
 //! its preface on a cleartext connection) by hyper, with the configured limits, and draining
-//! connections on shutdown.
+//! connections on shutdown. An `http3` listener also serves HTTP/3 over QUIC (`http3`).
 
 mod drain;
 mod http1;
+pub mod http3;
 pub mod real_ip;
 pub mod settings;
 
@@ -419,8 +420,12 @@ async fn serve_hyper<S: Io>(
             });
         }
         let handling = proxy.handle(&client, request, in_flight);
-        match &settings.hsts {
+        let handling = match &settings.hsts {
             Some(hsts) => handling.with_header(http::header::STRICT_TRANSPORT_SECURITY, hsts),
+            None => handling,
+        };
+        match &settings.alt_svc {
+            Some(alt_svc) => handling.with_header(http::header::ALT_SVC, alt_svc),
             None => handling,
         }
     });

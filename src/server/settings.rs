@@ -29,6 +29,9 @@ pub struct ListenerSettings {
     pub per_client: Option<ClientConnections>,
     /// HTTP-01 answers, on a plain-HTTP listener while some listener orders by ACME with it.
     pub acme_http: Option<Http01Answers>,
+    /// `Alt-Svc: h3=":PORT"; ma=86400`, added to the HTTP/1.1 and HTTP/2 responses of an
+    /// `http3` listener; built once here so that other listeners pay nothing.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// The connections each client holds open on a listener. The counts outlive the settings
@@ -54,20 +57,23 @@ impl ClientConnections {
 
 impl ListenerSettings {
     /// Builds a listener's settings, reading its certificates; `previous` (the settings being
-    /// replaced) passes its TLS session cache and ticket keys on.
+    /// replaced) passes its TLS session cache and ticket keys on. `port` is the port the
+    /// listener is bound to (what Alt-Svc names), once known.
     pub fn build(
         config: &ListenerConfig,
         previous: Option<&ListenerSettings>,
         metrics: &TlsMetrics,
         challenges: &AcmeChallenges,
         http01_state_dirs: &Arc<[std::path::PathBuf]>,
+        port: Option<u16>,
     ) -> Result<Self, String> {
         let name = config.name.get_ref();
         let tls = match &config.tls {
             Some(tls) => {
                 let previous = previous.and_then(|p| p.tls.as_deref());
+                let http3 = *config.http3.get_ref();
                 Some(Arc::new(ListenerTls::build(
-                    name, tls, previous, metrics, challenges,
+                    name, tls, previous, metrics, challenges, http3,
                 )?))
             }
             None => None,
@@ -96,10 +102,15 @@ impl ListenerSettings {
                 secret: carried.map_or_else(RandomState::new, |c| c.secret.clone()),
             }
         });
+        let alt_svc = match (&tls, port) {
+            (Some(tls), Some(port)) if tls.quic.is_some() => Some(alt_svc(port)),
+            _ => None,
+        };
         Ok(Self {
             tls,
             redirect,
             hsts,
+            alt_svc,
             real_ip: RealIp::build(config)?,
             per_client,
             acme_http: (!http01_state_dirs.is_empty() && config.tls.is_none()).then(|| {
@@ -110,4 +121,10 @@ impl ListenerSettings {
             }),
         })
     }
+}
+
+/// The Alt-Svc value advertising HTTP/3 on `port` of the same host for a day (RFC 7838).
+pub fn alt_svc(port: u16) -> HeaderValue {
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+        .unwrap_or_else(|_| HeaderValue::from_static("clear"))
 }

@@ -47,6 +47,8 @@ pub struct ListenerTls {
     client_ca: Option<Vec<u8>>,
     /// The files read, to notice when they change on disk.
     pub files: Vec<String>,
+    /// The same certificates, resolver and session state for QUIC (`http3` listeners only).
+    pub quic: Option<Arc<quinn::crypto::rustls::QuicServerConfig>>,
 }
 
 impl ListenerTls {
@@ -57,6 +59,7 @@ impl ListenerTls {
         previous: Option<&ListenerTls>,
         metrics: &TlsMetrics,
         challenges: &AcmeChallenges,
+        http3: bool,
     ) -> Result<Self, String> {
         let now = SystemTime::now();
         let mut keys = Vec::new();
@@ -147,6 +150,13 @@ impl ListenerTls {
         };
         server.session_storage = Arc::clone(&resumption.sessions);
         server.ticketer = Arc::clone(&resumption.ticketer);
+        let quic = if http3 {
+            Some(Arc::new(quic_config(&server).map_err(|e| {
+                format!("listener {listener:?}: cannot serve HTTP/3 with these settings: {e}")
+            })?))
+        } else {
+            None
+        };
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             certificates,
@@ -154,6 +164,20 @@ impl ListenerTls {
             resumption,
             client_ca,
             files,
+            quic,
         })
     }
+}
+
+/// The TCP listener's rustls settings made fit for QUIC: the same resolver (so SNI, rotation
+/// and reload apply alike), client verifier and session state, with ALPN `h3` only. Early data
+/// (0-RTT) stays off: `max_early_data_size` is 0, so every request arrives after a full
+/// handshake and none can be replayed.
+fn quic_config(
+    tcp: &ServerConfig,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, quinn::crypto::rustls::NoInitialCipherSuite> {
+    let mut quic = tcp.clone();
+    quic.alpn_protocols = vec![b"h3".to_vec()];
+    quic.max_early_data_size = 0;
+    quinn::crypto::rustls::QuicServerConfig::try_from(quic)
 }

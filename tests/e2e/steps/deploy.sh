@@ -86,7 +86,7 @@ with open(sys.argv[2], "rb") as f:
 with open(sys.argv[3]) as f:
     prometheus = yaml.safe_load(f)
 services = compose["services"]
-for name in ["gatehouse-a", "gatehouse-b", "redis", "backend-1", "backend-2", "backend-3", "prometheus", "grafana"]:
+for name in ["gatehouse-a", "gatehouse-b", "redis", "backend-1", "backend-2", "backend-3", "prometheus", "grafana", "jaeger"]:
     assert name in services, f"service {name} missing"
 assert "gatehouse" not in services, "the replicas are gatehouse-a and gatehouse-b"
 published = {"gatehouse-a": ("8080:8080", "127.0.0.1:9090:9090"), "gatehouse-b": ("8081:8080", "127.0.0.1:9092:9090")}
@@ -106,6 +106,14 @@ for i in (1, 2, 3):
     backend = services[f"backend-{i}"]
     assert backend["command"][0] == "demo-backend", backend["command"]
     assert "orders" in backend["networks"]["default"]["aliases"]
+    # The order API's spans go where gatehouse's go.
+    assert backend["command"][-2:] == ["--otlp-endpoint", config["tracing"]["endpoint"]], backend["command"]
+jaeger = services["jaeger"]
+assert jaeger["image"].rsplit("/", 1)[-1].startswith("jaeger:2."), jaeger["image"]
+assert "127.0.0.1:16686:16686" in jaeger["ports"], "the Jaeger UI, on the host's loopback only"
+tracing = urllib.parse.urlsplit(config["tracing"]["endpoint"])
+assert tracing.hostname == "jaeger" and tracing.port == 4318, config["tracing"]["endpoint"]
+assert "jaeger" in services["grafana"]["depends_on"]
 redis = services["redis"]
 assert redis["image"].rsplit("/", 1)[-1].startswith("redis:7"), redis["image"]
 assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"]), redis["healthcheck"]

@@ -371,6 +371,17 @@ async fn a_cached_response_is_served_over_http3() {
 
 /// One HTTPS request over TCP with ALPN `alpn`, HTTP/2 or HTTP/1.1.
 async fn tcp_get(addr: SocketAddr, roots: RootCertStore, alpn: &str) -> (http::Version, HeaderMap) {
+    tcp_get_path(addr, roots, alpn, "/").await
+}
+
+/// A GET of `path` over HTTPS on TCP with `alpn`, which must answer 200: the version and
+/// fields it came with.
+async fn tcp_get_path(
+    addr: SocketAddr,
+    roots: RootCertStore,
+    alpn: &str,
+    path: &str,
+) -> (http::Version, HeaderMap) {
     let mut tls = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -382,7 +393,7 @@ async fn tcp_get(addr: SocketAddr, roots: RootCertStore, alpn: &str) -> (http::V
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let get = Request::get("https://localhost/")
+    let get = Request::get(format!("https://localhost{path}"))
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -1042,5 +1053,63 @@ async fn a_grpc_style_call_over_http3_reaches_an_http2_upstream_with_trailers_ba
     let trailers = trailers.expect("trailers arrive over HTTP/3");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(*versions.lock().unwrap(), [http::Version::HTTP_2]);
+    running.shutdown().await;
+}
+
+/// `config/examples/modern.toml` as shipped, with its certificate paths pointed at one made
+/// here, its fixed ports swapped for free ones and its static directory found from the tree:
+/// the order API over HTTP/3, HTTP/2 and plain HTTP/1.1, the files under /static/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modern_example_serves_the_api_and_its_files_over_http3_and_tcp() {
+    let pki = Pki::new("modern");
+    let cert = pki.issue("modern");
+    let tree = env!("CARGO_MANIFEST_DIR");
+    let mut text = include_str!("../config/examples/modern.toml")
+        .replace("config/certs/cert.pem", &cert.cert)
+        .replace("config/certs/key.pem", &cert.key)
+        .replace(
+            "\"config/examples/static\"",
+            &format!("\"{tree}/config/examples/static\""),
+        );
+    for fixed in ["8080", "8443", "9090"] {
+        text = text.replace(&format!("127.0.0.1:{fixed}"), "127.0.0.1:0");
+    }
+    for backend in ["8001", "8002", "8003"] {
+        text = text.replace(
+            &format!("127.0.0.1:{backend}"),
+            &format!("127.0.0.1:{}", common::unclaimed_port()),
+        );
+    }
+    let running = start_gatehouse(&text).await;
+    let (plain, secure) = (running.listener_addrs[0], running.listener_addrs[1]);
+
+    let mut client = h3_connect(secure, pki.roots()).await.unwrap();
+    let orders = client.get("/orders").await.unwrap();
+    assert_eq!(orders.status, StatusCode::OK);
+    assert!(
+        orders.header("x-served-by").is_some(),
+        "from a demo backend"
+    );
+    let page = client.get("/static/").await.unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    let index = std::fs::read(format!("{tree}/config/examples/static/index.html")).unwrap();
+    assert_eq!(page.body, index);
+    assert_eq!(page.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(
+        page.header("strict-transport-security"),
+        Some("max-age=300")
+    );
+
+    let (version, headers) = tcp_get_path(secure, pki.roots(), "h2", "/orders").await;
+    assert_eq!(version, http::Version::HTTP_2);
+    let expected = format!("h3=\":{}\"; ma=86400", secure.port());
+    assert_eq!(
+        headers.get("alt-svc").map(|v| v.to_str().unwrap()),
+        Some(expected.as_str())
+    );
+    let reply = common::get(plain, "/static/style.css").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("text/css"));
+    assert_eq!(common::get(plain, "/orders").await.status, StatusCode::OK);
     running.shutdown().await;
 }

@@ -21,8 +21,13 @@
 # `shared = true`, counted in a redis-server this script starts on 127.0.0.1:18190 (nginx runs
 # its per-process limit_req: it has no shared one).
 #
+# SCENARIO=traced and SCENARIO=traced-1pct are the plain proxy with `[tracing]` on, every new
+# trace sampled or 1% of them, exporting OTLP/HTTP to a sink this script starts on
+# 127.0.0.1:18191 (a Python server that answers 200); nginx runs untraced (Debian's has no
+# OpenTelemetry module), so compare the gatehouse line with SCENARIO=proxy's.
+#
 # KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
-# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt|limit|shared-limit] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
+# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt|limit|shared-limit|traced|traced-1pct] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
@@ -123,6 +128,25 @@ if [ "$SCENARIO" = shared-limit ]; then
 url = "redis://127.0.0.1:18190"'
     GATEHOUSE_ROUTE_SECTION="$GATEHOUSE_ROUTE_SECTION
 shared = true"
+fi
+if [ "$SCENARIO" = traced ] || [ "$SCENARIO" = traced-1pct ]; then
+    python3 -c '
+import http.server
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 18191), Sink).serve_forever()
+' & PIDS+=($!)
+    RATIO=1.0
+    if [ "$SCENARIO" = traced-1pct ]; then RATIO=0.01; fi
+    GATEHOUSE_TOP="[tracing]
+endpoint = \"http://127.0.0.1:18191\"
+ratio = $RATIO"
 fi
 cat > "$WORK/nginx.conf" <<CONF
 daemon off; master_process off; worker_processes 1; error_log $WORK/nginx-error.log warn; pid $WORK/nginx.pid;

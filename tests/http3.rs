@@ -5,84 +5,23 @@
 
 mod common;
 
+use common::pki::{Issued, Pki};
+
 use bytes::{Buf, Bytes, BytesMut};
 use common::{HeldUpstream, TestUpstream, WAIT, metric_sample, start_gatehouse};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
-
-// ---------------------------------------------------------------------------------------
-// A test CA, and certificates for localhost written as PEM files.
-
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-struct Issued {
-    cert: String,
-    key: String,
-    der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new(test: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("h3-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("gatehouse h3 CA {test}"));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { ca, dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_string_lossy().into_owned()
-    }
-
-    fn issue(&self, file: &str) -> Issued {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let issued = Issued {
-            cert: self.path(&format!("{file}.pem")),
-            key: self.path(&format!("{file}-key.pem")),
-            der: cert.der().clone(),
-        };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        roots
-    }
-}
 
 /// One `http3` listener with `cert`, an admin listener, one route to `upstream` (`route_extra`
 /// added to the route, `extra` to the file).
@@ -231,7 +170,7 @@ async fn metrics_of(running: &gatehouse::app::Running) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_over_http3_reaches_the_upstream_with_forwarding_fields_and_is_counted() {
     let pki = Pki::new("get");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
     let addr = running.listener_addrs[0];
@@ -316,7 +255,7 @@ async fn echo_upstream() -> TestUpstream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mebibyte_streams_up_and_back_byte_for_byte() {
     let pki = Pki::new("stream");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let echo = echo_upstream().await;
     let running = start_gatehouse(&config(&cert, echo.addr, "", "")).await;
     let mut client = h3_connect(running.listener_addrs[0], pki.roots())
@@ -342,7 +281,7 @@ async fn a_mebibyte_streams_up_and_back_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_response_is_served_over_http3() {
     let pki = Pki::new("cache");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let origin = TestUpstream::with_responder(
         "origin",
         Arc::new(|_| {
@@ -418,7 +357,7 @@ async fn tcp_get_path(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alt_svc_advertises_http3_on_the_tcp_responses_of_that_listener_only() {
     let pki = Pki::new("altsvc");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let other = format!(
         "[[listener]]\nname = \"tcp-only\"\nbind = \"127.0.0.1:0\"\ntls = {{ certs = [ {{ cert = {:?}, key = {:?} }} ] }}\n",
@@ -451,7 +390,7 @@ async fn alt_svc_advertises_http3_on_the_tcp_responses_of_that_listener_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_with_a_connection_specific_field_is_refused_as_malformed() {
     let pki = Pki::new("malformed");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
     let mut client = h3_connect(running.listener_addrs[0], pki.roots())
@@ -499,7 +438,7 @@ async fn a_request_with_a_connection_specific_field_is_refused_as_malformed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_http3_load_fail_no_request() {
     let pki = Pki::new("reload");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let text = |n: usize| {
         config(
@@ -579,8 +518,8 @@ fn replace_file(from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_rotated_on_disk_is_shown_by_new_quic_connections() {
     let pki = Pki::new("rotate");
-    let old = pki.issue("old");
-    let new = pki.issue("new");
+    let old = pki.issue("old", &["localhost"]);
+    let new = pki.issue("new", &["localhost"]);
     let served = Issued {
         cert: pki.path("served.pem"),
         key: pki.path("served-key.pem"),
@@ -617,7 +556,7 @@ async fn a_certificate_rotated_on_disk_is_shown_by_new_quic_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_goaway_and_finishes_the_request_in_flight() {
     let pki = Pki::new("shutdown");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let held = HeldUpstream::start().await;
     let running = start_gatehouse(&config(
         &cert,
@@ -687,7 +626,7 @@ fn http3_without_tls_is_a_config_error_naming_its_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_past_max_header_bytes_gets_431_and_an_idle_connection_is_closed() {
     let pki = Pki::new("limits");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let limits = "[limits]\nmax_header_bytes = \"8KiB\"\nidle_timeout = \"400ms\"\n";
     let running = start_gatehouse(&config(&cert, app.addr, "", limits)).await;
@@ -728,7 +667,7 @@ async fn a_head_past_max_header_bytes_gets_431_and_an_idle_connection_is_closed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_removed_by_a_reload_finishes_its_http3_request_then_closes() {
     let pki = Pki::new("removed");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let held = HeldUpstream::start().await;
     let with_quic = config(&cert, held.addr, "", "");
     let running = start_gatehouse(&with_quic).await;
@@ -788,7 +727,7 @@ async fn malformed_streams_end_in_errors_never_a_panic() {
         previous(info);
     }));
     let pki = Pki::new("fuzz");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
     let addr = running.listener_addrs[0];
@@ -839,7 +778,7 @@ async fn malformed_streams_end_in_errors_never_a_panic() {
 async fn a_silent_stream_is_dropped_at_the_head_timeout_and_clients_are_held_to_their_connections()
 {
     let pki = Pki::new("silent");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let text = config(
         &cert,
@@ -909,7 +848,7 @@ async fn a_silent_stream_is_dropped_at_the_head_timeout_and_clients_are_held_to_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_http3_requests_and_exits_cleanly_on_sigterm() {
     let pki = Pki::new("binary");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let app = TestUpstream::named("app").await;
     let text = config(&cert, app.addr, "", "")
         .replace(
@@ -1018,7 +957,7 @@ fn futures_stream<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_style_call_over_http3_reaches_an_http2_upstream_with_trailers_back() {
     let pki = Pki::new("grpc");
-    let cert = pki.issue("site");
+    let cert = pki.issue("site", &["localhost"]);
     let (origin, versions) = grpc_origin().await;
     let text = config(&cert, origin, "", "").replace(
         &format!("servers = [\"{origin}\"]\n"),
@@ -1062,7 +1001,7 @@ async fn a_grpc_style_call_over_http3_reaches_an_http2_upstream_with_trailers_ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_modern_example_serves_the_api_and_its_files_over_http3_and_tcp() {
     let pki = Pki::new("modern");
-    let cert = pki.issue("modern");
+    let cert = pki.issue("modern", &["localhost"]);
     let tree = env!("CARGO_MANIFEST_DIR");
     let mut text = include_str!("../config/examples/modern.toml")
         .replace("config/certs/cert.pem", &cert.cert)

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::pki::{Issued, Pki};
+
 use bytes::Bytes;
 use common::process::{Process, run_gatehouse};
 use common::{TestUpstream, WAIT, metric_sample, start_gatehouse};
@@ -13,10 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use rustls::{ClientConfig, RootCertStore};
 use std::convert::Infallible;
@@ -29,86 +27,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client::TlsStream};
-
-// ---------------------------------------------------------------------------------------
-// A test CA and its certificates, written as PEM files in a scratch directory.
-
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-#[derive(Clone)]
-struct Issued {
-    cert: String,
-    key: String,
-    der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new(test: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tls-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("gatehouse test CA {test}"),
-        );
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Self { ca, dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_string_lossy().into_owned()
-    }
-
-    fn issue(&self, file: &str, names: &[&str]) -> Issued {
-        self.issue_with(file, names, |_| {})
-    }
-
-    fn issue_with(
-        &self,
-        file: &str,
-        names: &[&str],
-        edit: impl FnOnce(&mut CertificateParams),
-    ) -> Issued {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        edit(&mut params);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let issued = Issued {
-            cert: self.path(&format!("{file}.pem")),
-            key: self.path(&format!("{file}-key.pem")),
-            der: cert.der().clone(),
-        };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
-    }
-
-    fn ca_file(&self) -> String {
-        self.path("ca.pem")
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        roots
-    }
-}
 
 fn client_config(roots: RootCertStore, alpn: &[&str]) -> Arc<ClientConfig> {
     let mut config = ClientConfig::builder_with_provider(gatehouse::tls::provider())

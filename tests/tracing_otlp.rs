@@ -223,33 +223,9 @@ fn config(
     endpoint: SocketAddr,
     tracing_extra: &str,
 ) -> String {
-    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        r#"
-[admin]
-bind = ""
-
-[log]
-access = "off"
-
-[[listener]]
-name = "test"
-bind = "127.0.0.1:0"
-
-[[route]]
-path_prefix = "/"
-upstream = "app"
-
-[upstream.app]
-servers = [{}]
-{upstream_extra}
-
-[tracing]
-endpoint = "http://{endpoint}"
-service_name = "edge"
-{tracing_extra}
-"#,
-        servers.join(", ")
+        "{}\n[tracing]\nendpoint = \"http://{endpoint}\"\nservice_name = \"edge\"\n{tracing_extra}\n",
+        common::simple_config(servers, upstream_extra)
     )
 }
 

@@ -83,7 +83,13 @@ fn demo_tracing(
             ))
         })
         .collect();
-    let target = demo::export_target(endpoint.authority, endpoint.path, headers);
+    let tls = if endpoint.https {
+        let ca = config.ca.as_ref().map(|ca| ca.get_ref().as_str());
+        Some(crate::tls::client::export_tls(&endpoint.host, ca).ok()?)
+    } else {
+        None
+    };
+    let target = demo::export_target(endpoint.authority, tls, endpoint.path, headers);
     let exporter = traces.get_or_create(Some(target), &metrics.tracing_spans_dropped)?;
     Some(demo::tracing(*config.ratio.get_ref(), exporter))
 }

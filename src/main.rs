@@ -460,6 +460,18 @@ fn demo_backend(bind: &str, name: String, otlp_endpoint: Option<&str>) -> ExitCo
             return ExitCode::FAILURE;
         }
     };
+    let export_tls = match &export_to {
+        Some(endpoint) if endpoint.https => {
+            match gatehouse::tls::client::export_tls(&endpoint.host, None) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    eprintln!("--otlp-endpoint: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     // The demo backend has one listener and no state per thread: one shared runtime.
     let process = ProcessConfig {
         worker_threads: 0,
@@ -487,8 +499,12 @@ fn demo_backend(bind: &str, name: String, otlp_endpoint: Option<&str>) -> ExitCo
             // No metrics listener here: spans dropped on the way are counted in vain.
             let dropped = prometheus::IntCounter::new("spans_dropped", "spans dropped")
                 .unwrap_or_else(|_| unreachable!("a valid metric name"));
-            let target =
-                gatehouse::demo::export_target(endpoint.authority, endpoint.path, Vec::new());
+            let target = gatehouse::demo::export_target(
+                endpoint.authority,
+                export_tls,
+                endpoint.path,
+                Vec::new(),
+            );
             let exporter = Arc::new(gatehouse::trace::export::Exporter::new(target, dropped));
             backend.trace_to(gatehouse::demo::tracing(1.0, exporter));
         }

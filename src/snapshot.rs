@@ -434,8 +434,18 @@ fn compile_tracing(
                 .map_err(|e| format!("tracing.headers.{name}: {e}"))?;
             headers.push((name, value));
         }
+        let tls = if endpoint.https {
+            let ca = config.ca.as_ref().map(|ca| ca.get_ref().as_str());
+            Some(
+                crate::tls::client::export_tls(&endpoint.host, ca)
+                    .map_err(|e| format!("tracing: {e}"))?,
+            )
+        } else {
+            None
+        };
         Some(crate::trace::export::Target {
             authority: endpoint.authority,
+            tls,
             path: endpoint.path,
             headers,
             service_name: config.service_name.get_ref().clone(),

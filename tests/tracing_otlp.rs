@@ -44,6 +44,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A receiver that takes exports over TLS only, with `acceptor`'s certificate.
+    async fn start_with(acceptor: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -58,6 +63,7 @@ impl Receiver {
                 };
                 let (kept, refused) = (Arc::clone(&kept), Arc::clone(&refused));
                 let keys = Arc::clone(&keys);
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let (kept, refused) = (Arc::clone(&kept), Arc::clone(&refused));
@@ -97,9 +103,18 @@ impl Receiver {
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            // A client that fails the handshake posts nothing.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -764,7 +779,7 @@ async fn the_example_traces_client_to_gatehouse_to_the_order_api() {
 
 #[test]
 fn bad_tracing_settings_name_their_file_line_and_column() {
-    let text = "[tracing]\nendpoint = \"https://collector:4318\"\nratio = 1.5\npropagation = [\"tracecontext\", \"jaeger\"]\nheaders = { \"bad name\" = \"x\" }\n";
+    let text = "[tracing]\nendpoint = \"ftp://collector:4318\"\nratio = 1.5\npropagation = [\"tracecontext\", \"jaeger\"]\nheaders = { \"bad name\" = \"x\" }\nca = \"ca.pem\"\n";
     let errors = gatehouse::config::load_str(std::path::Path::new("t.toml"), text)
         .expect_err("invalid")
         .to_string();
@@ -773,9 +788,20 @@ fn bad_tracing_settings_name_their_file_line_and_column() {
         "t.toml:3:9: tracing.ratio: must be between 0 and 1",
         "t.toml:4:32: tracing.propagation[1]: unknown propagation format \"jaeger\"",
         "t.toml:5:26: tracing.headers.bad name:",
+        "t.toml:6:6: tracing.ca: a CA is for an https:// endpoint",
     ] {
         assert!(errors.contains(want), "{want:?} not in:\n{errors}");
     }
+    let missing_ca = gatehouse::config::load_str(
+        std::path::Path::new("t.toml"),
+        "[tracing]\nendpoint = \"https://collector\"\nca = \"/no/such/ca.pem\"\n",
+    )
+    .expect_err("unreadable CA")
+    .to_string();
+    assert!(
+        missing_ca.contains("t.toml:3:6: tracing.ca: /no/such/ca.pem"),
+        "{missing_ca}"
+    );
     let unknown = gatehouse::config::load_str(
         std::path::Path::new("t.toml"),
         "[tracing]\nendpont = \"http://127.0.0.1:4318\"\n",
@@ -1025,4 +1051,53 @@ async fn an_http2_client_is_traced_as_such() {
     assert_eq!(text(server, "network.protocol.version"), "2");
     assert_eq!(text(server, "url.path"), "/h2-client");
     assert_eq!(of_kind(&spans, SpanKind::Client)[0].span_id, parent);
+}
+
+/// An `https://` collector: exports reach it over TLS, verified against `tracing.ca`; a
+/// collector whose certificate the CA did not issue gets nothing, and the drops are counted.
+#[tokio::test]
+async fn spans_reach_an_https_collector_verified_by_the_configured_ca() {
+    let pki = common::pki::Pki::new("otlp-tls");
+    let cert = pki.issue("collector", &["localhost"]);
+    let chain = vec![cert.der.clone()];
+    let key =
+        <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_file(
+            &cert.key,
+        )
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let collector =
+        Receiver::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))).await;
+    let upstream = TestUpstream::named("app").await;
+    let https = format!(
+        "{}\n[tracing]\nendpoint = \"https://localhost:{}\"\nca = {:?}\nservice_name = \"edge\"\n",
+        common::simple_config(&[upstream.addr], ""),
+        collector.addr.port(),
+        pki.ca_file(),
+    );
+    let running = start(&https).await;
+    let reply = get_with(&running, "/orders", &[]).await;
+    assert_eq!(reply.status, 200);
+    let seen = upstream.received();
+    let (trace_id, _, _) = traceparent(seen[0].headers["traceparent"].to_str().unwrap());
+    let spans = collector.wait_trace(&trace_id, 2).await;
+    assert!(spans.iter().any(|r| r.service == "edge"));
+    running.shutdown().await;
+
+    // The same collector, trusted by no CA gatehouse knows: the export fails, spans counted.
+    let other = common::pki::Pki::new("otlp-tls-other");
+    let untrusted = https.replace(&pki.ca_file(), &other.ca_file());
+    let running =
+        start(&untrusted.replace("[admin]\nbind = \"\"", "[admin]\nbind = \"127.0.0.1:0\"")).await;
+    let before = collector.spans.lock().unwrap().len();
+    assert_eq!(get_with(&running, "/orders", &[]).await.status, 200);
+    let admin = running.admin_addr.expect("admin listener");
+    wait_dropped(admin, 2.0).await;
+    assert_eq!(collector.spans.lock().unwrap().len(), before);
+    running.shutdown().await;
 }

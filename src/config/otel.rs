@@ -10,9 +10,12 @@ use toml::Spanned;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
-    /// Where spans go: an OTLP/HTTP collector, `http://host:port` (the path defaults to
-    /// `/v1/traces`).
+    /// Where spans go: an OTLP/HTTP collector, `http://host:port` or `https://host[:port]`
+    /// (the path defaults to `/v1/traces`).
     pub endpoint: Spanned<String>,
+    /// A CA bundle (PEM) to verify an `https://` collector with, instead of the system's
+    /// roots.
+    pub ca: Option<Spanned<String>>,
     /// The share of new traces (requests that carry no trace context) that are sampled, from
     /// 0 to 1. A caller's own sampled flag is honoured whatever this says.
     pub ratio: Spanned<f64>,
@@ -28,6 +31,7 @@ impl Default for TracingConfig {
     fn default() -> Self {
         Self {
             endpoint: Spanned::new(0..0, String::new()),
+            ca: None,
             ratio: Spanned::new(0..0, 1.0),
             headers: BTreeMap::new(),
             service_name: Spanned::new(0..0, "gatehouse".into()),
@@ -41,6 +45,10 @@ impl Default for TracingConfig {
 pub struct TracingEndpoint {
     /// `host:port`, as connected to and sent in Host.
     pub authority: String,
+    /// The host alone, the name a TLS collector's certificate is verified for.
+    pub host: String,
+    /// Reached over TLS (`https://`).
+    pub https: bool,
     /// The request target, `/v1/traces` unless the endpoint names one.
     pub path: String,
 }
@@ -62,26 +70,37 @@ impl TracingConfig {
     }
 }
 
-/// Reads an OTLP/HTTP endpoint: `http://host:port[/path]` (a TLS collector is reached through
-/// a local one).
+/// Reads an OTLP/HTTP endpoint: `http://host:port[/path]`, or `https://host[:port][/path]`
+/// (port 443 by default) for a collector reached over TLS.
 pub fn parse_tracing_endpoint(url: &str) -> Result<TracingEndpoint, String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!(
-            "invalid endpoint {url:?}; expected http://host:port such as \"http://127.0.0.1:4318\""
-        ));
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err(format!(
+                "invalid endpoint {url:?}; expected http://host:port such as \"http://127.0.0.1:4318\", or https://host"
+            ));
+        }
     };
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, ""),
     };
-    let port_ok = authority
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !port_ok {
+    let bracketed_v6 = authority.starts_with('[') && authority.ends_with(']');
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !bracketed_v6 => (host, Some(port)),
+        _ => (authority, None),
+    };
+    let port = match port {
+        Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0),
+        None if https => Some(443),
+        None => None,
+    };
+    let Some(port) = port.filter(|_| !host.is_empty()) else {
         return Err(format!(
             "invalid endpoint {url:?}; expected a host and a port such as \"http://127.0.0.1:4318\""
         ));
-    }
+    };
     let path = if path.is_empty() || path == "/" {
         "/v1/traces".to_owned()
     } else {
@@ -91,16 +110,36 @@ pub fn parse_tracing_endpoint(url: &str) -> Result<TracingEndpoint, String> {
         return Err(format!("invalid endpoint {url:?}: the path is not valid"));
     }
     Ok(TracingEndpoint {
-        authority: authority.to_owned(),
+        authority: format!("{host}:{port}"),
+        host: host.to_owned(),
+        https,
         path,
     })
 }
 
 pub(super) fn validate(tracing: &TracingConfig, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
-    if tracing.enabled()
-        && let Err(message) = parse_tracing_endpoint(tracing.endpoint.get_ref())
-    {
-        errors.push(at.error(tracing.endpoint.span(), "tracing.endpoint", message));
+    let endpoint = tracing
+        .enabled()
+        .then(|| parse_tracing_endpoint(tracing.endpoint.get_ref()));
+    match &endpoint {
+        Some(Err(message)) => {
+            errors.push(at.error(tracing.endpoint.span(), "tracing.endpoint", message.clone()));
+        }
+        Some(Ok(endpoint)) if endpoint.https => {
+            if let Err(message) = super::tls_server_name(&endpoint.host) {
+                errors.push(at.error(tracing.endpoint.span(), "tracing.endpoint", message));
+            }
+        }
+        _ => {}
+    }
+    if let Some(ca) = &tracing.ca {
+        let message = match &endpoint {
+            Some(Ok(endpoint)) if endpoint.https => crate::certs::read_roots(ca.get_ref()).err(),
+            _ => Some("a CA is for an https:// endpoint".to_owned()),
+        };
+        if let Some(message) = message {
+            errors.push(at.error(ca.span(), "tracing.ca", message));
+        }
     }
     let ratio = *tracing.ratio.get_ref();
     if !(0.0..=1.0).contains(&ratio) {
@@ -154,8 +193,17 @@ mod tests {
         let own = parse_tracing_endpoint("http://collector:4318/otlp/v1/traces").unwrap();
         assert_eq!(own.authority, "collector:4318");
         assert_eq!(own.path, "/otlp/v1/traces");
+        let tls = parse_tracing_endpoint("https://otlp.example.com/v1/traces").unwrap();
+        assert_eq!(
+            (tls.authority.as_str(), tls.host.as_str(), tls.https),
+            ("otlp.example.com:443", "otlp.example.com", true)
+        );
+        let own_port = parse_tracing_endpoint("https://[::1]:4318").unwrap();
+        assert_eq!(own_port.authority, "[::1]:4318");
+        assert_eq!(own_port.host, "[::1]");
+        assert!(!plain.https);
         for bad in [
-            "https://x:4318",
+            "ftp://x:4318",
             "127.0.0.1:4318",
             "http://x",
             "http://:4318",

@@ -75,15 +75,17 @@ pub struct DemoBackend {
 /// The service name the demo backends export their spans under.
 pub const SERVICE_NAME: &str = "order-api";
 
-/// Where a demo backend's spans go: the collector at `authority` (`host:port`), POSTed to
-/// `path` with `headers`, under [`SERVICE_NAME`].
+/// Where a demo backend's spans go: the collector at `authority` (`host:port`, over `tls`
+/// when set), POSTed to `path` with `headers`, under [`SERVICE_NAME`].
 pub fn export_target(
     authority: String,
+    tls: Option<crate::trace::export::ExportTls>,
     path: String,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
 ) -> crate::trace::export::Target {
     crate::trace::export::Target {
         authority,
+        tls,
         path,
         headers,
         service_name: SERVICE_NAME.into(),

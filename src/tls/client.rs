@@ -49,6 +49,33 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
         .clone()
 }
 
+/// How span exports reach a collector over TLS: verified for `host` against the CA bundle at
+/// `ca`, or the system's roots.
+pub fn export_tls(host: &str, ca: Option<&str>) -> Result<crate::trace::export::ExportTls, String> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    host.hash(&mut hasher);
+    let roots = match ca {
+        Some(ca) => {
+            ca.hash(&mut hasher);
+            std::fs::read(ca).unwrap_or_default().hash(&mut hasher);
+            Arc::new(certs::read_roots(ca)?)
+        }
+        None => system_roots()?,
+    };
+    let mut client = ClientConfig::builder_with_provider(super::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(crate::trace::export::ExportTls {
+        connector: TlsConnector::from(Arc::new(client)),
+        server_name: crate::config::tls_server_name(host)?,
+        identity: hasher.finish(),
+    })
+}
+
 impl UpstreamTls {
     /// Builds the client settings; errors name the file or the key at fault.
     pub fn build(config: Option<&UpstreamTlsConfig>, http2: bool) -> Result<Self, String> {

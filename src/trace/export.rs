@@ -23,11 +23,39 @@ const FLUSH_AFTER: Duration = Duration::from_millis(200);
 /// The most one export may take, connect included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a collector reached over TLS (`https://`) is verified.
+#[derive(Clone)]
+pub struct ExportTls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// What the settings were built from: equal identities verify alike, so a reload that
+    /// changes nothing keeps the connection.
+    pub identity: u64,
+}
+
+impl std::fmt::Debug for ExportTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ExportTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity == other.identity
+    }
+}
+
+impl Eq for ExportTls {}
+
 /// Where spans go and what they say of who made them; replaced on reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// `host:port`.
     pub authority: String,
+    /// Set for an `https://` collector.
+    pub tls: Option<ExportTls>,
     pub path: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub service_name: String,
@@ -88,7 +116,7 @@ impl Exporter {
 /// The export task: gathers spans for `FLUSH_AFTER` (or up to `MAX_BATCH_SPANS`) and posts
 /// them; ends when the exporter is dropped (tracing turned off).
 async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Vec<SpanRecord>>) {
-    let mut connection: Option<(String, Connection)> = None;
+    let mut connection: Option<(ConnectionKey, Connection)> = None;
     let mut failing = false;
     let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
@@ -130,15 +158,26 @@ async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Vec<SpanRecord>>) {
 
 type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
+/// Which collector a kept connection goes to: its authority, and its TLS settings' identity.
+type ConnectionKey = (String, Option<u64>);
+
+fn connection_key(target: &Target) -> ConnectionKey {
+    (
+        target.authority.clone(),
+        target.tls.as_ref().map(|tls| tls.identity),
+    )
+}
+
 /// Posts one encoded batch, on the kept connection when it is still to the target.
 async fn post(
-    connection: &mut Option<(String, Connection)>,
+    connection: &mut Option<(ConnectionKey, Connection)>,
     target: &Target,
     body: Bytes,
 ) -> Result<(), String> {
+    let key = connection_key(target);
     let reusable = connection
         .as_mut()
-        .filter(|(authority, sender)| *authority == target.authority && !sender.is_closed());
+        .filter(|(kept, sender)| *kept == key && !sender.is_closed());
     let sender = match reusable {
         Some((_, sender)) => sender,
         None => {
@@ -146,14 +185,18 @@ async fn post(
                 .await
                 .map_err(|e| format!("connect to {}: {e}", target.authority))?;
             let _ = stream.set_nodelay(true);
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            &mut connection.insert((target.authority.clone(), sender)).1
+            let sender = match &target.tls {
+                Some(tls) => {
+                    let stream = tls
+                        .connector
+                        .connect(tls.server_name.clone(), stream)
+                        .await
+                        .map_err(|e| format!("TLS with {}: {e}", target.authority))?;
+                    handshake(stream).await?
+                }
+                None => handshake(stream).await?,
+            };
+            &mut connection.insert((key, sender)).1
         }
     };
     sender.ready().await.map_err(|e| e.to_string())?;
@@ -177,4 +220,19 @@ async fn post(
     } else {
         Err(format!("the collector answered {status}"))
     }
+}
+
+/// An HTTP/1.1 client connection over `stream`, driven by a task of its own.
+async fn handshake<S>(stream: S) -> Result<Connection, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }

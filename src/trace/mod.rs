@@ -316,6 +316,7 @@ mod tests {
     fn tracing(ratio: f64, b3: bool) -> Tracing {
         let target = Target {
             authority: "127.0.0.1:4318".into(),
+            tls: None,
             path: "/v1/traces".into(),
             headers: Vec::new(),
             service_name: "gatehouse".into(),

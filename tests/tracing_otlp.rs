@@ -926,6 +926,53 @@ async fn access_and_rate_limit_decisions_are_span_attributes() {
     assert_eq!(text(&denied[0].span, "http.route"), "/private/");
 }
 
+/// A 403 or 429 the upstream answered is the upstream's: the request passed gatehouse's rules.
+#[tokio::test]
+async fn an_upstreams_own_403_and_429_are_not_gatehouses_decisions() {
+    let receiver = Receiver::start().await;
+    let upstream = TestUpstream::with_responder(
+        "app",
+        Arc::new(|request: &common::Recorded| {
+            let status = if request.uri.path().starts_with("/busy") {
+                429
+            } else {
+                403
+            };
+            Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        }),
+    )
+    .await;
+    let toml = config(&[upstream.addr], "", receiver.addr, "").replace(
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\nlimits = [\"roomy\"]\naccess = [\"allow all\"]\n",
+    ) + "\n[limit.roomy]\nrate = \"1000/s\"\n";
+    let running = start(&toml).await;
+    for (trace, path, status) in [
+        ("00000000000000000000000000000e01", "/busy", 429),
+        ("00000000000000000000000000000e02", "/secret", 403),
+    ] {
+        let header = format!("00-{trace}-{CALLER_SPAN}-01");
+        let reply = get_with(&running, path, &[("traceparent", &header)]).await;
+        assert_eq!(reply.status.as_u16(), status, "{path}");
+        let spans = receiver.wait_trace(&unhex(trace), 2).await;
+        let server = &of_kind(&spans, SpanKind::Server)[0];
+        assert_eq!(
+            text(server, "gatehouse.rate_limit.decision"),
+            "passed",
+            "{path}"
+        );
+        assert_eq!(
+            text(server, "gatehouse.access.decision"),
+            "allowed",
+            "{path}"
+        );
+    }
+    running.shutdown().await;
+}
+
 /// `gatehouse_tracing_spans_dropped_total` as the admin listener at `admin` exposes it.
 async fn dropped_on(admin: SocketAddr) -> f64 {
     let metrics = common::get(admin, "/metrics").await.text();

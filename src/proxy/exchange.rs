@@ -221,6 +221,9 @@ impl ExchangeState {
             return;
         }
         let status = self.status.as_u16();
+        // gatehouse's own 429 or 403 came without any attempt upstream; the same status from
+        // the upstream is the upstream's.
+        let answered_here = !trace.went_upstream();
         let attributes = &mut trace.attributes;
         attributes.push(("http.response.status_code", i64::from(status).into()));
         let name = match &self.route {
@@ -239,11 +242,19 @@ impl ExchangeState {
                     attributes.push(("gatehouse.cache.outcome", outcome.into()));
                 }
                 if !route.rate_limits.is_empty() {
-                    let decision = if status == 429 { "rejected" } else { "passed" };
+                    let decision = if status == 429 && answered_here {
+                        "rejected"
+                    } else {
+                        "passed"
+                    };
                     attributes.push(("gatehouse.rate_limit.decision", decision.into()));
                 }
                 if !route.access.is_empty() {
-                    let decision = if status == 403 { "denied" } else { "allowed" };
+                    let decision = if status == 403 && answered_here {
+                        "denied"
+                    } else {
+                        "allowed"
+                    };
                     attributes.push(("gatehouse.access.decision", decision.into()));
                 }
                 name

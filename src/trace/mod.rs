@@ -180,6 +180,12 @@ impl RequestTrace {
 
     /// Starts attempt `number` on `server`: its CLIENT span, and the fields that name it as
     /// the parent of what the upstream does, set in `headers`.
+    /// Whether the request went upstream (sampled requests only: unsampled ones record no
+    /// attempts).
+    pub fn went_upstream(&self) -> bool {
+        !self.attempts.is_empty()
+    }
+
     pub fn start_attempt(&mut self, server: &Arc<str>, number: u32, headers: &mut HeaderMap) {
         let span_id = context::new_span_id();
         headers.insert(

@@ -268,35 +268,14 @@ async fn serve_one<S: Io>(
     } else {
         Cow::Borrowed(&connection.client)
     };
-    let acme_answer = settings
-        .acme_http
-        .as_ref()
-        .and_then(|answers| super::acme_answer(answers, request.uri().path()));
-    let handling = match (&settings.redirect, acme_answer) {
-        (_, Some(answer)) => {
-            connection
-                .proxy
-                .answer_locally(&client, request, in_flight, |_, _| answer)
-        }
-        (Some(redirect), None) => {
-            connection
-                .proxy
-                .answer_locally(&client, request, in_flight, |request, host| {
-                    super::redirect_response(redirect, request, host)
-                })
-        }
-        (None, None) => {
-            let handling = connection.proxy.handle(&client, request, in_flight);
-            let handling = match &settings.hsts {
-                Some(hsts) => handling.with_header(header::STRICT_TRANSPORT_SECURITY, hsts),
-                None => handling,
-            };
-            match &settings.alt_svc {
-                Some(alt_svc) => handling.with_header(header::ALT_SVC, alt_svc),
-                None => handling,
-            }
-        }
-    };
+    let handling = super::answer(
+        &connection.proxy,
+        settings,
+        &client,
+        request,
+        in_flight,
+        true,
+    );
     let answer = async {
         let Ok(response) = handling.await;
         write_response(wire, out, response, asked, control).await

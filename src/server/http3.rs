@@ -7,7 +7,7 @@
 //! (`RecvStream::is_0rtt`), but h3-quinn keeps its streams to itself, so a request could not be
 //! told apart as replayable; every request follows a full handshake instead.
 
-use super::{DrainWatch, ListenerSettings, SharedSettings, redirect_response};
+use super::{DrainWatch, ListenerSettings, SharedSettings};
 use crate::connection::{self, Connections};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ClientInfo, Proxy};
@@ -357,18 +357,15 @@ impl Request {
             }
             _ => std::borrow::Cow::Borrowed(&self.client),
         };
-        let handling = if let Some(redirect) = &self.settings.redirect {
-            self.proxy
-                .answer_locally(&client, request, in_flight, |request, host| {
-                    redirect_response(redirect, request, host)
-                })
-        } else {
-            let handling = self.proxy.handle(&client, request, in_flight);
-            match &self.settings.hsts {
-                Some(hsts) => handling.with_header(header::STRICT_TRANSPORT_SECURITY, hsts),
-                None => handling,
-            }
-        };
+        // Alt-Svc is for clients on TCP: this one is on HTTP/3 already.
+        let handling = super::answer(
+            &self.proxy,
+            &self.settings,
+            &client,
+            request,
+            in_flight,
+            false,
+        );
         let Ok(response) = handling.await;
         if let Err(e) = respond(&mut send, response).await {
             tracing::debug!(client = %client.addr, error = %e, "HTTP/3 response not finished");

@@ -409,25 +409,7 @@ async fn serve_hyper<S: Io>(
         } else {
             std::borrow::Cow::Borrowed(&client)
         };
-        if let Some(answers) = &settings.acme_http
-            && let Some(answer) = acme_answer(answers, request.uri().path())
-        {
-            return proxy.answer_locally(&client, request, in_flight, |_, _| answer);
-        }
-        if let Some(redirect) = &settings.redirect {
-            return proxy.answer_locally(&client, request, in_flight, |request, host| {
-                redirect_response(redirect, request, host)
-            });
-        }
-        let handling = proxy.handle(&client, request, in_flight);
-        let handling = match &settings.hsts {
-            Some(hsts) => handling.with_header(http::header::STRICT_TRANSPORT_SECURITY, hsts),
-            None => handling,
-        };
-        match &settings.alt_svc {
-            Some(alt_svc) => handling.with_header(http::header::ALT_SVC, alt_svc),
-            None => handling,
-        }
+        answer(&proxy, &settings, &client, request, in_flight, true)
     });
     let connection = connection
         .builder
@@ -462,6 +444,38 @@ async fn serve_hyper<S: Io>(
                 .close_reason()
                 .unwrap_or(CloseReason::Error)
         }
+    }
+}
+
+/// How a listener answers one request, whatever its protocol: a pending ACME HTTP-01
+/// challenge, else its redirect to HTTPS, else the proxy's answer with the listener's own
+/// fields (HSTS, and Alt-Svc where `advertise_http3`: on TCP, not over HTTP/3 itself).
+fn answer(
+    proxy: &Proxy,
+    settings: &ListenerSettings,
+    client: &ClientInfo,
+    request: hyper::Request<ClientBody>,
+    in_flight: crate::connection::RequestInFlight,
+    advertise_http3: bool,
+) -> crate::proxy::Handling {
+    if let Some(answers) = &settings.acme_http
+        && let Some(answer) = acme_answer(answers, request.uri().path())
+    {
+        return proxy.answer_locally(client, request, in_flight, |_, _| answer);
+    }
+    if let Some(redirect) = &settings.redirect {
+        return proxy.answer_locally(client, request, in_flight, |request, host| {
+            redirect_response(redirect, request, host)
+        });
+    }
+    let handling = proxy.handle(client, request, in_flight);
+    let handling = match &settings.hsts {
+        Some(hsts) => handling.with_header(http::header::STRICT_TRANSPORT_SECURITY, hsts),
+        None => handling,
+    };
+    match settings.alt_svc.as_ref().filter(|_| advertise_http3) {
+        Some(alt_svc) => handling.with_header(http::header::ALT_SVC, alt_svc),
+        None => handling,
     }
 }
 

@@ -218,6 +218,10 @@ pub struct ListenerConfig {
     /// advertise it with Alt-Svc on the HTTP/1.1 and HTTP/2 responses (needs `tls`).
     #[serde(default = "default_http3")]
     pub http3: Spanned<bool>,
+    /// Accept requests in TLS 1.3 early data (0-RTT) on the HTTP/3 side (needs `http3`):
+    /// safe methods are forwarded with `Early-Data: 1`, others answered 425 Too Early.
+    #[serde(default = "default_http3")]
+    pub early_data: Spanned<bool>,
     // --- The client's address behind load balancers ---
     /// Address ranges (`"10.0.0.0/8"`, `"::1/128"`, `"127.0.0.1"`) of the proxies and
     /// balancers believed when they say who their client is (nginx's `set_real_ip_from`).

@@ -1,5 +1,6 @@
 //! Checks of a listener's client-address keys (every `trusted_proxies` entry is an address
-//! range, and `proxy_protocol` and `real_ip_header` make sense together), and that `http3` has TLS.
+//! range, and `proxy_protocol` and `real_ip_header` make sense together), and that `http3` has TLS
+//! (and `early_data` has `http3`).
 
 use super::errors::{ConfigError, Locator};
 use super::{Config, RealIpHeader};
@@ -32,6 +33,14 @@ pub(super) fn validate(
                 key("http3"),
                 "HTTP/3 runs over QUIC, which is always encrypted: give this listener a tls \
                  section (with its certificates), or remove http3",
+            ));
+        }
+        if *listener.early_data.get_ref() && !*listener.http3.get_ref() {
+            errors.push(at.error(
+                listener.early_data.span(),
+                key("early_data"),
+                "early data (0-RTT) is accepted over HTTP/3 only: add http3 = true, or remove \
+                 early_data",
             ));
         }
         let header = *listener.real_ip_header.get_ref();

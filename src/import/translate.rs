@@ -67,6 +67,8 @@ struct Settings {
     ssl_certificate: Option<Vec<String>>,
     ssl_certificate_key: Option<Vec<String>>,
     ssl_protocols: Option<(Vec<String>, Loc)>,
+    /// `ssl_early_data on|off`, where it was said.
+    ssl_early_data: Option<(bool, Loc)>,
     real_ip_from: Option<Vec<String>>,
     real_ip_header: Option<(String, Loc)>,
     real_ip_recursive: Option<bool>,
@@ -121,6 +123,7 @@ impl Settings {
             ssl_certificate,
             ssl_certificate_key,
             ssl_protocols,
+            ssl_early_data,
             real_ip_from,
             real_ip_header,
             real_ip_recursive,
@@ -788,6 +791,7 @@ impl Translator {
             "ssl_certificate" => push(&mut own.ssl_certificate, self.path(&first)),
             "ssl_certificate_key" => push(&mut own.ssl_certificate_key, self.path(&first)),
             "ssl_protocols" => own.ssl_protocols = Some((a.clone(), d.loc.clone())),
+            "ssl_early_data" => own.ssl_early_data = Some((first == "on", d.loc.clone())),
             "ssl_ciphers" | "ssl_prefer_server_ciphers" | "ssl_session_cache" | "ssl_session_timeout" | "ssl_session_tickets" | "ssl_dhparam" | "ssl_ecdh_curve" | "ssl_stapling" | "ssl_stapling_verify" | "ssl_trusted_certificate" | "ssl_buffer_size" => {
                 self.report(d, "no equivalent: gatehouse uses rustls's safe defaults (modern suites, session cache and tickets on)")
             }
@@ -1221,6 +1225,17 @@ impl Translator {
                     }
                     if listen.quic {
                         t.set("http3", "true".into());
+                    }
+                    match &default.ssl_early_data {
+                        Some((true, _)) if listen.quic => {
+                            t.set("early_data", "true".into());
+                        }
+                        Some((true, l)) => self.note(
+                            l,
+                            "ssl_early_data",
+                            "gatehouse accepts early data (0-RTT) over HTTP/3 only (`early_data = true` beside `http3 = true`); TLS over TCP waits for the full handshake",
+                        ),
+                        _ => {}
                     }
                     t.set("tls", emit::inline(&tls));
                 }
@@ -2988,18 +3003,36 @@ mod tests {
     }
 
     #[test]
+    fn ssl_early_data_without_quic_is_reported_not_translated() {
+        let (t, reports) = import(
+            "http {\n upstream b { server 127.0.0.1:9000; }\n\
+             server { listen 8443 ssl; ssl_early_data on; ssl_certificate c.pem; ssl_certificate_key k.pem; location / { proxy_pass http://b; } }\n}",
+        );
+        let listeners = t["listener"].as_array().unwrap();
+        assert!(listeners[0].get("early_data").is_none());
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.contains(":3: ssl_early_data") && r.contains("HTTP/3 only")),
+            "{reports:?}"
+        );
+    }
+
+    #[test]
     fn a_quic_listen_beside_an_ssl_one_is_http3_on_that_listener() {
         let (t, reports) = import(
             "http {\n upstream b { server 127.0.0.1:9000; }\n\
-             server { listen 8443 ssl; listen 8443 quic reuseport; http3 on; add_header Alt-Svc 'h3=\":8443\"; ma=86400'; ssl_certificate c.pem; ssl_certificate_key k.pem; location / { proxy_pass http://b; } }\n\
+             server { listen 8443 ssl; listen 8443 quic reuseport; http3 on; ssl_early_data on; add_header Alt-Svc 'h3=\":8443\"; ma=86400'; ssl_certificate c.pem; ssl_certificate_key k.pem; location / { proxy_pass http://b; } }\n\
              server { listen 9443 quic; listen 9443 ssl; http3 off; ssl_certificate c.pem; ssl_certificate_key k.pem; location / { proxy_pass http://b; } }\n}",
         );
         let listeners = t["listener"].as_array().unwrap();
         assert_eq!(listeners.len(), 2, "{listeners:?}");
         assert_eq!(listeners[0]["name"].as_str(), Some("https_8443"));
         assert_eq!(listeners[0]["http3"].as_bool(), Some(true));
+        assert_eq!(listeners[0]["early_data"].as_bool(), Some(true));
         assert_eq!(listeners[1]["name"].as_str(), Some("https_9443"));
         assert!(listeners[1].get("http3").is_none(), "http3 off");
+        assert!(listeners[1].get("early_data").is_none());
         assert!(
             routes(&t)
                 .iter()

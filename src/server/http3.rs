@@ -3,9 +3,12 @@
 //! alike; ALPN `h3`), serving each request stream through the same `Proxy::handle` as HTTP/1.1
 //! and HTTP/2. A drain sends GOAWAY and lets the requests in flight finish.
 //!
-//! Early data (0-RTT) is never accepted: quinn marks a stream opened in early data
-//! (`RecvStream::is_0rtt`), but h3-quinn keeps its streams to itself, so a request could not be
-//! told apart as replayable; every request follows a full handshake instead.
+//! Early data (0-RTT) is off unless the listener says `early_data`. Then a connection takes
+//! requests before its handshake completes, and a request whose head is read before then is
+//! treated as early (RFC 8470): a safe method is forwarded with `Early-Data: 1`, any other is
+//! answered 425 Too Early, for the client to send again once the handshake is done. The test is
+//! exact: quinn signals the handshake's completion before it hands over any stream data that
+//! came after it, and a replayed ClientHello never completes a handshake.
 
 use super::{DrainWatch, ListenerSettings, SharedSettings};
 use crate::connection::{self, Connections};
@@ -14,6 +17,8 @@ use crate::proxy::{ClientInfo, Proxy};
 use crate::request_body::{BoxError, ClientBody};
 use crate::snapshot::Limits;
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use futures_util::future::Shared;
 use h3::error::Code;
 use h3::server::RequestStream;
 use http::{HeaderMap, HeaderName, Response, header};
@@ -54,15 +59,30 @@ impl Drop for EndpointGuard {
 }
 
 /// The endpoint's QUIC settings: the listener's TLS, with the transport limits in force.
-fn server_config(settings: &ListenerSettings, limits: &Limits) -> Option<Arc<quinn::ServerConfig>> {
+/// Built on `base` (the endpoint's first settings) when there is one, so that the key of its
+/// address-validation tokens and the log of tokens used outlive reloads: a returning client's
+/// token (RFC 9000 §8.1.3) lifts the 3× amplification limit on what may be sent before the
+/// handshake completes, which early data's answers need.
+fn server_config(
+    settings: &ListenerSettings,
+    limits: &Limits,
+    base: Option<&quinn::ServerConfig>,
+) -> Option<quinn::ServerConfig> {
     let crypto = settings.tls.as_ref()?.quic.clone()?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_STREAMS))
         .max_idle_timeout(quinn::IdleTimeout::try_from(limits.idle_timeout).ok());
-    let mut config = quinn::ServerConfig::with_crypto(crypto);
+    let mut config = match base {
+        Some(base) => {
+            let mut config = base.clone();
+            config.crypto = crypto;
+            config
+        }
+        None => quinn::ServerConfig::with_crypto(crypto),
+    };
     config.transport_config(Arc::new(transport));
-    Some(Arc::new(config))
+    Some(config)
 }
 
 /// The settings and limits a server config was built from, to rebuild it only when they change.
@@ -70,9 +90,21 @@ struct ConfigInForce {
     settings: Arc<ListenerSettings>,
     limits: Limits,
     config: Option<Arc<quinn::ServerConfig>>,
+    /// The first config built: what later ones keep (token key, token log).
+    base: Option<quinn::ServerConfig>,
 }
 
 impl ConfigInForce {
+    fn new(settings: Arc<ListenerSettings>, limits: Limits) -> Self {
+        let base = server_config(&settings, &limits, None);
+        Self {
+            config: base.clone().map(Arc::new),
+            base,
+            settings,
+            limits,
+        }
+    }
+
     /// The server config in force, and whether it changed since the last call.
     fn current(
         &mut self,
@@ -83,7 +115,11 @@ impl ConfigInForce {
         let limits = proxy.snapshot().load().limits;
         let changed = !Arc::ptr_eq(&settings, &self.settings) || limits != self.limits;
         if changed {
-            self.config = server_config(&settings, &limits);
+            let config = server_config(&settings, &limits, self.base.as_ref());
+            if self.base.is_none() {
+                self.base.clone_from(&config);
+            }
+            self.config = config.map(Arc::new);
             self.settings = settings;
             self.limits = limits;
         }
@@ -96,11 +132,7 @@ impl ConfigInForce {
 pub async fn serve(listener: QuicListener, proxy: Arc<Proxy>, drain: DrainWatch) {
     let settings = listener.settings.load_full();
     let limits = proxy.snapshot().load().limits;
-    let mut in_force = ConfigInForce {
-        config: server_config(&settings, &limits),
-        settings,
-        limits,
-    };
+    let mut in_force = ConfigInForce::new(settings, limits);
     let endpoint = match quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         in_force.config.as_deref().cloned(),
@@ -177,32 +209,93 @@ struct QuicConnection {
     head_timeout: Duration,
 }
 
+/// Whether a connection's handshake is complete; `pending` while requests may still arrive in
+/// early data.
+#[derive(Clone)]
+struct Handshake {
+    pending: Option<Shared<quinn::ZeroRttAccepted>>,
+}
+
+impl Handshake {
+    const COMPLETE: Self = Self { pending: None };
+
+    /// Checked when a request's head has been read: true once the client's Finished has been
+    /// processed, so the request cannot be a replay.
+    fn complete(&self) -> bool {
+        self.pending.as_ref().is_none_or(|pending| {
+            pending.peek().is_some() || pending.clone().now_or_never().is_some()
+        })
+    }
+}
+
+/// How a QUIC handshake ended.
+enum HandshakeEnd {
+    Done,
+    Failed(quinn::ConnectionError),
+    TimedOut,
+}
+
 impl QuicConnection {
-    async fn serve(mut self, connecting: quinn::Connecting) {
-        let started = std::time::Instant::now();
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
+    /// Counts the handshake's end in the listener's TLS metrics; false if it did not succeed.
+    fn handshake_ended(&self, started: std::time::Instant, end: HandshakeEnd) -> bool {
         let tls = self.settings.tls.as_ref().map(|tls| &tls.handshakes);
-        let quic = match handshake {
-            Ok(Ok(quic)) => {
+        match end {
+            HandshakeEnd::Done => {
                 if let Some(metrics) = tls {
                     metrics.duration.observe(started.elapsed().as_secs_f64());
                     metrics.tls13.inc();
                 }
-                quic
+                true
             }
-            Ok(Err(e)) => {
+            HandshakeEnd::Failed(e) => {
                 if let Some(metrics) = tls {
                     metrics.failed.inc();
                 }
                 tracing::debug!(client = %self.client.addr, error = %e, "QUIC handshake failed");
-                return;
+                false
             }
-            Err(_) => {
+            HandshakeEnd::TimedOut => {
                 if let Some(metrics) = tls {
                     metrics.timed_out.inc();
                 }
                 tracing::debug!(client = %self.client.addr, "QUIC handshake timed out");
-                return;
+                false
+            }
+        }
+    }
+
+    async fn serve(mut self, connecting: quinn::Connecting) {
+        let started = std::time::Instant::now();
+        // With early data, the connection is served from its first flight, and the handshake
+        // is awaited (with its timeout) beside the requests.
+        let early = if self.settings.early_data {
+            connecting.into_0rtt()
+        } else {
+            Err(connecting)
+        };
+        let (quic, handshake) = match early {
+            Ok((quic, accepted)) => (
+                quic,
+                Handshake {
+                    pending: Some(accepted.shared()),
+                },
+            ),
+            Err(connecting) => {
+                let end = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                    Ok(Ok(quic)) => Ok(quic),
+                    Ok(Err(e)) => Err(HandshakeEnd::Failed(e)),
+                    Err(_) => Err(HandshakeEnd::TimedOut),
+                };
+                match end {
+                    Ok(quic) => {
+                        self.handshake_ended(started, HandshakeEnd::Done);
+                        (quic, Handshake::COMPLETE)
+                    }
+                    Err(end) => {
+                        self.handshake_ended(started, end);
+                        return;
+                    }
+                }
             }
         };
         // Held until the connection ends, as on TCP (a trusted proxy carries many clients).
@@ -230,7 +323,10 @@ impl QuicConnection {
             .build(h3_quinn::Connection::new(quic.clone()))
             .await;
         match built {
-            Ok(mut h3) => self.serve_requests(&mut h3, &quic).await,
+            Ok(mut h3) => {
+                self.serve_requests(&mut h3, &quic, handshake, started)
+                    .await
+            }
             Err(e) => {
                 tracing::debug!(client = %self.client.addr, error = %e, "HTTP/3 setup failed")
             }
@@ -240,12 +336,44 @@ impl QuicConnection {
 
     /// Takes request streams until the client goes, or until a drain: then GOAWAY, the
     /// requests already taken are answered, and the connection is closed.
-    async fn serve_requests(&mut self, h3: &mut H3Connection, quic: &quinn::Connection) {
+    async fn serve_requests(
+        &mut self,
+        h3: &mut H3Connection,
+        quic: &quinn::Connection,
+        handshake: Handshake,
+        started: std::time::Instant,
+    ) {
         let mut stop = self.drain.clone();
         let mut requests = tokio::task::JoinSet::new();
         let mut closing = false;
+        let awaiting_handshake = handshake.pending.clone();
+        let handshake_done = async {
+            match awaiting_handshake {
+                Some(accepted) => {
+                    let deadline = tokio::time::Instant::from_std(started + HANDSHAKE_TIMEOUT);
+                    match tokio::time::timeout_at(deadline, accepted).await {
+                        // The value means nothing on a server; a failure closes the connection.
+                        Ok(_) => match quic.close_reason() {
+                            Some(e) => HandshakeEnd::Failed(e),
+                            None => HandshakeEnd::Done,
+                        },
+                        Err(_) => HandshakeEnd::TimedOut,
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let mut handshake_done = std::pin::pin!(handshake_done);
+        let mut handshaking = handshake.pending.is_some();
         loop {
             tokio::select! {
+                end = &mut handshake_done, if handshaking => {
+                    handshaking = false;
+                    if !self.handshake_ended(started, end) {
+                        quic.close(H3_NO_ERROR, b"handshake not completed");
+                        break;
+                    }
+                }
                 accepted = h3.accept() => match accepted {
                     Ok(Some(resolver)) => {
                         self.requests.inc();
@@ -255,6 +383,7 @@ impl QuicConnection {
                             client: self.client.clone(),
                             control: Arc::clone(&self.registration.control),
                             head_timeout: self.head_timeout,
+                            handshake: handshake.clone(),
                         };
                         requests.spawn(request.serve(resolver));
                     }
@@ -301,6 +430,7 @@ const LINGER_MAX: Duration = Duration::from_secs(2);
 type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
 type H3Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 type H3Send = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type H3Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type H3Recv = RequestStream<h3_quinn::RecvStream, Bytes>;
 
 /// One request stream.
@@ -310,6 +440,7 @@ struct Request {
     client: ClientInfo,
     control: Arc<connection::ConnectionControl>,
     head_timeout: Duration,
+    handshake: Handshake,
 }
 
 impl Request {
@@ -338,6 +469,25 @@ impl Request {
                 .record_rejected_head(&self.client, http::StatusCode::BAD_REQUEST);
             return;
         }
+        let client = match &self.settings.real_ip {
+            Some(real_ip) if real_ip.reads_requests_from(self.client.peer.ip()) => {
+                real_ip.client_of(&self.client, request.headers())
+            }
+            _ => std::borrow::Cow::Borrowed(&self.client),
+        };
+        // RFC 8470 §5: a request in early data may be a replay; only a safe one goes on, and
+        // marked so that the upstream can refuse it too.
+        let in_early_data = !self.handshake.complete();
+        if in_early_data && !request.method().is_safe() {
+            self.too_early(&client, request, stream).await;
+            return;
+        }
+        let mut request = request;
+        if in_early_data {
+            request
+                .headers_mut()
+                .insert(&EARLY_DATA, http::HeaderValue::from_static("1"));
+        }
         let (mut send, mut recv) = stream.split();
         let body = match first_data(&mut recv) {
             FirstData::Ended => ClientBody::Empty,
@@ -351,12 +501,6 @@ impl Request {
         };
         let request = request.map(|()| body);
         let in_flight = self.control.request_started(true);
-        let client = match &self.settings.real_ip {
-            Some(real_ip) if real_ip.reads_requests_from(self.client.peer.ip()) => {
-                real_ip.client_of(&self.client, request.headers())
-            }
-            _ => std::borrow::Cow::Borrowed(&self.client),
-        };
         // Alt-Svc is for clients on TCP: this one is on HTTP/3 already.
         let handling = super::answer(
             &self.proxy,
@@ -371,7 +515,37 @@ impl Request {
             tracing::debug!(client = %client.addr, error = %e, "HTTP/3 response not finished");
         }
     }
+
+    /// 425 Too Early (RFC 8470 §5.2) for a request that must not be processed in early data;
+    /// its body is not read.
+    async fn too_early(
+        &self,
+        client: &ClientInfo,
+        request: http::Request<()>,
+        mut stream: H3Stream,
+    ) {
+        tracing::debug!(client = %client.addr, method = %request.method(), "HTTP/3 request in early data answered 425");
+        let request = request.map(|()| ClientBody::Empty);
+        let in_flight = self.control.request_started(true);
+        let handling = self
+            .proxy
+            .answer_locally(client, request, in_flight, |_, _| {
+                crate::proxy::local_response(
+                    http::StatusCode::TOO_EARLY,
+                    "sent in early data: send it again once the handshake is complete",
+                )
+            });
+        let Ok(response) = handling.await;
+        stream.stop_sending(Code::H3_NO_ERROR);
+        let (mut send, _recv) = stream.split();
+        if let Err(e) = respond(&mut send, response).await {
+            tracing::debug!(client = %client.addr, error = %e, "HTTP/3 response not finished");
+        }
+    }
 }
+
+/// `Early-Data` (RFC 8470 §5.1).
+static EARLY_DATA: HeaderName = HeaderName::from_static("early-data");
 
 /// Fields that mean something for one connection only, which HTTP/3 forbids (RFC 9114 §4.2):
 /// a request carrying one is malformed. TE is allowed with the value "trailers" alone.

@@ -8,7 +8,7 @@ use crate::config::ListenerConfig;
 use crate::config::RedirectTemplate;
 use crate::limit::{InFlightGuard, InFlightTable};
 use crate::tls::challenge::{AcmeChallenges, Http01Answers};
-use crate::tls::{ListenerTls, TlsMetrics};
+use crate::tls::{Http3Tls, ListenerTls, TlsMetrics};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::hash::{BuildHasher, RandomState};
@@ -32,6 +32,9 @@ pub struct ListenerSettings {
     /// `Alt-Svc: h3=":PORT"; ma=86400`, added to the HTTP/1.1 and HTTP/2 responses of an
     /// `http3` listener; built once here so that other listeners pay nothing.
     pub alt_svc: Option<HeaderValue>,
+    /// `early_data` on an `http3` listener: QUIC connections take requests before their
+    /// handshake completes (0-RTT).
+    pub early_data: bool,
 }
 
 /// The connections each client holds open on a listener. The counts outlive the settings
@@ -71,7 +74,9 @@ impl ListenerSettings {
         let tls = match &config.tls {
             Some(tls) => {
                 let previous = previous.and_then(|p| p.tls.as_deref());
-                let http3 = *config.http3.get_ref();
+                let http3 = config.http3.get_ref().then_some(Http3Tls {
+                    early_data: *config.early_data.get_ref(),
+                });
                 Some(Arc::new(ListenerTls::build(
                     name, tls, previous, metrics, challenges, http3,
                 )?))
@@ -106,8 +111,11 @@ impl ListenerSettings {
             (Some(tls), Some(port)) if tls.quic.is_some() => Some(alt_svc(port)),
             _ => None,
         };
+        let early_data =
+            tls.as_ref().is_some_and(|tls| tls.quic.is_some()) && *config.early_data.get_ref();
         Ok(Self {
             tls,
+            early_data,
             redirect,
             hsts,
             alt_svc,

@@ -13,4 +13,4 @@ pub mod sni;
 pub use crate::certs::provider;
 pub use crate::metrics::tls::{HandshakeMetrics, TlsMetrics};
 pub use client::UpstreamTls;
-pub use server::ListenerTls;
+pub use server::{Http3Tls, ListenerTls};

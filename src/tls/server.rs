@@ -59,7 +59,7 @@ impl ListenerTls {
         previous: Option<&ListenerTls>,
         metrics: &TlsMetrics,
         challenges: &AcmeChallenges,
-        http3: bool,
+        http3: Option<Http3Tls>,
     ) -> Result<Self, String> {
         let now = SystemTime::now();
         let mut keys = Vec::new();
@@ -150,12 +150,11 @@ impl ListenerTls {
         };
         server.session_storage = Arc::clone(&resumption.sessions);
         server.ticketer = Arc::clone(&resumption.ticketer);
-        let quic = if http3 {
-            Some(Arc::new(quic_config(&server).map_err(|e| {
+        let quic = match http3 {
+            Some(http3) => Some(Arc::new(quic_config(&server, http3).map_err(|e| {
                 format!("listener {listener:?}: cannot serve HTTP/3 with these settings: {e}")
-            })?))
-        } else {
-            None
+            })?)),
+            None => None,
         };
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
@@ -169,15 +168,56 @@ impl ListenerTls {
     }
 }
 
+/// What an `http3` listener's QUIC side accepts beyond the TCP listener's TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http3Tls {
+    /// TLS 1.3 early data (0-RTT) on resumed connections.
+    pub early_data: bool,
+}
+
 /// The TCP listener's rustls settings made fit for QUIC: the same resolver (so SNI, rotation
-/// and reload apply alike), client verifier and session state, with ALPN `h3` only. Early data
-/// (0-RTT) stays off: `max_early_data_size` is 0, so every request arrives after a full
-/// handshake and none can be replayed.
+/// and reload apply alike), client verifier and session cache, with ALPN `h3` only.
+///
+/// Without early data, `max_early_data_size` is 0 and every request arrives after a full
+/// handshake. With it, QUIC's only allowed size (`u32::MAX`) is offered, and resumption is
+/// stateful only (no tickets): rustls accepts early data on a session it takes out of the
+/// cache, once, so a recorded ClientHello replayed to this process finds no session and its
+/// early data is refused (RFC 8446 §8.1). What a replay to another process could still do
+/// is limited by answering only safe methods in early data.
 fn quic_config(
     tcp: &ServerConfig,
+    http3: Http3Tls,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, quinn::crypto::rustls::NoInitialCipherSuite> {
     let mut quic = tcp.clone();
     quic.alpn_protocols = vec![b"h3".to_vec()];
-    quic.max_early_data_size = 0;
+    if http3.early_data {
+        quic.max_early_data_size = u32::MAX;
+        quic.ticketer = Arc::new(NoTickets);
+    } else {
+        quic.max_early_data_size = 0;
+    }
     quinn::crypto::rustls::QuicServerConfig::try_from(quic)
+}
+
+/// Session tickets off: resumption by session id from the cache only, which rustls requires
+/// for early data.
+#[derive(Debug)]
+struct NoTickets;
+
+impl ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }

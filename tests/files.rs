@@ -173,14 +173,18 @@ async fn answers_are_counted_per_route_and_go_over_http2() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let text = common::get(admin, "/metrics").await.text();
-        let count = |code: &str| {
+        let count = |code: &str, protocol: &str| {
             common::metric_sample(
                 &text,
                 "gatehouse_http_requests_total",
-                &[("route", "site"), ("code", code)],
+                &[("route", "site"), ("code", code), ("protocol", protocol)],
             )
         };
-        if count("200") == Some(3.0) && count("404") == Some(1.0) {
+        if count("200", "HTTP/1.1") == Some(1.0)
+            && count("200", "HTTP/2") == Some(2.0)
+            && count("404", "HTTP/1.1") == Some(1.0)
+            && count("404", "HTTP/2").is_none()
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");

@@ -213,13 +213,16 @@ async fn a_get_over_http3_reaches_the_upstream_with_forwarding_fields_and_is_cou
         metric_sample(&metrics, "gatehouse_http3_open_connections", &listener),
         Some(1.0)
     );
-    // Answered on the same path as every other request.
-    let answered: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("gatehouse_http_requests_total{") && l.contains("code=\"200\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(answered >= 1.0, "metrics:\n{metrics}");
+    // Answered on the same path as every other request, counted with its protocol.
+    assert_eq!(
+        metric_sample(
+            &metrics,
+            "gatehouse_http_requests_total",
+            &[("code", "200"), ("protocol", "HTTP/3")]
+        ),
+        Some(1.0),
+        "metrics:\n{metrics}"
+    );
 
     // The connection gauge falls when the client goes.
     client.connection.close(quinn::VarInt::from_u32(0), b"done");

@@ -76,9 +76,9 @@ impl Metrics {
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "gatehouse_http_requests_total",
-                "Requests answered, by route, upstream and status code.",
+                "Requests answered, by route, upstream, status code and the client's protocol (HTTP/1.0, HTTP/1.1, HTTP/2, HTTP/3).",
             ),
-            &["route", "upstream", "code"],
+            &["route", "upstream", "code", "protocol"],
         )?;
         let http_request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -184,7 +184,7 @@ impl Metrics {
         let http3_requests = IntCounterVec::new(
             Opts::new(
                 "gatehouse_http3_requests_total",
-                "Requests received over HTTP/3, by listener (their answers are counted in gatehouse_http_requests_total like every other request's).",
+                "Requests received over HTTP/3, by listener (their answers are counted in gatehouse_http_requests_total with protocol=\"HTTP/3\").",
             ),
             &["listener"],
         )?;
@@ -448,12 +448,29 @@ impl Metrics {
 const FIRST_CODE: u16 = 100;
 const CODE_SLOTS: usize = 500;
 
-/// Handles for one (route, upstream) pair: a counter per status code, resolved on first use
-/// and then kept, the duration histogram and the byte counters.
+/// The `protocol` label's values, indexed by `protocol_slot`.
+const PROTOCOLS: [&str; 5] = ["HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"];
+
+fn protocol_slot(version: http::Version) -> usize {
+    match version {
+        http::Version::HTTP_09 => 0,
+        http::Version::HTTP_10 => 1,
+        http::Version::HTTP_2 => 3,
+        http::Version::HTTP_3 => 4,
+        _ => 2,
+    }
+}
+
+/// A counter per status code for one protocol, each resolved on first use and then kept.
+type CodeCounters = Box<[OnceLock<IntCounter>]>;
+
+/// Handles for one (route, upstream) pair: a counter per protocol and status code, resolved
+/// on first use and then kept (a protocol's table only once a request came over it), the
+/// duration histogram and the byte counters.
 pub struct RouteMetrics {
     route: String,
     upstream: String,
-    by_code: Box<[OnceLock<IntCounter>]>,
+    by_protocol: [OnceLock<CodeCounters>; PROTOCOLS.len()],
     family: IntCounterVec,
     pub duration: Histogram,
     pub received_bytes: IntCounter,
@@ -465,7 +482,7 @@ impl RouteMetrics {
         Self {
             route: route.to_owned(),
             upstream: upstream.to_owned(),
-            by_code: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
+            by_protocol: Default::default(),
             family: metrics.http_requests.clone(),
             duration: metrics
                 .http_request_duration
@@ -479,15 +496,18 @@ impl RouteMetrics {
         }
     }
 
-    pub fn count(&self, status: http::StatusCode) {
+    pub fn count(&self, version: http::Version, status: http::StatusCode) {
+        let protocol = protocol_slot(version);
         let code = status.as_u16();
         let slot = usize::from(code.saturating_sub(FIRST_CODE)).min(CODE_SLOTS - 1);
-        self.by_code[slot]
+        self.by_protocol[protocol]
+            .get_or_init(|| (0..CODE_SLOTS).map(|_| OnceLock::new()).collect())[slot]
             .get_or_init(|| {
                 self.family.with_label_values(&[
                     self.route.as_str(),
                     self.upstream.as_str(),
                     status.as_str(),
+                    PROTOCOLS[protocol],
                 ])
             })
             .inc();

@@ -89,9 +89,14 @@ impl ExchangeState {
 
 /// Counts and logs the answer to a request head that could not be read: no route was chosen
 /// (the route and upstream labels say `none`), and nothing of the request is known but its
-/// client.
-pub(crate) fn record_rejected_head(snapshot: &Snapshot, client: IpAddr, status: StatusCode) {
-    snapshot.unrouted.count(status);
+/// client and the protocol of its connection.
+pub(crate) fn record_rejected_head(
+    snapshot: &Snapshot,
+    client: IpAddr,
+    version: Version,
+    status: StatusCode,
+) {
+    snapshot.unrouted.count(version, status);
     AccessRecord {
         client,
         request: None,
@@ -175,7 +180,7 @@ impl ExchangeState {
             Some(route) => &route.metrics,
             None => &self.snapshot.unrouted,
         };
-        metrics.count(self.status);
+        metrics.count(self.version, self.status);
         metrics.duration.observe(elapsed.as_secs_f64());
         metrics.sent_bytes.inc_by(bytes_sent);
         self.in_flight = None;

@@ -195,8 +195,13 @@ impl Proxy {
 
     /// Counts and logs the answer the connection gave on its own to a request head it could
     /// not read (400, 414, 431).
-    pub fn record_rejected_head(&self, client: &ClientInfo, status: StatusCode) {
-        exchange::record_rejected_head(&self.snapshot.load(), client.addr.ip(), status);
+    pub fn record_rejected_head(
+        &self,
+        client: &ClientInfo,
+        version: http::Version,
+        status: StatusCode,
+    ) {
+        exchange::record_rejected_head(&self.snapshot.load(), client.addr.ip(), version, status);
     }
 
     /// Answers with `respond`'s response without routing (a listener's redirect to HTTPS),

@@ -222,9 +222,11 @@ async fn serve_one<S: Io>(
         Ok(Err(error)) => {
             let status = error.status();
             tracing::debug!(client = %connection.client.addr, %error, "request head rejected");
-            connection
-                .proxy
-                .record_rejected_head(&connection.client, status);
+            connection.proxy.record_rejected_head(
+                &connection.client,
+                http::Version::HTTP_11,
+                status,
+            );
             let _ = write_rejection(wire, out, status, control).await;
             return Next::Close(CloseReason::BadRequest);
         }

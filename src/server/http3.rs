@@ -465,8 +465,11 @@ impl Request {
             tracing::debug!(client = %self.client.addr, field = %name, "HTTP/3 request with a connection-specific field refused");
             stream.stop_stream(Code::H3_MESSAGE_ERROR);
             stream.stop_sending(Code::H3_MESSAGE_ERROR);
-            self.proxy
-                .record_rejected_head(&self.client, http::StatusCode::BAD_REQUEST);
+            self.proxy.record_rejected_head(
+                &self.client,
+                http::Version::HTTP_3,
+                http::StatusCode::BAD_REQUEST,
+            );
             return;
         }
         let client = match &self.settings.real_ip {

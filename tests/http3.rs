@@ -282,6 +282,42 @@ async fn a_mebibyte_streams_up_and_back_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_stream_ends_after_its_head_goes_upstream_without_a_body() {
+    let pki = Pki::new("late-fin");
+    let cert = pki.issue("site", &["localhost"]);
+    let app = TestUpstream::named("app").await;
+    let running = start_gatehouse(&config(&cert, app.addr, "", "")).await;
+    let mut client = h3_connect(running.listener_addrs[0], pki.roots())
+        .await
+        .unwrap();
+
+    // The head now, the stream's end a while later (as when it comes in another packet).
+    let mut stream = client
+        .send
+        .send_request(request("GET", "/late").body(()).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        app.received().is_empty(),
+        "not forwarded before the stream's end"
+    );
+    stream.finish().await.unwrap();
+    let response = timeout(WAIT, stream.recv_response())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let seen = app.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers.get("transfer-encoding"), None);
+    assert_eq!(seen[0].headers.get("content-length"), None);
+    assert!(seen[0].body.is_empty());
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_response_is_served_over_http3() {
     let pki = Pki::new("cache");
     let cert = pki.issue("site", &["localhost"]);

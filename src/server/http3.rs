@@ -492,7 +492,18 @@ impl Request {
                 .insert(&EARLY_DATA, http::HeaderValue::from_static("1"));
         }
         let (mut send, mut recv) = stream.split();
-        let body = match first_data(&mut recv) {
+        // A GET or HEAD without Content-Length nearly always ends with its head, but the
+        // stream's end may come in a later packet: it is awaited (within the head timeout),
+        // so that the request goes upstream without a body rather than with an empty chunked
+        // one. Other methods go on at once, their bodies streamed as they come.
+        let awaits_end = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+            && !request.headers().contains_key(header::CONTENT_LENGTH);
+        let first = if awaits_end {
+            first_data_within(&mut recv, self.head_timeout).await
+        } else {
+            first_data(&mut recv)
+        };
+        let body = match first {
             FirstData::Ended => ClientBody::Empty,
             FirstData::Some(first) => {
                 ClientBody::Own(Box::pin(H3Body::new(recv, first, request.headers())))
@@ -629,18 +640,33 @@ enum FirstData {
 fn first_data(recv: &mut H3Recv) -> FirstData {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match recv.poll_recv_data(&mut cx) {
-        Poll::Ready(Ok(None)) => {
-            // Trailers without a body are rare; they still need reading.
-            match recv.poll_recv_trailers(&mut cx) {
-                Poll::Ready(Ok(None)) => FirstData::Ended,
-                _ => FirstData::Some(None),
-            }
-        }
+        Poll::Ready(Ok(None)) => after_the_data(recv),
         Poll::Ready(Ok(Some(mut data))) => {
             FirstData::Some(Some(data.copy_to_bytes(data.remaining())))
         }
         Poll::Ready(Err(e)) => FirstData::Failed(e),
         Poll::Pending => FirstData::Some(None),
+    }
+}
+
+/// A request whose DATA frames ended before any came: ended, unless trailers follow (rare;
+/// they still need reading).
+fn after_the_data(recv: &mut H3Recv) -> FirstData {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match recv.poll_recv_trailers(&mut cx) {
+        Poll::Ready(Ok(None)) => FirstData::Ended,
+        _ => FirstData::Some(None),
+    }
+}
+
+/// `first_data`, waiting up to `limit` for the first DATA frame or the stream's end.
+async fn first_data_within(recv: &mut H3Recv, limit: Duration) -> FirstData {
+    let arrived = tokio::time::timeout(limit, std::future::poll_fn(|cx| recv.poll_recv_data(cx)));
+    match arrived.await {
+        Ok(Ok(None)) => after_the_data(recv),
+        Ok(Ok(Some(mut data))) => FirstData::Some(Some(data.copy_to_bytes(data.remaining()))),
+        Ok(Err(e)) => FirstData::Failed(e),
+        Err(_) => FirstData::Some(None),
     }
 }
 

@@ -806,6 +806,108 @@ async fn a_file_larger_than_a_chunk_streams_whole_and_in_ranges() {
     gatehouse.shutdown().await;
 }
 
+/// Over plain HTTP/1.1 a file's single range goes out by `sendfile`: pipelined behind a full
+/// socket buffer, its bytes exact, the next response on the connection intact, and the bytes
+/// counted as sent.
+#[tokio::test]
+async fn a_single_range_sent_by_the_kernel_keeps_the_connection_and_its_count() {
+    let site = Site::new();
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.root().join("big.bin"), &content).unwrap();
+    let config = format!(
+        "{}\n[[route]]\nname = \"site\"\npath_prefix = \"/\"\nfiles = {{ root = \"{}\" }}\n",
+        HEAD.replace("bind = \"\"", "bind = \"127.0.0.1:0\""),
+        site.root().display()
+    );
+    let gatehouse = common::start_gatehouse(&config).await;
+    let addr = gatehouse.listener_addrs[0];
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(32 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /big.bin HTTP/1.1\r\nHost: site.example\r\nRange: bytes=5-1999994\r\n\r\n\
+              GET /big.bin HTTP/1.1\r\nHost: site.example\r\n\r\n\
+              GET /digits.txt HTTP/1.1\r\nHost: site.example\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let expected_len = 2 * content.len();
+    let read = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed early");
+            received.extend_from_slice(&buf[..n]);
+            if received.len() > expected_len && received.ends_with(b"0123456789") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("all three answers in time");
+
+    let (first, rest) = split_response(&received);
+    assert!(first.0.starts_with("http/1.1 206"), "{}", first.0);
+    assert!(
+        first.0.contains("content-range: bytes 5-1999994/2000000"),
+        "{}",
+        first.0
+    );
+    assert!(*first.1 == content[5..1_999_995]);
+    let (second, rest) = split_response(rest);
+    assert!(second.0.starts_with("http/1.1 200"), "{}", second.0);
+    assert!(*second.1 == content[..]);
+    let (third, rest) = split_response(rest);
+    assert!(third.0.starts_with("http/1.1 200"), "{}", third.0);
+    assert_eq!(third.1, b"0123456789");
+    assert!(rest.is_empty());
+
+    let admin = gatehouse.admin_addr.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let expected = (1_999_990 + 2_000_000 + 10) as f64;
+    loop {
+        let text = common::get(admin, "/metrics").await.text();
+        let sent = common::metric_sample(
+            &text,
+            "gatehouse_http_sent_bytes_total",
+            &[("route", "site")],
+        );
+        if sent == Some(expected) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sent {sent:?}, not {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gatehouse.shutdown().await;
+}
+
+/// One response off the front of `bytes` (its head as text, its Content-Length body), and what
+/// follows it.
+fn split_response(bytes: &[u8]) -> ((String, &[u8]), &[u8]) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let (body, rest) = bytes[end..].split_at(length);
+    ((head, body), rest)
+}
+
 #[test]
 fn bad_files_settings_are_reported_with_their_place() {
     let site = Site::new();

@@ -23,6 +23,7 @@ pub mod client_address;
 mod interim;
 pub mod proxy_protocol;
 pub mod read;
+pub mod send_file;
 pub mod upgrade;
 
 use interim::InterimQueue;

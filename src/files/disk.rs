@@ -262,7 +262,32 @@ pub struct FileBody {
     remaining: u64,
 }
 
+/// One contiguous range of a file, to be sent as it is.
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: u64,
+}
+
 impl FileBody {
+    /// The whole body when it is one range of the file and nothing of it has gone yet, taken
+    /// out to be sent by the kernel (`sendfile`); the body is then at its end.
+    pub fn take_single_range(&mut self) -> Option<FileRange> {
+        match (self.reading.is_none(), self.parts.len(), self.parts.front()) {
+            (true, 1, Some(Part::File(range))) => {
+                let taken = FileRange {
+                    file: Arc::clone(&self.file),
+                    offset: *range.start(),
+                    len: range.end() - range.start() + 1,
+                };
+                self.parts.clear();
+                self.remaining = 0;
+                Some(taken)
+            }
+            _ => None,
+        }
+    }
+
     pub fn new(file: File, parts: Vec<Part>, len: u64, chunk: usize) -> Self {
         Self {
             file: Arc::new(file),

@@ -17,7 +17,7 @@ mod lookup;
 mod path;
 
 pub use answer::Part;
-pub use disk::FileBody;
+pub use disk::{FileBody, FileRange};
 pub use path::{Refusal, decode, relative};
 
 use crate::compress::Encoding;

@@ -105,6 +105,22 @@ impl ResponseBody {
         }
     }
 
+    /// A file body that is one range of one file, taken out for the connection to send by
+    /// itself (`sendfile`); `sent_elsewhere` then says how that went.
+    pub fn take_file_range(&mut self) -> Option<crate::files::FileRange> {
+        match &mut self.kind {
+            ResponseKind::File(body) if self.fill.is_none() => body.take_single_range(),
+            _ => None,
+        }
+    }
+
+    /// Counts the bytes of a range from `take_file_range` that reached the client, and ends
+    /// the exchange (complete or cut short).
+    pub fn sent_elsewhere(&mut self, bytes: u64, finished: bool) {
+        self.bytes_sent += bytes;
+        self.finish(finished, &mut None);
+    }
+
     /// Stores the body in a cache as it streams.
     pub fn set_fill(&mut self, fill: Fill) {
         if self.is_end_stream() {

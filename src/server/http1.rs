@@ -11,6 +11,7 @@
 
 use super::settings::ListenerSettings;
 use crate::connection::read::{ReadSize, poll_read_more};
+use crate::connection::send_file::SendFile;
 use crate::connection::upgrade::{Io, UpgradeSlot, Upgraded};
 use crate::connection::{CloseReason, ConnectionControl, CountingStream, InterimSink};
 use crate::http1::{self, BodyLimits, Decoder, Expectation, Framing, HeadConfig, Parsed};
@@ -81,7 +82,7 @@ enum Next {
 
 /// Serves requests on `stream` until either side closes it; `read_ahead` holds bytes already
 /// read from it. Returns why it closed.
-pub(super) async fn serve<S: Io>(
+pub(super) async fn serve<S: Io + SendFile>(
     stream: CountingStream<S>,
     read_ahead: BytesMut,
     connection: Http1Connection,
@@ -164,7 +165,7 @@ struct Asked {
     upgrade: Option<oneshot::Sender<Upgraded>>,
 }
 
-async fn serve_one<S: Io>(
+async fn serve_one<S: Io + SendFile>(
     wire: &SharedWire<S>,
     out: &mut BytesMut,
     connection: &Http1Connection,
@@ -369,7 +370,7 @@ enum Sending {
 // A plain fn returning an async block, not an `async fn`: an async fn keeps each argument
 // twice in its future and copies it once more when first polled.
 #[allow(clippy::manual_async_fn)]
-fn write_response<'a, S: Io>(
+fn write_response<'a, S: Io + SendFile>(
     wire: &'a SharedWire<S>,
     out: &'a mut BytesMut,
     response: Response<ResponseBody>,
@@ -508,12 +509,18 @@ fn write_response<'a, S: Io>(
 /// Streams the response body behind the head already in `out`, framed as `sending` says.
 /// Data is held back only while more is ready at once: when the body has to wait, what is
 /// buffered goes out first.
-async fn send_body<S: Io>(
+async fn send_body<S: Io + SendFile>(
     wire: &SharedWire<S>,
     out: &mut BytesMut,
     body: &mut ResponseBody,
     sending: Sending,
 ) -> Result<(), CloseReason> {
+    if let Sending::Length(len) = sending
+        && lock(wire).io.can_send_file()
+        && let Some(range) = body.take_file_range()
+    {
+        return send_file_body(wire, out, body, range, len).await;
+    }
     let mut left = match sending {
         Sending::Length(len) => len,
         _ => u64::MAX,
@@ -580,6 +587,40 @@ async fn send_body<S: Io>(
             Err(CloseReason::Error)
         }
         _ => Ok(()),
+    }
+}
+
+/// A file's range behind the head in `out`, sent by the kernel from the page cache.
+async fn send_file_body<S: Io + SendFile>(
+    wire: &SharedWire<S>,
+    out: &mut BytesMut,
+    body: &mut ResponseBody,
+    range: crate::files::FileRange,
+    len: u64,
+) -> Result<(), CloseReason> {
+    let mut sent = 0;
+    let outcome = async {
+        write_out(wire, out).await?;
+        while sent < range.len {
+            let offset = range.offset + sent;
+            let left = range.len - sent;
+            let n = poll_fn(|cx| lock(wire).io.poll_send_file(cx, &range.file, offset, left));
+            match n.await? {
+                // The file shrank since it was opened: the client must not see a clean end.
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => sent += n as u64,
+            }
+        }
+        Ok::<_, io::Error>(())
+    }
+    .await;
+    let finished = outcome.is_ok() && sent == len;
+    body.sent_elsewhere(sent, finished);
+    if finished {
+        Ok(())
+    } else {
+        tracing::debug!(sent, len, "file body not sent whole");
+        Err(CloseReason::Error)
     }
 }
 

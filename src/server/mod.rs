@@ -285,7 +285,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one connection: HTTP/2 (ALPN `h2`, or its preface on a plain connection) with
 /// hyper, HTTP/1.1 with gatehouse's own loop.
-async fn serve_http<S: Io>(
+async fn serve_http<S: Io + crate::connection::send_file::SendFile>(
     stream: S,
     client: ClientInfo,
     settings: Arc<ListenerSettings>,

@@ -262,6 +262,24 @@ pub struct FileBody {
     remaining: u64,
 }
 
+/// Up to `size` bytes of `file` at `start`, read only if the page cache holds them (`preadv2`
+/// with `RWF_NOWAIT`): `None` when the read would wait for the disk, when the kernel cannot
+/// tell (an old kernel, a filesystem without it), or at the file's end.
+fn read_cached(file: &File, start: u64, size: usize) -> Option<Bytes> {
+    let offset = libc::off_t::try_from(start).ok()?;
+    let mut buffer = Vec::<u8>::with_capacity(size);
+    let iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: size,
+    };
+    // SAFETY: `iov` points at `size` bytes of `buffer`'s spare capacity, which outlives the call.
+    let read = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    let read = usize::try_from(read).ok().filter(|&n| n > 0)?;
+    // SAFETY: the kernel wrote `read` (at most `size`) bytes at the start of the buffer.
+    unsafe { buffer.set_len(read) };
+    Some(Bytes::from(buffer))
+}
+
 /// One contiguous range of a file, to be sent as it is.
 pub struct FileRange {
     pub file: Arc<File>,
@@ -308,10 +326,17 @@ impl FileBody {
             Part::File(range) => {
                 let start = *range.start();
                 let size = (range.end() - start + 1).min(self.chunk);
-                if start + size > *range.end() {
+                // Pages the kernel has cached are read here at once, as a cache hit would be;
+                // only a read that would wait for the disk goes to the blocking pool.
+                let cached = read_cached(&self.file, start, size as usize);
+                let taken = cached.as_ref().map_or(size, |bytes| bytes.len() as u64);
+                if start + taken > *range.end() {
                     self.parts.pop_front();
                 } else {
-                    *range = start + size..=*range.end();
+                    *range = start + taken..=*range.end();
+                }
+                if cached.is_some() {
+                    return cached;
                 }
                 let file = Arc::clone(&self.file);
                 self.reading = Some(tokio::task::spawn_blocking(move || {
@@ -409,6 +434,19 @@ mod tests {
         assert!(body.is_end_stream());
         let file = File::open(dir.join("f")).unwrap();
         assert_eq!(read_parts(&file, &parts, 512).unwrap(), expected);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cached_pages_are_read_at_once_and_the_end_gives_nothing() {
+        let dir = scratch("cached");
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(dir.join("f"), &content).unwrap();
+        let file = File::open(dir.join("f")).unwrap();
+        // Just written, so in the page cache.
+        assert_eq!(read_cached(&file, 0, 4096).unwrap(), content[..4096]);
+        assert_eq!(read_cached(&file, 9_000, 4096).unwrap(), content[9_000..]);
+        assert_eq!(read_cached(&file, 10_000, 4096), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -22,6 +22,10 @@ pub trait SendFile {
         false
     }
 
+    /// Holds partial segments back (`TCP_CORK`) while on, so that a head and the file after it
+    /// leave in full segments (nginx's `tcp_nopush`); turning it off sends what is held.
+    fn cork(&self, _on: bool) {}
+
     /// Sends up to `len` bytes of `file` from `offset` on, as many as the socket takes now:
     /// the count sent, 0 when the file ends before `offset`.
     fn poll_send_file(
@@ -38,6 +42,10 @@ pub trait SendFile {
 impl SendFile for TcpStream {
     fn can_send_file(&self) -> bool {
         true
+    }
+
+    fn cork(&self, on: bool) {
+        let _ = socket2::SockRef::from(self).set_tcp_cork(on);
     }
 
     fn poll_send_file(
@@ -73,6 +81,10 @@ impl<S> SendFile for tokio_rustls::server::TlsStream<S> {}
 impl<S: SendFile> SendFile for CountingStream<S> {
     fn can_send_file(&self) -> bool {
         self.inner.can_send_file()
+    }
+
+    fn cork(&self, on: bool) {
+        self.inner.cork(on);
     }
 
     fn poll_send_file(

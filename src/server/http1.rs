@@ -599,6 +599,7 @@ async fn send_file_body<S: Io + SendFile>(
     len: u64,
 ) -> Result<(), CloseReason> {
     let mut sent = 0;
+    lock(wire).io.cork(true);
     let outcome = async {
         write_out(wire, out).await?;
         while sent < range.len {
@@ -614,6 +615,7 @@ async fn send_file_body<S: Io + SendFile>(
         Ok::<_, io::Error>(())
     }
     .await;
+    lock(wire).io.cork(false);
     let finished = outcome.is_ok() && sent == len;
     body.sent_elsewhere(sent, finished);
     if finished {

@@ -105,6 +105,11 @@ impl ResponseBody {
         }
     }
 
+    /// Whether this is a file's body (then `take_file_range` may give it to the connection).
+    pub fn is_file(&self) -> bool {
+        matches!(self.kind, ResponseKind::File(_))
+    }
+
     /// A file body that is one range of one file, taken out for the connection to send by
     /// itself (`sendfile`); `sent_elsewhere` then says how that went.
     pub fn take_file_range(&mut self) -> Option<crate::files::FileRange> {

@@ -516,6 +516,7 @@ async fn send_body<S: Io + SendFile>(
     sending: Sending,
 ) -> Result<(), CloseReason> {
     if let Sending::Length(len) = sending
+        && body.is_file()
         && lock(wire).io.can_send_file()
         && let Some(range) = body.take_file_range()
     {

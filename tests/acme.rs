@@ -2,7 +2,9 @@
 //! started by PID on free loopback ports with a generated config, validating challenges
 //! against gatehouse's own listeners (its `httpPort`/`tlsPort` point at them, names resolve
 //! to 127.0.0.1 through pebble-challtestsrv's DNS). Nothing is mocked: accounts, orders,
-//! HTTP-01 and TLS-ALPN-01 validation, issuance and the handshakes that follow are real.
+//! HTTP-01 and TLS-ALPN-01 validation, issuance and the handshakes that follow are real. The
+//! one addition is renewal information (RFC 9773), which Pebble 2.4 lacks: a front serves
+//! Pebble's own directory with that resource added, and answers it.
 
 mod common;
 
@@ -781,4 +783,239 @@ fn the_readme_example_and_the_shipped_one_pass_the_check() {
             panic!("{text}\n{errors}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Renewal information (RFC 9773). Pebble 2.4 has none, so a front on its own port serves the
+// directory with a `renewalInfo` URL added and answers that resource with the window the test
+// sets; every other URL in the directory is Pebble's own, so accounts, orders and issuance
+// stay Pebble's.
+
+/// What the front answers and what it was asked.
+#[derive(Default)]
+struct AdviceState {
+    /// The suggested window, as RFC 3339 texts.
+    window: (String, String),
+    /// The certificate identifiers asked about, in order.
+    asked: Vec<String>,
+}
+
+struct RenewalInfoFront {
+    directory: String,
+    state: Arc<std::sync::Mutex<AdviceState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RenewalInfoFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+impl RenewalInfoFront {
+    /// Serves with Pebble's own HTTPS certificate (so the same `directory_ca` trusts it).
+    async fn start(pebble: &Pebble, dir: &Path) -> Self {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pebble.https_ca)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("pebble-https-key.pem"))
+            .unwrap();
+        let tls = rustls::ServerConfig::builder_with_provider(gatehouse::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pebble_addr: SocketAddr = pebble
+            .directory
+            .trim_start_matches("https://")
+            .trim_end_matches("/dir")
+            .parse()
+            .unwrap();
+        let https_ca = pebble.https_ca.clone();
+        let state = Arc::new(std::sync::Mutex::new(AdviceState::default()));
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, state, https_ca) =
+                    (acceptor.clone(), Arc::clone(&shared), https_ca.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        let (state, https_ca) = (Arc::clone(&state), https_ca.clone());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                front_answer(request, port, pebble_addr, &https_ca, &state).await,
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            directory: format!("https://127.0.0.1:{port}/dir"),
+            state,
+            task,
+        }
+    }
+
+    fn set_window(&self, start: i64, end: i64) {
+        self.state.lock().unwrap().window = (rfc3339(start), rfc3339(end));
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.state.lock().unwrap().asked.clone()
+    }
+}
+
+async fn front_answer(
+    request: http::Request<hyper::body::Incoming>,
+    port: u16,
+    pebble: SocketAddr,
+    https_ca: &Path,
+    state: &std::sync::Mutex<AdviceState>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let path = request.uri().path().to_owned();
+    let json = |status: u16, body: String| {
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("retry-after", "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    if path == "/dir" {
+        // Pebble's directory, with the renewal-information resource added.
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(https_ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut stream = tls_connect(pebble, roots, "127.0.0.1", &[]).await.unwrap();
+        // Pebble writes its URLs for the host asked for.
+        let ask = format!("GET /dir HTTP/1.1\r\nHost: {pebble}\r\nConnection: close\r\n\r\n");
+        stream.write_all(ask.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        let mut directory: serde_json::Value = serde_json::from_str(body).unwrap();
+        directory["renewalInfo"] =
+            serde_json::Value::String(format!("https://127.0.0.1:{port}/renewal-info"));
+        return json(200, directory.to_string());
+    }
+    if let Some(id) = path.strip_prefix("/renewal-info/") {
+        let mut state = state.lock().unwrap();
+        state.asked.push(id.to_owned());
+        let (start, end) = state.window.clone();
+        return json(
+            200,
+            format!(r#"{{"suggestedWindow":{{"start":"{start}","end":"{end}"}}}}"#),
+        );
+    }
+    json(404, "{}".to_owned())
+}
+
+/// RFC 9773 §4.1: base64url of the authority key identifier's keyIdentifier, a dot, and
+/// base64url of the serial number's DER content octets.
+fn renewal_info_id(der: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        })
+        .expect("an authority key identifier");
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}",
+        engine.encode(aki),
+        engine.encode(cert.raw_serial())
+    )
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_renewed_when_the_directorys_suggested_window_opens() {
+    let dir = temp_dir("ari");
+    let ports = Ports::new();
+    let pebble = Pebble::start(&dir, ports.plain, ports.secure, None);
+    let front = RenewalInfoFront::start(&pebble, &dir).await;
+    // A window well ahead: nothing to do yet (Pebble's certificates last five years, so
+    // renew_at alone would wait years too).
+    front.set_window(unix_now() + 30 * 86_400, unix_now() + 31 * 86_400);
+    let state = dir.join("state");
+    let running = start(&config(
+        &ports,
+        &front.directory,
+        &pebble.https_ca,
+        &state,
+        "",
+    ))
+    .await;
+    let root = pebble.root().await;
+    let first = wait_for_certificate(ports.secure_addr(), &root).await;
+    let first_id = renewal_info_id(&first);
+
+    // The directory is asked about the certificate, again as its Retry-After says.
+    let deadline = Instant::now() + WAIT;
+    while front.asked().iter().filter(|id| **id == first_id).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "renewal information not asked twice for {first_id}: {:?}",
+            front.asked()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        orders(&running, "started"),
+        1.0,
+        "no renewal before the window"
+    );
+
+    // The window is now open (it began yesterday): renewed at the next look.
+    front.set_window(unix_now() - 86_400, unix_now() - 3_600);
+    let deadline = Instant::now() + ORDER_WAIT;
+    loop {
+        let served = served_certificate(ports.secure_addr(), &root)
+            .await
+            .expect("a certificate is served throughout");
+        if serial(&served) != serial(&first) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not renewed in the open window");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(orders(&running, "succeeded"), 2.0);
+    assert_eq!(orders(&running, "failed"), 0.0);
+    running.shutdown().await;
 }

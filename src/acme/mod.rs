@@ -1,6 +1,7 @@
 //! Certificates from an ACME directory (RFC 8555): for each listener whose `tls` has an
 //! `acme` section, a task keeps a valid certificate for its domains in the state directory,
-//! ordering one when none is stored and renewing it at `renew_at` of its lifetime. The
+//! ordering one when none is stored and renewing it at `renew_at` of its lifetime, or inside
+//! the window the directory suggests where it offers renewal information (RFC 9773). The
 //! listener serves whatever is stored (read like configured files, so rotation, SNI, expiry
 //! metrics and /status work the same); after a new certificate is stored the task asks for
 //! the listeners' certificates to be read again. Challenges are answered by HTTP-01 on the
@@ -15,8 +16,8 @@ use crate::config::{AcmeConfig, Config};
 use crate::metrics::tls::AcmeOrderMetrics;
 use crate::tls::challenge::{AcmeChallenges, http01_file};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
@@ -146,10 +147,83 @@ impl Manager {
         )
     }
 
+    /// The renewal time of `info` inside the window the directory suggested for it, if it
+    /// did (with the same jitter, and never later than a twentieth of its lifetime before it
+    /// expires); else `due`.
+    fn due_advised(&self, advice: &RenewalAdvice, info: &CertInfo) -> i64 {
+        match advice.window {
+            Some((start, end)) => {
+                let jitter = (info.not_after.unsigned_abs() % 1000) as f64 / 1000.0;
+                let lifetime = (info.not_after - info.not_before).max(0);
+                let latest = info.not_after - lifetime / 20;
+                schedule::renewal_time_in_window(start, end, jitter, latest)
+            }
+            None => self.due(info),
+        }
+    }
+
+    /// Asks the directory for the stored certificate's renewal information when it is time
+    /// to (RFC 9773 §4.3: as its Retry-After says), keeping what it said in `advice`.
+    async fn look_for_advice(&self, advice: &mut RenewalAdvice, now: i64) {
+        if advice.unsupported {
+            return;
+        }
+        let Some(id) = store::stored_certificate_id(&self.acme) else {
+            return;
+        };
+        if advice.certificate.as_ref() != Some(&id) {
+            *advice = RenewalAdvice {
+                certificate: Some(id.clone()),
+                next_look: now,
+                ..RenewalAdvice::default()
+            };
+        }
+        if now < advice.next_look {
+            return;
+        }
+        let floor = self.acme.retry.0;
+        let asked = match self.account().await {
+            Ok(account) => account.renewal_info(&id).await.map_err(|e| match e {
+                instant_acme::Error::Unsupported(_) => None,
+                e => Some(e.to_string()),
+            }),
+            Err(e) => Err(Some(e)),
+        };
+        let wait = match asked {
+            Ok((info, retry_after)) => {
+                let window = &info.suggested_window;
+                let window = (window.start.unix_timestamp(), window.end.unix_timestamp());
+                if advice.window != Some(window) {
+                    tracing::info!(
+                        listener = %self.listener,
+                        certificate = %id,
+                        window_start = window.0,
+                        window_end = window.1,
+                        explanation = info.explanation_url.as_deref().unwrap_or("-"),
+                        "ACME renewal information: the directory suggests a renewal window"
+                    );
+                }
+                advice.window = Some(window);
+                schedule::advice_wait(retry_after, floor)
+            }
+            Err(None) => {
+                advice.unsupported = true;
+                return;
+            }
+            Err(Some(e)) => {
+                tracing::debug!(listener = %self.listener, error = %e, "ACME renewal information not available");
+                schedule::advice_wait(Duration::ZERO, floor.max(RECHECK / 10))
+            }
+        };
+        advice.next_look =
+            now.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX).max(1));
+    }
+
     async fn run(self) {
         let state_dir = self.acme.state_dir.get_ref().clone();
         let mut failures = 0u32;
         let mut served = store::stored_certificate(&self.acme, SystemTime::now());
+        let mut advice = RenewalAdvice::default();
         loop {
             let stored = store::stored_certificate(&self.acme, SystemTime::now());
             if stored != served {
@@ -157,9 +231,17 @@ impl Manager {
                 self.stored.notify_one();
             }
             let now = unix_now();
-            let due = stored.as_ref().map_or(now, |info| self.due(info));
+            if stored.is_some() {
+                self.look_for_advice(&mut advice, now).await;
+            }
+            let due = stored
+                .as_ref()
+                .map_or(now, |info| self.due_advised(&advice, info));
             if due > now {
-                let wait = Duration::from_secs((due - now).unsigned_abs()).min(RECHECK);
+                let look_again = (advice.certificate.is_some() && !advice.unsupported)
+                    .then_some(advice.next_look);
+                let until = look_again.map_or(due, |at| due.min(at));
+                let wait = Duration::from_secs((until - now).max(1).unsigned_abs()).min(RECHECK);
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -178,7 +260,7 @@ impl Manager {
             let stored = store::stored_certificate(&self.acme, SystemTime::now());
             if stored
                 .as_ref()
-                .is_some_and(|info| self.due(info) > unix_now())
+                .is_some_and(|info| self.due_advised(&advice, info) > unix_now())
             {
                 drop(lock);
                 continue;
@@ -186,7 +268,8 @@ impl Manager {
             self.metrics.started.inc();
             let started = std::time::Instant::now();
             let domains = self.acme.domains.get_ref().join(",");
-            match self.order().await {
+            let replacing = advice.certificate.clone().filter(|_| !advice.unsupported);
+            match self.order(replacing).await {
                 Ok(info) => {
                     drop(lock);
                     failures = 0;
@@ -269,7 +352,13 @@ impl Manager {
     }
 
     /// One order, start to end: the certificate and its key are stored when it succeeds.
-    async fn order(&self) -> Result<CertInfo, String> {
+    /// `replacing` names the certificate it renews (RFC 9773 §5) where the directory offers
+    /// renewal information; an order the directory does not take as a replacement (one
+    /// already replaced, or a directory that does not say it took it) is placed again without.
+    async fn order(
+        &self,
+        replacing: Option<CertificateIdentifier<'static>>,
+    ) -> Result<CertInfo, String> {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = self
             .acme
@@ -278,7 +367,22 @@ impl Manager {
             .iter()
             .map(|domain| Identifier::Dns(domain.clone()))
             .collect();
-        let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
+        let placed = match replacing {
+            Some(replaced) => {
+                match account
+                    .new_order(&NewOrder::new(&identifiers).replaces(replaced))
+                    .await
+                {
+                    Ok(order) => Ok(order),
+                    Err(e) => {
+                        tracing::debug!(listener = %self.listener, error = %e, "ACME order as a replacement refused; placed again without");
+                        account.new_order(&NewOrder::new(&identifiers)).await
+                    }
+                }
+            }
+            None => account.new_order(&NewOrder::new(&identifiers)).await,
+        };
+        let mut order = match placed {
             Ok(order) => order,
             Err(e) => {
                 if let instant_acme::Error::Api(problem) = &e
@@ -371,6 +475,19 @@ impl Manager {
             )
         })
     }
+}
+
+/// What the directory's renewal information (RFC 9773) said of the stored certificate.
+#[derive(Default)]
+struct RenewalAdvice {
+    /// The certificate asked about.
+    certificate: Option<CertificateIdentifier<'static>>,
+    /// Its suggested renewal window (Unix seconds), once the directory gave one.
+    window: Option<(i64, i64)>,
+    /// When to ask again (Unix seconds).
+    next_look: i64,
+    /// The directory offers no renewal information: it is not asked again.
+    unsupported: bool,
 }
 
 struct PendingAnswers {

@@ -1,6 +1,7 @@
 //! When to order: renewal at a fraction of a certificate's lifetime, moved earlier by a
 //! random part so that certificates issued together (or replicas sharing them) do not all
-//! renew in the same second, and exponential backoff after failures. Pure arithmetic.
+//! renew in the same second, or inside the window the directory suggests (RFC 9773); and
+//! exponential backoff after failures. Pure arithmetic.
 
 use std::time::Duration;
 
@@ -27,6 +28,25 @@ pub fn backoff(first: Duration, failures: u32) -> Duration {
     first
         .checked_mul(1u32 << doublings.min(31))
         .map_or(MAX_BACKOFF, |wait| wait.min(MAX_BACKOFF))
+}
+
+/// The Unix second at which to renew inside a suggested renewal window (ACME Renewal
+/// Information, RFC 9773 §4.2): `jitter` (0..1) of the way from `start` to `end`, so that
+/// the certificates the window was given for spread over it; never later than `latest`.
+/// A window that has begun is acted on when its pick comes, one that has ended at once.
+pub fn renewal_time_in_window(start: i64, end: i64, jitter: f64, latest: i64) -> i64 {
+    let span = (end - start).max(0) as f64;
+    let pick = start + (span * jitter.clamp(0.0, 1.0)) as i64;
+    pick.min(latest)
+}
+
+/// The longest wait between two looks at a certificate's renewal information.
+pub const MAX_ADVICE_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait before the renewal information is asked for again: what the directory's
+/// Retry-After said, at least `floor` (the configured retry) and at most a day.
+pub fn advice_wait(retry_after: Duration, floor: Duration) -> Duration {
+    retry_after.max(floor).min(MAX_ADVICE_WAIT.max(floor))
 }
 
 #[cfg(test)]
@@ -66,5 +86,50 @@ mod tests {
         assert_eq!(backoff(first, 20), MAX_BACKOFF);
         assert_eq!(backoff(first, u32::MAX), MAX_BACKOFF);
         assert_eq!(backoff(first, 0), first);
+    }
+
+    #[test]
+    fn a_suggested_window_is_spread_over_and_bounded() {
+        let day = 86_400;
+        assert_eq!(
+            renewal_time_in_window(10 * day, 12 * day, 0.0, 100 * day),
+            10 * day
+        );
+        assert_eq!(
+            renewal_time_in_window(10 * day, 12 * day, 0.5, 100 * day),
+            11 * day
+        );
+        assert_eq!(
+            renewal_time_in_window(10 * day, 12 * day, 1.0, 100 * day),
+            12 * day
+        );
+        // Never past the latest moment the certificate allows.
+        assert_eq!(
+            renewal_time_in_window(10 * day, 12 * day, 1.0, 11 * day),
+            11 * day
+        );
+        // A window whose end comes before its start is its start.
+        assert_eq!(
+            renewal_time_in_window(10 * day, 9 * day, 0.7, 100 * day),
+            10 * day
+        );
+        assert_eq!(
+            renewal_time_in_window(10 * day, 12 * day, 7.0, 100 * day),
+            12 * day
+        );
+    }
+
+    #[test]
+    fn the_next_look_follows_retry_after_within_bounds() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            advice_wait(Duration::from_secs(6 * 3600), minute),
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(advice_wait(Duration::ZERO, minute), minute);
+        assert_eq!(
+            advice_wait(Duration::from_secs(30 * 86_400), minute),
+            MAX_ADVICE_WAIT
+        );
     }
 }

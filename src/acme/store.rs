@@ -107,6 +107,20 @@ impl StateLock {
     }
 }
 
+/// The renewal-information identifier (RFC 9773 §4.1: authority key identifier and serial)
+/// of the stored certificate, if one is stored and has them.
+pub fn stored_certificate_id(
+    acme: &AcmeConfig,
+) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(acme.cert_path()).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    instant_acme::CertificateIdentifier::try_from(&leaf)
+        .ok()
+        .map(instant_acme::CertificateIdentifier::into_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

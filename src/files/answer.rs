@@ -20,11 +20,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What is known of the file to send.
 pub struct FileFacts {
     pub len: u64,
-    pub modified: SystemTime,
     /// Of the file asked for (a precompressed sibling has the type of what it encodes).
     pub content_type: HeaderValue,
     /// Set when a precompressed sibling is sent.
     pub encoding: Option<Encoding>,
+    /// ETag and Last-Modified, made once with the facts (a file kept in memory answers
+    /// without formatting them again).
+    pub etag: HeaderValue,
+    pub last_modified: HeaderValue,
+}
+
+impl FileFacts {
+    pub fn new(
+        len: u64,
+        modified: SystemTime,
+        content_type: HeaderValue,
+        encoding: Option<Encoding>,
+    ) -> Self {
+        Self {
+            len,
+            content_type,
+            encoding,
+            etag: etag(len, modified),
+            last_modified: http_date(modified),
+        }
+    }
 }
 
 /// The route's settings that shape every file answer.
@@ -110,8 +130,8 @@ pub fn answer(
     boundary: &str,
 ) -> Answer {
     let mut headers = HeaderMap::with_capacity(10);
-    headers.insert(ETAG, etag(file.len, file.modified));
-    headers.insert(LAST_MODIFIED, http_date(file.modified));
+    headers.insert(ETAG, file.etag.clone());
+    headers.insert(LAST_MODIFIED, file.last_modified.clone());
     if let Some(cache_control) = shape.cache_control {
         headers.insert(CACHE_CONTROL, cache_control.clone());
     }
@@ -260,12 +280,12 @@ mod tests {
     const MODIFIED: u64 = 1_700_000_000;
 
     fn facts(len: u64) -> FileFacts {
-        FileFacts {
+        FileFacts::new(
             len,
-            modified: UNIX_EPOCH + Duration::from_secs(MODIFIED),
-            content_type: HeaderValue::from_static("text/plain"),
-            encoding: None,
-        }
+            UNIX_EPOCH + Duration::from_secs(MODIFIED),
+            HeaderValue::from_static("text/plain"),
+            None,
+        )
     }
 
     fn ask(method: Method, fields: &[(&str, &str)], len: u64) -> Answer {

@@ -91,12 +91,12 @@ mod tests {
 
     fn file(content: &'static str, checked: Instant) -> HotFile {
         HotFile {
-            facts: FileFacts {
-                len: content.len() as u64,
-                modified: SystemTime::UNIX_EPOCH,
-                content_type: HeaderValue::from_static("text/plain"),
-                encoding: None,
-            },
+            facts: FileFacts::new(
+                content.len() as u64,
+                SystemTime::UNIX_EPOCH,
+                HeaderValue::from_static("text/plain"),
+                None,
+            ),
             bytes: Bytes::from_static(content.as_bytes()),
             checked,
         }

@@ -213,12 +213,12 @@ impl Files {
                 break;
             }
         }
-        let facts = answer::FileFacts {
-            len: opened.meta.len(),
-            modified: opened.meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        let facts = answer::FileFacts::new(
+            opened.meta.len(),
+            opened.meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             content_type,
             encoding,
-        };
+        );
         if let Some((hot, key, now)) = remembered
             && facts.len <= self.chunk_size as u64
         {

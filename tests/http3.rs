@@ -26,32 +26,7 @@ use tokio_rustls::TlsConnector;
 /// One `http3` listener with `cert`, an admin listener, one route to `upstream` (`route_extra`
 /// added to the route, `extra` to the file).
 fn config(cert: &Issued, upstream: SocketAddr, route_extra: &str, extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-
-[log]
-access = "off"
-
-[[listener]]
-name = "quic"
-bind = "127.0.0.1:0"
-http3 = true
-tls = {{ certs = [ {{ cert = {:?}, key = {:?} }} ] }}
-
-[[route]]
-path_prefix = "/"
-upstream = "app"
-{route_extra}
-
-[upstream.app]
-servers = ["{upstream}"]
-
-{extra}
-"#,
-        cert.cert, cert.key
-    )
+    common::h3::http3_config(cert, upstream, "", route_extra, extra)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,30 +16,8 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 fn config(cert: &Issued, upstream: SocketAddr, early_data: bool) -> String {
-    format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-
-[log]
-access = "off"
-
-[[listener]]
-name = "quic"
-bind = "127.0.0.1:0"
-http3 = true
-early_data = {early_data}
-tls = {{ certs = [ {{ cert = {:?}, key = {:?} }} ] }}
-
-[[route]]
-path_prefix = "/"
-upstream = "app"
-
-[upstream.app]
-servers = ["{upstream}"]
-"#,
-        cert.cert, cert.key
-    )
+    let listener = format!("early_data = {early_data}");
+    common::h3::http3_config(cert, upstream, &listener, "", "")
 }
 
 /// A client endpoint whose TLS settings remember sessions and offer early data on resumption.
@@ -101,6 +79,19 @@ async fn answer(stream: &mut Stream, what: &str) -> (StatusCode, Bytes) {
     timeout(WAIT, read)
         .await
         .unwrap_or_else(|_| panic!("no answer in time to {what}"))
+}
+
+/// A full handshake and one GET of `/first`, then the connection closed: the endpoint keeps
+/// the session the server gave it.
+async fn leave_a_session(endpoint: &quinn::Endpoint, addr: SocketAddr) {
+    let first = timeout(WAIT, endpoint.connect(addr, "localhost").unwrap())
+        .await
+        .expect("a handshake in time")
+        .unwrap();
+    let mut client = h3_client(first.clone()).await;
+    let mut stream = send(&mut client, "GET", "/first", b"").await;
+    assert_eq!(answer(&mut stream, "the first GET").await.0, StatusCode::OK);
+    first.close(quinn::VarInt::from_u32(0), b"done");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -249,15 +240,7 @@ async fn a_safe_request_in_early_data_goes_on_marked_and_an_unsafe_one_gets_425(
     let endpoint = resuming_client(&pki);
 
     // A first, full handshake leaves the client a session to resume.
-    let first = timeout(WAIT, endpoint.connect(relay.addr, "localhost").unwrap())
-        .await
-        .expect("a handshake in time")
-        .unwrap();
-    let mut client = h3_client(first.clone()).await;
-    let mut stream = send(&mut client, "GET", "/first", b"").await;
-    assert_eq!(answer(&mut stream, "the first GET").await.0, StatusCode::OK);
-    first.close(quinn::VarInt::from_u32(0), b"done");
-    drop(client);
+    leave_a_session(&endpoint, relay.addr).await;
 
     // The resumed connection: its requests go out with the ClientHello, before any reply
     // (held) could give the client its 1-RTT keys.
@@ -339,14 +322,7 @@ async fn without_early_data_a_resumed_client_is_not_offered_0rtt() {
     let addr = running.listener_addrs[0];
     let endpoint = resuming_client(&pki);
 
-    let first = timeout(WAIT, endpoint.connect(addr, "localhost").unwrap())
-        .await
-        .expect("a handshake in time")
-        .unwrap();
-    let mut client = h3_client(first.clone()).await;
-    let mut stream = send(&mut client, "GET", "/first", b"").await;
-    assert_eq!(answer(&mut stream, "the first GET").await.0, StatusCode::OK);
-    first.close(quinn::VarInt::from_u32(0), b"done");
+    leave_a_session(&endpoint, addr).await;
 
     // The session resumes, but its ticket allows no early data: the client must wait for the
     // handshake.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod h3;
 pub mod pki;
 pub mod process;
 pub mod redis;

@@ -124,6 +124,12 @@ pub struct Manager {
     pub stored: Arc<Notify>,
 }
 
+/// A certificate's own jitter (0..1): fixed per certificate, so that rechecks do not move its
+/// renewal, and different for certificates issued together.
+fn jitter(info: &CertInfo) -> f64 {
+    (info.not_after.unsigned_abs() % 1000) as f64 / 1000.0
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -135,15 +141,13 @@ impl Manager {
         tokio::spawn(self.run())
     }
 
-    /// The renewal time of `info`, with this certificate's own jitter (fixed per certificate,
-    /// so that rechecks do not move it).
+    /// The renewal time of `info` at `renew_at` of its lifetime, less its own jitter.
     fn due(&self, info: &CertInfo) -> i64 {
-        let jitter = (info.not_after.unsigned_abs() % 1000) as f64 / 1000.0;
         schedule::renewal_time(
             info.not_before,
             info.not_after,
             *self.acme.renew_at.get_ref(),
-            jitter,
+            jitter(info),
         )
     }
 
@@ -153,10 +157,9 @@ impl Manager {
     fn due_advised(&self, advice: &RenewalAdvice, info: &CertInfo) -> i64 {
         match advice.window {
             Some((start, end)) => {
-                let jitter = (info.not_after.unsigned_abs() % 1000) as f64 / 1000.0;
                 let lifetime = (info.not_after - info.not_before).max(0);
                 let latest = info.not_after - lifetime / 20;
-                schedule::renewal_time_in_window(start, end, jitter, latest)
+                schedule::renewal_time_in_window(start, end, jitter(info), latest)
             }
             None => self.due(info),
         }

@@ -23,7 +23,7 @@ pub struct CorsConfig {
     #[serde(default)]
     pub expose_headers: Vec<Spanned<String>>,
     /// Allow credentials (cookies, HTTP authentication): the origin is then always echoed.
-    #[serde(default = "default_false")]
+    #[serde(default = "super::spanned_false")]
     pub credentials: Spanned<bool>,
     /// How long a browser may cache a preflight's answer; none sends no Access-Control-Max-Age.
     #[serde(default)]
@@ -35,10 +35,6 @@ fn default_methods() -> Vec<Spanned<String>> {
         .into_iter()
         .map(|m| Spanned::new(0..0, m.to_owned()))
         .collect()
-}
-
-fn default_false() -> Spanned<bool> {
-    Spanned::new(0..0, false)
 }
 
 /// One allowed origin, parsed.

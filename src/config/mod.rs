@@ -216,11 +216,11 @@ pub struct ListenerConfig {
     pub hsts: Option<Spanned<String>>,
     /// Also serve HTTP/3 (QUIC) on the same port over UDP, with the same certificates, and
     /// advertise it with Alt-Svc on the HTTP/1.1 and HTTP/2 responses (needs `tls`).
-    #[serde(default = "default_http3")]
+    #[serde(default = "spanned_false")]
     pub http3: Spanned<bool>,
     /// Accept requests in TLS 1.3 early data (0-RTT) on the HTTP/3 side (needs `http3`):
     /// safe methods are forwarded with `Early-Data: 1`, others answered 425 Too Early.
-    #[serde(default = "default_http3")]
+    #[serde(default = "spanned_false")]
     pub early_data: Spanned<bool>,
     // --- The client's address behind load balancers ---
     /// Address ranges (`"10.0.0.0/8"`, `"::1/128"`, `"127.0.0.1"`) of the proxies and
@@ -231,7 +231,7 @@ pub struct ListenerConfig {
     #[serde(default = "default_real_ip_header")]
     pub real_ip_header: Spanned<RealIpHeader>,
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
-    #[serde(default = "default_proxy_protocol")]
+    #[serde(default = "spanned_false")]
     pub proxy_protocol: Spanned<bool>,
     /// Connections one client may hold open on this listener at once (nginx's `limit_conn`
     /// by address); past it new ones are closed at once. 0 = no limit.
@@ -259,11 +259,9 @@ fn default_real_ip_header() -> Spanned<RealIpHeader> {
     Spanned::new(0..0, RealIpHeader::XForwardedFor)
 }
 
-fn default_http3() -> Spanned<bool> {
-    Spanned::new(0..0, false)
-}
-
-fn default_proxy_protocol() -> Spanned<bool> {
+/// `false`, for switches that are off unless the file says otherwise (the span of an absent
+/// key is empty).
+pub(crate) fn spanned_false() -> Spanned<bool> {
     Spanned::new(0..0, false)
 }
 

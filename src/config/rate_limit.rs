@@ -49,7 +49,7 @@ pub struct RateLimitConfig {
     pub headers: bool,
     /// Count this limit across every replica of gatehouse, in `[redis]`, rather than per
     /// process.
-    #[serde(default = "default_false")]
+    #[serde(default = "super::spanned_false")]
     pub shared: Spanned<bool>,
     /// What a shared limit does while Redis cannot be reached or does not answer in time.
     #[serde(default)]
@@ -68,10 +68,6 @@ pub enum OnRedisError {
     Allow,
     /// Refuse every request (429).
     Deny,
-}
-
-fn default_false() -> Spanned<bool> {
-    Spanned::new(0..0, false)
 }
 
 fn default_key() -> Spanned<KeyList> {

@@ -11,10 +11,15 @@ With --workers N (N > 1) both proxies get N workers (gatehouse `worker_threads =
 upstreams and wrk share every core, as they would on a host that runs them all.
 --body-bytes sets the upstreams' response size (served from a file above 4 KiB), --post-bytes
 makes every request a POST with a body of that size (nginx buffers it, gatehouse streams it).
+--h2 makes the clients speak HTTP/2 cleartext by prior knowledge (h2load, --streams requests in
+flight on each connection, 4 by default as `h2load -c64 -m4`); both proxies still reach the
+upstreams over HTTP/1.1. h2load reports no percentiles: the latency column is then its mean
+time per request.
 
 Usage: benches/load/compare.py [--rounds 5] [--duration 10] [--connections 64]
        [--body-bytes 200] [--post-bytes 0] [--workers 1] [--scheduler per_core]
-Installs nginx and wrk with apt-get when they are missing; builds gatehouse in release mode.
+       [--h2 [--streams 4]]
+Installs nginx, wrk and h2load with apt-get when they are missing; builds gatehouse in release mode.
 """
 
 import argparse
@@ -23,6 +28,7 @@ import threading
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,10 +53,11 @@ def sh(*cmd, **kw):
 
 
 def ensure_tools():
-    if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-        print("installing nginx and wrk with apt-get ...", flush=True)
+    if (not shutil.which("wrk") or not shutil.which("h2load")
+            or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())):
+        print("installing nginx, wrk and h2load with apt-get ...", flush=True)
         sh("apt-get", "update", "-qq")
-        sh("apt-get", "install", "-y", "-qq", "nginx", "wrk")
+        sh("apt-get", "install", "-y", "-qq", "nginx", "wrk", "nghttp2-client")
 
 
 def nginx_bin():
@@ -91,7 +98,7 @@ def start_upstreams(workdir: Path):
     return subprocess.Popen(["taskset", "-c", REST_CPUS, nginx_bin(), "-c", str(conf), "-p", str(workdir)])
 
 
-def start_nginx_proxy(workdir: Path, resilience: bool, workers: int):
+def start_nginx_proxy(workdir: Path, resilience: bool, workers: int, h2: bool):
     # nginx open source has passive checks only: max_fails within fail_timeout.
     options = " max_fails=3 fail_timeout=10s" if resilience else ""
     upstream = "\n".join(f"        server 127.0.0.1:{p}{options};" for p in UPSTREAM_PORTS)
@@ -106,7 +113,7 @@ def start_nginx_proxy(workdir: Path, resilience: bool, workers: int):
         keepalive 512;
     }}
     server {{
-        listen 127.0.0.1:{NGINX_PORT};
+        listen 127.0.0.1:{NGINX_PORT}{" http2" if h2 else ""};
         keepalive_requests 1000000;
         location / {{
             proxy_pass http://app;
@@ -207,6 +214,18 @@ def wait_ready(port: int, deadline_s: float = 10.0):
     wait_ready_path(port, "/", deadline_s)
 
 
+def wait_listening(port: int, deadline_s: float = 10.0):
+    """For nginx's h2c-only listener, which answers HTTP/1.1 with an HTTP/2 frame."""
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def process_tree(pid: int):
     """The pid and its children (nginx's master and worker)."""
     pids = [pid]
@@ -274,14 +293,43 @@ def wrk_command(port, args, duration, latency):
     return command + [f"http://127.0.0.1:{port}/"]
 
 
+def h2load_command(port, args, duration):
+    return ["taskset", "-c", REST_CPUS, "h2load", f"-t{args.workers}", f"-c{args.connections}",
+            f"-m{args.streams}", "-D", str(duration), f"http://127.0.0.1:{port}/"]
+
+
+def parse_h2load(output: str):
+    """Requests done, req/s, mean time per request (ms) and failed or errored requests."""
+    requests = rps = mean = None
+    errors = 0
+    for line in output.splitlines():
+        parts = line.replace(",", "").split()
+        if line.startswith("finished in"):
+            rps = float(parts[3])
+        elif line.startswith("requests:"):
+            requests = int(parts[7])  # succeeded
+            errors += int(parts[9]) + int(parts[11])  # failed, errored
+        elif line.startswith("time for request:"):
+            mean = to_ms(parts[5])
+    return requests, rps, mean, errors
+
+
 def measure(name, port, pids, args):
-    # Warm-up: fill the upstream pools.
-    subprocess.run(wrk_command(port, args, "2s", False), check=True, capture_output=True)
-    before = cpu_seconds(pids)
-    out = subprocess.run(wrk_command(port, args, f"{args.duration}s", True),
-                         check=True, capture_output=True, text=True).stdout
-    cpu = cpu_seconds(pids) - before
-    requests, rps, p99, errors = parse_wrk(out)
+    if args.h2:
+        subprocess.run(h2load_command(port, args, 2), check=True, capture_output=True)
+        before = cpu_seconds(pids)
+        out = subprocess.run(h2load_command(port, args, args.duration),
+                             check=True, capture_output=True, text=True).stdout
+        cpu = cpu_seconds(pids) - before
+        requests, rps, p99, errors = parse_h2load(out)
+    else:
+        # Warm-up: fill the upstream pools.
+        subprocess.run(wrk_command(port, args, "2s", False), check=True, capture_output=True)
+        before = cpu_seconds(pids)
+        out = subprocess.run(wrk_command(port, args, f"{args.duration}s", True),
+                             check=True, capture_output=True, text=True).stdout
+        cpu = cpu_seconds(pids) - before
+        requests, rps, p99, errors = parse_wrk(out)
     cpu_per_100k = cpu / requests * 100_000 if requests else float("nan")
     print(f"  {name:9s} {rps:>10.0f} req/s  p99 {p99:>7.2f} ms  {cpu_per_100k:>6.2f} CPU-s/100k  errors {errors}",
           flush=True)
@@ -303,6 +351,8 @@ def main():
     parser.add_argument("--post-bytes", type=int, default=0, help="POST bodies of this size")
     parser.add_argument("--workers", type=int, default=1, help="workers per proxy (and wrk threads)")
     parser.add_argument("--scheduler", default="per_core", choices=["per_core", "work_stealing"])
+    parser.add_argument("--h2", action="store_true", help="HTTP/2 cleartext clients (h2load)")
+    parser.add_argument("--streams", type=int, default=4, help="with --h2: requests in flight per connection")
     args = parser.parse_args()
     global BODY, PROXY_CPUS, REST_CPUS
     BODY = "x" * (args.body_bytes - 1) + "\n"
@@ -329,11 +379,11 @@ def main():
         procs.append(upstreams)
         for p in UPSTREAM_PORTS:
             wait_ready(p)
-        nginx = start_nginx_proxy(workdir, args.resilience, args.workers)
+        nginx = start_nginx_proxy(workdir, args.resilience, args.workers, args.h2)
         procs.append(nginx)
         gatehouse = start_gatehouse(workdir, binary, args.resilience, args.workers, args.scheduler)
         procs.append(gatehouse)
-        wait_ready(NGINX_PORT)
+        (wait_listening if args.h2 else wait_ready)(NGINX_PORT)
         wait_ready(GATEHOUSE_PORT)
         results = {"nginx": [], "gatehouse": []}
         for round_no in range(1, args.rounds + 1):
@@ -358,7 +408,8 @@ def main():
         print()
         if args.resilience:
             print("gatehouse: health checks every 2s and breakers on; nginx: max_fails=3 fail_timeout=10s")
-        shape = (f"{args.body_bytes}-byte responses"
+        shape = ((f"HTTP/2 clients, {args.streams} streams each, latency column is the mean, " if args.h2 else "")
+                 + f"{args.body_bytes}-byte responses"
                  + (f", {args.post_bytes}-byte POST bodies" if args.post_bytes else ", GETs"))
         cores = ("one core per proxy" if args.workers == 1
                  else f"{args.workers} workers per proxy (gatehouse {args.scheduler}), all sharing every core")

@@ -26,7 +26,8 @@
 # 127.0.0.1:18191 (a Python server that answers 200); nginx runs untraced (Debian's has no
 # OpenTelemetry module), so compare the gatehouse line with SCENARIO=proxy's.
 #
-# KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate).
+# KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate). CONNECTIONS=N sets
+# h2load's connection count (16).
 # Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt|limit|shared-limit|traced|traced-1pct] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
@@ -194,7 +195,7 @@ measure() { # name port command...
     code=$(curl -s "$CURL_MODE" "${auth[@]}" -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$REQUEST_PATH")
     [ "$code" = 200 ] || { echo "$name answers $code to $REQUEST_PATH" >&2; kill -TERM "$pid"; return 1; }
     # shellcheck disable=SC2086 # H2LOAD_MODE is one flag or none
-    h2load $H2LOAD_MODE "${auth[@]}" -n "$N" -c 16 -m "$H2LOAD_STREAMS" -t 1 "http://127.0.0.1:$port$REQUEST_PATH" | grep -E "^requests:" >&2
+    h2load $H2LOAD_MODE "${auth[@]}" -n "$N" -c "${CONNECTIONS:-16}" -m "$H2LOAD_STREAMS" -t 1 "http://127.0.0.1:$port$REQUEST_PATH" | grep -E "^requests:" >&2
     kill -TERM "$pid"; wait "$pid" || true
     local total
     total=$(callgrind_annotate "$WORK/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')

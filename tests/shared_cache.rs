@@ -338,8 +338,8 @@ fn entry_keys(redis: &RedisServer) -> String {
         .unwrap_or_default()
 }
 
-/// An origin that answers after 200 ms, `/nostore` with `no-store`, `/short` fresh for a
-/// second and the rest for a minute, with the paths it was asked for.
+/// An origin that answers after 200 ms, `/nostore` with `no-store`, `/short` fresh for two
+/// seconds and the rest for a minute, with the paths it was asked for.
 async fn slow_origin() -> (TestUpstream, Arc<std::sync::Mutex<Vec<String>>>) {
     let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let log = Arc::clone(&asked);
@@ -352,7 +352,9 @@ async fn slow_origin() -> (TestUpstream, Arc<std::sync::Mutex<Vec<String>>>) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let policy = match path.as_str() {
                     "/nostore" => "no-store",
-                    "/short" => "max-age=1",
+                    // Two seconds: a copy's age counts from the origin's Date, whole seconds,
+                    // so one second of freshness can be all but gone when a copy arrives.
+                    "/short" => "max-age=2",
                     _ => "max-age=60",
                 };
                 Response::builder()
@@ -426,8 +428,9 @@ async fn replicas_missing_one_key_at_once_fetch_it_from_the_origin_once() {
         cache_status(&first)
     );
     assert_eq!(count("/short"), 1);
-    // Past its second of freshness (whole seconds: Age and max-age have no finer grain).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past its two seconds of freshness on both replicas, the copy taken from the shared tier
+    // included (its Age is whole seconds, so it may count up to one second young).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (from_a, from_b) = tokio::join!(get(&mut to_a, "/short"), get(&mut to_b, "/short"));
     assert_eq!(
         (from_a.status, from_b.status),

@@ -145,11 +145,12 @@ failure_rate = 0.5
 """
 
 
-def start_gatehouse(workdir: Path, binary: Path, resilience: bool, workers: int, scheduler: str):
+def gatehouse_config(listen_port: int, routes: str, workers: int = 1, scheduler: str = "per_core",
+                     admin: str = "") -> str:
+    """A benchmark config: one listener, quiet logs, the three upstreams as `app` (keepalive
+    512), and the routes given (TOML `[[route]]` tables)."""
     servers = ", ".join(f'"127.0.0.1:{p}"' for p in UPSTREAM_PORTS)
-    conf = workdir / "gatehouse.toml"
-    conf.write_text(
-        f"""
+    return f"""
 [process]
 worker_threads = {workers}
 scheduler = "{scheduler}"
@@ -157,17 +158,22 @@ scheduler = "{scheduler}"
 level = "warn"
 access = "off"
 [admin]
-bind = "127.0.0.1:18091"
+bind = "{admin}"
 [[listener]]
 name = "bench"
-bind = "127.0.0.1:{GATEHOUSE_PORT}"
-[[route]]
-path_prefix = "/"
-upstream = "app"
+bind = "127.0.0.1:{listen_port}"
+{routes}
 [upstream.app]
 servers = [{servers}]
 keepalive = 512
 """
+
+
+def start_gatehouse(workdir: Path, binary: Path, resilience: bool, workers: int, scheduler: str):
+    conf = workdir / "gatehouse.toml"
+    routes = '[[route]]\npath_prefix = "/"\nupstream = "app"'
+    conf.write_text(
+        gatehouse_config(GATEHOUSE_PORT, routes, workers, scheduler, admin="127.0.0.1:18091")
         + (RESILIENCE if resilience else "")
     )
     return subprocess.Popen(["taskset", "-c", PROXY_CPUS, str(binary), "run", "--config", str(conf)])

@@ -26,18 +26,7 @@ import compare
 PORT = 18085
 
 
-def config(upstreams: str) -> str:
-    return f"""
-[process]
-worker_threads = 1
-[log]
-level = "warn"
-access = "off"
-[admin]
-bind = ""
-[[listener]]
-name = "train"
-bind = "127.0.0.1:{PORT}"
+ROUTES = """
 [[route]]
 path_prefix = "/cached/"
 upstream = "app"
@@ -45,9 +34,6 @@ cache = "hits"
 [[route]]
 path_prefix = "/"
 upstream = "app"
-[upstream.app]
-servers = [{upstreams}]
-keepalive = 512
 [cache.hits]
 max_size = "64MiB"
 """
@@ -71,7 +57,7 @@ def main():
         for port in compare.UPSTREAM_PORTS:
             compare.wait_ready(port)
         conf = work / "gatehouse.toml"
-        conf.write_text(config(", ".join(f'"127.0.0.1:{p}"' for p in compare.UPSTREAM_PORTS)))
+        conf.write_text(compare.gatehouse_config(PORT, ROUTES))
         gatehouse = subprocess.Popen([args.binary, "run", "--config", str(conf)])
         procs.append(gatehouse)
         compare.wait_ready(PORT)

@@ -265,7 +265,10 @@ async fn serve_connection(
             }
             client.https = true;
             let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(stream, client, settings, connection, alpn_h2).await;
+            // Boxed: serving over TLS is the largest state of this future (7.3 KB against
+            // 3.8 KB in the clear), and every connection's task, plain ones too, would
+            // otherwise be allocated at that size. One allocation per TLS connection.
+            Box::pin(serve_http(stream, client, settings, connection, alpn_h2)).await;
         }
         Ok(Err(e)) => {
             metrics.failed.inc();

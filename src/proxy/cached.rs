@@ -18,7 +18,7 @@ use crate::headers::{self, HeaderScan};
 use crate::request_body::RequestBody;
 use crate::snapshot::Route;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, StatusCode, Uri};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -208,7 +208,9 @@ async fn serve_through(
         use_cache_validators(&mut parts.headers, entry);
     }
     let request_time = SystemTime::now();
-    let sent = reply.send(parts, body, false).await;
+    let mut request = Request::from_parts(parts, body);
+    let sent = reply.send(&mut request, false).await;
+    drop(request);
     let fetch = Fetch {
         cache: &cache,
         method: &method,
@@ -697,7 +699,10 @@ async fn bypass(
     // What storing the response for GETs takes, kept only where the cache may do so.
     let post = (method == Method::POST && cache.policy.store_post_responses)
         .then(|| (parts.headers.clone(), SystemTime::now()));
-    match reply.send(parts, body, false).await {
+    let mut request = Request::from_parts(parts, body);
+    let sent = reply.send(&mut request, false).await;
+    drop(request);
+    match sent {
         Ok(forwarded) => {
             let status = forwarded.response.status();
             let targets = policy::invalidation_targets(
@@ -920,14 +925,14 @@ fn refresh_in_background(
                 .unwrap_or(HeaderValue::from_static("-"));
             // gatehouse's own request: hashed by the client's key when it has one (a header,
             // a cookie, the path), round robin for `client_ip`.
-            let key = route.upstream.key_hash(&head, None);
+            let key = route.upstream.key_hash(&head.uri, &head.headers, None);
+            let mut request = Request::from_parts(head, body);
             let result = forward(
                 &route.upstream,
                 &mut chosen,
                 None,
-                head,
-                body,
-                None,
+                &mut request,
+                &mut None,
                 key,
                 Instant::now(),
                 &request_id,

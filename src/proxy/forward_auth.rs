@@ -122,15 +122,15 @@ async fn ask(
     request_id: &HeaderValue,
 ) -> Result<Answer, String> {
     let upstream = &target.upstream;
-    let key = upstream.key_hash(&check, Some(client.addr.ip()));
+    let key = upstream.key_hash(&check.uri, &check.headers, Some(client.addr.ip()));
     let mut server = None;
+    let mut check = Request::from_parts(check, RequestBody::Empty);
     let forwarded = forward(
         upstream,
         &mut server,
         None,
-        check,
-        RequestBody::Empty,
-        None,
+        &mut check,
+        &mut None,
         key,
         Instant::now(),
         request_id,

@@ -211,11 +211,10 @@ async fn exchange(mirror: &Mirror, head: Head, body: Bytes) -> bool {
     *request.uri_mut() = head.uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = head.headers;
-    let (parts, body) = request.into_parts();
     let upstream = &mirror.upstream;
-    let key = upstream.key_hash(&parts, Some(head.client));
-    let request_id = parts
-        .headers
+    let key = upstream.key_hash(request.uri(), request.headers(), Some(head.client));
+    let request_id = request
+        .headers()
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or(HeaderValue::from_static("-"));
@@ -224,9 +223,8 @@ async fn exchange(mirror: &Mirror, head: Head, body: Bytes) -> bool {
         upstream,
         &mut chosen,
         None,
-        parts,
-        body,
-        None,
+        &mut request,
+        &mut None,
         key,
         Instant::now(),
         &request_id,

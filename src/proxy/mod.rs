@@ -1090,7 +1090,7 @@ impl Routed {
                 host_value,
                 original_target,
             )),
-            None => Box::pin(reply.forward(parts, body)),
+            None => Box::pin(reply.forward(Request::from_parts(parts, body))),
         })
     }
 }
@@ -1187,19 +1187,19 @@ impl Reply {
     // A plain fn returning an async block, not an `async fn`: an async fn keeps each argument
     // twice in its future and copies it once more when first polled.
     #[allow(clippy::manual_async_fn)]
-    fn send(
-        &mut self,
-        parts: http::request::Parts,
-        body: RequestBody,
+    fn send<'a>(
+        &'a mut self,
+        request: &'a mut Request<RequestBody>,
         keep_raw: bool,
-    ) -> impl Future<Output = Result<Forwarded, ForwardError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Forwarded, ForwardError>> + Send + 'a {
         async move {
             let mut started = self.exchange.start;
             // A client that asked to be told to go on (`Expect: 100-continue`) is told so only
             // when its body is read: not before a server is known to take it.
-            let body = if body.may_preread() && !parts.headers.contains_key(header::EXPECT) {
+            if request.body().may_preread() && !request.headers().contains_key(header::EXPECT) {
+                let body = std::mem::replace(request.body_mut(), RequestBody::Empty);
                 // Boxed: its state would otherwise sit in every request's future, bodiless or not.
-                let body = Box::pin(body.preread()).await.map_err(|error| {
+                *request.body_mut() = Box::pin(body.preread()).await.map_err(|error| {
                     if error.is::<BodyTooLarge>() {
                         ForwardError::BodyTooLarge
                     } else {
@@ -1208,24 +1208,21 @@ impl Reply {
                 })?;
                 // The upstream's response_timeout starts once it can be sent the request.
                 started = Instant::now();
-                body
-            } else {
-                body
-            };
+            }
             // Read from the request as it goes upstream: after the route's header rules and path
             // rewrite, so the key is what the servers see too.
-            let key = self
-                .route
-                .upstream
-                .key_hash(&parts, Some(self.exchange.client));
+            let key = self.route.upstream.key_hash(
+                request.uri(),
+                request.headers(),
+                Some(self.exchange.client),
+            );
             let exchange = &mut *self.exchange;
             forward(
                 &self.route.upstream,
                 &mut exchange.server,
                 exchange.trace.as_deref_mut(),
-                parts,
-                body,
-                self.late_fields.take(),
+                request,
+                &mut self.late_fields,
                 key,
                 started,
                 &self.request_id,
@@ -1256,15 +1253,19 @@ impl Reply {
     #[allow(clippy::manual_async_fn)]
     fn forward(
         mut self,
-        parts: http::request::Parts,
-        body: RequestBody,
+        mut request: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
         async move {
             let interim = self.interim.clone();
-            let keep_raw = self.passes_head_on();
-            let response = match self.send(parts, body, keep_raw).await {
-                Ok(forwarded) => self.answer_upstream(forwarded, None),
-                Err(error) => self.failure(error),
+            // In a block of its own: what it holds is not kept across the wait below.
+            let response = {
+                let keep_raw = self.passes_head_on();
+                let sent = self.send(&mut request, keep_raw).await;
+                drop(request);
+                match sent {
+                    Ok(forwarded) => self.answer_upstream(forwarded, None),
+                    Err(error) => self.failure(error),
+                }
             };
             interim_written(interim).await;
             Ok(response)
@@ -1575,14 +1576,16 @@ struct ReplayableHead {
     body: RequestBody,
 }
 
-/// The request of a failed HTTP/1.1 attempt, with its body again, to send once more: the
-/// codec took only its body.
-fn handed_back(
-    mut request: Request<RequestBody>,
-    body: Option<RequestBody>,
-) -> Option<Request<RequestBody>> {
-    *request.body_mut() = body?;
-    Some(request)
+/// Puts the body of a failed HTTP/1.1 attempt's request back, to send it once more: the
+/// codec took only its body. Whether there was one to put back.
+fn handed_back(request: &mut Request<RequestBody>, body: Option<RequestBody>) -> bool {
+    match body {
+        Some(body) => {
+            *request.body_mut() = body;
+            true
+        }
+        None => false,
+    }
 }
 
 impl ReplayableHead {
@@ -1626,9 +1629,8 @@ fn forward<'a>(
     upstream: &'a Upstream,
     chosen: &'a mut Option<Arc<str>>,
     mut trace: Option<&'a mut RequestTrace>,
-    parts: http::request::Parts,
-    body: RequestBody,
-    fields: Option<ForwardingFields>,
+    request: &'a mut Request<RequestBody>,
+    fields: &'a mut Option<ForwardingFields>,
     key: Option<u64>,
     started: Instant,
     request_id: &'a HeaderValue,
@@ -1636,13 +1638,10 @@ fn forward<'a>(
     keep_raw: bool,
 ) -> impl Future<Output = Result<Forwarded, ForwardError>> + Send + 'a {
     async move {
-        let retryable = is_idempotent(&parts.method);
+        let retryable = is_idempotent(request.method());
         // Whether a request that met a failure in flight may go again (to another server):
         // each attempt then hands it back, if its body can be sent twice.
         let replayable = retryable && upstream.retries > 0 && upstream.servers.len() >= 2;
-        let mut request = Request::from_parts(parts, body);
-        // The forwarding fields not yet in `request`'s map.
-        let mut fields = fields;
         let panic = upstream.in_panic(started);
         let mut tried = Tried::default();
         let Some(mut claim) = claim_server(upstream, &mut tried, key, started, panic) else {
@@ -1661,8 +1660,8 @@ fn forward<'a>(
             let result = send_to_server(
                 server,
                 upstream,
-                request,
-                &mut fields,
+                &mut *request,
+                &mut *fields,
                 replayable,
                 attempt_start,
                 request_id,
@@ -1675,7 +1674,7 @@ fn forward<'a>(
             }
             record_verdict(server, claim.pass, &result);
             record_reachability(server, &result);
-            let (error, unsent) = match result {
+            let (error, sendable) = match result {
                 Ok((response, pool_return)) => {
                     return Ok(Forwarded {
                         response,
@@ -1687,13 +1686,11 @@ fn forward<'a>(
             };
             // A retry needs the request again and a server not tried yet; otherwise the client
             // gets this server's failure (502/504), not a misleading "no server available".
-            let again = (retryable && retries < upstream.retries)
-                .then(|| request_again(&error, unsent, fields.take()))
+            let again = retryable && retries < upstream.retries && may_go_again(&error, sendable);
+            let next = again
+                .then(|| claim_server(upstream, &mut tried, key, started, panic))
                 .flatten();
-            let next = again.and_then(|again| {
-                claim_server(upstream, &mut tried, key, started, panic).map(|next| (again, next))
-            });
-            let Some((again, next)) = next else {
+            let Some(next) = next else {
                 return Err(error);
             };
             // The budget is asked last, so that only real retries spend it.
@@ -1710,7 +1707,6 @@ fn forward<'a>(
             upstream.retries_total.inc();
             // Each attempt gets the whole response_timeout; the first starts with the request.
             attempt_start = Instant::now();
-            (request, fields) = again;
             claim = next;
         }
     }
@@ -1851,24 +1847,17 @@ fn record_verdict(
     }
 }
 
-/// The request to send again after `error`: the one that never left (a failed connect), or a
-/// copy of a replayable one after a broken connection or a timeout; `None` when the error is
-/// not worth a retry or nothing can be sent again.
-/// `unsent` is the request as the attempt handed it back: one that never left (a failed
-/// connect), or one that may be sent again after a broken connection or a timeout (see
-/// `send_to_server`); `fields` are its forwarding fields not yet in its map.
-fn request_again(
-    error: &ForwardError,
-    unsent: Option<Request<RequestBody>>,
-    fields: Option<ForwardingFields>,
-) -> Option<(Request<RequestBody>, Option<ForwardingFields>)> {
-    match error {
-        ForwardError::Connect(_)
-        | ForwardError::Timeout
-        | ForwardError::Upstream(_)
-        | ForwardError::Http1(_) => unsent.map(|request| (request, fields)),
-        _ => None,
-    }
+/// Whether the request may go to another server after `error`: after a failed connect, a
+/// broken connection or a timeout, when the attempt left it `sendable` (see `SendResult`).
+fn may_go_again(error: &ForwardError, sendable: bool) -> bool {
+    sendable
+        && matches!(
+            error,
+            ForwardError::Connect(_)
+                | ForwardError::Timeout
+                | ForwardError::Upstream(_)
+                | ForwardError::Http1(_)
+        )
 }
 
 /// What an attempt says about the server, for its breaker.
@@ -1891,10 +1880,10 @@ fn verdict(result: &SendResult) -> Verdict {
     }
 }
 
-type SendResult = Result<
-    (Response<UpstreamBody>, Option<PoolReturn>),
-    (ForwardError, Option<Request<RequestBody>>),
->;
+/// An attempt's response, or its failure and whether the request, as the attempt left it in
+/// place, may be sent again: one that never left (a failed connect), or one whose body could
+/// be put back after a broken connection or a timeout.
+type SendResult = Result<(Response<UpstreamBody>, Option<PoolReturn>), (ForwardError, bool)>;
 
 /// One attempt on one server. On a connect failure the request comes back unsent.
 // Not an `async fn`, for the reason given at `Reply::send`.
@@ -1902,7 +1891,7 @@ type SendResult = Result<
 fn send_to_server<'a>(
     server: &'a Arc<ServerState>,
     upstream: &'a Upstream,
-    mut request: Request<RequestBody>,
+    request: &'a mut Request<RequestBody>,
     fields: &'a mut Option<ForwardingFields>,
     replayable: bool,
     started: Instant,
@@ -1937,7 +1926,7 @@ fn send_to_server<'a>(
                                 ConnectError::Timeout => server.metrics.timeout.inc(),
                                 _ => server.metrics.connect_error.inc(),
                             }
-                            return Err((ForwardError::Connect(e), Some(request)));
+                            return Err((ForwardError::Connect(e), true));
                         }
                     }
                 }
@@ -1959,23 +1948,32 @@ fn send_to_server<'a>(
                     // Boxed: hyper's HTTP/2 request future is over a kilobyte, and inline it would
                     // sit in every request's forwarding future, HTTP/1.1 ones included.
                     // hyper takes the request: a copy is kept to send again, if it may be.
+                    // Boxed: it would otherwise sit in every request's future.
                     let replay = if replayable {
-                        ReplayableHead::keep(&request)
+                        ReplayableHead::keep(request).map(Box::new)
                     } else {
                         None
                     };
-                    match Box::pin(attempt.send(sender, request)).await {
-                        Ok(Err((error, None)))
+                    let taken = std::mem::replace(request, Request::new(RequestBody::Empty));
+                    match Box::pin(attempt.send(sender, taken)).await {
+                        Ok(Err((error, false)))
                             if matches!(
                                 error,
                                 ForwardError::Timeout | ForwardError::Upstream(_)
                             ) =>
                         {
-                            return Err((error, replay.map(|replay| replay.request())));
+                            let sendable = match replay {
+                                Some(replay) => {
+                                    *request = replay.request();
+                                    true
+                                }
+                                None => false,
+                            };
+                            return Err((error, sendable));
                         }
                         Ok(result) => return result,
                         Err(unsent) => {
-                            request = unsent;
+                            *request = unsent;
                             fresh_connection = true;
                             continue;
                         }
@@ -2002,7 +2000,7 @@ fn send_to_server<'a>(
                 deadline: Some(deadline),
                 fields: fields.as_ref(),
             };
-            let failure = match client::exchange(conn, &mut request, options).await {
+            let failure = match client::exchange(conn, request, options).await {
                 Ok(response) => {
                     observe_response(server, response.status(), sent_at);
                     let pool_return = PoolReturn::new(generation, Arc::clone(server));
@@ -2041,9 +2039,9 @@ fn send_to_server<'a>(
                             request_id = request_id.to_str().unwrap_or("-"),
                             "request body too large"
                         );
-                        return Err((ForwardError::BodyTooLarge, None));
+                        return Err((ForwardError::BodyTooLarge, false));
                     }
-                    return Err((ForwardError::ClientBody, None));
+                    return Err((ForwardError::ClientBody, false));
                 }
             }
         }
@@ -2089,14 +2087,14 @@ impl Http2Attempt<'_> {
         let mut error = match outcome {
             Err(_elapsed) => {
                 server.metrics.timeout.inc();
-                return Ok(Err((ForwardError::Timeout, None)));
+                return Ok(Err((ForwardError::Timeout, false)));
             }
             Ok(Ok(response)) => {
                 if has_ambiguous_framing(response.headers()) {
                     // Passing it on would let the client see a Content-Length that does not
                     // frame what follows.
                     server.metrics.error.inc();
-                    return Ok(Err((ForwardError::AmbiguousFraming, None)));
+                    return Ok(Err((ForwardError::AmbiguousFraming, false)));
                 }
                 observe_response(server, response.status(), self.sent_at);
                 return Ok(Ok((response.map(UpstreamBody::Http2), None)));
@@ -2115,13 +2113,13 @@ impl Http2Attempt<'_> {
                 request_id = self.request_id.to_str().unwrap_or("-"),
                 "request body too large"
             );
-            return Ok(Err((ForwardError::BodyTooLarge, None)));
+            return Ok(Err((ForwardError::BodyTooLarge, false)));
         }
         if find_cause::<ClientBodyError>(&error).is_some() {
-            return Ok(Err((ForwardError::ClientBody, None)));
+            return Ok(Err((ForwardError::ClientBody, false)));
         }
         server.metrics.error.inc();
-        Ok(Err((ForwardError::Upstream(error), None)))
+        Ok(Err((ForwardError::Upstream(error), false)))
     }
 }
 

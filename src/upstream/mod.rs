@@ -220,11 +220,12 @@ impl Upstream {
 
     pub fn key_hash(
         &self,
-        request: &http::request::Parts,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
         client: Option<std::net::IpAddr>,
     ) -> Option<u64> {
         let hashing = self.hashing.as_ref()?;
-        balancer::key_hash(&hashing.key, request, client)
+        balancer::key_hash(&hashing.key, uri, headers, client)
     }
 
     /// The server for the next attempt of a request, skipping those already tried, those at

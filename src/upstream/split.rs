@@ -113,7 +113,7 @@ impl Chooser {
         let bucket = match self
             .by
             .as_ref()
-            .and_then(|by| key_hash(by, request, Some(client)))
+            .and_then(|by| key_hash(by, &request.uri, &request.headers, Some(client)))
         {
             Some(hash) => bucket(hash, self.total),
             None => draw(0..self.total),

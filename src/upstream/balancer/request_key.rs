@@ -10,18 +10,18 @@ use std::net::IpAddr;
 /// is balanced round robin rather than all sent to the one server the empty key hashes to.
 pub fn key_hash(
     key: &HashKey,
-    request: &http::request::Parts,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
     client: Option<IpAddr>,
 ) -> Option<u64> {
     let bytes: &[u8] = match key {
         HashKey::ClientIp => return client.map(ip_hash),
-        HashKey::Header(name) => request.headers.get(name)?.as_bytes(),
-        HashKey::Cookie(name) => crate::http1::cookie(&request.headers, name)?,
-        HashKey::Path => request.uri.path().as_bytes(),
-        HashKey::Uri => request
-            .uri
+        HashKey::Header(name) => headers.get(name)?.as_bytes(),
+        HashKey::Cookie(name) => crate::http1::cookie(headers, name)?,
+        HashKey::Path => uri.path().as_bytes(),
+        HashKey::Uri => uri
             .path_and_query()
-            .map_or(request.uri.path(), |target| target.as_str())
+            .map_or(uri.path(), |target| target.as_str())
             .as_bytes(),
     };
     (!bytes.is_empty()).then(|| hash_bytes(bytes))
@@ -52,7 +52,8 @@ mod tests {
     fn hash(key: &str, request: &http::request::Parts) -> Option<u64> {
         key_hash(
             &HashKey::parse(key).unwrap(),
-            request,
+            &request.uri,
+            &request.headers,
             "10.1.2.3".parse().ok(),
         )
     }
@@ -108,13 +109,22 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         let key = HashKey::ClientIp;
         assert_eq!(
-            key_hash(&key, &request, Some(v4)),
-            key_hash(&key, &request, Some(mapped))
+            key_hash(&key, &request.uri, &request.headers, Some(v4)),
+            key_hash(&key, &request.uri, &request.headers, Some(mapped))
         );
         assert_ne!(
-            key_hash(&key, &request, Some(v4)),
-            key_hash(&key, &request, "192.0.2.8".parse().ok())
+            key_hash(&key, &request.uri, &request.headers, Some(v4)),
+            key_hash(
+                &key,
+                &request.uri,
+                &request.headers,
+                "192.0.2.8".parse().ok()
+            )
         );
-        assert_eq!(key_hash(&key, &request, None), None, "no client, no key");
+        assert_eq!(
+            key_hash(&key, &request.uri, &request.headers, None),
+            None,
+            "no client, no key"
+        );
     }
 }

@@ -1564,7 +1564,7 @@ pub(crate) struct Forwarded {
 }
 
 /// A request kept to send it again on another server after an HTTP/2 attempt failed in
-/// flight (hyper's client takes the request; gatehouse's HTTP/1.1 codec hands it back, so
+/// flight (hyper's client takes the request; gatehouse's HTTP/1.1 codec only borrows it, so
 /// HTTP/1.1 attempts copy nothing): only for idempotent requests whose body is empty or was
 /// read whole before forwarding (at most `PREREAD_LIMIT`), and only where a retry is possible
 /// at all (a cloned header map costs a few hundred instructions).
@@ -1621,7 +1621,9 @@ async fn interim_written(interim: Option<InterimSink>) {
 /// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on
 /// another server (up to `retries`) after a connect failure, and — when their body is empty
 /// or was read whole before forwarding — after a broken connection or a response timeout too.
-/// `key` is the request's hash for consistent hashing (`Upstream::key_hash`).
+/// `key` is the request's hash for consistent hashing (`Upstream::key_hash`). The request is
+/// borrowed, not taken: the caller's future holds it once, where each level taking it by value
+/// kept a copy of its own (a coroutine keeps its arguments' slots for its whole life).
 // Not an `async fn`, for the reason given at `Reply::send`.
 #[allow(clippy::manual_async_fn)]
 #[allow(clippy::too_many_arguments)]
@@ -1640,7 +1642,7 @@ fn forward<'a>(
     async move {
         let retryable = is_idempotent(request.method());
         // Whether a request that met a failure in flight may go again (to another server):
-        // each attempt then hands it back, if its body can be sent twice.
+        // each attempt then leaves it in place, with its body again if that can be sent twice.
         let replayable = retryable && upstream.retries > 0 && upstream.servers.len() >= 2;
         let panic = upstream.in_panic(started);
         let mut tried = Tried::default();
@@ -1988,7 +1990,7 @@ fn send_to_server<'a>(
             } else {
                 request.body().try_clone()
             };
-            // The body again, for a request handed back after a failure in flight.
+            // The body again, put back after a failure in flight.
             let again = if replayable {
                 request.body().try_clone()
             } else {

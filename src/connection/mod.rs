@@ -312,6 +312,11 @@ impl InterimSink {
         }
     }
 
+    /// Whether interim responses are queued and not yet written.
+    pub fn is_pending(&self) -> bool {
+        self.0.interim().is_pending()
+    }
+
     /// Waits until every queued interim response is written (at once if none is queued).
     pub async fn written(&self) {
         // The connection's loop writes the queue when woken by `send`, before it polls this

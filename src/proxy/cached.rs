@@ -14,6 +14,7 @@ use crate::cache::shared::{Claim, Purge};
 use crate::cache::store::CachedResponse;
 use crate::cache::{Cache, CacheResult};
 use crate::compress::Encoding;
+use crate::connection::InterimSink;
 use crate::headers::{self, HeaderScan};
 use crate::request_body::RequestBody;
 use crate::snapshot::Route;
@@ -88,8 +89,10 @@ pub(super) async fn serve(
 ) -> Result<Response, Infallible> {
     let interim = reply.interim.clone();
     let response = serve_through(reply, cache, parts, body, &host, original_target).await;
-    super::interim_written(interim).await;
-    Ok(response)
+    match interim.filter(InterimSink::is_pending) {
+        Some(interim) => Ok(super::after_interim(interim, response).await),
+        None => Ok(response),
+    }
 }
 
 async fn serve_through(

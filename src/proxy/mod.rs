@@ -1267,8 +1267,12 @@ impl Reply {
                     Err(error) => self.failure(error),
                 }
             };
-            interim_written(interim).await;
-            Ok(response)
+            // Only a response with interim responses still queued waits, in a future of its
+            // own: the common one is not kept in this future's state on its way out.
+            match interim.filter(InterimSink::is_pending) {
+                Some(interim) => Ok(after_interim(interim, response).await),
+                None => Ok(response),
+            }
         }
     }
 
@@ -1610,12 +1614,14 @@ impl ReplayableHead {
     }
 }
 
-/// Waits until the interim responses passed on so far are written: they go out before the
-/// final response, which hyper writes only after this request's future is done.
-async fn interim_written(interim: Option<InterimSink>) {
-    if let Some(interim) = interim {
-        interim.written().await;
-    }
+/// `response` once the interim responses passed on so far are written: they go out before
+/// the final response, which is written only after this request's future is done.
+async fn after_interim(
+    interim: InterimSink,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    interim.written().await;
+    response
 }
 
 /// Sends the request to an eligible server of `upstream`. Idempotent requests are tried on

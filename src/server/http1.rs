@@ -20,7 +20,7 @@ use crate::proxy::{ClientInfo, Proxy};
 use crate::request_body::{BoxError, ClientBody};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
@@ -271,7 +271,9 @@ async fn serve_one<S: Io + SendFile>(
     } else {
         Cow::Borrowed(&connection.client)
     };
-    let handling = super::answer(
+    // Borrowed by the future below, not moved into it: moving it would copy a ready
+    // response once more.
+    let mut handling = super::answer(
         &connection.proxy,
         settings,
         &client,
@@ -280,8 +282,9 @@ async fn serve_one<S: Io + SendFile>(
         true,
     );
     let answer = async {
-        let Ok(response) = handling.await;
-        write_response(wire, out, response, asked, control).await
+        let Ok(response) = (&mut handling).await;
+        let (parts, body) = response.into_parts();
+        write_response(wire, out, parts, body, asked, control).await
     };
     let mut answer = pin!(answer);
     // Cut at once when asked to abort (a stalled exchange); write interim responses as they
@@ -373,12 +376,12 @@ enum Sending {
 fn write_response<'a, S: Io + SendFile>(
     wire: &'a SharedWire<S>,
     out: &'a mut BytesMut,
-    response: Response<ResponseBody>,
+    mut parts: http::response::Parts,
+    mut body: ResponseBody,
     mut asked: Asked,
     control: &'a ConnectionControl,
 ) -> impl Future<Output = Next> + 'a {
     async move {
-        let (mut parts, mut body) = response.into_parts();
         // An upstream's head passed on from its bytes: `parts.headers` holds only what
         // gatehouse adds to it.
         let mut raw = body.take_raw_fields();
@@ -398,7 +401,6 @@ fn write_response<'a, S: Io + SendFile>(
             asked.keep_alive = false;
             body = ResponseBody::empty();
         }
-        parts.status = status;
         let headers = &mut parts.headers;
         let switching = status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
         let no_body = status.is_informational()

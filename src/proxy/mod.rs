@@ -1893,7 +1893,7 @@ fn verdict(result: &SendResult) -> Verdict {
 /// be put back after a broken connection or a timeout.
 type SendResult = Result<(Response<UpstreamBody>, Option<PoolReturn>), (ForwardError, bool)>;
 
-/// One attempt on one server. On a connect failure the request comes back unsent.
+/// One attempt on one server. On a connect failure the request stays in place unsent.
 // Not an `async fn`, for the reason given at `Reply::send`.
 #[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
 fn send_to_server<'a>(
@@ -1955,8 +1955,8 @@ fn send_to_server<'a>(
                     };
                     // Boxed: hyper's HTTP/2 request future is over a kilobyte, and inline it would
                     // sit in every request's forwarding future, HTTP/1.1 ones included.
-                    // hyper takes the request: a copy is kept to send again, if it may be.
-                    // Boxed: it would otherwise sit in every request's future.
+                    // hyper takes the request: a copy is kept to send again, if it may be (boxed,
+                    // for the same reason).
                     let replay = if replayable {
                         ReplayableHead::keep(request).map(Box::new)
                     } else {

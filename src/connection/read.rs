@@ -37,6 +37,19 @@ impl ReadSize {
         self.0 = START;
     }
 
+    /// Ready to read a new message onto `buf`: back to the first size, and an empty buffer back
+    /// to the start of its allocation when no earlier message's bytes still share it. Reads
+    /// then land on the lines the last message warmed instead of walking on through the
+    /// buffer onto cold ones: with hundreds of connections, each walking its own 8 KiB,
+    /// every message's bytes missed the caches.
+    pub fn start_message(&mut self, buf: &mut BytesMut) {
+        self.reset();
+        if buf.is_empty() {
+            // Never allocates: it moves the start back, or leaves the buffer as it is.
+            let _ = buf.try_reclaim(buf.capacity() + 1);
+        }
+    }
+
     /// A buffer for a new connection.
     pub fn buffer() -> BytesMut {
         BytesMut::with_capacity(START)
@@ -88,5 +101,27 @@ mod tests {
         assert!(size.0 <= MAX);
         size.reset();
         assert_eq!(size.0, START);
+    }
+
+    #[test]
+    fn a_new_message_starts_at_the_front_of_an_empty_buffer_that_nothing_else_shares() {
+        let mut buf = ReadSize::buffer();
+        let start = buf.as_ptr();
+        let mut size = ReadSize::default();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let head = buf.split_to(buf.len()).freeze();
+        // The head still shares the allocation: the buffer stays where it is.
+        size.start_message(&mut buf);
+        assert_ne!(buf.as_ptr(), start);
+        drop(head);
+        size.start_message(&mut buf);
+        assert_eq!(buf.as_ptr(), start);
+        assert!(buf.capacity() >= START);
+        // Bytes of a next message already read stay where they are, and in order.
+        buf.extend_from_slice(b"GET /a HTTP/1.1\r\n\r\nGET");
+        let first = buf.split_to(buf.len() - 3);
+        drop(first);
+        size.start_message(&mut buf);
+        assert_eq!(&buf[..], b"GET");
     }
 }

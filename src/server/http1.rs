@@ -174,7 +174,8 @@ async fn serve_one<S: Io + SendFile>(
     // The head: wait for it, unless asked to close.
     let mut fresh = {
         let mut wire = lock(wire);
-        wire.read_size.reset();
+        let wire = &mut *wire;
+        wire.read_size.start_message(&mut wire.read_buf);
         !wire.read_buf.is_empty()
     };
     let head = poll_fn(|cx| {

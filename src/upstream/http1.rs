@@ -430,7 +430,7 @@ pub async fn exchange(
             None => conn.response_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
     }
-    conn.read_size.reset();
+    conn.read_size.start_message(&mut conn.buf);
     let mut outgoing = conn.encode_head(request, fields);
     // A request with its forwarding fields apart has no hop-by-hop field in its map.
     let (asked_upgrade, close) = match fields {

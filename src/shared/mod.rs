@@ -219,7 +219,7 @@ impl Redis {
     /// Connects in the background when there is a runtime to do it on, so that the first
     /// calls find the connection made rather than spend their timeout making it. A failure
     /// here is not a call: the first calls try again, and they count.
-    fn warm_up(self: &Arc<Self>) {
+    fn connect_ahead(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -364,7 +364,7 @@ impl RedisRegistry {
             return Ok(Some(Arc::clone(existing)));
         }
         let redis = Arc::new(Redis::new(settings, metrics)?);
-        redis.warm_up();
+        redis.connect_ahead();
         *current = Some(Arc::clone(&redis));
         Ok(Some(redis))
     }

@@ -11,6 +11,13 @@ With --workers N (N > 1) both proxies get N workers (gatehouse `worker_threads =
 upstreams and wrk share every core, as they would on a host that runs them all.
 --body-bytes sets the upstreams' response size (served from a file above 4 KiB), --post-bytes
 makes every request a POST with a body of that size (nginx buffers it, gatehouse streams it).
+--cpu-quota F runs each proxy in its own cgroup limited to F of one core (cgroup v2 cpu.max,
+or v1's CFS quota), so that the proxy, not the load side, is what runs out: at one core each, wrk
+and the upstreams cost about as much CPU per request as either proxy, their core saturates first,
+and req/s then says more about the load side than about the proxy. Under a quota, req/s compares
+what each proxy serves from the same CPU budget, as in a container with a CPU limit; its p99
+includes the quota's throttling and says little. Each run also reports the load side's CPU per
+request (upstreams and wrk or h2load) and how busy each core was.
 --h2 makes the clients speak HTTP/2 cleartext by prior knowledge (h2load, --streams requests in
 flight on each connection, 4 by default as `h2load -c64 -m4`); both proxies still reach the
 upstreams over HTTP/1.1. h2load reports no percentiles: the latency column is then its mean
@@ -18,12 +25,13 @@ time per request.
 
 Usage: benches/load/compare.py [--rounds 5] [--duration 10] [--connections 64]
        [--body-bytes 200] [--post-bytes 0] [--workers 1] [--scheduler per_core]
-       [--h2 [--streams 4]]
+       [--cpu-quota F] [--h2 [--streams 4]]
 Installs nginx, wrk and h2load with apt-get when they are missing; builds gatehouse in release mode.
 """
 
 import argparse
 import json
+import resource
 import threading
 import os
 import shutil
@@ -46,6 +54,48 @@ BODY = "x" * 199 + "\n"  # 200-byte responses (--body-bytes changes it)
 PROXY_CPUS = "0"
 REST_CPUS = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The quota's accounting period: short, so that a throttled proxy stalls for milliseconds only.
+QUOTA_PERIOD_US = 10_000
+
+
+def cpu_quota_group(name: str, share: float) -> Path:
+    """A cgroup limited to `share` of one core; its processes file is returned."""
+    v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.controllers"
+    if controllers.exists() and "cpu" in controllers.read_text().split():
+        subtree = v2 / "cgroup.subtree_control"
+        if "cpu" not in subtree.read_text().split():
+            subtree.write_text("+cpu")
+        group = v2 / name
+        group.mkdir(exist_ok=True)
+        (group / "cpu.max").write_text(f"{int(share * QUOTA_PERIOD_US)} {QUOTA_PERIOD_US}")
+        return group / "cgroup.procs"
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if not (v1 / "cpu.cfs_quota_us").exists():
+        raise SystemExit("--cpu-quota needs the cgroup cpu controller (v2 cpu.max or v1 CFS quota)")
+    group = v1 / name
+    group.mkdir(exist_ok=True)
+    (group / "cpu.cfs_period_us").write_text(str(QUOTA_PERIOD_US))
+    (group / "cpu.cfs_quota_us").write_text(str(int(share * QUOTA_PERIOD_US)))
+    return group / "cgroup.procs"
+
+
+def remove_quota_groups():
+    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")):
+        for name in ("gatehouse-bench-nginx", "gatehouse-bench-gatehouse"):
+            try:
+                (root / name).rmdir()
+            except OSError:
+                pass
+
+
+def proxy_command(name: str, command: list, quota):
+    """`command` pinned to the proxy's cores, and inside its quota's cgroup when there is one."""
+    command = ["taskset", "-c", PROXY_CPUS] + command
+    if quota is None:
+        return command
+    procs = cpu_quota_group(f"gatehouse-bench-{name}", quota)
+    return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh"] + command
 
 
 def sh(*cmd, **kw):
@@ -98,7 +148,7 @@ def start_upstreams(workdir: Path):
     return subprocess.Popen(["taskset", "-c", REST_CPUS, nginx_bin(), "-c", str(conf), "-p", str(workdir)])
 
 
-def start_nginx_proxy(workdir: Path, resilience: bool, workers: int, h2: bool):
+def start_nginx_proxy(workdir: Path, resilience: bool, workers: int, h2: bool, quota=None):
     # nginx open source has passive checks only: max_fails within fail_timeout.
     options = " max_fails=3 fail_timeout=10s" if resilience else ""
     upstream = "\n".join(f"        server 127.0.0.1:{p}{options};" for p in UPSTREAM_PORTS)
@@ -130,7 +180,7 @@ def start_nginx_proxy(workdir: Path, resilience: bool, workers: int, h2: bool):
     )
     text = conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};")
     conf.write_text(text)
-    master = subprocess.Popen(["taskset", "-c", PROXY_CPUS, nginx_bin(), "-c", str(conf), "-p", str(workdir)])
+    master = subprocess.Popen(proxy_command("nginx", [nginx_bin(), "-c", str(conf), "-p", str(workdir)], quota))
     return master
 
 
@@ -169,14 +219,15 @@ keepalive = 512
 """
 
 
-def start_gatehouse(workdir: Path, binary: Path, resilience: bool, workers: int, scheduler: str):
+def start_gatehouse(workdir: Path, binary: Path, resilience: bool, workers: int, scheduler: str,
+                    quota=None):
     conf = workdir / "gatehouse.toml"
     routes = '[[route]]\npath_prefix = "/"\nupstream = "app"'
     conf.write_text(
         gatehouse_config(GATEHOUSE_PORT, routes, workers, scheduler, admin="127.0.0.1:18091")
         + (RESILIENCE if resilience else "")
     )
-    return subprocess.Popen(["taskset", "-c", PROXY_CPUS, str(binary), "run", "--config", str(conf)])
+    return subprocess.Popen(proxy_command("gatehouse", [str(binary), "run", "--config", str(conf)], quota))
 
 
 def stop_all(procs):
@@ -327,30 +378,61 @@ def parse_h2load(output: str):
     return requests, rps, mean, errors
 
 
+def core_times():
+    """Per core: total and idle (idle + iowait) jiffies, from /proc/stat."""
+    times = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0].startswith("cpu") and fields[0] != "cpu":
+            values = [int(v) for v in fields[1:]]
+            times[int(fields[0][3:])] = (sum(values), values[3] + values[4])
+    return times
+
+
+def busy_share(before, after, cpus: str):
+    """How busy the cores in `cpus` ("0", "1", "0-1") were between two `core_times()`."""
+    first, _, last = cpus.partition("-")
+    cores = range(int(first), int(last or first) + 1)
+    total = sum(after[c][0] - before[c][0] for c in cores)
+    idle = sum(after[c][1] - before[c][1] for c in cores)
+    return 1 - idle / total if total else float("nan")
+
+
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(name, port, pids, args):
+    """One measured run against the proxy on `port` whose processes are `pids`: req/s, p99,
+    the proxy's CPU and user CPU per 100k requests, the load side's CPU per 100k (upstreams
+    and the load generator), and how busy the proxy's core and the load side's core were."""
     if args.h2:
         subprocess.run(h2load_command(port, args, 2), check=True, capture_output=True)
-        before = cpu_split(pids)
-        out = subprocess.run(h2load_command(port, args, args.duration),
-                             check=True, capture_output=True, text=True).stdout
-        after = cpu_split(pids)
-        requests, rps, p99, errors = parse_h2load(out)
+        command = h2load_command(port, args, args.duration)
     else:
         # Warm-up: fill the upstream pools.
         subprocess.run(wrk_command(port, args, "2s", False), check=True, capture_output=True)
-        before = cpu_split(pids)
-        out = subprocess.run(wrk_command(port, args, f"{args.duration}s", True),
-                             check=True, capture_output=True, text=True).stdout
-        after = cpu_split(pids)
-        requests, rps, p99, errors = parse_wrk(out)
+        command = wrk_command(port, args, f"{args.duration}s", True)
+    before, load_before, generator_before, cores_before = (
+        cpu_split(pids), cpu_seconds(args.upstream_pids), children_cpu(), core_times())
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    after, load_after, generator_after, cores_after = (
+        cpu_split(pids), cpu_seconds(args.upstream_pids), children_cpu(), core_times())
+    requests, rps, p99, errors = (parse_h2load if args.h2 else parse_wrk)(out)
     user, system = (a - b for a, b in zip(after, before))
-    cpu_per_100k = (user + system) / requests * 100_000 if requests else float("nan")
+    per_100k = 100_000 / requests if requests else float("nan")
+    cpu_per_100k = (user + system) * per_100k
     # The user-space share: the part of the CPU that the proxy's own code decides; the rest is
     # the kernel's sockets and loopback TCP, much the same for any proxy.
-    user_per_100k = user / requests * 100_000 if requests else float("nan")
+    user_per_100k = user * per_100k
+    load_per_100k = (load_after - load_before + generator_after - generator_before) * per_100k
+    proxy_busy = busy_share(cores_before, cores_after, PROXY_CPUS)
+    load_busy = busy_share(cores_before, cores_after, REST_CPUS)
     print(f"  {name:9s} {rps:>10.0f} req/s  p99 {p99:>7.2f} ms  {cpu_per_100k:>6.2f} CPU-s/100k "
-          f"(user {user_per_100k:.2f})  errors {errors}", flush=True)
-    return rps, p99, cpu_per_100k, user_per_100k
+          f"(user {user_per_100k:.2f})  load side {load_per_100k:.2f}  cores busy "
+          f"{proxy_busy:.0%}/{load_busy:.0%}  errors {errors}", flush=True)
+    return rps, p99, cpu_per_100k, user_per_100k, load_per_100k, proxy_busy, load_busy
 
 
 def main():
@@ -370,7 +452,11 @@ def main():
     parser.add_argument("--scheduler", default="per_core", choices=["per_core", "work_stealing"])
     parser.add_argument("--h2", action="store_true", help="HTTP/2 cleartext clients (h2load)")
     parser.add_argument("--streams", type=int, default=4, help="with --h2: requests in flight per connection")
+    parser.add_argument("--cpu-quota", type=float, default=None,
+                        help="limit each proxy to this share of one core (cgroup), so that it is the bottleneck")
     args = parser.parse_args()
+    if args.cpu_quota is not None and not 0.05 <= args.cpu_quota <= args.workers:
+        parser.error("--cpu-quota is a share of one core per worker: between 0.05 and --workers")
     global BODY, PROXY_CPUS, REST_CPUS
     BODY = "x" * (args.body_bytes - 1) + "\n"
     if args.workers > 1:
@@ -396,9 +482,11 @@ def main():
         procs.append(upstreams)
         for p in UPSTREAM_PORTS:
             wait_ready(p)
-        nginx = start_nginx_proxy(workdir, args.resilience, args.workers, args.h2)
+        args.upstream_pids = process_tree(upstreams.pid)
+        nginx = start_nginx_proxy(workdir, args.resilience, args.workers, args.h2, args.cpu_quota)
         procs.append(nginx)
-        gatehouse = start_gatehouse(workdir, binary, args.resilience, args.workers, args.scheduler)
+        gatehouse = start_gatehouse(workdir, binary, args.resilience, args.workers, args.scheduler,
+                                    args.cpu_quota)
         procs.append(gatehouse)
         (wait_listening if args.h2 else wait_ready)(NGINX_PORT)
         wait_ready(GATEHOUSE_PORT)
@@ -430,6 +518,8 @@ def main():
                  + (f", {args.post_bytes}-byte POST bodies" if args.post_bytes else ", GETs"))
         cores = ("one core per proxy" if args.workers == 1
                  else f"{args.workers} workers per proxy (gatehouse {args.scheduler}), all sharing every core")
+        if args.cpu_quota is not None:
+            cores += f", each proxy limited to {args.cpu_quota:g} of a core"
         print(f"medians over {args.rounds} rounds, {args.connections} connections, {args.duration}s each, "
               f"{shape}, {cores} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
         print(f"{'':10s} {'req/s':>10s} {'p99 ms':>8s} {'CPU-s/100k':>11s} {'user':>6s}")
@@ -438,12 +528,20 @@ def main():
         print(f"{'ratio g/n':10s} {g[0] / n[0]:>10.2f} {g[1] / n[1]:>8.2f} {g[2] / n[2]:>11.2f} {g[3] / n[3]:>6.2f}")
         print(f"resident memory after the runs: nginx {rss['nginx']:.1f} MiB (master and workers), "
               f"gatehouse {rss['gatehouse']:.1f} MiB, ratio {rss['gatehouse'] / rss['nginx']:.2f}")
+        print(f"load side (upstreams and {'h2load' if args.h2 else 'wrk'}), CPU-s/100k: "
+              f"{n[4]:.2f} with nginx, {g[4]:.2f} with gatehouse; cores busy (proxy/load side): "
+              f"nginx {n[5]:.0%}/{n[6]:.0%}, gatehouse {g[5]:.0%}/{g[6]:.0%}")
+        if args.workers == 1 and max(n[6], g[6]) >= 0.95:
+            print("the load side's core was saturated: req/s is bounded by it more than by either proxy; "
+                  "compare CPU per request, or run with --cpu-quota")
         if "gatehouse+reloads" in med:
             r = med["gatehouse+reloads"]
             print(f"{'gh+reload':10s} {r[0]:>10.0f} {r[1]:>8.2f} {r[2]:>11.2f}   "
                   f"(a reload every {args.reload_every}s; p99 ratio to no reloads {r[1] / g[1]:.2f})")
     finally:
         stop_all(procs)
+        if args.cpu_quota is not None:
+            remove_quota_groups()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

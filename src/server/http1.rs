@@ -13,8 +13,12 @@ use super::settings::ListenerSettings;
 use crate::connection::read::{ReadSize, poll_read_more};
 use crate::connection::send_file::SendFile;
 use crate::connection::upgrade::{Io, UpgradeSlot, Upgraded};
-use crate::connection::{CloseReason, ConnectionControl, CountingStream, InterimSink};
-use crate::http1::{self, BodyLimits, Decoder, Expectation, Framing, HeadConfig, Parsed};
+use crate::connection::{
+    CloseReason, ConnectionControl, CountingStream, InterimSink, RequestInFlight,
+};
+use crate::http1::{
+    self, BodyLimits, Decoder, Expectation, Framing, HeadConfig, HeadError, Parsed, RequestHead,
+};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ClientInfo, Proxy};
 use crate::request_body::{BoxError, ClientBody};
@@ -71,6 +75,8 @@ pub(super) struct Http1Connection {
     pub head_config: HeadConfig,
     /// The peer is a trusted proxy: each request names its client (see `super::real_ip`).
     pub real_ip_from_requests: bool,
+    /// Held until the connection ends, then told why it did.
+    pub held: super::Connection,
 }
 
 /// How one request ended for the connection.
@@ -81,12 +87,13 @@ enum Next {
 }
 
 /// Serves requests on `stream` until either side closes it; `read_ahead` holds bytes already
-/// read from it. Returns why it closed.
+/// read from it. Each request is served in the loop's own body, not in a future of its own: a
+/// poll of the connection then finds the request's state one level down, not two.
 pub(super) async fn serve<S: Io + SendFile>(
     stream: CountingStream<S>,
     read_ahead: BytesMut,
     connection: Http1Connection,
-) -> CloseReason {
+) {
     let wire: SharedWire<S> = Arc::new(Mutex::new(Wire {
         io: stream,
         read_buf: read_ahead,
@@ -95,33 +102,90 @@ pub(super) async fn serve<S: Io + SendFile>(
         responding: false,
     }));
     let mut out = BytesMut::new();
-    loop {
-        let next = serve_one(&wire, &mut out, &connection).await;
+    let reason = loop {
+        let next = 'request: {
+            let (wire, out, connection) = (&wire, &mut out, &connection);
+            let control = &connection.control;
+            let head = next_head(wire, connection).await;
+            let head = match head {
+                Err(reason) => break 'request Next::Close(reason),
+                Ok(Err(error)) => {
+                    let status = error.status();
+                    tracing::debug!(client = %connection.client.addr, %error, "request head rejected");
+                    connection.proxy.record_rejected_head(
+                        &connection.client,
+                        http::Version::HTTP_11,
+                        status,
+                    );
+                    let _ = write_rejection(wire, out, status, control).await;
+                    break 'request Next::Close(CloseReason::BadRequest);
+                }
+                Ok(Ok(head)) => head,
+            };
+
+            let in_flight = control.request_started(false);
+            let busy = control.busy();
+            let (request, asked) = request_from_head(head, wire, &in_flight);
+
+            let settings = &connection.settings;
+            let client = if connection.real_ip_from_requests
+                && let Some(real_ip) = &settings.real_ip
+            {
+                real_ip.client_of(&connection.client, request.headers())
+            } else {
+                Cow::Borrowed(&connection.client)
+            };
+            // Borrowed by the future below, not moved into it: moving it would copy a ready
+            // response once more.
+            let mut handling = super::answer(
+                &connection.proxy,
+                settings,
+                &client,
+                request,
+                in_flight,
+                true,
+            );
+            let answer = async {
+                let Ok(response) = (&mut handling).await;
+                let (parts, body) = response.into_parts();
+                write_response(wire, out, parts, body, asked, control).await
+            };
+            let answer = pin!(answer);
+            let next = watch_answer(wire, connection, answer).await;
+            drop(busy);
+            request_ended(wire, control, next)
+        };
         match next {
             Next::KeepAlive => {}
             // The stream now belongs to the upgraded protocol.
-            Next::Close(CloseReason::Upgraded) => return CloseReason::Upgraded,
+            Next::Close(CloseReason::Upgraded) => break CloseReason::Upgraded,
             Next::Close(reason) => {
-                // One try at a clean end of what was written (a FIN, TLS's close_notify);
-                // the stream is dropped right after either way.
-                poll_fn(|cx| {
-                    let _ = Pin::new(&mut lock(&wire).io).poll_shutdown(cx);
-                    Poll::Ready(())
-                })
-                .await;
-                let unread = {
-                    let wire = lock(&wire);
-                    !wire.read_buf.is_empty() || !matches!(wire.body, BodyRead::Done)
-                };
-                // Only after an answer the client has to read: a slow or stalled client
-                // gets no more time.
-                let answered = matches!(reason, CloseReason::BadRequest | CloseReason::Client);
-                if answered && (unread || reason == CloseReason::BadRequest) {
-                    linger(&wire).await;
-                }
-                return reason;
+                close(&wire, reason).await;
+                break reason;
             }
         }
+    };
+    connection.held.end(reason);
+}
+
+/// Ends a connection that closes for `reason`, other than an upgrade.
+async fn close<S: Io>(wire: &SharedWire<S>, reason: CloseReason) {
+    // One try at a clean end of what was written (a FIN, TLS's close_notify);
+    // the stream is dropped right after either way.
+    poll_fn(|cx| {
+        let _ = Pin::new(&mut lock(wire).io).poll_shutdown(cx);
+        Poll::Ready(())
+    })
+    .await;
+    let unread = {
+        let wire = lock(wire);
+        !wire.read_buf.is_empty() || !matches!(wire.body, BodyRead::Done)
+    };
+    // Only after an answer the client has to read: a slow or stalled client
+    // gets no more time.
+    let answered = matches!(reason, CloseReason::BadRequest | CloseReason::Client);
+    if answered && (unread || reason == CloseReason::BadRequest) {
+        linger(wire).await;
     }
 }
 
@@ -165,20 +229,20 @@ struct Asked {
     upgrade: Option<oneshot::Sender<Upgraded>>,
 }
 
-async fn serve_one<S: Io + SendFile>(
-    wire: &SharedWire<S>,
-    out: &mut BytesMut,
-    connection: &Http1Connection,
-) -> Next {
+/// The next request's head: waits for it, unless the connection is asked to close. Err: the
+/// connection closes for that reason; Ok(Err): the head was refused.
+fn next_head<'a, S: Io>(
+    wire: &'a SharedWire<S>,
+    connection: &'a Http1Connection,
+) -> impl Future<Output = Result<Result<RequestHead, HeadError>, CloseReason>> + 'a {
     let control = &connection.control;
-    // The head: wait for it, unless asked to close.
     let mut fresh = {
         let mut wire = lock(wire);
         let wire = &mut *wire;
         wire.read_size.start_message(&mut wire.read_buf);
         !wire.read_buf.is_empty()
     };
-    let head = poll_fn(|cx| {
+    poll_fn(move |cx| {
         match control.close_requested(cx) {
             Some(true) => {
                 return Poll::Ready(Err(control
@@ -218,25 +282,15 @@ async fn serve_one<S: Io + SendFile>(
             }
         }
     })
-    .await;
-    let head = match head {
-        Err(reason) => return Next::Close(reason),
-        Ok(Err(error)) => {
-            let status = error.status();
-            tracing::debug!(client = %connection.client.addr, %error, "request head rejected");
-            connection.proxy.record_rejected_head(
-                &connection.client,
-                http::Version::HTTP_11,
-                status,
-            );
-            let _ = write_rejection(wire, out, status, control).await;
-            return Next::Close(CloseReason::BadRequest);
-        }
-        Ok(Ok(head)) => head,
-    };
+}
 
-    let in_flight = control.request_started(false);
-    let busy = control.busy();
+/// The request a head asks for, its body read from the connection by whoever polls it, and
+/// what the response must heed.
+fn request_from_head<S: Io>(
+    head: RequestHead,
+    wire: &SharedWire<S>,
+    in_flight: &RequestInFlight,
+) -> (http::Request<ClientBody>, Asked) {
     let expect_continue = head.expectation() == Expectation::Continue;
     let mut asked = Asked {
         head: head.method == Method::HEAD,
@@ -262,37 +316,21 @@ async fn serve_one<S: Io + SendFile>(
             }))
         }
     };
-    let request = request.map(|()| body);
+    (request.map(|()| body), asked)
+}
 
-    let settings = &connection.settings;
-    let client = if connection.real_ip_from_requests
-        && let Some(real_ip) = &settings.real_ip
-    {
-        real_ip.client_of(&connection.client, request.headers())
-    } else {
-        Cow::Borrowed(&connection.client)
-    };
-    // Borrowed by the future below, not moved into it: moving it would copy a ready
-    // response once more.
-    let mut handling = super::answer(
-        &connection.proxy,
-        settings,
-        &client,
-        request,
-        in_flight,
-        true,
-    );
-    let answer = async {
-        let Ok(response) = (&mut handling).await;
-        let (parts, body) = response.into_parts();
-        write_response(wire, out, parts, body, asked, control).await
-    };
-    let mut answer = pin!(answer);
-    // Cut at once when asked to abort (a stalled exchange); write interim responses as they
-    // come, before the final one.
+/// Drives `answer` (the handler's response, then its writing) while watching the connection:
+/// cut at once when asked to abort (a stalled exchange), interim responses written as they
+/// come, before the final one, and a client that leaves noticed.
+fn watch_answer<'a, S: Io>(
+    wire: &'a SharedWire<S>,
+    connection: &'a Http1Connection,
+    mut answer: Pin<&'a mut impl Future<Output = Next>>,
+) -> impl Future<Output = Next> + 'a {
+    let control = &connection.control;
     // Registered again on every poll: a wake-up (an interim response queued) uses the
     // registration up.
-    let next = poll_fn(|cx| {
+    poll_fn(move |cx| {
         if control.close_requested(cx) == Some(true) {
             return Poll::Ready(Next::Close(
                 control.close_reason().unwrap_or(CloseReason::Stalled),
@@ -322,17 +360,19 @@ async fn serve_one<S: Io + SendFile>(
         }
         answer.as_mut().poll(cx)
     })
-    .await;
-    drop(busy);
+}
+
+/// Whether the connection can carry another request once one has been answered.
+fn request_ended<S>(wire: &SharedWire<S>, control: &ConnectionControl, next: Next) -> Next {
     let mut wire = lock(wire);
     wire.responding = false;
     control.note_head_started(wire.read_buf.len());
-    match (&next, &wire.body) {
+    match (next, &wire.body) {
         (Next::KeepAlive, BodyRead::Done) => Next::KeepAlive,
         // The request body was not read to its end: what follows on the connection cannot be
         // told apart from it.
         (Next::KeepAlive, _) => Next::Close(CloseReason::Client),
-        (Next::Close(reason), _) => Next::Close(*reason),
+        (Next::Close(reason), _) => Next::Close(reason),
     }
 }
 

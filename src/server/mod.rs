@@ -25,10 +25,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -140,7 +142,7 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
         }
         // Registered here, not in the task, so that a drain right after this accept reaches it.
         let registration = connections.register();
-        tokio::spawn(serve_connection(
+        tokio::spawn(ConnectionTask::Starting(Box::pin(start_connection(
             stream,
             ClientInfo::new(listener.index, addr),
             listener.settings.load_full(),
@@ -152,9 +154,10 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, drain: DrainWatch) {
                 closed: Arc::clone(&listener.closed),
                 registration,
                 real_ip_from_requests: false,
+                _client_place: None,
                 _drain: drain.clone(),
             },
-        ));
+        ))));
     }
     let Listener { tcp, name, .. } = listener;
     drop(tcp);
@@ -184,15 +187,68 @@ struct Connection {
     registration: connection::Registration,
     /// The peer is a trusted proxy whose requests name their client (see `real_ip`).
     real_ip_from_requests: bool,
+    /// The client's place under the listener's per-client connection limit.
+    _client_place: Option<crate::limit::InFlightGuard>,
     _drain: DrainWatch,
 }
 
-async fn serve_connection(
+impl Connection {
+    /// Counts why the connection closed. What it holds (its registration, its client's place,
+    /// the drain watch) is released with it.
+    fn end(self, reason: CloseReason) {
+        self.closed.count(reason);
+        self.open_connections.dec();
+    }
+}
+
+/// A connection's serving, once started: the HTTP/1.1 loop or hyper's HTTP/2 connection.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A connection's task: its start (a PROXY header, the TLS handshake, the first bytes), then
+/// its serving, each in a box of its own. The task's future is then two words, and every poll
+/// of a served connection goes from the task through one pointer to the serving loop, instead
+/// of through the state of each layer that started it: at a few hundred connections each of
+/// those states is a cold cache line to load on every wake-up.
+enum ConnectionTask<F> {
+    Starting(Pin<Box<F>>),
+    Serving(Serving),
+    Ended,
+}
+
+impl<F: Future<Output = Option<Serving>>> Future for ConnectionTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Unpin: both states are boxed.
+        let task = self.get_mut();
+        loop {
+            match task {
+                ConnectionTask::Starting(start) => match ready!(start.as_mut().poll(cx)) {
+                    Some(serving) => *task = ConnectionTask::Serving(serving),
+                    None => {
+                        *task = ConnectionTask::Ended;
+                        return Poll::Ready(());
+                    }
+                },
+                ConnectionTask::Serving(serving) => {
+                    ready!(serving.as_mut().poll(cx));
+                    *task = ConnectionTask::Ended;
+                    return Poll::Ready(());
+                }
+                ConnectionTask::Ended => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Starts serving an accepted connection: its PROXY header, the limit per client, the first
+/// byte or the TLS handshake, then which protocol it speaks. None: it ended before that.
+async fn start_connection(
     mut stream: tokio::net::TcpStream,
     mut client: ClientInfo,
     settings: Arc<ListenerSettings>,
     mut connection: Connection,
-) {
+) -> Option<Serving> {
     let limits = connection.limits;
     // A PROXY header, a TLS handshake and the first byte of a request all count toward the
     // first request's header_read_timeout.
@@ -212,27 +268,31 @@ async fn serve_connection(
                     if let real_ip::ProxyHeaderFailure::Refused(error) = failure {
                         real_ip.note_refused(socket_peer, error);
                     }
-                    return connection.closed.count(failure.close_reason());
+                    connection.closed.count(failure.close_reason());
+                    return None;
                 }
-                Err(_) => return connection.closed.count(CloseReason::HeaderTimeout),
+                Err(_) => {
+                    connection.closed.count(CloseReason::HeaderTimeout);
+                    return None;
+                }
             }
         }
         connection.real_ip_from_requests = real_ip.reads_requests_from(client.peer.ip());
     }
     // Held until the connection ends. A trusted proxy whose requests name their clients
     // carries many clients on its connections: it is not one client.
-    let _client_place = match &settings.per_client {
-        Some(per_client) if !connection.real_ip_from_requests => {
-            match per_client.admit(client.addr.ip()) {
-                Some(place) => Some(place),
-                None => {
-                    tracing::debug!(client = %client.addr, limit = per_client.limit, "connection refused: too many from this client");
-                    return connection.closed.count(CloseReason::ClientLimit);
-                }
+    if let Some(per_client) = &settings.per_client
+        && !connection.real_ip_from_requests
+    {
+        match per_client.admit(client.addr.ip()) {
+            Some(place) => connection._client_place = Some(place),
+            None => {
+                tracing::debug!(client = %client.addr, limit = per_client.limit, "connection refused: too many from this client");
+                connection.closed.count(CloseReason::ClientLimit);
+                return None;
             }
         }
-        _ => None,
-    };
+    }
     let Some(tls) = &settings.tls else {
         // The first request must start within header_read_timeout too: a client that never
         // sends a byte would otherwise hold its connection until idle_timeout. (`readable()`
@@ -245,8 +305,11 @@ async fn serve_connection(
             Err(_) => Some(CloseReason::HeaderTimeout),
         };
         return match silent {
-            Some(reason) => connection.closed.count(reason),
-            None => serve_http(stream, client, settings, connection, false).await,
+            Some(reason) => {
+                connection.closed.count(reason);
+                None
+            }
+            None => start_http(stream, client, settings, connection, false).await,
         };
     };
     // The handshake is the start of the first request: it gets header_read_timeout too.
@@ -261,24 +324,24 @@ async fn serve_connection(
             }
             // A TLS-ALPN-01 validation ends with its handshake (RFC 8737 §3).
             if stream.get_ref().1.alpn_protocol() == Some(crate::tls::challenge::ACME_TLS_ALPN) {
-                return connection.closed.count(CloseReason::Client);
+                connection.closed.count(CloseReason::Client);
+                return None;
             }
             client.https = true;
             let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            // Boxed: serving over TLS is the largest state of this future (7.3 KB against
-            // 3.8 KB in the clear), and every connection's task, plain ones too, would
-            // otherwise be allocated at that size. One allocation per TLS connection.
-            Box::pin(serve_http(stream, client, settings, connection, alpn_h2)).await;
+            start_http(stream, client, settings, connection, alpn_h2).await
         }
         Ok(Err(e)) => {
             metrics.failed.inc();
             connection.closed.count(CloseReason::TlsHandshake);
             tracing::debug!(client = %client.addr, error = %e, "TLS handshake failed");
+            None
         }
         Err(_) => {
             metrics.timed_out.inc();
             connection.closed.count(CloseReason::HeaderTimeout);
             tracing::debug!(client = %client.addr, "TLS handshake timed out");
+            None
         }
     }
 }
@@ -286,15 +349,15 @@ async fn serve_connection(
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves one connection: HTTP/2 (ALPN `h2`, or its preface on a plain connection) with
-/// hyper, HTTP/1.1 with gatehouse's own loop.
-async fn serve_http<S: Io + crate::connection::send_file::SendFile>(
+/// Tells HTTP/2 (ALPN `h2`, or its preface on a plain connection) from HTTP/1.1, and returns
+/// the connection's serving: hyper for HTTP/2, gatehouse's own loop for HTTP/1.1.
+async fn start_http<S: Io + crate::connection::send_file::SendFile + 'static>(
     stream: S,
     client: ClientInfo,
     settings: Arc<ListenerSettings>,
     connection: Connection,
     alpn_h2: bool,
-) {
+) -> Option<Serving> {
     let https = client.https;
     connection.open_connections.inc();
     let control = Arc::clone(&connection.registration.control);
@@ -309,37 +372,36 @@ async fn serve_http<S: Io + crate::connection::send_file::SendFile>(
     let http2 = match sniffed {
         Ok(http2) => http2,
         Err(reason) => {
-            connection.closed.count(reason);
-            connection.open_connections.dec();
-            return;
+            connection.end(reason);
+            return None;
         }
     };
-    let reason = if http2 {
+    if http2 {
         let stream = Upgraded::new(Box::new(stream), read_ahead.freeze());
-        serve_hyper(stream, client, settings, &connection).await
-    } else {
-        let limits = connection.limits;
-        let head_config = HeadConfig {
-            max_head_bytes: limits.max_header_bytes.max(8192),
-            drop_underscore_headers: !limits.underscores_in_headers,
-            ..HeadConfig::default()
-        };
-        http1::serve(
-            stream,
-            read_ahead,
-            http1::Http1Connection {
-                proxy: Arc::clone(&connection.proxy),
-                client,
-                settings,
-                control,
-                head_config,
-                real_ip_from_requests: connection.real_ip_from_requests,
-            },
-        )
-        .await
+        return Some(Box::pin(async move {
+            let reason = serve_hyper(stream, client, settings, &connection).await;
+            connection.end(reason);
+        }));
+    }
+    let limits = connection.limits;
+    let head_config = HeadConfig {
+        max_head_bytes: limits.max_header_bytes.max(8192),
+        drop_underscore_headers: !limits.underscores_in_headers,
+        ..HeadConfig::default()
     };
-    connection.closed.count(reason);
-    connection.open_connections.dec();
+    Some(Box::pin(http1::serve(
+        stream,
+        read_ahead,
+        http1::Http1Connection {
+            proxy: Arc::clone(&connection.proxy),
+            client,
+            settings,
+            control,
+            head_config,
+            real_ip_from_requests: connection.real_ip_from_requests,
+            held: connection,
+        },
+    )))
 }
 
 /// Reads the first bytes of a connection into `read_ahead`, as many as it takes to tell

@@ -24,6 +24,7 @@ mod interim;
 pub mod proxy_protocol;
 pub mod read;
 pub mod send_file;
+pub mod spare;
 pub mod upgrade;
 
 use interim::InterimQueue;

@@ -12,6 +12,7 @@
 use super::settings::ListenerSettings;
 use crate::connection::read::{ReadSize, poll_read_more};
 use crate::connection::send_file::SendFile;
+use crate::connection::spare::{give_back_write_buffer, take_write_buffer};
 use crate::connection::upgrade::{Io, UpgradeSlot, Upgraded};
 use crate::connection::{
     CloseReason, ConnectionControl, CountingStream, InterimSink, RequestInFlight,
@@ -27,7 +28,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
@@ -117,7 +117,7 @@ pub(super) async fn serve<S: Io + SendFile>(
                         http::Version::HTTP_11,
                         status,
                     );
-                    let _ = write_rejection(wire, &mut take_out(), status, control).await;
+                    let _ = write_rejection(wire, &mut take_write_buffer(), status, control).await;
                     break 'request Next::Close(CloseReason::BadRequest);
                 }
                 Ok(Ok(head)) => head,
@@ -148,9 +148,9 @@ pub(super) async fn serve<S: Io + SendFile>(
             let answer = async {
                 let Ok(response) = (&mut handling).await;
                 let (parts, body) = response.into_parts();
-                let mut out = take_out();
+                let mut out = take_write_buffer();
                 let next = write_response(wire, &mut out, parts, body, asked, control).await;
-                give_back_out(out);
+                give_back_write_buffer(out);
                 next
             };
             let answer = pin!(answer);
@@ -376,28 +376,6 @@ fn request_ended<S>(wire: &SharedWire<S>, control: &ConnectionControl, next: Nex
         // told apart from it.
         (Next::KeepAlive, _) => Next::Close(CloseReason::Client),
         (Next::Close(reason), _) => Next::Close(reason),
-    }
-}
-
-thread_local! {
-    /// The buffer the last response written on this thread went out from (see `take_out`).
-    static SPARE_OUT: Cell<Option<BytesMut>> = const { Cell::new(None) };
-}
-
-/// A spare buffer kept longer than this goes back to the allocator instead.
-const SPARE_OUT_LIMIT: usize = 64 * 1024;
-
-/// A buffer to write a response's bytes from: the thread's spare when it has one. The last
-/// response written on this thread left that one in the cache, where a buffer of each
-/// connection's own would be cold at a few hundred connections (and held by idle ones).
-fn take_out() -> BytesMut {
-    SPARE_OUT.with(Cell::take).unwrap_or_default()
-}
-
-/// Keeps a written-out buffer as the thread's spare.
-fn give_back_out(out: BytesMut) {
-    if out.is_empty() && out.capacity() <= SPARE_OUT_LIMIT {
-        SPARE_OUT.with(|spare| spare.set(Some(out)));
     }
 }
 
@@ -881,41 +859,5 @@ mod date {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_written_out_buffer_is_the_next_response_buffer_on_its_thread() {
-        let mut out = take_out();
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
-        out.clear();
-        let allocation = out.as_ptr();
-        give_back_out(out);
-        let again = take_out();
-        assert_eq!(again.as_ptr(), allocation);
-        assert!(again.is_empty());
-        // Taken: the next one is a buffer of its own.
-        assert_ne!(take_out().as_ptr(), allocation);
-    }
-
-    #[test]
-    fn a_buffer_with_bytes_left_or_grown_past_the_limit_is_not_kept() {
-        let mut unsent = take_out();
-        unsent.extend_from_slice(b"not yet written");
-        let allocation = unsent.as_ptr();
-        give_back_out(unsent);
-        let next = take_out();
-        assert_ne!(next.as_ptr(), allocation);
-        assert!(next.is_empty());
-
-        let mut grown = BytesMut::with_capacity(SPARE_OUT_LIMIT + 1);
-        grown.extend_from_slice(b"x");
-        grown.clear();
-        give_back_out(grown);
-        assert!(take_out().capacity() <= SPARE_OUT_LIMIT);
     }
 }

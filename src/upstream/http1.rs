@@ -12,6 +12,7 @@
 
 use crate::connection::InterimSink;
 use crate::connection::read::{self, ReadSize};
+use crate::connection::spare;
 use crate::connection::upgrade::Upgraded;
 use crate::headers::ForwardingFields;
 use crate::http1::{self, BodyError, BodyLimits, Decoder, HeadConfig, HeadError, Parsed};
@@ -114,7 +115,8 @@ pub struct Connection {
     stream: Stream,
     /// Bytes read and not used yet.
     buf: BytesMut,
-    /// Bytes to write.
+    /// Bytes to write: the thread's spare buffer while a request is being written (see
+    /// `connection::spare`), none between requests.
     out: BytesMut,
     /// The current response's body framing.
     decoder: Decoder,
@@ -190,6 +192,9 @@ impl Connection {
                 None => (Outgoing::Chunked, Some(None)),
             }
         };
+        if self.out.capacity() == 0 {
+            self.out = spare::take_write_buffer();
+        }
         let out = &mut self.out;
         http1::encode::encode_request_head(
             request.method(),
@@ -269,6 +274,7 @@ impl Connection {
             }
             ready!(Pin::new(&mut self.stream).poll_flush(cx)).map_err(SendError::Io)?;
             return if *outgoing == Outgoing::Done {
+                spare::give_back_write_buffer(std::mem::take(&mut self.out));
                 Poll::Ready(Ok(()))
             } else {
                 // Waiting for the body, which will wake this task.

@@ -188,7 +188,9 @@ pub(crate) struct FieldIndex {
     pub(crate) value: (u32, u32),
 }
 
-pub(crate) type FieldIndices = [FieldIndex; MAX_HEADERS];
+/// Filled as the fields are indexed, never zeroed first: a head has a few fields, the room is
+/// for `MAX_HEADERS`, and zeroing all of it cost more than indexing a typical head.
+pub(crate) type FieldIndices = arrayvec::ArrayVec<FieldIndex, MAX_HEADERS>;
 
 /// Offset of `part` inside `base`; `part` is always a subslice handed out by `httparse`.
 pub(crate) fn offset_in(base: &[u8], part: &[u8]) -> usize {
@@ -209,15 +211,17 @@ pub(crate) fn index_fields(
     fields: &[httparse::Header<'_>],
     out: &mut FieldIndices,
 ) -> usize {
-    let mut n = 0;
-    for (field, slot) in fields.iter().zip(out.iter_mut()) {
-        *slot = FieldIndex {
+    out.clear();
+    for field in fields {
+        let index = FieldIndex {
             name: span(base, field.name.as_bytes()),
             value: span(base, field.value),
         };
-        n += 1;
+        if out.try_push(index).is_err() {
+            break;
+        }
     }
-    n
+    out.len()
 }
 
 /// A sub-range of the frozen head as `Bytes`, or None if the range does not fit (which would

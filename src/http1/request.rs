@@ -167,7 +167,7 @@ pub fn parse_request(
     buf: &mut BytesMut,
     config: &HeadConfig,
 ) -> Result<Parsed<RequestHead>, HeadError> {
-    let mut indices: FieldIndices = [FieldIndex::default(); MAX_HEADERS];
+    let mut indices = FieldIndices::new();
     let line = match scan(buf, config, &mut indices)? {
         Parsed::Partial => return Ok(Parsed::Partial),
         Parsed::Complete(line) => line,

@@ -11,8 +11,8 @@ use http::{Method, StatusCode, Version};
 use super::body::Framing;
 use super::fields::ConnectionOptions;
 use super::head::{
-    FieldIndex, FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, RESPONSE_FIELDS_ROOM,
-    build_fields, diagnose_fields, index_fields, raw_fields, start_line, version_like,
+    FieldIndices, HeadConfig, HeadError, MAX_HEADERS, Parsed, RESPONSE_FIELDS_ROOM, build_fields,
+    diagnose_fields, index_fields, raw_fields, start_line, version_like,
 };
 use super::raw::RawFields;
 
@@ -89,7 +89,7 @@ pub fn parse_response_keeping(
     request_method: &Method,
     keep_raw: bool,
 ) -> Result<Parsed<ResponseHead>, HeadError> {
-    let mut indices: FieldIndices = [FieldIndex::default(); MAX_HEADERS];
+    let mut indices = FieldIndices::new();
     let (head_len, code, minor, fields) = {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let slots = slots.get_mut(..config.header_slots()).unwrap_or_default();

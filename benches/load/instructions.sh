@@ -27,8 +27,8 @@
 # OpenTelemetry module), so compare the gatehouse line with SCENARIO=proxy's.
 #
 # KEEP=DIR keeps the callgrind profiles there (for callgrind_annotate). CONNECTIONS=N sets
-# h2load's connection count (16).
-# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt|limit|shared-limit|traced|traced-1pct] [KEEP=DIR] benches/load/instructions.sh [N] [gatehouse-binary]
+# h2load's connection count (16), BODY_BYTES=N the upstream's response size (200).
+# Usage: [SCENARIO=proxy|hit|h2|https-upstream|regex|basic|jwt|limit|shared-limit|traced|traced-1pct] [KEEP=DIR] [CONNECTIONS=N] [BODY_BYTES=N] benches/load/instructions.sh [N] [gatehouse-binary]
 # Needs: valgrind, nginx, h2load (apt-get install valgrind nginx nghttp2-client).
 set -euo pipefail
 N=${1:-20000}
@@ -43,7 +43,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK" "/dev/shm/gatehouse-instructions-$$"; }
 trap cleanup EXIT
-BODY=$(printf 'x%.0s' $(seq 199))
+BODY=$(printf 'x%.0s' $(seq $((${BODY_BYTES:-200} - 1))))
 UPSTREAM_LISTEN="127.0.0.1:18101" UPSTREAM_TLS="" NGINX_UPSTREAM="http://app"
 GATEHOUSE_SERVER='"127.0.0.1:18101"' GATEHOUSE_TLS=""
 if [ "$SCENARIO" = https-upstream ]; then

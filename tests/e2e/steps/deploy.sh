@@ -246,10 +246,9 @@ fi
 started=$(date +%s)
 # No --layers: with vfs every cached layer is a full copy of the filesystem (gigabytes for
 # the Rust stages), too much for a shared disk; each run is a cold build instead.
-# --force-rm: a failed build must not leave its vfs copy behind to fill the disk for the next.
 # The disk is shared, so the free space is printed with any failure (a full disk reads as a
 # compiler error otherwise).
-buildah "${STORAGE[@]}" build --isolation chroot --format docker --force-rm \
+buildah "${STORAGE[@]}" build --isolation chroot --format docker \
     --build-arg RUST_IMAGE="$RUST_IMAGE" --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
     -f docker/Dockerfile -t localhost/gatehouse:latest . >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log"; df -h /var/lib/containers "$WORK" .; exit 1; }

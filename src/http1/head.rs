@@ -205,12 +205,8 @@ fn span(base: &[u8], part: &[u8]) -> (u32, u32) {
     (start, end)
 }
 
-/// Records where each parsed field sits; returns how many there are.
-pub(crate) fn index_fields(
-    base: &[u8],
-    fields: &[httparse::Header<'_>],
-    out: &mut FieldIndices,
-) -> usize {
+/// Records where each parsed field sits (`httparse` hands out at most `MAX_HEADERS`).
+pub(crate) fn index_fields(base: &[u8], fields: &[httparse::Header<'_>], out: &mut FieldIndices) {
     out.clear();
     for field in fields {
         let index = FieldIndex {
@@ -221,7 +217,6 @@ pub(crate) fn index_fields(
             break;
         }
     }
-    out.len()
 }
 
 /// A sub-range of the frozen head as `Bytes`, or None if the range does not fit (which would

@@ -138,7 +138,6 @@ struct RequestLine {
     method: Method,
     target: (u32, u32),
     version: Version,
-    fields: usize,
 }
 
 /// Parses a request head from the front of `buf`, the connection's read buffer.
@@ -173,8 +172,7 @@ pub fn parse_request(
         Parsed::Complete(line) => line,
     };
     let head = buf.split_to(line.head_len.min(buf.len())).freeze();
-    let indices = indices.get(..line.fields).unwrap_or_default();
-    build(head, line, indices, config).map(Parsed::Complete)
+    build(head, line, &indices, config).map(Parsed::Complete)
 }
 
 /// The first pass: `httparse` over the buffer, limits, and the positions of everything.
@@ -231,13 +229,12 @@ fn scan(
             } else {
                 Version::HTTP_11
             };
-            let fields = index_fields(buf, request.headers, indices);
+            index_fields(buf, request.headers, indices);
             Ok(Parsed::Complete(RequestLine {
                 head_len,
                 method,
                 target,
                 version,
-                fields,
             }))
         }
         Err(error) => Err(classify(buf, error, request.method.is_some())),

@@ -90,7 +90,7 @@ pub fn parse_response_keeping(
     keep_raw: bool,
 ) -> Result<Parsed<ResponseHead>, HeadError> {
     let mut indices = FieldIndices::new();
-    let (head_len, code, minor, fields) = {
+    let (head_len, code, minor) = {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let slots = slots.get_mut(..config.header_slots()).unwrap_or_default();
         let mut response = httparse::Response::new(&mut []);
@@ -111,8 +111,8 @@ pub fn parse_response_keeping(
                 let (Some(code), Some(minor)) = (response.code, response.version) else {
                     return Err(HeadError::InvalidStatusLine);
                 };
-                let fields = index_fields(buf, response.headers, &mut indices);
-                (head_len, code, minor, fields)
+                index_fields(buf, response.headers, &mut indices);
+                (head_len, code, minor)
             }
             Err(error) => return Err(classify(buf, error)),
         }
@@ -124,7 +124,7 @@ pub fn parse_response_keeping(
         Version::HTTP_11
     };
     let head = buf.split_to(head_len.min(buf.len())).freeze();
-    let indices = indices.get(..fields).unwrap_or_default();
+    let indices = indices.as_slice();
     let kept = if keep_raw && !status.is_informational() {
         raw_fields(&head, indices)?
     } else {
